@@ -1,0 +1,3 @@
+from batchmove.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""The values that flow through the pipeline: a job's settings, input rows, groups, batches.
+
+Frozen and dependency-free: every stage imports these, none of them imports a stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+TargetKind = Literal["id", "name"]
+TokenKind = Literal["stable", "classic"]
+
+BLACKLIST_GROUP_ID = 1
+RESERVED_GROUP_IDS = frozenset({0, 1, 2})
+MAX_BATCH = 50
+MAX_USER_INFO_BATCH = 100
+MAX_GROUP_NAME_CHARS = 30
+
+
+class RowStatus(StrEnum):
+    """A row's state in the ledger and its `status` in the report."""
+
+    PENDING = "pending"  # valid, not yet moved
+    MOVED = "moved"
+    ALREADY = "already"  # the snapshot showed the user already in the target group
+    FAILED = "failed"  # WeChat refused it, or its group could not be resolved
+    INVALID = "invalid"  # rejected by validation; never sent
+    DUPLICATE = "duplicate"  # same openid and target as an earlier row; moved with it
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMap:
+    """Header names chosen by the job file; None means "find it by its usual names"."""
+
+    openid: str | None = None
+    group_id: str | None = None
+    group_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Where the access token comes from. Holds names of variables, never a secret."""
+
+    appid_env: str = "WECHAT_APPID"
+    secret_env: str = "WECHAT_APPSECRET"
+    token_env: str = "WECHAT_ACCESS_TOKEN"
+    token_command: str | None = None
+    token_kind: TokenKind = "stable"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """Everything a run needs to know; built from a job file and CLI options (options win)."""
+
+    input: Path
+    job_path: Path | None = None
+    name: str = ""
+    sheet: str | int | None = None
+    encoding: str | None = None
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    target: TargetKind | None = None  # None: decided by which column the input has
+    api_base: str = "https://api.weixin.qq.com"
+    credentials: Credentials = field(default_factory=Credentials)
+    rate: float = 20.0  # API calls per second, every attempt and token fetch included
+    concurrency: int = 8
+    batch_size: int = MAX_BATCH
+    retries: int = 6  # attempts per call for transient failures
+    timeout: float = 15.0  # seconds per HTTP request
+    max_failure_rate: float = 0.5  # stop when more than this share of sent rows failed...
+    failure_sample: int = 200  # ...once at least this many rows have had a final answer
+    create_groups: bool = False
+    allow_blacklist: bool = False
+    out: Path | None = None  # None: runs/<name> under the current directory
+    confirm: bool = True  # ask before sending (on a TTY); without a TTY refuse unless False
+    snapshot: bool = True  # record every user's current group before moving
+    verify: bool = False  # read every moved user's group back after the run
+    xlsx_max_rows: int = 200_000  # report.xlsx is written only up to this many rows
+    sandbox: dict[str, Any] = field(default_factory=dict)  # settings of the embedded sandbox
+
+    def with_overrides(self, **changes: Any) -> JobSpec:
+        """A copy with the given fields replaced; None values leave the field as it is."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def out_dir(self) -> Path:
+        return self.out if self.out is not None else Path("runs") / (self.name or "run")
+
+
+class InputRow(NamedTuple):
+    """One data row of the input, validated. `row` is the spreadsheet's own row number."""
+
+    row: int
+    openid: str
+    target: str  # canonical group id digits, or the group name as typed (trimmed)
+    status: RowStatus  # PENDING when valid; INVALID or DUPLICATE otherwise
+    reason: str  # why the row is invalid/duplicate; "" when valid
+    extra: tuple[str, ...] | None  # the other columns' cells, in header order
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: int
+    name: str
+    count: int = 0
+
+
+class Move(NamedTuple):
+    row: int
+    openid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Up to 50 users bound for one group: one `batchupdate` call (one `update` if alone)."""
+
+    group_id: int
+    moves: tuple[Move, ...]
+
+    @property
+    def openids(self) -> list[str]:
+        return [m.openid for m in self.moves]

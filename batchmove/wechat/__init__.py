@@ -1,0 +1,1 @@
+"""The async WeChat API client: endpoints, token sources, and the errcode table."""
