@@ -1,0 +1,306 @@
+"""The async WeChat client: the only module that speaks HTTP to WeChat.
+
+Each HTTP attempt (token fetches included) waits on the rate limiter, is counted in `calls`, and
+has its failures translated here, at one boundary, into the `batchmove.errors` tree:
+
+    errcode != 0                    -> errcodes.error_for(errcode, errmsg, endpoint)
+    timeout, dropped or refused     -> TransientError(None, "<what happened>", endpoint)
+    HTTP 5xx, 408, 429, non-JSON    -> TransientError
+    other HTTP 4xx                  -> FatalApiError (wrong base URL or a proxy refusing us)
+
+aiohttp's exception strings carry the request URL, and the URL carries the access token, so
+messages are built here from the exception's type and passed through `redact()`; the foreign
+exception is dropped with `raise ... from None` so no traceback can print it.
+
+The client does not retry transient failures (the runner does, with tenacity). It does retry a
+call after a token error, at most twice, through `TokenManager`, which refuses to loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json as jsonlib
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+
+from batchmove.errors import (
+    ApiError,
+    FatalApiError,
+    TokenError,
+    TransientError,
+    redact,
+)
+from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Group
+from batchmove.wechat.errcodes import error_for
+from batchmove.wechat.token import TokenManager, TokenSource
+
+MAX_TOKEN_RETRIES = 2  # retries of one call after token errors; then the token problem is fatal
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerPage:
+    """One page of `user/get`; an empty `next_openid` (or an empty page) ends the list."""
+
+    total: int
+    openids: list[str]
+    next_openid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """`openapi/quota/get` for one endpoint: whether a job fits in today's calls."""
+
+    daily_limit: int
+    used: int
+    remain: int
+
+
+class WeChatClient:
+    """One aiohttp session, every endpoint batchmove uses, and `call()` underneath them all."""
+
+    def __init__(
+        self,
+        base_url: str = "https://api.weixin.qq.com",
+        token_source: TokenSource | None = None,
+        *,
+        timeout: float = 15.0,
+        limiter: AsyncLimiter | None = None,
+        max_refreshes: int = 10,
+        connector_limit: int = 100,
+    ) -> None:
+        if token_source is None:
+            raise TypeError("WeChatClient needs a token_source")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.limiter = limiter
+        self.connector_limit = connector_limit
+        self.calls: Counter[str] = Counter()
+        self.tokens = TokenManager(token_source, self._request, max_refreshes=max_refreshes)
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"WeChatClient({self.base_url!r}, {self.tokens.source!r})"
+
+    async def __aenter__(self) -> WeChatClient:
+        if self._session is not None:
+            raise RuntimeError("WeChatClient is already open")
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            connector=aiohttp.TCPConnector(limit=self.connector_limit),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    # -- the core ---------------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One API call with the access token; refreshes it (bounded) when WeChat rejects it."""
+        token = await self.tokens.get()
+        for attempt in range(MAX_TOKEN_RETRIES + 1):
+            try:
+                data = await self._request(method, endpoint, params=params, json=json,
+                                           access_token=token)
+            except TokenError as exc:
+                if attempt == MAX_TOKEN_RETRIES:
+                    raise FatalApiError(exc.errcode, (
+                        f"the access token was rejected {attempt + 1} times in a row"
+                        f" ({exc.errmsg}); not refreshing again"), endpoint) from None
+                token = await self.tokens.refresh(token, exc)
+                continue
+            self.tokens.confirm(token)
+            return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Mapping[str, Any] | None = None,
+        access_token: str | None = None,
+    ) -> dict[str, Any]:
+        """One HTTP attempt: limiter, counter, and every foreign failure translated."""
+        if self._session is None:
+            raise RuntimeError("use `async with WeChatClient(...)` before calling it")
+        query = dict(params or {})
+        if access_token is not None:
+            query["access_token"] = access_token
+        headers = {}
+        body: bytes | None = None
+        if json is not None:
+            body = jsonlib.dumps(json, ensure_ascii=False).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        url = f"{self.base_url}/cgi-bin/{endpoint}"
+        async with self.limiter or contextlib.nullcontext():
+            self.calls[endpoint] += 1
+            try:
+                async with self._session.request(method, url, params=query, data=body,
+                                                 headers=headers) as resp:
+                    status, reason = resp.status, resp.reason or _reason(resp.status)
+                    content_type = resp.content_type
+                    raw = await resp.read()
+            except TimeoutError:
+                raise TransientError(None, f"no answer within {self.timeout:g}s",
+                                     endpoint) from None
+            except aiohttp.ClientError as exc:
+                raise TransientError(None, _describe(exc), endpoint) from None
+        return _decode(status, reason, content_type, raw, endpoint)
+
+    # -- groups -----------------------------------------------------------------------------
+
+    async def get_groups(self) -> list[Group]:
+        data = await self.call("GET", "groups/get")
+        return [Group(int(g["id"]), str(g["name"]), int(g.get("count", 0)))
+                for g in data.get("groups", [])]
+
+    async def create_group(self, name: str) -> Group:
+        """Not idempotent: two creates make two groups (callers look the name up first)."""
+        data = await self.call("POST", "groups/create", json={"group": {"name": name}})
+        group = data.get("group") or {}
+        return Group(int(group["id"]), str(group.get("name", name)))
+
+    async def update_group(self, group_id: int, name: str) -> None:
+        await self.call("POST", "groups/update", json={"group": {"id": group_id, "name": name}})
+
+    async def delete_group(self, group_id: int) -> None:
+        await self.call("POST", "groups/delete", json={"group": {"id": group_id}})
+
+    async def get_user_group(self, openid: str) -> int:
+        data = await self.call("POST", "groups/getid", json={"openid": openid})
+        return int(data["groupid"])
+
+    async def move_user(self, openid: str, to_groupid: int) -> None:
+        await self.call("POST", "groups/members/update",
+                        json={"openid": openid, "to_groupid": to_groupid})
+
+    async def move_users(self, openids: Sequence[str], to_groupid: int) -> None:
+        """Up to 50 users in one call; larger batches are a bug, refused before any I/O."""
+        _check_size(openids, MAX_BATCH, "move_users")
+        await self.call("POST", "groups/members/batchupdate",
+                        json={"openid_list": list(openids), "to_groupid": to_groupid})
+
+    # -- followers and users ----------------------------------------------------------------
+
+    async def get_followers(self, next_openid: str = "") -> FollowerPage:
+        data = await self.call("GET", "user/get", params={"next_openid": next_openid})
+        openids = (data.get("data") or {}).get("openid") or []
+        return FollowerPage(int(data.get("total", 0)), [str(o) for o in openids],
+                            str(data.get("next_openid") or ""))
+
+    async def iter_followers(self) -> AsyncIterator[str]:
+        """Every follower's openid, page by page, until WeChat says there are no more."""
+        cursor = ""
+        while True:
+            page = await self.get_followers(cursor)
+            for openid in page.openids:
+                yield openid
+            if not page.openids or not page.next_openid or page.next_openid == cursor:
+                return
+            cursor = page.next_openid
+
+    async def batch_get_user_info(self, openids: Sequence[str],
+                                  lang: str = "zh_CN") -> list[dict[str, Any]]:
+        """Up to 100 users' info (including `groupid`) in one call."""
+        _check_size(openids, MAX_USER_INFO_BATCH, "batch_get_user_info")
+        data = await self.call("POST", "user/info/batchget", json={
+            "user_list": [{"openid": o, "lang": lang} for o in openids]})
+        users = data.get("user_info_list") or []
+        return [dict(u) for u in users]
+
+    # -- quotas -----------------------------------------------------------------------------
+
+    async def get_quota(self, cgi_path: str) -> Quota:
+        """Today's quota of one endpoint (`groups/get` or `/cgi-bin/groups/get`)."""
+        path = cgi_path if cgi_path.startswith("/") else f"/cgi-bin/{cgi_path}"
+        data = await self.call("POST", "openapi/quota/get", json={"cgi_path": path})
+        quota = data.get("quota") or {}
+        return Quota(int(quota.get("daily_limit", 0)), int(quota.get("used", 0)),
+                     int(quota.get("remain", 0)))
+
+    async def clear_quota(self, appid: str) -> None:
+        """Resets the account's quotas (10 times a month): only ever on a human's request."""
+        await self.call("POST", "clear_quota", json={"appid": appid})
+
+
+def _check_size(openids: Sequence[str], limit: int, what: str) -> None:
+    if isinstance(openids, str):
+        raise TypeError(f"{what} takes a list of openids, not a string")
+    if not openids:
+        raise ValueError(f"{what} needs at least one openid")
+    if len(openids) > limit:
+        raise ValueError(f"{what} takes at most {limit} openids a call, got {len(openids)}")
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _describe(exc: aiohttp.ClientError) -> str:
+    """What went wrong, from the exception's type (its str() may hold the URL and token)."""
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"the server closed the connection without answering ({name})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        detail = exc.os_error.strerror if exc.os_error.strerror else "connection failed"
+        return redact(f"cannot connect to {exc.host}:{exc.port}: {detail} ({name})")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the answer was cut off ({name})"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return redact(f"connection error: {exc.strerror or 'unknown'} ({name})")
+    return f"HTTP request failed ({name})"
+
+
+def _decode(status: int, reason: str, content_type: str, raw: bytes,
+            endpoint: str) -> dict[str, Any]:
+    """The JSON object of an answer (WeChat may label it text/plain), or the matching error."""
+    if status != 200:
+        text = f"HTTP {status} {reason}".strip()
+        if status >= 500 or status in (408, 429):
+            raise TransientError(None, text, endpoint)
+        raise FatalApiError(None, f"{text}: check the API base URL", endpoint)
+    try:
+        data = jsonlib.loads(raw.decode("utf-8", errors="replace"), strict=False)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise TransientError(None, (
+            f"the answer is not a JSON object (HTTP 200, {content_type or 'no content type'},"
+            f" {len(raw)} bytes)"), endpoint)
+    errcode = data.get("errcode", 0)
+    if errcode not in (0, None):
+        try:
+            code = int(errcode)
+        except (TypeError, ValueError):
+            raise ApiError(None, f"unreadable errcode {errcode!r}", endpoint) from None
+        raise error_for(code, str(data.get("errmsg", "")), endpoint)
+    return data
