@@ -1,0 +1,329 @@
+"""The checkpoint: one SQLite file (WAL) per run directory.
+
+It holds the run's metadata and fingerprint, every input row with its state, the groups this run
+created (recorded *before* the create call, so a resume never creates a group twice), and API
+call counters. A result is committed before it is counted anywhere else, so `kill -9` at any
+moment loses nothing that was reported: the worst case is that rows whose call was in flight
+are sent again, which is harmless because moves are idempotent.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from batchmove.errors import RunLockedError, RunStateError
+from batchmove.models import InputRow, Move
+
+LEDGER_NAME = "ledger.sqlite"
+LOCK_NAME = ".lock"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (
+    row        INTEGER PRIMARY KEY,
+    openid     TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    reason     TEXT NOT NULL DEFAULT '',
+    group_id   INTEGER,
+    prev_group INTEGER,
+    errcode    INTEGER,
+    errmsg     TEXT,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL,
+    extra      TEXT
+);
+CREATE INDEX IF NOT EXISTS rows_by_status ON rows (status, group_id);
+CREATE TABLE IF NOT EXISTS created_groups (
+    name       TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    group_id   INTEGER,
+    errcode    INTEGER,
+    errmsg     TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (endpoint TEXT PRIMARY KEY, n INTEGER NOT NULL);
+"""
+
+
+class LedgerRow(NamedTuple):
+    row: int
+    openid: str
+    target: str
+    status: str
+    reason: str
+    group_id: int | None
+    prev_group: int | None
+    errcode: int | None
+    errmsg: str | None
+    attempts: int
+    extra: str | None
+
+
+class Failure(NamedTuple):
+    """A row's final refusal: the errcode (None when WeChat never answered) and why."""
+
+    row: int
+    errcode: int | None
+    errmsg: str
+    attempts: int
+
+
+class Ledger:
+    """The run's SQLite checkpoint. Not thread-safe: one event loop writes it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / LEDGER_NAME
+        self._lock_fd: int | None = None
+        self.db: sqlite3.Connection | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def open(self, *, lock: bool = True) -> Ledger:
+        """Open (creating if needed) and, unless `lock` is False, take the run's exclusive lock."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if lock:
+                self._take_lock()
+            fresh = not self.path.exists()
+            old_umask = os.umask(0o077)
+            try:
+                self.db = sqlite3.connect(self.path, isolation_level=None)
+            finally:
+                os.umask(old_umask)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.executescript(_SCHEMA)
+            if fresh:
+                self.set_meta(schema=SCHEMA_VERSION)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise RunStateError(f"{self.path} is not a batchmove ledger ({exc})") from exc
+        except OSError as exc:
+            self.close()
+            raise RunStateError(f"cannot use run directory {self.run_dir}: {exc.strerror}") from exc
+        return self
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLockedError(
+                f"another batchmove process is running this job (run directory {self.run_dir}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        self._lock_fd = fd
+
+    def close_db(self) -> None:
+        """Close the database but keep the run's lock (to move files around)."""
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def close(self) -> None:
+        self.close_db()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self.db is None:
+            raise RunStateError("the ledger is closed")
+        return self.db
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One commit for a group of writes; rolled back whole if anything fails."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- metadata ---------------------------------------------------------------------------
+    def set_meta(self, **values: Any) -> None:
+        self.conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, json.dumps(v, ensure_ascii=False)) for k, v in values.items()],
+        )
+
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def is_empty(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM rows LIMIT 1").fetchone() is None
+
+    # --- loading ----------------------------------------------------------------------------
+    def load_rows(
+        self,
+        chunks: Iterable[list[InputRow]],
+        amendments: Any,
+    ) -> int:
+        """Insert every input row in one transaction; `amendments()` is read after the chunks."""
+        total = 0
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM rows")
+            for chunk in chunks:
+                conn.executemany(
+                    "INSERT INTO rows (row, openid, target, status, reason, extra) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.row, r.openid, r.target, r.status.value, r.reason,
+                         None if r.extra is None else json.dumps(r.extra, ensure_ascii=False))
+                        for r in chunk
+                    ],
+                )
+                total += len(chunk)
+            conn.executemany(
+                "UPDATE rows SET status = ?, reason = ? WHERE row = ?",
+                [(status.value, reason, row) for row, status, reason in amendments()],
+            )
+        return total
+
+    # --- queries ----------------------------------------------------------------------------
+    def counts(self) -> Counter[str]:
+        return Counter(dict(self.conn.execute("SELECT status, count(*) FROM rows GROUP BY status")))
+
+    def pending_targets(self) -> Counter[str]:
+        """Pending rows per target as typed (group id digits or name)."""
+        return Counter(dict(self.conn.execute(
+            "SELECT target, count(*) FROM rows WHERE status = 'pending' GROUP BY target")))
+
+    def pending_moves(self) -> Iterator[tuple[int, Move]]:
+        """(group_id, move) for every pending row whose group is resolved, by group then row."""
+        cur = self.conn.execute(
+            "SELECT group_id, row, openid FROM rows WHERE status = 'pending' "
+            "AND group_id IS NOT NULL ORDER BY group_id, row")
+        for group_id, row, openid in cur:
+            yield group_id, Move(row, openid)
+
+    def pending_without_snapshot(self) -> list[Move]:
+        cur = self.conn.execute(
+            "SELECT row, openid FROM rows WHERE status = 'pending' AND prev_group IS NULL "
+            "AND group_id IS NOT NULL ORDER BY row")
+        return [Move(row, openid) for row, openid in cur]
+
+    def rows(self, where: str = "", params: tuple[Any, ...] = ()) -> Iterator[LedgerRow]:
+        """Every row in input order (optionally filtered by a SQL condition)."""
+        sql = ("SELECT row, openid, target, status, reason, group_id, prev_group, errcode, "
+               "errmsg, attempts, extra FROM rows")
+        if where:
+            sql += f" WHERE {where}"
+        for r in self.conn.execute(sql + " ORDER BY row", params):
+            yield LedgerRow(*r)
+
+    # --- results ----------------------------------------------------------------------------
+    def assign_groups(self, resolved: dict[str, int],
+                      failed: dict[str, tuple[int | None, str]]) -> None:
+        """Record each pending target's group id, or fail its rows with the reason."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE rows SET group_id = ? WHERE status = 'pending' AND target = ?",
+                [(gid, target) for target, gid in resolved.items()],
+            )
+            conn.executemany(
+                "UPDATE rows SET status = 'failed', errcode = ?, errmsg = ?, updated_at = ? "
+                "WHERE status = 'pending' AND target = ?",
+                [(code, msg, now, target) for target, (code, msg) in failed.items()],
+            )
+
+    def record_snapshot(self, groups: dict[int, int]) -> int:
+        """Store each row's current group; rows already in their target become `already`."""
+        with self.transaction() as conn:
+            conn.executemany("UPDATE rows SET prev_group = ? WHERE row = ?",
+                             [(gid, row) for row, gid in groups.items()])
+            cur = conn.execute(
+                "UPDATE rows SET status = 'already', updated_at = ? "
+                "WHERE status = 'pending' AND prev_group = group_id", (time.time(),))
+        return cur.rowcount
+
+    def record_moved(self, rows: list[int], attempts: int) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE rows SET status = 'moved', errcode = NULL, errmsg = NULL, "
+                "attempts = attempts + ?, updated_at = ? WHERE row = ?",
+                [(attempts, time.time(), row) for row in rows],
+            )
+
+    def record_failed(self, failures: list[Failure]) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE rows SET status = 'failed', errcode = ?, errmsg = ?, "
+                "attempts = attempts + ?, updated_at = ? WHERE row = ?",
+                [(f.errcode, f.errmsg, f.attempts, now, f.row) for f in failures],
+            )
+
+    def reset_failed(self, retryable: Iterable[int | None]) -> int:
+        """Make failed rows with these errcodes (None = no answer) pending again."""
+        codes = list(retryable)
+        known = [c for c in codes if c is not None]
+        marks = ",".join("?" * len(known)) or "NULL"
+        cur = self.conn.execute(
+            f"UPDATE rows SET status = 'pending', group_id = NULL "
+            f"WHERE status = 'failed' AND (errcode IN ({marks}) OR "
+            f"(errcode IS NULL AND ?))", (*known, None in codes))
+        return cur.rowcount
+
+    def add_calls(self, calls: Counter[str]) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO calls (endpoint, n) VALUES (?, ?) "
+                "ON CONFLICT(endpoint) DO UPDATE SET n = n + excluded.n",
+                list(calls.items()),
+            )
+
+    def calls(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT endpoint, n FROM calls ORDER BY endpoint"))
+
+    # --- group creations (the creation journal the resolver uses) ------------------------------
+    def creation(self, name: str) -> tuple[str, int | None] | None:
+        got = self.conn.execute(
+            "SELECT state, group_id FROM created_groups WHERE name = ?", (name,)).fetchone()
+        return None if got is None else (got[0], got[1])
+
+    def creation_started(self, name: str) -> None:
+        self.conn.execute(
+            "INSERT INTO created_groups (name, state, updated_at) VALUES (?, 'creating', ?) "
+            "ON CONFLICT(name) DO UPDATE SET state = 'creating', updated_at = excluded.updated_at",
+            (name, time.time()))
+
+    def creation_finished(self, name: str, group_id: int) -> None:
+        self.conn.execute(
+            "UPDATE created_groups SET state = 'created', group_id = ?, updated_at = ? "
+            "WHERE name = ?", (group_id, time.time(), name))
+
+    def creation_failed(self, name: str, errcode: int | None, errmsg: str) -> None:
+        self.conn.execute(
+            "UPDATE created_groups SET state = 'failed', errcode = ?, errmsg = ?, updated_at = ? "
+            "WHERE name = ?", (errcode, errmsg, time.time(), name))
+
+    def created_groups(self) -> list[dict[str, Any]]:
+        cur = self.conn.execute(
+            "SELECT name, group_id FROM created_groups WHERE state = 'created' ORDER BY group_id")
+        return [{"name": n, "id": gid} for n, gid in cur]

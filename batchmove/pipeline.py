@@ -1,0 +1,395 @@
+"""`run_job`: the stages in order. Reading this file top to bottom tells the whole story.
+
+    job -> loader -> ledger -> resolve groups -> (confirm) -> create groups -> snapshot
+        -> planner -> runner -> report
+
+The CLI calls this with an `Events` object that shows progress and asks for confirmation; the
+pipeline itself never prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiolimiter import AsyncLimiter
+
+from batchmove import loader, report
+from batchmove.errors import (
+    EXIT_OK,
+    EXIT_ROW_FAILURES,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_STOPPED,
+    ApiError,
+    ConfirmationRequired,
+    InputChangedError,
+    JobFileError,
+    UsageError,
+)
+from batchmove.ledger import LEDGER_NAME, Failure, Ledger
+from batchmove.models import BLACKLIST_GROUP_ID, MAX_USER_INFO_BATCH, Batch, JobSpec
+from batchmove.planner import chunked, plan_batches, summarize_plan
+from batchmove.resolver import Resolution, create_missing, match_groups, refuse_missing
+from batchmove.runner import Limits, RetryPolicy, Runner, RunOutcome, StopReason
+from batchmove.wechat.client import WeChatClient
+from batchmove.wechat.token import SecretTokenSource, TokenSource, token_source_from
+
+#: files of a run directory that move to history/ when a finished run makes way for a new one
+RUN_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", "report.csv",
+             "report.xlsx", "failed.csv", "summary.json", "plan.json")
+#: failures `--retry-failed` tries again: no answer, WeChat busy, unknown errcodes
+RETRYABLE_ERRCODES: tuple[int | None, ...] = (None, -1, 45009, 45011)
+
+_STOP_MESSAGES = {
+    StopReason.DAILY_QUOTA: "the daily API quota is used up (45009); run the same command "
+                            "again after the quota resets to resume",
+    StopReason.THRESHOLD: "stopped: too many rows failed (see failed.csv); fix the cause and run "
+                          "the same command again to resume",
+    StopReason.SIGINT: "interrupted; run the same command again to resume",
+    StopReason.SIGTERM: "terminated; run the same command again to resume",
+}
+
+
+class Events(Protocol):
+    """What the pipeline tells the person (or scheduler) watching it."""
+
+    def info(self, message: str) -> None: ...
+    def confirm(self, plan: dict[str, Any]) -> bool: ...
+    def progress(self, phase: str, done: int, failed: int, total: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    yes: bool = False
+    restart: bool = False
+    retry_failed: bool = False
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    message: str
+    run_dir: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+# --- the story ---------------------------------------------------------------------------------
+async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResult:
+    started = time.time()
+    source = loader.open_input(spec)
+    run_dir = spec.out_dir
+    with Ledger(run_dir).open() as ledger, _signals() as stop:
+        fingerprint = _fingerprint(spec, source.fingerprint)
+        _load_or_resume(ledger, source, spec, fingerprint, options, events)
+        if stop.reason is not None:  # interrupted while loading: nothing was sent
+            return _finish(ledger, spec, run_dir, started, stop.reason, None, events)
+        async with _api(spec, ledger) as client:
+            resolution = await _resolve(client, ledger, spec, events)
+            plan = summarize_plan(ledger.counts(), resolution_summary(resolution, ledger),
+                                  spec)
+            if not _confirmed(spec, options, plan, events):
+                raise ConfirmationRequired(
+                    "this run needs confirmation but there is no terminal to ask; "
+                    "pass --yes (or set confirm = false in the job file) to run unattended")
+            outcome = StopReason.DONE
+            error: ApiError | None = None
+            if resolution.missing and stop.reason is None:
+                await create_missing(client, resolution, ledger, sleep=asyncio.sleep)
+            ledger.assign_groups(resolution.resolved, resolution.failed)
+            if spec.snapshot and stop.reason is None:
+                outcome, error = await _snapshot(client, ledger, spec, stop, events)
+            if outcome is StopReason.DONE and stop.reason is None:
+                outcome, error = await _move(client, ledger, spec, stop, events)
+            ledger.add_calls(client.calls)
+        return _finish(ledger, spec, run_dir, started, stop.reason or outcome, error, events)
+
+
+# --- stages ------------------------------------------------------------------------------------
+def _load_or_resume(ledger: Ledger, source: loader.LoadedInput, spec: JobSpec,
+                    fingerprint: str, options: RunOptions, events: Events) -> None:
+    meta = ledger.meta()
+    if not ledger.is_empty():
+        same = meta.get("fingerprint") == fingerprint
+        finished = meta.get("finished_at") is not None
+        if same and not options.restart:
+            if options.retry_failed:
+                n = ledger.reset_failed(RETRYABLE_ERRCODES)
+                events.info(f"retrying {n} failed rows")
+            counts = ledger.counts()
+            if counts.get("pending"):
+                ledger.set_meta(finished_at=None)
+            events.info(f"resuming {ledger.run_dir}: {_done(counts)} rows done, "
+                        f"{counts.get('pending', 0)} remain")
+            return
+        if not same and not finished and not options.restart:
+            raise InputChangedError(
+                f"the input or settings changed since the unfinished run in {ledger.run_dir}; "
+                "run with --restart to discard its progress and start again, or restore the "
+                "original input to resume")
+        _archive(ledger, meta)
+    ledger.set_meta(fingerprint=fingerprint, run_id=_run_id(), finished_at=None,
+                    started_at=_now(), input=str(source.path), headers=source.headers,
+                    openid_column=source.openid_column, target_column=source.target_column,
+                    target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)
+    total = ledger.load_rows(source.rows(), lambda: source.amendments)
+    events.info(f"loaded {total} rows from {source.path}")
+
+
+async def _resolve(client: WeChatClient, ledger: Ledger, spec: JobSpec,
+                   events: Events) -> Resolution:
+    targets = [t for t in ledger.pending_targets() if t]
+    kind = ledger.meta()["target_kind"]
+    resolution = match_groups(await client.get_groups(), targets, kind)
+    if not spec.create_groups:
+        refuse_missing(resolution)
+    _refuse_blacklist(resolution, ledger, spec)
+    return resolution
+
+
+def _refuse_blacklist(resolution: Resolution, ledger: Ledger, spec: JobSpec) -> None:
+    hits = [t for t, gid in resolution.resolved.items() if gid == BLACKLIST_GROUP_ID]
+    if hits and not spec.allow_blacklist:
+        n = sum(ledger.pending_targets()[t] for t in hits)
+        raise UsageError(
+            f"{n} rows target group 1 (黑名单, the blacklist) via {hits[0]!r}; nothing was sent. "
+            "Pass --allow-blacklist (or allow_blacklist = true) if that is really meant")
+
+
+async def _snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
+                    events: Events) -> tuple[StopReason, ApiError | None]:
+    """Record every user's current group; users already in their target are not moved."""
+    todo = ledger.pending_without_snapshot()
+    if not todo:
+        return StopReason.DONE, None
+    found: dict[int, int] = {}
+    batches = [Batch(0, tuple(part)) for part in chunked(todo, MAX_USER_INFO_BATCH)]
+
+    def done(batch: Batch, infos: list[dict[str, Any]], attempts: int) -> None:
+        by_openid = {i.get("openid"): i for i in infos if i.get("subscribe") == 1}
+        for move in batch.moves:
+            info = by_openid.get(move.openid)
+            if info is not None and isinstance(info.get("groupid"), int):
+                found[move.row] = info["groupid"]
+
+    runner: Runner[list[dict[str, Any]]] = Runner(
+        send=lambda b: client.batch_get_user_info(b.openids), on_done=done,
+        on_failed=lambda failures: None, concurrency=spec.concurrency,
+        policy=RetryPolicy(attempts=spec.retries), bisect=False)
+    outcome = await stop.watch(runner, batches)
+    already = ledger.record_snapshot(found)
+    if already:
+        events.info(f"{already} users are already in their target group: not moved")
+    return outcome.reason, outcome.error
+
+
+async def _move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
+                events: Events) -> tuple[StopReason, ApiError | None]:
+    batches = plan_batches(ledger.pending_moves(), spec.batch_size)
+    total = sum(len(b.moves) for b in batches)
+    tally = Counter[str]()
+    single = spec.batch_size == 1
+
+    def send(batch: Batch) -> Any:
+        if single and len(batch.moves) == 1:
+            return client.move_user(batch.moves[0].openid, batch.group_id)
+        return client.move_users(batch.openids, batch.group_id)
+
+    def done(batch: Batch, _: object, attempts: int) -> None:
+        ledger.record_moved([m.row for m in batch.moves], attempts)
+        tally["moved"] += len(batch.moves)
+        events.progress("moving", tally["moved"], tally["failed"], total)
+
+    def failed(failures: list[Failure]) -> None:
+        ledger.record_failed(failures)
+        tally["failed"] += len(failures)
+        events.progress("moving", tally["moved"], tally["failed"], total)
+
+    runner: Runner[object] = Runner(
+        send=send, on_done=done, on_failed=failed, concurrency=spec.concurrency,
+        policy=RetryPolicy(attempts=spec.retries),
+        limits=Limits(spec.max_failure_rate, spec.failure_sample))
+    events.progress("moving", 0, 0, total)
+    outcome = await stop.watch(runner, batches)
+    return outcome.reason, outcome.error
+
+
+def _finish(ledger: Ledger, spec: JobSpec, run_dir: Path, started: float, reason: StopReason,
+            error: ApiError | None, events: Events) -> RunResult:
+    counts = ledger.counts()
+    code, message = _verdict(counts, reason, error)
+    finished = time.time()
+    if code in (EXIT_OK, EXIT_ROW_FAILURES):
+        ledger.set_meta(finished_at=_now())
+    summary = {
+        "job": spec.name, "run_id": ledger.meta().get("run_id"), "exit_code": code,
+        "stop_reason": reason.value, "message": message,
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "finished_at": datetime.fromtimestamp(finished, UTC).isoformat(timespec="seconds"),
+        "duration_s": round(finished - started, 3),
+        "users_moved_per_s": round(counts.get("moved", 0) / max(finished - started, 1e-9), 1),
+    }
+    report.write_reports(ledger, run_dir, summary, xlsx_max_rows=spec.xlsx_max_rows)
+    return RunResult(code, message, run_dir, report.read_summary(run_dir))
+
+
+def _verdict(counts: Counter[str], reason: StopReason,
+             error: ApiError | None) -> tuple[int, str]:
+    tally = ", ".join(f"{counts[s]} {s}" for s in
+                      ("moved", "already", "failed", "invalid", "duplicate", "pending")
+                      if counts.get(s))
+    if reason is StopReason.FATAL and error is not None:
+        return EXIT_STOPPED, f"stopped: {error.message} ({tally})"
+    if reason in _STOP_MESSAGES:
+        code = {StopReason.SIGINT: EXIT_SIGINT, StopReason.SIGTERM: EXIT_SIGTERM}.get(
+            reason, EXIT_STOPPED)
+        return code, f"{_STOP_MESSAGES[reason]} ({tally})"
+    if counts.get("pending"):
+        return EXIT_STOPPED, f"stopped with rows still pending; run again to resume ({tally})"
+    if counts.get("failed") or counts.get("invalid"):
+        return EXIT_ROW_FAILURES, f"finished with row failures ({tally}); see failed.csv"
+    return EXIT_OK, f"finished ({tally})"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def resolution_summary(resolution: Resolution, ledger: Ledger) -> dict[str, Any]:
+    pending = ledger.pending_targets()
+    return {
+        "users_per_group": {target: {"group_id": gid, "users": pending[target]}
+                            for target, gid in resolution.resolved.items()},
+        "create": [{"name": n, "users": pending[n]} for n in resolution.missing],
+        "unresolved": [{"target": t, "users": pending[t], "reason": why}
+                       for t, (_, why) in resolution.failed.items()],
+    }
+
+
+def _confirmed(spec: JobSpec, options: RunOptions, plan: dict[str, Any], events: Events) -> bool:
+    if options.yes or not spec.confirm or not plan["calls"]["total"]:
+        return True
+    return events.confirm(plan)
+
+
+def _fingerprint(spec: JobSpec, content_hash: str) -> str:
+    """The input's content plus every setting that changes which group a row goes to."""
+    settings = {"sheet": spec.sheet, "encoding": spec.encoding, "target": spec.target,
+                "columns": [spec.columns.openid, spec.columns.group_id, spec.columns.group_name],
+                "api_base": spec.api_base}
+    blob = content_hash + json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _archive(ledger: Ledger, meta: dict[str, Any]) -> None:
+    """Move a previous run's files to history/<run_id>/ and empty the ledger."""
+    target = ledger.run_dir / "history" / str(meta.get("run_id") or _run_id())
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ledger.close_db()
+    for name in RUN_FILES:
+        src = ledger.run_dir / name
+        if src.exists():
+            shutil.move(str(src), target / name)
+    ledger.open(lock=False)
+
+
+def _done(counts: Counter[str]) -> int:
+    return sum(n for status, n in counts.items() if status != "pending")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+
+
+def make_limiter(rate: float) -> AsyncLimiter | None:
+    """Evenly spaced calls, no initial burst: a bucket of one call refilled every 1/rate s."""
+    return AsyncLimiter(1, 1.0 / rate) if rate > 0 else None
+
+
+@asynccontextmanager
+async def _api(spec: JobSpec, ledger: Ledger) -> AsyncIterator[WeChatClient]:
+    """The client, talking to WeChat or to an embedded sandbox started for this run."""
+    async with _backend(spec, ledger) as (base_url, source):
+        client = WeChatClient(base_url, source, timeout=spec.timeout,
+                              limiter=make_limiter(spec.rate))
+        async with client:
+            yield client
+
+
+@asynccontextmanager
+async def _backend(spec: JobSpec, ledger: Ledger) -> AsyncIterator[tuple[str, TokenSource]]:
+    if spec.api_base != "sandbox":
+        yield spec.api_base, token_source_from(spec.credentials)
+        return
+    from batchmove.sandbox import SandboxConfig, running_sandbox
+
+    settings = dict(spec.sandbox)
+    if not {"users", "users_file", "openids"} & settings.keys():
+        settings["openids"] = sorted({r.openid for r in ledger.rows("status != 'invalid'")})
+    try:
+        config = SandboxConfig(**settings)
+    except TypeError as exc:
+        raise JobFileError(f"[sandbox] in {spec.job_path}: {exc}") from None
+    async with running_sandbox(config, host="127.0.0.1", port=0) as sandbox:
+        yield sandbox.base_url, SecretTokenSource(config.appid, config.secret)
+
+
+@dataclass
+class _Stop:
+    """SIGINT/SIGTERM while the pipeline runs: ask the current runner to stop."""
+
+    reason: StopReason | None = None
+    runner: Runner[Any] | None = None
+
+    def request(self, reason: StopReason) -> None:
+        self.reason = self.reason or reason
+        if self.runner is not None:
+            self.runner.stop(reason)
+
+    async def watch(self, runner: Runner[Any], batches: list[Batch]) -> RunOutcome:
+        self.runner = runner
+        if self.reason is not None:
+            runner.stop(self.reason)
+        try:
+            return await runner.run(batches)
+        finally:
+            self.runner = None
+
+
+@contextmanager
+def _signals() -> Iterator[_Stop]:
+    stop = _Stop()
+    loop = asyncio.get_running_loop()
+    for sig, reason in ((signal.SIGINT, StopReason.SIGINT), (signal.SIGTERM, StopReason.SIGTERM)):
+        loop.add_signal_handler(sig, stop.request, reason)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+
+
+def rewrite_reports(run_dir: Path) -> list[str]:
+    """`batchmove report`: the report files again, from the ledger alone."""
+    if not (run_dir / LEDGER_NAME).exists():
+        raise UsageError(f"{run_dir} has no {LEDGER_NAME}: not a batchmove run directory")
+    with Ledger(run_dir).open(lock=False) as ledger:
+        summary = report.read_summary(run_dir) if (run_dir / "summary.json").exists() else {}
+        files = report.write_reports(ledger, run_dir, summary)
+    written = (files.report_csv, files.report_xlsx, files.failed_csv, files.summary_json)
+    return [p.name for p in written if p is not None]

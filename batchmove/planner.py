@@ -1,0 +1,140 @@
+"""Pure functions that turn pending rows into API calls. No I/O, so they are property-tested.
+
+The number of move calls for a job is fixed here: per target group, ceil(users / batch_size).
+A batch refused because of one bad openid is bisected, so k bad openids among n cost about
+2·k·log2(n) extra calls instead of n single calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from batchmove.models import (
+    BLACKLIST_GROUP_ID,
+    MAX_BATCH,
+    MAX_USER_INFO_BATCH,
+    Batch,
+    JobSpec,
+    Move,
+)
+
+T = TypeVar("T")
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most `size` items."""
+    if size < 1:
+        raise ValueError("size must be at least 1")
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def plan_batches(pending: Iterable[tuple[int, Move]], batch_size: int = MAX_BATCH) -> list[Batch]:
+    """Group (group_id, move) pairs by target group, in input order, `batch_size` per call."""
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch size must be 1..{MAX_BATCH}, got {batch_size}")
+    by_group: dict[int, list[Move]] = {}
+    for group_id, move in pending:
+        by_group.setdefault(group_id, []).append(move)
+    return [
+        Batch(group_id, tuple(part))
+        for group_id, moves in by_group.items()
+        for part in chunked(moves, batch_size)
+    ]
+
+
+def split(batch: Batch) -> tuple[Batch, Batch]:
+    """The two halves of a refused batch, each sent on its own to isolate the bad openids."""
+    if len(batch.moves) < 2:
+        raise ValueError("a batch of one cannot be split")
+    mid = len(batch.moves) // 2
+    return Batch(batch.group_id, batch.moves[:mid]), Batch(batch.group_id, batch.moves[mid:])
+
+
+def move_calls(users_per_group: Mapping[object, int], batch_size: int = MAX_BATCH) -> int:
+    """Move calls a job needs with no faults: the sum over groups of ceil(users / batch)."""
+    return sum(math.ceil(n / batch_size) for n in users_per_group.values() if n > 0)
+
+
+def snapshot_calls(users: int) -> int:
+    """`user/info/batchget` calls to read `users` users' current groups."""
+    return math.ceil(users / MAX_USER_INFO_BATCH)
+
+
+def move_endpoint(batch_size: int) -> str:
+    """A job with batch size 1 uses the single-user endpoint; any other uses batchupdate."""
+    return "groups/members/update" if batch_size == 1 else "groups/members/batchupdate"
+
+
+def summarize_plan(
+    rows: Mapping[str, int],
+    groups: Mapping[str, Any],
+    spec: JobSpec,
+    quotas: Mapping[str, Mapping[str, int]] | None = None,
+) -> dict[str, Any]:
+    """What a run would do: rows, groups, API calls per endpoint, duration, quota fit, warnings.
+
+    `groups` holds `users_per_group` ({target: {"group_id", "users"}}), `create` ([{"name",
+    "users"}]) and `unresolved` ([{"target", "users", "reason"}]); `quotas` maps an endpoint to
+    WeChat's {"daily_limit", "used", "remain"} when it was asked.
+    """
+    movable = {t: g["users"] for t, g in groups.get("users_per_group", {}).items()}
+    movable |= {f"new:{g['name']}": g["users"] for g in groups.get("create", [])}
+    users = sum(movable.values())
+    calls: dict[str, int] = {"groups/get": 1}
+    if groups.get("create"):
+        calls["groups/create"] = len(groups["create"])
+    if spec.snapshot and users:
+        calls["user/info/batchget"] = snapshot_calls(users)
+    if users:
+        calls[move_endpoint(spec.batch_size)] = move_calls(movable, spec.batch_size)
+    total = sum(calls.values())
+    plan: dict[str, Any] = {
+        "rows": dict(rows),
+        "users_to_move": users,
+        "groups": dict(groups),
+        "calls": {**calls, "total": total},
+        "estimated_duration_s": round(total / spec.rate, 1) if spec.rate > 0 else None,
+        "warnings": _warnings(groups, spec),
+    }
+    if quotas is not None:
+        plan["quota"] = _quota_fit(calls, quotas)
+    return plan
+
+
+def _quota_fit(calls: Mapping[str, int],
+               quotas: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    fit: dict[str, Any] = {}
+    for endpoint, needed in calls.items():
+        quota = quotas.get(endpoint)
+        if quota is None:
+            continue
+        remain, limit = int(quota.get("remain", 0)), int(quota.get("daily_limit", 0))
+        if needed <= remain:
+            days = 1
+        elif limit > 0:
+            days = 1 + math.ceil((needed - remain) / limit)
+        else:
+            days = 0  # never fits: WeChat gives this account no quota for it
+        fit[endpoint] = {"needed": needed, "remain": remain, "daily_limit": limit,
+                         "fits_today": needed <= remain, "days": days}
+    return fit
+
+
+def _warnings(groups: Mapping[str, Any], spec: JobSpec) -> list[str]:
+    warnings = []
+    targets = groups.get("users_per_group", {})
+    if any(g["group_id"] == BLACKLIST_GROUP_ID for g in targets.values()):
+        warnings.append("some rows target group 1 (黑名单, the blacklist)")
+    created = len(groups.get("create", []))
+    if created >= 10:
+        warnings.append(f"{created} new groups would be created")
+    if groups.get("unresolved"):
+        n = sum(u["users"] for u in groups["unresolved"])
+        warnings.append(f"{n} rows have a target group that cannot be used")
+    existing = groups.get("existing_groups")
+    if existing is not None and existing + created > 0.9 * groups.get("max_groups", 500):
+        warnings.append(f"the account would have {existing + created} groups, close to the limit")
+    return warnings

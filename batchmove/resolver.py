@@ -1,0 +1,133 @@
+"""Group resolution: turn each target as typed (an id, or a name) into a group id.
+
+Two steps, so a dry run can stop after the first:
+1. `match_groups` (pure): targets against the account's groups from one `groups/get`. Names
+   match exactly; a name held by two groups is ambiguous; unknown ids fail without a move call.
+2. `create_missing`: creates the missing names, each recorded in the creation journal *before*
+   the call. Creating a group is not idempotent, so after any doubt (a timeout, a dropped
+   connection, a killed process) the name is looked up again before it is created again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from batchmove.errors import RowError, TransientError
+from batchmove.models import Group, TargetKind
+
+Failure = tuple[int | None, str]  # (errcode, reason) for every row of a target
+
+
+class GroupsClient(Protocol):
+    async def get_groups(self) -> list[Group]: ...
+    async def create_group(self, name: str) -> Group: ...
+
+
+class CreationJournal(Protocol):
+    """Where creations are recorded before they are attempted (the ledger)."""
+
+    def creation(self, name: str) -> tuple[str, int | None] | None: ...
+    def creation_started(self, name: str) -> None: ...
+    def creation_finished(self, name: str, group_id: int) -> None: ...
+    def creation_failed(self, name: str, errcode: int | None, errmsg: str) -> None: ...
+
+
+@dataclass
+class Resolution:
+    resolved: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, Failure] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # names that do not exist (yet)
+
+
+def match_groups(groups: list[Group], targets: Iterable[str], kind: TargetKind) -> Resolution:
+    """Resolve what can be resolved from the account's current groups. No I/O."""
+    out = Resolution()
+    if kind == "id":
+        ids = {g.id for g in groups}
+        for target in targets:
+            gid = int(target)
+            if gid in ids:
+                out.resolved[target] = gid
+            else:
+                out.failed[target] = (40050, f"group id {gid} does not exist on this account")
+        return out
+    by_name: dict[str, list[int]] = {}
+    for g in groups:
+        by_name.setdefault(g.name, []).append(g.id)
+    for target in targets:
+        ids_for = by_name.get(target, [])
+        if len(ids_for) == 1:
+            out.resolved[target] = ids_for[0]
+        elif ids_for:
+            held = ", ".join(str(i) for i in sorted(ids_for))
+            out.failed[target] = (None, f"ambiguous group name {target!r}: held by groups {held}")
+        else:
+            out.missing.append(target)
+    return out
+
+
+def refuse_missing(resolution: Resolution) -> None:
+    """Without permission to create groups, a missing name fails its rows."""
+    for name in resolution.missing:
+        resolution.failed[name] = (
+            None, f"group {name!r} does not exist; allow creating it with --create-groups")
+    resolution.missing = []
+
+
+async def create_missing(
+    client: GroupsClient,
+    resolution: Resolution,
+    journal: CreationJournal,
+    *,
+    attempts: int = 6,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> list[Group]:
+    """Create each missing name exactly once; returns the groups created by this call."""
+    created: list[Group] = []
+    for name in resolution.missing:
+        try:
+            group = await _create_once(client, name, journal, attempts, sleep)
+        except RowError as exc:  # 45018 group limit, 45017 too long, 40051 invalid name
+            journal.creation_failed(name, exc.errcode, exc.errmsg)
+            resolution.failed[name] = (exc.errcode, f"cannot create group {name!r}: {exc.errmsg}")
+            continue
+        resolution.resolved[name] = group.id
+        created.append(group)
+    resolution.missing = []
+    return created
+
+
+async def _create_once(
+    client: GroupsClient,
+    name: str,
+    journal: CreationJournal,
+    attempts: int,
+    sleep: Callable[[float], Awaitable[None]] | None,
+) -> Group:
+    in_doubt = journal.creation(name) is not None  # a previous process may have created it
+    for attempt in range(1, attempts + 1):
+        try:
+            if in_doubt:
+                existing = await _lookup(client, name)
+                if existing is not None:
+                    journal.creation_finished(name, existing.id)
+                    return existing
+            journal.creation_started(name)
+            in_doubt = True  # from here on, the group may exist even if we never hear back
+            group = await client.create_group(name)
+        except TransientError:
+            if attempt == attempts:
+                raise
+            if sleep is not None:
+                await sleep(min(8.0, 0.25 * 2 ** attempt))
+            continue
+        journal.creation_finished(name, group.id)
+        return group
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _lookup(client: GroupsClient, name: str) -> Group | None:
+    same = [g for g in await client.get_groups() if g.name == name]
+    return min(same, key=lambda g: g.id) if same else None
