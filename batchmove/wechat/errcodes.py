@@ -58,6 +58,12 @@ _TABLE = [
     Errcode(44002, "empty post data", RowError, "the request had no body"),
     Errcode(47001, "data format error", RowError, "the request body is not the expected JSON"),
     Errcode(43004, "require subscribe", RowError, "the user has unfollowed the account"),
+    Errcode(40002, "invalid grant_type", FatalApiError,
+            "the token request's grant_type is not client_credential: a bug"),
+    Errcode(43002, "require POST method", FatalApiError,
+            "the endpoint was called with GET instead of POST: a bug"),
+    Errcode(76021, "cgi_path not found, please check", FatalApiError,
+            "quota/get was asked about an unknown API path"),
 ]
 
 ERRCODES: dict[int, Errcode] = {entry.code: entry for entry in _TABLE}

@@ -1,0 +1,44 @@
+"""A local imitation of WeChat's user-group API, with fault injection, for tests and benchmarks.
+
+    from batchmove.sandbox import SandboxConfig, running_sandbox
+    async with running_sandbox(SandboxConfig(users=1000)) as sb:
+        ...  # point a client at sb.base_url; inspect sb.state
+
+Imports nothing from batchmove but the errcode table (for its errmsgs).
+"""
+
+from __future__ import annotations
+
+from batchmove.sandbox.config import (
+    DEFAULT_APPID,
+    DEFAULT_DAILY_QUOTAS,
+    DEFAULT_PORT,
+    DEFAULT_SECRET,
+    ENDPOINTS,
+    Faults,
+    SandboxConfig,
+    SandboxConfigError,
+    is_loopback,
+    sandbox_openids,
+)
+from batchmove.sandbox.server import RunningSandbox, build_app, running_sandbox, serve
+from batchmove.sandbox.state import SandboxGroup, SandboxState
+
+__all__ = [
+    "DEFAULT_APPID",
+    "DEFAULT_DAILY_QUOTAS",
+    "DEFAULT_PORT",
+    "DEFAULT_SECRET",
+    "ENDPOINTS",
+    "Faults",
+    "RunningSandbox",
+    "SandboxConfig",
+    "SandboxConfigError",
+    "SandboxGroup",
+    "SandboxState",
+    "build_app",
+    "is_loopback",
+    "running_sandbox",
+    "sandbox_openids",
+    "serve",
+]

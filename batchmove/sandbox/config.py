@@ -1,0 +1,211 @@
+"""Sandbox settings: what it starts with (`SandboxConfig`), what can change live (`Faults`).
+
+Kept apart from the server so the CLI, the engine and tests build and validate settings without
+starting anything. Invalid values raise `SandboxConfigError` (a `ValueError`), which the CLI turns
+into a one-line usage error.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+DEFAULT_APPID = "wxsandbox0000000001"
+DEFAULT_SECRET = "sandbox-secret-not-real"
+DEFAULT_PORT = 8765
+
+# endpoint (URL after /cgi-bin/) -> (default daily quota of a normal account, POST required).
+# Group and token figures come from wechat-api.md; the others are documented choices.
+ENDPOINTS: dict[str, tuple[int, bool]] = {
+    "token": (2_000, False),
+    "stable_token": (10_000, True),
+    "groups/create": (1_000, True),
+    "groups/get": (1_000, False),
+    "groups/getid": (1_000, True),
+    "groups/update": (1_000, True),
+    "groups/delete": (1_000, True),
+    "groups/members/update": (100_000, True),
+    "groups/members/batchupdate": (100_000, True),
+    "user/get": (500, False),
+    "user/info/batchget": (5_000_000, True),
+    "openapi/quota/get": (1_000, True),
+    "clear_quota": (10, True),  # WeChat: 10 a month; the sandbox day stands in for the month
+}
+DEFAULT_DAILY_QUOTAS: dict[str, int] = {name: quota for name, (quota, _) in ENDPOINTS.items()}
+
+_RATES = ("error_rate", "http_error_rate", "drop_rate", "hang_rate")
+
+
+class SandboxConfigError(ValueError):
+    """A sandbox setting has a value the sandbox cannot honour."""
+
+
+def sandbox_openids(n: int, seed: int = 0) -> list[str]:
+    """N distinct, deterministic, real-looking openids (`o` + 27 chars), the same for a given seed.
+
+    Public so tests, benchmarks and sample data produce exactly the sandbox's followers.
+    """
+    if n < 0:
+        raise SandboxConfigError(f"users must be >= 0, got {n}")
+    rng = random.Random(f"batchmove-sandbox-openids:{seed}")
+    seen: set[str] = set()
+    result: list[str] = []
+    while len(result) < n:
+        # 21 random bytes are 28 urlsafe base64 chars ([A-Za-z0-9_-]); keep 27 of them
+        openid = "o" + base64.urlsafe_b64encode(rng.randbytes(21)).decode("ascii")[:27]
+        if openid not in seen:
+            seen.add(openid)
+            result.append(openid)
+    return result
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses: the only hosts the sandbox binds by default."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Settings that can change while the sandbox runs (`set_faults`, `POST /sandbox/faults`).
+
+    Rates are probabilities per /cgi-bin/ call. `minute_quota` None or 0 means no minute quota.
+    `daily_quota` holds per-endpoint overrides of `DEFAULT_DAILY_QUOTAS`.
+    """
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    error_rate: float = 0.0
+    http_error_rate: float = 0.0
+    drop_rate: float = 0.0
+    hang_rate: float = 0.0
+    minute_quota: int | None = None
+    daily_quota: Mapping[str, int] = field(default_factory=dict)
+    token_ttl: float = 7200.0
+
+    def __post_init__(self) -> None:
+        for name in _RATES:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise SandboxConfigError(f"{name} must be between 0 and 1, got {value}")
+        for name in ("latency_ms", "jitter_ms"):
+            if getattr(self, name) < 0:
+                raise SandboxConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.token_ttl <= 0:
+            raise SandboxConfigError(f"token_ttl must be > 0, got {self.token_ttl}")
+        if self.minute_quota is not None and self.minute_quota < 0:
+            raise SandboxConfigError(f"minute_quota must be >= 0, got {self.minute_quota}")
+        for endpoint, limit in self.daily_quota.items():
+            if endpoint not in ENDPOINTS:
+                known = ", ".join(sorted(ENDPOINTS))
+                raise SandboxConfigError(f"unknown endpoint {endpoint!r} (known: {known})")
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise SandboxConfigError(f"daily quota of {endpoint} must be an integer >= 0")
+
+    def updated(self, changes: Mapping[str, Any]) -> Faults:
+        """A copy with `changes` applied; `daily_quota` entries merge into the existing ones."""
+        allowed = {f.name for f in fields(Faults)}
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise SandboxConfigError(f"unknown fault setting(s): {', '.join(unknown)}")
+        values = dict(changes)
+        if "daily_quota" in values:
+            quota = values["daily_quota"]
+            if not isinstance(quota, Mapping):
+                raise SandboxConfigError("daily_quota must be an object {endpoint: n}")
+            values["daily_quota"] = {**self.daily_quota, **quota}
+        for name, value in values.items():
+            if name in ("daily_quota", "minute_quota"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SandboxConfigError(f"{name} must be a number, got {value!r}")
+        minute = values.get("minute_quota")
+        if minute is not None and (isinstance(minute, bool) or not isinstance(minute, int)):
+            raise SandboxConfigError(f"minute_quota must be an integer or null, got {minute!r}")
+        return replace(self, **values)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["daily_quota"] = dict(self.daily_quota)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """Everything the sandbox starts with. Followers come from `openids`, else `users_file`,
+    else `users` generated from `seed`; all start in group 0. `groups` are pre-created from id 100.
+    `max_groups` counts every group, the three reserved ones included.
+    """
+
+    appid: str = DEFAULT_APPID
+    secret: str = DEFAULT_SECRET
+    users: int = 200
+    seed: int = 0
+    users_file: str | None = None
+    openids: Sequence[str] | None = None
+    groups: Sequence[str] = ()
+    max_groups: int = 500
+    page_size: int = 10_000
+    token_ttl: float = 7200.0
+    token_grace: float = 300.0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    error_rate: float = 0.0
+    http_error_rate: float = 0.0
+    drop_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_seconds: float = 3600.0
+    minute_quota: int | None = None
+    daily_quota: Mapping[str, int] = field(default_factory=dict)
+    timeline_max: int = 5_000_000  # oldest arrivals are forgotten beyond this many
+
+    def __post_init__(self) -> None:
+        if not self.appid or not self.secret:
+            raise SandboxConfigError("appid and secret must not be empty")
+        for name in ("users", "max_groups", "page_size", "timeline_max"):
+            value = getattr(self, name)
+            minimum = 0 if name == "users" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise SandboxConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        for name in ("token_grace", "hang_seconds"):
+            if getattr(self, name) < 0:
+                raise SandboxConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if len(self.groups) + 3 > self.max_groups:
+            raise SandboxConfigError(f"{len(self.groups)} groups do not fit in max_groups")
+        self.faults()  # validates the live settings too
+
+    def faults(self) -> Faults:
+        """The live settings this configuration starts with."""
+        return Faults(
+            latency_ms=self.latency_ms,
+            jitter_ms=self.jitter_ms,
+            error_rate=self.error_rate,
+            http_error_rate=self.http_error_rate,
+            drop_rate=self.drop_rate,
+            hang_rate=self.hang_rate,
+            minute_quota=self.minute_quota,
+            daily_quota=dict(self.daily_quota),
+            token_ttl=self.token_ttl,
+        )
+
+    def follower_openids(self) -> list[str]:
+        """The followers, in the order `user/get` pages them."""
+        if self.openids is not None:
+            source = list(self.openids)
+        elif self.users_file is not None:
+            try:
+                with open(self.users_file, encoding="utf-8-sig") as handle:
+                    source = [line.strip() for line in handle if line.strip()]
+            except OSError as exc:
+                raise SandboxConfigError(f"cannot read users file: {exc}") from exc
+        else:
+            return sandbox_openids(self.users, self.seed)
+        return list(dict.fromkeys(source))  # drop duplicates, keep order

@@ -1,0 +1,206 @@
+"""The aiohttp.web server around `SandboxState`: WeChat's URLs, fault injection, admin endpoints.
+
+Faults (latency, errcode -1, HTTP 5xx, dropped connections, hung responses) apply to /cgi-bin/
+only, drawn from an RNG seeded by `SandboxConfig.seed`. Nothing is logged per request and no
+token or secret is ever printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from aiohttp import web
+
+from batchmove.sandbox.config import DEFAULT_PORT, ENDPOINTS, Faults, SandboxConfig
+from batchmove.sandbox.state import ApiFault, SandboxState, error_body
+
+_STATE = web.AppKey("state", SandboxState)
+_CLOSING = web.AppKey("closing", asyncio.Event)
+_RNG = web.AppKey("rng", random.Random)
+_HTML_ERRORS = {
+    502: "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
+         "</h1></center><hr><center>nginx</center></body></html>",
+    503: "<html><head><title>503 Service Unavailable</title></head><body><center><h1>503 "
+         "Service Unavailable</h1></center><hr><center>nginx</center></body></html>",
+}
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    """JSON with Chinese left unescaped, as WeChat sends it."""
+    return web.Response(
+        status=status,
+        body=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+
+
+class _Dropped(Exception):
+    """Raised after closing the transport so aiohttp sends nothing back."""
+
+
+def _drop(request: web.Request) -> NoReturn:
+    if request.transport is not None:
+        request.transport.close()
+    raise _Dropped
+
+
+async def _cgi(request: web.Request) -> web.StreamResponse:
+    endpoint = request.match_info["endpoint"]
+    if endpoint not in ENDPOINTS:
+        return json_response({"errcode": 404, "errmsg": "not found"}, status=404)
+    state = request.app[_STATE]
+    rng = request.app[_RNG]
+    state.record_arrival(endpoint)
+    raw = await request.read()
+    faults = state.faults
+    if faults.latency_ms or faults.jitter_ms:
+        jitter = rng.uniform(0.0, faults.jitter_ms) if faults.jitter_ms else 0.0
+        await asyncio.sleep((faults.latency_ms + jitter) / 1000.0)
+    if faults.drop_rate and rng.random() < faults.drop_rate:
+        _drop(request)
+    if faults.http_error_rate and rng.random() < faults.http_error_rate:
+        status = rng.choice((502, 503))
+        return web.Response(status=status, text=_HTML_ERRORS[status], content_type="text/html")
+    if faults.error_rate and rng.random() < faults.error_rate:
+        return json_response(error_body(-1))
+    result = state.handle(endpoint, request.method, request.query, raw)
+    if faults.hang_rate and rng.random() < faults.hang_rate:
+        await _hang(request, state.config.hang_seconds)
+    return json_response(result)
+
+
+async def _hang(request: web.Request, seconds: float) -> None:
+    """The call was applied; its answer never comes (until shutdown or `seconds` pass)."""
+    with suppress(TimeoutError):
+        await asyncio.wait_for(request.app[_CLOSING].wait(), seconds)
+    _drop(request)
+
+
+async def _admin_state(request: web.Request) -> web.Response:
+    return json_response(request.app[_STATE].snapshot())
+
+
+async def _admin_timeline(request: web.Request) -> web.Response:
+    return json_response({"calls": request.app[_STATE].timeline_calls()})
+
+
+async def _admin_faults(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    if request.method == "POST":
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            state.set_faults(**changes)
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, status=400)
+    return json_response(state.faults.as_dict())
+
+
+async def _admin_move(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+        request.app[_STATE].move_directly(str(body["openid"]), int(body["to_groupid"]))
+    except (ValueError, KeyError, TypeError):
+        return json_response(error_body(47001), status=400)
+    except ApiFault as fault:
+        return json_response(error_body(fault.code), status=400)
+    return json_response({"errcode": 0, "errmsg": "ok"})
+
+
+async def _admin_expire(request: web.Request) -> web.Response:
+    request.app[_STATE].expire_tokens()
+    return json_response({"errcode": 0, "errmsg": "ok"})
+
+
+@web.middleware
+async def _swallow_drops(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    """A dropped call ends here quietly: the transport is closed, nothing is written."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except _Dropped:
+        response = web.Response(status=499)  # never reaches the closed socket
+    return response
+
+
+def build_app(state: SandboxState) -> web.Application:
+    """The aiohttp application serving `state` (for embedding in other aiohttp servers)."""
+    app = web.Application(middlewares=[_swallow_drops], client_max_size=4 * 1024 * 1024)
+    app[_STATE] = state
+    app[_CLOSING] = asyncio.Event()
+    app[_RNG] = random.Random(state.config.seed)
+    app.router.add_get("/sandbox/state", _admin_state)
+    app.router.add_get("/sandbox/timeline", _admin_timeline)
+    app.router.add_route("GET", "/sandbox/faults", _admin_faults)
+    app.router.add_route("POST", "/sandbox/faults", _admin_faults)
+    app.router.add_post("/sandbox/move", _admin_move)
+    app.router.add_post("/sandbox/expire_tokens", _admin_expire)
+    app.router.add_route("*", "/cgi-bin/{endpoint:.+}", _cgi)
+    return app
+
+
+@dataclass(slots=True)
+class RunningSandbox:
+    """A started sandbox: where it listens and the state behind it."""
+
+    state: SandboxState
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change live settings; same keys as `POST /sandbox/faults`."""
+        return self.state.set_faults(**changes)
+
+
+@asynccontextmanager
+async def running_sandbox(
+    config: SandboxConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[RunningSandbox]:
+    """Serve a fresh sandbox on host:port (0 = any free port) for the `async with` block."""
+    state = SandboxState(config, clock)
+    app = build_app(state)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = int(runner.addresses[0][1])
+        yield RunningSandbox(state=state, host=host, port=bound_port)
+    finally:
+        app[_CLOSING].set()
+        await runner.cleanup()
+
+
+def serve(config: SandboxConfig | None = None, host: str = "127.0.0.1",
+          port: int = DEFAULT_PORT) -> None:
+    """Run until SIGINT/SIGTERM; prints `listening on http://HOST:PORT` once bound."""
+    asyncio.run(_serve(config, host, port))
+
+
+async def _serve(config: SandboxConfig | None, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_sandbox(config, host, port) as sandbox:
+        print(f"listening on {sandbox.base_url}", flush=True)
+        await stop.wait()

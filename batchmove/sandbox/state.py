@@ -1,0 +1,394 @@
+"""The sandbox's account as pure domain state: followers, groups, tokens, quotas, call log.
+
+No I/O and no aiohttp here: `SandboxState.handle` takes an endpoint, the method, the query and the
+raw body, and returns the JSON object WeChat would answer. Time comes from an injectable clock, so
+tests check token expiry and quota windows without sleeping. Every call is O(1) or O(batch):
+each group keeps its member set, so live counts are `len()` and no call scans all followers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchmove.sandbox.config import ENDPOINTS, Faults, SandboxConfig, SandboxConfigError
+from batchmove.sandbox.quotas import QuotaBook
+from batchmove.sandbox.tokens import TokenBook
+from batchmove.wechat.errcodes import errmsg_for
+
+Json = dict[str, Any]
+Handler = Callable[[Any], Json]
+
+RESERVED_GROUPS = {0: "未分组", 1: "黑名单", 2: "星标组"}
+FIRST_GROUP_ID = 100
+MAX_GROUP_NAME_CHARS = 30
+MAX_MOVE_BATCH = 50
+MAX_INFO_BATCH = 100
+_SUBSCRIBE_EPOCH = 1_600_000_000
+
+
+class ApiFault(Exception):
+    """Internal: the call is answered with this errcode."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def error_body(code: int) -> Json:
+    """`{"errcode": code, "errmsg": ...}` with the errmsg of the shared errcode table."""
+    return {"errcode": code, "errmsg": errmsg_for(code)}
+
+
+OK: Json = {"errcode": 0, "errmsg": "ok"}
+
+
+@dataclass(slots=True)
+class SandboxGroup:
+    """A group and its live member set (`count` is always exact)."""
+
+    id: int
+    name: str
+    members: set[str] = field(default_factory=set)
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
+
+
+class SandboxState:
+    """One Official Account: what the sandbox server reads and changes."""
+
+    def __init__(self, config: SandboxConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config or SandboxConfig()
+        self.appid = self.config.appid
+        self.secret = self.config.secret
+        self.faults: Faults = self.config.faults()
+        self._clock = clock
+        self._start = clock()
+        self.followers = self.config.follower_openids()
+        self._position = {openid: i for i, openid in enumerate(self.followers)}
+        self.groups: dict[int, SandboxGroup] = {
+            gid: SandboxGroup(gid, name) for gid, name in RESERVED_GROUPS.items()
+        }
+        self.groups[0].members.update(self.followers)
+        self.members: dict[str, int] = dict.fromkeys(self.followers, 0)
+        self._next_group_id = FIRST_GROUP_ID
+        for name in self.config.groups:
+            self._add_group(name)
+        self.calls: Counter[str] = Counter()
+        self.timeline: deque[tuple[float, str]] = deque(maxlen=self.config.timeline_max)
+        self.tokens = TokenBook(clock, self.config.token_grace)
+        self.quotas = QuotaBook(clock)
+        self._handlers: dict[str, Handler] = {
+            "groups/create": self._create_group,
+            "groups/get": self._get_groups,
+            "groups/getid": self._get_group_id,
+            "groups/update": self._update_group,
+            "groups/delete": self._delete_group,
+            "groups/members/update": self._move_one,
+            "groups/members/batchupdate": self._move_batch,
+            "user/info/batchget": self._user_info,
+            "openapi/quota/get": self._quota_get,
+            "clear_quota": self._clear_quota,
+        }
+
+    # --- introspection and admin ------------------------------------------------------------
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every token ever issued, so tests can check none leaks into logs or reports."""
+        return self.tokens.issued
+
+    def now(self) -> float:
+        """Seconds since the sandbox started, on its clock."""
+        return self._clock() - self._start
+
+    def set_faults(self, **changes: Any) -> Faults:
+        """Change live settings (same keys as `POST /sandbox/faults`); returns the new ones."""
+        self.faults = self.faults.updated(changes)
+        return self.faults
+
+    def snapshot(self) -> Json:
+        """What `GET /sandbox/state` answers. `calls` counts every request that arrived
+        (faulted and refused ones included); `quota_used` counts what the quotas count."""
+        return {
+            "groups": [{"id": g.id, "name": g.name, "count": g.count}
+                       for g in self.groups.values()],
+            "members": dict(self.members),
+            "calls": dict(self.calls),
+            "quota_used": dict(self.quotas.used),
+        }
+
+    def timeline_calls(self) -> list[list[float | str]]:
+        return [[t, endpoint] for t, endpoint in self.timeline]
+
+    def record_arrival(self, endpoint: str) -> None:
+        """Log one /cgi-bin/ request as it arrives, whatever happens to it afterwards."""
+        self.calls[endpoint] += 1
+        self.timeline.append((round(self._clock() - self._start, 6), endpoint))
+
+    def move_directly(self, openid: str, to_groupid: int) -> None:
+        """Move a user with no token or quota: "someone else moved this user"."""
+        if openid not in self.members:
+            raise ApiFault(40003)
+        if to_groupid not in self.groups:
+            raise ApiFault(40050)
+        self._move(openid, to_groupid)
+
+    def expire_tokens(self) -> None:
+        self.tokens.expire_all()
+
+    def daily_limit(self, endpoint: str) -> int:
+        override = self.faults.daily_quota.get(endpoint)
+        return override if override is not None else ENDPOINTS[endpoint][0]
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def handle(self, endpoint: str, method: str, query: Mapping[str, str], raw: bytes) -> Json:
+        """Answer one /cgi-bin/ call as WeChat would: token, quota, method, body, then the work."""
+        try:
+            if endpoint == "token":
+                return self._token(query)
+            if endpoint == "stable_token":
+                return self._stable_token(method, raw)
+            self._raise_if(self.tokens.check(query.get("access_token")))
+            self._admit(endpoint)
+            if endpoint == "user/get":
+                return self._followers(query.get("next_openid", ""))
+            if ENDPOINTS[endpoint][1]:
+                if method != "POST":
+                    raise ApiFault(43002)
+                return self._handlers[endpoint](_parse_body(raw))
+            return self._handlers[endpoint](None)
+        except ApiFault as fault:
+            return error_body(fault.code)
+
+    def _admit(self, endpoint: str) -> None:
+        minute = self.faults.minute_quota
+        self._raise_if(self.quotas.admit(endpoint, self.daily_limit(endpoint), minute))
+
+    @staticmethod
+    def _raise_if(code: int) -> None:
+        if code:
+            raise ApiFault(code)
+
+    # --- tokens -----------------------------------------------------------------------------
+
+    def _check_credentials(self, grant_type: Any, appid: Any, secret: Any) -> None:
+        """40002 bad grant_type, 41002/41004 missing, 40013 wrong appid, 40001 wrong secret."""
+        if grant_type != "client_credential":
+            raise ApiFault(40002)
+        if not appid:
+            raise ApiFault(41002)
+        if not secret:
+            raise ApiFault(41004)
+        if appid != self.appid:
+            raise ApiFault(40013)
+        if secret != self.secret:
+            raise ApiFault(40001)
+
+    def _token(self, query: Mapping[str, str]) -> Json:
+        self._check_credentials(query.get("grant_type"), query.get("appid"), query.get("secret"))
+        self._admit("token")
+        token, expires_in = self.tokens.classic(self.faults.token_ttl)
+        return {"access_token": token, "expires_in": expires_in}
+
+    def _stable_token(self, method: str, raw: bytes) -> Json:
+        if method != "POST":
+            raise ApiFault(43002)
+        body = _parse_body(raw)
+        self._check_credentials(body.get("grant_type"), body.get("appid"), body.get("secret"))
+        self._admit("stable_token")
+        force = body.get("force_refresh") in (True, "true", 1)
+        token, expires_in = self.tokens.stable(self.faults.token_ttl, force)
+        return {"access_token": token, "expires_in": expires_in}
+
+    # --- groups -----------------------------------------------------------------------------
+
+    def _add_group(self, name: str) -> SandboxGroup:
+        group = SandboxGroup(self._next_group_id, name)
+        self.groups[group.id] = group
+        self._next_group_id += 1
+        return group
+
+    def _create_group(self, body: Json) -> Json:
+        name = _group_name(_object(body, "group"))
+        if len(self.groups) >= self.config.max_groups:
+            raise ApiFault(45018)
+        group = self._add_group(name)
+        return {"group": {"id": group.id, "name": group.name}}
+
+    def _get_groups(self, _: Any) -> Json:
+        return {"groups": [{"id": g.id, "name": g.name, "count": g.count}
+                           for g in self.groups.values()]}
+
+    def _get_group_id(self, body: Json) -> Json:
+        return {"groupid": self.members[self._openid(body.get("openid"))]}
+
+    def _update_group(self, body: Json) -> Json:
+        group = _object(body, "group")
+        gid = self._group_id(group.get("id"), modifiable=True)
+        self.groups[gid].name = _group_name(group)
+        return dict(OK)
+
+    def _delete_group(self, body: Json) -> Json:
+        gid = self._group_id(_object(body, "group").get("id"), modifiable=True)
+        group = self.groups.pop(gid)
+        for openid in group.members:
+            self.members[openid] = 0
+        self.groups[0].members.update(group.members)
+        return dict(OK)
+
+    # --- members ----------------------------------------------------------------------------
+
+    def _move(self, openid: str, to_groupid: int) -> None:
+        current = self.members[openid]
+        if current != to_groupid:
+            self.groups[current].members.discard(openid)
+            self.groups[to_groupid].members.add(openid)
+            self.members[openid] = to_groupid
+
+    def _move_one(self, body: Json) -> Json:
+        gid = self._group_id(body.get("to_groupid"))
+        self._move(self._openid(body.get("openid")), gid)
+        return dict(OK)
+
+    def _move_batch(self, body: Json) -> Json:
+        """All or nothing: one unknown openid fails the whole call with 40003."""
+        openids = body.get("openid_list")
+        if not isinstance(openids, list):
+            raise ApiFault(47001)
+        if not 1 <= len(openids) <= MAX_MOVE_BATCH:
+            raise ApiFault(40032)
+        gid = self._group_id(body.get("to_groupid"))
+        checked = [self._openid(openid) for openid in openids]
+        for openid in checked:
+            self._move(openid, gid)
+        return dict(OK)
+
+    # --- users ------------------------------------------------------------------------------
+
+    def _followers(self, next_openid: str) -> Json:
+        """A page of followers. The last page's `next_openid` is its last openid; asking for
+        the page after it answers count 0, no `data`, `next_openid` "" (what wechatpy's
+        `iter_followers` stops on)."""
+        start = 0
+        if next_openid:
+            position = self._position.get(next_openid)
+            if position is None:
+                raise ApiFault(40003)
+            start = position + 1
+        page = self.followers[start:start + self.config.page_size]
+        total = len(self.followers)
+        if not page:
+            return {"total": total, "count": 0, "next_openid": ""}
+        return {"total": total, "count": len(page), "data": {"openid": page},
+                "next_openid": page[-1]}
+
+    def _user_info(self, body: Json) -> Json:
+        users = body.get("user_list")
+        if not isinstance(users, list):
+            raise ApiFault(47001)
+        if not 1 <= len(users) <= MAX_INFO_BATCH:
+            raise ApiFault(40032)
+        infos: list[Json] = []
+        for user in users:
+            if not isinstance(user, dict) or not isinstance(user.get("openid"), str):
+                raise ApiFault(47001)
+            infos.append(self._info(user["openid"], str(user.get("lang") or "zh_CN")))
+        return {"user_info_list": infos}
+
+    def _info(self, openid: str, lang: str) -> Json:
+        group = self.members.get(openid)
+        if group is None:
+            return {"subscribe": 0, "openid": openid}
+        position = self._position[openid]
+        return {
+            "subscribe": 1, "openid": openid, "nickname": f"用户{position}", "sex": 0,
+            "language": lang, "city": "", "province": "", "country": "", "headimgurl": "",
+            "subscribe_time": _SUBSCRIBE_EPOCH + position, "remark": "", "groupid": group,
+            "tagid_list": [], "subscribe_scene": "ADD_SCENE_OTHERS", "qr_scene": 0,
+            "qr_scene_str": "",
+        }
+
+    # --- quota ------------------------------------------------------------------------------
+
+    def _quota_get(self, body: Json) -> Json:
+        path = body.get("cgi_path")
+        if not isinstance(path, str):
+            raise ApiFault(47001)
+        endpoint = path.removeprefix("/").removeprefix("cgi-bin/")
+        if endpoint not in ENDPOINTS:
+            raise ApiFault(76021)
+        limit, used = self.daily_limit(endpoint), self.quotas.used_today(endpoint)
+        quota = {"daily_limit": limit, "used": used, "remain": max(0, limit - used)}
+        return {**OK, "quota": quota}
+
+    def _clear_quota(self, body: Json) -> Json:
+        appid = body.get("appid")
+        if not appid:
+            raise ApiFault(41002)
+        if appid != self.appid:
+            raise ApiFault(40013)
+        self.quotas.clear()
+        return dict(OK)
+
+    # --- validation -------------------------------------------------------------------------
+
+    def _openid(self, value: Any) -> str:
+        if not isinstance(value, str) or value not in self.members:
+            raise ApiFault(40003)
+        return value
+
+    def _group_id(self, value: Any, modifiable: bool = False) -> int:
+        """A known group id (ints or digit strings, as WeChat's lenient parser takes)."""
+        if value is None:
+            raise ApiFault(47001)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ApiFault(40050)
+        if modifiable and value in RESERVED_GROUPS:
+            raise ApiFault(45016)
+        if value not in self.groups:
+            raise ApiFault(40050)
+        return value
+
+
+def _parse_body(raw: bytes) -> Json:
+    """44002 for an empty body, 47001 for anything but a JSON object."""
+    if not raw.strip():
+        raise ApiFault(44002)
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiFault(47001) from None
+    if not isinstance(body, dict):
+        raise ApiFault(47001)
+    return body
+
+
+def _object(body: Json, key: str) -> Json:
+    value = body.get(key)
+    if not isinstance(value, dict):
+        raise ApiFault(47001)
+    return value
+
+
+def _group_name(group: Json) -> str:
+    """40051 for a missing or blank name, 45017 for one over 30 characters."""
+    name = group.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ApiFault(40051)
+    if len(name) > MAX_GROUP_NAME_CHARS:
+        raise ApiFault(45017)
+    return name
+
+
+__all__ = ["ApiFault", "SandboxConfigError", "SandboxGroup", "SandboxState", "error_body"]

@@ -1,0 +1,106 @@
+"""Shared fixtures: real sandboxes on 127.0.0.1, in-process or as a `batchmove sandbox` process.
+
+- `sandbox_factory`: `await sandbox_factory(SandboxConfig(...), clock=...)` -> a started
+  `RunningSandbox`, stopped after the test (any number per test).
+- `sandbox`: one started with `SandboxConfig(users=200)`.
+- `fake_clock`: a `FakeClock` to pass as `clock=`; `.advance(seconds)` moves time on.
+- `sandbox_process`: `sandbox_process("--users", "50", ...)` -> base_url of a separate
+  `python -m batchmove sandbox --port 0 ...` process, terminated after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LISTENING = "listening on "
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class SandboxFactory(Protocol):
+    def __call__(self, config: SandboxConfig | None = None, *,
+                 clock: Callable[[], float] = ...) -> Awaitable[RunningSandbox]: ...
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def sandbox_factory() -> AsyncIterator[SandboxFactory]:
+    async with AsyncExitStack() as stack:
+
+        async def start(config: SandboxConfig | None = None, *,
+                        clock: Callable[[], float] = time.monotonic) -> RunningSandbox:
+            context = running_sandbox(config, host="127.0.0.1", port=0, clock=clock)
+            return await stack.enter_async_context(context)
+
+        yield start
+
+
+@pytest.fixture
+async def sandbox(sandbox_factory: SandboxFactory) -> RunningSandbox:
+    return await sandbox_factory(SandboxConfig(users=200))
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
+
+
+@pytest.fixture
+def sandbox_process() -> Iterator[Callable[..., str]]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, timeout: float = 15.0) -> str:
+        command = [sys.executable, "-m", "batchmove", "sandbox", "--port", "0", *args]
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        procs.append(proc)
+        line = _read_line(proc, timeout)
+        if not line.startswith(LISTENING):
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"sandbox did not start: {line!r} {err!r}")
+        return line[len(LISTENING):].strip()
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
