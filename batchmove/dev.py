@@ -6,7 +6,7 @@
 Each creates `.venv/` beside `pyproject.toml` and installs the project into it the first time,
 and again only when `pyproject.toml` changes (a stamp file holds its hash), so both commands are
 idempotent and work on a fresh machine that has only Python 3.11 and pip. Extra arguments are
-passed through: `python3 -m batchmove.dev test -k ledger`, `python3 -m batchmove.dev sample --quiet`.
+passed through, e.g. `python3 -m batchmove.dev test -k ledger`.
 """
 
 from __future__ import annotations

@@ -35,15 +35,19 @@ from batchmove.errors import (
     EXIT_STOPPED,
     ApiError,
     ConfirmationRequired,
+    DailyQuotaError,
+    FatalApiError,
     InputChangedError,
     JobFileError,
+    TokenError,
+    TransientError,
     UsageError,
 )
 from batchmove.ledger import LEDGER_NAME, Failure, Ledger
 from batchmove.models import BLACKLIST_GROUP_ID, MAX_USER_INFO_BATCH, Batch, JobSpec
 from batchmove.planner import chunked, plan_batches, summarize_plan
 from batchmove.resolver import Resolution, create_missing, match_groups, refuse_missing
-from batchmove.runner import Limits, RetryPolicy, Runner, RunOutcome, StopReason
+from batchmove.runner import Limits, RetryPolicy, Runner, RunOutcome, StopReason, with_retries
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.token import SecretTokenSource, TokenSource, token_source_from
 
@@ -96,24 +100,29 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
         _load_or_resume(ledger, source, spec, fingerprint, options, events)
         if stop.reason is not None:  # interrupted while loading: nothing was sent
             return _finish(ledger, spec, run_dir, started, stop.reason, None, events)
+        outcome, error = StopReason.DONE, None
         async with _api(spec, ledger) as client:
-            resolution = await _resolve(client, ledger, spec, events)
-            plan = summarize_plan(ledger.counts(), resolution_summary(resolution, ledger),
-                                  spec)
-            if not _confirmed(spec, options, plan, events):
-                raise ConfirmationRequired(
-                    "this run needs confirmation but there is no terminal to ask; "
-                    "pass --yes (or set confirm = false in the job file) to run unattended")
-            outcome = StopReason.DONE
-            error: ApiError | None = None
-            if resolution.missing and stop.reason is None:
-                await create_missing(client, resolution, ledger, sleep=asyncio.sleep)
-            ledger.assign_groups(resolution.resolved, resolution.failed)
-            if spec.snapshot and stop.reason is None:
-                outcome, error = await _snapshot(client, ledger, spec, stop, events)
-            if outcome is StopReason.DONE and stop.reason is None:
-                outcome, error = await _move(client, ledger, spec, stop, events)
-            ledger.add_calls(client.calls)
+            try:
+                resolution = await _resolve(client, ledger, spec, events)
+                plan = summarize_plan(ledger.counts(), resolution_summary(resolution, ledger),
+                                      spec)
+                if not _confirmed(spec, options, plan, events):
+                    raise ConfirmationRequired(
+                        "this run needs confirmation but there is no terminal to ask; "
+                        "pass --yes (or set confirm = false in the job file) to run unattended")
+                if resolution.missing and stop.reason is None:
+                    await create_missing(client, resolution, ledger, sleep=asyncio.sleep)
+                ledger.assign_groups(resolution.resolved, resolution.failed)
+                if spec.snapshot and stop.reason is None:
+                    outcome, error = await _snapshot(client, ledger, spec, stop, events)
+                if outcome is StopReason.DONE and stop.reason is None:
+                    outcome, error = await _move(client, ledger, spec, stop, events)
+            except DailyQuotaError as exc:
+                outcome, error = StopReason.DAILY_QUOTA, exc
+            except (FatalApiError, TokenError, TransientError) as exc:
+                outcome, error = StopReason.FATAL, exc
+            finally:
+                ledger.add_calls(client.calls)
         return _finish(ledger, spec, run_dir, started, stop.reason or outcome, error, events)
 
 
@@ -152,7 +161,8 @@ async def _resolve(client: WeChatClient, ledger: Ledger, spec: JobSpec,
                    events: Events) -> Resolution:
     targets = [t for t in ledger.pending_targets() if t]
     kind = ledger.meta()["target_kind"]
-    resolution = match_groups(await client.get_groups(), targets, kind)
+    groups = await with_retries(client.get_groups, RetryPolicy(attempts=spec.retries))
+    resolution = match_groups(groups, targets, kind)
     if not spec.create_groups:
         refuse_missing(resolution)
     _refuse_blacklist(resolution, ledger, spec)

@@ -208,39 +208,53 @@ class Runner(Generic[T]):
         if self.limits is not None and self.limits.add(settled, failed):
             self.stop(StopReason.THRESHOLD)
 
-    # --- retry policy -----------------------------------------------------------------------
     def _retrying(self) -> AsyncRetrying:
-        policy = self.policy
-        backoff = wait_random_exponential(multiplier=policy.base_delay, max=policy.max_delay)
+        return retrying(self.policy, lambda: self.stopping, self._stop)
 
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, MinuteQuotaError):
-                return policy.seconds_to_next_minute()
-            return float(backoff(state))
 
-        def give_up(state: RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            cap = (policy.minute_quota_attempts if isinstance(exc, MinuteQuotaError)
-                   else policy.attempts)
-            return self.stopping or state.attempt_number >= cap
+def retrying(policy: RetryPolicy, stopping: Callable[[], bool] = lambda: False,
+             stop_event: asyncio.Event | None = None) -> AsyncRetrying:
+    """tenacity, configured once: transient failures back off with full jitter, 45011 waits
+    for the next minute; a stop request cuts waits short and ends the retries."""
+    backoff = wait_random_exponential(multiplier=policy.base_delay, max=policy.max_delay)
 
-        async def sleep(seconds: float) -> None:
-            # a stop request cuts the wait short; the next attempt then abandons the batch
-            sleeper = asyncio.ensure_future(policy.sleep(seconds))
-            stopper = asyncio.ensure_future(self._stop.wait())
-            try:
-                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (sleeper, stopper):
-                    task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.gather(sleeper, stopper, return_exceptions=True)
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, MinuteQuotaError):
+            return policy.seconds_to_next_minute()
+        return float(backoff(state))
 
-        return AsyncRetrying(
-            retry=retry_if_exception_type((TransientError, MinuteQuotaError)),
-            wait=wait,
-            stop=give_up,
-            sleep=sleep,
-            reraise=True,
-        )
+    def give_up(state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        cap = (policy.minute_quota_attempts if isinstance(exc, MinuteQuotaError)
+               else policy.attempts)
+        return stopping() or state.attempt_number >= cap
+
+    async def sleep(seconds: float) -> None:
+        if stop_event is None:
+            await policy.sleep(seconds)
+            return
+        # a stop request cuts the wait short; the next attempt then abandons the batch
+        sleeper = asyncio.ensure_future(policy.sleep(seconds))
+        stopper = asyncio.ensure_future(stop_event.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+    return AsyncRetrying(
+        retry=retry_if_exception_type((TransientError, MinuteQuotaError)),
+        wait=wait,
+        stop=give_up,
+        sleep=sleep,
+        reraise=True,
+    )
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
+    """One call outside the worker pool (e.g. `groups/get`), under the same retry policy."""
+    result: T = await retrying(policy)(call)
+    return result

@@ -90,8 +90,12 @@ class Faults:
     minute_quota: int | None = None
     daily_quota: Mapping[str, int] = field(default_factory=dict)
     token_ttl: float = 7200.0
+    fault_endpoints: tuple[str, ...] = ()  # faults hit only these endpoints; () = all
 
     def __post_init__(self) -> None:
+        for endpoint in self.fault_endpoints:
+            if endpoint not in ENDPOINTS:
+                raise SandboxConfigError(f"fault_endpoints: unknown endpoint {endpoint!r}")
         for name in _RATES:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -122,8 +126,13 @@ class Faults:
             if not isinstance(quota, Mapping):
                 raise SandboxConfigError("daily_quota must be an object {endpoint: n}")
             values["daily_quota"] = {**self.daily_quota, **quota}
+        if "fault_endpoints" in values:
+            chosen = values["fault_endpoints"]
+            if isinstance(chosen, str) or not isinstance(chosen, list | tuple):
+                raise SandboxConfigError("fault_endpoints must be a list of endpoints")
+            values["fault_endpoints"] = tuple(chosen)
         for name, value in values.items():
-            if name in ("daily_quota", "minute_quota"):
+            if name in ("daily_quota", "minute_quota", "fault_endpoints"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise SandboxConfigError(f"{name} must be a number, got {value!r}")
@@ -135,6 +144,7 @@ class Faults:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["daily_quota"] = dict(self.daily_quota)
+        data["fault_endpoints"] = list(self.fault_endpoints)
         return data
 
 
@@ -165,6 +175,7 @@ class SandboxConfig:
     hang_seconds: float = 3600.0
     minute_quota: int | None = None
     daily_quota: Mapping[str, int] = field(default_factory=dict)
+    fault_endpoints: Sequence[str] = ()  # faults hit only these endpoints; () = all
     timeline_max: int = 5_000_000  # oldest arrivals are forgotten beyond this many
 
     def __post_init__(self) -> None:
@@ -194,6 +205,7 @@ class SandboxConfig:
             minute_quota=self.minute_quota,
             daily_quota=dict(self.daily_quota),
             token_ttl=self.token_ttl,
+            fault_endpoints=tuple(self.fault_endpoints),
         )
 
     def follower_openids(self) -> list[str]:

@@ -61,6 +61,8 @@ async def _cgi(request: web.Request) -> web.StreamResponse:
     state.record_arrival(endpoint)
     raw = await request.read()
     faults = state.faults
+    if faults.fault_endpoints and endpoint not in faults.fault_endpoints:
+        return json_response(state.handle(endpoint, request.method, request.query, raw))
     if faults.latency_ms or faults.jitter_ms:
         jitter = rng.uniform(0.0, faults.jitter_ms) if faults.jitter_ms else 0.0
         await asyncio.sleep((faults.latency_ms + jitter) / 1000.0)
@@ -90,6 +92,13 @@ async def _admin_state(request: web.Request) -> web.Response:
 
 async def _admin_timeline(request: web.Request) -> web.Response:
     return json_response({"calls": request.app[_STATE].timeline_calls()})
+
+
+async def _admin_moves(request: web.Request) -> web.Response:
+    """Openids applied by move calls since position `since` (default 0), in order."""
+    state = request.app[_STATE]
+    since = int(request.query.get("since", "0") or 0)
+    return json_response({"openids": state.move_log[since:], "next": len(state.move_log)})
 
 
 async def _admin_faults(request: web.Request) -> web.Response:
@@ -144,6 +153,7 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_route("GET", "/sandbox/faults", _admin_faults)
     app.router.add_route("POST", "/sandbox/faults", _admin_faults)
     app.router.add_post("/sandbox/move", _admin_move)
+    app.router.add_get("/sandbox/moves", _admin_moves)
     app.router.add_post("/sandbox/expire_tokens", _admin_expire)
     app.router.add_route("*", "/cgi-bin/{endpoint:.+}", _cgi)
     return app

@@ -82,6 +82,8 @@ class SandboxState:
         for name in self.config.groups:
             self._add_group(name)
         self.calls: Counter[str] = Counter()
+        #: every openid a move call applied, in order (tests check nothing is moved twice)
+        self.move_log: list[str] = []
         self.timeline: deque[tuple[float, str]] = deque(maxlen=self.config.timeline_max)
         self.tokens = TokenBook(clock, self.config.token_grace)
         self.quotas = QuotaBook(clock)
@@ -256,7 +258,9 @@ class SandboxState:
 
     def _move_one(self, body: Json) -> Json:
         gid = self._group_id(body.get("to_groupid"))
-        self._move(self._openid(body.get("openid")), gid)
+        openid = self._openid(body.get("openid"))
+        self._move(openid, gid)
+        self.move_log.append(openid)
         return dict(OK)
 
     def _move_batch(self, body: Json) -> Json:
@@ -270,6 +274,7 @@ class SandboxState:
         checked = [self._openid(openid) for openid in openids]
         for openid in checked:
             self._move(openid, gid)
+        self.move_log.extend(checked)
         return dict(OK)
 
     # --- users ------------------------------------------------------------------------------
