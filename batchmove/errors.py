@@ -95,7 +95,7 @@ class ApiError(BatchmoveError):
     def __init__(self, errcode: int | None, errmsg: str, endpoint: str = "") -> None:
         self.errcode = errcode
         self.errmsg = redact(errmsg)
-        self.endpoint = endpoint
+        self.endpoint = redact(endpoint)
         where = f" from {endpoint}" if endpoint else ""
         code = f"errcode {errcode}" if errcode is not None else "no errcode"
         super().__init__(f"WeChat {code}{where}: {self.errmsg}")

@@ -53,9 +53,11 @@ def split(batch: Batch) -> tuple[Batch, Batch]:
     return Batch(batch.group_id, batch.moves[:mid]), Batch(batch.group_id, batch.moves[mid:])
 
 
-def move_calls(users_per_group: Mapping[object, int], batch_size: int = MAX_BATCH) -> int:
+def move_calls(users_per_group: Iterable[int] | Mapping[Any, int],
+               batch_size: int = MAX_BATCH) -> int:
     """Move calls a job needs with no faults: the sum over groups of ceil(users / batch)."""
-    return sum(math.ceil(n / batch_size) for n in users_per_group.values() if n > 0)
+    counts = users_per_group.values() if isinstance(users_per_group, Mapping) else users_per_group
+    return sum(math.ceil(n / batch_size) for n in counts if n > 0)
 
 
 def snapshot_calls(users: int) -> int:
@@ -80,9 +82,9 @@ def summarize_plan(
     "users"}]) and `unresolved` ([{"target", "users", "reason"}]); `quotas` maps an endpoint to
     WeChat's {"daily_limit", "used", "remain"} when it was asked.
     """
-    movable = {t: g["users"] for t, g in groups.get("users_per_group", {}).items()}
-    movable |= {f"new:{g['name']}": g["users"] for g in groups.get("create", [])}
-    users = sum(movable.values())
+    movable = [g["users"] for g in groups.get("users_per_group", {}).values()]
+    movable += [g["users"] for g in groups.get("create", [])]
+    users = sum(movable)
     calls: dict[str, int] = {"groups/get": 1}
     if groups.get("create"):
         calls["groups/create"] = len(groups["create"])

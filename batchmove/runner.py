@@ -109,7 +109,8 @@ class Runner(Generic[T]):
     grace: float = 5.0  # seconds in-flight calls get to finish once a stop is asked
 
     def __post_init__(self) -> None:
-        self._queue: asyncio.Queue[Batch] = asyncio.Queue()
+        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+        self._crash: BaseException | None = None
         self._stop = asyncio.Event()
         self._reason = StopReason.DONE
         self._error: ApiError | None = None
@@ -138,12 +139,16 @@ class Runner(Generic[T]):
             await asyncio.wait({joined, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if self.stopping:
                 self._drain()
+                for _ in workers:  # idle workers leave at once; busy ones after their call
+                    self._queue.put_nowait(None)
                 if not self._abort_now:
                     await asyncio.wait(workers, timeout=self.grace)
         finally:
             for task in (*workers, joined, stopped):
                 task.cancel()
             await asyncio.gather(*workers, joined, stopped, return_exceptions=True)
+        if self._crash is not None:
+            raise self._crash
         return RunOutcome(self._reason, self._error, self.calls_made)
 
     def _drain(self) -> None:
@@ -156,8 +161,14 @@ class Runner(Generic[T]):
         while True:
             batch = await self._queue.get()
             try:
+                if batch is None:
+                    return
                 if not self.stopping:
                     await self._process(batch)
+            except Exception as exc:  # e.g. the ledger cannot write: stop, and tell run()
+                self._crash = self._crash or exc
+                self.stop(StopReason.FATAL, now=True)
+                return
             finally:
                 self._queue.task_done()
 

@@ -499,8 +499,6 @@ async def test_stop_before_run_sends_nothing() -> None:
     assert results.done == results.failed == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Runner.run waits on the worker tasks, which never "
-                   "end by themselves, so every graceful stop lasts the full grace period")
 async def test_graceful_stop_returns_once_nothing_is_in_flight() -> None:
     quota = DailyQuotaError(45009, "reach max api daily quota limit", "x")
     server = FakeServer(faults={1: quota})
@@ -511,8 +509,6 @@ async def test_graceful_stop_returns_once_nothing_is_in_flight() -> None:
     assert time.monotonic() - started < 0.5
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an exception from a callback (e.g. the ledger's "
-                   "on_done) kills its worker silently; once no worker is left, run() hangs")
 async def test_callback_error_propagates_instead_of_hanging() -> None:
     def on_done(batch: Batch, result: object, attempts: int) -> None:
         raise sqlite3.OperationalError("database or disk is full")
