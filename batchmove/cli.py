@@ -152,6 +152,8 @@ def _job_options(func: F) -> F:
                      help="Allow group 1 (黑名单, the blacklist) as a target."),
         click.option("--snapshot/--no-snapshot", default=None,
                      help="Record every user's current group first (default on)."),
+        click.option("--verify/--no-verify", default=None,
+                     help="Read every moved user's group back at the end."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -189,6 +191,64 @@ def run_command(job: str, yes: bool, restart: bool, retry_failed: bool, quiet: b
     console.close()
     click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
                err=result.exit_code != 0)
+    sys.exit(result.exit_code)
+
+
+@cli.command("plan")
+@click.argument("job", type=click.Path(dir_okay=False))
+@_job_options
+@click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
+@clear_errors
+def plan_command(job: str, quiet: bool, **overrides: Any) -> None:
+    """Dry run: validate JOB, resolve its groups and count the calls; sends no change.
+
+    Uses only read-only calls (token, groups/get, openapi/quota/get). Writes plan.json to the
+    run directory. Exit 0 when the job can run, 2 when it cannot.
+    """
+    from batchmove.pipeline import plan_job
+
+    spec = _spec(job, overrides)
+    console = Console(quiet=quiet)
+    result = asyncio.run(plan_job(spec, console))
+    if not quiet:
+        click.echo(format_plan(result.summary))
+    click.echo(f"{result.message}\nplan: {result.summary['plan_json']}",
+               err=result.exit_code != 0)
+    sys.exit(result.exit_code)
+
+
+@cli.command("rollback")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the spreadsheet (default RUN_DIR/rollback.csv).")
+@clear_errors
+def rollback_command(run_dir: Path, out: Path | None) -> None:
+    """Write the spreadsheet that undoes RUN_DIR: openid -> the group each user was in before.
+
+    It is an ordinary input: `batchmove run RUN_DIR/rollback.csv --out DIR` restores the
+    previous groups (groups the run created are kept).
+    """
+    from batchmove.review import rollback_run
+
+    path, users, blacklisted = rollback_run(run_dir, out)
+    click.echo(f"wrote {path}: {users} users back to their previous groups")
+    hint = " --allow-blacklist" if blacklisted else ""
+    click.echo(f"undo with: batchmove run {path} --out {run_dir}-rollback{hint}")
+
+
+@cli.command("verify")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--api-base", help="WeChat API base URL (default: the run's).")
+@click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
+@clear_errors
+def verify_command(run_dir: Path, api_base: str | None, quiet: bool) -> None:
+    """Read back every moved user's group; exit 1 if any is no longer in its target."""
+    from batchmove.review import verify_run
+
+    console = Console(quiet=quiet)
+    result = asyncio.run(verify_run(run_dir, api_base, console))
+    console.close()
+    click.echo(result.message, err=result.exit_code != 0)
     sys.exit(result.exit_code)
 
 

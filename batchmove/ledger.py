@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS rows (
     errmsg     TEXT,
     attempts   INTEGER NOT NULL DEFAULT 0,
     updated_at REAL,
-    extra      TEXT
+    extra      TEXT,
+    verified   INTEGER           -- the group `verify` read back for a moved row
 );
 CREATE INDEX IF NOT EXISTS rows_by_status ON rows (status, group_id);
 CREATE TABLE IF NOT EXISTS created_groups (
@@ -68,6 +69,7 @@ class LedgerRow(NamedTuple):
     errmsg: str | None
     attempts: int
     extra: str | None
+    verified: int | None  # the group `verify` read back (-1: not a follower any more)
 
 
 class Failure(NamedTuple):
@@ -221,6 +223,39 @@ class Ledger:
         for group_id, row, openid in cur:
             yield group_id, Move(row, openid)
 
+    def moved(self) -> list[Move]:
+        """Rows recorded as moved (what `verify` reads back)."""
+        cur = self.conn.execute("SELECT row, openid FROM rows WHERE status = 'moved' ORDER BY row")
+        return [Move(row, openid) for row, openid in cur]
+
+    def record_verified(self, groups: dict[int, int | None]) -> int:
+        """Store the group read back for each row (-1: no longer a follower); mismatches."""
+        with self.transaction() as conn:
+            conn.executemany("UPDATE rows SET verified = ? WHERE row = ?",
+                             [(-1 if gid is None else gid, row) for row, gid in groups.items()])
+        return self.mismatches()
+
+    def verified_any(self) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM rows WHERE verified IS NOT NULL LIMIT 1").fetchone() is not None
+
+    def mismatches(self) -> int:
+        return int(self.conn.execute(
+            "SELECT count(*) FROM rows WHERE verified IS NOT NULL AND verified != group_id"
+        ).fetchone()[0])
+
+    def rollback_rows(self) -> list[tuple[int, str, int, str]]:
+        """(row, openid, group before the run, status) for every user the run may have moved.
+
+        Pending and unanswered rows are included: their call may have been applied just before
+        a kill. Restoring a user already in their old group is harmless (and the rollback run's
+        own snapshot skips it).
+        """
+        cur = self.conn.execute(
+            "SELECT row, openid, prev_group, status FROM rows WHERE prev_group IS NOT NULL "
+            "AND status IN ('moved', 'pending', 'failed') ORDER BY row")
+        return [(row, openid, prev, status) for row, openid, prev, status in cur]
+
     def pending_without_snapshot(self) -> list[Move]:
         cur = self.conn.execute(
             "SELECT row, openid FROM rows WHERE status = 'pending' AND prev_group IS NULL "
@@ -230,11 +265,10 @@ class Ledger:
     def rows(self, where: str = "", params: tuple[Any, ...] = ()) -> Iterator[LedgerRow]:
         """Every row in input order (optionally filtered by a SQL condition)."""
         sql = ("SELECT row, openid, target, status, reason, group_id, prev_group, errcode, "
-               "errmsg, attempts, extra FROM rows")
+               "errmsg, attempts, extra, verified FROM rows")
         if where:
             sql += f" WHERE {where}"
-        for r in self.conn.execute(sql + " ORDER BY row", params):
-            yield LedgerRow(*r)
+        yield from map(LedgerRow._make, self.conn.execute(sql + " ORDER BY row", params))
 
     # --- results ----------------------------------------------------------------------------
     def assign_groups(self, resolved: dict[str, int],

@@ -15,45 +15,54 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiolimiter import AsyncLimiter
-
 from batchmove import loader, report
+from batchmove.backend import api_client
 from batchmove.errors import (
     EXIT_OK,
     EXIT_ROW_FAILURES,
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_STOPPED,
+    EXIT_USAGE,
     ApiError,
     ConfirmationRequired,
     DailyQuotaError,
     FatalApiError,
     InputChangedError,
-    JobFileError,
     TokenError,
     TransientError,
     UsageError,
 )
 from batchmove.ledger import LEDGER_NAME, Failure, Ledger
-from batchmove.models import BLACKLIST_GROUP_ID, MAX_USER_INFO_BATCH, Batch, JobSpec
+from batchmove.models import (
+    BLACKLIST_GROUP_ID,
+    MAX_USER_INFO_BATCH,
+    Batch,
+    Group,
+    JobSpec,
+    Move,
+)
 from batchmove.planner import chunked, plan_batches, summarize_plan
 from batchmove.resolver import Resolution, create_missing, match_groups, refuse_missing
 from batchmove.runner import Limits, RetryPolicy, Runner, RunOutcome, StopReason, with_retries
 from batchmove.wechat.client import WeChatClient
-from batchmove.wechat.token import SecretTokenSource, TokenSource, token_source_from
 
 #: files of a run directory that move to history/ when a finished run makes way for a new one
 RUN_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", "report.csv",
              "report.xlsx", "failed.csv", "summary.json", "plan.json")
+#: WeChat's documented group limit for an account (the planner warns when close to it)
+WECHAT_MAX_GROUPS = 500
 #: failures `--retry-failed` tries again: no answer, WeChat busy, unknown errcodes
 RETRYABLE_ERRCODES: tuple[int | None, ...] = (None, -1, 45009, 45011)
 
@@ -95,21 +104,21 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
     started = time.time()
     source = loader.open_input(spec)
     run_dir = spec.out_dir
-    with Ledger(run_dir).open() as ledger, _signals() as stop:
+    with Ledger(run_dir).open() as ledger, signal_stop() as stop:
         fingerprint = _fingerprint(spec, source.fingerprint)
         _load_or_resume(ledger, source, spec, fingerprint, options, events)
         if stop.reason is not None:  # interrupted while loading: nothing was sent
             return _finish(ledger, spec, run_dir, started, stop.reason, None, events)
         outcome, error = StopReason.DONE, None
-        async with _api(spec, ledger) as client:
+        async with api_client(spec, ledger) as client:
             try:
-                resolution = await _resolve(client, ledger, spec, events)
-                plan = summarize_plan(ledger.counts(), resolution_summary(resolution, ledger),
-                                      spec)
-                if not _confirmed(spec, options, plan, events):
-                    raise ConfirmationRequired(
-                        "this run needs confirmation but there is no terminal to ask; "
-                        "pass --yes (or set confirm = false in the job file) to run unattended")
+                resolution, groups = await _resolve(client, ledger, spec)
+                if _must_confirm(spec, options, ledger):
+                    plan = await _plan(client, ledger, spec, resolution, groups, quotas=True)
+                    if not events.confirm(plan):
+                        raise ConfirmationRequired(
+                            "this run needs confirmation but there is no terminal to ask; pass "
+                            "--yes (or set confirm = false in the job file) to run unattended")
                 if resolution.missing and stop.reason is None:
                     await create_missing(client, resolution, ledger, sleep=asyncio.sleep)
                 ledger.assign_groups(resolution.resolved, resolution.failed)
@@ -117,6 +126,8 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
                     outcome, error = await _snapshot(client, ledger, spec, stop, events)
                 if outcome is StopReason.DONE and stop.reason is None:
                     outcome, error = await _move(client, ledger, spec, stop, events)
+                if spec.verify and outcome is StopReason.DONE and stop.reason is None:
+                    outcome, error = await verify_moves(client, ledger, spec, stop, events)
             except DailyQuotaError as exc:
                 outcome, error = StopReason.DAILY_QUOTA, exc
             except (FatalApiError, TokenError, TransientError) as exc:
@@ -124,6 +135,30 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
             finally:
                 ledger.add_calls(client.calls)
         return _finish(ledger, spec, run_dir, started, stop.reason or outcome, error, events)
+
+
+async def plan_job(spec: JobSpec, events: Events) -> RunResult:
+    """The dry run: load, validate, resolve and count, with read-only calls only."""
+    source = loader.open_input(spec)
+    with tempfile.TemporaryDirectory(prefix="batchmove-plan-") as scratch, \
+            Ledger(Path(scratch)).open() as ledger:
+        _load(ledger, source, spec, _fingerprint(spec, source.fingerprint), events)
+        blocked = ""
+        async with api_client(spec, ledger) as client:
+            try:
+                resolution, groups = await _resolve(client, ledger, spec)
+            except UsageError as exc:  # e.g. a blacklist target: the run would refuse
+                resolution, groups, blocked = Resolution(), [], exc.message
+            except (FatalApiError, TokenError, TransientError, DailyQuotaError) as exc:
+                resolution, groups, blocked = Resolution(), [], exc.message
+            plan = await _plan(client, ledger, spec, resolution, groups, quotas=not blocked)
+    plan["can_run"] = not blocked
+    if blocked:
+        plan["blocked"] = blocked
+    path = write_json(spec.out_dir / "plan.json", plan)
+    code = EXIT_USAGE if blocked else EXIT_OK
+    message = f"cannot run: {blocked}" if blocked else "the job can run"
+    return RunResult(code, message, spec.out_dir, plan | {"plan_json": str(path)})
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -149,16 +184,26 @@ def _load_or_resume(ledger: Ledger, source: loader.LoadedInput, spec: JobSpec,
                 "run with --restart to discard its progress and start again, or restore the "
                 "original input to resume")
         _archive(ledger, meta)
+    _load(ledger, source, spec, fingerprint, events)
+
+
+def _load(ledger: Ledger, source: loader.LoadedInput, spec: JobSpec, fingerprint: str,
+          events: Events) -> None:
+    """A new run: every input row into the ledger, in one transaction."""
     ledger.set_meta(fingerprint=fingerprint, run_id=_run_id(), finished_at=None,
                     started_at=_now(), input=str(source.path), headers=source.headers,
                     openid_column=source.openid_column, target_column=source.target_column,
                     target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)
     total = ledger.load_rows(source.rows(), lambda: source.amendments)
+    ledger.set_meta(invalid_by_reason=dict(source.stats.invalid_by_reason),
+                    blank_rows=source.stats.blank, job_path=str(spec.job_path or ""),
+                    snapshot=spec.snapshot)
     events.info(f"loaded {total} rows from {source.path}")
 
 
-async def _resolve(client: WeChatClient, ledger: Ledger, spec: JobSpec,
-                   events: Events) -> Resolution:
+async def _resolve(client: WeChatClient, ledger: Ledger,
+                   spec: JobSpec) -> tuple[Resolution, list[Group]]:
+    """One `groups/get`: each pending target to a group id, a name to create, or a failure."""
     targets = [t for t in ledger.pending_targets() if t]
     kind = ledger.meta()["target_kind"]
     groups = await with_retries(client.get_groups, RetryPolicy(attempts=spec.retries))
@@ -166,7 +211,26 @@ async def _resolve(client: WeChatClient, ledger: Ledger, spec: JobSpec,
     if not spec.create_groups:
         refuse_missing(resolution)
     _refuse_blacklist(resolution, ledger, spec)
-    return resolution
+    return resolution, groups
+
+
+async def _plan(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,
+                groups: list[Group], *, quotas: bool) -> dict[str, Any]:
+    summary = resolution_summary(resolution, ledger)
+    summary |= {"existing_groups": len(groups), "max_groups": WECHAT_MAX_GROUPS}
+    meta = ledger.meta()
+    plan = summarize_plan(ledger.counts(), summary, spec)
+    plan["invalid_by_reason"] = meta.get("invalid_by_reason", {})
+    if quotas:
+        policy = RetryPolicy(attempts=spec.retries)
+        found = {}
+        for endpoint in [e for e in plan["calls"] if e != "total"]:
+            quota = await with_retries(partial(client.get_quota, endpoint), policy)
+            found[endpoint] = {"daily_limit": quota.daily_limit, "used": quota.used,
+                               "remain": quota.remain}
+        plan = summarize_plan(ledger.counts(), summary, spec, found)
+        plan["invalid_by_reason"] = meta.get("invalid_by_reason", {})
+    return plan
 
 
 def _refuse_blacklist(resolution: Resolution, ledger: Ledger, spec: JobSpec) -> None:
@@ -184,25 +248,46 @@ async def _snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _
     todo = ledger.pending_without_snapshot()
     if not todo:
         return StopReason.DONE, None
-    found: dict[int, int] = {}
-    batches = [Batch(0, tuple(part)) for part in chunked(todo, MAX_USER_INFO_BATCH)]
+    found, outcome = await read_current_groups(client, todo, spec, stop)
+    already = ledger.record_snapshot({row: gid for row, gid in found.items() if gid is not None})
+    if already:
+        events.info(f"{already} users are already in their target group: not moved")
+    return outcome.reason, outcome.error
+
+
+async def verify_moves(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
+                       events: Events) -> tuple[StopReason, ApiError | None]:
+    """Read back every moved user's group; a mismatch means someone moved them since."""
+    moved = ledger.moved()
+    found, outcome = await read_current_groups(client, moved, spec, stop)
+    mismatches = ledger.record_verified(found)
+    events.info(f"verified {len(found)} moved users: {mismatches} no longer in their group")
+    return outcome.reason, outcome.error
+
+
+async def read_current_groups(client: WeChatClient, moves: list[Move], spec: JobSpec,
+                              stop: _Stop) -> tuple[dict[int, int | None], RunOutcome]:
+    """Each row's user's current group via `user/info/batchget`, 100 users a call.
+
+    None: the user is not (or no longer) a follower. Rows whose call never got an answer
+    are missing from the result.
+    """
+    found: dict[int, int | None] = {}
 
     def done(batch: Batch, infos: list[dict[str, Any]], attempts: int) -> None:
-        by_openid = {i.get("openid"): i for i in infos if i.get("subscribe") == 1}
+        by_openid = {i.get("openid"): i for i in infos}
         for move in batch.moves:
-            info = by_openid.get(move.openid)
-            if info is not None and isinstance(info.get("groupid"), int):
-                found[move.row] = info["groupid"]
+            info = by_openid.get(move.openid, {})
+            gid = info.get("groupid") if info.get("subscribe") == 1 else None
+            found[move.row] = gid if isinstance(gid, int) else None
 
+    batches = [Batch(0, tuple(part)) for part in chunked(moves, MAX_USER_INFO_BATCH)]
     runner: Runner[list[dict[str, Any]]] = Runner(
         send=lambda b: client.batch_get_user_info(b.openids), on_done=done,
         on_failed=lambda failures: None, concurrency=spec.concurrency,
         policy=RetryPolicy(attempts=spec.retries), bisect=False)
     outcome = await stop.watch(runner, batches)
-    already = ledger.record_snapshot(found)
-    if already:
-        events.info(f"{already} users are already in their target group: not moved")
-    return outcome.reason, outcome.error
+    return found, outcome
 
 
 async def _move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
@@ -285,10 +370,18 @@ def resolution_summary(resolution: Resolution, ledger: Ledger) -> dict[str, Any]
     }
 
 
-def _confirmed(spec: JobSpec, options: RunOptions, plan: dict[str, Any], events: Events) -> bool:
-    if options.yes or not spec.confirm or not plan["calls"]["total"]:
-        return True
-    return events.confirm(plan)
+def _must_confirm(spec: JobSpec, options: RunOptions, ledger: Ledger) -> bool:
+    """Ask before sending, unless told not to or there is nothing to send."""
+    return not (options.yes or not spec.confirm or not ledger.counts().get("pending"))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """A JSON file readable by the owner only (it may name follower ids)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2, default=str)
+    return path
 
 
 def _fingerprint(spec: JobSpec, content_hash: str) -> str:
@@ -324,39 +417,6 @@ def _run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
 
 
-def make_limiter(rate: float) -> AsyncLimiter | None:
-    """Evenly spaced calls, no initial burst: a bucket of one call refilled every 1/rate s."""
-    return AsyncLimiter(1, 1.0 / rate) if rate > 0 else None
-
-
-@asynccontextmanager
-async def _api(spec: JobSpec, ledger: Ledger) -> AsyncIterator[WeChatClient]:
-    """The client, talking to WeChat or to an embedded sandbox started for this run."""
-    async with _backend(spec, ledger) as (base_url, source):
-        client = WeChatClient(base_url, source, timeout=spec.timeout,
-                              limiter=make_limiter(spec.rate))
-        async with client:
-            yield client
-
-
-@asynccontextmanager
-async def _backend(spec: JobSpec, ledger: Ledger) -> AsyncIterator[tuple[str, TokenSource]]:
-    if spec.api_base != "sandbox":
-        yield spec.api_base, token_source_from(spec.credentials)
-        return
-    from batchmove.sandbox import SandboxConfig, running_sandbox
-
-    settings = dict(spec.sandbox)
-    if not {"users", "users_file", "openids"} & settings.keys():
-        settings["openids"] = sorted({r.openid for r in ledger.rows("status != 'invalid'")})
-    try:
-        config = SandboxConfig(**settings)
-    except TypeError as exc:
-        raise JobFileError(f"[sandbox] in {spec.job_path}: {exc}") from None
-    async with running_sandbox(config, host="127.0.0.1", port=0) as sandbox:
-        yield sandbox.base_url, SecretTokenSource(config.appid, config.secret)
-
-
 @dataclass
 class _Stop:
     """SIGINT/SIGTERM while the pipeline runs: ask the current runner to stop."""
@@ -380,7 +440,7 @@ class _Stop:
 
 
 @contextmanager
-def _signals() -> Iterator[_Stop]:
+def signal_stop() -> Iterator[_Stop]:
     stop = _Stop()
     loop = asyncio.get_running_loop()
     for sig, reason in ((signal.SIGINT, StopReason.SIGINT), (signal.SIGTERM, StopReason.SIGTERM)):

@@ -65,7 +65,9 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
     meta = ledger.meta()
     original = _original_cells(meta)
     headers = list(meta["headers"])
-    report_header = [*map(neutralize, headers), *unique_names(headers, OUR_COLUMNS)]
+    verified = ledger.verified_any()
+    ours = (*OUR_COLUMNS, "verified") if verified else OUR_COLUMNS
+    report_header = [*map(neutralize, headers), *unique_names(headers, ours)]
     counts = {s.value: 0 for s in RowStatus} | dict(ledger.counts())
     total = sum(counts.values())
     limit = min(xlsx_max_rows, EXCEL_MAX_ROWS)
@@ -75,12 +77,13 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
     try:
         _remove_stale_temps(run_dir)
         with _atomic_text(files.report_csv) as out:
-            _write_csv(out, report_header, _report_rows(ledger, original))
+            _write_csv(out, report_header, _report_rows(ledger, original, verified))
         if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
             with suppress(FileNotFoundError):
                 (run_dir / REPORT_XLSX).unlink()
         else:
-            _write_xlsx(files.report_xlsx, report_header, _report_rows(ledger, original))
+            _write_xlsx(files.report_xlsx, report_header,
+                        _report_rows(ledger, original, verified))
         failed_rows = ledger.rows("status IN (?, ?)",
                                   (RowStatus.FAILED.value, RowStatus.INVALID.value))
         with _atomic_text(files.failed_csv) as out:
@@ -182,16 +185,30 @@ def _split_extra(extra: str, others: int) -> Cells:
     return row if len(row) == others else (row + [""] * others)[:others]
 
 
-def _report_rows(ledger: Ledger, original: Callable[[LedgerRow], Cells]) -> Iterator[Cells]:
+def _report_rows(ledger: Ledger, original: Callable[[LedgerRow], Cells],
+                 verified: bool = False) -> Iterator[Cells]:
     """Every row in input order: the input's cells, then OUR_COLUMNS (ints and None as they are:
-    csv.writer converts them in C, and report.xlsx keeps them as numbers)."""
+    csv.writer converts them in C, and report.xlsx keeps them as numbers), then `verified`
+    once `verify` has read the moved users back."""
     for r in ledger.rows():
         message = r.reason or r.errmsg or ""
         if message[:1] in _TRIGGERS:
             message = neutralize(message)
         row = original(r)
         row += (r.row, r.status, r.group_id, r.errcode, message, r.attempts)
+        if verified:
+            row.append(_verdict(r))
         yield row
+
+
+def _verdict(r: LedgerRow) -> str:
+    if r.verified is None:
+        return ""
+    if r.verified == r.group_id:
+        return "ok"
+    if r.verified == -1:
+        return "mismatch: no longer a follower"
+    return f"mismatch: now in group {r.verified}"
 
 
 def _failure_reason(r: LedgerRow) -> str:

@@ -65,9 +65,9 @@ def test_load_rows_from_chunks_with_amendments(ledger: Ledger) -> None:
     assert read == ["chunk", "chunk", "amendments"]
     got = list(ledger.rows())
     assert got[0] == LedgerRow(2, "oA", "101", "pending", "", None, None, None, None, 0,
-                               '["Ann", "北京"]')
+                               '["Ann", "北京"]', None)
     assert got[-1] == LedgerRow(7, "oE", "102", "duplicate", "same openid and target as row 3",
-                                None, None, None, None, 0, None)
+                                None, None, None, None, 0, None, None)
     assert ledger.counts() == Counter(pending=4, invalid=1, duplicate=1)
     assert ledger.pending_targets() == Counter({"101": 2, "102": 1, "999": 1})
 
@@ -156,7 +156,7 @@ def test_record_moved_and_failed_count_attempts(loaded: Ledger) -> None:
     loaded.assign_groups({"101": 101}, {})
     loaded.record_moved([2], 1)
     assert next(loaded.rows("row = ?", (2,)))[3:] == (
-        "moved", "", 101, None, None, None, 7, '["Ann", "北京"]')
+        "moved", "", 101, None, None, None, 7, '["Ann", "北京"]', None)
     assert loaded.counts() == Counter(moved=3, failed=1, invalid=1, pending=1)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -224,7 +226,7 @@ async def test_second_run_of_the_same_job_refuses(tmp_path: Path,
 async def test_retry_failed_resends_only_retryable_rows(
         tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
     sb = await sandbox_factory(SandboxConfig(users=100, groups=["A"]))
-    rows = spread(100, ["A"]) + [("oStrangerNotAFollower0000001", "A")]
+    rows = [*spread(100, ["A"]), ("oStrangerNotAFollower0000001", "A")]
     spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
                     retries=2, timeout=0.3)
     sb.set_faults(error_rate=1.0, fault_endpoints=["groups/members/batchupdate"])
@@ -285,10 +287,10 @@ async def test_sigint_stops_and_resumes(tmp_path: Path, sandbox_factory: Sandbox
     spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
                     concurrency=1)
     task = asyncio.create_task(run(spec))
-    while sb.state.calls["groups/members/batchupdate"] < 3:
+    for _ in range(1000):
+        if sb.state.calls["groups/members/batchupdate"] >= 3 or task.done():
+            break
         await asyncio.sleep(0.01)
-    import os
-    import signal
     os.kill(os.getpid(), signal.SIGINT)
     result = await asyncio.wait_for(task, 10)
     assert result.exit_code == 130
