@@ -298,9 +298,10 @@ class Console:
         if now - self._last_log >= self.LOG_EVERY_S or done + failed >= total:
             self._last_log = now
             rate = done / max(now - self._started, 1e-9)
-            eta = (total - done - failed) / rate if rate > 0 else float("nan")
+            left = total - done - failed
+            eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
             click.echo(f"{phase}: {done} moved, {failed} failed of {total} "
-                       f"({rate:.0f} users/s, ETA {eta:.0f} s)", err=True)
+                       f"({rate:.0f} users/s, ETA {eta})", err=True)
 
     def _show_bar(self, phase: str, done: int, failed: int, total: int) -> None:
         from rich.progress import (

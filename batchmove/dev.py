@@ -51,8 +51,9 @@ def _run(cmd: list[str]) -> int:
 
 def cmd_test(python: Path, extra: list[str]) -> int:
     """Lint, types and the full suite: what CI runs."""
+    linted = [d for d in ("batchmove", "tests", "bench") if (ROOT / d).is_dir()]
     steps = [
-        [str(python), "-m", "ruff", "check", "batchmove", "tests", "bench"],
+        [str(python), "-m", "ruff", "check", *linted],
         [str(python), "-m", "mypy"],
         [str(python), "-m", "pytest", "-m", "slow or not slow", "-q", *extra],
     ]
@@ -64,7 +65,13 @@ def cmd_test(python: Path, extra: list[str]) -> int:
 
 
 def cmd_sample(python: Path, extra: list[str]) -> int:
-    return _run([str(python), "-m", "batchmove", "run", "jobs/sample.toml", "--yes", *extra])
+    code = _run([str(python), "-m", "batchmove", "run", "jobs/sample.toml", "--yes", *extra])
+    if code == 1:  # the sample's deliberately bad rows: exactly what it is meant to show
+        print("batchmove.dev: exit 1 means 'finished with row failures': the sample has a few "
+              "deliberately bad rows; see runs/sample/report.csv and failed.csv",
+              file=sys.stderr)
+        return 0
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -313,6 +313,10 @@ class Ledger:
                 [(f.errcode, f.errmsg, f.attempts, now, f.row) for f in failures],
             )
 
+    def failed_errcodes(self) -> set[int | None]:
+        return {c for (c,) in self.conn.execute(
+            "SELECT DISTINCT errcode FROM rows WHERE status = 'failed'")}
+
     def reset_failed(self, retryable: Iterable[int | None]) -> int:
         """Make failed rows with these errcodes (None = no answer) pending again."""
         codes = list(retryable)

@@ -40,6 +40,7 @@ from batchmove.errors import (
     DailyQuotaError,
     FatalApiError,
     InputChangedError,
+    MinuteQuotaError,
     TokenError,
     TransientError,
     UsageError,
@@ -57,14 +58,13 @@ from batchmove.planner import chunked, plan_batches, summarize_plan
 from batchmove.resolver import Resolution, create_missing, match_groups, refuse_missing
 from batchmove.runner import Limits, RetryPolicy, Runner, RunOutcome, StopReason, with_retries
 from batchmove.wechat.client import WeChatClient
+from batchmove.wechat.errcodes import ERRCODES
 
 #: files of a run directory that move to history/ when a finished run makes way for a new one
 RUN_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", "report.csv",
              "report.xlsx", "failed.csv", "summary.json", "plan.json")
 #: WeChat's documented group limit for an account (the planner warns when close to it)
 WECHAT_MAX_GROUPS = 500
-#: failures `--retry-failed` tries again: no answer, WeChat busy, unknown errcodes
-RETRYABLE_ERRCODES: tuple[int | None, ...] = (None, -1, 45009, 45011)
 
 _STOP_MESSAGES = {
     StopReason.DAILY_QUOTA: "the daily API quota is used up (45009); run the same command "
@@ -170,7 +170,7 @@ def _load_or_resume(ledger: Ledger, source: loader.LoadedInput, spec: JobSpec,
         finished = meta.get("finished_at") is not None
         if same and not options.restart:
             if options.retry_failed:
-                n = ledger.reset_failed(RETRYABLE_ERRCODES)
+                n = ledger.reset_failed(retryable(ledger.failed_errcodes()))
                 events.info(f"retrying {n} failed rows")
             counts = ledger.counts()
             if counts.get("pending"):
@@ -368,6 +368,14 @@ def resolution_summary(resolution: Resolution, ledger: Ledger) -> dict[str, Any]
         "unresolved": [{"target": t, "users": pending[t], "reason": why}
                        for t, (_, why) in resolution.failed.items()],
     }
+
+
+def retryable(errcodes: set[int | None]) -> list[int | None]:
+    """What `--retry-failed` sends again: no answer (None: also unusable groups, which are
+    resolved afresh), transient and quota errcodes, and errcodes missing from the table."""
+    again = (TransientError, MinuteQuotaError, DailyQuotaError)
+    return [c for c in errcodes
+            if c is None or c not in ERRCODES or issubclass(ERRCODES[c].kind, again)]
 
 
 def _must_confirm(spec: JobSpec, options: RunOptions, ledger: Ledger) -> bool:

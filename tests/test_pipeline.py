@@ -299,3 +299,15 @@ async def test_sigint_stops_and_resumes(tmp_path: Path, sandbox_factory: Sandbox
     resumed = await run(spec)
     assert resumed.exit_code == 0
     assert_state_matches(sb, rows)
+
+
+@pytest.mark.parametrize(("codes", "expected"), [
+    ({None, -1, 40003}, {None, -1}),
+    ({45009, 45011, 40050}, {45009, 45011}),
+    ({99999, 46004}, {99999}),  # an errcode missing from the table is worth another try
+])
+def test_retry_failed_picks_retryable_and_unknown_errcodes(
+        codes: set[int | None], expected: set[int | None]) -> None:
+    from batchmove.pipeline import retryable
+
+    assert set(retryable(codes)) == expected
