@@ -83,6 +83,12 @@ def _parse_daily_quotas(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--max-groups", type=int, default=500, show_default=True,
               help="Groups in total, the three reserved ones included.")
 @click.option("--group", "groups", multiple=True, help="Pre-create a group (repeatable).")
+@click.option("--max-tags", type=int, default=100, show_default=True,
+              help="Tags an account may create (the reserved 0/1/2 not counted).")
+@click.option("--tag", "tags", multiple=True, metavar="NAME",
+              help="Pre-create a tag (repeatable); ids from 100.")
+@click.option("--tag-delete-limit", type=int, default=100_000, show_default=True,
+              help="A tag with more members than this cannot be deleted (45057).")
 @click.option("--latency-ms", type=float, default=0.0, show_default=True)
 @click.option("--jitter-ms", type=float, default=0.0, show_default=True,
               help="Uniform extra latency, 0..N ms.")
@@ -102,8 +108,9 @@ def _parse_daily_quotas(values: tuple[str, ...]) -> dict[str, int]:
 @clear_errors
 def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str | None,
                     secret: str | None, users_file: str | None, groups: tuple[str, ...],
-                    daily_quota: tuple[str, ...], **settings: Any) -> None:
-    """Serve a local imitation of WeChat's group API (with faults) until Ctrl-C."""
+                    tags: tuple[str, ...], daily_quota: tuple[str, ...],
+                    **settings: Any) -> None:
+    """Serve a local imitation of WeChat's group and tag APIs (with faults) until Ctrl-C."""
     from batchmove.errors import UsageError
     from batchmove.sandbox import SandboxConfig, SandboxConfigError, is_loopback, serve
 
@@ -117,7 +124,7 @@ def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str |
             settings["appid"] = appid
         if secret is not None:
             settings["secret"] = secret
-        config = SandboxConfig(users_file=users_file, groups=groups,
+        config = SandboxConfig(users_file=users_file, groups=groups, tags=tags,
                                daily_quota=_parse_daily_quotas(daily_quota), **settings)
         if users_file:
             config.follower_openids()  # an unreadable file fails before binding

@@ -141,3 +141,82 @@ def test_auto_retry_refreshes_an_expired_token(sandbox_process: StartProcess) ->
     assert client.group.get()[0]["count"] == 3
     assert client.access_token != old
     assert admin(base_url, "state")["calls"] == {"token": 2, "groups/get": 2}
+
+
+# -- tags (wechatpy's `client.tag`, unchanged) ---------------------------------------------------
+
+def test_tags_round_trip(sandbox_process: StartProcess) -> None:
+    base_url = sandbox_process("--users", "30", "--page-size", "4", "--tag", "老客户")
+    client = client_for(base_url)
+    openids = sandbox_openids(30, 0)
+
+    created = client.tag.create("高价值客户")
+    assert created == {"id": 101, "name": "高价值客户"}
+    tid = created["id"]
+    assert client.tag.update(tid, "重要客户") == {"errcode": 0, "errmsg": "ok"}
+    client.tag.tag_user(tid, openids[0])  # one openid
+    client.tag.tag_user(tid, openids[10:20])  # a list
+    client.tag.tag_user(2, tuple(openids[:2]))
+    client.tag.untag_user(tid, openids[19])
+    assert client.tag.get_user_tag(openids[0]) == [2, tid]
+    assert client.tag.get() == [
+        {"id": 0, "name": "未分组", "count": 0}, {"id": 1, "name": "黑名单", "count": 0},
+        {"id": 2, "name": "星标组", "count": 2}, {"id": 100, "name": "老客户", "count": 0},
+        {"id": tid, "name": "重要客户", "count": 10}]
+    first = client.tag.get_tag_users(tid)
+    assert (first["count"], first["next_openid"]) == (4, openids[12])
+    after = client.tag.get_tag_users(tid, first["next_openid"])
+    assert after["data"]["openid"] == openids[13:17]
+    expected = [openids[0], *openids[10:19]]
+    assert list(client.tag.iter_tag_users(tid)) == expected  # stops on the page without data
+    assert list(client.tag.iter_tag_users(100)) == []
+    infos = client.user.get_batch(openids[:2])
+    assert [i["tagid_list"] for i in infos] == [[2, tid], [2]]
+
+    assert client.tag.delete(tid) == {"errcode": 0, "errmsg": "ok"}
+    assert client.tag.get_user_tag(openids[0]) == [2]
+    assert [t["id"] for t in client.tag.get()] == [0, 1, 2, 100]
+
+
+@pytest.mark.parametrize(("action", "errcode"), [
+    (lambda c, o: c.tag.create("老客户"), 45157),
+    (lambda c, o: c.tag.create("长" * 11), 45158),
+    (lambda c, o: c.tag.create("新"), 45056),  # --max-tags 2, both taken
+    (lambda c, o: c.tag.update(999, "x"), 45159),
+    (lambda c, o: c.tag.update(2, "x"), 45058),
+    (lambda c, o: c.tag.delete(1), 45058),
+    (lambda c, o: c.tag.delete(100), 45057),  # --tag-delete-limit 1, two members
+    (lambda c, o: c.tag.tag_user(999, o[0]), 45159),
+    (lambda c, o: c.tag.tag_user(100, [*o[:3], "o-not-a-follower"]), 40003),
+    (lambda c, o: c.tag.tag_user(100, o[:51]), 40032),
+    (lambda c, o: c.tag.untag_user(100, []), 40032),
+    (lambda c, o: c.tag.get_user_tag("o-not-a-follower"), 40003),
+    (lambda c, o: c.tag.get_tag_users(999), 45159),
+])
+def test_tag_errcodes_reach_wechatpy_exceptions(sandbox_process: StartProcess,
+                                                action: Callable[[Any, list[str]], Any],
+                                                errcode: int) -> None:
+    base_url = sandbox_process("--users", "60", "--tag", "老客户", "--tag", "新客户",
+                               "--max-tags", "2", "--tag-delete-limit", "1")
+    for openid in sandbox_openids(2, 0):
+        admin(base_url, "tag", {"openid": openid, "tagid": 100})
+    client = client_for(base_url)
+    with pytest.raises(WeChatClientException) as caught:
+        action(client, sandbox_openids(60, 0))
+    assert caught.value.errcode == errcode
+    assert caught.value.errmsg
+    assert admin(base_url, "state")["user_tags"] == {o: [100] for o in sandbox_openids(2, 0)}
+
+
+def test_twenty_first_tag_fails_the_whole_wechatpy_batch(sandbox_process: StartProcess) -> None:
+    names = [arg for i in range(21) for arg in ("--tag", f"标签{i}")]
+    base_url = sandbox_process("--users", "5", *names)
+    client = client_for(base_url)
+    full, other = sandbox_openids(2, 0)
+    for tagid in range(100, 120):
+        client.tag.tag_user(tagid, full)
+    with pytest.raises(WeChatClientException) as caught:
+        client.tag.tag_user(120, [other, full])
+    assert caught.value.errcode == 45059
+    assert client.tag.get_user_tag(other) == []
+    assert admin(base_url, "tag_log")["next"] == 20

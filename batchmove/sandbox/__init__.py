@@ -1,4 +1,5 @@
-"""A local imitation of WeChat's user-group API, with fault injection, for tests and benchmarks.
+"""A local imitation of WeChat's user-group and user-tag APIs, with fault injection, for tests
+and benchmarks.
 
     from batchmove.sandbox import SandboxConfig, running_sandbox
     async with running_sandbox(SandboxConfig(users=1000)) as sb:
@@ -23,6 +24,7 @@ from batchmove.sandbox.config import (
 )
 from batchmove.sandbox.server import RunningSandbox, build_app, running_sandbox, serve
 from batchmove.sandbox.state import SandboxGroup, SandboxState
+from batchmove.sandbox.tags import SandboxTag, TagBook
 
 __all__ = [
     "DEFAULT_APPID",
@@ -36,6 +38,8 @@ __all__ = [
     "SandboxConfigError",
     "SandboxGroup",
     "SandboxState",
+    "SandboxTag",
+    "TagBook",
     "build_app",
     "is_loopback",
     "running_sandbox",

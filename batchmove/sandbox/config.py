@@ -14,12 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from batchmove.sandbox.tags import RESERVED_TAGS, tag_name_errcode
+
 DEFAULT_APPID = "wxsandbox0000000001"
 DEFAULT_SECRET = "sandbox-secret-not-real"
 DEFAULT_PORT = 8765
 
 # endpoint (URL after /cgi-bin/) -> (default daily quota of a normal account, POST required).
-# Group and token figures come from wechat-api.md; the others are documented choices.
+# Group and token figures come from wechat-api.md; the others are documented choices. Tag
+# endpoints mirror their group counterparts: management 1,000, (un)tagging 100,000 calls a day.
 ENDPOINTS: dict[str, tuple[int, bool]] = {
     "token": (2_000, False),
     "stable_token": (10_000, True),
@@ -32,6 +35,14 @@ ENDPOINTS: dict[str, tuple[int, bool]] = {
     "groups/members/batchupdate": (100_000, True),
     "user/get": (500, False),
     "user/info/batchget": (5_000_000, True),
+    "tags/create": (1_000, True),
+    "tags/get": (1_000, False),
+    "tags/update": (1_000, True),
+    "tags/delete": (1_000, True),
+    "tags/members/batchtagging": (100_000, True),  # counted in calls: 50 users a call
+    "tags/members/batchuntagging": (100_000, True),
+    "tags/getidlist": (1_000, True),  # like groups/getid; user/info/batchget reads 100 at once
+    "user/tag/get": (500, True),  # like user/get
     "openapi/quota/get": (1_000, True),
     "clear_quota": (10, True),  # WeChat: 10 a month; the sandbox day stands in for the month
 }
@@ -152,7 +163,9 @@ class Faults:
 class SandboxConfig:
     """Everything the sandbox starts with. Followers come from `openids`, else `users_file`,
     else `users` generated from `seed`; all start in group 0. `groups` are pre-created from id 100.
-    `max_groups` counts every group, the three reserved ones included.
+    `max_groups` counts every group, the three reserved ones included. `tags` are pre-created
+    from id 100 (a separate id space); `max_tags` counts created tags only, not the reserved
+    0/1/2. A tag with more than `tag_delete_limit` members cannot be deleted (45057).
     """
 
     appid: str = DEFAULT_APPID
@@ -163,6 +176,9 @@ class SandboxConfig:
     openids: Sequence[str] | None = None
     groups: Sequence[str] = ()
     max_groups: int = 500
+    tags: Sequence[str] = ()
+    max_tags: int = 100
+    tag_delete_limit: int = 100_000
     page_size: int = 10_000
     token_ttl: float = 7200.0
     token_grace: float = 300.0
@@ -181,9 +197,10 @@ class SandboxConfig:
     def __post_init__(self) -> None:
         if not self.appid or not self.secret:
             raise SandboxConfigError("appid and secret must not be empty")
-        for name in ("users", "max_groups", "page_size", "timeline_max"):
+        for name in ("users", "max_groups", "page_size", "timeline_max", "max_tags",
+                     "tag_delete_limit"):
             value = getattr(self, name)
-            minimum = 0 if name == "users" else 1
+            minimum = 0 if name in ("users", "max_tags", "tag_delete_limit") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise SandboxConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
         for name in ("token_grace", "hang_seconds"):
@@ -191,7 +208,22 @@ class SandboxConfig:
                 raise SandboxConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if len(self.groups) + 3 > self.max_groups:
             raise SandboxConfigError(f"{len(self.groups)} groups do not fit in max_groups")
+        self._check_tags()
         self.faults()  # validates the live settings too
+
+    def _check_tags(self) -> None:
+        if isinstance(self.tags, str):
+            raise SandboxConfigError("tags must be a list of names, not a string")
+        if len(self.tags) > self.max_tags:
+            raise SandboxConfigError(f"{len(self.tags)} tags do not fit in max_tags")
+        seen = set(RESERVED_TAGS.values())
+        for name in self.tags:
+            if tag_name_errcode(name):
+                raise SandboxConfigError(
+                    f"tag name {name!r} must be 1 to 30 bytes of UTF-8 and not blank")
+            if name in seen:
+                raise SandboxConfigError(f"tag name {name!r} is used twice (or is reserved)")
+            seen.add(name)
 
     def faults(self) -> Faults:
         """The live settings this configuration starts with."""

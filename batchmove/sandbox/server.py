@@ -1,5 +1,9 @@
 """The aiohttp.web server around `SandboxState`: WeChat's URLs, fault injection, admin endpoints.
 
+Admin endpoints (never faulted, no token): `GET /sandbox/state`, `GET /sandbox/timeline`,
+`GET|POST /sandbox/faults`, `POST /sandbox/move`, `GET /sandbox/moves?since=N`,
+`POST /sandbox/tag`, `GET /sandbox/tag_log?since=N`, `POST /sandbox/expire_tokens`.
+
 Faults (latency, errcode -1, HTTP 5xx, dropped connections, hung responses) apply to /cgi-bin/
 only, drawn from an RNG seeded by `SandboxConfig.seed`. Nothing is logged per request and no
 token or secret is ever printed.
@@ -20,7 +24,8 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from batchmove.sandbox.config import DEFAULT_PORT, ENDPOINTS, Faults, SandboxConfig
-from batchmove.sandbox.state import ApiFault, SandboxState, error_body
+from batchmove.sandbox.state import SandboxState
+from batchmove.sandbox.wire import ApiFault, error_body
 
 _STATE = web.AppKey("state", SandboxState)
 _CLOSING = web.AppKey("closing", asyncio.Event)
@@ -101,6 +106,13 @@ async def _admin_moves(request: web.Request) -> web.Response:
     return json_response({"openids": state.move_log[since:], "next": len(state.move_log)})
 
 
+async def _admin_tag_log(request: web.Request) -> web.Response:
+    """(action, openid, tagid) applied by (un)tagging calls since position `since`, in order."""
+    log = request.app[_STATE].tag_log
+    since = int(request.query.get("since", "0") or 0)
+    return json_response({"entries": log[since:], "next": len(log)})
+
+
 async def _admin_faults(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     if request.method == "POST":
@@ -119,6 +131,21 @@ async def _admin_move(request: web.Request) -> web.Response:
         body = await request.json()
         request.app[_STATE].move_directly(str(body["openid"]), int(body["to_groupid"]))
     except (ValueError, KeyError, TypeError):
+        return json_response(error_body(47001), status=400)
+    except ApiFault as fault:
+        return json_response(error_body(fault.code), status=400)
+    return json_response({"errcode": 0, "errmsg": "ok"})
+
+
+async def _admin_tag(request: web.Request) -> web.Response:
+    """`{"openid", "tagid", "untag": false}`: someone else (un)tags one user."""
+    try:
+        body = await request.json()
+        untag = body.get("untag", False)
+        if not isinstance(untag, bool):
+            raise TypeError("untag must be true or false")
+        request.app[_STATE].tag_directly(str(body["openid"]), int(body["tagid"]), untag)
+    except (ValueError, KeyError, TypeError, AttributeError):
         return json_response(error_body(47001), status=400)
     except ApiFault as fault:
         return json_response(error_body(fault.code), status=400)
@@ -154,6 +181,8 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_route("POST", "/sandbox/faults", _admin_faults)
     app.router.add_post("/sandbox/move", _admin_move)
     app.router.add_get("/sandbox/moves", _admin_moves)
+    app.router.add_post("/sandbox/tag", _admin_tag)
+    app.router.add_get("/sandbox/tag_log", _admin_tag_log)
     app.router.add_post("/sandbox/expire_tokens", _admin_expire)
     app.router.add_route("*", "/cgi-bin/{endpoint:.+}", _cgi)
     return app

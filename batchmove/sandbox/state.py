@@ -1,14 +1,14 @@
-"""The sandbox's account as pure domain state: followers, groups, tokens, quotas, call log.
+"""The sandbox's account as pure domain state: followers, groups, tags, tokens, quotas, call log.
 
 No I/O and no aiohttp here: `SandboxState.handle` takes an endpoint, the method, the query and the
 raw body, and returns the JSON object WeChat would answer. Time comes from an injectable clock, so
 tests check token expiry and quota windows without sleeping. Every call is O(1) or O(batch):
 each group keeps its member set, so live counts are `len()` and no call scans all followers.
+Tags live in their own `TagBook` (tags.py, where their rules are documented).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -17,10 +17,18 @@ from typing import Any
 
 from batchmove.sandbox.config import ENDPOINTS, Faults, SandboxConfig, SandboxConfigError
 from batchmove.sandbox.quotas import QuotaBook
+from batchmove.sandbox.tags import TagBook
 from batchmove.sandbox.tokens import TokenBook
-from batchmove.wechat.errcodes import errmsg_for
+from batchmove.sandbox.wire import (
+    OK,
+    ApiFault,
+    Json,
+    error_body,
+    id_field,
+    object_field,
+    parse_body,
+)
 
-Json = dict[str, Any]
 Handler = Callable[[Any], Json]
 
 RESERVED_GROUPS = {0: "未分组", 1: "黑名单", 2: "星标组"}
@@ -29,22 +37,6 @@ MAX_GROUP_NAME_CHARS = 30
 MAX_MOVE_BATCH = 50
 MAX_INFO_BATCH = 100
 _SUBSCRIBE_EPOCH = 1_600_000_000
-
-
-class ApiFault(Exception):
-    """Internal: the call is answered with this errcode."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-def error_body(code: int) -> Json:
-    """`{"errcode": code, "errmsg": ...}` with the errmsg of the shared errcode table."""
-    return {"errcode": code, "errmsg": errmsg_for(code)}
-
-
-OK: Json = {"errcode": 0, "errmsg": "ok"}
 
 
 @dataclass(slots=True)
@@ -81,6 +73,10 @@ class SandboxState:
         self._next_group_id = FIRST_GROUP_ID
         for name in self.config.groups:
             self._add_group(name)
+        self.tags = TagBook(self.followers, self._position, self.config.tags,
+                            max_tags=self.config.max_tags,
+                            delete_limit=self.config.tag_delete_limit,
+                            page_size=self.config.page_size)
         self.calls: Counter[str] = Counter()
         #: every openid a move call applied, in order (tests check nothing is moved twice)
         self.move_log: list[str] = []
@@ -95,12 +91,25 @@ class SandboxState:
             "groups/delete": self._delete_group,
             "groups/members/update": self._move_one,
             "groups/members/batchupdate": self._move_batch,
+            "tags/create": self.tags.create,
+            "tags/get": self.tags.get,
+            "tags/update": self.tags.update,
+            "tags/delete": self.tags.delete,
+            "tags/members/batchtagging": self.tags.batch_tag,
+            "tags/members/batchuntagging": self.tags.batch_untag,
+            "tags/getidlist": self.tags.id_list,
+            "user/tag/get": self.tags.followers,
             "user/info/batchget": self._user_info,
             "openapi/quota/get": self._quota_get,
             "clear_quota": self._clear_quota,
         }
 
     # --- introspection and admin ------------------------------------------------------------
+
+    @property
+    def tag_log(self) -> list[tuple[str, str, int]]:
+        """Every ("tag"/"untag", openid, tagid) a (un)tagging call applied, in order."""
+        return self.tags.tag_log
 
     @property
     def issued_tokens(self) -> list[str]:
@@ -123,6 +132,8 @@ class SandboxState:
             "groups": [{"id": g.id, "name": g.name, "count": g.count}
                        for g in self.groups.values()],
             "members": dict(self.members),
+            "tags": self.tags.listing(),
+            "user_tags": self.tags.user_tags_snapshot(),
             "calls": dict(self.calls),
             "quota_used": dict(self.quotas.used),
         }
@@ -142,6 +153,10 @@ class SandboxState:
         if to_groupid not in self.groups:
             raise ApiFault(40050)
         self._move(openid, to_groupid)
+
+    def tag_directly(self, openid: str, tagid: int, untag: bool = False) -> None:
+        """(Un)tag a user with no token, quota or log entry: "someone else tagged this user"."""
+        self.tags.apply_directly(openid, tagid, untag)
 
     def expire_tokens(self) -> None:
         self.tokens.expire_all()
@@ -166,7 +181,7 @@ class SandboxState:
             if ENDPOINTS[endpoint][1]:
                 if method != "POST":
                     raise ApiFault(43002)
-                return self._handlers[endpoint](_parse_body(raw))
+                return self._handlers[endpoint](parse_body(raw))
             return self._handlers[endpoint](None)
         except ApiFault as fault:
             return error_body(fault.code)
@@ -204,7 +219,7 @@ class SandboxState:
     def _stable_token(self, method: str, raw: bytes) -> Json:
         if method != "POST":
             raise ApiFault(43002)
-        body = _parse_body(raw)
+        body = parse_body(raw)
         self._check_credentials(body.get("grant_type"), body.get("appid"), body.get("secret"))
         self._admit("stable_token")
         force = body.get("force_refresh") in (True, "true", 1)
@@ -220,7 +235,7 @@ class SandboxState:
         return group
 
     def _create_group(self, body: Json) -> Json:
-        name = _group_name(_object(body, "group"))
+        name = _group_name(object_field(body, "group"))
         if len(self.groups) >= self.config.max_groups:
             raise ApiFault(45018)
         group = self._add_group(name)
@@ -234,13 +249,13 @@ class SandboxState:
         return {"groupid": self.members[self._openid(body.get("openid"))]}
 
     def _update_group(self, body: Json) -> Json:
-        group = _object(body, "group")
+        group = object_field(body, "group")
         gid = self._group_id(group.get("id"), modifiable=True)
         self.groups[gid].name = _group_name(group)
         return dict(OK)
 
     def _delete_group(self, body: Json) -> Json:
-        gid = self._group_id(_object(body, "group").get("id"), modifiable=True)
+        gid = self._group_id(object_field(body, "group").get("id"), modifiable=True)
         group = self.groups.pop(gid)
         for openid in group.members:
             self.members[openid] = 0
@@ -318,8 +333,8 @@ class SandboxState:
             "subscribe": 1, "openid": openid, "nickname": f"用户{position}", "sex": 0,
             "language": lang, "city": "", "province": "", "country": "", "headimgurl": "",
             "subscribe_time": _SUBSCRIBE_EPOCH + position, "remark": "", "groupid": group,
-            "tagid_list": [], "subscribe_scene": "ADD_SCENE_OTHERS", "qr_scene": 0,
-            "qr_scene_str": "",
+            "tagid_list": self.tags.tag_ids_of(openid), "subscribe_scene": "ADD_SCENE_OTHERS",
+            "qr_scene": 0, "qr_scene_str": "",
         }
 
     # --- quota ------------------------------------------------------------------------------
@@ -353,37 +368,12 @@ class SandboxState:
 
     def _group_id(self, value: Any, modifiable: bool = False) -> int:
         """A known group id (ints or digit strings, as WeChat's lenient parser takes)."""
-        if value is None:
-            raise ApiFault(47001)
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ApiFault(40050)
-        if modifiable and value in RESERVED_GROUPS:
+        gid = id_field(value, 40050)
+        if modifiable and gid in RESERVED_GROUPS:
             raise ApiFault(45016)
-        if value not in self.groups:
+        if gid not in self.groups:
             raise ApiFault(40050)
-        return value
-
-
-def _parse_body(raw: bytes) -> Json:
-    """44002 for an empty body, 47001 for anything but a JSON object."""
-    if not raw.strip():
-        raise ApiFault(44002)
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ApiFault(47001) from None
-    if not isinstance(body, dict):
-        raise ApiFault(47001)
-    return body
-
-
-def _object(body: Json, key: str) -> Json:
-    value = body.get(key)
-    if not isinstance(value, dict):
-        raise ApiFault(47001)
-    return value
+        return gid
 
 
 def _group_name(group: Json) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json as jsonlib
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
@@ -46,7 +46,9 @@ MAX_TOKEN_RETRIES = 2  # retries of one call after token errors; then the token 
 
 @dataclass(frozen=True, slots=True)
 class FollowerPage:
-    """One page of `user/get`; an empty `next_openid` (or an empty page) ends the list."""
+    """One page of `user/get` or `user/tag/get`; an empty `next_openid` (or an empty page) ends
+    the list. `user/tag/get` reports no total: its pages have `total` 0 (a tag's member count is
+    in `get_tags()`)."""
 
     total: int
     openids: list[str]
@@ -206,6 +208,57 @@ class WeChatClient:
         await self.call("POST", "groups/members/batchupdate",
                         json={"openid_list": list(openids), "to_groupid": to_groupid})
 
+    # -- tags (what replaced groups in 2016) ------------------------------------------------
+
+    async def get_tags(self) -> list[Group]:
+        """Every tag, the reserved ones (0, 1, 2) included, with its live member count."""
+        data = await self.call("GET", "tags/get")
+        return [Group(int(t["id"]), str(t["name"]), int(t.get("count", 0)))
+                for t in data.get("tags", [])]
+
+    async def create_tag(self, name: str) -> Group:
+        """Names are unique per account (45157 for a taken one), so a retried create that had
+        succeeded fails instead of duplicating; callers look the name up first all the same."""
+        data = await self.call("POST", "tags/create", json={"tag": {"name": name}})
+        tag = data.get("tag") or {}
+        return Group(int(tag["id"]), str(tag.get("name", name)))
+
+    async def update_tag(self, tag_id: int, name: str) -> None:
+        await self.call("POST", "tags/update", json={"tag": {"id": tag_id, "name": name}})
+
+    async def delete_tag(self, tag_id: int) -> None:
+        """Removes the tag from every user; refused (45057) above 100,000 members."""
+        await self.call("POST", "tags/delete", json={"tag": {"id": tag_id}})
+
+    async def tag_users(self, openids: Sequence[str], tag_id: int) -> None:
+        """Tag up to 50 users in one call (idempotent); larger batches are refused before I/O.
+        All or nothing on WeChat's side: one user with 20 other tags fails the call (45059)."""
+        _check_size(openids, MAX_BATCH, "tag_users")
+        await self.call("POST", "tags/members/batchtagging",
+                        json={"openid_list": list(openids), "tagid": tag_id})
+
+    async def untag_users(self, openids: Sequence[str], tag_id: int) -> None:
+        """Untag up to 50 users in one call; a user without the tag is no error."""
+        _check_size(openids, MAX_BATCH, "untag_users")
+        await self.call("POST", "tags/members/batchuntagging",
+                        json={"openid_list": list(openids), "tagid": tag_id})
+
+    async def get_user_tags(self, openid: str) -> list[int]:
+        data = await self.call("POST", "tags/getidlist", json={"openid": openid})
+        return [int(t) for t in data.get("tagid_list") or []]
+
+    async def get_tag_followers(self, tag_id: int, next_openid: str = "") -> FollowerPage:
+        data = await self.call("POST", "user/tag/get",
+                               json={"tagid": tag_id, "next_openid": next_openid})
+        openids = (data.get("data") or {}).get("openid") or []
+        return FollowerPage(int(data.get("total", 0)), [str(o) for o in openids],
+                            str(data.get("next_openid") or ""))
+
+    async def iter_tag_followers(self, tag_id: int) -> AsyncIterator[str]:
+        """Every openid carrying the tag, page by page."""
+        async for openid in _walk(lambda cursor: self.get_tag_followers(tag_id, cursor)):
+            yield openid
+
     # -- followers and users ----------------------------------------------------------------
 
     async def get_followers(self, next_openid: str = "") -> FollowerPage:
@@ -216,18 +269,12 @@ class WeChatClient:
 
     async def iter_followers(self) -> AsyncIterator[str]:
         """Every follower's openid, page by page, until WeChat says there are no more."""
-        cursor = ""
-        while True:
-            page = await self.get_followers(cursor)
-            for openid in page.openids:
-                yield openid
-            if not page.openids or not page.next_openid or page.next_openid == cursor:
-                return
-            cursor = page.next_openid
+        async for openid in _walk(self.get_followers):
+            yield openid
 
     async def batch_get_user_info(self, openids: Sequence[str],
                                   lang: str = "zh_CN") -> list[dict[str, Any]]:
-        """Up to 100 users' info (including `groupid`) in one call."""
+        """Up to 100 users' info (including `groupid` and `tagid_list`) in one call."""
         _check_size(openids, MAX_USER_INFO_BATCH, "batch_get_user_info")
         data = await self.call("POST", "user/info/batchget", json={
             "user_list": [{"openid": o, "lang": lang} for o in openids]})
@@ -247,6 +294,19 @@ class WeChatClient:
     async def clear_quota(self, appid: str) -> None:
         """Resets the account's quotas (10 times a month): only ever on a human's request."""
         await self.call("POST", "clear_quota", json={"appid": appid})
+
+
+async def _walk(fetch: Callable[[str], Awaitable[FollowerPage]]) -> AsyncIterator[str]:
+    """The openids of successive pages until an empty page, an empty cursor or a cursor that
+    does not move."""
+    cursor = ""
+    while True:
+        page = await fetch(cursor)
+        for openid in page.openids:
+            yield openid
+        if not page.openids or not page.next_openid or page.next_openid == cursor:
+            return
+        cursor = page.next_openid
 
 
 def _check_size(openids: Sequence[str], limit: int, what: str) -> None:
