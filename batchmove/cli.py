@@ -141,12 +141,14 @@ def _job_options(func: F) -> F:
     """Options that override job file keys (shared by `run` and `plan`)."""
     options = [
         click.option("--api-base", help='WeChat API base URL, or "sandbox" (embedded).'),
+        click.option("--backend", type=click.Choice(["groups", "tags"]),
+                     help="Move users between groups (default) or tag them."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
                      help="Run directory: every file of the run goes exactly there."),
         click.option("--sheet", help="Excel sheet name or 0-based index."),
         click.option("--encoding", help="Input encoding, overriding detection (e.g. gb18030)."),
-        click.option("--target", type=click.Choice(["id", "name"]),
-                     help="Whether the target column holds group ids or names."),
+        click.option("--target", type=click.Choice(["id", "name", "set"]),
+                     help="Whether the target column holds ids, names, or (tags) id sets."),
         click.option("--rate", type=float, help="API calls per second (0 = unlimited)."),
         click.option("--concurrency", type=int, help="Calls in flight at most."),
         click.option("--batch-size", type=int, help="Users per move call, 1..50."),
@@ -237,10 +239,12 @@ def rollback_command(run_dir: Path, out: Path | None) -> None:
     """
     from batchmove.review import rollback_run
 
-    path, users, blacklisted = rollback_run(run_dir, out)
-    click.echo(f"wrote {path}: {users} users back to their previous groups")
-    hint = " --allow-blacklist" if blacklisted else ""
-    click.echo(f"undo with: batchmove run {path} --out {run_dir}-rollback{hint}")
+    undo = rollback_run(run_dir, out)
+    what = "tags" if undo.backend == "tags" else "groups"
+    click.echo(f"wrote {undo.path}: {undo.users} users back to their previous {what}")
+    flags = (" --backend tags" if undo.backend == "tags" else "") + (
+        " --allow-blacklist" if undo.needs_blacklist else "")
+    click.echo(f"undo with: batchmove run {undo.path} --out {run_dir}-rollback{flags}")
 
 
 @cli.command("verify")

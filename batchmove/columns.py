@@ -30,15 +30,21 @@ OPENID_ALIASES = (
 GROUP_ID_ALIASES = (
     "to_groupid", "groupid", "group_id", "togroupid", "to_group_id", "分组id", "目标分组id",
     "新分组id",
+    # the tags backend reads the same column as a tag
+    "tagid", "tag_id", "to_tagid", "标签id", "目标标签id", "新标签id",
 )
 GROUP_NAME_ALIASES = (
     "group_name", "groupname", "group", "to_group_name", "to_group", "分组", "分组名", "分组名称",
     "目标分组", "目标分组名", "目标分组名称", "新分组", "新分组名称",
+    "tag", "tag_name", "tagname", "to_tag", "标签", "标签名", "标签名称", "目标标签", "新标签",
 )
+#: a tag backend's whole set of tag ids per user ("101;102"), as `rollback.csv` writes it
+TAG_SET_ALIASES = ("tagid_list", "to_tagid_list", "tag_ids", "tags_before", "标签id列表")
 _KEYS = {
     "openid": frozenset(map(normalize, OPENID_ALIASES)),
     "group_id": frozenset(map(normalize, GROUP_ID_ALIASES)),
     "group_name": frozenset(map(normalize, GROUP_NAME_ALIASES)),
+    "tag_set": frozenset(map(normalize, TAG_SET_ALIASES)),
 }
 
 
@@ -101,6 +107,15 @@ def resolve(
         raise InputError(f"{path}{where}: {exc}") from None
     if openid is None:
         return None
+    if target in ("set", None):
+        try:
+            tag_set = find(headers, "tag_set", None)
+        except _Ambiguous as exc:
+            raise InputError(f"{path}{where}: {exc}") from None
+        if tag_set is not None:
+            return Columns(openid, tag_set, "set")
+        if target == "set":
+            return None
     if target == "id" or (target is None and group_id is not None):
         return Columns(openid, group_id, "id") if group_id is not None else None
     return Columns(openid, group_name, "name") if group_name is not None else None

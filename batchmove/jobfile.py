@@ -31,7 +31,7 @@ _FLOAT = ("rate", "timeout", "max_failure_rate")
 _BOOL = ("create_groups", "allow_blacklist", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
-_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target")
+_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag")
 _TABLES = ("columns", "credentials", "sandbox")
 _COLUMN_KEYS = tuple(f.name for f in fields(ColumnMap))
 _CREDENTIAL_KEYS = tuple(f.name for f in fields(Credentials))
@@ -108,7 +108,16 @@ class _Reader:
                                         "a sheet name or a number counted from 0")
         if "target" in data:
             values["target"] = self._get("target", data["target"],
-                                         lambda v: v in ("id", "name"), '"id" or "name"')
+                                         lambda v: v in ("id", "name", "set"),
+                                         '"id", "name" or "set"')
+        if "backend" in data:
+            values["backend"] = self._get("backend", data["backend"],
+                                          lambda v: v in ("groups", "tags"),
+                                          '"groups" or "tags"')
+        if "untag" in data:
+            untag = self._get("untag", data["untag"], _is_untag,
+                              '"others" or a list of tag names or ids')
+            values["untag"] = "others" if untag == "others" else tuple(map(str, untag))
         values["input"] = self._input(data["input"])
         if "out" in data:
             values["out"] = self._path("out", data["out"])
@@ -211,8 +220,15 @@ def check_spec(spec: JobSpec) -> JobSpec:
     _range("failure_sample", spec.failure_sample, spec.failure_sample >= 1, ">= 1")
     _range("xlsx_max_rows", spec.xlsx_max_rows, 0 <= spec.xlsx_max_rows <= XLSX_ROW_LIMIT,
            f"0..{XLSX_ROW_LIMIT}")
-    if spec.target not in (None, "id", "name"):
-        raise UsageError(f'target must be "id" or "name", got {_show(spec.target)}')
+    if spec.target not in (None, "id", "name", "set"):
+        raise UsageError(f'target must be "id", "name" or "set", got {_show(spec.target)}')
+    if spec.backend not in ("groups", "tags"):
+        raise UsageError(f'backend must be "groups" or "tags", got {_show(spec.backend)}')
+    if spec.backend == "groups" and (spec.untag or spec.target == "set"):
+        raise UsageError('untag and target = "set" need backend = "tags"')
+    if spec.backend == "tags" and not spec.snapshot and (spec.untag == "others"
+                                                         or spec.target == "set"):
+        raise UsageError('untag = "others" and tag sets need the snapshot (snapshot = true)')
     if isinstance(spec.sheet, int) and spec.sheet < 0:
         raise UsageError(f"sheet must be a name or a number >= 0, got {spec.sheet}")
     if spec.api_base != SANDBOX and not spec.api_base.startswith(("https://", "http://")):
@@ -229,6 +245,11 @@ def check_spec(spec: JobSpec) -> JobSpec:
 def _range(key: str, value: float, ok: bool, wanted: str) -> None:
     if not ok:
         raise UsageError(f"{key} must be {wanted}, got {value:g}")
+
+
+def _is_untag(value: Any) -> bool:
+    return value == "others" or (isinstance(value, list) and all(
+        isinstance(v, str) or _is_int(v) for v in value))
 
 
 def _is_int(value: Any) -> bool:

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS rows (
     attempts   INTEGER NOT NULL DEFAULT 0,
     updated_at REAL,
     extra      TEXT,
-    verified   INTEGER           -- the group `verify` read back for a moved row
+    prev_tags  TEXT,             -- tags backend: the user's tag ids before the run (JSON)
+    verified   TEXT              -- `verify`'s verdict for a moved row: "ok" or the mismatch
 );
 CREATE INDEX IF NOT EXISTS rows_by_status ON rows (status, group_id);
 CREATE TABLE IF NOT EXISTS created_groups (
@@ -69,7 +70,7 @@ class LedgerRow(NamedTuple):
     errmsg: str | None
     attempts: int
     extra: str | None
-    verified: int | None  # the group `verify` read back (-1: not a follower any more)
+    verified: str | None  # `verify`'s verdict: "ok", or what is wrong now
 
 
 class Failure(NamedTuple):
@@ -228,11 +229,11 @@ class Ledger:
         cur = self.conn.execute("SELECT row, openid FROM rows WHERE status = 'moved' ORDER BY row")
         return [Move(row, openid) for row, openid in cur]
 
-    def record_verified(self, groups: dict[int, int | None]) -> int:
-        """Store the group read back for each row (-1: no longer a follower); mismatches."""
+    def record_verified(self, verdicts: dict[int, str]) -> int:
+        """Store `verify`'s verdict per row; returns the number of mismatches."""
         with self.transaction() as conn:
             conn.executemany("UPDATE rows SET verified = ? WHERE row = ?",
-                             [(-1 if gid is None else gid, row) for row, gid in groups.items()])
+                             [(verdict, row) for row, verdict in verdicts.items()])
         return self.mismatches()
 
     def verified_any(self) -> bool:
@@ -241,8 +242,39 @@ class Ledger:
 
     def mismatches(self) -> int:
         return int(self.conn.execute(
-            "SELECT count(*) FROM rows WHERE verified IS NOT NULL AND verified != group_id"
+            "SELECT count(*) FROM rows WHERE verified IS NOT NULL AND verified != 'ok'"
         ).fetchone()[0])
+
+    def moved_rows(self) -> list[tuple[int, str, int | None, str]]:
+        """(row, openid, group or tag id, target as typed) of every moved row."""
+        return list(self.conn.execute(
+            "SELECT row, openid, group_id, target FROM rows WHERE status = 'moved' ORDER BY row"))
+
+    def tag_rows(self) -> list[tuple[int, str, int | None, str, str | None]]:
+        """(row, openid, tag id, target, prev_tags JSON) of the pending rows with a target."""
+        return list(self.conn.execute(
+            "SELECT row, openid, group_id, target, prev_tags FROM rows "
+            "WHERE status = 'pending' AND group_id IS NOT NULL ORDER BY row"))
+
+    def record_tag_snapshot(self, tags: dict[int, list[int]]) -> None:
+        with self.transaction() as conn:
+            conn.executemany("UPDATE rows SET prev_tags = ? WHERE row = ?",
+                             [(json.dumps(sorted(t)), row) for row, t in tags.items()])
+
+    def mark_already(self, rows: list[int]) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE rows SET status = 'already', updated_at = ? "
+                "WHERE row = ? AND status = 'pending'", [(now, row) for row in rows])
+
+    def rollback_tag_rows(self) -> list[tuple[int, str, str, str]]:
+        """Like `rollback_rows`, for the tags backend: the tag set before the run."""
+        cur = self.conn.execute(
+            "SELECT row, openid, prev_tags, status FROM rows WHERE prev_tags IS NOT NULL "
+            "AND status IN ('moved', 'pending', 'failed') ORDER BY row")
+        return [(row, openid, ";".join(map(str, json.loads(prev))), status)
+                for row, openid, prev, status in cur]
 
     def rollback_rows(self) -> list[tuple[int, str, int, str]]:
         """(row, openid, group before the run, status) for every user the run may have moved.
@@ -256,9 +288,12 @@ class Ledger:
             "AND status IN ('moved', 'pending', 'failed') ORDER BY row")
         return [(row, openid, prev, status) for row, openid, prev, status in cur]
 
-    def pending_without_snapshot(self) -> list[Move]:
+    def pending_without_snapshot(self, column: str = "prev_group") -> list[Move]:
+        """Pending rows whose user's state before the run is not recorded yet."""
+        if column not in ("prev_group", "prev_tags"):
+            raise ValueError(column)
         cur = self.conn.execute(
-            "SELECT row, openid FROM rows WHERE status = 'pending' AND prev_group IS NULL "
+            f"SELECT row, openid FROM rows WHERE status = 'pending' AND {column} IS NULL "
             "AND group_id IS NOT NULL ORDER BY row")
         return [Move(row, openid) for row, openid in cur]
 

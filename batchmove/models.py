@@ -10,8 +10,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-TargetKind = Literal["id", "name"]
+TargetKind = Literal["id", "name", "set"]  # "set": a tag backend's exact set of tag ids
 TokenKind = Literal["stable", "classic"]
+Backend = Literal["groups", "tags"]
 
 BLACKLIST_GROUP_ID = 1
 RESERVED_GROUP_IDS = frozenset({0, 1, 2})
@@ -62,6 +63,8 @@ class JobSpec:
     encoding: str | None = None
     columns: ColumnMap = field(default_factory=ColumnMap)
     target: TargetKind | None = None  # None: decided by which column the input has
+    backend: Backend = "groups"  # "tags": the same moves on WeChat's user-tag API
+    untag: tuple[str, ...] | Literal["others"] = ()  # tags backend: tags to remove on a move
     api_base: str = "https://api.weixin.qq.com"
     credentials: Credentials = field(default_factory=Credentials)
     rate: float = 20.0  # API calls per second, every attempt and token fetch included
@@ -114,10 +117,11 @@ class Move(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Up to 50 users bound for one group: one `batchupdate` call (one `update` if alone)."""
+    """Up to 50 users and one call: moved to a group, or tagged/untagged with one tag."""
 
     group_id: int
     moves: tuple[Move, ...]
+    op: Literal["move", "tag", "untag"] = "move"
 
     @property
     def openids(self) -> list[str]:

@@ -54,9 +54,23 @@ from batchmove.models import (
     JobSpec,
     Move,
 )
-from batchmove.planner import chunked, plan_batches, summarize_plan
-from batchmove.resolver import Resolution, create_missing, match_groups, refuse_missing
+from batchmove.planner import chunked, plan_batches, plan_tag_batches, summarize_plan
+from batchmove.resolver import (
+    Resolution,
+    create_missing,
+    match_groups,
+    match_tag_sets,
+    refuse_missing,
+)
 from batchmove.runner import Limits, RetryPolicy, Runner, RunOutcome, StopReason, with_retries
+from batchmove.targets import (
+    RowOps,
+    Targets,
+    group_verdict,
+    parse_tag_set,
+    tag_operations,
+    tag_verdict,
+)
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.errcodes import ERRCODES
 
@@ -120,7 +134,8 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
                             "this run needs confirmation but there is no terminal to ask; pass "
                             "--yes (or set confirm = false in the job file) to run unattended")
                 if resolution.missing and stop.reason is None:
-                    await create_missing(client, resolution, ledger, sleep=asyncio.sleep)
+                    await create_missing(Targets(client, spec.backend), resolution, ledger,
+                                         sleep=asyncio.sleep)
                 ledger.assign_groups(resolution.resolved, resolution.failed)
                 if spec.snapshot and stop.reason is None:
                     outcome, error = await _snapshot(client, ledger, spec, stop, events)
@@ -197,21 +212,38 @@ def _load(ledger: Ledger, source: loader.LoadedInput, spec: JobSpec, fingerprint
     total = ledger.load_rows(source.rows(), lambda: source.amendments)
     ledger.set_meta(invalid_by_reason=dict(source.stats.invalid_by_reason),
                     blank_rows=source.stats.blank, job_path=str(spec.job_path or ""),
-                    snapshot=spec.snapshot)
+                    snapshot=spec.snapshot, backend=spec.backend)
     events.info(f"loaded {total} rows from {source.path}")
 
 
 async def _resolve(client: WeChatClient, ledger: Ledger,
                    spec: JobSpec) -> tuple[Resolution, list[Group]]:
-    """One `groups/get`: each pending target to a group id, a name to create, or a failure."""
-    targets = [t for t in ledger.pending_targets() if t]
+    """One `groups/get` (or `tags/get`): each pending target to an id, a name to create, or a
+    failure."""
     kind = ledger.meta()["target_kind"]
-    groups = await with_retries(client.get_groups, RetryPolicy(attempts=spec.retries))
-    resolution = match_groups(groups, targets, kind)
+    targets = [t for t in ledger.pending_targets() if t or kind == "set"]
+    listing = Targets(client, spec.backend).get_groups
+    groups = await with_retries(listing, RetryPolicy(attempts=spec.retries))
+    if kind == "set":
+        resolution = match_tag_sets(groups, targets)
+    else:
+        resolution = match_groups(groups, targets, kind)
     if not spec.create_groups:
         refuse_missing(resolution)
-    _refuse_blacklist(resolution, ledger, spec)
+    if spec.backend == "groups":
+        _refuse_blacklist(resolution, ledger, spec)
+    else:
+        ledger.set_meta(untag=_untag_ids(spec, groups))
     return resolution, groups
+
+
+def _untag_ids(spec: JobSpec, tags: list[Group]) -> list[int] | None:
+    """The tag ids `untag` names (None: every other tag); unknown names are skipped."""
+    if spec.untag == "others":
+        return None
+    by_name = {t.name: t.id for t in tags}
+    ids = {int(u) if u.isdigit() else by_name.get(u, -1) for u in spec.untag}
+    return sorted(ids - {-1})
 
 
 async def _plan(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,
@@ -244,12 +276,21 @@ def _refuse_blacklist(resolution: Resolution, ledger: Ledger, spec: JobSpec) -> 
 
 async def _snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
                     events: Events) -> tuple[StopReason, ApiError | None]:
-    """Record every user's current group; users already in their target are not moved."""
-    todo = ledger.pending_without_snapshot()
+    """Record every user's current group (or tags); users already where the row asks are
+    not moved."""
+    tags = spec.backend == "tags"
+    todo = ledger.pending_without_snapshot("prev_tags" if tags else "prev_group")
     if not todo:
         return StopReason.DONE, None
-    found, outcome = await read_current_groups(client, todo, spec, stop)
-    already = ledger.record_snapshot({row: gid for row, gid in found.items() if gid is not None})
+    found, outcome = await read_users(client, todo, spec, stop)
+    followers = {row: info for row, info in found.items() if info.get("subscribe") == 1}
+    if tags:
+        ledger.record_tag_snapshot({row: [t for t in info.get("tagid_list", [])
+                                          if isinstance(t, int)]
+                                    for row, info in followers.items()})
+        return outcome.reason, outcome.error
+    already = ledger.record_snapshot({row: info["groupid"] for row, info in followers.items()
+                                     if isinstance(info.get("groupid"), int)})
     if already:
         events.info(f"{already} users are already in their target group: not moved")
     return outcome.reason, outcome.error
@@ -257,29 +298,40 @@ async def _snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _
 
 async def verify_moves(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
                        events: Events) -> tuple[StopReason, ApiError | None]:
-    """Read back every moved user's group; a mismatch means someone moved them since."""
-    moved = ledger.moved()
-    found, outcome = await read_current_groups(client, moved, spec, stop)
-    mismatches = ledger.record_verified(found)
-    events.info(f"verified {len(found)} moved users: {mismatches} no longer in their group")
+    """Read back every moved user's group (or tags); a mismatch means someone changed it."""
+    moved = ledger.moved_rows()
+    found, outcome = await read_users(client, [Move(r[0], r[1]) for r in moved], spec, stop)
+    tags = spec.backend == "tags"
+    set_kind = ledger.meta().get("target_kind") == "set"
+    untag = _frozen(ledger.meta().get("untag"))
+    verdicts = {}
+    for row, _, gid, target in moved:
+        if row not in found:
+            continue  # never answered: left unverified
+        if tags:
+            wanted = parse_tag_set(target) if set_kind else int(gid or 0)
+            verdicts[row] = tag_verdict(wanted, found[row], untag)
+        else:
+            verdicts[row] = group_verdict(int(gid or 0), found[row])
+    mismatches = ledger.record_verified(verdicts)
+    events.info(f"verified {len(verdicts)} moved users: {mismatches} no longer as moved")
     return outcome.reason, outcome.error
 
 
-async def read_current_groups(client: WeChatClient, moves: list[Move], spec: JobSpec,
-                              stop: _Stop) -> tuple[dict[int, int | None], RunOutcome]:
-    """Each row's user's current group via `user/info/batchget`, 100 users a call.
+def _frozen(untag: list[int] | None) -> frozenset[int] | None:
+    return None if untag is None else frozenset(untag)
 
-    None: the user is not (or no longer) a follower. Rows whose call never got an answer
-    are missing from the result.
-    """
-    found: dict[int, int | None] = {}
+
+async def read_users(client: WeChatClient, moves: list[Move], spec: JobSpec,
+                     stop: _Stop) -> tuple[dict[int, dict[str, Any]], RunOutcome]:
+    """Each row's user as `user/info/batchget` describes them (100 users a call); rows whose
+    call never got an answer are missing from the result."""
+    found: dict[int, dict[str, Any]] = {}
 
     def done(batch: Batch, infos: list[dict[str, Any]], attempts: int) -> None:
         by_openid = {i.get("openid"): i for i in infos}
         for move in batch.moves:
-            info = by_openid.get(move.openid, {})
-            gid = info.get("groupid") if info.get("subscribe") == 1 else None
-            found[move.row] = gid if isinstance(gid, int) else None
+            found[move.row] = by_openid.get(move.openid, {})
 
     batches = [Batch(0, tuple(part)) for part in chunked(moves, MAX_USER_INFO_BATCH)]
     runner: Runner[list[dict[str, Any]]] = Runner(
@@ -292,28 +344,39 @@ async def read_current_groups(client: WeChatClient, moves: list[Move], spec: Job
 
 async def _move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
                 events: Events) -> tuple[StopReason, ApiError | None]:
-    batches = plan_batches(ledger.pending_moves(), spec.batch_size)
-    total = sum(len(b.moves) for b in batches)
+    """Every pending row through the worker pool; each result is committed before counted."""
+    targets = Targets(client, spec.backend)
+    tracker: RowOps | None = None
+    if spec.backend == "tags":
+        meta = ledger.meta()
+        operations, tracker, already = tag_operations(
+            ledger.tag_rows(), meta["target_kind"], _frozen(meta.get("untag")))
+        ledger.mark_already(already)
+        batches = plan_tag_batches(operations, spec.batch_size)
+        total = len(tracker.remaining)
+    else:
+        batches = plan_batches(ledger.pending_moves(), spec.batch_size)
+        total = sum(len(b.moves) for b in batches)
     tally = Counter[str]()
-    single = spec.batch_size == 1
-
-    def send(batch: Batch) -> Any:
-        if single and len(batch.moves) == 1:
-            return client.move_user(batch.moves[0].openid, batch.group_id)
-        return client.move_users(batch.openids, batch.group_id)
 
     def done(batch: Batch, _: object, attempts: int) -> None:
-        ledger.record_moved([m.row for m in batch.moves], attempts)
-        tally["moved"] += len(batch.moves)
+        rows = [m.row for m in batch.moves]
+        finished = rows if tracker is None else tracker.complete(rows)
+        ledger.record_moved(finished, attempts)
+        tally["moved"] += len(finished)
         events.progress("moving", tally["moved"], tally["failed"], total)
 
     def failed(failures: list[Failure]) -> None:
+        if tracker is not None:
+            first = set(tracker.fail(f.row for f in failures))
+            failures = [f for f in failures if f.row in first]
         ledger.record_failed(failures)
         tally["failed"] += len(failures)
         events.progress("moving", tally["moved"], tally["failed"], total)
 
     runner: Runner[object] = Runner(
-        send=send, on_done=done, on_failed=failed, concurrency=spec.concurrency,
+        send=lambda batch: targets.send(batch, spec.batch_size), on_done=done,
+        on_failed=failed, concurrency=spec.concurrency,
         policy=RetryPolicy(attempts=spec.retries),
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     events.progress("moving", 0, 0, total)
@@ -396,7 +459,8 @@ def _fingerprint(spec: JobSpec, content_hash: str) -> str:
     """The input's content plus every setting that changes which group a row goes to."""
     settings = {"sheet": spec.sheet, "encoding": spec.encoding, "target": spec.target,
                 "columns": [spec.columns.openid, spec.columns.group_id, spec.columns.group_name],
-                "api_base": spec.api_base}
+                "api_base": spec.api_base, "backend": spec.backend,
+                "untag": spec.untag if isinstance(spec.untag, str) else sorted(spec.untag)}
     blob = content_hash + json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -21,6 +21,8 @@ from batchmove.models import (
 )
 
 T = TypeVar("T")
+TAG_ENDPOINT = "tags/members/batchtagging"
+UNTAG_ENDPOINT = "tags/members/batchuntagging"
 
 
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -45,12 +47,27 @@ def plan_batches(pending: Iterable[tuple[int, Move]], batch_size: int = MAX_BATC
     ]
 
 
+def plan_tag_batches(ops: Iterable[tuple[str, int, Move]],
+                     batch_size: int = MAX_BATCH) -> list[Batch]:
+    """(op, tag id, move) triples -> batches per (op, tag); untagging first, so a user near
+    WeChat's 20-tag limit loses the old tags before gaining the new one."""
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch size must be 1..{MAX_BATCH}, got {batch_size}")
+    by_key: dict[tuple[str, int], list[Move]] = {}
+    for op, tag_id, move in ops:
+        by_key.setdefault((op, tag_id), []).append(move)
+    order = sorted(by_key, key=lambda key: (key[0] != "untag", key[1]))
+    return [Batch(tag_id, tuple(part), op)  # type: ignore[arg-type]
+            for op, tag_id in order for part in chunked(by_key[(op, tag_id)], batch_size)]
+
+
 def split(batch: Batch) -> tuple[Batch, Batch]:
     """The two halves of a refused batch, each sent on its own to isolate the bad openids."""
     if len(batch.moves) < 2:
         raise ValueError("a batch of one cannot be split")
     mid = len(batch.moves) // 2
-    return Batch(batch.group_id, batch.moves[:mid]), Batch(batch.group_id, batch.moves[mid:])
+    return (Batch(batch.group_id, batch.moves[:mid], batch.op),
+            Batch(batch.group_id, batch.moves[mid:], batch.op))
 
 
 def move_calls(users_per_group: Iterable[int] | Mapping[Any, int],
@@ -70,6 +87,15 @@ def move_endpoint(batch_size: int) -> str:
     return "groups/members/update" if batch_size == 1 else "groups/members/batchupdate"
 
 
+def backend_endpoints(spec: JobSpec) -> dict[str, str]:
+    """The endpoints a job lists, creates and moves with, on its backend."""
+    if spec.backend == "tags":
+        return {"list": "tags/get", "create": "tags/create", "move": TAG_ENDPOINT,
+                "untag": UNTAG_ENDPOINT}
+    return {"list": "groups/get", "create": "groups/create",
+            "move": move_endpoint(spec.batch_size)}
+
+
 def summarize_plan(
     rows: Mapping[str, int],
     groups: Mapping[str, Any],
@@ -85,13 +111,14 @@ def summarize_plan(
     movable = [g["users"] for g in groups.get("users_per_group", {}).values()]
     movable += [g["users"] for g in groups.get("create", [])]
     users = sum(movable)
-    calls: dict[str, int] = {"groups/get": 1}
+    endpoints = backend_endpoints(spec)
+    calls: dict[str, int] = {endpoints["list"]: 1}
     if groups.get("create"):
-        calls["groups/create"] = len(groups["create"])
+        calls[endpoints["create"]] = len(groups["create"])
     if spec.snapshot and users:
         calls["user/info/batchget"] = snapshot_calls(users)
     if users:
-        calls[move_endpoint(spec.batch_size)] = move_calls(movable, spec.batch_size)
+        calls[endpoints["move"]] = move_calls(movable, spec.batch_size)
     total = sum(calls.values())
     plan: dict[str, Any] = {
         "rows": dict(rows),
@@ -127,6 +154,9 @@ def _quota_fit(calls: Mapping[str, int],
 
 def _warnings(groups: Mapping[str, Any], spec: JobSpec) -> list[str]:
     warnings = []
+    if spec.backend == "tags" and (spec.untag or spec.target == "set"):
+        warnings.append("untagging adds calls that depend on the users' current tags "
+                        "(read by the snapshot); they are not counted above")
     targets = groups.get("users_per_group", {})
     if any(g["group_id"] == BLACKLIST_GROUP_ID for g in targets.values()):
         warnings.append("some rows target group 1 (黑名单, the blacklist)")

@@ -202,13 +202,7 @@ def _report_rows(ledger: Ledger, original: Callable[[LedgerRow], Cells],
 
 
 def _verdict(r: LedgerRow) -> str:
-    if r.verified is None:
-        return ""
-    if r.verified == r.group_id:
-        return "ok"
-    if r.verified == -1:
-        return "mismatch: no longer a follower"
-    return f"mismatch: now in group {r.verified}"
+    return r.verified or ""
 
 
 def _failure_reason(r: LedgerRow) -> str:

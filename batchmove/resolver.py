@@ -68,6 +68,20 @@ def match_groups(groups: list[Group], targets: Iterable[str], kind: TargetKind) 
     return out
 
 
+def match_tag_sets(tags: list[Group], targets: Iterable[str]) -> Resolution:
+    """Tag-set targets ("101;102", what rollback writes): every id must exist. Resolved sets
+    map to 0: the operations are worked out per user from the snapshot."""
+    out = Resolution()
+    ids = {t.id for t in tags}
+    for target in targets:
+        unknown = sorted(int(p) for p in target.split(";") if p and int(p) not in ids)
+        if unknown:
+            out.failed[target] = (45159, f"tag ids {unknown} do not exist on this account")
+        else:
+            out.resolved[target] = 0
+    return out
+
+
 def refuse_missing(resolution: Resolution) -> None:
     """Without permission to create groups, a missing name fails its rows."""
     for name in resolution.missing:

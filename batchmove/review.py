@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchmove import report
 from batchmove.backend import api_client
@@ -22,6 +22,8 @@ from batchmove.runner import StopReason
 
 ROLLBACK_NAME = "rollback.csv"
 ROLLBACK_HEADER = ("openid", "to_groupid", "source_row", "status_in_run")
+#: the tags backend restores each user's whole tag set ("101;102"; "" = no tags)
+TAG_ROLLBACK_HEADER = ("openid", "tagid_list", "source_row", "status_in_run")
 
 
 def _open(run_dir: Path) -> Ledger:
@@ -30,24 +32,33 @@ def _open(run_dir: Path) -> Ledger:
     return Ledger(run_dir).open()
 
 
-def rollback_run(run_dir: Path, out: Path | None = None) -> tuple[Path, int, bool]:
-    """Write the spreadsheet that undoes the run; (path, users, needs --allow-blacklist)."""
+class Rollback(NamedTuple):
+    path: Path
+    users: int
+    needs_blacklist: bool  # some users were in group 1 before: the undo run must allow it
+    backend: str
+
+
+def rollback_run(run_dir: Path, out: Path | None = None) -> Rollback:
+    """Write the spreadsheet that undoes the run."""
     with _open(run_dir) as ledger:
-        if ledger.meta().get("snapshot") is False or not ledger.rollback_rows():
+        tags = ledger.meta().get("backend") == "tags"
+        rows: list[tuple[int, str, int | str, str]] = list(
+            ledger.rollback_tag_rows() if tags else ledger.rollback_rows())
+        if not rows:
             if not ledger.counts().get("moved"):
                 raise UsageError(f"{run_dir}: the run moved nobody; there is nothing to undo")
             raise UsageError(f"{run_dir}: the run took no snapshot (snapshot = false), so the "
                              "users' previous groups are unknown; it cannot be rolled back")
-        rows = ledger.rollback_rows()
     path = out or run_dir / ROLLBACK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(ROLLBACK_HEADER)
+        writer.writerow(TAG_ROLLBACK_HEADER if tags else ROLLBACK_HEADER)
         writer.writerows((openid, prev, row, status) for row, openid, prev, status in rows)
-    blacklisted = any(prev == BLACKLIST_GROUP_ID for _, _, prev, _ in rows)
-    return path, len(rows), blacklisted
+    blacklisted = not tags and any(prev == BLACKLIST_GROUP_ID for _, _, prev, _ in rows)
+    return Rollback(path, len(rows), blacklisted, "tags" if tags else "groups")
 
 
 async def verify_run(run_dir: Path, api_base: str | None, events: Events) -> RunResult:
@@ -86,4 +97,4 @@ def _spec_of(meta: dict[str, Any], api_base: str | None) -> JobSpec:
     if base == "sandbox":
         raise UsageError("this run used the embedded sandbox, which ended with it; verify "
                          "during the run with `run --verify`, or pass --api-base URL")
-    return spec.with_overrides(api_base=base)
+    return spec.with_overrides(api_base=base, backend=meta.get("backend"))

@@ -34,6 +34,7 @@ OPENID_SHORT = f"openid is shorter than {OPENID_MIN} characters"
 OPENID_CHARS = "openid may contain only letters, digits, '_' and '-'"
 GROUP_ID_MISSING = "missing group id"
 GROUP_ID_BAD = "group id must be a whole number >= 0"
+TAG_SET_BAD = "tag ids must be whole numbers >= 0 separated by ';'"
 GROUP_ID_LARGE = "group id is too large"
 GROUP_NAME_MISSING = "missing group name"
 GROUP_NAME_FORMULA = "group name looks like a formula"
@@ -107,6 +108,9 @@ def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
     if wanted.kind == "id":
         targets = _check_group_ids(targets, reasons)
         target_lengths = _lengths(targets)
+    elif wanted.kind == "set":
+        targets = _check_tag_sets(targets, reasons)
+        target_lengths = _lengths(targets)
     else:
         _check_group_names(targets, lengths[wanted.target], reasons)
         target_lengths = lengths[wanted.target]
@@ -169,6 +173,19 @@ def _check_group_ids(raw: list[str], reasons: list[str]) -> list[str]:
         if (match is None or len(canonical[i]) > MAX_GROUP_ID_DIGITS) and not reasons[i]:
             reasons[i] = (GROUP_ID_MISSING if not raw[i] else
                           GROUP_ID_BAD if match is None else GROUP_ID_LARGE)
+    return canonical
+
+
+def _check_tag_sets(raw: list[str], reasons: list[str]) -> list[str]:
+    """A set of tag ids as canonical text: sorted, unique, joined by ";" ("" = no tags)."""
+    canonical = []
+    for i, cell in enumerate(raw):
+        parts = [p for p in re.split(r"[;,\s]+", cell) if p]
+        if all(p.isdigit() and len(p) <= MAX_GROUP_ID_DIGITS for p in parts):
+            canonical.append(";".join(map(str, sorted({int(p) for p in parts}))))
+        else:
+            canonical.append(cell)
+            reasons[i] = reasons[i] or TAG_SET_BAD
     return canonical
 
 

@@ -40,7 +40,7 @@ from batchmove.planner import split
 T = TypeVar("T")
 
 #: errcodes that blame one openid of a batch: bisect to find it
-BISECT_ERRCODES = frozenset({40003, 46004, 43004})
+BISECT_ERRCODES = frozenset({40003, 46004, 43004, 45059})
 
 
 class StopReason(StrEnum):

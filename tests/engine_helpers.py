@@ -6,12 +6,13 @@ import csv
 import math
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from batchmove.models import JobSpec
 from batchmove.pipeline import RunOptions, RunResult, run_job
-from batchmove.sandbox import RunningSandbox, sandbox_openids
+from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
 
 
 class QuietEvents:
@@ -56,20 +57,48 @@ async def run(spec: JobSpec, **options: bool) -> RunResult:
     return await run_job(spec, RunOptions(yes=True, **options), QuietEvents())
 
 
-def group_ids_by_name(sb: RunningSandbox) -> dict[str, list[int]]:
+BACKENDS = ("groups", "tags")
+
+
+def account(groups: Sequence[str] = (), **settings: Any) -> SandboxConfig:
+    """A sandbox account that has the named groups, and tags of the same names."""
+    return SandboxConfig(groups=list(groups), tags=list(groups), **settings)
+
+
+def group_ids_by_name(sb: RunningSandbox, backend: str = "groups") -> dict[str, list[int]]:
     names: dict[str, list[int]] = {}
-    for group in sb.state.groups.values():
-        names.setdefault(group.name, []).append(group.id)
+    found = (sb.state.tags.listing() if backend == "tags" else
+             [{"id": g.id, "name": g.name} for g in sb.state.groups.values()])
+    for target in found:
+        names.setdefault(target["name"], []).append(target["id"])
     return names
 
 
-def assert_state_matches(sb: RunningSandbox, rows: list[tuple[str, str]]) -> None:
-    """Every listed user is in the group named for it, and each name is one group."""
-    names = group_ids_by_name(sb)
+def user_state(sb: RunningSandbox, backend: str = "groups") -> dict[str, Any]:
+    """Every user's group, or every tagged user's tag ids."""
+    return (sb.state.tags.user_tags_snapshot() if backend == "tags"
+            else dict(sb.state.members))
+
+
+def assert_state_matches(sb: RunningSandbox, rows: list[tuple[str, str]],
+                         backend: str = "groups") -> None:
+    """Every listed user is in the group (or carries the tag) named for it, and each name is
+    exactly one group (tag): nothing was created twice."""
+    names = group_ids_by_name(sb, backend)
     for name in {g for _, g in rows}:
-        assert len(names.get(name, [])) == 1, f"group {name!r} exists {len(names.get(name, []))}x"
-    wrong = [(o, g) for o, g in rows if sb.state.members[o] != names[g][0]]
-    assert not wrong, f"{len(wrong)} users not in their target group, e.g. {wrong[:3]}"
+        assert len(names.get(name, [])) == 1, f"{name!r} exists {len(names.get(name, []))}x"
+    if backend == "tags":
+        wrong = [(o, g) for o, g in rows if names[g][0] not in sb.state.tags.tag_ids_of(o)]
+    else:
+        wrong = [(o, g) for o, g in rows if sb.state.members[o] != names[g][0]]
+    assert not wrong, f"{len(wrong)} users not moved to their target, e.g. {wrong[:3]}"
+
+
+def moves_applied(sb: RunningSandbox, backend: str = "groups") -> list[str]:
+    """Openids in the order move (or tag) calls applied them."""
+    if backend == "tags":
+        return [openid for action, openid, _ in sb.state.tag_log if action == "tag"]
+    return sb.state.move_log
 
 
 def ledger_statuses(run_dir: Path) -> Counter[str]:

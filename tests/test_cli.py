@@ -19,10 +19,12 @@ import pytest
 from batchmove.sandbox import RunningSandbox, SandboxConfig
 from tests.conftest import REPO_ROOT, SandboxFactory
 from tests.engine_helpers import (
+    account,
     assert_state_matches,
     group_ids_by_name,
     ledger_statuses,
     moved_in_ledger,
+    moves_applied,
     report_rows,
     spread,
     write_moves,
@@ -134,21 +136,22 @@ async def test_sigterm_exits_143_and_resumes(tmp_path: Path,
     assert_state_matches(sb, rows)
 
 
+@pytest.mark.parametrize("backend", ["groups", "tags"])
 async def test_sigkill_many_times_loses_nothing_and_resends_nothing(
-        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+        tmp_path: Path, sandbox_factory: SandboxFactory, backend: str) -> None:
     """SIGKILL at random moments (group creation included); every resume is exact."""
     n = 8_000
-    sb = await sandbox_factory(SandboxConfig(users=n, latency_ms=15, jitter_ms=10, groups=["A"]))
+    sb = await sandbox_factory(account(["A"], users=n, latency_ms=15, jitter_ms=10))
     rows = spread(n, ["A", "新一", "新二", "新三", "新四"])
     path = write_moves(tmp_path / "in.csv", rows)
     run_dir = tmp_path / "run"
     args = (str(path), "--out", str(run_dir), "--create-groups", "--concurrency", "2",
-            "--rate", "0")
+            "--rate", "0", "--backend", backend)
     rng = random.Random(7)
     kills = 0
     for _ in range(15):
         moved = moved_in_ledger(run_dir) if (run_dir / "ledger.sqlite").exists() else set()
-        mark = len(sb.state.move_log)
+        mark = len(moves_applied(sb, backend))
         proc = await start(sb, *args)
         try:
             await asyncio.wait_for(proc.wait(), rng.uniform(0.4, 1.8))
@@ -157,7 +160,7 @@ async def test_sigkill_many_times_loses_nothing_and_resends_nothing(
             await proc.wait()
             kills += 1
         await asyncio.sleep(0.1)  # calls the sandbox already received are applied
-        assert not moved & set(sb.state.move_log[mark:]), "a row recorded as moved was re-sent"
+        assert not moved & set(moves_applied(sb, backend)[mark:]), "a moved row was re-sent"
         if proc.returncode == 0:
             break
         assert proc.returncode == -signal.SIGKILL
@@ -166,6 +169,6 @@ async def test_sigkill_many_times_loses_nothing_and_resends_nothing(
         _, err = await final.communicate()
         assert final.returncode == 0, err.decode()
     assert kills >= 4
-    assert_state_matches(sb, rows)
-    assert all(len(ids) == 1 for ids in group_ids_by_name(sb).values())
+    assert_state_matches(sb, rows, backend)
+    assert all(len(ids) == 1 for ids in group_ids_by_name(sb, backend).values())
     assert ledger_statuses(run_dir) == {"moved": n}

@@ -15,9 +15,13 @@ from batchmove.ledger import Ledger
 from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
 from tests.conftest import SandboxFactory
 from tests.engine_helpers import (
+    BACKENDS,
+    account,
     assert_state_matches,
     expected_move_calls,
+    group_ids_by_name,
     ledger_statuses,
+    moves_applied,
     report_rows,
     run,
     spec_for,
@@ -59,42 +63,48 @@ async def test_move_calls_are_ceil_per_group(tmp_path: Path, sandbox_factory: Sa
     assert result.summary["calls"][endpoint] == expected_move_calls(rows, batch)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_twenty_thousand_rows_under_faults_end_exact(
-        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+        tmp_path: Path, sandbox_factory: SandboxFactory, backend: str) -> None:
     """10% -1, 5% HTTP 502, 2% dropped connections, 1% timeouts, tokens expiring every 3 s."""
     n = 20_000
-    sb = await sandbox_factory(SandboxConfig(
-        users=n, groups=GROUPS[:2], seed=3, error_rate=0.10, http_error_rate=0.05,
+    sb = await sandbox_factory(account(
+        GROUPS[:2], users=n, seed=3, error_rate=0.10, http_error_rate=0.05,
         drop_rate=0.02, hang_rate=0.01, token_ttl=3.0))
     rows = spread(n, GROUPS, seed=3)
     spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
-                    timeout=0.5, concurrency=16, retries=12, snapshot=True)
+                    timeout=0.5, concurrency=16, retries=12, snapshot=True, backend=backend)
     result = await run(spec)
     assert result.exit_code == 0, result.message
-    assert_state_matches(sb, rows)
+    assert_state_matches(sb, rows, backend)
     assert ledger_statuses(tmp_path / "run") == {"moved": n}
     report = report_rows(tmp_path / "run")
     assert [int(r["row"]) for r in report] == list(range(2, n + 2))
     assert {r["status"] for r in report} == {"moved"}
-    assert sb.state.calls["groups/create"] >= 3  # three new names (faults may add retries)
+    create = "tags/create" if backend == "tags" else "groups/create"
+    assert sb.state.calls[create] >= 3  # three new names (faults may add retries)
     assert sb.state.calls["token"] == 0  # stable tokens by default
     assert result.summary["counts"]["moved"] == n
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_bad_openid_is_isolated_by_bisection(tmp_path: Path,
-                                                   sandbox_factory: SandboxFactory) -> None:
+                                                   sandbox_factory: SandboxFactory,
+                                                   backend: str) -> None:
     followers = sandbox_openids(99)
-    sb = await sandbox_factory(SandboxConfig(openids=followers, groups=["A"]))
+    sb = await sandbox_factory(account(["A"], openids=followers))
     strangers = ["oStrangerNotAFollower0000001", "oStrangerNotAFollower0000002"]
     rows = [(o, "A") for o in followers[:48]] + [(s, "A") for s in strangers]
-    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run")
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                    backend=backend)
     result = await run(spec)
     assert result.exit_code == 1
-    assert_state_matches(sb, rows[:48])
+    assert_state_matches(sb, rows[:48], backend)
     failed = {r["openid"]: r for r in report_rows(tmp_path / "run") if r["status"] == "failed"}
     assert set(failed) == set(strangers)
     assert {r["errcode"] for r in failed.values()} == {"40003"}
-    assert sb.state.calls["groups/members/batchupdate"] <= 1 + 2 * 2 * 6  # not 50 single calls
+    endpoint = "tags/members/batchtagging" if backend == "tags" else "groups/members/batchupdate"
+    assert sb.state.calls[endpoint] <= 1 + 2 * 2 * 6  # not 50 single calls
 
 
 async def test_unknown_group_ids_fail_without_move_calls(tmp_path: Path,
@@ -162,21 +172,25 @@ async def test_daily_quota_stops_with_3_and_resume_completes(
     assert 100 < sb.state.calls["groups/members/batchupdate"] <= 100 + spec.concurrency
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_resume_never_resends_moved_rows(tmp_path: Path,
-                                               sandbox_factory: SandboxFactory) -> None:
+                                               sandbox_factory: SandboxFactory,
+                                               backend: str) -> None:
     n = 3_000
-    sb = await sandbox_factory(SandboxConfig(
-        users=n, daily_quota={"groups/members/batchupdate": 25}))
+    endpoint = "tags/members/batchtagging" if backend == "tags" else "groups/members/batchupdate"
+    sb = await sandbox_factory(SandboxConfig(users=n, daily_quota={endpoint: 25}))
     rows = spread(n, ["A", "B", "C"])
-    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run")
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                    backend=backend)
     assert (await run(spec)).exit_code == 3
-    moved_before = set(sb.state.move_log)
-    mark = len(sb.state.move_log)
-    next_day(sb)
+    moved_before = set(moves_applied(sb, backend))
+    mark = len(moves_applied(sb, backend))
+    sb.state.quotas.clear()
+    sb.set_faults(daily_quota={endpoint: 100_000})
     assert (await run(spec)).exit_code == 0
-    assert not moved_before & set(sb.state.move_log[mark:])
-    assert len(sb.state.move_log) == n
-    assert_state_matches(sb, rows)
+    assert not moved_before & set(moves_applied(sb, backend)[mark:])
+    assert len(moves_applied(sb, backend)) == n
+    assert_state_matches(sb, rows, backend)
 
 
 async def test_input_changed_while_unfinished_needs_restart(
@@ -311,3 +325,45 @@ def test_retry_failed_picks_retryable_and_unknown_errcodes(
     from batchmove.pipeline import retryable
 
     assert set(retryable(codes)) == expected
+
+
+async def test_tags_untag_others_leaves_only_the_target(tmp_path: Path,
+                                                         sandbox_factory: SandboxFactory) -> None:
+    sb = await sandbox_factory(account(["旧A", "旧B", "保留"], users=60))
+    rows = spread(60, ["新"])
+    for i, (openid, _) in enumerate(rows):
+        sb.state.tags.apply_directly(openid, 100 + i % 3, False)
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                    backend="tags", snapshot=True, untag="others")
+    assert (await run(spec)).exit_code == 0
+    new = group_ids_by_name(sb, "tags")["新"][0]
+    assert {tuple(sb.state.tags.tag_ids_of(o)) for o, _ in rows} == {(new,)}
+
+
+async def test_tags_untag_listed_keeps_the_rest(tmp_path: Path,
+                                                sandbox_factory: SandboxFactory) -> None:
+    sb = await sandbox_factory(account(["旧A", "旧B", "保留"], users=60))
+    rows = spread(60, ["新"])
+    for openid, _ in rows:
+        for tag in (100, 101, 102):
+            sb.state.tags.apply_directly(openid, tag, False)
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                    backend="tags", snapshot=True, untag=("旧A", "101"))
+    assert (await run(spec)).exit_code == 0
+    new = group_ids_by_name(sb, "tags")["新"][0]
+    assert {tuple(sb.state.tags.tag_ids_of(o)) for o, _ in rows} == {(102, new)}
+    again = await run(spec)  # finished: nothing is sent twice
+    assert again.exit_code == 0
+
+
+async def test_tags_already_tagged_users_are_not_sent(tmp_path: Path,
+                                                      sandbox_factory: SandboxFactory) -> None:
+    sb = await sandbox_factory(account(["A"], users=80))
+    rows = spread(80, ["A"])
+    for openid, _ in rows[:30]:
+        sb.state.tags.apply_directly(openid, 100, False)
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                    backend="tags", snapshot=True)
+    assert (await run(spec)).exit_code == 0
+    assert ledger_statuses(tmp_path / "run") == {"already": 30, "moved": 50}
+    assert sb.state.calls["tags/members/batchtagging"] == 1

@@ -16,11 +16,13 @@ from batchmove.sandbox import SandboxConfig, sandbox_openids
 from tests.conftest import SandboxFactory
 from tests.engine_helpers import (
     QuietEvents,
+    account,
     assert_state_matches,
     report_rows,
     run,
     spec_for,
     spread,
+    user_state,
     write_moves,
 )
 
@@ -39,21 +41,24 @@ def job_rows(n: int) -> list[tuple[str, str]]:
     return [*rows, ("not an openid!", "华东媒"), rows[0]]  # one invalid row, one duplicate
 
 
-@pytest.mark.parametrize(("batch", "snapshot"), [(50, True), (50, False), (1, True), (7, True)])
+@pytest.mark.parametrize(("batch", "snapshot", "backend"), [
+    (50, True, "groups"), (50, False, "groups"), (1, True, "groups"), (7, True, "groups"),
+    (50, True, "tags"), (50, False, "tags"), (13, True, "tags")])
 async def test_plan_changes_nothing_and_predicts_the_run(
-        tmp_path: Path, sandbox_factory: SandboxFactory, batch: int, snapshot: bool) -> None:
-    sb = await sandbox_factory(SandboxConfig(users=437, groups=["高价值客户", "华东媒"]))
+        tmp_path: Path, sandbox_factory: SandboxFactory, batch: int, snapshot: bool,
+        backend: str) -> None:
+    sb = await sandbox_factory(account(["高价值客户", "华东媒"], users=437))
     rows = job_rows(437)
     spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
-                    batch_size=batch, snapshot=snapshot)
+                    batch_size=batch, snapshot=snapshot, backend=backend)
     before = sb.state.snapshot()
     plan = await plan_job(spec, QuietEvents())
     after = sb.state.snapshot()
     assert plan.exit_code == 0
-    assert after["groups"] == before["groups"]
-    assert after["members"] == before["members"]
+    assert after == before | {"calls": after["calls"], "quota_used": after["quota_used"]}
     assert not any(sb.state.calls[e] for e in MOVE_ENDPOINTS)
-    assert set(sb.state.calls) <= {"stable_token", "groups/get", "openapi/quota/get"}
+    listing = "tags/get" if backend == "tags" else "groups/get"
+    assert set(sb.state.calls) <= {"stable_token", listing, "openapi/quota/get"}
     predicted = {e: n for e, n in plan.summary["calls"].items() if e != "total"}
     written = json.loads((tmp_path / "run" / "plan.json").read_text(encoding="utf-8"))
     assert written["calls"] == plan.summary["calls"]
@@ -89,26 +94,32 @@ async def test_plan_exits_2_when_the_run_would_refuse(tmp_path: Path,
     assert plan.summary["can_run"] is False
 
 
-async def test_run_then_rollback_restores_the_snapshot(tmp_path: Path,
-                                                       sandbox_factory: SandboxFactory) -> None:
-    sb = await sandbox_factory(SandboxConfig(users=600, groups=["旧甲", "旧乙", "A"]))
+@pytest.mark.parametrize(("backend", "untag"), [
+    ("groups", ()), ("tags", ()), ("tags", "others"), ("tags", ("旧甲",))])
+async def test_run_then_rollback_restores_the_snapshot(
+        tmp_path: Path, sandbox_factory: SandboxFactory, backend: str,
+        untag: tuple[str, ...] | str) -> None:
+    sb = await sandbox_factory(account(["旧甲", "旧乙", "A"], users=600))
     followers = sandbox_openids(600)
     for i, openid in enumerate(followers[:300]):  # a varied "before" state
         sb.state.move_directly(openid, 100 + i % 3)
-    before = dict(sb.state.members)
+        sb.state.tags.apply_directly(openid, 100 + i % 3, False)
+        if i % 5 == 0:
+            sb.state.tags.apply_directly(openid, 100 + (i + 1) % 3, False)
+    before = user_state(sb, backend)
     rows = spread(500, ["A", "B", "C"])
-    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run", snapshot=True)
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run", snapshot=True,
+                    backend=backend, untag=untag)
     assert (await run(spec)).exit_code == 0
-    assert_state_matches(sb, rows)
+    assert_state_matches(sb, rows, backend)
 
-    path, users, blacklisted = rollback_run(tmp_path / "run")
-    assert users == 500
-    assert not blacklisted
+    path, users, blacklisted, kind = rollback_run(tmp_path / "run")
+    assert (users, blacklisted, kind) == (500, False, backend)
     undo = JobSpec(input=path, name="undo", api_base=sb.base_url, out=tmp_path / "undo",
-                   rate=0.0, snapshot=True)
+                   rate=0.0, snapshot=True, backend=backend)
     result = await run(undo)
     assert result.exit_code == 0, result.message
-    assert sb.state.members == before
+    assert user_state(sb, backend) == before
 
 
 async def test_rollback_of_a_run_stopped_half_way(tmp_path: Path,
@@ -120,7 +131,7 @@ async def test_rollback_of_a_run_stopped_half_way(tmp_path: Path,
                     snapshot=True)
     assert (await run(spec)).exit_code == 3
     assert sb.state.members != before
-    path, _, _ = rollback_run(tmp_path / "run")
+    path = rollback_run(tmp_path / "run").path
     sb.state.quotas.clear()
     sb.set_faults(daily_quota={"groups/members/batchupdate": 100_000})
     undo = JobSpec(input=path, name="undo", api_base=sb.base_url, out=tmp_path / "undo", rate=0.0)
@@ -137,17 +148,23 @@ async def test_rollback_needs_a_snapshot(tmp_path: Path, sandbox_factory: Sandbo
         rollback_run(tmp_path / "run")
 
 
+@pytest.mark.parametrize("backend", ["groups", "tags"])
 async def test_verify_finds_a_user_moved_since(tmp_path: Path,
-                                               sandbox_factory: SandboxFactory) -> None:
-    sb = await sandbox_factory(SandboxConfig(users=250, groups=["A", "B"]))
+                                               sandbox_factory: SandboxFactory,
+                                               backend: str) -> None:
+    sb = await sandbox_factory(account(["A", "B"], users=250))
     rows = spread(250, ["A", "B"])
-    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run")
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                    backend=backend)
     assert (await run(spec)).exit_code == 0
     clean = await verify_run(tmp_path / "run", None, QuietEvents())
     assert clean.exit_code == 0
     assert clean.summary["verify"]["mismatches"] == 0
     intruder = rows[17][0]
-    sb.state.move_directly(intruder, 2)  # someone else moves one user to 星标组
+    if backend == "tags":  # someone else removes the user's new tag
+        sb.state.tags.apply_directly(intruder, sb.state.tags.tag_ids_of(intruder)[0], True)
+    else:  # someone else moves one user to 星标组
+        sb.state.move_directly(intruder, 2)
     result = await verify_run(tmp_path / "run", None, QuietEvents())
     assert result.exit_code == 1
     assert result.summary["verify"] == {"checked": 250, "mismatches": 1, "exit_code": 1,
@@ -156,7 +173,8 @@ async def test_verify_finds_a_user_moved_since(tmp_path: Path,
     assert summary["verify"]["mismatches"] == 1
     flagged = [r for r in report_rows(tmp_path / "run") if r["verified"] not in ("", "ok")]
     assert [r["openid"] for r in flagged] == [intruder]
-    assert "2" in flagged[0]["verified"]
+    assert flagged[0]["verified"] == ("mismatch: tags now none" if backend == "tags"
+                                      else "mismatch: now in group 2")
 
 
 async def test_run_with_verify_flag(tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
