@@ -346,10 +346,13 @@ class Console:
 
 def format_plan(plan: dict[str, Any]) -> str:
     """The plan as a person reads it before saying yes."""
-    rows = plan["rows"]
-    lines = ["Plan:",
-             "  rows: " + ", ".join(f"{n} {status}" for status, n in sorted(rows.items())),
-             f"  users to move: {plan['users_to_move']}"]
+    rows = dict(plan["rows"])
+    valid = rows.pop("pending", 0)
+    tally = ", ".join([f"{valid} valid", *(f"{n} {status}" for status, n in sorted(rows.items()))])
+    lines = ["Plan:", f"  rows: {tally}"]
+    lines += [f"    invalid: {n} x {reason}"
+              for reason, n in sorted(plan.get("invalid_by_reason", {}).items())]
+    lines.append(f"  users to move: {plan['users_to_move']}")
     for target, g in plan["groups"].get("users_per_group", {}).items():
         lines.append(f"    -> {target} (group {g['group_id']}): {g['users']} users")
     for g in plan["groups"].get("create", []):
