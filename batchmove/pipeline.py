@@ -10,16 +10,9 @@ pipeline itself never prints.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import os
-import shutil
-import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -62,7 +55,17 @@ from batchmove.resolver import (
     match_tag_sets,
     refuse_missing,
 )
-from batchmove.runner import Limits, RetryPolicy, Runner, RunOutcome, StopReason, with_retries
+from batchmove.rundir import archive, fingerprint, now, run_id, write_json
+from batchmove.runner import (
+    Limits,
+    RetryPolicy,
+    Runner,
+    RunOutcome,
+    StopReason,
+    StopSignals,
+    signal_stop,
+    with_retries,
+)
 from batchmove.targets import (
     RowOps,
     Targets,
@@ -74,9 +77,6 @@ from batchmove.targets import (
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.errcodes import ERRCODES
 
-#: files of a run directory that move to history/ when a finished run makes way for a new one
-RUN_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", "report.csv",
-             "report.xlsx", "failed.csv", "summary.json", "plan.json")
 #: WeChat's documented group limit for an account (the planner warns when close to it)
 WECHAT_MAX_GROUPS = 500
 
@@ -119,8 +119,8 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
     source = loader.open_input(spec)
     run_dir = spec.out_dir
     with Ledger(run_dir).open() as ledger, signal_stop() as stop:
-        fingerprint = _fingerprint(spec, source.fingerprint)
-        _load_or_resume(ledger, source, spec, fingerprint, options, events)
+        _load_or_resume(ledger, source, spec, fingerprint(spec, source.fingerprint), options,
+                        events)
         if stop.reason is not None:  # interrupted while loading: nothing was sent
             return _finish(ledger, spec, run_dir, started, stop.reason, None, events)
         outcome, error = StopReason.DONE, None
@@ -157,7 +157,7 @@ async def plan_job(spec: JobSpec, events: Events) -> RunResult:
     source = loader.open_input(spec)
     with tempfile.TemporaryDirectory(prefix="batchmove-plan-") as scratch, \
             Ledger(Path(scratch)).open() as ledger:
-        _load(ledger, source, spec, _fingerprint(spec, source.fingerprint), events)
+        _load(ledger, source, spec, fingerprint(spec, source.fingerprint), events)
         blocked = ""
         async with api_client(spec, ledger) as client:
             try:
@@ -178,10 +178,10 @@ async def plan_job(spec: JobSpec, events: Events) -> RunResult:
 
 # --- stages ------------------------------------------------------------------------------------
 def _load_or_resume(ledger: Ledger, source: loader.LoadedInput, spec: JobSpec,
-                    fingerprint: str, options: RunOptions, events: Events) -> None:
+                    digest: str, options: RunOptions, events: Events) -> None:
     meta = ledger.meta()
     if not ledger.is_empty():
-        same = meta.get("fingerprint") == fingerprint
+        same = meta.get("fingerprint") == digest
         finished = meta.get("finished_at") is not None
         if same and not options.restart:
             if options.retry_failed:
@@ -198,15 +198,15 @@ def _load_or_resume(ledger: Ledger, source: loader.LoadedInput, spec: JobSpec,
                 f"the input or settings changed since the unfinished run in {ledger.run_dir}; "
                 "run with --restart to discard its progress and start again, or restore the "
                 "original input to resume")
-        _archive(ledger, meta)
-    _load(ledger, source, spec, fingerprint, events)
+        archive(ledger, meta)
+    _load(ledger, source, spec, digest, events)
 
 
-def _load(ledger: Ledger, source: loader.LoadedInput, spec: JobSpec, fingerprint: str,
+def _load(ledger: Ledger, source: loader.LoadedInput, spec: JobSpec, digest: str,
           events: Events) -> None:
     """A new run: every input row into the ledger, in one transaction."""
-    ledger.set_meta(fingerprint=fingerprint, run_id=_run_id(), finished_at=None,
-                    started_at=_now(), input=str(source.path), headers=source.headers,
+    ledger.set_meta(fingerprint=digest, run_id=run_id(), finished_at=None,
+                    started_at=now(), input=str(source.path), headers=source.headers,
                     openid_column=source.openid_column, target_column=source.target_column,
                     target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)
     total = ledger.load_rows(source.rows(), lambda: source.amendments)
@@ -274,7 +274,7 @@ def _refuse_blacklist(resolution: Resolution, ledger: Ledger, spec: JobSpec) -> 
             "Pass --allow-blacklist (or allow_blacklist = true) if that is really meant")
 
 
-async def _snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
+async def _snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,
                     events: Events) -> tuple[StopReason, ApiError | None]:
     """Record every user's current group (or tags); users already where the row asks are
     not moved."""
@@ -296,7 +296,7 @@ async def _snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _
     return outcome.reason, outcome.error
 
 
-async def verify_moves(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
+async def verify_moves(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,
                        events: Events) -> tuple[StopReason, ApiError | None]:
     """Read back every moved user's group (or tags); a mismatch means someone changed it."""
     moved = ledger.moved_rows()
@@ -323,7 +323,7 @@ def _frozen(untag: list[int] | None) -> frozenset[int] | None:
 
 
 async def read_users(client: WeChatClient, moves: list[Move], spec: JobSpec,
-                     stop: _Stop) -> tuple[dict[int, dict[str, Any]], RunOutcome]:
+                     stop: StopSignals) -> tuple[dict[int, dict[str, Any]], RunOutcome]:
     """Each row's user as `user/info/batchget` describes them (100 users a call); rows whose
     call never got an answer are missing from the result."""
     found: dict[int, dict[str, Any]] = {}
@@ -342,7 +342,7 @@ async def read_users(client: WeChatClient, moves: list[Move], spec: JobSpec,
     return found, outcome
 
 
-async def _move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: _Stop,
+async def _move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,
                 events: Events) -> tuple[StopReason, ApiError | None]:
     """Every pending row through the worker pool; each result is committed before counted."""
     targets = Targets(client, spec.backend)
@@ -390,7 +390,7 @@ def _finish(ledger: Ledger, spec: JobSpec, run_dir: Path, started: float, reason
     code, message = _verdict(counts, reason, error)
     finished = time.time()
     if code in (EXIT_OK, EXIT_ROW_FAILURES):
-        ledger.set_meta(finished_at=_now())
+        ledger.set_meta(finished_at=now())
     summary = {
         "job": spec.name, "run_id": ledger.meta().get("run_id"), "exit_code": code,
         "stop_reason": reason.value, "message": message,
@@ -446,84 +446,8 @@ def _must_confirm(spec: JobSpec, options: RunOptions, ledger: Ledger) -> bool:
     return not (options.yes or not spec.confirm or not ledger.counts().get("pending"))
 
 
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """A JSON file readable by the owner only (it may name follower ids)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2, default=str)
-    return path
-
-
-def _fingerprint(spec: JobSpec, content_hash: str) -> str:
-    """The input's content plus every setting that changes which group a row goes to."""
-    settings = {"sheet": spec.sheet, "encoding": spec.encoding, "target": spec.target,
-                "columns": [spec.columns.openid, spec.columns.group_id, spec.columns.group_name],
-                "api_base": spec.api_base, "backend": spec.backend,
-                "untag": spec.untag if isinstance(spec.untag, str) else sorted(spec.untag)}
-    blob = content_hash + json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _archive(ledger: Ledger, meta: dict[str, Any]) -> None:
-    """Move a previous run's files to history/<run_id>/ and empty the ledger."""
-    target = ledger.run_dir / "history" / str(meta.get("run_id") or _run_id())
-    target.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ledger.close_db()
-    for name in RUN_FILES:
-        src = ledger.run_dir / name
-        if src.exists():
-            shutil.move(str(src), target / name)
-    ledger.open(lock=False)
-
-
 def _done(counts: Counter[str]) -> int:
     return sum(n for status, n in counts.items() if status != "pending")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
-
-
-@dataclass
-class _Stop:
-    """SIGINT/SIGTERM while the pipeline runs: ask the current runner to stop."""
-
-    reason: StopReason | None = None
-    runner: Runner[Any] | None = None
-
-    def request(self, reason: StopReason) -> None:
-        self.reason = self.reason or reason
-        if self.runner is not None:
-            self.runner.stop(reason)
-
-    async def watch(self, runner: Runner[Any], batches: list[Batch]) -> RunOutcome:
-        self.runner = runner
-        if self.reason is not None:
-            runner.stop(self.reason)
-        try:
-            return await runner.run(batches)
-        finally:
-            self.runner = None
-
-
-@contextmanager
-def signal_stop() -> Iterator[_Stop]:
-    stop = _Stop()
-    loop = asyncio.get_running_loop()
-    for sig, reason in ((signal.SIGINT, StopReason.SIGINT), (signal.SIGTERM, StopReason.SIGTERM)):
-        loop.add_signal_handler(sig, stop.request, reason)
-    try:
-        yield stop
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with suppress(Exception):
-                loop.remove_signal_handler(sig)
-
 
 
 def rewrite_reports(run_dir: Path) -> list[str]:

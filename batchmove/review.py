@@ -17,8 +17,8 @@ from batchmove.backend import api_client
 from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, EXIT_STOPPED, UsageError
 from batchmove.ledger import LEDGER_NAME, Ledger
 from batchmove.models import BLACKLIST_GROUP_ID, JobSpec
-from batchmove.pipeline import Events, RunResult, signal_stop, verify_moves
-from batchmove.runner import StopReason
+from batchmove.pipeline import Events, RunResult, verify_moves
+from batchmove.runner import StopReason, signal_stop
 
 ROLLBACK_NAME = "rollback.csv"
 ROLLBACK_HEADER = ("openid", "to_groupid", "source_row", "status_in_run")

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
@@ -269,3 +271,39 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy) ->
     """One call outside the worker pool (e.g. `groups/get`), under the same retry policy."""
     result: T = await retrying(policy)(call)
     return result
+
+
+@dataclass
+class StopSignals:  # SIGINT/SIGTERM -> the runner of the current stage
+    """SIGINT/SIGTERM while the pipeline runs: ask the current runner to stop."""
+
+    reason: StopReason | None = None
+    runner: Runner[Any] | None = None
+
+    def request(self, reason: StopReason) -> None:
+        self.reason = self.reason or reason
+        if self.runner is not None:
+            self.runner.stop(reason)
+
+    async def watch(self, runner: Runner[Any], batches: list[Batch]) -> RunOutcome:
+        self.runner = runner
+        if self.reason is not None:
+            runner.stop(self.reason)
+        try:
+            return await runner.run(batches)
+        finally:
+            self.runner = None
+
+
+@contextmanager
+def signal_stop() -> Iterator[StopSignals]:
+    stop = StopSignals()
+    loop = asyncio.get_running_loop()
+    for sig, reason in ((signal.SIGINT, StopReason.SIGINT), (signal.SIGTERM, StopReason.SIGTERM)):
+        loop.add_signal_handler(sig, stop.request, reason)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with suppress(Exception):
+                loop.remove_signal_handler(sig)
