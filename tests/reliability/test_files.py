@@ -1,0 +1,210 @@
+"""Files: what a run writes is its owner's alone, and a run directory it cannot use stops the
+run with one line before any API call.
+
+Figures: every file of a finished run, a `plan`, a `rollback`, a `report` rewrite and a
+second run that archives the first into history/ is checked under umask 000 (so the modes
+come from batchmove, not from the umask): files 600, run directory and history/<run id>
+700 (the WAL, lock and report temp files of a killed run are checked by the crash suite).
+Unusable run directories, as root (which ignores permission bits): a path under a regular
+file, a path under a /proc file, a new directory in /sys (sysfs refuses mkdir even to root),
+an existing /sys directory (no file can be created in it), a ledger locked by a test-held
+lock and by a stopped (SIGSTOP) `batchmove run`, and a ledger.sqlite that is not SQLite:
+exit 2, one `batchmove: ` line, 0 API calls. Two bugs (xfail strict): history/ itself takes
+the umask's mode, and reports that cannot be written after the moves exit 2 ("nothing was
+sent"). About 20 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchmove.ledger import Ledger
+from batchmove.sandbox import SandboxConfig, sandbox_openids
+from tests.reliability.support import (
+    SECRET,
+    LeakAudit,
+    ThreadedSandbox,
+    assert_one_line_error,
+    batchmove,
+    spawn,
+    write_csv,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+SEED = 6
+FOLLOWERS = sandbox_openids(600, SEED)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[ThreadedSandbox]:
+    config = SandboxConfig(users=len(FOLLOWERS), seed=SEED, secret=SECRET, groups=["A"])
+    with ThreadedSandbox(config) as running:
+        yield running
+
+
+def _input(tmp: Path, n: int = 300, group: str = "A", name: str = "in.csv") -> Path:
+    return write_csv(tmp / name, ["openid", "group_name"],
+                     ((o, group) for o in FOLLOWERS[:n]))
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode)
+            for p in [root, *root.rglob("*")]}
+
+
+@pytest.fixture(scope="module")
+def written(sandbox: ThreadedSandbox, tmp_path_factory: pytest.TempPathFactory
+            ) -> dict[str, dict[str, int]]:
+    """Modes of everything a run, plan, rollback, report and an archiving second run wrote."""
+    tmp = tmp_path_factory.mktemp("modes")
+    run_dir = tmp / "deep" / "run"
+    base = ("--api-base", sandbox.base_url, "--out", str(run_dir))
+    audit = LeakAudit(roots=[tmp / "deep"])
+    first = batchmove("run", str(_input(tmp)), *base, "--yes", "--create-groups", umask=0)
+    assert first.returncode == 0, first.stderr
+    plan = batchmove("plan", str(_input(tmp, 200, "B", "next.csv")), "--api-base",
+                     sandbox.base_url, "--out", str(tmp / "deep" / "plan"), umask=0)
+    assert plan.returncode == 0, plan.stderr
+    rollback = batchmove("rollback", str(run_dir), umask=0)
+    assert rollback.returncode == 0, rollback.stderr
+    rewrite = batchmove("report", str(run_dir), umask=0)
+    assert rewrite.returncode == 0, rewrite.stderr
+    second = batchmove("run", str(tmp / "next.csv"), *base, "--yes", "--create-groups",
+                       umask=0)  # a new input after a finished run: the first goes to history/
+    assert second.returncode == 0, second.stderr
+    for label, child in (("run", first), ("plan", plan), ("rollback", rollback),
+                         ("report", rewrite), ("second run", second)):
+        audit.add_child(label, child)
+    audit.check(sandbox.state)
+    files = {name for name in _modes(run_dir) if (run_dir / name).is_file()}
+    return {"run": _modes(run_dir), "plan": _modes(tmp / "deep" / "plan"),
+            "files": dict.fromkeys(files, 0)}
+
+
+def test_everything_a_run_writes_is_owner_only(written: dict[str, dict[str, int]]) -> None:
+    modes = written["run"]
+    (history,) = {name.split("/")[1] for name in modes if name.startswith("history/")}
+    expected_files = {"ledger.sqlite", "report.csv", "report.xlsx", "failed.csv",
+                      "summary.json", "rollback.csv", ".lock"}
+    assert expected_files <= set(modes)
+    assert {f"history/{history}/{f}" for f in ("ledger.sqlite", "report.csv")} <= set(modes)
+    files = {name: modes[name] for name in written["files"]}
+    assert files == dict.fromkeys(files, 0o600), files
+    assert modes["."] == 0o700
+    assert modes[f"history/{history}"] == 0o700
+    assert written["plan"] == {".": 0o700, "plan.json": 0o600}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (minor): pipeline._archive creates history/ as a parent with mkdir(parents=True), "
+    "so it gets the umask's mode (0o777 under umask 000), not 0o700; harmless inside a 0o700 "
+    "run directory, not inside an existing looser one"))
+def test_history_directory_is_owner_only(written: dict[str, dict[str, int]]) -> None:
+    assert written["run"]["history"] == 0o700
+
+
+def _sysfs_dir_without_files() -> Path:
+    """An existing directory in which even root cannot create a file (sysfs)."""
+    path = Path("/sys/kernel")
+    probe = path / "batchmove-probe"
+    try:
+        probe.touch()
+    except OSError:
+        return path
+    probe.unlink()
+    pytest.skip("/sys is writable here")
+
+
+UNUSABLE = {
+    "under_a_regular_file": lambda tmp: tmp / "a-file" / "run",
+    "under_a_proc_file": lambda tmp: Path("/proc/version/run"),
+    "new_directory_in_sysfs": lambda tmp: Path("/sys/batchmove-run"),
+    "existing_sysfs_directory": lambda tmp: _sysfs_dir_without_files(),
+}
+
+
+@pytest.mark.parametrize("where", sorted(UNUSABLE))
+def test_unusable_run_directory_stops_before_any_call(sandbox: ThreadedSandbox, tmp_path: Path,
+                                                      where: str) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    out = UNUSABLE[where](tmp_path)
+    calls = sum(sandbox.state.calls.values())
+    child = batchmove("run", str(_input(tmp_path)), "--api-base", sandbox.base_url, "--out",
+                      str(out), "--yes", "--create-groups")
+    line = assert_one_line_error(child, 2)
+    assert "cannot use run directory" in line
+    assert sum(sandbox.state.calls.values()) == calls
+
+
+def test_ledger_locked_by_another_holder_stops_before_any_call(sandbox: ThreadedSandbox,
+                                                                tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    calls = sum(sandbox.state.calls.values())
+    with Ledger(run_dir).open():
+        child = batchmove("run", str(_input(tmp_path)), "--api-base", sandbox.base_url,
+                          "--out", str(run_dir), "--yes", "--create-groups")
+    line = assert_one_line_error(child, 2)
+    assert "another batchmove process is running this job" in line
+    assert sum(sandbox.state.calls.values()) == calls
+
+
+def test_ledger_locked_by_a_running_batchmove_stops_the_second(sandbox: ThreadedSandbox,
+                                                                tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ("run", str(_input(tmp_path, 600, "C")), "--api-base", sandbox.base_url, "--out",
+            str(run_dir), "--yes", "--create-groups", "--rate", "5", "--concurrency", "1")
+    first = spawn(*args)
+    deadline = time.monotonic() + 60
+    while not (run_dir / "ledger.sqlite").exists() or \
+            sandbox.state.calls["groups/members/batchupdate"] == 0:
+        assert first.alive()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(first.pid, signal.SIGSTOP)  # holds the lock, sends nothing meanwhile
+    try:
+        calls = sum(sandbox.state.calls.values())
+        second = batchmove(*args)
+        assert sum(sandbox.state.calls.values()) == calls
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    line = assert_one_line_error(second, 2)
+    assert "another batchmove process is running this job" in line
+    finished = first.finish(120)
+    assert finished.returncode == 0, finished.stderr
+
+
+def test_a_ledger_that_is_not_sqlite_is_one_clear_line(sandbox: ThreadedSandbox,
+                                                       tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    (run_dir / "ledger.sqlite").write_bytes(b"this is not a database\x00" * 400)
+    calls = sum(sandbox.state.calls.values())
+    child = batchmove("run", str(_input(tmp_path)), "--api-base", sandbox.base_url, "--out",
+                      str(run_dir), "--yes", "--create-groups")
+    line = assert_one_line_error(child, 2)
+    assert "not a batchmove ledger" in line
+    assert sum(sandbox.state.calls.values()) == calls
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: when the reports cannot be written at the end of a run (here report.csv is a "
+    "directory), report.write_reports raises RunStateError, whose exit code is 2, 'nothing was "
+    "sent' per the README, although every move was sent and recorded"))
+def test_report_failure_after_sending_is_not_exit_2(sandbox: ThreadedSandbox,
+                                                    tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "report.csv").mkdir(parents=True)
+    moves = sandbox.state.calls["groups/members/batchupdate"]
+    child = batchmove("run", str(_input(tmp_path, 100, "D")), "--api-base", sandbox.base_url,
+                      "--out", str(run_dir), "--yes", "--create-groups")
+    sent = sandbox.state.calls["groups/members/batchupdate"] - moves
+    assert "Traceback" not in child.output
+    assert child.returncode != 2 or sent == 0, (child.returncode, sent, child.stderr)
