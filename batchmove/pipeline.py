@@ -34,11 +34,12 @@ from batchmove.errors import (
     FatalApiError,
     InputChangedError,
     MinuteQuotaError,
+    RunStateError,
     TokenError,
     TransientError,
     UsageError,
 )
-from batchmove.ledger import LEDGER_NAME, Failure, Ledger
+from batchmove.ledger import LEDGER_NAME, Failure, Ledger, ResultBuffer
 from batchmove.models import (
     BLACKLIST_GROUP_ID,
     MAX_USER_INFO_BATCH,
@@ -136,6 +137,7 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
                 if resolution.missing and stop.reason is None:
                     await create_missing(Targets(client, spec.backend), resolution, ledger,
                                          sleep=asyncio.sleep)
+                ledger.settle_creations(resolution.resolved)
                 ledger.assign_groups(resolution.resolved, resolution.failed)
                 if spec.snapshot and stop.reason is None:
                     outcome, error = await _snapshot(client, ledger, spec, stop, events)
@@ -145,7 +147,7 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
                     outcome, error = await verify_moves(client, ledger, spec, stop, events)
             except DailyQuotaError as exc:
                 outcome, error = StopReason.DAILY_QUOTA, exc
-            except (FatalApiError, TokenError, TransientError) as exc:
+            except (FatalApiError, TokenError, TransientError, MinuteQuotaError) as exc:
                 outcome, error = StopReason.FATAL, exc
             finally:
                 ledger.add_calls(client.calls)
@@ -358,21 +360,26 @@ async def _move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopS
         batches = plan_batches(ledger.pending_moves(), spec.batch_size)
         total = sum(len(b.moves) for b in batches)
     tally = Counter[str]()
+    buffer = ResultBuffer(ledger)
+
+    def commit(force: bool = False) -> None:
+        if force or buffer.due():
+            moved, failed = buffer.flush()
+            tally["moved"] += moved
+            tally["failed"] += failed
+            events.progress("moving", tally["moved"], tally["failed"], total)
 
     def done(batch: Batch, _: object, attempts: int) -> None:
         rows = [m.row for m in batch.moves]
-        finished = rows if tracker is None else tracker.complete(rows)
-        ledger.record_moved(finished, attempts)
-        tally["moved"] += len(finished)
-        events.progress("moving", tally["moved"], tally["failed"], total)
+        buffer.moved(rows if tracker is None else tracker.complete(rows), attempts)
+        commit()
 
     def failed(failures: list[Failure]) -> None:
         if tracker is not None:
             first = set(tracker.fail(f.row for f in failures))
             failures = [f for f in failures if f.row in first]
-        ledger.record_failed(failures)
-        tally["failed"] += len(failures)
-        events.progress("moving", tally["moved"], tally["failed"], total)
+        buffer.failed(failures)
+        commit()
 
     runner: Runner[object] = Runner(
         send=lambda batch: targets.send(batch, spec.batch_size), on_done=done,
@@ -380,7 +387,10 @@ async def _move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopS
         policy=RetryPolicy(attempts=spec.retries),
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     events.progress("moving", 0, 0, total)
-    outcome = await stop.watch(runner, batches)
+    try:
+        outcome = await stop.watch(runner, batches)
+    finally:
+        commit(force=True)
     return outcome.reason, outcome.error
 
 
@@ -399,7 +409,12 @@ def _finish(ledger: Ledger, spec: JobSpec, run_dir: Path, started: float, reason
         "duration_s": round(finished - started, 3),
         "users_moved_per_s": round(counts.get("moved", 0) / max(finished - started, 1e-9), 1),
     }
-    report.write_reports(ledger, run_dir, summary, xlsx_max_rows=spec.xlsx_max_rows)
+    try:
+        report.write_reports(ledger, run_dir, summary, xlsx_max_rows=spec.xlsx_max_rows)
+    except RunStateError as exc:  # calls were sent: not exit 2 ("nothing was sent")
+        return RunResult(EXIT_STOPPED, f"{message}; but {exc.message}; every result is in "
+                         f"the ledger: `batchmove report {run_dir}` writes the reports "
+                         "again", run_dir, summary)
     return RunResult(code, message, run_dir, report.read_summary(run_dir))
 
 

@@ -10,11 +10,12 @@ Two steps, so a dry run can stop after the first:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from batchmove.errors import RowError, TransientError
+from batchmove.errors import MinuteQuotaError, RowError, TransientError
 from batchmove.models import Group, TargetKind
 
 Failure = tuple[int | None, str]  # (errcode, reason) for every row of a target
@@ -131,6 +132,12 @@ async def _create_once(
             journal.creation_started(name)
             in_doubt = True  # from here on, the group may exist even if we never hear back
             group = await client.create_group(name)
+        except MinuteQuotaError:  # refused, nothing created: wait for the next minute
+            if attempt == attempts:
+                raise
+            if sleep is not None:
+                await sleep(60.0 - time.time() % 60.0 + 0.05)
+            continue
         except TransientError:
             if attempt == attempts:
                 raise

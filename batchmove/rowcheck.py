@@ -34,6 +34,8 @@ OPENID_SHORT = f"openid is shorter than {OPENID_MIN} characters"
 OPENID_CHARS = "openid may contain only letters, digits, '_' and '-'"
 GROUP_ID_MISSING = "missing group id"
 GROUP_ID_BAD = "group id must be a whole number >= 0"
+GROUP_NAME_CONTROL = "group name contains control characters"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 TAG_SET_BAD = "tag ids must be whole numbers >= 0 separated by ';'"
 GROUP_ID_LARGE = "group id is too large"
 GROUP_NAME_MISSING = "missing group name"
@@ -162,6 +164,10 @@ def _check_group_names(names: list[str], lengths: np.ndarray[Any, Any],
         if not reasons[i]:
             reasons[i] = (GROUP_NAME_MISSING if not lengths[i] else
                           GROUP_NAME_FORMULA if formula[i] else GROUP_NAME_LONG)
+    if _CONTROL.search("".join(names)):  # rare: only then look row by row
+        for i, name in enumerate(names):
+            if not reasons[i] and _CONTROL.search(name):
+                reasons[i] = GROUP_NAME_CONTROL
 
 
 def _check_group_ids(raw: list[str], reasons: list[str]) -> list[str]:

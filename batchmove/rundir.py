@@ -44,8 +44,10 @@ def fingerprint(spec: JobSpec, content_hash: str) -> str:
 
 def archive(ledger: Ledger, meta: dict[str, Any]) -> None:
     """Move a previous run's files to history/<run_id>/ and empty the ledger."""
-    target = ledger.run_dir / "history" / str(meta.get("run_id") or run_id())
-    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    history = ledger.run_dir / "history"
+    history.mkdir(exist_ok=True, mode=0o700)
+    target = history / str(meta.get("run_id") or run_id())
+    target.mkdir(exist_ok=True, mode=0o700)
     ledger.close_db()
     for name in RUN_FILES:
         src = ledger.run_dir / name

@@ -15,7 +15,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from batchmove.errors import InputError
 
@@ -31,7 +31,11 @@ MAX_UNCOMPRESSED = 1 << 30
 MAX_RATIO = 200
 RATIO_FLOOR = 16 << 20  # small members may compress as well as they like
 MAX_MEMBERS = 10_000
-MAX_CELLS = 60_000_000
+MAX_CELLS = 20_000_000  # about 700 MB once calamine holds them: a 1,000,000 x 20 sheet
+EXCEL_MAX_ROW = 1_048_576
+_FAR_CELL = re.compile(rb'<c r="(?P<col>[A-Z]{3,})(?P<row>[0-9]+)"'
+                       rb'|<c r="[A-Z]{1,2}(?P<cell_row>[0-9]{7,})"'
+                       rb'|<row r="(?P<row_row>[0-9]{7,})"')
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xd0\xcf\x11\xe0", "an old Excel 97-2003 (.xls) or password-protected workbook: "
@@ -136,13 +140,23 @@ def _detect_encoding(path: Path, head: bytes, override: str | None) -> tuple[str
     for encoding in candidates:
         decoder = codecs.getincrementaldecoder(encoding)("strict")
         digest = hashlib.sha256()
+        lines, non_ascii = 0, False
         try:
             with path.open("rb") as handle:
                 while block := handle.read(_BLOCK):
                     digest.update(block)
-                    decoder.decode(block)
+                    non_ascii = non_ascii or not decoder.decode(block).isascii()
+                    lines += block.count(b"\n")
                 decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as exc:
+            if override is None and codecs.lookup(encoding).name.startswith("utf-8"):
+                good = exc.object[:exc.start]
+                if non_ascii or not good.decode("utf-8", "ignore").isascii():
+                    line = lines + good.count(b"\n") + 1
+                    raise InputError(
+                        f"{path}: line {line} is not UTF-8 although the text before it is: "
+                        "the file mixes encodings (e.g. UTF-8 and GBK); save it again with one "
+                        "encoding, or name it with --encoding") from None
             continue
         return encoding, digest.hexdigest()
     tried = ", ".join(candidates)
@@ -201,16 +215,18 @@ def check_workbook(path: Path) -> None:
                     raise InputError(f"{path}: {info.filename} is compressed {ratio:.0f}:1 "
                                      "(a zip bomb?); refusing it")
                 if info.filename.startswith("xl/worksheets/") and info.filename.endswith(".xml"):
-                    _check_dimension(path, archive.open(info).read(4096), info.filename)
+                    width = _check_dimension(path, archive.open(info).read(4096), info.filename)
+                    _scan_cells(path, archive, info, width)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError,
             NotImplementedError, RuntimeError, ValueError) as exc:
         raise InputError(f"{path}: this is not a readable Excel workbook: {exc}") from exc
 
 
-def _check_dimension(path: Path, start: bytes, member: str) -> None:
+def _check_dimension(path: Path, start: bytes, member: str) -> int:
+    """Refuse a declared dimension that is too big; returns its width (1 when undeclared)."""
     match = _DIMENSION.search(start)
     if not match or not match.group(3):
-        return
+        return 1
     width = _column_number(match.group(3)) - _column_number(match.group(1)) + 1
     height = int(match.group(4)) - int(match.group(2)) + 1
     if width > MAX_COLUMNS:
@@ -218,6 +234,57 @@ def _check_dimension(path: Path, start: bytes, member: str) -> None:
                          f"at most {MAX_COLUMNS} are supported")
     if width * height > MAX_CELLS:
         raise InputError(f"{path}: {member} spans {width} x {height} cells; refusing it")
+    return width
+
+
+def _scan_cells(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
+                width: int = 1) -> None:
+    """Stream a sheet's XML and refuse what would make calamine allocate a huge grid: cells
+    beyond Excel's rows or our columns, or a few far-away cells in an otherwise small sheet
+    (calamine builds a dense range up to the farthest one; a declared dimension can lie).
+    Only rare references are matched (3+ letters, 7+ digits), so ordinary sheets cost one
+    fast scan."""
+    cells, rows, tail, far_col, far_row = 0, 0, b"", width, 0
+    with archive.open(info) as member:
+        while block := _read_member(path, member, info):
+            cells += block.count(b"<c ")
+            rows += block.count(b"<row ") + block.count(b"<row>")
+            data = tail + block
+            last = data.rfind(b'<row r="')
+            if last >= 0:
+                digits = re.match(rb'<row r="([0-9]+)"', data[last:last + 24])
+                far_row = max(far_row, int(digits[1])) if digits else far_row
+            for match in _FAR_CELL.finditer(data):
+                letters = match["col"] or b"A"
+                row = int(match["row"] or match["cell_row"] or match["row_row"])
+                column = _column_number(letters)
+                if column > MAX_COLUMNS or row > EXCEL_MAX_ROW:
+                    where = f"{letters.decode()}{row}" if match["col"] else f"row {row}"
+                    raise InputError(f"{path}: {info.filename} has a cell at {where}, beyond "
+                                     f"{MAX_COLUMNS} columns or Excel's {EXCEL_MAX_ROW} rows; "
+                                     "refusing it")
+                far_col, far_row = max(far_col, column), max(far_row, row)
+            tail = data[-64:]
+    if cells > MAX_CELLS:
+        raise InputError(f"{path}: {info.filename} holds {cells} cells (limit {MAX_CELLS}); "
+                         "refusing it")
+    if rows > EXCEL_MAX_ROW:
+        raise InputError(f"{path}: {info.filename} has {rows} rows, more than Excel's "
+                         f"{EXCEL_MAX_ROW}; split it or save it as CSV")
+    if far_col * far_row > MAX_CELLS and far_col * far_row > 4 * cells:
+        raise InputError(f"{path}: {info.filename} has cells as far as column {far_col}, row "
+                         f"{far_row} but only {cells} cells: reading it would take a "
+                         f"{far_col} x {far_row} grid; delete the stray far-away cells")
+
+
+def _read_member(path: Path, member: IO[bytes], info: zipfile.ZipInfo) -> bytes:
+    """A block of a workbook part; zipfile stops at the declared size and checks the CRC, so a
+    part bigger than its directory entry says ends here instead of in memory."""
+    try:
+        return member.read(_BLOCK)
+    except zipfile.BadZipFile as exc:
+        raise InputError(f"{path}: {info.filename} does not match the size and checksum its zip "
+                         f"directory declared (a forged or damaged workbook): {exc}") from None
 
 
 def _column_number(letters: bytes) -> int:

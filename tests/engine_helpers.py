@@ -107,7 +107,13 @@ def ledger_statuses(run_dir: Path) -> Counter[str]:
 
 
 def moved_in_ledger(run_dir: Path) -> set[str]:
+    """Openids the ledger records as moved (none if a kill came before its tables existed)."""
+    if not (run_dir / "ledger.sqlite").exists():
+        return set()
     with sqlite3.connect(run_dir / "ledger.sqlite") as conn:
+        tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master")}
+        if "rows" not in tables:
+            return set()
         return {o for (o,) in conn.execute("SELECT openid FROM rows WHERE status = 'moved'")}
 
 

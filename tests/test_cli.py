@@ -150,7 +150,7 @@ async def test_sigkill_many_times_loses_nothing_and_resends_nothing(
     rng = random.Random(7)
     kills = 0
     for _ in range(15):
-        moved = moved_in_ledger(run_dir) if (run_dir / "ledger.sqlite").exists() else set()
+        moved = moved_in_ledger(run_dir)
         mark = len(moves_applied(sb, backend))
         proc = await start(sb, *args)
         try:

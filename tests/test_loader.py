@@ -289,7 +289,8 @@ def test_row_numbers_skip_blank_rows(tmp_path: Path) -> None:
                  f'{B},"multi\nline",\n,,\n{C},y,z\n')
     source, rows = load(path)
     assert [r.row for r in rows] == [4, 7, 9]
-    assert rows[1].reason == ""  # a newline inside quotes is one Excel row
+    # a newline inside quotes is one Excel row (and no part of a group name)
+    assert rows[1].reason == "group name contains control characters"
     assert (source.stats.rows, source.stats.blank) == (3, 3)
 
 

@@ -30,6 +30,7 @@ from batchmove.errors import ApiError, FatalApiError, TokenError, UsageError
 from batchmove.models import Credentials
 
 TokenKind = Literal["stable", "classic"]
+TOKEN_EXPIRED = 42001  # the errcode of a token past its lifetime
 REFRESH_MARGIN = 300.0  # seconds before expiry at which a secret source's token is renewed
 
 
@@ -265,6 +266,13 @@ class TokenManager:
         async with self._lock:
             if self._token is not None and self._token != failing_token:
                 return self._token
+            if code == TOKEN_EXPIRED and self._renew_at is not None \
+                    and self._clock() >= self._renew_at - 1.0:
+                # it expired when we expected it to: an ordinary renewal, not a refresh
+                await self._fetch(force=False)
+                if self._token != failing_token:
+                    assert self._token is not None
+                    return self._token
             why = f" ({code})" if code is not None else ""
             if self._from_refresh and not self._confirmed:
                 raise FatalApiError(code, (
@@ -293,6 +301,10 @@ class TokenManager:
         now = self._clock()
         if token.expires_in is None:
             self._renew_at = None
+        elif token.value == self._token:
+            # a stable token handed back unchanged lives until it expires: ask again then,
+            # not on every call (its remaining lifetime is whole seconds, so it may say 0)
+            self._renew_at = now + max(token.expires_in, 1.0)
         else:
             margin = min(REFRESH_MARGIN, 0.1 * token.expires_in)
             # Relative margin: a sandbox token living 2 s is renewed at 1.8 s, not every call.

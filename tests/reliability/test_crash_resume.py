@@ -241,10 +241,6 @@ def test_no_secret_in_any_output(crashes: Crashes) -> None:
     assert figures["texts"] == 2 * 21
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a group whose create call was applied but whose answer never came (kill, timeout) "
-    "stays 'creating' in the ledger's creation journal; the resumed run finds it with "
-    "groups/get and never marks it created, so summary.json groups_created omits it"))
 def test_summary_lists_a_group_created_just_before_a_kill(tmp_path: Path) -> None:
     followers = sandbox_openids(100, SEED)
     path = write_csv(tmp_path / "in.csv", ["openid", "group_name"],

@@ -9,9 +9,9 @@ Unusable run directories, as root (which ignores permission bits): a path under 
 file, a path under a /proc file, a new directory in /sys (sysfs refuses mkdir even to root),
 an existing /sys directory (no file can be created in it), a ledger locked by a test-held
 lock and by a stopped (SIGSTOP) `batchmove run`, and a ledger.sqlite that is not SQLite:
-exit 2, one `batchmove: ` line, 0 API calls. Two bugs (xfail strict): history/ itself takes
-the umask's mode, and reports that cannot be written after the moves exit 2 ("nothing was
-sent"). About 20 s.
+exit 2, one `batchmove: ` line, 0 API calls. Regression tests for two fixed bugs: history/
+took the umask's mode, and reports that could not be written after the moves exited 2
+("nothing was sent"; now 3). About 20 s.
 """
 
 from __future__ import annotations
@@ -103,10 +103,6 @@ def test_everything_a_run_writes_is_owner_only(written: dict[str, dict[str, int]
     assert written["plan"] == {".": 0o700, "plan.json": 0o600}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): pipeline._archive creates history/ as a parent with mkdir(parents=True), "
-    "so it gets the umask's mode (0o777 under umask 000), not 0o700; harmless inside a 0o700 "
-    "run directory, not inside an existing looser one"))
 def test_history_directory_is_owner_only(written: dict[str, dict[str, int]]) -> None:
     assert written["run"]["history"] == 0o700
 
@@ -194,10 +190,6 @@ def test_a_ledger_that_is_not_sqlite_is_one_clear_line(sandbox: ThreadedSandbox,
     assert sum(sandbox.state.calls.values()) == calls
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: when the reports cannot be written at the end of a run (here report.csv is a "
-    "directory), report.write_reports raises RunStateError, whose exit code is 2, 'nothing was "
-    "sent' per the README, although every move was sent and recorded"))
 def test_report_failure_after_sending_is_not_exit_2(sandbox: ThreadedSandbox,
                                                     tmp_path: Path) -> None:
     run_dir = tmp_path / "run"

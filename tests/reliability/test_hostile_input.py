@@ -17,7 +17,8 @@ Figures:
   over-long names, 2,000-character cells).
 Verdicts: exit 2 with one `batchmove: ` line (no traceback, no Rust backtrace), or exit 0/1
 with every row in the report with a final status and every formula neutralised. Five
-files expose four bugs (xfail strict): see the reasons. About 40 s.
+files once exposed five bugs, now regression tests (control characters, mixed encodings,
+far-away cells, rows beyond Excel's). About 40 s.
 """
 
 from __future__ import annotations
@@ -263,39 +264,20 @@ CASES = [
     pytest.param(Case("nul_after_first_mb",
                       _csv("nul_late.csv",
                            lambda: HEADER + GOOD * 300 + _openid_row(505, "A\x00B", b"n")),
-                      "either", check=_no_control_characters_in_groups),
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "BUG: NUL/control characters are only looked for in the first MB "
-                     "(sniff.py) and rowcheck accepts them in group names: group 'A\\x00B' "
-                     "is created and a user moved into it"))),
+                      "either", check=_no_control_characters_in_groups)),
     pytest.param(Case("mixed_utf8_gbk", _csv("mixed.csv", _mixed_encodings), "either",
-                      check=_mixed_encoding_names),
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "BUG: a UTF-8 file with one GBK line fails UTF-8 and is then decoded "
-                     "whole as GB18030 (sniff._detect_encoding): every UTF-8 name becomes "
-                     "mojibake ('华东' -> '鍗庝笢') and those groups are created"))),
+                      check=_mixed_encoding_names)),
     Case("formula_cells_csv", _formulas_csv, "rows", rows=len(FORMULA_ROWS),
          check=_formulas_neutralised),
     Case("formula_cells_xlsx", _formulas_xlsx, "rows", rows=len(FORMULA_ROWS) + 1,
          check=_formulas_neutralised),
     Case("xlsx_declares_A1_XFD1048576", _declared_huge, "refused", "columns"),
     pytest.param(Case("xlsx_cell_at_ALL1048576", _far_cell("ALL1048576", "A1:B101"),
-                      "refused"),
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "BUG: the sheet guard trusts <dimension>; calamine builds a dense range "
-                     "to the farthest cell (1000 x 1,048,576 cells, 33 GB) and the process "
-                     "aborts with a Rust 'memory allocation failed' backtrace"))),
-    pytest.param(Case("xlsx_cell_at_A4294967295", _far_cell("A4294967295", None), "refused"),
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "BUG: same dense-range abort for a cell reference beyond Excel's rows "
-                     "(274 GB allocation, SIGABRT)"))),
+                      "refused")),
+    pytest.param(Case("xlsx_cell_at_A4294967295", _far_cell("A4294967295", None), "refused")),
     Case("xlsx_zip_bomb_1000_to_1", _ratio_bomb, "refused", "zip bomb"),
     Case("xlsx_zip_understates_size", _lying_sizes, "refused", "declared"),
-    pytest.param(Case("xlsx_2m_rows_in_3mb", _beyond_excel_rows, "either"),
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "BUG: a 3 MB workbook deflated ~100:1 (under the 200:1 cap) with "
-                     "2,000,000 rows, more than Excel allows, is loaded whole by calamine: "
-                     "~710 MB peak RSS and ~40 s"))),
+    pytest.param(Case("xlsx_2m_rows_in_3mb", _beyond_excel_rows, "either")),
 ]
 
 

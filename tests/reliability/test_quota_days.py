@@ -7,8 +7,8 @@ and moves nobody; day 2 exits 3 with 9,994 moved; day 3 exits 1 (the 10 invalid 
 11,990 moved. Between
 days `sb.state.quotas.clear()`. Each run is the same command. No row recorded as moved is
 ever sent again, the group is created once, a day's refused calls are at most one per worker,
-and no secret appears in any output. Also: a 45011 answer to groups/create must make the run
-wait for the next minute, like every other call (a bug: xfail). About 15 s.
+and no secret appears in any output. Also: a 45011 answer to groups/create makes the run
+wait for the next minute, like every other call (once a bug). About 15 s.
 """
 
 from __future__ import annotations
@@ -98,11 +98,6 @@ def test_three_days_of_quota_finish_the_job(tmp_path: Path) -> None:
     assert [int(r["row"]) for r in report] == list(range(2, len(rows) + 2))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a 45011 (minute quota) answer to groups/create is not retried: resolver."
-    "_create_once retries TransientError only and run_job does not catch MinuteQuotaError, "
-    "so the run ends at once with exit 3 and writes no report instead of waiting for the next "
-    "minute"))
 def test_minute_quota_during_group_creation_waits_for_the_next_minute(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", ["openid", "group_name"],
                      ((o, "新组") for o in sandbox_openids(100, seed=5)))
