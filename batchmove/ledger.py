@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS calls (endpoint TEXT PRIMARY KEY, n INTEGER NOT NULL)
 """
 
 
-_STATUS_INDEX = "CREATE INDEX IF NOT EXISTS rows_by_status ON rows (status, group_id)"
+# on status alone: results and group assignment then leave the index alone except when the
+# status itself changes (a composite index with group_id made assigning 1M rows 2x slower)
+_STATUS_INDEX = "CREATE INDEX IF NOT EXISTS rows_by_state ON rows (status)"
 
 
 class LedgerRow(NamedTuple):
@@ -193,7 +195,7 @@ class Ledger:
         total = 0
         with self.transaction() as conn:
             conn.execute("DELETE FROM rows")
-            conn.execute("DROP INDEX IF EXISTS rows_by_status")  # built once, after the rows
+            conn.execute("DROP INDEX IF EXISTS rows_by_state")  # built once, after the rows
             for chunk in chunks:
                 # an InputRow is already the row's tuple (its status a str): only `extra` needs
                 # encoding, and most rows have none (1M rows: 0.33 s -> 0.03 s)
@@ -222,12 +224,12 @@ class Ledger:
             "SELECT target, count(*) FROM rows WHERE status = 'pending' GROUP BY target")))
 
     def pending_moves(self) -> Iterator[tuple[int, Move]]:
-        """(group_id, move) for every pending row whose group is resolved, by group then row."""
+        """(group_id, move) for every pending row whose group is resolved, in input order."""
         cur = self.conn.execute(
             "SELECT group_id, row, openid FROM rows WHERE status = 'pending' "
-            "AND group_id IS NOT NULL ORDER BY group_id, row")
-        for group_id, row, openid in cur:
-            yield group_id, Move(row, openid)
+            "AND group_id IS NOT NULL ORDER BY row")
+        make = Move._make
+        return ((group_id, make((row, openid))) for group_id, row, openid in cur)
 
     def moved(self) -> list[Move]:
         """Rows recorded as moved (what `verify` reads back)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import zip_longest
 from typing import Any, TypeVar
 
 from batchmove.models import (
@@ -34,17 +35,18 @@ def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 def plan_batches(pending: Iterable[tuple[int, Move]], batch_size: int = MAX_BATCH) -> list[Batch]:
-    """Group (group_id, move) pairs by target group, in input order, `batch_size` per call."""
+    """Group (group_id, move) pairs by target group, in input order, `batch_size` per call;
+    the groups take turns."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be 1..{MAX_BATCH}, got {batch_size}")
     by_group: dict[int, list[Move]] = {}
     for group_id, move in pending:
         by_group.setdefault(group_id, []).append(move)
-    return [
-        Batch(group_id, tuple(part))
-        for group_id, moves in by_group.items()
-        for part in chunked(moves, batch_size)
-    ]
+    per_group = [[Batch(group_id, tuple(part)) for part in chunked(moves, batch_size)]
+                 for group_id, moves in by_group.items()]
+    # round-robin over the groups: the batches in flight then come from one stretch of the
+    # input, so each ledger commit touches a few pages, not pages all over the table
+    return [batch for turn in zip_longest(*per_group) for batch in turn if batch is not None]
 
 
 def plan_tag_batches(ops: Iterable[tuple[str, int, Move]],

@@ -53,10 +53,10 @@ def test_plan_batches_covers_every_move_once_within_size(targets: list[int], siz
 
 def test_plan_batches_example() -> None:
     pending = as_pending([101, 102, 101, 101, 102])
-    assert plan_batches(pending, 2) == [
+    assert plan_batches(pending, 2) == [  # the groups take turns
         Batch(101, (Move(2, "o2"), Move(4, "o4"))),
-        Batch(101, (Move(5, "o5"),)),
         Batch(102, (Move(3, "o3"), Move(6, "o6"))),
+        Batch(101, (Move(5, "o5"),)),
     ]
     assert plan_batches([], 50) == []
 
