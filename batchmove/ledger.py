@@ -111,6 +111,8 @@ class Ledger:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.execute("PRAGMA cache_size=-65536")  # 64 MB: a 1M-row load stays in memory
+            self.db.execute("PRAGMA temp_store=MEMORY")
             self.db.executescript(_SCHEMA)
             self.db.execute(_STATUS_INDEX)
             if fresh:
