@@ -36,6 +36,7 @@ GROUP_ID_MISSING = "missing group id"
 GROUP_ID_BAD = "group id must be a whole number >= 0"
 GROUP_NAME_CONTROL = "group name contains control characters"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NEUTRALISED = frozenset("=+-@\t\r")  # what report.neutralize prefixes with `'`
 TAG_SET_BAD = "tag ids must be whole numbers >= 0 separated by ';'"
 GROUP_ID_LARGE = "group id is too large"
 GROUP_NAME_MISSING = "missing group name"
@@ -91,7 +92,7 @@ def _cap(cells: list[str], lengths: np.ndarray[Any, Any]) -> list[str]:
 def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
                 stats: LoadStats) -> Checked:
     """Trim every cell, drop fully blank rows, and give each row its first failure (or "")."""
-    cells = [list(map(str.strip, column, repeat(BLANK))) for column in columns]
+    cells = [_unneutralise(list(map(str.strip, column, repeat(BLANK)))) for column in columns]
     lengths = [_lengths(column) for column in cells]
     count = len(cells[0]) if cells else 0
     numbers = list(range(first, first + count))
@@ -180,6 +181,14 @@ def _check_group_ids(raw: list[str], reasons: list[str]) -> list[str]:
             reasons[i] = (GROUP_ID_MISSING if not raw[i] else
                           GROUP_ID_BAD if match is None else GROUP_ID_LARGE)
     return canonical
+
+
+def _unneutralise(cells: list[str]) -> list[str]:
+    """Undo the `'` our reports put before a cell Excel would run (`'@市场部` -> `@市场部`), so
+    failed.csv feeds straight back; a `'` before anything else is the user's and stays."""
+    if "'" not in "".join(cells):  # the usual chunk: one fast scan
+        return cells
+    return [c[1:] if c[:1] == "'" and c[1:2] in _NEUTRALISED else c for c in cells]
 
 
 def _check_tag_sets(raw: list[str], reasons: list[str]) -> list[str]:
