@@ -233,11 +233,6 @@ class Ledger:
         make = Move._make
         return ((group_id, make((row, openid))) for group_id, row, openid in cur)
 
-    def moved(self) -> list[Move]:
-        """Rows recorded as moved (what `verify` reads back)."""
-        cur = self.conn.execute("SELECT row, openid FROM rows WHERE status = 'moved' ORDER BY row")
-        return [Move(row, openid) for row, openid in cur]
-
     def record_verified(self, verdicts: dict[int, str]) -> int:
         """Store `verify`'s verdict per row; returns the number of mismatches."""
         with self.transaction() as conn:

@@ -15,7 +15,6 @@ TokenKind = Literal["stable", "classic"]
 Backend = Literal["groups", "tags"]
 
 BLACKLIST_GROUP_ID = 1
-RESERVED_GROUP_IDS = frozenset({0, 1, 2})
 MAX_BATCH = 50
 MAX_USER_INFO_BATCH = 100
 MAX_GROUP_NAME_CHARS = 30

@@ -80,7 +80,7 @@ async def verify_run(run_dir: Path, api_base: str | None, events: Events) -> Run
         else:
             code, message = EXIT_OK, "every moved user is still in their target group"
         summary = report.read_summary(run_dir) if (run_dir / "summary.json").exists() else {}
-        summary["verify"] = {"checked": len(ledger.moved()), "mismatches": mismatches,
+        summary["verify"] = {"checked": ledger.counts()["moved"], "mismatches": mismatches,
                              "exit_code": code, "message": message}
         report.write_reports(ledger, run_dir, summary)
     return RunResult(code, message, run_dir, summary)
