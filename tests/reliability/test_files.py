@@ -166,15 +166,29 @@ def test_ledger_locked_by_a_running_batchmove_stops_the_second(sandbox: Threaded
         time.sleep(0.01)
     os.kill(first.pid, signal.SIGSTOP)  # holds the lock, sends nothing meanwhile
     try:
-        calls = sum(sandbox.state.calls.values())
+        calls = _settled_calls(sandbox)  # a call already on the wire still lands
         second = batchmove(*args)
         assert sum(sandbox.state.calls.values()) == calls
+    except BaseException:
+        first.kill()  # never leave it running into the next test's call counts
+        raise
     finally:
         os.kill(first.pid, signal.SIGCONT)
     line = assert_one_line_error(second, 2)
     assert "another batchmove process is running this job" in line
     finished = first.finish(120)
     assert finished.returncode == 0, finished.stderr
+
+
+def _settled_calls(sandbox: ThreadedSandbox, quiet: float = 0.5) -> int:
+    """The sandbox's call count once it has not moved for `quiet` seconds."""
+    count, since = sum(sandbox.state.calls.values()), time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.02)
+        now = sum(sandbox.state.calls.values())
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
 
 
 def test_a_ledger_that_is_not_sqlite_is_one_clear_line(sandbox: ThreadedSandbox,
