@@ -5,6 +5,7 @@ Frozen and dependency-free: every stage imports these, none of them imports a st
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -114,14 +115,30 @@ class Move(NamedTuple):
     openid: str
 
 
+Op = Literal["move", "tag", "untag"]
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Up to 50 users and one call: moved to a group, or tagged/untagged with one tag."""
+    """Up to 50 users and one call: moved to a group, or tagged/untagged with one tag.
+
+    `rows` and `openids` run in parallel: a million users cost two tuples per batch, not an
+    object per user (planning 1M rows took 2.7 s with a `Move` each).
+    """
 
     group_id: int
-    moves: tuple[Move, ...]
-    op: Literal["move", "tag", "untag"] = "move"
+    rows: tuple[int, ...]
+    openids: tuple[str, ...]
+    op: Op = "move"
+
+    @classmethod
+    def of(cls, group_id: int, moves: Iterable[Move], op: Op = "move") -> Batch:
+        pairs = tuple(moves)
+        return cls(group_id, tuple(m.row for m in pairs), tuple(m.openid for m in pairs), op)
 
     @property
-    def openids(self) -> list[str]:
-        return [m.openid for m in self.moves]
+    def moves(self) -> tuple[Move, ...]:
+        return tuple(map(Move._make, zip(self.rows, self.openids, strict=True)))
+
+    def __len__(self) -> int:
+        return len(self.rows)

@@ -332,10 +332,10 @@ async def read_users(client: WeChatClient, moves: list[Move], spec: JobSpec,
 
     def done(batch: Batch, infos: list[dict[str, Any]], attempts: int) -> None:
         by_openid = {i.get("openid"): i for i in infos}
-        for move in batch.moves:
-            found[move.row] = by_openid.get(move.openid, {})
+        for row, openid in zip(batch.rows, batch.openids, strict=True):
+            found[row] = by_openid.get(openid, {})
 
-    batches = [Batch(0, tuple(part)) for part in chunked(moves, MAX_USER_INFO_BATCH)]
+    batches = [Batch.of(0, part) for part in chunked(moves, MAX_USER_INFO_BATCH)]
     runner: Runner[list[dict[str, Any]]] = Runner(
         send=lambda b: client.batch_get_user_info(b.openids), on_done=done,
         on_failed=lambda failures: None, concurrency=spec.concurrency,
@@ -358,7 +358,7 @@ async def _move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopS
         total = len(tracker.remaining)
     else:
         batches = plan_batches(ledger.pending_moves(), spec.batch_size)
-        total = sum(len(b.moves) for b in batches)
+        total = sum(map(len, batches))
     tally = Counter[str]()
     buffer = ResultBuffer(ledger)
 
@@ -370,7 +370,7 @@ async def _move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopS
             events.progress("moving", tally["moved"], tally["failed"], total)
 
     def done(batch: Batch, _: object, attempts: int) -> None:
-        rows = [m.row for m in batch.moves]
+        rows = batch.rows
         buffer.moved(rows if tracker is None else tracker.complete(rows), attempts)
         commit()
 

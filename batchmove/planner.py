@@ -34,16 +34,23 @@ def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start:start + size]
 
 
-def plan_batches(pending: Iterable[tuple[int, Move]], batch_size: int = MAX_BATCH) -> list[Batch]:
-    """Group (group_id, move) pairs by target group, in input order, `batch_size` per call;
-    the groups take turns."""
+def plan_batches(pending: Iterable[tuple[int, int, str]],
+                 batch_size: int = MAX_BATCH) -> list[Batch]:
+    """(group_id, row, openid) triples in input order -> batches per target group, in input
+    order, `batch_size` per call; the groups take turns, in order of first appearance."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be 1..{MAX_BATCH}, got {batch_size}")
-    by_group: dict[int, list[Move]] = {}
-    for group_id, move in pending:
-        by_group.setdefault(group_id, []).append(move)
-    per_group = [[Batch(group_id, tuple(part)) for part in chunked(moves, batch_size)]
-                 for group_id, moves in by_group.items()]
+    by_group: dict[int, tuple[list[int], list[str]]] = {}
+    for group_id, row, openid in pending:
+        if group_id not in by_group:
+            by_group[group_id] = ([], [])
+        rows, openids = by_group[group_id]
+        rows.append(row)
+        openids.append(openid)
+    per_group = [[Batch(group_id, tuple(rows[i:i + batch_size]),
+                        tuple(openids[i:i + batch_size]))
+                  for i in range(0, len(rows), batch_size)]
+                 for group_id, (rows, openids) in by_group.items()]
     # round-robin over the groups: the batches in flight then come from one stretch of the
     # input, so each ledger commit touches a few pages, not pages all over the table
     return [batch for turn in zip_longest(*per_group) for batch in turn if batch is not None]
@@ -59,17 +66,17 @@ def plan_tag_batches(ops: Iterable[tuple[str, int, Move]],
     for op, tag_id, move in ops:
         by_key.setdefault((op, tag_id), []).append(move)
     order = sorted(by_key, key=lambda key: (key[0] != "untag", key[1]))
-    return [Batch(tag_id, tuple(part), op)  # type: ignore[arg-type]
+    return [Batch.of(tag_id, part, op)  # type: ignore[arg-type]
             for op, tag_id in order for part in chunked(by_key[(op, tag_id)], batch_size)]
 
 
 def split(batch: Batch) -> tuple[Batch, Batch]:
     """The two halves of a refused batch, each sent on its own to isolate the bad openids."""
-    if len(batch.moves) < 2:
+    if len(batch) < 2:
         raise ValueError("a batch of one cannot be split")
-    mid = len(batch.moves) // 2
-    return (Batch(batch.group_id, batch.moves[:mid], batch.op),
-            Batch(batch.group_id, batch.moves[mid:], batch.op))
+    mid = len(batch) // 2
+    return (Batch(batch.group_id, batch.rows[:mid], batch.openids[:mid], batch.op),
+            Batch(batch.group_id, batch.rows[mid:], batch.openids[mid:], batch.op))
 
 
 def move_calls(users_per_group: Iterable[int] | Mapping[Any, int],

@@ -186,7 +186,7 @@ class Runner(Generic[T]):
             return await self.send(batch)
 
         try:
-            result: T = await self._retrying()(attempt)
+            result: T = await self._with_retries(attempt)
         except _Abandoned:
             return
         except (TransientError, MinuteQuotaError) as exc:
@@ -200,7 +200,7 @@ class Runner(Generic[T]):
             self.stop(StopReason.FATAL, exc, now=True)
             return
         except RowError as exc:
-            if self.bisect and exc.errcode in BISECT_ERRCODES and len(batch.moves) > 1:
+            if self.bisect and exc.errcode in BISECT_ERRCODES and len(batch) > 1:
                 for half in split(batch):
                     self._queue.put_nowait(half)
                 return
@@ -210,19 +210,36 @@ class Runner(Generic[T]):
             self._fail(batch, exc, attempts)
             return
         self.on_done(batch, result, attempts)
-        self._count(len(batch.moves), 0)
+        self._count(len(batch), 0)
 
     def _fail(self, batch: Batch, exc: ApiError, attempts: int, prefix: str = "") -> None:
-        self.on_failed([Failure(m.row, exc.errcode, prefix + exc.errmsg, attempts)
-                        for m in batch.moves])
-        self._count(len(batch.moves), len(batch.moves))
+        self.on_failed([Failure(row, exc.errcode, prefix + exc.errmsg, attempts)
+                        for row in batch.rows])
+        self._count(len(batch), len(batch))
 
     def _count(self, settled: int, failed: int) -> None:
         if self.limits is not None and self.limits.add(settled, failed):
             self.stop(StopReason.THRESHOLD)
 
-    def _retrying(self) -> AsyncRetrying:
-        return retrying(self.policy, lambda: self.stopping, self._stop)
+    async def _with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """The first attempt runs outside tenacity, which costs ~40 µs a call to set up (0.8 s
+        of a 1M-user run) and which most calls never need. A retryable failure is replayed
+        to tenacity as its attempt 1, so the waits and the attempt caps stay tenacity's."""
+        try:
+            return await attempt()
+        except (TransientError, MinuteQuotaError) as exc:
+            first: BaseException | None = exc
+
+        async def replay_then_attempt() -> T:
+            nonlocal first
+            if first is not None:
+                failure, first = first, None
+                raise failure
+            return await attempt()
+
+        result: T = await retrying(self.policy, lambda: self.stopping, self._stop)(
+            replay_then_attempt)
+        return result
 
 
 def retrying(policy: RetryPolicy, stopping: Callable[[], bool] = lambda: False,

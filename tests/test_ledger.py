@@ -126,7 +126,7 @@ def test_pending_moves_in_input_order(loaded: Ledger) -> None:
     loaded.assign_groups({"101": 101, "102": 2}, {})
     loaded.record_moved([3], 1)
     assert list(loaded.pending_moves()) == [
-        (101, Move(2, "oA")), (101, Move(4, "oC")), (2, Move(7, "oE"))]  # 6 has no group
+        (101, 2, "oA"), (101, 4, "oC"), (2, 7, "oE")]  # 6 has no group
 
 
 def test_record_snapshot_marks_users_already_in_their_target(loaded: Ledger) -> None:
@@ -138,8 +138,7 @@ def test_record_snapshot_marks_users_already_in_their_target(loaded: Ledger) -> 
     assert got == {2: ("already", 101), 3: ("pending", 0), 4: ("pending", 102),
                    5: ("invalid", None), 6: ("pending", None), 7: ("already", 102)}
     assert loaded.pending_without_snapshot() == [Move(6, "oD")]
-    assert list(loaded.pending_moves()) == [(102, Move(3, "oB")), (101, Move(4, "oC")),
-                                            (999, Move(6, "oD"))]
+    assert list(loaded.pending_moves()) == [(102, 3, "oB"), (101, 4, "oC"), (999, 6, "oD")]
 
 
 def test_record_moved_and_failed_count_attempts(loaded: Ledger) -> None:

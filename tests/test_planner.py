@@ -26,9 +26,10 @@ group_ids = st.integers(min_value=0, max_value=12)
 batch_sizes = st.integers(min_value=1, max_value=MAX_BATCH)
 
 
-def as_pending(targets: list[int]) -> list[tuple[int, Move]]:
-    """One (group_id, move) per target; rows are unique and increasing like the ledger's."""
-    return [(gid, Move(row, f"o{row}")) for row, gid in enumerate(targets, start=2)]
+def as_pending(targets: list[int]) -> list[tuple[int, int, str]]:
+    """One (group_id, row, openid) per target; rows are unique and increasing like the
+    ledger's."""
+    return [(gid, row, f"o{row}") for row, gid in enumerate(targets, start=2)]
 
 
 # --- plan_batches ------------------------------------------------------------------------------
@@ -37,26 +38,26 @@ def test_plan_batches_covers_every_move_once_within_size(targets: list[int], siz
     pending = as_pending(targets)
     batches = plan_batches(pending, size)
 
-    sent = [(b.group_id, m) for b in batches for m in b.moves]
+    sent = [(b.group_id, *m) for b in batches for m in b.moves]
     assert Counter(sent) == Counter(pending)  # every move once, with its own group
-    assert all(1 <= len(b.moves) <= size for b in batches)
+    assert all(1 <= len(b) == len(b.moves) <= size for b in batches)
     assert len(batches) == move_calls(Counter(targets), size)
     # a group's moves keep their input order; groups come in order of first appearance
     for gid in set(targets):
-        assert [m for g, m in sent if g == gid] == [m for g, m in pending if g == gid]
+        assert [m for m in sent if m[0] == gid] == [m for m in pending if m[0] == gid]
     assert list(dict.fromkeys(b.group_id for b in batches)) == list(dict.fromkeys(targets))
     # only a group's last batch may be short
     for i, b in enumerate(batches[:-1]):
         if batches[i + 1].group_id == b.group_id:
-            assert len(b.moves) == size
+            assert len(b) == size
 
 
 def test_plan_batches_example() -> None:
     pending = as_pending([101, 102, 101, 101, 102])
     assert plan_batches(pending, 2) == [  # the groups take turns
-        Batch(101, (Move(2, "o2"), Move(4, "o4"))),
-        Batch(102, (Move(3, "o3"), Move(6, "o6"))),
-        Batch(101, (Move(5, "o5"),)),
+        Batch.of(101, (Move(2, "o2"), Move(4, "o4"))),
+        Batch(102, (3, 6), ("o3", "o6")),
+        Batch.of(101, (Move(5, "o5"),)),
     ]
     assert plan_batches([], 50) == []
 
@@ -83,7 +84,7 @@ def test_chunked_refuses_size_zero() -> None:
 # --- split -------------------------------------------------------------------------------------
 @given(st.integers(min_value=2, max_value=MAX_BATCH), group_ids)
 def test_split_halves_concatenate_to_the_batch(n: int, gid: int) -> None:
-    batch = Batch(gid, tuple(Move(r, f"o{r}") for r in range(n)))
+    batch = Batch.of(gid, (Move(r, f"o{r}") for r in range(n)))
     left, right = split(batch)
     assert left.moves + right.moves == batch.moves
     assert left.group_id == right.group_id == gid
@@ -92,7 +93,7 @@ def test_split_halves_concatenate_to_the_batch(n: int, gid: int) -> None:
 
 def test_split_refuses_a_batch_of_one() -> None:
     with pytest.raises(ValueError, match="a batch of one cannot be split"):
-        split(Batch(101, (Move(2, "o2"),)))
+        split(Batch.of(101, [Move(2, "o2")]))
 
 
 # --- call counts -------------------------------------------------------------------------------

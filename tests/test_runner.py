@@ -11,7 +11,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import tenacity.wait
@@ -28,7 +28,7 @@ from batchmove.errors import (
     TransientError,
 )
 from batchmove.ledger import Failure
-from batchmove.models import Batch, Move
+from batchmove.models import Batch
 from batchmove.planner import plan_batches
 from batchmove.runner import Limits, RetryPolicy, Runner, StopReason, with_retries
 
@@ -120,8 +120,14 @@ class Sleeps:
             await self.then()
 
 
-def moves(n: int, group_id: int = 101, first_row: int = 2) -> list[tuple[int, Move]]:
-    return [(group_id, Move(r, f"o{r}")) for r in range(first_row, first_row + n)]
+class Pending(NamedTuple):
+    group_id: int
+    row: int
+    openid: str
+
+
+def moves(n: int, group_id: int = 101, first_row: int = 2) -> list[Pending]:
+    return [Pending(group_id, r, f"o{r}") for r in range(first_row, first_row + n)]
 
 
 def make_runner(server: FakeServer, results: Results, *, sleeps: Sleeps | None = None,
@@ -143,7 +149,7 @@ async def test_every_batch_moves_and_concurrency_stays_under_the_cap(concurrency
     assert outcome.reason is StopReason.DONE
     assert outcome.error is None
     assert outcome.calls_made == len(server.calls) == len(batches) == 38
-    assert server.moved == {m.openid: gid for gid, m in pending}
+    assert server.moved == {m.openid: m.group_id for m in pending}
     assert sorted(b.moves for b, _ in results.done) == sorted(b.moves for b in batches)
     assert {a for _, a in results.done} == {1}
     assert results.failed == []
@@ -265,14 +271,14 @@ async def test_minute_quota_gives_up_after_its_cap() -> None:
 @pytest.mark.parametrize("bad_index", [0, 17, 49])
 async def test_bisection_isolates_one_bad_openid_in_fifty(errcode: int, bad_index: int) -> None:
     pending = moves(50)
-    bad = pending[bad_index][1]
-    server = FakeServer({m.openid for _, m in pending} - {bad.openid}, bad_errcode=errcode)
+    bad = pending[bad_index]
+    server = FakeServer({m.openid for m in pending} - {bad.openid}, bad_errcode=errcode)
     results = Results()
     limits = Limits()
     outcome = await make_runner(server, results, limits=limits).run(plan_batches(pending))
     assert results.failed == [Failure(bad.row, errcode, "invalid openid", 1)]
-    assert results.done_rows == {m.row for _, m in pending} - {bad.row}
-    assert set(server.moved) == {m.openid for _, m in pending} - {bad.openid}
+    assert results.done_rows == {m.row for m in pending} - {bad.row}
+    assert set(server.moved) == {m.openid for m in pending} - {bad.openid}
     assert outcome.calls_made <= 2 * math.ceil(math.log2(50)) + 1  # 13, not 50
     assert outcome.reason is StopReason.DONE
     assert (limits.settled, limits.failed) == (50, 1)  # each row counted once, at its end
@@ -284,13 +290,13 @@ async def test_bisection_isolates_one_bad_openid_in_fifty(errcode: int, bad_inde
 def test_bisection_moves_exactly_the_good_openids(case: tuple[int, set[int]]) -> None:
     n, bad_indexes = case
     pending = moves(n)
-    bad = {pending[i][1] for i in bad_indexes}
-    server = FakeServer({m.openid for _, m in pending} - {m.openid for m in bad})
+    bad = {pending[i] for i in bad_indexes}
+    server = FakeServer({m.openid for m in pending} - {m.openid for m in bad})
     results = Results()
     outcome = asyncio.run(make_runner(server, results, concurrency=4).run(plan_batches(pending)))
     assert {f.row for f in results.failed} == {m.row for m in bad}
     assert len(results.failed) == len(bad)
-    assert results.done_rows == {m.row for _, m in pending} - {m.row for m in bad}
+    assert results.done_rows == {m.row for m in pending} - {m.row for m in bad}
     depth = math.ceil(math.log2(n)) if n > 1 else 0
     assert outcome.calls_made <= min(2 * n - 1, 1 + 2 * len(bad) * depth)
 
@@ -312,7 +318,7 @@ async def test_group_level_row_errors_fail_the_whole_batch_without_splitting(
 
 async def test_without_bisection_a_bad_openid_fails_its_batch() -> None:
     pending = moves(10)
-    server = FakeServer({m.openid for _, m in pending} - {"o5"})
+    server = FakeServer({m.openid for m in pending} - {"o5"})
     results = Results()
     outcome = await make_runner(server, results, bisect=False).run(plan_batches(pending))
     assert results.failed == [Failure(r, 40003, "invalid openid", 1) for r in range(2, 12)]

@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 from aiolimiter import AsyncLimiter
+from yarl import URL
 
 from batchmove.errors import (
     ApiError,
@@ -86,6 +87,8 @@ class WeChatClient:
         self.calls: Counter[str] = Counter()
         self.tokens = TokenManager(token_source, self._request, max_refreshes=max_refreshes)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}  # endpoint -> URL with `_urls_token` in its query
+        self._urls_token: str | None = None
 
     def __repr__(self) -> str:
         return f"WeChatClient({self.base_url!r}, {self.tokens.source!r})"
@@ -151,19 +154,16 @@ class WeChatClient:
         """One HTTP attempt: limiter, counter, and every foreign failure translated."""
         if self._session is None:
             raise RuntimeError("use `async with WeChatClient(...)` before calling it")
-        query = dict(params or {})
-        if access_token is not None:
-            query["access_token"] = access_token
+        url = self._url(endpoint, access_token, params)
         headers = {}
         body: bytes | None = None
         if json is not None:
             body = jsonlib.dumps(json, ensure_ascii=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        url = f"{self.base_url}/cgi-bin/{endpoint}"
         async with self.limiter or contextlib.nullcontext():
             self.calls[endpoint] += 1
             try:
-                async with self._session.request(method, url, params=query, data=body,
+                async with self._session.request(method, url, data=body,
                                                  headers=headers) as resp:
                     status, reason = resp.status, resp.reason or _reason(resp.status)
                     content_type = resp.content_type
@@ -174,6 +174,25 @@ class WeChatClient:
             except aiohttp.ClientError as exc:
                 raise TransientError(None, _describe(exc), endpoint) from None
         return _decode(status, reason, content_type, raw, endpoint)
+
+    def _url(self, endpoint: str, access_token: str | None,
+             params: Mapping[str, str] | None) -> URL:
+        """The call's URL, query encoded. Without `params` it is kept per endpoint for the
+        current token: aiohttp encoding the query on every call cost ~25 µs of CPU a call."""
+        if params:
+            query = dict(params)
+            if access_token is not None:
+                query["access_token"] = access_token
+            return URL(f"{self.base_url}/cgi-bin/{endpoint}").with_query(query)
+        if access_token != self._urls_token:
+            self._urls, self._urls_token = {}, access_token
+        url = self._urls.get(endpoint)
+        if url is None:
+            url = URL(f"{self.base_url}/cgi-bin/{endpoint}")
+            if access_token is not None:
+                url = url.with_query(access_token=access_token)
+            self._urls[endpoint] = url
+        return url
 
     # -- groups -----------------------------------------------------------------------------
 
