@@ -98,7 +98,7 @@ class InputRow(NamedTuple):
     row: int
     openid: str
     target: str  # canonical group id digits, or the group name as typed (trimmed)
-    status: RowStatus  # PENDING when valid; INVALID or DUPLICATE otherwise
+    status: str  # a RowStatus value (plain str): PENDING when valid; INVALID or DUPLICATE
     reason: str  # why the row is invalid/duplicate; "" when valid
     extra: tuple[str, ...] | None  # the other columns' cells, in header order
 

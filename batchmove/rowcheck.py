@@ -262,8 +262,11 @@ class Dedupe:
             stats.valid += len(rows)
             stats.invalid += len(statuses) - len(rows)
         stats.rows += len(statuses)
+        # statuses as exact str: SQLite binds those in C, an enum member through Python's
+        # adaptation protocol (+0.35 s per 1M rows loaded)
         return list(map(_new_row, repeat(InputRow), zip(
-            checked.rows, checked.openids, checked.targets, statuses, reasons, checked.extras,
+            checked.rows, checked.openids, checked.targets, map(str.__str__, statuses), reasons,
+            checked.extras,
             strict=False,  # extras may be an endless repeat(None)
         )))
 

@@ -337,7 +337,7 @@ CELL_LIMIT = 1_000 + len(TRUNCATED)
 
 def _load(path: Path) -> list[tuple[int, str, str, str, tuple[str, ...]]]:
     source = open_input(JobSpec(input=path))
-    return [(r.row, r.openid, r.target, r.status.value, r.extra or ())
+    return [(r.row, r.openid, r.target, r.status, r.extra or ())
             for chunk in source.rows(7) for r in chunk]
 
 
