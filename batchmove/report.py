@@ -37,7 +37,7 @@ SUFFIX = "_batchmove"
 
 _TRIGGERS = frozenset("=+-@\t\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
-# a cell of a JSON array (as the ledger stores `extra`) that starts with a trigger
+# the triggers as a SQL list, for `_safe`: only cells starting with one call `neutralize`
 _TRIGGER_SQL = ", ".join(f"char({ord(c)})" for c in sorted(_TRIGGERS))
 _NEUTRALIZE = "batchmove_neutralize"
 # failed.csv's reason: why the row was refused, or the errcode and WeChat's message
@@ -158,8 +158,8 @@ def _layout(meta: dict[str, Any], verified: bool) -> _Layout:
                             "(meta headers/openid_column/target_column); run the job again")
     mapped = {headers.index(meta["openid_column"]): "openid",
               headers.index(meta["target_column"]): "target"}
-    others = iter(range(len(headers)))
-    cells = [_safe(mapped[i]) if i in mapped else _safe(f"extra ->> '$[{next(others)}]'")
+    others = iter(range(len(headers)))  # json_extract, not ->>: SQLite older than 3.38 too
+    cells = [_safe(mapped.get(i) or f"json_extract(extra, '$[{next(others)}]')")
              for i in range(len(headers))]
     message = _safe("COALESCE(NULLIF(reason, ''), errmsg, '')")
     report = [*cells, "row", "status", "group_id", "errcode", message, "attempts"]
