@@ -11,7 +11,10 @@ Two readers, two views of the same cells:
 
 from __future__ import annotations
 
+import csv
 import re
+import shutil
+import subprocess
 import zipfile
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
@@ -352,3 +355,23 @@ def test_matches_xlsxwriter(tmp_path: Path) -> None:
     xlsxwriter_file(theirs, HEADER, rows)
     assert openpyxl_values(ours) == openpyxl_values(theirs)
     assert calamine_values(ours) == calamine_values(theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
+def test_a_spreadsheet_application_reads_what_was_written(tmp_path: Path) -> None:
+    """LibreOffice (when installed; CI machines have none) opens the file and reads back every
+    cell exactly: escapes decoded, `_x0041_` literal, whitespace kept, digit text stays text."""
+    header = ["分组 & <x>", "n", "empty", "formula", "spaces", "lines", "literal", "emoji", "ctl"]
+    rows: list[list[str | int | None]] = [
+        ["高价值客户", 42, None, "'=SUM(A1)", " lead", "a\nb", "_x0041_", "😀", "tab\there\x01"],
+        ["00123", -7, "", "1e5", "trail ", "x\n\ny", "_x", "", "ok"],  # (LO reads CR LF as LF)
+    ]
+    write_sheet(tmp_path / "t.xlsx", header, rows, widths=[12.0] * len(header))
+    subprocess.run(["soffice", "--headless", f"-env:UserInstallation=file://{tmp_path}/lo",
+                    "--convert-to", "csv:Text - txt - csv (StarCalc):44,34,76",
+                    "--outdir", str(tmp_path), str(tmp_path / "t.xlsx")],
+                   check=True, capture_output=True, timeout=120)
+    with (tmp_path / "t.csv").open(encoding="utf-8", newline="") as f:
+        got = list(csv.reader(f))
+    assert got == [header, *[["" if c is None else str(c) for c in row] for row in rows]]
