@@ -308,11 +308,13 @@ class LeakAudit:
 
 
 # --- ledger and reports ---------------------------------------------------------------------
-def ledger_check(run_dir: Path) -> tuple[str, dict[str, int]]:
-    """(`PRAGMA integrity_check` verdict, rows per status) of a copy of the ledger + WAL."""
-    src = run_dir / "ledger.sqlite"
-    if not src.exists():
-        return "ok", {}
+@contextmanager
+def ledger_copy(run_dir: Path) -> Iterator[sqlite3.Connection | None]:
+    """A connection to a copy of the ledger + WAL (the run's own file is never touched), or
+    None when there is no ledger yet."""
+    if not (run_dir / "ledger.sqlite").exists():
+        yield None
+        return
     with tempfile.TemporaryDirectory(prefix="bm-ledger-") as scratch:
         for suffix in ("", "-wal"):
             if (run_dir / f"ledger.sqlite{suffix}").exists():
@@ -320,32 +322,32 @@ def ledger_check(run_dir: Path) -> tuple[str, dict[str, int]]:
                                 Path(scratch) / f"ledger.sqlite{suffix}")
         conn = sqlite3.connect(Path(scratch) / "ledger.sqlite")
         try:
-            verdict = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            counts = dict(conn.execute("SELECT status, count(*) FROM rows GROUP BY status")) \
-                if "rows" in tables else {}
+            yield conn
         finally:
             conn.close()
+
+
+def _has_rows_table(conn: sqlite3.Connection) -> bool:
+    return "rows" in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+
+
+def ledger_check(run_dir: Path) -> tuple[str, dict[str, int]]:
+    """(`PRAGMA integrity_check` verdict, rows per status) of a copy of the ledger + WAL."""
+    with ledger_copy(run_dir) as conn:
+        if conn is None:
+            return "ok", {}
+        verdict = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+        counts = dict(conn.execute("SELECT status, count(*) FROM rows GROUP BY status")) \
+            if _has_rows_table(conn) else {}
     return verdict, counts
 
 
 def moved_openids(run_dir: Path) -> set[str]:
     """Openids the ledger records as moved, read from a copy (the file is never touched)."""
-    if not (run_dir / "ledger.sqlite").exists():
-        return set()
-    with tempfile.TemporaryDirectory(prefix="bm-ledger-") as scratch:
-        for suffix in ("", "-wal"):
-            if (run_dir / f"ledger.sqlite{suffix}").exists():
-                shutil.copyfile(run_dir / f"ledger.sqlite{suffix}",
-                                Path(scratch) / f"ledger.sqlite{suffix}")
-        conn = sqlite3.connect(Path(scratch) / "ledger.sqlite")
-        try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if "rows" not in tables:
-                return set()
-            return {o for (o,) in conn.execute("SELECT openid FROM rows WHERE status='moved'")}
-        finally:
-            conn.close()
+    with ledger_copy(run_dir) as conn:
+        if conn is None or not _has_rows_table(conn):
+            return set()
+        return {o for (o,) in conn.execute("SELECT openid FROM rows WHERE status='moved'")}
 
 
 def report_rows(run_dir: Path) -> list[dict[str, str]]:

@@ -131,13 +131,8 @@ UNUSABLE = {
 def test_unusable_run_directory_stops_before_any_call(sandbox: ThreadedSandbox, tmp_path: Path,
                                                       where: str) -> None:
     (tmp_path / "a-file").write_text("not a directory")
-    out = UNUSABLE[where](tmp_path)
-    calls = sum(sandbox.state.calls.values())
-    child = batchmove("run", str(_input(tmp_path)), "--api-base", sandbox.base_url, "--out",
-                      str(out), "--yes", "--create-groups")
-    line = assert_one_line_error(child, 2)
-    assert "cannot use run directory" in line
-    assert sum(sandbox.state.calls.values()) == calls
+    _refused_before_any_call(sandbox, tmp_path, UNUSABLE[where](tmp_path),
+                             "cannot use run directory")
 
 
 def test_ledger_locked_by_another_holder_stops_before_any_call(sandbox: ThreadedSandbox,
@@ -196,11 +191,17 @@ def test_a_ledger_that_is_not_sqlite_is_one_clear_line(sandbox: ThreadedSandbox,
     run_dir = tmp_path / "run"
     run_dir.mkdir(mode=0o700)
     (run_dir / "ledger.sqlite").write_bytes(b"this is not a database\x00" * 400)
+    _refused_before_any_call(sandbox, tmp_path, run_dir, "not a batchmove ledger")
+
+
+def _refused_before_any_call(sandbox: ThreadedSandbox, tmp_path: Path, out: Path,
+                             why: str) -> None:
+    """`batchmove run --out OUT` exits 2 with one line saying `why`, and sends nothing."""
     calls = sum(sandbox.state.calls.values())
     child = batchmove("run", str(_input(tmp_path)), "--api-base", sandbox.base_url, "--out",
-                      str(run_dir), "--yes", "--create-groups")
+                      str(out), "--yes", "--create-groups")
     line = assert_one_line_error(child, 2)
-    assert "not a batchmove ledger" in line
+    assert why in line
     assert sum(sandbox.state.calls.values()) == calls
 
 
