@@ -19,8 +19,33 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from batchmove import loader, report
-from batchmove.backend import api_client
+from batchmove.engine.backend import api_client
+from batchmove.engine.planner import chunked, plan_batches, plan_tag_batches, summarize_plan
+from batchmove.engine.resolver import (
+    Resolution,
+    create_missing,
+    match_groups,
+    match_tag_sets,
+    refuse_missing,
+)
+from batchmove.engine.runner import (
+    Limits,
+    RetryPolicy,
+    Runner,
+    RunOutcome,
+    StopReason,
+    StopSignals,
+    signal_stop,
+    with_retries,
+)
+from batchmove.engine.targets import (
+    RowOps,
+    Targets,
+    group_verdict,
+    parse_tag_set,
+    tag_operations,
+    tag_verdict,
+)
 from batchmove.errors import (
     EXIT_OK,
     EXIT_ROW_FAILURES,
@@ -39,7 +64,9 @@ from batchmove.errors import (
     TransientError,
     UsageError,
 )
-from batchmove.ledger import LEDGER_NAME, Failure, Ledger, ResultBuffer
+from batchmove.intake import loader
+from batchmove.ledger.rundir import archive, fingerprint, now, run_id, write_json
+from batchmove.ledger.store import LEDGER_NAME, Failure, Ledger, ResultBuffer
 from batchmove.models import (
     BLACKLIST_GROUP_ID,
     MAX_USER_INFO_BATCH,
@@ -48,33 +75,7 @@ from batchmove.models import (
     JobSpec,
     Move,
 )
-from batchmove.planner import chunked, plan_batches, plan_tag_batches, summarize_plan
-from batchmove.resolver import (
-    Resolution,
-    create_missing,
-    match_groups,
-    match_tag_sets,
-    refuse_missing,
-)
-from batchmove.rundir import archive, fingerprint, now, run_id, write_json
-from batchmove.runner import (
-    Limits,
-    RetryPolicy,
-    Runner,
-    RunOutcome,
-    StopReason,
-    StopSignals,
-    signal_stop,
-    with_retries,
-)
-from batchmove.targets import (
-    RowOps,
-    Targets,
-    group_verdict,
-    parse_tag_set,
-    tag_operations,
-    tag_verdict,
-)
+from batchmove.output import report
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.errcodes import ERRCODES
 

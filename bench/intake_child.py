@@ -16,8 +16,8 @@ from pathlib import Path
 
 def main(input_path: Path, run_dir: Path) -> dict[str, float]:
     started = time.perf_counter()
-    from batchmove import loader
-    from batchmove.ledger import Ledger
+    from batchmove.intake import loader
+    from batchmove.ledger.store import Ledger
     from batchmove.models import JobSpec
 
     imported = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batchmove.jobfile import load_job
+from batchmove.intake.jobfile import load_job
 from batchmove.sandbox import SandboxConfig
 from tests.conftest import REPO_ROOT, SandboxFactory
 from tests.engine_helpers import report_rows, run, user_state

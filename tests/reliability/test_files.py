@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from batchmove.ledger import Ledger
+from batchmove.ledger.store import Ledger
 from batchmove.sandbox import SandboxConfig, sandbox_openids
 from tests.reliability.support import (
     SECRET,

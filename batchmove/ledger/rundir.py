@@ -1,0 +1,64 @@
+"""The run directory's life: which run a ledger holds, and what happens to a finished one.
+
+A run is known by its fingerprint: the input's content plus every setting that changes where
+rows go. A finished run whose job comes back with a new input (the nightly batch) is moved to
+`history/<run id>/` so the new run starts clean; its files are never deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from batchmove.ledger.store import LEDGER_NAME, Ledger
+from batchmove.models import JobSpec
+
+#: files of a run directory that move to history/ when a finished run makes way for a new one
+RUN_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", "report.csv",
+             "report.xlsx", "failed.csv", "summary.json", "plan.json")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """A JSON file readable by the owner only (it may name follower ids)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2, default=str)
+    return path
+
+
+def fingerprint(spec: JobSpec, content_hash: str) -> str:
+    """The input's content plus every setting that changes which group a row goes to."""
+    settings = {"sheet": spec.sheet, "encoding": spec.encoding, "target": spec.target,
+                "columns": [spec.columns.openid, spec.columns.group_id, spec.columns.group_name],
+                "api_base": spec.api_base, "backend": spec.backend,
+                "untag": spec.untag if isinstance(spec.untag, str) else sorted(spec.untag)}
+    blob = content_hash + json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def archive(ledger: Ledger, meta: dict[str, Any]) -> None:
+    """Move a previous run's files to history/<run_id>/ and empty the ledger."""
+    history = ledger.run_dir / "history"
+    history.mkdir(exist_ok=True, mode=0o700)
+    target = history / str(meta.get("run_id") or run_id())
+    target.mkdir(exist_ok=True, mode=0o700)
+    ledger.close_db()
+    for name in RUN_FILES:
+        src = ledger.run_dir / name
+        if src.exists():
+            shutil.move(str(src), target / name)
+    ledger.open(lock=False)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"

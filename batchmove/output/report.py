@@ -1,0 +1,244 @@
+"""Ledger -> the files an analyst opens: report.csv, report.xlsx, failed.csv, summary.json.
+
+Every file is written to a temporary name in the run directory and renamed into place, so a
+kill mid-write leaves the previous version or none, never half a file. They hold follower ids,
+so they are created readable by the owner only. Text cells that Excel would run as a formula
+get a leading `'` (CSV injection). `failed.csv` keeps the input's own header row verbatim (the
+loader must recognise its columns) so it can be fixed and fed straight back as the next input.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from itertools import chain, islice
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from batchmove.errors import RunStateError
+from batchmove.ledger.store import Ledger
+from batchmove.models import RowStatus
+from batchmove.output.xlsxfast import write_sheet
+
+REPORT_CSV = "report.csv"
+REPORT_XLSX = "report.xlsx"
+FAILED_CSV = "failed.csv"
+SUMMARY_JSON = "summary.json"
+OUR_COLUMNS = ("row", "status", "group_id", "errcode", "errmsg", "attempts")
+FAILED_COLUMNS = ("source_row", "reason")
+EXCEL_MAX_ROWS = 1_048_575  # data rows below the header
+SUFFIX = "_batchmove"
+
+_TRIGGERS = frozenset("=+-@\t\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+# the triggers as a SQL list, for `_safe`: only cells starting with one call `neutralize`
+_TRIGGER_SQL = ", ".join(f"char({ord(c)})" for c in sorted(_TRIGGERS))
+_NEUTRALIZE = "batchmove_neutralize"
+# failed.csv's reason: why the row was refused, or the errcode and WeChat's message
+_FAILURE_REASON = """CASE WHEN status = 'invalid' THEN reason
+    WHEN errcode IS NULL THEN COALESCE(NULLIF(errmsg, ''), 'no answer from WeChat')
+    WHEN COALESCE(errmsg, '') != '' THEN 'errcode ' || errcode || ': ' || errmsg
+    ELSE 'errcode ' || errcode END"""
+_WIDTH_SAMPLE = 500
+_MAX_WIDTH = 60
+
+Cells = Sequence[Any]  # text cells; our counters stay int (or None) for csv and xlsx
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFiles:
+    """What `write_reports` wrote; `xlsx_skipped` says why `report_xlsx` is None."""
+
+    report_csv: Path
+    report_xlsx: Path | None
+    failed_csv: Path
+    summary_json: Path
+    xlsx_skipped: str | None = None
+
+
+def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
+                  xlsx_max_rows: int = 200_000) -> ReportFiles:
+    """Write all four files from the ledger; an unwritable run_dir is a `RunStateError`."""
+    meta = ledger.meta()
+    verified = ledger.verified_any()
+    layout = _layout(meta, verified)
+    headers = list(meta["headers"])
+    ours = (*OUR_COLUMNS, "verified") if verified else OUR_COLUMNS
+    report_header = [*map(neutralize, headers), *unique_names(headers, ours)]
+    counts = {s.value: 0 for s in RowStatus} | dict(ledger.counts())
+    total = sum(counts.values())
+    limit = min(xlsx_max_rows, EXCEL_MAX_ROWS)
+    skipped = f"{total} rows > xlsx_max_rows {limit}" if total > limit else None
+    files = ReportFiles(run_dir / REPORT_CSV, None if skipped else run_dir / REPORT_XLSX,
+                        run_dir / FAILED_CSV, run_dir / SUMMARY_JSON, skipped)
+    try:
+        _remove_stale_temps(run_dir)
+        with _atomic_text(files.report_csv) as out:
+            _write_csv(out, report_header, _rows(ledger, layout.report))
+        if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
+            with suppress(FileNotFoundError):
+                (run_dir / REPORT_XLSX).unlink()
+        else:
+            _write_xlsx(files.report_xlsx, report_header, _rows(ledger, layout.report))
+        with _atomic_text(files.failed_csv) as out:
+            _write_csv(out, [*headers, *unique_names(headers, FAILED_COLUMNS)],
+                       _rows(ledger, layout.failed, "status IN ('failed', 'invalid')"))
+        names = [p.name for p in (files.report_csv, files.report_xlsx, files.failed_csv,
+                                  files.summary_json) if p is not None]
+        full = {**summary, "counts": counts, "rows": total, "calls": ledger.calls(),
+                "groups_created": ledger.created_groups(),
+                "report_xlsx": None if skipped else REPORT_XLSX,
+                "report_xlsx_skipped": skipped, "files": names}
+        with _atomic_text(files.summary_json, bom=False) as out:
+            json.dump(full, out, ensure_ascii=False, indent=2, default=str)
+            out.write("\n")
+    except OSError as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise RunStateError(f"cannot write the reports in {run_dir}: {why}") from None
+    return files
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The summary.json of a finished run (what schedulers and `status` read)."""
+    path = run_dir / SUMMARY_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunStateError(f"{path} does not exist: the run has not written its reports") from None
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise RunStateError(f"cannot read {path}: {why}") from None
+    if not isinstance(data, dict):
+        raise RunStateError(f"{path} is not a batchmove summary (not a JSON object)")
+    return data
+
+
+def unique_names(taken: Sequence[str], ours: Iterable[str]) -> list[str]:
+    """Our column names, suffixed where the input already uses one, so theirs is never lost."""
+    used = {h.strip().casefold() for h in taken}
+    names = []
+    for name in ours:
+        candidate, n = name, 1
+        while candidate.casefold() in used:
+            candidate = f"{name}{SUFFIX}{n if n > 1 else ''}"
+            n += 1
+        used.add(candidate.casefold())
+        names.append(candidate)
+    return names
+
+
+def neutralize(cell: str) -> str:
+    """A leading `'` on text Excel would run as a formula; plain numbers like -5 stay as is."""
+    if cell[:1] in _TRIGGERS and not _PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+class _Layout(NamedTuple):
+    """The report's cells as SQL over the ledger's `rows` table, computed by SQLite in C: a
+    Python function per row cost 3 s of a 1M-row report. Both start with the input's cells in
+    header order (openid and target put back, the other cells from the `extra` JSON array);
+    every text cell Excel could run as a formula goes through `neutralize`."""
+
+    report: list[str]
+    failed: list[str]
+
+
+def _layout(meta: dict[str, Any], verified: bool) -> _Layout:
+    headers = meta.get("headers")
+    if not (isinstance(headers, list) and meta.get("openid_column") in headers
+            and meta.get("target_column") in headers):
+        raise RunStateError("the ledger does not record the input's headers and mapped columns "
+                            "(meta headers/openid_column/target_column); run the job again")
+    mapped = {headers.index(meta["openid_column"]): "openid",
+              headers.index(meta["target_column"]): "target"}
+    others = iter(range(len(headers)))  # json_extract, not ->>: SQLite older than 3.38 too
+    cells = [_safe(mapped.get(i) or f"json_extract(extra, '$[{next(others)}]')")
+             for i in range(len(headers))]
+    message = _safe("COALESCE(NULLIF(reason, ''), errmsg, '')")
+    report = [*cells, "row", "status", "group_id", "errcode", message, "attempts"]
+    if verified:
+        report.append("COALESCE(verified, '')")
+    return _Layout(report, [*cells, "row", _safe(_FAILURE_REASON)])
+
+
+def _safe(expr: str) -> str:
+    """`expr`, through `neutralize` when it starts with a character Excel treats as a formula."""
+    return (f"CASE WHEN substr({expr}, 1, 1) IN ({_TRIGGER_SQL}) "
+            f"THEN {_NEUTRALIZE}({expr}) ELSE {expr} END")
+
+
+def _rows(ledger: Ledger, columns: list[str], where: str = "") -> Iterator[tuple[Any, ...]]:
+    ledger.conn.create_function(_NEUTRALIZE, 1, neutralize, deterministic=True)
+    return ledger.select(columns, where)
+
+
+def _write_csv(out: IO[str], header: list[str], rows: Iterable[Cells]) -> None:
+    csv.writer(out, lineterminator="\r\n").writerows(chain([header], rows))
+
+
+def _write_xlsx(path: Path, header: list[str], rows: Iterator[Cells]) -> None:
+    """Our counters as numbers, every other cell text, through `xlsxfast` (7x xlsxwriter).
+
+    Column widths come from the first rows: the writer streams and cannot look back.
+    """
+    head = list(islice(rows, _WIDTH_SAMPLE))
+    widths = [min(max([_width(name), *(_width(r[col]) for r in head)]) + 2, _MAX_WIDTH)
+              for col, name in enumerate(header)]
+    with _atomic_path(path) as tmp:
+        write_sheet(tmp, header, chain(head, rows), widths=widths)
+
+
+def _width(value: str | int | None) -> int:
+    """Display width: CJK characters take two columns in Excel's default font."""
+    text = "" if value is None else str(value)[:_MAX_WIDTH]
+    return sum(2 if ord(ch) >= 0x2E80 else 1 for ch in text)
+
+
+def _temp_name(path: Path) -> tuple[str, str]:
+    return f".{path.name}.", ".tmp"
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Temp files a killed earlier run left behind hold follower ids too: delete them."""
+    for name in (REPORT_CSV, REPORT_XLSX, FAILED_CSV, SUMMARY_JSON):
+        prefix, suffix = _temp_name(run_dir / name)
+        for stale in run_dir.glob(f"{prefix}*{suffix}"):
+            with suppress(FileNotFoundError):
+                stale.unlink()
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """A 0o600 temp file beside `path`, synced and renamed onto it only if the block succeeds."""
+    prefix, suffix = _temp_name(path)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o600)
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextmanager
+def _atomic_text(path: Path, *, bom: bool = True) -> Iterator[IO[str]]:
+    """UTF-8 text via `_atomic_path`; the BOM makes Excel show Chinese. It is written by hand:
+    the `utf-8-sig` codec is pure Python and would cost a call per row."""
+    with _atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="",
+                                             buffering=1 << 20) as out:
+        if bom:
+            out.write("\ufeff")
+        yield out

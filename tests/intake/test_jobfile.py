@@ -1,0 +1,209 @@
+"""Job files: every key read, every mistake one line naming the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchmove.errors import JobFileError, UsageError
+from batchmove.intake.jobfile import check_spec, load_job, spec_for
+from batchmove.models import ColumnMap, Credentials, JobSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def job_dir(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "users.csv").write_text("openid,group\n", encoding="utf-8")
+    (tmp_path / "jobs").mkdir()
+    return tmp_path
+
+
+def write_job(job_dir: Path, body: str) -> Path:
+    path = job_dir / "jobs" / "seg.toml"
+    path.write_text('input = "../data/users.csv"\n' + body, encoding="utf-8")
+    return path
+
+
+def failure(path: Path) -> str:
+    with pytest.raises(JobFileError) as info:
+        load_job(path)
+    assert "\n" not in info.value.message
+    return info.value.message
+
+
+def test_defaults_and_relative_paths(job_dir: Path) -> None:
+    path = write_job(job_dir, "")
+    spec = load_job(path)
+    assert spec == JobSpec(input=job_dir / "data" / "users.csv", job_path=path, name="seg")
+    assert spec.out_dir == Path("runs") / "seg"
+
+
+def test_every_key(job_dir: Path) -> None:
+    path = write_job(job_dir, '''
+name = "segment-2026-11"
+sheet = 2
+encoding = "gb18030"
+target = "name"
+api_base = "sandbox"
+rate = 5
+concurrency = 2
+batch_size = 20
+retries = 3
+timeout = 2.5
+max_failure_rate = 1
+failure_sample = 10
+create_groups = true
+allow_blacklist = true
+out = "../runs/segment"
+confirm = false
+snapshot = false
+verify = true
+xlsx_max_rows = 0
+[columns]
+openid = "粉丝"
+group_name = "分组"
+[credentials]
+appid_env = "MY_APPID"
+token_command = "get-token --main"
+token_kind = "classic"
+[sandbox]
+users_file = "../data/users.csv"
+groups = 100
+''')
+    spec = load_job(path)
+    assert spec == JobSpec(
+        input=job_dir / "data" / "users.csv", job_path=path, name="segment-2026-11", sheet=2,
+        encoding="gb18030", columns=ColumnMap(openid="粉丝", group_name="分组"), target="name",
+        api_base="sandbox", credentials=Credentials(appid_env="MY_APPID",
+                                                    token_command="get-token --main",
+                                                    token_kind="classic"),
+        rate=5.0, concurrency=2, batch_size=20, retries=3, timeout=2.5, max_failure_rate=1.0,
+        failure_sample=10, create_groups=True, allow_blacklist=True,
+        out=job_dir / "runs" / "segment", confirm=False, snapshot=False, verify=True,
+        xlsx_max_rows=0, sandbox={"users_file": str(job_dir / "data" / "users.csv"),
+                                  "groups": 100},
+    )
+    assert isinstance(spec.rate, float)
+    assert check_spec(spec) is spec
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("batchsize = 10", "unknown key 'batchsize' (did you mean 'batch_size'?)"),
+    ("colums = {}", "unknown key 'colums' (did you mean 'columns'?)"),
+    ("wibble = 1", "unknown key 'wibble'"),
+    ("[columns]\nopen_id = 'x'", "[columns] unknown key 'open_id' (did you mean 'openid'?)"),
+    ("[credentials]\nappid = 'x'", "[credentials] unknown key 'appid' (did you mean 'appid_env'?)"),
+    ('rate = "fast"', 'rate must be a number, got "fast"'),
+    ("rate = true", "rate must be a number, got true"),
+    ("batch_size = 10.5", "batch_size must be an integer, got 10.5"),
+    ('confirm = "no"', 'confirm must be true or false, got "no"'),
+    ('target = "tag"', 'target must be "id", "name" or "set", got "tag"'),
+    ("sheet = -1", "sheet must be a sheet name or a number counted from 0, got -1"),
+    ("name = 5", "name must be a string, got 5"),
+    ('name = " "', "name must not be empty"),
+    ("columns = 'openid'", 'columns must be a table ([columns]), got "openid"'),
+    ("[rate]\nx = 1", "[rate] is not a table here: rate is a plain key"),
+    ("[columns]\nopenid = 3", "columns.openid must be a column header (a string), got 3"),
+    ("[credentials]\ntoken_env = 'my token'",
+     'credentials.token_env must be the NAME of an environment variable, got "my token"'),
+    ("[credentials]\ntoken_kind = 'fresh'",
+     'credentials.token_kind must be "stable" or "classic", got "fresh"'),
+    ('encoding = "klingon"',
+     "encoding 'klingon' is not an encoding Python knows (try \"gb18030\" or \"utf-8\")"),
+    ("[sandbox]\nusers_file = 3", "sandbox.users_file must be a path (a string), got 3"),
+])
+def test_bad_keys(job_dir: Path, body: str, message: str) -> None:
+    path = write_job(job_dir, body + "\n")
+    assert failure(path) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize(("body", "key", "use"), [
+    ("[credentials]\nsecret = 'abc'", "[credentials] 'secret'", "secret_env"),
+    ("[credentials]\nappsecret = 'abc'", "[credentials] 'appsecret'", "secret_env"),
+    ("[credentials]\naccess_token = 'abc'", "[credentials] 'access_token'", "token_env"),
+    ("[credentials]\ntoken = 'abc'", "[credentials] 'token'", "token_env"),
+    ("AppSecret = 'abc'", "'AppSecret'", "secret_env"),
+])
+def test_secrets_are_refused(job_dir: Path, body: str, key: str, use: str) -> None:
+    path = write_job(job_dir, body + "\n")
+    assert failure(path) == (
+        f"{path}: {key} would put a secret in the job file: keep it in an environment variable "
+        f'and name the variable with [credentials] {use} = "..."')
+
+
+def test_syntax_error_names_the_line(job_dir: Path) -> None:
+    path = write_job(job_dir, "rate = 20\nbatch_size = = 3\n")
+    assert failure(path).startswith(f"{path}: invalid TOML: Invalid value (at line 3, column 14)")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('input = "../data/nope.csv"', "input file not found: {d}/data/nope.csv"),
+    ('input = "../data"', "input is not a file: {d}/data"),
+    ("input = 3", "input must be a path (a string), got 3"),
+    ("rate = 1", "missing required key 'input' (the spreadsheet to load)"),
+])
+def test_input_errors(job_dir: Path, body: str, message: str) -> None:
+    path = job_dir / "jobs" / "seg.toml"
+    path.write_text(body + "\n", encoding="utf-8")
+    assert failure(path) == f"{path}: {message.format(d=job_dir)}"
+
+
+def test_unreadable_job_files(tmp_path: Path) -> None:
+    assert failure(tmp_path / "none.toml") == f"{tmp_path / 'none.toml'}: job file not found"
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b'name = "\xff"\n')
+    assert failure(path) == f"{path}: the job file is not UTF-8 text"
+
+
+def test_spec_for(job_dir: Path) -> None:
+    data = job_dir / "data" / "users.csv"
+    assert spec_for(data) == JobSpec(input=data, name="users")
+    assert spec_for(write_job(job_dir, "")).name == "seg"
+    with pytest.raises(UsageError, match=r"^no such file: .*missing\.csv$"):
+        spec_for(job_dir / "missing.csv")
+    with pytest.raises(UsageError, match=r"^not a file: .*data$"):
+        spec_for(job_dir / "data")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"batch_size": 80}, "batch_size must be 1..50, got 80"),
+    ({"batch_size": 0}, "batch_size must be 1..50, got 0"),
+    ({"rate": -1.0}, "rate must be >= 0 (0 = no limit), got -1"),
+    ({"rate": float("inf")}, "rate must be >= 0 (0 = no limit), got inf"),
+    ({"concurrency": 0}, "concurrency must be >= 1, got 0"),
+    ({"retries": 0}, "retries must be >= 1, got 0"),
+    ({"timeout": -1.0}, "timeout must be > 0, got -1"),
+    ({"max_failure_rate": 0.0}, "max_failure_rate must be > 0 and <= 1, got 0"),
+    ({"max_failure_rate": 1.5}, "max_failure_rate must be > 0 and <= 1, got 1.5"),
+    ({"failure_sample": 0}, "failure_sample must be >= 1, got 0"),
+    ({"xlsx_max_rows": -1}, "xlsx_max_rows must be 0..1048575, got -1"),
+    ({"api_base": "ftp://x"}, 'api_base must be "sandbox" or an http(s):// URL, got "ftp://x"'),
+    ({"name": "../x"}, 'name must be usable as a directory name, got "../x"'),
+    ({"sheet": -2}, "sheet must be a name or a number >= 0, got -2"),
+])
+def test_check_spec_ranges(changes: dict[str, object], message: str) -> None:
+    spec = JobSpec(input=Path("in.csv"), name="x").with_overrides(**changes)
+    with pytest.raises(UsageError) as info:
+        check_spec(spec)
+    assert info.value.message == message
+
+
+def test_override_fixes_a_file_value(job_dir: Path) -> None:
+    spec = load_job(write_job(job_dir, "batch_size = 80\n"))
+    assert check_spec(spec.with_overrides(batch_size=40)).batch_size == 40
+    assert check_spec(spec.with_overrides(batch_size=40, rate=0.0)).rate == 0.0  # no limit
+
+
+def test_example_job_documents_every_key() -> None:
+    text = (ROOT / "jobs" / "example.toml").read_text(encoding="utf-8")
+    for key in [*JobSpec.__dataclass_fields__, *Credentials.__dataclass_fields__,
+                *ColumnMap.__dataclass_fields__]:
+        if key in ("credentials", "columns", "sandbox"):
+            assert f"\n[{key}]\n" in text, key
+        elif key != "job_path":
+            assert f"{key} =" in text, key
+    spec = load_job(ROOT / "jobs" / "example.toml")
+    assert check_spec(spec).name == "example"

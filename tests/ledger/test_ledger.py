@@ -1,0 +1,280 @@
+"""The SQLite checkpoint: loading, results, resets, the creation journal, lock and durability."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchmove.errors import RunLockedError, RunStateError
+from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME, Failure, Ledger, LedgerRow
+from batchmove.models import InputRow, Move, RowStatus
+
+
+def row(n: int, openid: str, target: str, status: RowStatus = RowStatus.PENDING,
+        reason: str = "", extra: tuple[str, ...] | None = None) -> InputRow:
+    return InputRow(n, openid, target, status, reason, extra)
+
+
+ROWS = [
+    row(2, "oA", "101", extra=("Ann", "北京")),
+    row(3, "oB", "102"),
+    row(4, "oC", "101"),
+    row(5, "", "101", RowStatus.INVALID, "openid is empty"),
+    row(6, "oD", "999"),
+    row(7, "oE", "102"),
+]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    with Ledger(tmp_path / "run").open() as opened:
+        yield opened
+
+
+@pytest.fixture
+def loaded(ledger: Ledger) -> Ledger:
+    ledger.load_rows([ROWS[:3], ROWS[3:]], lambda: [])
+    return ledger
+
+
+def statuses(ledger: Ledger) -> dict[int, str]:
+    return {r.row: r.status for r in ledger.rows()}
+
+
+# --- loading -----------------------------------------------------------------------------------
+def test_load_rows_from_chunks_with_amendments(ledger: Ledger) -> None:
+    read: list[str] = []
+
+    def chunks() -> Iterator[list[InputRow]]:
+        read.append("chunk")
+        yield ROWS[:2]
+        read.append("chunk")
+        yield ROWS[2:]
+
+    def amendments() -> list[tuple[int, RowStatus, str]]:
+        read.append("amendments")  # read only after every chunk
+        return [(7, RowStatus.DUPLICATE, "same openid and target as row 3")]
+
+    assert ledger.load_rows(chunks(), amendments) == 6
+    assert read == ["chunk", "chunk", "amendments"]
+    got = list(ledger.rows())
+    assert got[0] == LedgerRow(2, "oA", "101", "pending", "", None, None, None, None, 0,
+                               '["Ann", "北京"]', None)
+    assert got[-1] == LedgerRow(7, "oE", "102", "duplicate", "same openid and target as row 3",
+                                None, None, None, None, 0, None, None)
+    assert ledger.counts() == Counter(pending=4, invalid=1, duplicate=1)
+    assert ledger.pending_targets() == Counter({"101": 2, "102": 1, "999": 1})
+
+
+def test_load_rows_replaces_what_was_loaded_before(loaded: Ledger) -> None:
+    assert loaded.load_rows([[row(10, "oZ", "5")]], lambda: []) == 1
+    assert [r.row for r in loaded.rows()] == [10]
+
+
+def test_load_rows_rolls_back_when_the_chunks_fail_midway(ledger: Ledger) -> None:
+    def broken() -> Iterator[list[InputRow]]:
+        yield ROWS[:3]
+        raise ValueError("the spreadsheet went away")
+
+    with pytest.raises(ValueError, match="went away"):
+        ledger.load_rows(broken(), lambda: [])
+    assert ledger.is_empty()
+    assert ledger.counts() == Counter()
+
+
+def test_load_rows_rollback_keeps_the_previous_rows(loaded: Ledger) -> None:
+    def broken() -> Iterator[list[InputRow]]:
+        yield [row(10, "oZ", "5")]
+        raise OSError("disk")
+
+    with pytest.raises(OSError, match="disk"):
+        loaded.load_rows(broken(), lambda: [])
+    assert [r.row for r in loaded.rows()] == [2, 3, 4, 5, 6, 7]
+
+
+def test_load_rows_rolls_back_when_amendments_fail(ledger: Ledger) -> None:
+    def amendments() -> list[tuple[int, RowStatus, str]]:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        ledger.load_rows([ROWS], amendments)
+    assert ledger.is_empty()
+
+
+# --- results -----------------------------------------------------------------------------------
+def test_assign_groups_resolves_and_fails_pending_rows_only(loaded: Ledger) -> None:
+    loaded.assign_groups({"101": 101, "102": 102},
+                         {"999": (40050, "group id 999 does not exist on this account")})
+    got = {r.row: (r.status, r.group_id, r.errcode, r.errmsg) for r in loaded.rows()}
+    assert got == {
+        2: ("pending", 101, None, None),
+        3: ("pending", 102, None, None),
+        4: ("pending", 101, None, None),
+        5: ("invalid", None, None, None),  # target 101 too, but invalid rows are never touched
+        6: ("failed", None, 40050, "group id 999 does not exist on this account"),
+        7: ("pending", 102, None, None),
+    }
+
+
+def test_pending_moves_in_input_order(loaded: Ledger) -> None:
+    loaded.assign_groups({"101": 101, "102": 2}, {})
+    loaded.record_moved([3], 1)
+    assert list(loaded.pending_moves()) == [
+        (101, 2, "oA"), (101, 4, "oC"), (2, 7, "oE")]  # 6 has no group
+
+
+def test_record_snapshot_marks_users_already_in_their_target(loaded: Ledger) -> None:
+    loaded.assign_groups({"101": 101, "102": 102, "999": 999}, {})
+    assert {m.row for m in loaded.pending_without_snapshot()} == {2, 3, 4, 6, 7}
+    already = loaded.record_snapshot({2: 101, 3: 0, 4: 102, 7: 102})
+    assert already == 2
+    got = {r.row: (r.status, r.prev_group) for r in loaded.rows()}
+    assert got == {2: ("already", 101), 3: ("pending", 0), 4: ("pending", 102),
+                   5: ("invalid", None), 6: ("pending", None), 7: ("already", 102)}
+    assert loaded.pending_without_snapshot() == [Move(6, "oD")]
+    assert list(loaded.pending_moves()) == [(102, 3, "oB"), (101, 4, "oC"), (999, 6, "oD")]
+
+
+def test_record_moved_and_failed_count_attempts(loaded: Ledger) -> None:
+    loaded.assign_groups({"101": 101, "102": 102}, {})
+    loaded.record_failed([Failure(2, -1, "gave up after 6 attempts: system error", 6),
+                          Failure(3, 40003, "invalid openid", 1)])
+    loaded.record_moved([4, 7], 2)
+    got = {r.row: (r.status, r.errcode, r.errmsg, r.attempts) for r in loaded.rows()}
+    assert got[2] == ("failed", -1, "gave up after 6 attempts: system error", 6)
+    assert got[3] == ("failed", 40003, "invalid openid", 1)
+    assert got[4] == got[7] == ("moved", None, None, 2)
+    # a retried row adds its attempts and loses its old error once moved
+    assert loaded.reset_failed([-1]) == 1
+    loaded.assign_groups({"101": 101}, {})
+    loaded.record_moved([2], 1)
+    assert next(loaded.rows("row = ?", (2,)))[3:] == (
+        "moved", "", 101, None, None, None, 7, '["Ann", "北京"]', None)
+    assert loaded.counts() == Counter(moved=3, failed=1, invalid=1, pending=1)
+
+
+@pytest.mark.parametrize(("codes", "reset"), [
+    ([], set()),
+    ([None], {2}),
+    ([-1], {3}),
+    ([-1, 45009], {3, 4}),
+    ([None, -1, 45009, 45011], {2, 3, 4}),
+    ([40003], {6}),
+])
+def test_reset_failed_only_the_listed_errcodes(loaded: Ledger, codes: list[int | None],
+                                               reset: set[int]) -> None:
+    loaded.assign_groups({"101": 101, "102": 102, "999": 999}, {})
+    loaded.record_failed([Failure(2, None, "no answer within 15s", 6),
+                          Failure(3, -1, "system error", 6),
+                          Failure(4, 45009, "reach max api daily quota limit", 1),
+                          Failure(6, 40003, "invalid openid", 1)])
+    loaded.record_moved([7], 1)
+    assert loaded.reset_failed(codes) == len(reset)
+    got = {r.row: (r.status, r.group_id) for r in loaded.rows()}
+    before = {2: ("failed", 101), 3: ("failed", 102), 4: ("failed", 101), 6: ("failed", 999),
+              5: ("invalid", None), 7: ("moved", 102)}
+    assert got == {n: ("pending", None) if n in reset else was for n, was in before.items()}
+
+
+def test_calls_accumulate(ledger: Ledger) -> None:
+    ledger.add_calls(Counter({"groups/get": 1, "groups/members/batchupdate": 3}))
+    ledger.add_calls(Counter({"groups/members/batchupdate": 2}))
+    assert ledger.calls() == {"groups/get": 1, "groups/members/batchupdate": 5}
+
+
+def test_meta_round_trips_json(ledger: Ledger) -> None:
+    ledger.set_meta(fingerprint="abc", headers=["openid", "分组"], finished_at=None)
+    ledger.set_meta(finished_at="2026-01-01T00:00:00+00:00")
+    assert ledger.meta() == {"schema": "1", "fingerprint": "abc", "headers": ["openid", "分组"],
+                             "finished_at": "2026-01-01T00:00:00+00:00"}
+
+
+# --- creation journal --------------------------------------------------------------------------
+def test_creation_journal_states(ledger: Ledger) -> None:
+    assert ledger.creation("新组") is None
+    ledger.creation_started("新组")
+    assert ledger.creation("新组") == ("creating", None)
+    ledger.creation_finished("新组", 108)
+    assert ledger.creation("新组") == ("created", 108)
+    ledger.creation_started("满")
+    ledger.creation_failed("满", 45018, "分组数量超过上限")
+    assert ledger.creation("满") == ("failed", None)
+    ledger.creation_started("满")  # a later run tries again
+    assert ledger.creation("满") == ("creating", None)
+    assert ledger.created_groups() == [{"name": "新组", "id": 108}]
+
+
+# --- lifecycle, lock, files --------------------------------------------------------------------
+def test_second_open_on_the_same_dir_is_locked_out(tmp_path: Path) -> None:
+    first = Ledger(tmp_path / "run").open()
+    with pytest.raises(RunLockedError, match="another batchmove process is running this job"):
+        Ledger(tmp_path / "run").open()
+    with Ledger(tmp_path / "run").open(lock=False) as reader:  # reading without the lock is fine
+        assert reader.meta() == {"schema": "1"}
+    first.close()
+    with Ledger(tmp_path / "run").open() as again:
+        assert again.meta() == {"schema": "1"}
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with Ledger(tmp_path / "runs" / "job").open() as ledger:
+            ledger.load_rows([ROWS], lambda: [])
+            run_dir = ledger.run_dir
+            names = {p.name for p in run_dir.iterdir()}
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run_dir.iterdir()}
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    assert {LEDGER_NAME, LOCK_NAME} <= names
+    assert modes == dict.fromkeys(names, 0o600)
+
+
+def test_garbage_ledger_is_refused_and_releases_the_lock(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LEDGER_NAME).write_bytes(b"this is not sqlite\n" * 64)
+    with pytest.raises(RunStateError, match="is not a batchmove ledger") as caught:
+        Ledger(run_dir).open()
+    assert type(caught.value) is RunStateError
+    (run_dir / LEDGER_NAME).unlink()
+    with Ledger(run_dir).open() as ledger:  # the failed open did not keep the lock
+        assert ledger.is_empty()
+
+
+def test_unusable_run_dir_is_a_run_state_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunStateError, match="cannot use run directory"):
+        Ledger(tmp_path / "file" / "run").open()
+
+
+def test_closed_ledger_refuses_use(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "run").open()
+    ledger.close()
+    ledger.close()  # closing twice is harmless
+    with pytest.raises(RunStateError, match="the ledger is closed"):
+        ledger.counts()
+
+
+def test_committed_results_are_visible_to_another_connection(loaded: Ledger) -> None:
+    loaded.assign_groups({"101": 101}, {})
+    loaded.record_moved([2, 4], 1)
+    loaded.record_failed([Failure(3, 40003, "invalid openid", 1)])
+    loaded.creation_started("新组")
+    other = sqlite3.connect(loaded.path)  # the first connection stays open (WAL)
+    try:
+        got = dict(other.execute("SELECT row, status FROM rows WHERE row IN (2, 3, 4)"))
+        journal = other.execute("SELECT state FROM created_groups WHERE name = '新组'").fetchall()
+        mode = other.execute("PRAGMA journal_mode").fetchone()
+    finally:
+        other.close()
+    assert got == {2: "moved", 3: "failed", 4: "moved"}
+    assert journal == [("creating",)]
+    assert mode == ("wal",)

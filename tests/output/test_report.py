@@ -1,0 +1,345 @@
+"""The report writers, on real ledgers: exact CSV bytes, XLSX read back, failed.csv fed back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import stat
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from batchmove.errors import RunStateError
+from batchmove.intake.loader import open_input
+from batchmove.ledger.store import Failure, Ledger
+from batchmove.models import InputRow, JobSpec, RowStatus
+from batchmove.output import report
+from batchmove.output.report import neutralize, read_summary, unique_names, write_reports
+
+P, X, D = RowStatus.PENDING, RowStatus.INVALID, RowStatus.DUPLICATE
+A = "oAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+B = "oBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+C = "oCCCCCCCCCCCCCCCCCCCCCCCCCCC"
+E = "oEEEEEEEEEEEEEEEEEEEEEEEEEEE"
+HEADERS = ["姓名", "openid", "备注", "分组名称"]
+BOM = "\ufeff"
+OURS = ["row", "status", "group_id", "errcode", "errmsg", "attempts"]
+
+
+def make_ledger(run_dir: Path, headers: Sequence[str], openid_column: str, target_column: str,
+                rows: Sequence[InputRow]) -> Ledger:
+    ledger = Ledger(run_dir).open()
+    ledger.set_meta(headers=list(headers), openid_column=openid_column,
+                    target_column=target_column, input="in.csv", run_id="r1")
+    ledger.load_rows([list(rows)], lambda: [])
+    return ledger
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """Six rows, one per status, the way a run leaves them."""
+    rows = [
+        InputRow(2, A, "市场部", P, "", ("张三", "VIP")),
+        InputRow(3, B, "市场部", P, "", ("李四", "")),
+        InputRow(4, C, "销售, 北区", P, "", ("王五", 'says "hi"')),
+        InputRow(5, "bad", "市场部", X, "openid is shorter than 10 characters", ("赵六", "")),
+        InputRow(6, A, "市场部", D, "duplicate of row 2", ("张三", "again")),
+        InputRow(7, E, "市场部", P, "", ("钱七", "later")),
+    ]
+    led = make_ledger(tmp_path, HEADERS, "openid", "分组名称", rows)
+    led.assign_groups({"市场部": 101}, {"销售, 北区": (None, "no such group")})
+    led.record_snapshot({2: 0, 3: 101, 7: 0})
+    led.record_moved([2], 1)
+    led.add_calls(Counter({"groups/members/batchupdate": 1, "user/info/batchget": 1}))
+    led.creation_started("市场部")
+    led.creation_finished("市场部", 101)
+    yield led
+    led.close()
+
+
+def read_text(path: Path) -> str:
+    data = path.read_bytes()
+    assert data.startswith(BOM.encode())
+    return data.decode("utf-8-sig")
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(read_text(path), newline="")))
+
+
+def test_report_csv_is_every_row_in_input_order(ledger: Ledger, tmp_path: Path) -> None:
+    write_reports(ledger, tmp_path, {})
+    assert read_text(tmp_path / "report.csv") == (
+        "姓名,openid,备注,分组名称,row,status,group_id,errcode,errmsg,attempts\r\n"
+        f"张三,{A},VIP,市场部,2,moved,101,,,1\r\n"
+        f"李四,{B},,市场部,3,already,101,,,0\r\n"
+        f'王五,{C},"says ""hi""","销售, 北区",4,failed,,,no such group,0\r\n'
+        "赵六,bad,,市场部,5,invalid,,,openid is shorter than 10 characters,0\r\n"
+        f"张三,{A},again,市场部,6,duplicate,,,duplicate of row 2,0\r\n"
+        f"钱七,{E},later,市场部,7,pending,101,,,0\r\n"
+    )
+
+
+def test_failed_csv_holds_failed_and_invalid_rows_with_original_headers(
+        ledger: Ledger, tmp_path: Path) -> None:
+    ledger.record_failed([Failure(7, 40003, "invalid openid", 2)])
+    write_reports(ledger, tmp_path, {})
+    assert read_text(tmp_path / "failed.csv") == (
+        "姓名,openid,备注,分组名称,source_row,reason\r\n"
+        f'王五,{C},"says ""hi""","销售, 北区",4,no such group\r\n'
+        "赵六,bad,,市场部,5,openid is shorter than 10 characters\r\n"
+        f"钱七,{E},later,市场部,7,errcode 40003: invalid openid\r\n"
+    )
+
+
+def test_failed_csv_loads_back_as_input(ledger: Ledger, tmp_path: Path) -> None:
+    write_reports(ledger, tmp_path, {})
+    source = open_input(JobSpec(input=tmp_path / "failed.csv"))
+    assert source.headers == [*HEADERS, "source_row", "reason"]
+    assert (source.openid_column, source.target_column) == ("openid", "分组名称")
+    rows = [(r.row, r.openid, r.target, r.extra) for chunk in source.rows() for r in chunk]
+    assert rows == [
+        (2, C, "销售, 北区", ("王五", 'says "hi"', "4", "no such group")),
+        (3, "bad", "市场部", ("赵六", "", "5", "openid is shorter than 10 characters")),
+    ]
+
+
+def test_neutralised_target_loads_back_unchanged(tmp_path: Path) -> None:
+    rows = [InputRow(2, A, "@市场部", P, "", None)]
+    with make_ledger(tmp_path, ["openid", "分组名称"], "openid", "分组名称", rows) as led:
+        led.assign_groups({}, {"@市场部": (None, "no such group")})
+        write_reports(led, tmp_path, {})
+    source = open_input(JobSpec(input=tmp_path / "failed.csv"))
+    assert [r.target for chunk in source.rows() for r in chunk] == ["@市场部"]
+
+
+def test_header_only_failed_csv_when_nothing_failed(tmp_path: Path) -> None:
+    with make_ledger(tmp_path, ["openid", "group_id"], "openid", "group_id",
+                     [InputRow(2, A, "101", P, "", None)]) as led:
+        write_reports(led, tmp_path, {})
+    assert read_text(tmp_path / "failed.csv") == "openid,group_id,source_row,reason\r\n"
+
+
+@pytest.mark.parametrize(("headers", "openid_column", "target_column", "extra", "cells"), [
+    (["openid", "分组"], "openid", "分组", None, [A, "g"]),
+    (["分组", "openid"], "openid", "分组", None, ["g", A]),
+    (["x", "openid", "y", "分组", "z"], "openid", "分组", ("1", "2", "3"), ["1", A, "2", "g", "3"]),
+    (["分组", "x", "y", "openid"], "openid", "分组", ("1", "2"), ["g", "1", "2", A]),
+    (["openid", "分组", "x"], "openid", "分组", ('a "q", b\\c\nd',), [A, "g", 'a "q", b\\c\nd']),
+    (["openid", "分组", "x", "y"], "openid", "分组", ("", ""), [A, "g", "", ""]),
+    (["openid", "分组", "x", "y"], "openid", "分组", ("short",), [A, "g", "short", ""]),
+])
+def test_cells_go_back_to_their_header_positions(
+        tmp_path: Path, headers: list[str], openid_column: str, target_column: str,
+        extra: tuple[str, ...] | None, cells: list[str]) -> None:
+    rows = [InputRow(2, A, "g", P, "", extra)]
+    with make_ledger(tmp_path, headers, openid_column, target_column, rows) as led:
+        write_reports(led, tmp_path, {})
+    header, row = read_csv(tmp_path / "report.csv")
+    assert header == [*headers, *OURS]
+    assert row == [*cells, "2", "pending", "", "", "", "0"]
+
+
+@pytest.mark.parametrize(("cell", "shown"), [
+    ("=1+1", "'=1+1"),
+    ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+    ("-2+3", "'-2+3"),
+    ("@SUM(A1)", "'@SUM(A1)"),
+    ("\tx", "'\tx"),
+    ("\rx", "'\rx"),
+    ("-5", "-5"),
+    ("+8613800000000", "+8613800000000"),
+    ("a=b", "a=b"),
+    ("", ""),
+])
+def test_neutralize(cell: str, shown: str) -> None:
+    assert neutralize(cell) == shown
+
+
+def test_formulas_are_neutralised_everywhere(tmp_path: Path) -> None:
+    rows = [InputRow(2, "=HYPERLINK(1)", "+g", X, "-bad openid", ("=1+1", "@x", "ok", "-5"))]
+    headers = ["openid", "分组", "a", "b", "c", "=d"]
+    with make_ledger(tmp_path, headers, "openid", "分组", rows) as led:
+        write_reports(led, tmp_path, {})
+    cells = ["'=HYPERLINK(1)", "'+g", "'=1+1", "'@x", "ok", "-5"]
+    assert read_csv(tmp_path / "report.csv")[:2] == [
+        [*headers[:-1], "'=d", *OURS],
+        [*cells, "2", "invalid", "", "", "'-bad openid", "0"]]
+    assert read_csv(tmp_path / "failed.csv") == [  # the header stays as the loader must see it
+        [*headers, "source_row", "reason"], [*cells, "2", "'-bad openid"]]
+    sheet = openpyxl.load_workbook(tmp_path / "report.xlsx")["report"]
+    assert sheet["F1"].value == "'=d"
+    values = [c.value for c in sheet[2]]
+    assert values == [*cells, 2, "invalid", None, None, "'-bad openid", 0]
+    assert all(c.data_type in ("s", "n") for c in sheet[2])
+
+
+def test_xlsx_types_layout_and_content(ledger: Ledger, tmp_path: Path) -> None:
+    ledger.record_failed([Failure(7, -1, "system busy", 6)])
+    files = write_reports(ledger, tmp_path, {})
+    assert files.report_xlsx == tmp_path / "report.xlsx"
+    book = openpyxl.load_workbook(tmp_path / "report.xlsx")
+    assert book.sheetnames == ["report"]
+    sheet = book["report"]
+    assert sheet.freeze_panes == "A2"
+    assert sheet.auto_filter.ref == "A1:J7"
+    assert all(c.font.b for c in sheet[1])
+    rows = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert rows[0] == [*HEADERS, *OURS]
+    assert rows[1] == ["张三", A, "VIP", "市场部", 2, "moved", 101, None, None, 1]
+    assert rows[3] == ["王五", C, 'says "hi"', "销售, 北区", 4, "failed", None, None,
+                       "no such group", 0]
+    assert rows[6] == ["钱七", E, "later", "市场部", 7, "failed", 101, -1, "system busy", 6]
+    assert all(isinstance(v, int) for row in rows[1:] for v in (row[4], row[9]))
+    assert 10 <= sheet.column_dimensions["B"].width <= 60
+
+
+def test_xlsx_cells_are_capped_at_excels_limit(tmp_path: Path) -> None:
+    rows = [InputRow(2, A, "g", P, "", ("x" * 40_000,))]
+    with make_ledger(tmp_path, ["openid", "分组", "note"], "openid", "分组", rows) as led:
+        write_reports(led, tmp_path, {})
+    sheet = openpyxl.load_workbook(tmp_path / "report.xlsx")["report"]
+    assert sheet["C2"].value == "x" * 32_767
+    assert read_csv(tmp_path / "report.csv")[1][2] == "x" * 40_000
+
+
+@pytest.mark.parametrize(("headers", "report_extra", "failed_extra"), [
+    (["openid", "group_id", "status", "Row"],
+     ["row_batchmove", "status_batchmove", "group_id_batchmove", "errcode", "errmsg", "attempts"],
+     ["source_row", "reason"]),
+    (["openid", "分组", "reason", "source_row", "source_row_batchmove"], OURS,
+     ["source_row_batchmove2", "reason_batchmove"]),
+])
+def test_colliding_headers_keep_theirs_and_suffix_ours(
+        tmp_path: Path, headers: list[str], report_extra: list[str],
+        failed_extra: list[str]) -> None:
+    others = ("v",) * (len(headers) - 2)
+    rows = [InputRow(2, A, "101", X, "why", others)]
+    with make_ledger(tmp_path, headers, "openid", headers[1], rows) as led:
+        write_reports(led, tmp_path, {})
+    report_header = read_csv(tmp_path / "report.csv")[0]
+    assert report_header == [*headers, *report_extra]
+    assert read_csv(tmp_path / "failed.csv")[0] == [*headers, *failed_extra]
+    assert read_csv(tmp_path / "failed.csv")[1] == [A, "101", *others, "2", "why"]
+
+
+def test_unique_names_never_repeat() -> None:
+    assert unique_names(["status", "status_batchmove"], ["status", "row"]) == [
+        "status_batchmove2", "row"]
+
+
+@pytest.mark.parametrize(("max_rows", "skipped"), [
+    (6, None), (5, "6 rows > xlsx_max_rows 5"), (0, "6 rows > xlsx_max_rows 0")])
+def test_xlsx_skip_threshold(ledger: Ledger, tmp_path: Path, max_rows: int,
+                             skipped: str | None) -> None:
+    (tmp_path / "report.xlsx").write_bytes(b"from an earlier run")
+    files = write_reports(ledger, tmp_path, {}, xlsx_max_rows=max_rows)
+    assert files.xlsx_skipped == skipped
+    assert (files.report_xlsx is None) == (skipped is not None)
+    assert (tmp_path / "report.xlsx").exists() == (skipped is None)
+    summary = read_summary(tmp_path)
+    assert summary["report_xlsx_skipped"] == skipped
+    assert summary["report_xlsx"] == (None if skipped else "report.xlsx")
+    assert ("report.xlsx" in summary["files"]) == (skipped is None)
+
+
+def test_summary_adds_counts_calls_groups_and_files(ledger: Ledger, tmp_path: Path) -> None:
+    files = write_reports(ledger, tmp_path, {"job": "春季活动", "exit_code": 1})
+    assert files.summary_json == tmp_path / "summary.json"
+    assert "春季活动" in (tmp_path / "summary.json").read_text(encoding="utf-8")
+    assert read_summary(tmp_path) == {
+        "job": "春季活动", "exit_code": 1,
+        "counts": {"pending": 1, "moved": 1, "already": 1, "failed": 1, "invalid": 1,
+                   "duplicate": 1},
+        "rows": 6,
+        "calls": {"groups/members/batchupdate": 1, "user/info/batchget": 1},
+        "groups_created": [{"name": "市场部", "id": 101}],
+        "report_xlsx": "report.xlsx", "report_xlsx_skipped": None,
+        "files": ["report.csv", "report.xlsx", "failed.csv", "summary.json"],
+    }
+
+
+def test_empty_ledger_writes_headers_and_zero_counts(tmp_path: Path) -> None:
+    with make_ledger(tmp_path, ["openid", "分组"], "openid", "分组", []) as led:
+        write_reports(led, tmp_path, {})
+    assert read_text(tmp_path / "report.csv") == f"openid,分组,{','.join(OURS)}\r\n"
+    assert set(read_summary(tmp_path)["counts"].values()) == {0}
+    assert [c.value for c in openpyxl.load_workbook(tmp_path / "report.xlsx")["report"]["A"]] \
+        == ["openid"]
+
+
+def test_files_are_private_and_no_temp_files_remain(ledger: Ledger, tmp_path: Path) -> None:
+    stale = tmp_path / ".report.csv.k1ll3d.tmp"
+    stale.write_text("half a file from a killed run")
+    (tmp_path / "report.csv").write_text("old")
+    (tmp_path / "report.csv").chmod(0o644)
+    write_reports(ledger, tmp_path, {})
+    for name in ("report.csv", "report.xlsx", "failed.csv", "summary.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
+        ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "failed.csv").write_text("old")
+
+    write_csv = report._write_csv
+
+    def disk_full_in_failed(out: Any, header: list[str], rows: Any) -> None:
+        if "reason" not in header:
+            return write_csv(out, header, rows)
+        out.write("source_row,half a line")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "_write_csv", disk_full_in_failed)
+    with pytest.raises(RunStateError, match="No space left on device"):
+        write_reports(ledger, tmp_path, {})
+    assert (tmp_path / "failed.csv").read_text() == "old"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file", "read-only"])
+def test_unwritable_run_dir_is_a_one_line_run_state_error(
+        ledger: Ledger, tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "out"
+    if kind == "a file":
+        target.write_text("")
+    elif kind == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only directories")
+        target.mkdir(mode=0o500)
+    with pytest.raises(RunStateError) as info:
+        write_reports(ledger, target, {})
+    assert str(target) in info.value.message
+    assert "\n" not in info.value.message
+
+
+def test_ledger_without_headers_is_a_run_state_error(tmp_path: Path) -> None:
+    with Ledger(tmp_path).open() as led, pytest.raises(RunStateError, match="headers"):
+        write_reports(led, tmp_path, {})
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (None, "does not exist"), ("{not json", "cannot read"), ("[1]", "not a batchmove summary")])
+def test_read_summary_refuses_what_is_not_a_summary(tmp_path: Path, content: str | None,
+                                                    match: str) -> None:
+    if content is not None:
+        (tmp_path / "summary.json").write_text(content)
+    with pytest.raises(RunStateError, match=match):
+        read_summary(tmp_path)
+
+
+def test_extra_cells_with_escapes_survive_exactly(tmp_path: Path) -> None:
+    """The split fast path must agree with json.loads on every kind of cell."""
+    odd = ('"', "\\", "a, b", "line\nbreak", "tab\tin", "ünï 中文", '", "', "[", "]")
+    rows = [InputRow(2 + i, A, "g", P, "", (cell, "z")) for i, cell in enumerate(odd)]
+    with make_ledger(tmp_path, ["openid", "分组", "x", "y"], "openid", "分组", rows) as led:
+        stored = [json.loads(r.extra or "") for r in led.rows()]
+        write_reports(led, tmp_path, {})
+    assert [row[2:4] for row in read_csv(tmp_path / "report.csv")[1:]] == stored
