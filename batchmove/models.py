@@ -52,6 +52,24 @@ class Credentials:
     token_kind: TokenKind = "stable"
 
 
+SelectKind = Literal["all", "group", "tag"]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A segment job's `[select]`: who moves (everyone, one group's or one tag's followers,
+    listed from the account on the first run) and where to (`to` a name, or `to_id`)."""
+
+    kind: SelectKind
+    value: str = ""  # the group's or tag's name, or its id as digits ("" for all)
+    to: str | None = None
+    to_id: int | None = None
+
+    @property
+    def target(self) -> str:
+        return str(self.to_id) if self.to_id is not None else str(self.to)
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """Everything a run needs to know; built from a job file and CLI options (options win)."""
@@ -82,6 +100,7 @@ class JobSpec:
     verify: bool = False  # read every moved user's group back after the run
     xlsx_max_rows: int = 200_000  # report.xlsx is written only up to this many rows
     sandbox: dict[str, Any] = field(default_factory=dict)  # settings of the embedded sandbox
+    select: Selection | None = None  # a segment job: `input` is then RUN_DIR/input.csv
 
     def with_overrides(self, **changes: Any) -> JobSpec:
         """A copy with the given fields replaced; None values leave the field as it is."""

@@ -274,6 +274,42 @@ def report_command(run_dir: Path) -> None:
     click.echo("wrote " + ", ".join(str(run_dir / f) for f in files))
 
 
+@cli.command("export")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The file to write: .csv or .xlsx (an input for `run` as it is).")
+@click.option("--backend", type=click.Choice(["groups", "tags"]),
+              help="Columns for the groups backend (default) or the tags backend.")
+@click.option("--group", "groups", multiple=True, metavar="NAME|ID",
+              help="Only the followers in this group (repeatable).")
+@click.option("--tag", "tags", multiple=True, metavar="NAME|ID",
+              help="Only the followers carrying this tag (repeatable).")
+@click.option("--job", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Take api_base, [credentials], rate, [sandbox]... (and [select]) from a job.")
+@click.option("--api-base", help='WeChat API base URL, or "sandbox" (embedded).')
+@click.option("--rate", type=float, help="API calls per second (0 = unlimited).")
+@click.option("--concurrency", type=int, help="Calls in flight at most.")
+@click.option("--retries", type=int, help="Attempts per call for transient failures.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the final line (and errors).")
+@clear_errors
+def export_command(out: Path, backend: str | None, groups: tuple[str, ...],
+                   tags: tuple[str, ...], job: Path | None, quiet: bool,
+                   **overrides: Any) -> None:
+    """Write the account's followers (or some groups' or tags' followers) to OUT, with their
+    current group or tags; the file is an input for `run` as it is.
+
+    Resumable: run the same command again after a stop (quota, signal, kill) to continue.
+    """
+    from batchmove.exporting import export_followers, export_spec
+
+    settings = {k: v for k, v in overrides.items() if v is not None}
+    spec = export_spec(out, backend=backend, groups=groups, tags=tags, job=job, **settings)
+    console = Console(quiet=quiet)
+    result = asyncio.run(export_followers(spec, console, handle_signals=True))
+    console.close()
+    click.echo(result.message, err=result.exit_code != 0)
+    sys.exit(result.exit_code)
+
+
 class Console:
     """Progress and questions for a person (live bar on a TTY) or a log (a line every 10 s)."""
 
@@ -311,7 +347,8 @@ class Console:
             rate = done / max(now - self._started, 1e-9)
             left = total - done - failed
             eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
-            click.echo(f"{phase}: {done} moved, {failed} failed of {total} "
+            word = "listed" if phase == "listing" else "moved"
+            click.echo(f"{phase}: {done} {word}, {failed} failed of {total} "
                        f"({rate:.0f} users/s, ETA {eta})", err=True)
 
     def _show_bar(self, phase: str, done: int, failed: int, total: int) -> None:

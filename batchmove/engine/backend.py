@@ -6,7 +6,7 @@ sandbox's own account) and its rate limiter, which every HTTP attempt passes thr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiolimiter import AsyncLimiter
@@ -38,8 +38,21 @@ def make_limiter(rate: float) -> AsyncLimiter | None:
 
 @asynccontextmanager
 async def api_client(spec: JobSpec, ledger: Ledger) -> AsyncIterator[WeChatClient]:
-    """The client, talking to WeChat or to an embedded sandbox started for this run."""
-    async with _backend(spec, ledger) as (base_url, source):
+    """The client, talking to WeChat or to an embedded sandbox started for this run (whose
+    followers are the input's openids unless `[sandbox]` says otherwise)."""
+    def input_openids() -> list[str]:
+        return sorted({r.openid for r in ledger.rows("status != 'invalid'")})
+
+    async with client_for(spec, input_openids) as client:
+        yield client
+
+
+@asynccontextmanager
+async def client_for(spec: JobSpec, default_openids: Callable[[], list[str]] | None = None
+                     ) -> AsyncIterator[WeChatClient]:
+    """The client for a job's settings (`api_base`, credentials, rate, timeout, `[sandbox]`).
+    `default_openids` gives an embedded sandbox its followers when `[sandbox]` names none."""
+    async with _backend(spec, default_openids) as (base_url, source):
         client = WeChatClient(base_url, source, timeout=spec.timeout,
                               limiter=make_limiter(spec.rate))
         async with client:
@@ -47,15 +60,16 @@ async def api_client(spec: JobSpec, ledger: Ledger) -> AsyncIterator[WeChatClien
 
 
 @asynccontextmanager
-async def _backend(spec: JobSpec, ledger: Ledger) -> AsyncIterator[tuple[str, TokenSource]]:
+async def _backend(spec: JobSpec, default_openids: Callable[[], list[str]] | None
+                   ) -> AsyncIterator[tuple[str, TokenSource]]:
     if spec.api_base != "sandbox":
         yield spec.api_base, token_source_from(spec.credentials)
         return
     from batchmove.sandbox import SandboxConfig, running_sandbox
 
     settings = dict(spec.sandbox)
-    if not {"users", "users_file", "openids"} & settings.keys():
-        settings["openids"] = sorted({r.openid for r in ledger.rows("status != 'invalid'")})
+    if not {"users", "users_file", "openids"} & settings.keys() and default_openids:
+        settings["openids"] = default_openids()
     try:
         config = SandboxConfig(**settings)
     except (TypeError, ValueError) as exc:  # unknown key, or SandboxConfigError

@@ -50,19 +50,24 @@ class Targets:
         return self.client.move_users(openids, batch.group_id)
 
 
+#: tag 0 (未分组) is WeChat's "no tag" and cannot be given (45058): a row asking for it adds
+#: nothing, so a groups export run on the tags backend leaves 未分组's followers untagged
+NO_TAG = 0
+
+
 def tag_changes(target: int | frozenset[int], current: Iterable[int] | None,
                 untag: frozenset[int] | None) -> tuple[set[int], set[int]]:
     """(tags to add, tags to remove) for one user.
 
     `target` is one tag id, or a whole set (rollback). `current` is the user's tags from the
     snapshot (None: unknown, then every listed untag is sent). `untag` is the tags to remove,
-    or None for "every other tag the user has".
+    or None for "every other tag the user has". Target tag 0 (NO_TAG) adds nothing.
     """
     have = set(current) if current is not None else None
     if isinstance(target, frozenset):
         have = have or set()
         return set(target) - have, have - set(target)
-    add = {target} - (have or set())
+    add = {target} - (have or set()) - {NO_TAG}
     if untag is None:
         remove = (have or set()) - {target}
     else:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.errors import JobFileError, UsageError
-from batchmove.models import MAX_BATCH, ColumnMap, Credentials, JobSpec
+from batchmove.models import MAX_BATCH, ColumnMap, Credentials, JobSpec, Selection
 
 JOB_SUFFIX = ".toml"
 SANDBOX = "sandbox"
@@ -32,7 +32,8 @@ _BOOL = ("create_groups", "allow_blacklist", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
 _TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag")
-_TABLES = ("columns", "credentials", "sandbox")
+_TABLES = ("columns", "credentials", "sandbox", "select")
+_SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
 _COLUMN_KEYS = tuple(f.name for f in fields(ColumnMap))
 _CREDENTIAL_KEYS = tuple(f.name for f in fields(Credentials))
 _SECRETS = {"appsecret": "secret_env", "app_secret": "secret_env", "secret": "secret_env",
@@ -51,8 +52,9 @@ def spec_for(path: Path) -> JobSpec:
     return JobSpec(input=_absolute(path), name=path.stem)
 
 
-def load_job(path: Path) -> JobSpec:
-    """Parse and type-check a job file; ranges are left to `check_spec`."""
+def load_job(path: Path, *, need_input: bool = True) -> JobSpec:
+    """Parse and type-check a job file; ranges are left to `check_spec`. `need_input=False`
+    (export --job) reads its settings only: neither `input` nor `[select]` is required."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -64,14 +66,15 @@ def load_job(path: Path) -> JobSpec:
         raise JobFileError(f"{path}: the job file is not UTF-8 text") from exc
     except OSError as exc:
         raise JobFileError(f"{path}: cannot read the job file: {exc.strerror or exc}") from exc
-    return _Reader(path, data).spec()
+    return _Reader(path, data, need_input).spec()
 
 
 class _Reader:
     """One job file's keys, checked one by one with the file's name in every message."""
 
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+    def __init__(self, path: Path, data: dict[str, Any], need_input: bool = True) -> None:
         self.path = path
+        self.need_input = need_input
         self.base = _absolute(path).parent
         self.data = data
 
@@ -88,9 +91,8 @@ class _Reader:
                 raise self.fail(f"{key} must be a table ([{key}]), got {_show(value)}")
             if key not in _TABLES and isinstance(value, dict):
                 raise self.fail(f"[{key}] is not a table here: {key} is a plain key")
-        if "input" not in data:
-            raise self.fail("missing required key 'input' (the spreadsheet to load)")
         values: dict[str, Any] = {"job_path": self.path, "name": self.path.stem}
+        values["input"], values["select"] = self._source(data)
         for key in _STR:
             if key in data:
                 values[key] = self._get(key, data[key], str, "a string")
@@ -118,7 +120,6 @@ class _Reader:
             untag = self._get("untag", data["untag"], _is_untag,
                               '"others" or a list of tag names or ids')
             values["untag"] = "others" if untag == "others" else tuple(map(str, untag))
-        values["input"] = self._input(data["input"])
         if "out" in data:
             values["out"] = self._path("out", data["out"])
         values["columns"] = self._columns(data.get("columns", {}))
@@ -148,6 +149,45 @@ class _Reader:
         if not path.is_file():
             raise self.fail(f"input is not a file: {path}")
         return path
+
+    def _source(self, data: dict[str, Any]) -> tuple[Path, Selection | None]:
+        """`input` (a spreadsheet) or `[select]` (a segment of the account), exactly one."""
+        if "input" in data and "select" in data:
+            raise self.fail("give either input (a spreadsheet) or [select] (followers chosen "
+                            "from the account), not both")
+        if "select" in data:
+            return Path(), self._select(data["select"])
+        if "input" in data:
+            return self._input(data["input"]), None
+        if self.need_input:
+            raise self.fail("missing required key 'input' (the spreadsheet to load) "
+                            "or a [select] table")
+        return Path(), None
+
+    def _select(self, value: dict[str, Any]) -> Selection:
+        self._table("select", value, _SELECT_KEYS)
+        chosen = [k for k in ("tag", "group", "all") if k in value]
+        if len(chosen) != 1:
+            raise self.fail('[select] needs exactly one of tag = "name", group = "name" (or '
+                            "an id) or all = true")
+        kind = chosen[0]
+        if kind == "all":
+            if value["all"] is not True:
+                raise self.fail(f"select.all must be true, got {_show(value['all'])}")
+            picked = ""
+        else:
+            item = self._get(f"select.{kind}", value[kind], _is_name_or_id,
+                             "a name or an id (a whole number >= 0)")
+            picked = str(item).strip()
+        if ("to" in value) == ("to_id" in value):
+            raise self.fail('[select] needs a target: to = "name" or to_id = 120 (one of them)')
+        if "to" in value:
+            to = self._get("select.to", value["to"], lambda v: isinstance(v, str) and bool(
+                v.strip()), "a group or tag name (a non-empty string)")
+            return Selection(kind, picked, to=to.strip())
+        to_id = self._get("select.to_id", value["to_id"], lambda v: _is_int(v) and v >= 0,
+                          "an id (a whole number >= 0)")
+        return Selection(kind, picked, to_id=to_id)
 
     def _check_strings(self, values: Mapping[str, Any]) -> None:
         if "name" in self.data and not values["name"].strip():
@@ -250,6 +290,10 @@ def _range(key: str, value: float, ok: bool, wanted: str) -> None:
 def _is_untag(value: Any) -> bool:
     return value == "others" or (isinstance(value, list) and all(
         isinstance(v, str) or _is_int(v) for v in value))
+
+
+def _is_name_or_id(value: Any) -> bool:
+    return (isinstance(value, str) and bool(value.strip())) or (_is_int(value) and value >= 0)
 
 
 def _is_int(value: Any) -> bool:

@@ -79,15 +79,15 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
                         run_dir / FAILED_CSV, run_dir / SUMMARY_JSON, skipped)
     try:
         _remove_stale_temps(run_dir)
-        with _atomic_text(files.report_csv) as out:
-            _write_csv(out, report_header, _rows(ledger, layout.report))
+        with atomic_text(files.report_csv) as out:
+            write_csv(out, report_header, _rows(ledger, layout.report))
         if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
             with suppress(FileNotFoundError):
                 (run_dir / REPORT_XLSX).unlink()
         else:
-            _write_xlsx(files.report_xlsx, report_header, _rows(ledger, layout.report))
-        with _atomic_text(files.failed_csv) as out:
-            _write_csv(out, [*headers, *unique_names(headers, FAILED_COLUMNS)],
+            write_xlsx(files.report_xlsx, report_header, _rows(ledger, layout.report))
+        with atomic_text(files.failed_csv) as out:
+            write_csv(out, [*headers, *unique_names(headers, FAILED_COLUMNS)],
                        _rows(ledger, layout.failed, "status IN ('failed', 'invalid')"))
         names = [p.name for p in (files.report_csv, files.report_xlsx, files.failed_csv,
                                   files.summary_json) if p is not None]
@@ -95,7 +95,7 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
                 "groups_created": ledger.created_groups(),
                 "report_xlsx": None if skipped else REPORT_XLSX,
                 "report_xlsx_skipped": skipped, "files": names}
-        with _atomic_text(files.summary_json, bom=False) as out:
+        with atomic_text(files.summary_json, bom=False) as out:
             json.dump(full, out, ensure_ascii=False, indent=2, default=str)
             out.write("\n")
     except OSError as exc:
@@ -179,11 +179,11 @@ def _rows(ledger: Ledger, columns: list[str], where: str = "") -> Iterator[tuple
     return ledger.select(columns, where)
 
 
-def _write_csv(out: IO[str], header: list[str], rows: Iterable[Cells]) -> None:
+def write_csv(out: IO[str], header: list[str], rows: Iterable[Cells]) -> None:
     csv.writer(out, lineterminator="\r\n").writerows(chain([header], rows))
 
 
-def _write_xlsx(path: Path, header: list[str], rows: Iterator[Cells]) -> None:
+def write_xlsx(path: Path, header: list[str], rows: Iterator[Cells]) -> None:
     """Our counters as numbers, every other cell text, through `xlsxfast` (7x xlsxwriter).
 
     Column widths come from the first rows: the writer streams and cannot look back.
@@ -191,7 +191,7 @@ def _write_xlsx(path: Path, header: list[str], rows: Iterator[Cells]) -> None:
     head = list(islice(rows, _WIDTH_SAMPLE))
     widths = [min(max([_width(name), *(_width(r[col]) for r in head)]) + 2, _MAX_WIDTH)
               for col, name in enumerate(header)]
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         write_sheet(tmp, header, chain(head, rows), widths=widths)
 
 
@@ -215,7 +215,7 @@ def _remove_stale_temps(run_dir: Path) -> None:
 
 
 @contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path) -> Iterator[Path]:
     """A 0o600 temp file beside `path`, synced and renamed onto it only if the block succeeds."""
     prefix, suffix = _temp_name(path)
     fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
@@ -234,10 +234,10 @@ def _atomic_path(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def _atomic_text(path: Path, *, bom: bool = True) -> Iterator[IO[str]]:
-    """UTF-8 text via `_atomic_path`; the BOM makes Excel show Chinese. It is written by hand:
+def atomic_text(path: Path, *, bom: bool = True) -> Iterator[IO[str]]:
+    """UTF-8 text via `atomic_path`; the BOM makes Excel show Chinese. It is written by hand:
     the `utf-8-sig` codec is pure Python and would cost a call per row."""
-    with _atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="",
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="",
                                              buffering=1 << 20) as out:
         if bom:
             out.write("\ufeff")

@@ -1,0 +1,172 @@
+"""The export's checkpoint: one small SQLite file that makes a long listing resumable.
+
+An export of millions of followers takes hundreds of `user/get` pages and may be stopped by the
+daily quota (500 pages a day), a signal or `kill -9`. Each page's followers are committed
+together with the cursor of the next page, in one transaction, so a resume starts exactly at the
+first page not yet recorded; `openid` is unique, so a page read twice (or a follower carrying
+two of the asked tags) is recorded once.
+
+It lives in a hidden directory beside the output (`.<file name>.export/`, mode 700, the file
+mode 600, both hold follower ids) and is deleted once the output file is in place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from batchmove.errors import RunLockedError, RunStateError
+
+CHECKPOINT_NAME = "checkpoint.sqlite"
+_LOCK_NAME = ".lock"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS followers (
+    seq     INTEGER PRIMARY KEY,   -- listing order: the output keeps it
+    openid  TEXT NOT NULL UNIQUE,
+    groupid INTEGER,
+    tagids  TEXT NOT NULL          -- "101;107", "" for none
+);
+"""
+
+
+class Cursor(NamedTuple):
+    """Where the listing goes on: the index of the stream (`user/get`, or one tag's
+    `user/tag/get`) and that stream's `next_openid`; `done` once every stream is read."""
+
+    stream: int = 0
+    next_openid: str = ""
+    done: bool = False
+
+
+class Follower(NamedTuple):
+    openid: str
+    groupid: int
+    tagids: str  # "101;107": the order WeChat gave
+
+
+def checkpoint_dir(out: Path) -> Path:
+    """The checkpoint's directory for an output file: hidden, beside it."""
+    return out.parent / f".{out.name}.export"
+
+
+class ExportCheckpoint:
+    """The checkpoint of one output file. Holds an exclusive lock while open (a second export
+    to the same file refuses, exit 2)."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = checkpoint_dir(out)
+        self.path = self.dir / CHECKPOINT_NAME
+        self._lock_fd: int | None = None
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> ExportCheckpoint:
+        try:
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(self.dir, 0o700)
+            self._lock()
+            old_umask = os.umask(0o077)
+            try:
+                self._db = sqlite3.connect(self.path, isolation_level=None)
+            finally:
+                os.umask(old_umask)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA cache_size=-65536")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise RunStateError(f"{self.path} is not an export checkpoint ({exc}); delete "
+                                f"{self.dir} to start the export again") from exc
+        except OSError as exc:
+            self.close()
+            raise RunStateError(f"cannot use {self.dir}: {exc.strerror or exc}") from exc
+        return self
+
+    def _lock(self) -> None:
+        fd = os.open(self.dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLockedError(f"another batchmove export is writing this file "
+                                 f"(checkpoint {self.dir}); wait for it or stop it") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def remove(self) -> None:
+        """The output is in place: the checkpoint (and its follower ids) go."""
+        self.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> ExportCheckpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RunStateError("the export checkpoint is closed")
+        return self._db
+
+    # --- state ------------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+
+    def start(self, fingerprint: str) -> bool:
+        """Resume when the checkpoint is for the same export; else empty it. True: resumed."""
+        if self.meta().get("fingerprint") == fingerprint:
+            return True
+        self.db.execute("BEGIN")
+        self.db.execute("DELETE FROM followers")
+        self.db.execute("DELETE FROM meta")
+        self._set(fingerprint=fingerprint, cursor=list(Cursor()))
+        self.db.execute("COMMIT")
+        return False
+
+    def cursor(self) -> Cursor:
+        stream, next_openid, done = self.meta().get("cursor", list(Cursor()))
+        return Cursor(int(stream), str(next_openid), bool(done))
+
+    def record_page(self, followers: Iterable[Follower], cursor: Cursor) -> None:
+        """One page's followers and the cursor after it, in one transaction."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT OR IGNORE INTO followers (openid, groupid, tagids) "
+                           "VALUES (?, ?, ?)", followers)
+            self._set(cursor=list(cursor))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def count(self) -> int:
+        row = self.db.execute("SELECT max(seq) FROM followers").fetchone()
+        return int(row[0] or 0)  # seq only grows and nothing is deleted: max == count
+
+    def followers(self) -> Iterator[Follower]:
+        """Every follower recorded, in listing order."""
+        return map(Follower._make, self.db.execute(
+            "SELECT openid, groupid, tagids FROM followers ORDER BY seq"))
+
+    def _set(self, **values: Any) -> None:
+        self.db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, json.dumps(v, ensure_ascii=False)) for k, v in values.items()])
