@@ -141,8 +141,8 @@ async def export_followers(spec: ExportSpec, events: Any = None, *,
                             "followers already listed")
             try:
                 if not checkpoint.cursor().done:
-                    reason, error, estimate = await _list(client, spec, streams, checkpoint,
-                                                          stop, notify)
+                    reason, error = await _list(client, spec, streams, checkpoint, stop,
+                                                notify, estimate)
             except (DailyQuotaError, FatalApiError, TokenError, TransientError,
                     MinuteQuotaError) as exc:
                 reason, error = _reason(exc), exc
@@ -194,10 +194,10 @@ def _resolve(known: list[Group], wanted: Sequence[str], what: str) -> list[int]:
 
 
 async def _list(client: WeChatClient, spec: ExportSpec, streams: Streams,
-                checkpoint: ExportCheckpoint, stop: StopSignals,
-                notify: Notify) -> tuple[StopReason, ApiError | None, dict[str, Any]]:
-    """Every remaining page into the checkpoint; the estimate is printed after the first."""
-    estimate: dict[str, Any] = {}
+                checkpoint: ExportCheckpoint, stop: StopSignals, notify: Notify,
+                estimate: dict[str, Any]) -> tuple[StopReason, ApiError | None]:
+    """Every remaining page into the checkpoint; the estimate (filled in) is printed after
+    the first page."""
     total, listed = 0, checkpoint.count()  # progress counts openids listed, kept or not
 
     async def first_page(page: FollowerPage) -> None:
@@ -218,7 +218,7 @@ async def _list(client: WeChatClient, spec: ExportSpec, streams: Streams,
     lister = Lister(client, streams, on_page, stop, concurrency=settings.concurrency,
                     retries=settings.retries, on_first_page=first_page)
     outcome = await lister.run(checkpoint.cursor())
-    return outcome.reason, outcome.error, estimate
+    return outcome.reason, outcome.error
 
 
 async def _estimate(client: WeChatClient, spec: ExportSpec, streams: Streams,

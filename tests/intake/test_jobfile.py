@@ -143,7 +143,7 @@ def test_syntax_error_names_the_line(job_dir: Path) -> None:
     ('input = "../data/nope.csv"', "input file not found: {d}/data/nope.csv"),
     ('input = "../data"', "input is not a file: {d}/data"),
     ("input = 3", "input must be a path (a string), got 3"),
-    ("rate = 1", "missing required key 'input' (the spreadsheet to load)"),
+    ("rate = 1", "missing required key 'input' (the spreadsheet to load) or a [select] table"),
 ])
 def test_input_errors(job_dir: Path, body: str, message: str) -> None:
     path = job_dir / "jobs" / "seg.toml"
@@ -203,6 +203,8 @@ def test_example_job_documents_every_key() -> None:
                 *ColumnMap.__dataclass_fields__]:
         if key in ("credentials", "columns", "sandbox"):
             assert f"\n[{key}]\n" in text, key
+        elif key == "select":  # a segment job's table: commented out, `input` is set here
+            assert "\n# [select]\n" in text, key
         elif key != "job_path":
             assert f"{key} =" in text, key
     spec = load_job(ROOT / "jobs" / "example.toml")

@@ -289,7 +289,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
         ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "failed.csv").write_text("old")
 
-    write_csv = report._write_csv
+    write_csv = report.write_csv
 
     def disk_full_in_failed(out: Any, header: list[str], rows: Any) -> None:
         if "reason" not in header:
@@ -297,7 +297,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
         out.write("source_row,half a line")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report, "_write_csv", disk_full_in_failed)
+    monkeypatch.setattr(report, "write_csv", disk_full_in_failed)
     with pytest.raises(RunStateError, match="No space left on device"):
         write_reports(ledger, tmp_path, {})
     assert (tmp_path / "failed.csv").read_text() == "old"
