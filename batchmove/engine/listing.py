@@ -121,12 +121,13 @@ class Lister:
         outcome = await self.stop.watch(runner, batches) if batches else RunOutcome(
             StopReason.DONE)
         keep = self.streams.keep_groups
-        followers = [
-            Follower(str(info["openid"]), int(info.get("groupid") or 0),
-                     ";".join(str(t) for t in info.get("tagid_list") or ()))
-            for i in range(len(batches)) for info in infos.get(i, ())
-            if info.get("subscribe") == 1 and isinstance(info.get("openid"), str)
-            and (keep is None or int(info.get("groupid") or 0) in keep)]
+        followers = []
+        for i in range(len(batches)):
+            for info in infos.get(i, ()):
+                groupid, tags = info.get("groupid") or 0, info.get("tagid_list")
+                if info.get("subscribe") == 1 and (keep is None or groupid in keep):
+                    followers.append(Follower(info["openid"], groupid,
+                                              ";".join(map(str, tags)) if tags else ""))
         return followers, outcome
 
 
