@@ -126,8 +126,8 @@ class Lister:
             for info in infos.get(i, ()):
                 groupid, tags = info.get("groupid") or 0, info.get("tagid_list")
                 if info.get("subscribe") == 1 and (keep is None or groupid in keep):
-                    followers.append(Follower(info["openid"], groupid,
-                                              ";".join(map(str, tags)) if tags else ""))
+                    followers.append((info["openid"], groupid,
+                                      ";".join(map(str, tags)) if tags else ""))
         return followers, outcome
 
 

@@ -48,10 +48,9 @@ class Cursor(NamedTuple):
     done: bool = False
 
 
-class Follower(NamedTuple):
-    openid: str
-    groupid: int
-    tagids: str  # "101;107": the order WeChat gave
+#: (openid, groupid, tagids "101;107" in the order WeChat gave): a plain tuple, because a
+#: NamedTuple's Python-level __new__ cost ~1 s per 1M followers
+Follower = tuple[str, int, str]
 
 
 def checkpoint_dir(out: Path) -> Path:

@@ -159,7 +159,7 @@ class WeChatClient:
         headers = {}
         body: bytes | None = None
         if json is not None:
-            body = jsonlib.dumps(json, ensure_ascii=False).encode("utf-8")
+            body = orjson.dumps(json if isinstance(json, dict) else dict(json))
             headers["Content-Type"] = "application/json"
         async with self.limiter or contextlib.nullcontext():
             self.calls[endpoint] += 1
