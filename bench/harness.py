@@ -319,6 +319,15 @@ def batchmove_run(box: Sandbox, input_path: Path, out: Path, *options: str,
     return child
 
 
+def batchmove_export(box: Sandbox, out: Path, *options: str) -> Child:
+    argv = [sys.executable, "-m", "batchmove", "export", "--out", str(out), "--api-base",
+            box.base_url, "--quiet", *options]
+    child = run_child(argv, env=batchmove_env(), check=False)
+    if child.returncode != 0:
+        raise RuntimeError(f"batchmove export exited {child.returncode}: {child.stderr[-2000:]}")
+    return child
+
+
 # --- timelines -----------------------------------------------------------------------------
 def arrivals(calls: Sequence[tuple[float, str]], endpoint: str | None = None) -> list[float]:
     return sorted(t for t, e in calls if endpoint is None or e == endpoint)

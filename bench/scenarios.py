@@ -18,6 +18,7 @@ from bench.harness import (
     Row,
     Sandbox,
     arrivals,
+    batchmove_export,
     batchmove_run,
     followers_file,
     fresh_dir,
@@ -45,10 +46,11 @@ class Sizes:
     sdk_lists: int = 50_000
     resume: int = 1_000_000
     resume_pending: int = 10_000
+    export: int = 1_000_000
 
 
 QUICK = Sizes(intake_csv=2_000, intake_xlsx=2_000, raw=2_000, limit=2_000, sdk_single=200,
-              sdk_lists=2_000, resume=2_000, resume_pending=20)
+              sdk_lists=2_000, resume=2_000, resume_pending=20, export=2_000)
 
 RAW_CONCURRENCY = 16
 LIMIT_RATE = 100.0
@@ -302,6 +304,38 @@ def _reopen(ledger: Path, done: int) -> None:
         db.close()
 
 
+# --- 8. export ----------------------------------------------------------------------------------
+def export(ctx: Context) -> list[Row]:
+    """`batchmove export` of every follower (the sandbox's default 10,000 a page) to a CSV."""
+    n = ctx.sizes.export
+    box = ctx.sandbox(n)
+    runs: list[Child] = []
+    calls: list[float] = []
+    for i in _repeat(ctx, "export"):
+        out = fresh_dir(f"export-{i}")
+        out.mkdir(parents=True)
+        mark = len(box.timeline())
+        child = batchmove_export(box, out / "followers.csv", "--rate", "0",
+                                 "--concurrency", str(RAW_CONCURRENCY))
+        with (out / "followers.csv").open(encoding="utf-8-sig") as f:
+            rows = sum(1 for _ in f) - 1
+        if rows != n:
+            raise RuntimeError(f"export wrote {rows} rows, expected {n}")
+        runs.append(child)
+        calls.append(float(len(since(box, mark))))
+    wall = tuple(r.wall for r in runs)
+    rss = tuple(r.max_rss / MB for r in runs)
+    name = "8. Export"
+    return [
+        Row(name, f"{n:,} followers, --rate 0, to CSV: wall (whole process)", wall, "s",
+            "< 30 s", median(wall) < 30),
+        Row(name, "batchmove process peak RSS", rss, "MB", "< 400 MB", median(rss) < 400, 0),
+        Row(name, "CPU (user+sys) of the batchmove process", tuple(r.cpu for r in runs), "s"),
+        Row(name, f"API calls (user/get pages + user/info/batchget {n // 100:,} + token, "
+                  "quota)", tuple(calls), digits=0),
+    ]
+
+
 SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "intake": intake,
     "raw": raw_engine,
@@ -309,4 +343,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "versus": versus,
     "resume": resume,
     "faults": under_faults,
+    "export": export,
 }
