@@ -55,7 +55,7 @@ async def _backend(spec: JobSpec, ledger: Ledger) -> AsyncIterator[tuple[str, To
 
     settings = dict(spec.sandbox)
     if not {"users", "users_file", "openids"} & settings.keys():
-        settings["openids"] = sorted({r.openid for r in ledger.rows("status != 'invalid'")})
+        settings["openids"] = ledger.valid_openids()
     try:
         config = SandboxConfig(**settings)
     except (TypeError, ValueError) as exc:  # unknown key, or SandboxConfigError
