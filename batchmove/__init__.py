@@ -9,10 +9,9 @@ costs nothing until one is used, and `python3 -m batchmove.dev` works on a bare 
 none of the dependencies installed yet (it sets them up).
 """
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+# no `from __future__ import annotations` here: it would add a public name (`annotations`)
+import importlib as _importlib
+import typing as _typing
 
 __version__ = "0.1.0"
 
@@ -93,11 +92,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'batchmove' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
@@ -106,7 +105,7 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-if TYPE_CHECKING:  # what type checkers and IDEs see
+if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from batchmove.api import (
         job_spec,
         plan,

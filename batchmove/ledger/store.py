@@ -23,8 +23,8 @@ from typing import Any
 
 from batchmove.errors import RunLockedError, RunStateError
 from batchmove.ledger.cells import ReportCells
+from batchmove.ledger.creations import CreationJournal
 from batchmove.ledger.rows import (
-    Creation,
     LedgerRow,
     MovedRow,
     RollbackRow,
@@ -76,7 +76,7 @@ _COUNTS = "SELECT " + ", ".join(  # one pass, no sort: 2x faster than GROUP BY s
     f"count(*) FILTER (WHERE status = '{s.value}')" for s in RowStatus) + " FROM rows"
 
 
-class Ledger:
+class Ledger(CreationJournal):
     """The run's SQLite checkpoint. Not thread-safe: one event loop writes it."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -391,38 +391,3 @@ class Ledger:
 
     def calls(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT endpoint, n FROM calls ORDER BY endpoint"))
-
-    # --- group creations (the creation journal the resolver uses) ------------------------------
-    def creation(self, name: str) -> Creation | None:
-        got = self.conn.execute(
-            "SELECT state, group_id FROM created_groups WHERE name = ?", (name,)).fetchone()
-        return None if got is None else Creation._make(got)
-
-    def creation_started(self, name: str) -> None:
-        self.conn.execute(
-            "INSERT INTO created_groups (name, state, updated_at) VALUES (?, 'creating', ?) "
-            "ON CONFLICT(name) DO UPDATE SET state = 'creating', updated_at = excluded.updated_at",
-            (name, time.time()))
-
-    def creation_finished(self, name: str, group_id: int) -> None:
-        self.conn.execute(
-            "UPDATE created_groups SET state = 'created', group_id = ?, updated_at = ? "
-            "WHERE name = ?", (group_id, time.time(), name))
-
-    def creation_failed(self, name: str, errcode: int | None, errmsg: str) -> None:
-        self.conn.execute(
-            "UPDATE created_groups SET state = 'failed', errcode = ?, errmsg = ?, updated_at = ? "
-            "WHERE name = ?", (errcode, errmsg, time.time(), name))
-
-    def settle_creations(self, resolved: dict[str, int]) -> None:
-        """Creations left "creating" by a killed process whose group turned up by name."""
-        with self.transaction() as conn:
-            conn.executemany(
-                "UPDATE created_groups SET state = 'created', group_id = ?, updated_at = ? "
-                "WHERE name = ? AND state = 'creating'",
-                [(gid, time.time(), name) for name, gid in resolved.items()])
-
-    def created_groups(self) -> list[dict[str, Any]]:
-        cur = self.conn.execute(
-            "SELECT name, group_id FROM created_groups WHERE state = 'created' ORDER BY group_id")
-        return [{"name": n, "id": gid} for n, gid in cur]
