@@ -17,16 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from batchmove.engine.backend import client_for
 from batchmove.engine.listing import Lister, Streams
+from batchmove.engine.moves import ProgressClock
 from batchmove.engine.runner import RetryPolicy, StopReason, StopSignals, signal_stop, with_retries
 from batchmove.errors import (
     EXIT_OK,
@@ -41,9 +42,11 @@ from batchmove.errors import (
     TransientError,
     UsageError,
 )
+from batchmove.intake import jobfile
 from batchmove.ledger.checkpoint import Cursor, ExportCheckpoint, Follower
-from batchmove.models import Backend, Group, JobSpec
+from batchmove.models import Backend, Group, JobSpec, Selection
 from batchmove.output.report import EXCEL_MAX_ROWS, atomic_text, neutralize, write_csv, write_xlsx
+from batchmove.results import Events
 from batchmove.wechat.client import FollowerPage, WeChatClient
 
 GROUP_COLUMNS = ("openid", "current_groupid", "current_group_name", "to_group_name")
@@ -86,21 +89,23 @@ class ExportResult:
     estimate: dict[str, Any] = field(default_factory=dict)
 
 
-class Notify:
-    """The caller's `events` (any object with optional `info` and `progress`)."""
+class _Listing:
+    """Progress of the listing for whoever watches (`Events.progress`, phase "listing":
+    `moved` counts the followers listed so far)."""
 
-    def __init__(self, events: Any = None) -> None:
-        self.events = events
+    def __init__(self, events: Events, listed: int) -> None:
+        self.events, self.listed = events, listed
+        self.clock: ProgressClock | None = None
 
-    def info(self, message: str) -> None:
-        method = getattr(self.events, "info", None)
-        if method is not None:
-            method(message)
+    def start(self, total: int) -> None:
+        self.clock = ProgressClock("listing", max(total, self.listed))
+        self.events.progress(self.clock.report(self.listed, 0))
 
-    def progress(self, done: int, total: int) -> None:
-        method = getattr(self.events, "progress", None)
-        if method is not None:
-            method("listing", done, 0, max(total, done))
+    def add(self, openids: int) -> None:
+        self.listed += openids
+        if self.clock is not None:
+            self.clock.total = max(self.clock.total, self.listed)
+            self.events.progress(self.clock.report(self.listed, 0))
 
 
 def check_export(spec: ExportSpec) -> ExportSpec:
@@ -123,11 +128,9 @@ def check_export(spec: ExportSpec) -> ExportSpec:
 
 
 # --- the story ---------------------------------------------------------------------------------
-async def export_followers(spec: ExportSpec, events: Any = None, *,
+async def export_followers(spec: ExportSpec, events: Events | None = None, *,
                            handle_signals: bool = False) -> ExportResult:
-    notify = Notify(events)
-    signals: AbstractContextManager[StopSignals] = (
-        signal_stop() if handle_signals else nullcontext(StopSignals()))
+    notify = events or Events()
     reason, error = StopReason.DONE, None
     estimate: dict[str, Any] = {}
     async with client_for(spec.settings) as client:
@@ -136,7 +139,8 @@ async def export_followers(spec: ExportSpec, events: Any = None, *,
         except (DailyQuotaError, FatalApiError, TokenError, TransientError,
                 MinuteQuotaError) as exc:
             return _stopped(spec, _reason(exc), exc, 0, dict(client.calls), estimate)
-        with ExportCheckpoint(spec.out).open() as checkpoint, signals as stop:
+        with ExportCheckpoint(spec.out).open() as checkpoint, \
+                signal_stop(handle_signals) as stop:
             if checkpoint.start(spec.fingerprint()) and checkpoint.cursor() != Cursor():
                 notify.info(f"resuming the export to {spec.out}: {checkpoint.count():,} "
                             "followers already listed")
@@ -195,25 +199,20 @@ def _resolve(known: list[Group], wanted: Sequence[str], what: str) -> list[int]:
 
 
 async def _list(client: WeChatClient, spec: ExportSpec, streams: Streams,
-                checkpoint: ExportCheckpoint, stop: StopSignals, notify: Notify,
+                checkpoint: ExportCheckpoint, stop: StopSignals, events: Events,
                 estimate: dict[str, Any]) -> tuple[StopReason, ApiError | None]:
     """Every remaining page into the checkpoint; the estimate (filled in) is printed after
     the first page."""
-    total, listed = 0, checkpoint.count()  # progress counts openids listed, kept or not
+    progress = _Listing(events, checkpoint.count())
 
     async def first_page(page: FollowerPage) -> None:
-        nonlocal total
-        found = await _estimate(client, spec, streams, page, checkpoint.count())
-        estimate.update(found)
-        total = found["followers"]
-        notify.info(describe_estimate(found))
-        notify.progress(listed, total)
+        estimate.update(await _estimate(client, spec, streams, page, checkpoint.count()))
+        events.info(describe_estimate(estimate))
+        progress.start(estimate["followers"])
 
     def on_page(followers: list[Follower], cursor: Cursor, openids: int) -> None:
-        nonlocal listed
         checkpoint.record_page(followers, cursor)
-        listed += openids
-        notify.progress(listed, total)
+        progress.add(openids)
 
     settings = spec.settings
     lister = Lister(client, streams, on_page, stop, concurrency=settings.concurrency,
@@ -367,23 +366,22 @@ def _csv_cell(text: str) -> str:
     return text
 
 
-def export_spec(out: str | Path, *, backend: str | None = None, groups: Sequence[str | int] = (),
-                tags: Sequence[str | int] = (), job: str | Path | None = None,
-                **overrides: Any) -> ExportSpec:
-    """The spec from the library's or the CLI's arguments, validated (UsageError, exit 2)."""
-    from batchmove.intake.jobfile import check_spec, load_job
-
+def export_spec(out: str | os.PathLike[str], *, backend: Backend | str | None = None,
+                groups: Sequence[str | int] = (), tags: Sequence[str | int] = (),
+                job: str | os.PathLike[str] | None = None, **overrides: Any) -> ExportSpec:
+    """The spec from the library's or the CLI's arguments, validated (UsageError, exit 2).
+    `job` lends its connection keys (and its `[select]` when no group or tag is given)."""
     unknown = sorted(set(overrides) - set(EXPORT_KEYS))
     if unknown:
         raise UsageError(f"unknown export setting {unknown[0]!r} "
                          f"(known: {', '.join(EXPORT_KEYS)})")
-    base = (load_job(Path(job), need_input=False) if job is not None
-            else JobSpec(input=Path(), name="export"))
-    settings = check_spec(base.with_overrides(**overrides))
-    if job is not None and not groups and not tags and base.select is not None:
-        chosen = base.select
+    values: dict[str, Any] = (jobfile.load_job(Path(job), need_input=False) if job is not None
+                              else {"input": Path(), "name": "export"})
+    chosen: Selection | None = values.pop("select", None)
+    settings = JobSpec(**(values | jobfile.read_overrides(overrides)))
+    if chosen is not None and not groups and not tags:
         groups = (chosen.value,) if chosen.kind == "group" else ()
         tags = (chosen.value,) if chosen.kind == "tag" else ()
-    chosen_backend = backend or base.backend
-    return check_export(ExportSpec(Path(out).expanduser(), chosen_backend,  # type: ignore[arg-type]
-                                   tuple(map(str, groups)), tuple(map(str, tags)), settings))
+    spec = ExportSpec(Path(out).expanduser(), settings.backend, tuple(map(str, groups)),
+                      tuple(map(str, tags)), settings)
+    return check_export(replace(spec, backend=backend) if backend else spec)  # type: ignore[arg-type]

@@ -1,15 +1,21 @@
 """The values that flow through the pipeline: a job's settings, input rows, groups, batches.
 
-Frozen and dependency-free: every stage imports these, none of them imports a stage.
+Frozen and free of stages: every stage imports these, none of them imports a stage. A `JobSpec`
+checks its own ranges when it is built (`__post_init__`, which `dataclasses.replace` runs too),
+so a spec that exists is a valid one, however it was made: job file, CLI options, Python.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
+
+from batchmove.errors import UsageError
 
 TargetKind = Literal["id", "name", "set"]  # "set": a tag backend's exact set of tag ids
 TokenKind = Literal["stable", "classic"]
@@ -19,6 +25,8 @@ BLACKLIST_GROUP_ID = 1
 MAX_BATCH = 50
 MAX_USER_INFO_BATCH = 100
 MAX_GROUP_NAME_CHARS = 30
+XLSX_ROW_LIMIT = 1_048_575  # Excel's rows, less the header
+SANDBOX = "sandbox"
 
 
 class RowStatus(StrEnum):
@@ -76,7 +84,7 @@ class JobSpec:
 
     input: Path
     job_path: Path | None = None
-    name: str = ""
+    name: str = ""  # "": the input's file name without its extension
     sheet: str | int | None = None
     encoding: str | None = None
     columns: ColumnMap = field(default_factory=ColumnMap)
@@ -102,6 +110,12 @@ class JobSpec:
     sandbox: dict[str, Any] = field(default_factory=dict)  # settings of the embedded sandbox
     select: Selection | None = None  # a segment job: `input` is then RUN_DIR/input.csv
 
+    def __post_init__(self) -> None:
+        if not self.name:  # like a spreadsheet run on its own: named after the file
+            object.__setattr__(self, "name", Path(self.input).stem or "run")
+        _check_ranges(self)
+        _check_choices(self)
+
     def with_overrides(self, **changes: Any) -> JobSpec:
         """A copy with the given fields replaced; None values leave the field as it is."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -109,6 +123,68 @@ class JobSpec:
     @property
     def out_dir(self) -> Path:
         return self.out if self.out is not None else Path("runs") / (self.name or "run")
+
+
+_NUMBERS = ("rate", "concurrency", "batch_size", "retries", "timeout", "max_failure_rate",
+            "failure_sample", "xlsx_max_rows")
+
+
+def _check_ranges(spec: JobSpec) -> None:
+    """Ranges, named by job key; raises UsageError."""
+    for key in _NUMBERS:
+        value = getattr(spec, key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UsageError(f"{key} must be a number, got {show(value)}")
+    _range("rate", spec.rate, spec.rate >= 0 and math.isfinite(spec.rate),
+           ">= 0 (0 = no limit)")
+    _range("concurrency", spec.concurrency, spec.concurrency >= 1, ">= 1")
+    _range("batch_size", spec.batch_size, 1 <= spec.batch_size <= MAX_BATCH, f"1..{MAX_BATCH}")
+    _range("retries", spec.retries, spec.retries >= 1, ">= 1")
+    _range("timeout", spec.timeout, spec.timeout > 0 and math.isfinite(spec.timeout), "> 0")
+    _range("max_failure_rate", spec.max_failure_rate, 0 < spec.max_failure_rate <= 1,
+           "> 0 and <= 1")
+    _range("failure_sample", spec.failure_sample, spec.failure_sample >= 1, ">= 1")
+    _range("xlsx_max_rows", spec.xlsx_max_rows, 0 <= spec.xlsx_max_rows <= XLSX_ROW_LIMIT,
+           f"0..{XLSX_ROW_LIMIT}")
+    if isinstance(spec.sheet, int) and spec.sheet < 0:
+        raise UsageError(f"sheet must be a name or a number >= 0, got {spec.sheet}")
+
+
+def _check_choices(spec: JobSpec) -> None:
+    """Choices and combinations that cannot work together; raises UsageError."""
+    if spec.target not in (None, "id", "name", "set"):
+        raise UsageError(f'target must be "id", "name" or "set", got {show(spec.target)}')
+    if spec.backend not in ("groups", "tags"):
+        raise UsageError(f'backend must be "groups" or "tags", got {show(spec.backend)}')
+    if spec.backend == "groups" and (spec.untag or spec.target == "set"):
+        raise UsageError('untag and target = "set" need backend = "tags"')
+    if spec.backend == "tags" and not spec.snapshot and (spec.untag == "others"
+                                                         or spec.target == "set"):
+        raise UsageError('untag = "others" and tag sets need the snapshot (snapshot = true)')
+    if spec.api_base != SANDBOX and not spec.api_base.startswith(("https://", "http://")):
+        raise UsageError(f'api_base must be "sandbox" or an http(s):// URL, '
+                         f"got {show(spec.api_base)}")
+    if not spec.name.strip() or spec.name in (".", "..") or any(c in spec.name for c in "/\\"):
+        raise UsageError(f"name must be usable as a directory name, got {show(spec.name)}")
+    if spec.credentials.token_kind not in ("stable", "classic"):
+        raise UsageError(f'token_kind must be "stable" or "classic", '
+                         f"got {show(spec.credentials.token_kind)}")
+
+
+def _range(key: str, value: float, ok: bool, wanted: str) -> None:
+    if not ok:
+        raise UsageError(f"{key} must be {wanted}, got {value:g}")
+
+
+def show(value: Any) -> str:
+    """A value as it looked in TOML (strings in double quotes), cut short, for messages."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str | int | float):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class InputRow(NamedTuple):
@@ -127,6 +203,15 @@ class Group:
     id: int
     name: str
     count: int = 0
+
+
+class RowFailure(NamedTuple):
+    """A row's final refusal: the errcode (None when WeChat never answered) and why."""
+
+    row: int
+    errcode: int | None
+    errmsg: str
+    attempts: int
 
 
 class Move(NamedTuple):

@@ -11,25 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.models import JobSpec
-from batchmove.pipeline import RunOptions, RunResult, run_job
+from batchmove.pipeline import RunOptions, run_job
+from batchmove.results import Events, Progress, RunResult
 from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
 
 
-class QuietEvents:
-    """Events that record what the pipeline said, and confirm nothing."""
+class QuietEvents(Events):
+    """Events that record what the pipeline said."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.progress_calls = 0
+        self.last: Progress | None = None
 
     def info(self, message: str) -> None:
         self.lines.append(message)
 
-    def confirm(self, plan: dict[str, Any]) -> bool:
-        raise AssertionError("tests pass yes=True; nobody should be asked")
-
-    def progress(self, phase: str, done: int, failed: int, total: int) -> None:
+    def progress(self, progress: Progress) -> None:
         self.progress_calls += 1
+        self.last = progress
 
 
 def write_moves(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = (
@@ -54,7 +54,7 @@ def spec_for(sb: RunningSandbox, input_path: Path, out: Path, **changes: Any) ->
 
 
 async def run(spec: JobSpec, **options: bool) -> RunResult:
-    return await run_job(spec, RunOptions(yes=True, **options), QuietEvents())
+    return await run_job(spec, RunOptions(**options), QuietEvents())
 
 
 BACKENDS = ("groups", "tags")

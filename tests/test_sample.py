@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batchmove.intake.jobfile import load_job
+from batchmove.intake.jobfile import spec_for
 from batchmove.sandbox import SandboxConfig
 from tests.conftest import REPO_ROOT, SandboxFactory
 from tests.engine_helpers import report_rows, run, user_state
@@ -37,7 +37,7 @@ def test_sample_job_runs_end_to_end_on_the_embedded_sandbox(tmp_path: Path,
 @pytest.mark.parametrize("backend", sorted(SAMPLES))
 async def test_sample_job_final_state(tmp_path: Path, sandbox_factory: SandboxFactory,
                                       monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
-    spec = load_job(SAMPLES[backend])
+    spec = spec_for(SAMPLES[backend])
     names = list(spec.sandbox.get("groups", spec.sandbox.get("tags", [])))
     sb = await sandbox_factory(SandboxConfig(users_file=spec.sandbox["users_file"],
                                              groups=names, tags=names))

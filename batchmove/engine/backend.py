@@ -40,10 +40,7 @@ def make_limiter(rate: float) -> AsyncLimiter | None:
 async def api_client(spec: JobSpec, ledger: Ledger) -> AsyncIterator[WeChatClient]:
     """The client, talking to WeChat or to an embedded sandbox started for this run (whose
     followers are the input's openids unless `[sandbox]` says otherwise)."""
-    def input_openids() -> list[str]:
-        return sorted({r.openid for r in ledger.rows("status != 'invalid'")})
-
-    async with client_for(spec, input_openids) as client:
+    async with client_for(spec, ledger.valid_openids) as client:
         yield client
 
 

@@ -30,8 +30,7 @@ from batchmove.engine.runner import (
 )
 from batchmove.errors import ApiError, TransientError
 from batchmove.ledger.checkpoint import Cursor, Follower
-from batchmove.ledger.store import Failure
-from batchmove.models import MAX_USER_INFO_BATCH, Batch
+from batchmove.models import MAX_USER_INFO_BATCH, Batch, RowFailure
 from batchmove.wechat.client import FollowerPage, WeChatClient
 
 
@@ -135,7 +134,7 @@ def _is_last(page: FollowerPage, cursor: str) -> bool:
     return not page.openids or not page.next_openid or page.next_openid == cursor
 
 
-def _give_up(runner: Runner[Any], failures: list[Failure]) -> None:
+def _give_up(runner: Runner[Any], failures: list[RowFailure]) -> None:
     """A user/info/batchget call that failed for good: the page cannot be recorded whole."""
     first = failures[0]
     runner.stop(StopReason.FATAL, TransientError(first.errcode, first.errmsg,

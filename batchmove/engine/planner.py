@@ -20,8 +20,11 @@ from batchmove.models import (
     JobSpec,
     Move,
 )
+from batchmove.results import Plan, PlanGroups, QuotaFit
 
 T = TypeVar("T")
+#: WeChat's documented group limit for an account (the planner warns when close to it)
+WECHAT_MAX_GROUPS = 500
 TAG_ENDPOINT = "tags/members/batchtagging"
 UNTAG_ENDPOINT = "tags/members/batchuntagging"
 
@@ -107,10 +110,11 @@ def backend_endpoints(spec: JobSpec) -> dict[str, str]:
 
 def summarize_plan(
     rows: Mapping[str, int],
-    groups: Mapping[str, Any],
+    groups: PlanGroups,
     spec: JobSpec,
     quotas: Mapping[str, Mapping[str, int]] | None = None,
-) -> dict[str, Any]:
+    invalid_by_reason: Mapping[str, int] | None = None,
+) -> Plan:
     """What a run would do: rows, groups, API calls per endpoint, duration, quota fit, warnings.
 
     `groups` holds `users_per_group` ({target: {"group_id", "users"}}), `create` ([{"name",
@@ -129,22 +133,16 @@ def summarize_plan(
     if users:
         calls[endpoints["move"]] = move_calls(movable, spec.batch_size)
     total = sum(calls.values())
-    plan: dict[str, Any] = {
-        "rows": dict(rows),
-        "users_to_move": users,
-        "groups": dict(groups),
-        "calls": {**calls, "total": total},
-        "estimated_duration_s": round(total / spec.rate, 1) if spec.rate > 0 else None,
-        "warnings": _warnings(groups, spec),
-    }
-    if quotas is not None:
-        plan["quota"] = _quota_fit(calls, quotas)
-    return plan
+    return Plan(
+        rows=dict(rows), users_to_move=users, groups=groups, calls={**calls, "total": total},
+        estimated_duration_s=round(total / spec.rate, 1) if spec.rate > 0 else None,
+        warnings=_warnings(groups, spec), invalid_by_reason=dict(invalid_by_reason or {}),
+        quota=_quota_fit(calls, quotas) if quotas is not None else {})
 
 
 def _quota_fit(calls: Mapping[str, int],
-               quotas: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
-    fit: dict[str, Any] = {}
+               quotas: Mapping[str, Mapping[str, int]]) -> dict[str, QuotaFit]:
+    fit: dict[str, QuotaFit] = {}
     for endpoint, needed in calls.items():
         quota = quotas.get(endpoint)
         if quota is None:
@@ -161,7 +159,7 @@ def _quota_fit(calls: Mapping[str, int],
     return fit
 
 
-def _warnings(groups: Mapping[str, Any], spec: JobSpec) -> list[str]:
+def _warnings(groups: PlanGroups, spec: JobSpec) -> list[str]:
     warnings = []
     if spec.backend == "tags" and (spec.untag or spec.target == "set"):
         warnings.append("untagging adds calls that depend on the users' current tags "
@@ -176,6 +174,7 @@ def _warnings(groups: Mapping[str, Any], spec: JobSpec) -> list[str]:
         n = sum(u["users"] for u in groups["unresolved"])
         warnings.append(f"{n} rows have a target group that cannot be used")
     existing = groups.get("existing_groups")
-    if existing is not None and existing + created > 0.9 * groups.get("max_groups", 500):
+    if existing is not None and existing + created > 0.9 * groups.get("max_groups",
+                                                                      WECHAT_MAX_GROUPS):
         warnings.append(f"the account would have {existing + created} groups, close to the limit")
     return warnings

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from batchmove.errors import MinuteQuotaError, RowError, TransientError
+from batchmove.ledger.rows import Creation
 from batchmove.models import Group, TargetKind
 
-Failure = tuple[int | None, str]  # (errcode, reason) for every row of a target
+TargetFailure = tuple[int | None, str]  # (errcode, reason) for every row of a target
 
 
 class GroupsClient(Protocol):
@@ -29,7 +30,7 @@ class GroupsClient(Protocol):
 class CreationJournal(Protocol):
     """Where creations are recorded before they are attempted (the ledger)."""
 
-    def creation(self, name: str) -> tuple[str, int | None] | None: ...
+    def creation(self, name: str) -> Creation | None: ...
     def creation_started(self, name: str) -> None: ...
     def creation_finished(self, name: str, group_id: int) -> None: ...
     def creation_failed(self, name: str, errcode: int | None, errmsg: str) -> None: ...
@@ -38,7 +39,7 @@ class CreationJournal(Protocol):
 @dataclass
 class Resolution:
     resolved: dict[str, int] = field(default_factory=dict)
-    failed: dict[str, Failure] = field(default_factory=dict)
+    failed: dict[str, TargetFailure] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # names that do not exist (yet)
 
 

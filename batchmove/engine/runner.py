@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -36,8 +37,7 @@ from batchmove.errors import (
     TokenError,
     TransientError,
 )
-from batchmove.ledger.store import Failure
-from batchmove.models import Batch
+from batchmove.models import Batch, RowFailure
 
 T = TypeVar("T")
 
@@ -103,7 +103,7 @@ class Runner(Generic[T]):
 
     send: Callable[[Batch], Awaitable[T]]
     on_done: Callable[[Batch, T, int], None]
-    on_failed: Callable[[list[Failure]], None]
+    on_failed: Callable[[list[RowFailure]], None]
     concurrency: int = 8
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits | None = None
@@ -213,7 +213,7 @@ class Runner(Generic[T]):
         self._count(len(batch), 0)
 
     def _fail(self, batch: Batch, exc: ApiError, attempts: int, prefix: str = "") -> None:
-        self.on_failed([Failure(row, exc.errcode, prefix + exc.errmsg, attempts)
+        self.on_failed([RowFailure(row, exc.errcode, prefix + exc.errmsg, attempts)
                         for row in batch.rows])
         self._count(len(batch), len(batch))
 
@@ -313,14 +313,23 @@ class StopSignals:  # SIGINT/SIGTERM -> the runner of the current stage
 
 
 @contextmanager
-def signal_stop() -> Iterator[StopSignals]:
+def signal_stop(install: bool = False) -> Iterator[StopSignals]:
+    """A `StopSignals` for one run; with `install`, SIGINT/SIGTERM request the stop.
+
+    Handlers are installed only when asked (the CLI asks): a library call must leave its
+    caller's handlers alone, and a loop outside the main thread cannot take them at all.
+    """
     stop = StopSignals()
     loop = asyncio.get_running_loop()
-    for sig, reason in ((signal.SIGINT, StopReason.SIGINT), (signal.SIGTERM, StopReason.SIGTERM)):
+    install = install and threading.current_thread() is threading.main_thread()
+    signals = ((signal.SIGINT, StopReason.SIGINT), (signal.SIGTERM, StopReason.SIGTERM))
+    before = {sig: signal.getsignal(sig) for sig, _ in signals} if install else {}
+    for sig, reason in signals if install else ():
         loop.add_signal_handler(sig, stop.request, reason)
     try:
         yield stop
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig, handler in before.items():  # the loop would leave SIG_DFL behind
             with suppress(Exception):
                 loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)

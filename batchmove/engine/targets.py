@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from batchmove.ledger.rows import TagRow
 from batchmove.models import Batch, Group, Move
 from batchmove.wechat.client import WeChatClient
 
@@ -129,15 +129,14 @@ class RowOps:
         return new
 
 
-def tag_operations(rows: Iterable[tuple[int, str, int | None, str, str | None]],
+def tag_operations(rows: Iterable[TagRow],
                    kind: str, untag: frozenset[int] | None
                    ) -> tuple[list[tuple[str, int, Move]], RowOps, list[int]]:
     """(op, tag id, move) for every pending row, the tracker, and rows with nothing to do."""
     operations: list[tuple[str, int, Move]] = []
     tracker = RowOps()
     already: list[int] = []
-    for row, openid, tag_id, target, prev in rows:
-        current = json.loads(prev) if prev is not None else None
+    for row, openid, tag_id, target, current in rows:
         wanted: int | frozenset[int] = (parse_tag_set(target) if kind == "set"
                                         else int(tag_id or 0))
         add, remove = tag_changes(wanted, current, untag)

@@ -1,30 +1,28 @@
-"""TOML job file -> frozen `JobSpec`. Every bad key is one line naming the key and the file.
+"""Job file (TOML) + overrides -> one validated `JobSpec`. Every bad key is one line naming it.
 
-Types are checked here (a job file is parsed once); ranges are checked by `check_spec`, after
-the CLI's options are applied, so `--batch-size 40` can fix a job file's `batch_size = 80`.
-Paths in a job file are relative to the job file, not to wherever the command runs.
+Two sources give job keys: the job file and the overrides (CLI options, or keyword arguments
+of `batchmove.run`). Both go through the same type checks here, then the spec is built once,
+and building it checks the ranges (`JobSpec.__post_init__`), so `--batch-size 40` can fix a job
+file's `batch_size = 80`. Paths in a job file are relative to the job file; paths given as
+overrides are relative to the current directory.
 """
 
 from __future__ import annotations
 
 import codecs
 import difflib
-import json
-import math
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import fields
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from batchmove.errors import JobFileError, UsageError
-from batchmove.models import MAX_BATCH, ColumnMap, Credentials, JobSpec, Selection
+from batchmove.models import ColumnMap, Credentials, JobSpec, Selection, show
 
 JOB_SUFFIX = ".toml"
-SANDBOX = "sandbox"
-XLSX_ROW_LIMIT = 1_048_575  # Excel's rows, less the header
 
 _INT = ("concurrency", "batch_size", "retries", "failure_sample", "xlsx_max_rows")
 _FLOAT = ("rate", "timeout", "max_failure_rate")
@@ -34,6 +32,8 @@ _PATHS = ("input", "out")
 _TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag")
 _TABLES = ("columns", "credentials", "sandbox", "select")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
+#: every key a job file (or an override) may set
+JOB_KEYS = (*_TOP, *_TABLES)
 _COLUMN_KEYS = tuple(f.name for f in fields(ColumnMap))
 _CREDENTIAL_KEYS = tuple(f.name for f in fields(Credentials))
 _SECRETS = {"appsecret": "secret_env", "app_secret": "secret_env", "secret": "secret_env",
@@ -41,19 +41,44 @@ _SECRETS = {"appsecret": "secret_env", "app_secret": "secret_env", "secret": "se
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def spec_for(path: Path) -> JobSpec:
-    """A job file gives its spec; any other file is an input to run with the defaults."""
-    if not path.exists():
-        raise UsageError(f"no such file: {path}")
-    if not path.is_file():
-        raise UsageError(f"not a file: {path}")
-    if path.suffix.lower() == JOB_SUFFIX:
-        return load_job(path)
-    return JobSpec(input=_absolute(path), name=path.stem)
+def spec_for(job: Path, **overrides: Any) -> JobSpec:
+    """The job's spec: a job file's keys, or a spreadsheet run with the defaults, with the
+    overrides (job keys; None means "not given") applied on top."""
+    if not job.exists():
+        raise UsageError(f"no such file: {job}")
+    if not job.is_file():
+        raise UsageError(f"not a file: {job}")
+    if job.suffix.lower() == JOB_SUFFIX:
+        values = load_job(job)
+    else:
+        values = {"input": _absolute(job), "name": job.stem}
+    return JobSpec(**(values | read_overrides(overrides)))
 
 
-def load_job(path: Path, *, need_input: bool = True) -> JobSpec:
-    """Parse and type-check a job file; ranges are left to `check_spec`. `need_input=False`
+def read_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Job keys given outside a job file, type-checked exactly as in one (None: not given)."""
+    given = {k: _table_of(v) for k, v in overrides.items() if v is not None}
+    if not given:
+        return {}
+    if "select" in given:
+        raise UsageError("select is a job file table ([select]); it cannot be an override")
+    reader = _Reader(Path("."), given, label="override")
+    reader.check_keys()
+    values = reader.values()
+    if "input" in given:
+        values["input"] = reader.input(given["input"])
+    return values
+
+
+def _table_of(value: Any) -> Any:
+    """A `ColumnMap` or `Credentials` given as an override, as the table a job file holds."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: v for k, v in asdict(value).items() if v is not None}
+    return value
+
+
+def load_job(path: Path, *, need_input: bool = True) -> dict[str, Any]:
+    """Parse and type-check a job file into `JobSpec` keyword arguments. `need_input=False`
     (export --job) reads its settings only: neither `input` nor `[select]` is required."""
     try:
         with path.open("rb") as handle:
@@ -66,33 +91,42 @@ def load_job(path: Path, *, need_input: bool = True) -> JobSpec:
         raise JobFileError(f"{path}: the job file is not UTF-8 text") from exc
     except OSError as exc:
         raise JobFileError(f"{path}: cannot read the job file: {exc.strerror or exc}") from exc
-    return _Reader(path, data, need_input).spec()
+    reader = _Reader(path, data)
+    reader.check_keys()
+    source = reader.source(need_input)  # before the other keys: the first thing to get right
+    values: dict[str, Any] = {"job_path": path, "name": path.stem}
+    values |= reader.values()
+    values["input"], values["select"] = source
+    return values
 
 
 class _Reader:
-    """One job file's keys, checked one by one with the file's name in every message."""
+    """One source's keys, checked one by one, its name (file or "option") in every message."""
 
-    def __init__(self, path: Path, data: dict[str, Any], need_input: bool = True) -> None:
+    def __init__(self, path: Path, data: Mapping[str, Any], label: str = "") -> None:
         self.path = path
-        self.need_input = need_input
-        self.base = _absolute(path).parent
+        self.label = label or str(path)
+        self.overrides = bool(label)  # keys given as options: tables only when given
+        self.base = _absolute(path) if self.overrides else _absolute(path).parent
         self.data = data
 
     def fail(self, message: str) -> JobFileError:
-        return JobFileError(f"{self.path}: {message}")
+        return JobFileError(f"{self.label}: {message}")
 
-    def spec(self) -> JobSpec:
-        data = self.data
-        for key, value in data.items():
+    def check_keys(self) -> None:
+        for key, value in self.data.items():
             self._refuse_secret(key, "")
             if key not in _TOP and key not in _TABLES:
-                raise self.fail(f"unknown key {key!r}{_suggest(key, (*_TOP, *_TABLES))}")
+                raise self.fail(f"unknown key {key!r}{_suggest(key, JOB_KEYS)}")
             if key in _TABLES and not isinstance(value, dict):
-                raise self.fail(f"{key} must be a table ([{key}]), got {_show(value)}")
+                raise self.fail(f"{key} must be a table ([{key}]), got {show(value)}")
             if key not in _TABLES and isinstance(value, dict):
                 raise self.fail(f"[{key}] is not a table here: {key} is a plain key")
-        values: dict[str, Any] = {"job_path": self.path, "name": self.path.stem}
-        values["input"], values["select"] = self._source(data)
+
+    def values(self) -> dict[str, Any]:
+        """Every key but `input`, type-checked, as `JobSpec` keyword arguments."""
+        data = self.data
+        values: dict[str, Any] = {}
         for key in _STR:
             if key in data:
                 values[key] = self._get(key, data[key], str, "a string")
@@ -105,8 +139,23 @@ class _Reader:
         for key in _BOOL:
             if key in data:
                 values[key] = self._get(key, data[key], bool, "true or false")
+        values |= self._choices()
+        if "out" in data:
+            values["out"] = self._path("out", data["out"])
+        for table, read in (("columns", self._columns), ("credentials", self._credentials),
+                            ("sandbox", self._sandbox)):
+            if table in data or not self.overrides:
+                values[table] = read(data.get(table, {}))
+        self._check_strings(values)
+        return values
+
+    def _choices(self) -> dict[str, Any]:
+        data, values = self.data, {}
         if "sheet" in data:
-            values["sheet"] = self._get("sheet", data["sheet"], _is_sheet,
+            sheet = data["sheet"]
+            if isinstance(sheet, str) and sheet.isdigit() and self.overrides:
+                sheet = int(sheet)  # `--sheet 2` is the third sheet
+            values["sheet"] = self._get("sheet", sheet, _is_sheet,
                                         "a sheet name or a number counted from 0")
         if "target" in data:
             values["target"] = self._get("target", data["target"],
@@ -120,29 +169,25 @@ class _Reader:
             untag = self._get("untag", data["untag"], _is_untag,
                               '"others" or a list of tag names or ids')
             values["untag"] = "others" if untag == "others" else tuple(map(str, untag))
-        if "out" in data:
-            values["out"] = self._path("out", data["out"])
-        values["columns"] = self._columns(data.get("columns", {}))
-        values["credentials"] = self._credentials(data.get("credentials", {}))
-        values["sandbox"] = self._sandbox(data.get("sandbox", {}))
-        self._check_strings(values)
-        return JobSpec(**values)
+        return values
 
     def _get(self, key: str, value: Any, accept: Callable[[Any], bool] | type,
              what: str) -> Any:
         ok = isinstance(value, accept) if isinstance(accept, type) else accept(value)
         if not ok:
-            raise self.fail(f"{key} must be {what}, got {_show(value)}")
+            raise self.fail(f"{key} must be {what}, got {show(value)}")
         return value
 
     def _path(self, key: str, value: Any) -> Path:
+        if isinstance(value, Path):
+            value = str(value)
         text = self._get(key, value, str, "a path (a string)")
         if not text.strip():
             raise self.fail(f"{key} must not be empty")
         path = Path(text).expanduser()
         return path if path.is_absolute() else Path(os.path.normpath(self.base / path))
 
-    def _input(self, value: Any) -> Path:
+    def input(self, value: Any) -> Path:
         path = self._path("input", value)
         if not path.exists():
             raise self.fail(f"input file not found: {path}")
@@ -150,16 +195,17 @@ class _Reader:
             raise self.fail(f"input is not a file: {path}")
         return path
 
-    def _source(self, data: dict[str, Any]) -> tuple[Path, Selection | None]:
-        """`input` (a spreadsheet) or `[select]` (a segment of the account), exactly one."""
+    def source(self, need_input: bool) -> tuple[Path, Selection | None]:
+        """`input` (a spreadsheet) or `[select]` (a segment of the account): exactly one."""
+        data = self.data
         if "input" in data and "select" in data:
             raise self.fail("give either input (a spreadsheet) or [select] (followers chosen "
                             "from the account), not both")
         if "select" in data:
             return Path(), self._select(data["select"])
         if "input" in data:
-            return self._input(data["input"]), None
-        if self.need_input:
+            return self.input(data["input"]), None
+        if need_input:
             raise self.fail("missing required key 'input' (the spreadsheet to load) "
                             "or a [select] table")
         return Path(), None
@@ -171,14 +217,12 @@ class _Reader:
             raise self.fail('[select] needs exactly one of tag = "name", group = "name" (or '
                             "an id) or all = true")
         kind = chosen[0]
-        if kind == "all":
-            if value["all"] is not True:
-                raise self.fail(f"select.all must be true, got {_show(value['all'])}")
-            picked = ""
-        else:
-            item = self._get(f"select.{kind}", value[kind], _is_name_or_id,
-                             "a name or an id (a whole number >= 0)")
-            picked = str(item).strip()
+        picked = ""
+        if kind == "all" and value["all"] is not True:
+            raise self.fail(f"select.all must be true, got {show(value['all'])}")
+        if kind != "all":
+            picked = str(self._get(f"select.{kind}", value[kind], _is_name_or_id,
+                                   "a name or an id (a whole number >= 0)")).strip()
         if ("to" in value) == ("to_id" in value):
             raise self.fail('[select] needs a target: to = "name" or to_id = 120 (one of them)')
         if "to" in value:
@@ -247,46 +291,6 @@ class _Reader:
         return settings
 
 
-def check_spec(spec: JobSpec) -> JobSpec:
-    """Ranges, checked after CLI overrides; raises UsageError naming the key (and option)."""
-    _range("rate", spec.rate, spec.rate >= 0 and math.isfinite(spec.rate),
-           ">= 0 (0 = no limit)")
-    _range("concurrency", spec.concurrency, spec.concurrency >= 1, ">= 1")
-    _range("batch_size", spec.batch_size, 1 <= spec.batch_size <= MAX_BATCH, f"1..{MAX_BATCH}")
-    _range("retries", spec.retries, spec.retries >= 1, ">= 1")
-    _range("timeout", spec.timeout, spec.timeout > 0 and math.isfinite(spec.timeout), "> 0")
-    _range("max_failure_rate", spec.max_failure_rate, 0 < spec.max_failure_rate <= 1,
-           "> 0 and <= 1")
-    _range("failure_sample", spec.failure_sample, spec.failure_sample >= 1, ">= 1")
-    _range("xlsx_max_rows", spec.xlsx_max_rows, 0 <= spec.xlsx_max_rows <= XLSX_ROW_LIMIT,
-           f"0..{XLSX_ROW_LIMIT}")
-    if spec.target not in (None, "id", "name", "set"):
-        raise UsageError(f'target must be "id", "name" or "set", got {_show(spec.target)}')
-    if spec.backend not in ("groups", "tags"):
-        raise UsageError(f'backend must be "groups" or "tags", got {_show(spec.backend)}')
-    if spec.backend == "groups" and (spec.untag or spec.target == "set"):
-        raise UsageError('untag and target = "set" need backend = "tags"')
-    if spec.backend == "tags" and not spec.snapshot and (spec.untag == "others"
-                                                         or spec.target == "set"):
-        raise UsageError('untag = "others" and tag sets need the snapshot (snapshot = true)')
-    if isinstance(spec.sheet, int) and spec.sheet < 0:
-        raise UsageError(f"sheet must be a name or a number >= 0, got {spec.sheet}")
-    if spec.api_base != SANDBOX and not spec.api_base.startswith(("https://", "http://")):
-        raise UsageError(f'api_base must be "sandbox" or an http(s):// URL, '
-                         f"got {_show(spec.api_base)}")
-    if not spec.name.strip() or spec.name in (".", "..") or any(c in spec.name for c in "/\\"):
-        raise UsageError(f"name must be usable as a directory name, got {_show(spec.name)}")
-    if spec.credentials.token_kind not in ("stable", "classic"):
-        raise UsageError(f'token_kind must be "stable" or "classic", '
-                         f"got {_show(spec.credentials.token_kind)}")
-    return spec
-
-
-def _range(key: str, value: float, ok: bool, wanted: str) -> None:
-    if not ok:
-        raise UsageError(f"{key} must be {wanted}, got {value:g}")
-
-
 def _is_untag(value: Any) -> bool:
     return value == "others" or (isinstance(value, list) and all(
         isinstance(v, str) or _is_int(v) for v in value))
@@ -306,17 +310,6 @@ def _is_number(value: Any) -> bool:
 
 def _is_sheet(value: Any) -> bool:
     return (isinstance(value, str) and bool(value.strip())) or (_is_int(value) and value >= 0)
-
-
-def _show(value: Any) -> str:
-    """A value as it looked in TOML (strings in double quotes), cut short."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, str | int | float):
-        text = json.dumps(value, ensure_ascii=False)
-    else:
-        text = f"a {type(value).__name__}"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _suggest(key: str, known: tuple[str, ...]) -> str:

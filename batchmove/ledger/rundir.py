@@ -11,10 +11,13 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from batchmove.errors import InputChangedError
+from batchmove.intake.loader import LoadedInput
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import JobSpec
 
@@ -40,6 +43,49 @@ def fingerprint(spec: JobSpec, content_hash: str) -> str:
                 "untag": spec.untag if isinstance(spec.untag, str) else sorted(spec.untag)}
     blob = content_hash + json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restart: bool,
+                   reset_failed: Callable[[Ledger], int] | None,
+                   info: Callable[[str], None]) -> None:
+    """Resume the run the ledger holds if it is this job's, else start a new one: the same
+    fingerprint resumes, a finished run with another moves to history/, an unfinished one
+    with another refuses (InputChangedError) unless `restart`."""
+    digest = fingerprint(spec, source.fingerprint)
+    meta = ledger.meta()
+    if not ledger.is_empty():
+        same = meta.get("fingerprint") == digest
+        if same and not restart:
+            if reset_failed is not None:
+                info(f"retrying {reset_failed(ledger)} failed rows")
+            counts = ledger.counts()
+            if counts.get("pending"):
+                ledger.set_meta(finished_at=None)
+            done = sum(n for status, n in counts.items() if status != "pending")
+            info(f"resuming {ledger.run_dir}: {done} rows done, {counts.get('pending', 0)} "
+                 "remain")
+            return
+        if not same and meta.get("finished_at") is None and not restart:
+            raise InputChangedError(
+                f"the input or settings changed since the unfinished run in {ledger.run_dir}; "
+                "run with --restart to discard its progress and start again, or restore the "
+                "original input to resume")
+        archive(ledger, meta)
+    load(ledger, source, spec, digest, info)
+
+
+def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,
+         info: Callable[[str], None]) -> None:
+    """A new run: every input row into the ledger, in one transaction."""
+    ledger.set_meta(fingerprint=digest, run_id=run_id(), finished_at=None,
+                    started_at=now(), input=str(source.path), headers=source.headers,
+                    openid_column=source.openid_column, target_column=source.target_column,
+                    target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)
+    total = ledger.load_rows(source.rows(), lambda: source.amendments)
+    ledger.set_meta(invalid_by_reason=dict(source.stats.invalid_by_reason),
+                    blank_rows=source.stats.blank, job_path=str(spec.job_path or ""),
+                    snapshot=spec.snapshot, backend=spec.backend)
+    info(f"loaded {total} rows from {source.path}")
 
 
 def archive(ledger: Ledger, meta: dict[str, Any]) -> None:

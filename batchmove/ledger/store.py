@@ -15,14 +15,22 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from batchmove.errors import RunLockedError, RunStateError
-from batchmove.models import InputRow, Move, RowStatus
+from batchmove.ledger.cells import ReportCells
+from batchmove.ledger.creations import CreationJournal
+from batchmove.ledger.rows import (
+    LedgerRow,
+    MovedRow,
+    RollbackRow,
+    TagRow,
+)
+from batchmove.models import InputRow, Move, RowFailure, RowStatus
 
 LEDGER_NAME = "ledger.sqlite"
 LOCK_NAME = ".lock"
@@ -62,35 +70,13 @@ CREATE TABLE IF NOT EXISTS calls (endpoint TEXT PRIMARY KEY, n INTEGER NOT NULL)
 # +2.6 s of results, +0.5 s of load, against ~0.2 s per full scan). Ledgers of batchmove 0.1
 # have one (rows_by_state): a writer drops it.
 _OLD_STATUS_INDEX = "DROP INDEX IF EXISTS rows_by_state"
+_ROWS = ("SELECT row, openid, target, status, reason, group_id, prev_group, errcode, errmsg, "
+         "attempts, extra, verified FROM rows")
 _COUNTS = "SELECT " + ", ".join(  # one pass, no sort: 2x faster than GROUP BY status
     f"count(*) FILTER (WHERE status = '{s.value}')" for s in RowStatus) + " FROM rows"
 
 
-class LedgerRow(NamedTuple):
-    row: int
-    openid: str
-    target: str
-    status: str
-    reason: str
-    group_id: int | None
-    prev_group: int | None
-    errcode: int | None
-    errmsg: str | None
-    attempts: int
-    extra: str | None
-    verified: str | None  # `verify`'s verdict: "ok", or what is wrong now
-
-
-class Failure(NamedTuple):
-    """A row's final refusal: the errcode (None when WeChat never answered) and why."""
-
-    row: int
-    errcode: int | None
-    errmsg: str
-    attempts: int
-
-
-class Ledger:
+class Ledger(CreationJournal):
     """The run's SQLite checkpoint. Not thread-safe: one event loop writes it."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -252,16 +238,18 @@ class Ledger:
             "SELECT count(*) FROM rows WHERE verified IS NOT NULL AND verified != 'ok'"
         ).fetchone()[0])
 
-    def moved_rows(self) -> list[tuple[int, str, int | None, str]]:
-        """(row, openid, group or tag id, target as typed) of every moved row."""
-        return list(self.conn.execute(
-            "SELECT row, openid, group_id, target FROM rows WHERE status = 'moved' ORDER BY row"))
+    def moved_rows(self) -> list[MovedRow]:
+        """Every moved row: its user, the group or tag id and the target as typed."""
+        return list(map(MovedRow._make, self.conn.execute(
+            "SELECT row, openid, group_id, target FROM rows WHERE status = 'moved' ORDER BY row")))
 
-    def tag_rows(self) -> list[tuple[int, str, int | None, str, str | None]]:
-        """(row, openid, tag id, target, prev_tags JSON) of the pending rows with a target."""
-        return list(self.conn.execute(
+    def tag_rows(self) -> list[TagRow]:
+        """The pending rows with a resolved target, with the tags the snapshot saw."""
+        cur = self.conn.execute(
             "SELECT row, openid, group_id, target, prev_tags FROM rows "
-            "WHERE status = 'pending' AND group_id IS NOT NULL ORDER BY row"))
+            "WHERE status = 'pending' AND group_id IS NOT NULL ORDER BY row")
+        return [TagRow(row, openid, tag_id, target, None if prev is None else json.loads(prev))
+                for row, openid, tag_id, target, prev in cur]
 
     def record_tag_snapshot(self, tags: dict[int, list[int]]) -> None:
         with self.transaction() as conn:
@@ -275,25 +263,22 @@ class Ledger:
                 "UPDATE rows SET status = 'already', updated_at = ? "
                 "WHERE row = ? AND status = 'pending'", [(now, row) for row in rows])
 
-    def rollback_tag_rows(self) -> list[tuple[int, str, str, str]]:
-        """Like `rollback_rows`, for the tags backend: the tag set before the run."""
-        cur = self.conn.execute(
-            "SELECT row, openid, prev_tags, status FROM rows WHERE prev_tags IS NOT NULL "
-            "AND status IN ('moved', 'pending', 'failed') ORDER BY row")
-        return [(row, openid, ";".join(map(str, json.loads(prev))), status)
-                for row, openid, prev, status in cur]
-
-    def rollback_rows(self) -> list[tuple[int, str, int, str]]:
-        """(row, openid, group before the run, status) for every user the run may have moved.
+    def rollback_rows(self, *, tags: bool = False) -> list[RollbackRow]:
+        """Every user the run may have moved, with where the snapshot saw them before: the
+        group id, or (tags) the tag set as `101;102`.
 
         Pending and unanswered rows are included: their call may have been applied just before
         a kill. Restoring a user already in their old group is harmless (and the rollback run's
         own snapshot skips it).
         """
+        column = "prev_tags" if tags else "prev_group"
         cur = self.conn.execute(
-            "SELECT row, openid, prev_group, status FROM rows WHERE prev_group IS NOT NULL "
+            f"SELECT row, openid, {column}, status FROM rows WHERE {column} IS NOT NULL "
             "AND status IN ('moved', 'pending', 'failed') ORDER BY row")
-        return [(row, openid, prev, status) for row, openid, prev, status in cur]
+        if not tags:
+            return list(map(RollbackRow._make, cur))
+        return [RollbackRow(row, openid, ";".join(map(str, json.loads(prev))), status)
+                for row, openid, prev, status in cur]
 
     def pending_without_snapshot(self, column: str = "prev_group") -> list[Move]:
         """Pending rows whose user's state before the run is not recorded yet."""
@@ -304,20 +289,29 @@ class Ledger:
             "AND group_id IS NOT NULL ORDER BY row")
         return [Move(row, openid) for row, openid in cur]
 
-    def rows(self, where: str = "", params: tuple[Any, ...] = ()) -> Iterator[LedgerRow]:
-        """Every row in input order (optionally filtered by a SQL condition)."""
-        sql = ("SELECT row, openid, target, status, reason, group_id, prev_group, errcode, "
-               "errmsg, attempts, extra, verified FROM rows")
-        if where:
-            sql += f" WHERE {where}"
-        yield from map(LedgerRow._make, self.conn.execute(sql + " ORDER BY row", params))
+    def rows(self) -> Iterator[LedgerRow]:
+        """Every row in input order."""
+        yield from map(LedgerRow._make, self.conn.execute(_ROWS + " ORDER BY row"))
 
-    def select(self, columns: list[str], where: str = "") -> Iterator[tuple[Any, ...]]:
-        """Tuples of SQL expressions over `rows`, in input order (the report's cells)."""
-        sql = f"SELECT {', '.join(columns)} FROM rows"
-        if where:
-            sql += f" WHERE {where}"
-        return iter(self.conn.execute(sql + " ORDER BY row"))
+    def row(self, number: int) -> LedgerRow | None:
+        """The row with this spreadsheet row number, if the input has one."""
+        found = self.conn.execute(_ROWS + " WHERE row = ?", (number,)).fetchone()
+        return None if found is None else LedgerRow._make(found)
+
+    def valid_openids(self) -> list[str]:
+        """Every openid of a row that passed validation, once each, sorted."""
+        return [o for (o,) in self.conn.execute(
+            "SELECT DISTINCT openid FROM rows WHERE status != 'invalid' ORDER BY openid")]
+
+    def report_rows(self, cells: ReportCells, *, failed_only: bool = False
+                    ) -> Iterator[tuple[Any, ...]]:
+        """The report's (or failed.csv's) cells of every row, in input order, computed by
+        SQLite (a Python function per row cost 3 s of a 1M-row report)."""
+        cells.register(self.conn)
+        columns = cells.failed if failed_only else cells.report
+        where = " WHERE status IN ('failed', 'invalid')" if failed_only else ""
+        return iter(self.conn.execute(
+            f"SELECT {', '.join(columns)} FROM rows{where} ORDER BY row"))
 
     # --- results ----------------------------------------------------------------------------
     def assign_groups(self, resolved: dict[str, int],
@@ -354,10 +348,10 @@ class Ledger:
     def record_moved(self, rows: list[int], attempts: int) -> None:
         self.record_results({attempts: rows}, [])
 
-    def record_failed(self, failures: list[Failure]) -> None:
+    def record_failed(self, failures: list[RowFailure]) -> None:
         self.record_results({}, failures)
 
-    def record_results(self, moved: dict[int, list[int]], failures: list[Failure]) -> None:
+    def record_results(self, moved: dict[int, list[int]], failures: list[RowFailure]) -> None:
         """Moved rows ({attempts: rows}) and failures, committed together."""
         now = time.time()
         with self.transaction() as conn:
@@ -397,84 +391,3 @@ class Ledger:
 
     def calls(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT endpoint, n FROM calls ORDER BY endpoint"))
-
-    # --- group creations (the creation journal the resolver uses) ------------------------------
-    def creation(self, name: str) -> tuple[str, int | None] | None:
-        got = self.conn.execute(
-            "SELECT state, group_id FROM created_groups WHERE name = ?", (name,)).fetchone()
-        return None if got is None else (got[0], got[1])
-
-    def creation_started(self, name: str) -> None:
-        self.conn.execute(
-            "INSERT INTO created_groups (name, state, updated_at) VALUES (?, 'creating', ?) "
-            "ON CONFLICT(name) DO UPDATE SET state = 'creating', updated_at = excluded.updated_at",
-            (name, time.time()))
-
-    def creation_finished(self, name: str, group_id: int) -> None:
-        self.conn.execute(
-            "UPDATE created_groups SET state = 'created', group_id = ?, updated_at = ? "
-            "WHERE name = ?", (group_id, time.time(), name))
-
-    def creation_failed(self, name: str, errcode: int | None, errmsg: str) -> None:
-        self.conn.execute(
-            "UPDATE created_groups SET state = 'failed', errcode = ?, errmsg = ?, updated_at = ? "
-            "WHERE name = ?", (errcode, errmsg, time.time(), name))
-
-    def settle_creations(self, resolved: dict[str, int]) -> None:
-        """Creations left "creating" by a killed process whose group turned up by name."""
-        with self.transaction() as conn:
-            conn.executemany(
-                "UPDATE created_groups SET state = 'created', group_id = ?, updated_at = ? "
-                "WHERE name = ? AND state = 'creating'",
-                [(gid, time.time(), name) for name, gid in resolved.items()])
-
-    def created_groups(self) -> list[dict[str, Any]]:
-        cur = self.conn.execute(
-            "SELECT name, group_id FROM created_groups WHERE state = 'created' ORDER BY group_id")
-        return [{"name": n, "id": gid} for n, gid in cur]
-
-
-class ResultBuffer:
-    """Group commit: results are written in one transaction every `max_rows` rows or
-    `max_delay` seconds, and reported only once written. A commit per 50-user batch made the
-    ledger the bottleneck of a fast run; a `kill -9` now loses at most the last fraction of a
-    second of answers, whose rows are simply sent again (moves are idempotent) and were never
-    counted as done."""
-
-    def __init__(self, ledger: Ledger, max_rows: int = 2_000, max_delay: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.ledger = ledger
-        self.max_rows = max_rows
-        self.max_delay = max_delay
-        self.clock = clock
-        self._moved: dict[int, list[int]] = {}  # attempts -> rows
-        self._count = 0
-        self._failed: list[Failure] = []
-        self._since: float | None = None
-
-    def moved(self, rows: Sequence[int], attempts: int) -> None:
-        self._moved.setdefault(attempts, []).extend(rows)
-        self._count += len(rows)
-        self._mark()
-
-    def failed(self, failures: list[Failure]) -> None:
-        self._failed += failures
-        self._count += len(failures)
-        self._mark()
-
-    def _mark(self) -> None:
-        if self._since is None:
-            self._since = self.clock()
-
-    def due(self) -> bool:
-        return self._since is not None and (
-            self._count >= self.max_rows
-            or self.clock() - self._since >= self.max_delay)
-
-    def flush(self) -> tuple[int, int]:
-        """Commit what is buffered; returns (moved, failed) rows written."""
-        moved, failed = self._moved, self._failed
-        if moved or failed:
-            self.ledger.record_results(moved, failed)
-        self._moved, self._failed, self._count, self._since = {}, [], 0, None
-        return sum(map(len, moved.values())), len(failed)

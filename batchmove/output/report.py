@@ -16,15 +16,16 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
-from batchmove.errors import RunStateError
-from batchmove.ledger.store import Ledger
+from batchmove.errors import RunStateError, UsageError
+from batchmove.ledger.cells import report_cells
+from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import RowStatus
 from batchmove.output.xlsxfast import write_sheet
+from batchmove.results import ReportFiles
 
 REPORT_CSV = "report.csv"
 REPORT_XLSX = "report.xlsx"
@@ -37,29 +38,10 @@ SUFFIX = "_batchmove"
 
 _TRIGGERS = frozenset("=+-@\t\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
-# the triggers as a SQL list, for `_safe`: only cells starting with one call `neutralize`
-_TRIGGER_SQL = ", ".join(f"char({ord(c)})" for c in sorted(_TRIGGERS))
-_NEUTRALIZE = "batchmove_neutralize"
-# failed.csv's reason: why the row was refused, or the errcode and WeChat's message
-_FAILURE_REASON = """CASE WHEN status = 'invalid' THEN reason
-    WHEN errcode IS NULL THEN COALESCE(NULLIF(errmsg, ''), 'no answer from WeChat')
-    WHEN COALESCE(errmsg, '') != '' THEN 'errcode ' || errcode || ': ' || errmsg
-    ELSE 'errcode ' || errcode END"""
 _WIDTH_SAMPLE = 500
 _MAX_WIDTH = 60
 
 Cells = Sequence[Any]  # text cells; our counters stay int (or None) for csv and xlsx
-
-
-@dataclass(frozen=True, slots=True)
-class ReportFiles:
-    """What `write_reports` wrote; `xlsx_skipped` says why `report_xlsx` is None."""
-
-    report_csv: Path
-    report_xlsx: Path | None
-    failed_csv: Path
-    summary_json: Path
-    xlsx_skipped: str | None = None
 
 
 def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
@@ -67,7 +49,7 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
     """Write all four files from the ledger; an unwritable run_dir is a `RunStateError`."""
     meta = ledger.meta()
     verified = ledger.verified_any()
-    layout = _layout(meta, verified)
+    cells = report_cells(meta, verified=verified, triggers=_TRIGGERS, neutralize=neutralize)
     headers = list(meta["headers"])
     ours = (*OUR_COLUMNS, "verified") if verified else OUR_COLUMNS
     report_header = [*map(neutralize, headers), *unique_names(headers, ours)]
@@ -80,17 +62,16 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
     try:
         _remove_stale_temps(run_dir)
         with atomic_text(files.report_csv) as out:
-            write_csv(out, report_header, _rows(ledger, layout.report))
+            write_csv(out, report_header, ledger.report_rows(cells))
         if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
             with suppress(FileNotFoundError):
                 (run_dir / REPORT_XLSX).unlink()
         else:
-            write_xlsx(files.report_xlsx, report_header, _rows(ledger, layout.report))
+            write_xlsx(files.report_xlsx, report_header, ledger.report_rows(cells))
         with atomic_text(files.failed_csv) as out:
             write_csv(out, [*headers, *unique_names(headers, FAILED_COLUMNS)],
-                       _rows(ledger, layout.failed, "status IN ('failed', 'invalid')"))
-        names = [p.name for p in (files.report_csv, files.report_xlsx, files.failed_csv,
-                                  files.summary_json) if p is not None]
+                       ledger.report_rows(cells, failed_only=True))
+        names = [p.name for p in files.written]
         full = {**summary, "counts": counts, "rows": total, "calls": ledger.calls(),
                 "groups_created": ledger.created_groups(),
                 "report_xlsx": None if skipped else REPORT_XLSX,
@@ -102,6 +83,15 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
         why = getattr(exc, "strerror", None) or str(exc)
         raise RunStateError(f"cannot write the reports in {run_dir}: {why}") from None
     return files
+
+
+def rewrite_reports(run_dir: Path) -> ReportFiles:
+    """`batchmove report`: the report files again, from the ledger alone."""
+    if not (run_dir / LEDGER_NAME).exists():
+        raise UsageError(f"{run_dir} has no {LEDGER_NAME}: not a batchmove run directory")
+    with Ledger(run_dir).open(lock=False) as ledger:
+        summary = read_summary(run_dir) if (run_dir / SUMMARY_JSON).exists() else {}
+        return write_reports(ledger, run_dir, summary)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -138,45 +128,6 @@ def neutralize(cell: str) -> str:
     if cell[:1] in _TRIGGERS and not _PLAIN_NUMBER.fullmatch(cell):
         return "'" + cell
     return cell
-
-
-class _Layout(NamedTuple):
-    """The report's cells as SQL over the ledger's `rows` table, computed by SQLite in C: a
-    Python function per row cost 3 s of a 1M-row report. Both start with the input's cells in
-    header order (openid and target put back, the other cells from the `extra` JSON array);
-    every text cell Excel could run as a formula goes through `neutralize`."""
-
-    report: list[str]
-    failed: list[str]
-
-
-def _layout(meta: dict[str, Any], verified: bool) -> _Layout:
-    headers = meta.get("headers")
-    if not (isinstance(headers, list) and meta.get("openid_column") in headers
-            and meta.get("target_column") in headers):
-        raise RunStateError("the ledger does not record the input's headers and mapped columns "
-                            "(meta headers/openid_column/target_column); run the job again")
-    mapped = {headers.index(meta["openid_column"]): "openid",
-              headers.index(meta["target_column"]): "target"}
-    others = iter(range(len(headers)))  # json_extract, not ->>: SQLite older than 3.38 too
-    cells = [_safe(mapped.get(i) or f"json_extract(extra, '$[{next(others)}]')")
-             for i in range(len(headers))]
-    message = _safe("COALESCE(NULLIF(reason, ''), errmsg, '')")
-    report = [*cells, "row", "status", "group_id", "errcode", message, "attempts"]
-    if verified:
-        report.append("COALESCE(verified, '')")
-    return _Layout(report, [*cells, "row", _safe(_FAILURE_REASON)])
-
-
-def _safe(expr: str) -> str:
-    """`expr`, through `neutralize` when it starts with a character Excel treats as a formula."""
-    return (f"CASE WHEN substr({expr}, 1, 1) IN ({_TRIGGER_SQL}) "
-            f"THEN {_NEUTRALIZE}({expr}) ELSE {expr} END")
-
-
-def _rows(ledger: Ledger, columns: list[str], where: str = "") -> Iterator[tuple[Any, ...]]:
-    ledger.conn.create_function(_NEUTRALIZE, 1, neutralize, deterministic=True)
-    return ledger.select(columns, where)
 
 
 def write_csv(out: IO[str], header: list[str], rows: Iterable[Cells]) -> None:

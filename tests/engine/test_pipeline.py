@@ -300,7 +300,7 @@ async def test_sigint_stops_and_resumes(tmp_path: Path, sandbox_factory: Sandbox
     rows = spread(n, ["A"])
     spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
                     concurrency=1)
-    task = asyncio.create_task(run(spec))
+    task = asyncio.create_task(run(spec, handle_signals=True))  # as the CLI asks
     for _ in range(1000):
         if sb.state.calls["groups/members/batchupdate"] >= 3 or task.done():
             break

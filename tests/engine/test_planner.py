@@ -156,23 +156,23 @@ JOB = groups_of({"101": (101, 120), "102": (102, 1)}, create={"新组": 60})
 def test_summarize_plan_calls_per_endpoint(changes: dict[str, Any],
                                            calls: dict[str, int]) -> None:
     plan = summarize_plan({"pending": 181, "invalid": 3}, JOB, spec(**changes))
-    assert plan["calls"] == calls
-    assert plan["users_to_move"] == 181
-    assert plan["rows"] == {"pending": 181, "invalid": 3}
-    assert plan["estimated_duration_s"] == round(calls["total"] / 20.0, 1)
-    assert plan["warnings"] == []
-    assert "quota" not in plan
+    assert plan.calls == calls
+    assert plan.users_to_move == 181
+    assert plan.rows == {"pending": 181, "invalid": 3}
+    assert plan.estimated_duration_s == round(calls["total"] / 20.0, 1)
+    assert plan.warnings == []
+    assert plan.quota == {}
 
 
 def test_summarize_plan_with_nothing_to_move_only_reads_groups() -> None:
     plan = summarize_plan({}, groups_of({"101": (101, 0)}, unresolved={"999": 4}), spec())
-    assert plan["calls"] == {"groups/get": 1, "total": 1}
-    assert plan["users_to_move"] == 0
-    assert plan["warnings"] == ["4 rows have a target group that cannot be used"]
+    assert plan.calls == {"groups/get": 1, "total": 1}
+    assert plan.users_to_move == 0
+    assert plan.warnings == ["4 rows have a target group that cannot be used"]
 
 
 def test_summarize_plan_without_rate_has_no_duration() -> None:
-    assert summarize_plan({}, JOB, spec(rate=0))["estimated_duration_s"] is None
+    assert summarize_plan({}, JOB, spec(rate=0)).estimated_duration_s is None
 
 
 # an existing target named "new:<x>" once collided with a created "<x>" (regression test below)
@@ -185,15 +185,15 @@ def test_summarize_plan_counts_every_user_once(existing: dict[str, int],
                        create=create)
     plan = summarize_plan({}, groups, spec(snapshot=False, batch_size=1))
     users = sum(existing.values()) + sum(create.values())
-    assert plan["users_to_move"] == users
-    assert plan["calls"].get("groups/members/update", 0) == users
+    assert plan.users_to_move == users
+    assert plan.calls.get("groups/members/update", 0) == users
 
 
 def test_summarize_plan_existing_name_that_looks_like_a_new_key() -> None:
     groups = groups_of({"new:VIP": (105, 30)}, create={"VIP": 20})
     plan = summarize_plan({}, groups, spec(snapshot=False, batch_size=1))
-    assert plan["users_to_move"] == 50
-    assert plan["calls"]["groups/members/update"] == 50
+    assert plan.users_to_move == 50
+    assert plan.calls["groups/members/update"] == 50
 
 
 # --- quota fit ---------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_quota_fit_days(needed: int, remain: int, limit: int, fits: bool, days: 
                                         "remain": remain}}
     plan = summarize_plan({}, groups_of({"101": (101, needed)}),
                           spec(snapshot=False, batch_size=1), quotas)
-    assert plan["quota"] == {"groups/members/update": {
+    assert plan.quota == {"groups/members/update": {
         "needed": needed, "remain": remain, "daily_limit": limit, "fits_today": fits,
         "days": days}}
 
@@ -223,7 +223,7 @@ def test_quota_days_is_the_fewest_days_that_cover_the_calls(needed: int, remain:
     quotas = {"groups/members/update": {"daily_limit": limit, "remain": remain}}
     plan = summarize_plan({}, groups_of({"101": (101, needed)}),
                           spec(snapshot=False, batch_size=1), quotas)
-    days = plan["quota"]["groups/members/update"]["days"]
+    days = plan.quota["groups/members/update"]["days"]
     if needed <= remain:
         assert days == 1
     else:
@@ -235,7 +235,7 @@ def test_quota_fit_only_for_endpoints_whose_quota_was_asked() -> None:
     quotas = {"groups/get": {"daily_limit": 1000, "used": 0, "remain": 1000},
               "tags/get": {"daily_limit": 1000, "used": 0, "remain": 1000}}
     plan = summarize_plan({}, JOB, spec(), quotas)
-    assert plan["quota"] == {"groups/get": {"needed": 1, "remain": 1000, "daily_limit": 1000,
+    assert plan.quota == {"groups/get": {"needed": 1, "remain": 1000, "daily_limit": 1000,
                                             "fits_today": True, "days": 1}}
 
 
@@ -259,4 +259,4 @@ def test_quota_fit_only_for_endpoints_whose_quota_was_asked() -> None:
       "1 rows have a target group that cannot be used"]),
 ])
 def test_warnings(groups: dict[str, Any], warnings: list[str]) -> None:
-    assert summarize_plan({}, groups, spec())["warnings"] == warnings
+    assert summarize_plan({}, groups, spec()).warnings == warnings

@@ -29,8 +29,7 @@ from batchmove.errors import (
     TokenError,
     TransientError,
 )
-from batchmove.ledger.store import Failure
-from batchmove.models import Batch
+from batchmove.models import Batch, RowFailure
 
 SYSTEM_ERROR = "system error"
 QUOTA_MINUTE = "api minute-quota reach limit, must slower, retry next minute"
@@ -93,13 +92,13 @@ class Results:
 
     def __init__(self) -> None:
         self.done: list[tuple[Batch, int]] = []
-        self.failed: list[Failure] = []
+        self.failed: list[RowFailure] = []
 
     def on_done(self, batch: Batch, result: object, attempts: int) -> None:
         assert result == {"errcode": 0, "errmsg": "ok"}
         self.done.append((batch, attempts))
 
-    def on_failed(self, failures: list[Failure]) -> None:
+    def on_failed(self, failures: list[RowFailure]) -> None:
         self.failed.extend(failures)
 
     @property
@@ -185,7 +184,7 @@ async def test_transient_errors_give_up_after_the_attempts(attempts: int) -> Non
     outcome = await make_runner(server, results, sleeps=sleeps, attempts=attempts,
                                 concurrency=1).run([first, second])
     assert results.failed == [
-        Failure(r, -1, f"gave up after {attempts} attempts: system error", attempts)
+        RowFailure(r, -1, f"gave up after {attempts} attempts: system error", attempts)
         for r in (2, 3, 4)]
     assert results.done == [(second, 1)]  # the run goes on
     assert outcome.reason is StopReason.DONE
@@ -261,7 +260,7 @@ async def test_minute_quota_gives_up_after_its_cap() -> None:
     results = Results()
     await make_runner(server, results, sleeps=sleeps, clock=lambda: 6030.0,
                       minute_quota_attempts=3).run(plan_batches(moves(2)))
-    assert results.failed == [Failure(r, 45011, f"gave up after 3 attempts: {QUOTA_MINUTE}", 3)
+    assert results.failed == [RowFailure(r, 45011, f"gave up after 3 attempts: {QUOTA_MINUTE}", 3)
                               for r in (2, 3)]
     assert sleeps.delays == [pytest.approx(30.05)] * 2
 
@@ -276,7 +275,7 @@ async def test_bisection_isolates_one_bad_openid_in_fifty(errcode: int, bad_inde
     results = Results()
     limits = Limits()
     outcome = await make_runner(server, results, limits=limits).run(plan_batches(pending))
-    assert results.failed == [Failure(bad.row, errcode, "invalid openid", 1)]
+    assert results.failed == [RowFailure(bad.row, errcode, "invalid openid", 1)]
     assert results.done_rows == {m.row for m in pending} - {bad.row}
     assert set(server.moved) == {m.openid for m in pending} - {bad.openid}
     assert outcome.calls_made <= 2 * math.ceil(math.log2(50)) + 1  # 13, not 50
@@ -310,7 +309,7 @@ async def test_group_level_row_errors_fail_the_whole_batch_without_splitting(
     results = Results()
     batches = plan_batches(moves(30, 999) + moves(5, 101, first_row=100))
     outcome = await make_runner(server, results, concurrency=1).run(batches)
-    assert results.failed == [Failure(r, errcode, errmsg, 1) for r in range(2, 32)]
+    assert results.failed == [RowFailure(r, errcode, errmsg, 1) for r in range(2, 32)]
     assert [b.group_id for b in server.calls] == [999, 101]
     assert results.done_rows == set(range(100, 105))
     assert outcome.reason is StopReason.DONE
@@ -321,7 +320,7 @@ async def test_without_bisection_a_bad_openid_fails_its_batch() -> None:
     server = FakeServer({m.openid for m in pending} - {"o5"})
     results = Results()
     outcome = await make_runner(server, results, bisect=False).run(plan_batches(pending))
-    assert results.failed == [Failure(r, 40003, "invalid openid", 1) for r in range(2, 12)]
+    assert results.failed == [RowFailure(r, 40003, "invalid openid", 1) for r in range(2, 12)]
     assert outcome.calls_made == 1
 
 
@@ -330,7 +329,7 @@ async def test_unknown_errcode_fails_its_rows_and_the_run_goes_on() -> None:
     results = Results()
     batches = plan_batches(moves(3, 7) + moves(4, 8, first_row=10))
     outcome = await make_runner(server, results, concurrency=1).run(batches)
-    assert results.failed == [Failure(r, 99999, "something new", 1) for r in (2, 3, 4)]
+    assert results.failed == [RowFailure(r, 99999, "something new", 1) for r in (2, 3, 4)]
     assert results.done_rows == {10, 11, 12, 13}
     assert outcome.reason is StopReason.DONE
     assert outcome.calls_made == 2

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from batchmove.errors import JobFileError, UsageError
-from batchmove.intake.jobfile import check_spec, load_job, spec_for
+from batchmove.intake.jobfile import load_job, spec_for
 from batchmove.models import ColumnMap, Credentials, JobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ def failure(path: Path) -> str:
 
 def test_defaults_and_relative_paths(job_dir: Path) -> None:
     path = write_job(job_dir, "")
-    spec = load_job(path)
+    spec = spec_for(path)
     assert spec == JobSpec(input=job_dir / "data" / "users.csv", job_path=path, name="seg")
     assert spec.out_dir == Path("runs") / "seg"
 
@@ -73,7 +74,7 @@ token_kind = "classic"
 users_file = "../data/users.csv"
 groups = 100
 ''')
-    spec = load_job(path)
+    spec = spec_for(path)
     assert spec == JobSpec(
         input=job_dir / "data" / "users.csv", job_path=path, name="segment-2026-11", sheet=2,
         encoding="gb18030", columns=ColumnMap(openid="粉丝", group_name="分组"), target="name",
@@ -87,7 +88,6 @@ groups = 100
                                   "groups": 100},
     )
     assert isinstance(spec.rate, float)
-    assert check_spec(spec) is spec
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -184,17 +184,44 @@ def test_spec_for(job_dir: Path) -> None:
     ({"name": "../x"}, 'name must be usable as a directory name, got "../x"'),
     ({"sheet": -2}, "sheet must be a name or a number >= 0, got -2"),
 ])
-def test_check_spec_ranges(changes: dict[str, object], message: str) -> None:
-    spec = JobSpec(input=Path("in.csv"), name="x").with_overrides(**changes)
+def test_a_spec_checks_its_ranges_when_built(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError) as info:
-        check_spec(spec)
+        JobSpec(**{"input": Path("in.csv"), "name": "x", **changes})
+    assert info.value.message == message
+    with pytest.raises(UsageError) as info:  # a copy with a bad value is refused the same way
+        JobSpec(input=Path("in.csv"), name="x").with_overrides(**changes)
     assert info.value.message == message
 
 
 def test_override_fixes_a_file_value(job_dir: Path) -> None:
-    spec = load_job(write_job(job_dir, "batch_size = 80\n"))
-    assert check_spec(spec.with_overrides(batch_size=40)).batch_size == 40
-    assert check_spec(spec.with_overrides(batch_size=40, rate=0.0)).rate == 0.0  # no limit
+    path = write_job(job_dir, "batch_size = 80\n")
+    with pytest.raises(UsageError, match=r"^batch_size must be 1\.\.50, got 80$"):
+        spec_for(path)
+    assert spec_for(path, batch_size=40).batch_size == 40
+    assert spec_for(path, batch_size=40, rate=0.0).rate == 0.0  # no limit
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"batchsize": 10}, "override: unknown key 'batchsize' (did you mean 'batch_size'?)"),
+    ({"rate": "fast"}, 'override: rate must be a number, got "fast"'),
+    ({"create_groups": "yes"}, 'override: create_groups must be true or false, got "yes"'),
+    ({"backend": "tag"}, 'override: backend must be "groups" or "tags", got "tag"'),
+    ({"credentials": {"secret": "x"}}, "override: [credentials] 'secret' would put a secret"),
+    ({"columns": {"open_id": "x"}}, "override: [columns] unknown key 'open_id'"),
+])
+def test_overrides_are_checked_like_job_keys(job_dir: Path, overrides: dict[str, Any],
+                                             message: str) -> None:
+    with pytest.raises(JobFileError) as info:
+        spec_for(write_job(job_dir, ""), **overrides)
+    assert info.value.message.startswith(message)
+
+
+def test_overrides_take_paths_tables_and_sheet_numbers(job_dir: Path, tmp_path: Path) -> None:
+    spec = spec_for(write_job(job_dir, ""), out=tmp_path / "r", sheet="2",
+                    columns=ColumnMap(openid="粉丝"), sandbox={"users": 5}, rate=None)
+    assert (spec.out, spec.sheet, spec.columns.openid) == (tmp_path / "r", 2, "粉丝")
+    assert spec.sandbox == {"users": 5}
+    assert spec.rate == 20.0  # None: not given
 
 
 def test_example_job_documents_every_key() -> None:
@@ -207,5 +234,4 @@ def test_example_job_documents_every_key() -> None:
             assert "\n# [select]\n" in text, key
         elif key != "job_path":
             assert f"{key} =" in text, key
-    spec = load_job(ROOT / "jobs" / "example.toml")
-    assert check_spec(spec).name == "example"
+    assert spec_for(ROOT / "jobs" / "example.toml").name == "example"

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from batchmove.errors import RunLockedError, RunStateError
-from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME, Failure, Ledger, LedgerRow
-from batchmove.models import InputRow, Move, RowStatus
+from batchmove.ledger.rows import LedgerRow
+from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME, Ledger
+from batchmove.models import InputRow, Move, RowFailure, RowStatus
 
 
 def row(n: int, openid: str, target: str, status: RowStatus = RowStatus.PENDING,
@@ -143,8 +144,8 @@ def test_record_snapshot_marks_users_already_in_their_target(loaded: Ledger) -> 
 
 def test_record_moved_and_failed_count_attempts(loaded: Ledger) -> None:
     loaded.assign_groups({"101": 101, "102": 102}, {})
-    loaded.record_failed([Failure(2, -1, "gave up after 6 attempts: system error", 6),
-                          Failure(3, 40003, "invalid openid", 1)])
+    loaded.record_failed([RowFailure(2, -1, "gave up after 6 attempts: system error", 6),
+                          RowFailure(3, 40003, "invalid openid", 1)])
     loaded.record_moved([4, 7], 2)
     got = {r.row: (r.status, r.errcode, r.errmsg, r.attempts) for r in loaded.rows()}
     assert got[2] == ("failed", -1, "gave up after 6 attempts: system error", 6)
@@ -154,7 +155,7 @@ def test_record_moved_and_failed_count_attempts(loaded: Ledger) -> None:
     assert loaded.reset_failed([-1]) == 1
     loaded.assign_groups({"101": 101}, {})
     loaded.record_moved([2], 1)
-    assert next(loaded.rows("row = ?", (2,)))[3:] == (
+    assert loaded.row(2)[3:] == (
         "moved", "", 101, None, None, None, 7, '["Ann", "北京"]', None)
     assert loaded.counts() == Counter(moved=3, failed=1, invalid=1, pending=1)
 
@@ -170,10 +171,10 @@ def test_record_moved_and_failed_count_attempts(loaded: Ledger) -> None:
 def test_reset_failed_only_the_listed_errcodes(loaded: Ledger, codes: list[int | None],
                                                reset: set[int]) -> None:
     loaded.assign_groups({"101": 101, "102": 102, "999": 999}, {})
-    loaded.record_failed([Failure(2, None, "no answer within 15s", 6),
-                          Failure(3, -1, "system error", 6),
-                          Failure(4, 45009, "reach max api daily quota limit", 1),
-                          Failure(6, 40003, "invalid openid", 1)])
+    loaded.record_failed([RowFailure(2, None, "no answer within 15s", 6),
+                          RowFailure(3, -1, "system error", 6),
+                          RowFailure(4, 45009, "reach max api daily quota limit", 1),
+                          RowFailure(6, 40003, "invalid openid", 1)])
     loaded.record_moved([7], 1)
     assert loaded.reset_failed(codes) == len(reset)
     got = {r.row: (r.status, r.group_id) for r in loaded.rows()}
@@ -266,7 +267,7 @@ def test_closed_ledger_refuses_use(tmp_path: Path) -> None:
 def test_committed_results_are_visible_to_another_connection(loaded: Ledger) -> None:
     loaded.assign_groups({"101": 101}, {})
     loaded.record_moved([2, 4], 1)
-    loaded.record_failed([Failure(3, 40003, "invalid openid", 1)])
+    loaded.record_failed([RowFailure(3, 40003, "invalid openid", 1)])
     loaded.creation_started("新组")
     other = sqlite3.connect(loaded.path)  # the first connection stays open (WAL)
     try:

@@ -17,8 +17,8 @@ import pytest
 
 from batchmove.errors import RunStateError
 from batchmove.intake.loader import open_input
-from batchmove.ledger.store import Failure, Ledger
-from batchmove.models import InputRow, JobSpec, RowStatus
+from batchmove.ledger.store import Ledger
+from batchmove.models import InputRow, JobSpec, RowFailure, RowStatus
 from batchmove.output import report
 from batchmove.output.report import neutralize, read_summary, unique_names, write_reports
 
@@ -88,7 +88,7 @@ def test_report_csv_is_every_row_in_input_order(ledger: Ledger, tmp_path: Path) 
 
 def test_failed_csv_holds_failed_and_invalid_rows_with_original_headers(
         ledger: Ledger, tmp_path: Path) -> None:
-    ledger.record_failed([Failure(7, 40003, "invalid openid", 2)])
+    ledger.record_failed([RowFailure(7, 40003, "invalid openid", 2)])
     write_reports(ledger, tmp_path, {})
     assert read_text(tmp_path / "failed.csv") == (
         "姓名,openid,备注,分组名称,source_row,reason\r\n"
@@ -181,7 +181,7 @@ def test_formulas_are_neutralised_everywhere(tmp_path: Path) -> None:
 
 
 def test_xlsx_types_layout_and_content(ledger: Ledger, tmp_path: Path) -> None:
-    ledger.record_failed([Failure(7, -1, "system busy", 6)])
+    ledger.record_failed([RowFailure(7, -1, "system busy", 6)])
     files = write_reports(ledger, tmp_path, {})
     assert files.report_xlsx == tmp_path / "report.xlsx"
     book = openpyxl.load_workbook(tmp_path / "report.xlsx")

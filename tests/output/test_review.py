@@ -10,8 +10,8 @@ import pytest
 
 from batchmove.errors import UsageError
 from batchmove.models import JobSpec
-from batchmove.output.review import rollback_run, verify_run
-from batchmove.pipeline import plan_job
+from batchmove.output.review import write_rollback
+from batchmove.pipeline import plan_job, verify_run
 from batchmove.sandbox import SandboxConfig, sandbox_openids
 from tests.conftest import SandboxFactory
 from tests.engine_helpers import (
@@ -59,11 +59,11 @@ async def test_plan_changes_nothing_and_predicts_the_run(
     assert not any(sb.state.calls[e] for e in MOVE_ENDPOINTS)
     listing = "tags/get" if backend == "tags" else "groups/get"
     assert set(sb.state.calls) <= {"stable_token", listing, "openapi/quota/get"}
-    predicted = {e: n for e, n in plan.summary["calls"].items() if e != "total"}
+    predicted = {e: n for e, n in plan.calls.items() if e != "total"}
     written = json.loads((tmp_path / "run" / "plan.json").read_text(encoding="utf-8"))
-    assert written["calls"] == plan.summary["calls"]
-    assert plan.summary["rows"] == {"pending": 437, "invalid": 1, "duplicate": 1}
-    assert [g["name"] for g in plan.summary["groups"]["create"]] == ["新分组"]
+    assert written["calls"] == plan.calls
+    assert plan.rows == {"pending": 437, "invalid": 1, "duplicate": 1}
+    assert [g["name"] for g in plan.groups["create"]] == ["新分组"]
 
     calls_before = dict(sb.state.calls)
     result = await run(spec)
@@ -79,7 +79,7 @@ async def test_plan_reports_days_needed_when_quota_is_too_small(
     spec = spec_for(sb, write_moves(tmp_path / "in.csv", spread(2_000, ["A"])), tmp_path / "run")
     plan = await plan_job(spec, QuietEvents())
     assert plan.exit_code == 0  # it can run; it takes three days
-    fit = plan.summary["quota"]["groups/members/batchupdate"]
+    fit = plan.quota["groups/members/batchupdate"]
     assert fit == {"needed": 40, "remain": 15, "daily_limit": 15, "fits_today": False,
                    "days": 3}
 
@@ -91,7 +91,7 @@ async def test_plan_exits_2_when_the_run_would_refuse(tmp_path: Path,
     plan = await plan_job(spec, QuietEvents())
     assert plan.exit_code == 2
     assert "blacklist" in plan.message
-    assert plan.summary["can_run"] is False
+    assert plan.can_run is False
 
 
 @pytest.mark.parametrize(("backend", "untag"), [
@@ -113,8 +113,9 @@ async def test_run_then_rollback_restores_the_snapshot(
     assert (await run(spec)).exit_code == 0
     assert_state_matches(sb, rows, backend)
 
-    path, users, blacklisted, kind = rollback_run(tmp_path / "run")
-    assert (users, blacklisted, kind) == (500, False, backend)
+    undo_file = write_rollback(tmp_path / "run")
+    path = undo_file.path
+    assert (undo_file.users, undo_file.needs_blacklist, undo_file.backend) == (500, False, backend)
     undo = JobSpec(input=path, name="undo", api_base=sb.base_url, out=tmp_path / "undo",
                    rate=0.0, snapshot=True, backend=backend)
     result = await run(undo)
@@ -131,7 +132,7 @@ async def test_rollback_of_a_run_stopped_half_way(tmp_path: Path,
                     snapshot=True)
     assert (await run(spec)).exit_code == 3
     assert sb.state.members != before
-    path = rollback_run(tmp_path / "run").path
+    path = write_rollback(tmp_path / "run").path
     sb.state.quotas.clear()
     sb.set_faults(daily_quota={"groups/members/batchupdate": 100_000})
     undo = JobSpec(input=path, name="undo", api_base=sb.base_url, out=tmp_path / "undo", rate=0.0)
@@ -145,7 +146,7 @@ async def test_rollback_needs_a_snapshot(tmp_path: Path, sandbox_factory: Sandbo
                     snapshot=False)
     assert (await run(spec)).exit_code == 0
     with pytest.raises(UsageError, match="no snapshot"):
-        rollback_run(tmp_path / "run")
+        write_rollback(tmp_path / "run")
 
 
 @pytest.mark.parametrize("backend", ["groups", "tags"])
@@ -159,7 +160,7 @@ async def test_verify_finds_a_user_moved_since(tmp_path: Path,
     assert (await run(spec)).exit_code == 0
     clean = await verify_run(tmp_path / "run", None, QuietEvents())
     assert clean.exit_code == 0
-    assert clean.summary["verify"]["mismatches"] == 0
+    assert (clean.checked, clean.mismatches) == (250, 0)
     intruder = rows[17][0]
     if backend == "tags":  # someone else removes the user's new tag
         sb.state.tags.apply_directly(intruder, sb.state.tags.tag_ids_of(intruder)[0], True)
@@ -167,10 +168,10 @@ async def test_verify_finds_a_user_moved_since(tmp_path: Path,
         sb.state.move_directly(intruder, 2)
     result = await verify_run(tmp_path / "run", None, QuietEvents())
     assert result.exit_code == 1
-    assert result.summary["verify"] == {"checked": 250, "mismatches": 1, "exit_code": 1,
-                                        "message": result.message}
+    assert (result.checked, result.mismatches) == (250, 1)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
-    assert summary["verify"]["mismatches"] == 1
+    assert summary["verify"] == {"checked": 250, "mismatches": 1, "exit_code": 1,
+                                 "message": result.message}
     flagged = [r for r in report_rows(tmp_path / "run") if r["verified"] not in ("", "ok")]
     assert [r["openid"] for r in flagged] == [intruder]
     assert flagged[0]["verified"] == ("mismatch: tags now none" if backend == "tags"

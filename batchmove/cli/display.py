@@ -1,0 +1,115 @@
+"""What a person sees: the plan before saying yes, and progress (a live bar on a terminal, a
+log line every 10 s otherwise)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from batchmove.errors import ConfirmationRequired
+from batchmove.results import Events, Plan, Progress
+
+
+class Console(Events):
+    """Progress and questions for a person (live bar on a TTY) or a log (a line every 10 s)."""
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self._last_log = 0.0
+        self._bar: Any = None
+        self._task: Any = None
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._stop_bar()
+            click.echo(message, err=True)
+
+    def confirm(self, plan: Plan) -> bool:
+        """Show the plan and ask; without a terminal nobody can answer: refuse (exit 2)."""
+        if not sys.stdin.isatty():
+            raise ConfirmationRequired(
+                "this run needs confirmation but there is no terminal to ask; pass --yes (or "
+                "set confirm = false in the job file) to run unattended")
+        self._stop_bar()
+        click.echo(format_plan(plan), err=True)
+        return click.confirm("Send these calls?", default=False, err=True)
+
+    def progress(self, progress: Progress) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            self._show_bar(progress)
+            return
+        now = time.monotonic()
+        if (now - self._last_log >= self.LOG_EVERY_S
+                or progress.moved + progress.failed >= progress.total):
+            self._last_log = now
+            eta = f"{progress.eta_s:.0f} s" if progress.eta_s is not None else "unknown"
+            done = "listed" if progress.phase == "listing" else "moved"
+            click.echo(f"{progress.phase}: {progress.moved} {done}, {progress.failed} failed of "
+                       f"{progress.total} ({progress.users_per_s:.0f} users/s, ETA {eta})",
+                       err=True)
+
+    def _show_bar(self, progress: Progress) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        if self._bar is None:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
+                                 TextColumn("{task.fields[rate]} users/s"),
+                                 TimeRemainingColumn(), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(progress.phase, total=progress.total, failed=0,
+                                            rate=0)
+        self._bar.update(self._task, completed=progress.moved + progress.failed,
+                         total=progress.total, failed=progress.failed,
+                         rate=int(progress.users_per_s), description=progress.phase)
+
+    def _stop_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def close(self) -> None:
+        self._stop_bar()
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as a person reads it before saying yes."""
+    rows = dict(plan.rows)
+    valid = rows.pop("pending", 0)
+    tally = ", ".join([f"{valid} valid", *(f"{n} {status}" for status, n in sorted(rows.items()))])
+    lines = ["Plan:", f"  rows: {tally}"]
+    lines += [f"    invalid: {n} x {reason}"
+              for reason, n in sorted(plan.invalid_by_reason.items())]
+    lines.append(f"  users to move: {plan.users_to_move}")
+    for target, g in plan.groups.get("users_per_group", {}).items():
+        lines.append(f"    -> {target} (group {g['group_id']}): {g['users']} users")
+    for new in plan.groups.get("create", []):
+        lines.append(f"    -> {new['name']} (NEW group, will be created): {new['users']} users")
+    for u in plan.groups.get("unresolved", []):
+        lines.append(f"    !! {u['target']}: {u['users']} rows will fail: {u['reason']}")
+    calls = ", ".join(f"{n} {ep}" for ep, n in plan.calls.items() if ep != "total")
+    lines.append(f"  API calls: {plan.calls['total']} ({calls})")
+    if plan.estimated_duration_s is not None:
+        lines.append(f"  estimated duration: {plan.estimated_duration_s} s")
+    for endpoint, fit in plan.quota.items():
+        verdict = "fits today" if fit["fits_today"] else f"needs {fit['days']} days"
+        lines.append(f"  quota {endpoint}: needs {fit['needed']}, {fit['remain']} left "
+                     f"today: {verdict}")
+    lines += [f"  warning: {w}" for w in plan.warnings]
+    return "\n".join(lines)
+
+

@@ -1,0 +1,89 @@
+"""`batchmove run` and `batchmove plan`: a few lines each over `batchmove.run` / `.plan`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchmove import api
+from batchmove.cli.app import F, clear_errors, cli
+from batchmove.cli.display import Console, format_plan
+
+
+def _job_options(func: F) -> F:
+    """Options that override job file keys (shared by `run` and `plan`)."""
+    options = [
+        click.option("--api-base", help='WeChat API base URL, or "sandbox" (embedded).'),
+        click.option("--backend", type=click.Choice(["groups", "tags"]),
+                     help="Move users between groups (default) or tag them."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                     help="Run directory: every file of the run goes exactly there."),
+        click.option("--sheet", help="Excel sheet name or 0-based index."),
+        click.option("--encoding", help="Input encoding, overriding detection (e.g. gb18030)."),
+        click.option("--target", type=click.Choice(["id", "name", "set"]),
+                     help="Whether the target column holds ids, names, or (tags) id sets."),
+        click.option("--rate", type=float, help="API calls per second (0 = unlimited)."),
+        click.option("--concurrency", type=int, help="Calls in flight at most."),
+        click.option("--batch-size", type=int, help="Users per move call, 1..50."),
+        click.option("--retries", type=int, help="Attempts per call for transient failures."),
+        click.option("--max-failure-rate", type=float,
+                     help="Stop when more than this share of rows fail (0..1)."),
+        click.option("--create-groups/--no-create-groups", default=None,
+                     help="Create target groups that do not exist yet."),
+        click.option("--allow-blacklist/--no-allow-blacklist", default=None,
+                     help="Allow group 1 (黑名单, the blacklist) as a target."),
+        click.option("--snapshot/--no-snapshot", default=None,
+                     help="Record every user's current group first (default on)."),
+        click.option("--verify/--no-verify", default=None,
+                     help="Read every moved user's group back at the end."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command("run")
+@click.argument("job", type=click.Path(dir_okay=False))
+@_job_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--restart", is_flag=True,
+              help="Discard an unfinished run's progress in the run directory and start again.")
+@click.option("--retry-failed", is_flag=True,
+              help="Try again the rows that failed with no answer or a retryable errcode.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the final line (and errors).")
+@clear_errors
+def run_command(job: str, yes: bool, restart: bool, retry_failed: bool, quiet: bool,
+                **overrides: Any) -> None:
+    """Move the users listed in JOB (a .toml job file, or a CSV/Excel file) to their groups."""
+    spec = api.job_spec(job, **overrides)
+    console = Console(quiet=quiet)
+    ask = console.confirm if spec.confirm and not yes else None
+    try:
+        result = api.run(spec, events=console, restart=restart, retry_failed=retry_failed,
+                         handle_signals=True, confirm=ask)
+    finally:
+        console.close()
+    click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
+               err=result.exit_code != 0)
+    sys.exit(result.exit_code)
+
+
+@cli.command("plan")
+@click.argument("job", type=click.Path(dir_okay=False))
+@_job_options
+@click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
+@clear_errors
+def plan_command(job: str, quiet: bool, **overrides: Any) -> None:
+    """Dry run: validate JOB, resolve its groups and count the calls; sends no change.
+
+    Uses only read-only calls (token, groups/get, openapi/quota/get). Writes plan.json to the
+    run directory. Exit 0 when the job can run, 2 when it cannot.
+    """
+    plan = api.plan(job, events=Console(quiet=quiet), **overrides)
+    if not quiet:
+        click.echo(format_plan(plan))
+    click.echo(f"{plan.message}\nplan: {plan.plan_json}", err=plan.exit_code != 0)
+    sys.exit(plan.exit_code)

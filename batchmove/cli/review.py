@@ -1,0 +1,54 @@
+"""`batchmove rollback`, `verify` and `report`: after a run, over its run directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from batchmove import api
+from batchmove.cli.app import clear_errors, cli
+from batchmove.cli.display import Console
+
+
+@cli.command("rollback")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the spreadsheet (default RUN_DIR/rollback.csv).")
+@clear_errors
+def rollback_command(run_dir: Path, out: Path | None) -> None:
+    """Write the spreadsheet that undoes RUN_DIR: openid -> the group each user was in before.
+
+    It is an ordinary input: `batchmove run RUN_DIR/rollback.csv --out DIR` restores the
+    previous groups (groups the run created are kept).
+    """
+    undo = api.rollback(run_dir, out)
+    what = "tags" if undo.backend == "tags" else "groups"
+    click.echo(f"wrote {undo.path}: {undo.users} users back to their previous {what}")
+    click.echo(f"undo with: {undo.command}")
+
+
+@cli.command("verify")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--api-base", help="WeChat API base URL (default: the run's).")
+@click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
+@clear_errors
+def verify_command(run_dir: Path, api_base: str | None, quiet: bool) -> None:
+    """Read back every moved user's group; exit 1 if any is no longer in its target."""
+    console = Console(quiet=quiet)
+    try:
+        result = api.verify(run_dir, api_base, events=console)
+    finally:
+        console.close()
+    click.echo(result.message, err=result.exit_code != 0)
+    sys.exit(result.exit_code)
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@clear_errors
+def report_command(run_dir: Path) -> None:
+    """Write the report files of RUN_DIR again from its ledger."""
+    files = api.write_reports(run_dir)
+    click.echo("wrote " + ", ".join(str(p) for p in files.written))

@@ -1,0 +1,146 @@
+"""The stages that call WeChat for every user: snapshot, move, and reading users back.
+
+Each drives the worker pool (`runner`) over batches and commits what it learns to the ledger
+before counting it anywhere else, so a kill loses nothing that was reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from batchmove.engine.planner import chunked, plan_batches, plan_tag_batches
+from batchmove.engine.runner import (
+    Limits,
+    RetryPolicy,
+    Runner,
+    RunOutcome,
+    StopReason,
+    StopSignals,
+)
+from batchmove.engine.targets import RowOps, Targets, tag_operations
+from batchmove.ledger.buffer import ResultBuffer
+from batchmove.ledger.store import Ledger
+from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, Move, RowFailure
+from batchmove.results import Events, Progress
+from batchmove.wechat.client import WeChatClient
+
+
+async def snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,
+                   events: Events) -> RunOutcome:
+    """Record every pending user's current group (or tags); users already where the row asks
+    become `already` and are not moved."""
+    tags = spec.backend == "tags"
+    todo = ledger.pending_without_snapshot("prev_tags" if tags else "prev_group")
+    if not todo:
+        return RunOutcome(StopReason.DONE)
+    found, outcome = await read_users(client, todo, spec, stop)
+    followers = {row: info for row, info in found.items() if info.get("subscribe") == 1}
+    if tags:
+        ledger.record_tag_snapshot({row: [t for t in info.get("tagid_list", [])
+                                          if isinstance(t, int)]
+                                    for row, info in followers.items()})
+        return outcome
+    already = ledger.record_snapshot({row: info["groupid"] for row, info in followers.items()
+                                     if isinstance(info.get("groupid"), int)})
+    if already:
+        events.info(f"{already} users are already in their target group: not moved")
+    return outcome
+
+
+async def read_users(client: WeChatClient, moves: list[Move], spec: JobSpec,
+                     stop: StopSignals) -> tuple[dict[int, dict[str, Any]], RunOutcome]:
+    """Each row's user as `user/info/batchget` describes them (100 users a call); rows whose
+    call never got an answer are missing from the result."""
+    found: dict[int, dict[str, Any]] = {}
+
+    def done(batch: Batch, infos: list[dict[str, Any]], attempts: int) -> None:
+        by_openid = {i.get("openid"): i for i in infos}
+        for row, openid in zip(batch.rows, batch.openids, strict=True):
+            found[row] = by_openid.get(openid, {})
+
+    batches = [Batch.of(0, part) for part in chunked(moves, MAX_USER_INFO_BATCH)]
+    runner: Runner[list[dict[str, Any]]] = Runner(
+        send=lambda b: client.batch_get_user_info(b.openids), on_done=done,
+        on_failed=lambda failures: None, concurrency=spec.concurrency,
+        policy=RetryPolicy(attempts=spec.retries), bisect=False)
+    outcome = await stop.watch(runner, batches)
+    return found, outcome
+
+
+async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,
+               events: Events) -> RunOutcome:
+    """Every pending row through the worker pool; each result is committed before counted."""
+    targets = Targets(client, spec.backend)
+    tracker: RowOps | None = None
+    if spec.backend == "tags":
+        meta = ledger.meta()
+        operations, tracker, already = tag_operations(
+            ledger.tag_rows(), meta["target_kind"], frozen(meta.get("untag")))
+        ledger.mark_already(already)
+        batches = plan_tag_batches(operations, spec.batch_size)
+        total = len(tracker.remaining)
+    else:
+        batches = plan_batches(ledger.pending_moves(), spec.batch_size)
+        total = sum(map(len, batches))
+    commit = _Committer(ResultBuffer(ledger), ProgressClock("moving", total), events)
+
+    def done(batch: Batch, _: object, attempts: int) -> None:
+        rows = batch.rows
+        commit.buffer.moved(rows if tracker is None else tracker.complete(rows), attempts)
+        commit()
+
+    def failed(failures: list[RowFailure]) -> None:
+        if tracker is not None:
+            first = set(tracker.fail(f.row for f in failures))
+            failures = [f for f in failures if f.row in first]
+        commit.buffer.failed(failures)
+        commit()
+
+    runner: Runner[object] = Runner(
+        send=lambda batch: targets.send(batch, spec.batch_size), on_done=done,
+        on_failed=failed, concurrency=spec.concurrency,
+        policy=RetryPolicy(attempts=spec.retries),
+        limits=Limits(spec.max_failure_rate, spec.failure_sample))
+    events.progress(commit.clock.report(0, 0))
+    try:
+        return await stop.watch(runner, batches)
+    finally:
+        commit(force=True)
+
+
+class ProgressClock:
+    """Turns running totals into `Progress` (rate and ETA since the stage began)."""
+
+    def __init__(self, phase: str, total: int, clock: Callable[[], float] = time.monotonic):
+        self.phase, self.total, self.clock = phase, total, clock
+        self.started = clock()
+
+    def report(self, moved: int, failed: int) -> Progress:
+        elapsed = self.clock() - self.started
+        rate = moved / elapsed if elapsed > 0 else 0.0
+        left = max(self.total - moved - failed, 0)
+        eta = left / rate if rate > 0 else (0.0 if left == 0 else None)
+        return Progress(self.phase, moved, failed, self.total, round(elapsed, 3),
+                        round(rate, 1), None if eta is None else round(eta, 1))
+
+
+class _Committer:
+    """Flushes the result buffer when due and reports progress once the rows are written."""
+
+    def __init__(self, buffer: ResultBuffer, clock: ProgressClock, events: Events) -> None:
+        self.buffer, self.clock, self.events = buffer, clock, events
+        self.tally = Counter[str]()
+
+    def __call__(self, force: bool = False) -> None:
+        if force or self.buffer.due():
+            moved, failed = self.buffer.flush()
+            self.tally["moved"] += moved
+            self.tally["failed"] += failed
+            self.events.progress(self.clock.report(self.tally["moved"], self.tally["failed"]))
+
+
+def frozen(untag: list[int] | None) -> frozenset[int] | None:
+    return None if untag is None else frozenset(untag)

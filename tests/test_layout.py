@@ -1,0 +1,114 @@
+"""The package's shape: stages import downwards only, and modules stay small enough to read.
+
+Layers, low to high (a module may import its own layer or lower):
+
+    errors, models, results  <  wechat  <  sandbox  <  intake  <  ledger  <  engine  <  output
+        <  pipeline  <  api  <  cli, console, the package itself
+
+plus three rules the layers alone do not say: the runner never imports the ledger (results
+leave it through callbacks), intake and output never import the runner (they never call the
+API), and `batchmove.dev` imports nothing of batchmove (it must run before anything is
+installed).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "batchmove"
+LAYERS: list[tuple[str, ...]] = [
+    ("batchmove.errors", "batchmove.models", "batchmove.results"),
+    ("batchmove.wechat",),
+    ("batchmove.sandbox",),
+    ("batchmove.intake",),
+    ("batchmove.ledger",),
+    ("batchmove.engine",),
+    ("batchmove.output",),
+    ("batchmove.pipeline", "batchmove.exporting"),
+    ("batchmove.api",),
+    ("batchmove.cli", "batchmove.console", "batchmove.__main__", "batchmove"),
+]
+FORBIDDEN = {
+    "batchmove.engine.runner": ("batchmove.ledger",),
+    "batchmove.intake": ("batchmove.engine.runner",),
+    "batchmove.output": ("batchmove.engine.runner",),
+    "batchmove.dev": ("batchmove",),
+}
+MAX_LINES = 400
+MAX_FUNCTION_LINES = 50
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer(name: str) -> int:
+    """The layer of a module: its longest matching prefix in LAYERS."""
+    best, found = -1, None
+    for index, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), index
+    if found is None:
+        raise AssertionError(f"{name} has no layer: add it to LAYERS in {__file__}")
+    return found
+
+
+def imports(path: Path) -> set[str]:
+    """Every batchmove module a file imports, at the top or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            found |= {n if n in MODULES else node.module for n in names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {n for n in found if n == "batchmove" or n.startswith("batchmove.")}
+
+
+def under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if not under(n, "batchmove.dev")])
+def test_stages_import_downwards_only(name: str) -> None:
+    upward = [target for target in imports(MODULES[name]) if layer(target) > layer(name)]
+    assert not upward, f"{name} (layer {layer(name)}) imports from above: {upward}"
+
+
+@pytest.mark.parametrize(("owner", "banned"), [(o, b) for o, bs in FORBIDDEN.items() for b in bs])
+def test_forbidden_imports(owner: str, banned: str) -> None:
+    for name, path in MODULES.items():
+        if under(name, owner):
+            hits = [t for t in imports(path) if under(t, banned)]
+            assert not hits, f"{name} must not import {banned}: {hits}"
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_modules_fit_in_a_head(name: str) -> None:
+    lines = len(MODULES[name].read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{name} has {lines} lines (split it by role)"
+
+
+def test_the_layers_cover_every_module() -> None:
+    for name in MODULES:
+        if not under(name, "batchmove.dev"):
+            layer(name)
+
+
+def test_functions_fit_on_a_screen() -> None:
+    long = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {length} lines")
+    assert not long
