@@ -1,0 +1,171 @@
+"""The public API: what `import batchmove` offers, and what the CLI and the console call.
+
+    result = batchmove.run("jobs/nightly.toml", rate=50, out="runs/tonight")
+    if result.exit_code == 3: ...   # stopped early (quota): the same call resumes tomorrow
+
+Every function validates exactly as the CLI does (the CLI is a client of this module), never
+prompts (calling `run` is the confirmation), prints nothing (pass `events` or `on_progress` to
+watch), and works from any thread: the blocking functions run their own event loop, in a helper
+thread when the calling thread already has one running (a notebook). Signal handlers are
+installed only with `handle_signals=True` (the CLI), so a library call leaves its caller's in
+place. Bad input raises a `BatchmoveError` subclass; row failures are results, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from batchmove.exporting import ExportResult, export_followers, export_spec
+from batchmove.intake import jobfile
+from batchmove.models import JobSpec
+from batchmove.output import report
+from batchmove.output.review import write_rollback
+from batchmove.pipeline import RunOptions, plan_job, run_job, verify_run
+from batchmove.results import (
+    Events,
+    Plan,
+    Progress,
+    ReportFiles,
+    RollbackFile,
+    RunResult,
+    VerifyResult,
+)
+
+T = TypeVar("T")
+Job = str | os.PathLike[str] | JobSpec
+ProgressCallback = Callable[[Progress], None]
+
+
+def job_spec(job: Job, **overrides: Any) -> JobSpec:
+    """The validated spec of a job file or spreadsheet (or of a `JobSpec`) with job keys
+    overridden: what `run` and `plan` will do, before they do it."""
+    if isinstance(job, JobSpec):
+        return job.with_overrides(**jobfile.read_overrides(overrides))
+    return jobfile.spec_for(Path(job), **overrides)
+
+
+async def run_async(job: Job, *, events: Events | None = None,
+                    on_progress: ProgressCallback | None = None, restart: bool = False,
+                    retry_failed: bool = False, handle_signals: bool = False,
+                    confirm: Callable[[Plan], bool] | None = None,
+                    **overrides: Any) -> RunResult:
+    """`run` for callers that have an event loop."""
+    spec = job_spec(job, **overrides)
+    options = RunOptions(restart, retry_failed, confirm, handle_signals)
+    return await run_job(spec, options, _watcher(events, on_progress))
+
+
+def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback | None = None,
+        restart: bool = False, retry_failed: bool = False, handle_signals: bool = False,
+        confirm: Callable[[Plan], bool] | None = None, **overrides: Any) -> RunResult:
+    """Move the users a job lists; resumes the run its run directory holds.
+
+    `overrides` are job keys (`rate=50`, `out="runs/x"`, `api_base="sandbox"`...). `restart`
+    discards an unfinished run's progress; `retry_failed` sends again the rows that failed
+    without an answer or with a retryable errcode. `confirm` sees the plan before anything
+    is sent and may say no (ConfirmationRequired). Returns how the run ended: branch on
+    `exit_code` (0 done, 1 row failures, 3 stopped early and resumable, 130/143 signals).
+    """
+    return _blocking(lambda: run_async(
+        job, events=events, on_progress=on_progress, restart=restart,
+        retry_failed=retry_failed, handle_signals=handle_signals, confirm=confirm,
+        **overrides))
+
+
+async def plan_async(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
+    """`plan` for callers that have an event loop."""
+    return await plan_job(job_spec(job, **overrides), _watcher(events, None))
+
+
+def plan(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
+    """The dry run: validate, resolve targets, count calls and check today's quota, with
+    read-only calls only; writes `plan.json` to the run directory. `Plan.can_run` says
+    whether `run` would start (`blocked` says why not)."""
+    return _blocking(lambda: plan_async(job, events=events, **overrides))
+
+
+async def verify_async(run_dir: str | os.PathLike[str], api_base: str | None = None, *,
+                       events: Events | None = None) -> VerifyResult:
+    """`verify` for callers that have an event loop."""
+    return await verify_run(Path(run_dir), api_base, _watcher(events, None))
+
+
+def verify(run_dir: str | os.PathLike[str], api_base: str | None = None, *,
+           events: Events | None = None) -> VerifyResult:
+    """Read every moved user of a run back; `mismatches` counts those moved since (exit 1)."""
+    return _blocking(lambda: verify_async(run_dir, api_base, events=events))
+
+
+def rollback(run_dir: str | os.PathLike[str],
+             out: str | os.PathLike[str] | None = None) -> RollbackFile:
+    """Write `rollback.csv` (or `out`): every user the run moved, back where the snapshot saw
+    them. It is an ordinary input: `run(rollback.path, out=...)` undoes the run."""
+    return write_rollback(Path(run_dir), Path(out) if out is not None else None)
+
+
+def write_reports(run_dir: str | os.PathLike[str]) -> ReportFiles:
+    """Write a run's report files again from its ledger alone."""
+    return report.rewrite_reports(Path(run_dir))
+
+
+async def export_async(out: str | os.PathLike[str], *, backend: str | None = None,
+                       groups: Sequence[str | int] = (), tags: Sequence[str | int] = (),
+                       events: Events | None = None, on_progress: ProgressCallback | None = None,
+                       handle_signals: bool = False, **overrides: Any) -> ExportResult:
+    """`export` for callers that have an event loop."""
+    spec = export_spec(out, backend=backend, groups=groups, tags=tags, **overrides)
+    return await export_followers(spec, _watcher(events, on_progress),
+                                  handle_signals=handle_signals)
+
+
+def export(out: str | os.PathLike[str], *, backend: str | None = None,
+           groups: Sequence[str | int] = (), tags: Sequence[str | int] = (),
+           events: Events | None = None, on_progress: ProgressCallback | None = None,
+           handle_signals: bool = False, **overrides: Any) -> ExportResult:
+    """Write the account's followers (all, or those in `groups` / carrying `tags`, names or
+    ids) to `out` (.csv or .xlsx) with their current group (`backend="groups"`) or tags: an
+    input for `run` as it is. Resumable: the same call continues after a stop (exit_code 3,
+    130, 143). `overrides`: api_base, credentials, rate, concurrency, retries, timeout,
+    sandbox, name, and `job` (a job file lending those keys and its `[select]`)."""
+    return _blocking(lambda: export_async(
+        out, backend=backend, groups=groups, tags=tags, events=events, on_progress=on_progress,
+        handle_signals=handle_signals, **overrides))
+
+
+class _Watcher(Events):
+    """`events` and `on_progress` together, behind the one `Events` the pipeline talks to."""
+
+    def __init__(self, events: Events | None, on_progress: ProgressCallback | None) -> None:
+        self.events, self.on_progress = events, on_progress
+
+    def info(self, message: str) -> None:
+        if self.events is not None and hasattr(self.events, "info"):
+            self.events.info(message)
+
+    def progress(self, progress: Progress) -> None:
+        if self.events is not None and hasattr(self.events, "progress"):
+            self.events.progress(progress)
+        if self.on_progress is not None:
+            self.on_progress(progress)
+
+
+def _watcher(events: Events | None, on_progress: ProgressCallback | None) -> Events:
+    if on_progress is None and isinstance(events, Events):
+        return events
+    return _Watcher(events, on_progress)
+
+
+def _blocking(start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to the end from blocking code, in any thread: on a fresh event loop
+    here, or in a helper thread when this thread already runs one (a notebook cell)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(start())
+    with ThreadPoolExecutor(1, thread_name_prefix="batchmove") as pool:
+        return pool.submit(lambda: asyncio.run(start())).result()
