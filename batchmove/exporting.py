@@ -18,8 +18,7 @@ import hashlib
 import json
 import math
 import os
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -45,12 +44,16 @@ from batchmove.errors import (
 from batchmove.intake import jobfile
 from batchmove.ledger.checkpoint import Cursor, ExportCheckpoint, Follower
 from batchmove.models import Backend, Group, JobSpec, Selection
-from batchmove.output.report import EXCEL_MAX_ROWS, atomic_text, neutralize, write_csv, write_xlsx
+from batchmove.output.exportfile import (
+    Columns,
+    GroupColumns,
+    TagColumns,
+    TargetColumn,
+    write_export,
+)
 from batchmove.results import Events
 from batchmove.wechat.client import FollowerPage, WeChatClient
 
-GROUP_COLUMNS = ("openid", "current_groupid", "current_group_name", "to_group_name")
-TAG_COLUMNS = ("openid", "current_tag_names", "tagid_list")
 SUFFIXES = (".csv", ".xlsx")
 INFO_ENDPOINT = "user/info/batchget"
 #: job keys that mean something to an export (the others are a run's)
@@ -67,11 +70,13 @@ class ExportSpec:
     groups: tuple[str, ...] = ()  # names or ids (digits)
     tags: tuple[str, ...] = ()
     settings: JobSpec = field(default_factory=lambda: JobSpec(input=Path()))
+    #: segment jobs: (column, value) written after each openid instead of the current state
+    target: tuple[str, str] | None = None
 
     def fingerprint(self) -> str:
         """A checkpoint belongs to one export: the same file, selection, backend and account."""
         blob = json.dumps([str(self.out.resolve()), self.backend, self.groups, self.tags,
-                           self.settings.api_base], ensure_ascii=False)
+                           self.settings.api_base, self.target], ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -154,10 +159,17 @@ async def export_followers(spec: ExportSpec, events: Events | None = None, *,
             rows, calls = checkpoint.count(), dict(client.calls)
             if reason is not StopReason.DONE or stop.reason is not None:
                 return _stopped(spec, stop.reason or reason, error, rows, calls, estimate)
-            rows = _write(spec, checkpoint, names)
+            rows = write_export(spec.out, checkpoint, _columns(spec, names))
     checkpoint.remove()
     return ExportResult(EXIT_OK, f"exported {rows:,} followers to {spec.out}", spec.out, rows,
                         calls, StopReason.DONE.value, spec.backend, estimate)
+
+
+def _columns(spec: ExportSpec, names: dict[int, str]) -> Columns:
+    """What follows the openid: a fixed target (segment jobs), or the current tags or group."""
+    if spec.target is not None:
+        return TargetColumn(*spec.target)
+    return TagColumns(names) if spec.backend == "tags" else GroupColumns(names)
 
 
 def _reason(exc: ApiError) -> StopReason:
@@ -276,94 +288,6 @@ def _stopped(spec: ExportSpec, reason: StopReason, error: ApiError | None, rows:
         what = error.message if error is not None else "stopped"
         code, message = EXIT_STOPPED, f"stopped: {what} ({where})"
     return ExportResult(code, message, None, rows, calls, reason.value, spec.backend, estimate)
-
-
-# --- the file ----------------------------------------------------------------------------------
-def _write(spec: ExportSpec, checkpoint: ExportCheckpoint, names: dict[int, str]) -> int:
-    """The output under a temporary name, renamed into place, mode 600; returns its rows."""
-    xlsx = spec.out.suffix.lower() == ".xlsx"
-    if xlsx and checkpoint.count() > EXCEL_MAX_ROWS:
-        raise UsageError(f"{checkpoint.count():,} followers do not fit in one Excel sheet "
-                         f"({EXCEL_MAX_ROWS:,} rows): export to a .csv file")
-    header = list(TAG_COLUMNS if spec.backend == "tags" else GROUP_COLUMNS)
-    tails = _TagTails(names) if spec.backend == "tags" else _GroupTails(names)
-    written = 0
-    if xlsx:
-        def cells() -> Iterator[list[Any]]:
-            nonlocal written
-            for row in checkpoint.followers():
-                written += 1
-                yield [_openid_cell(row[0]), *tails.cells(row)]
-
-        write_xlsx(spec.out, header, cells())
-        return written
-    with atomic_text(spec.out) as out:
-        write_csv(out, header, [])
-        for row in checkpoint.followers():
-            written += 1
-            openid = row[0]
-            out.write((openid if _PLAIN.fullmatch(openid) else _csv_cell(_openid_cell(openid)))
-                      + tails.line(row))
-    return written
-
-
-class _GroupTails:
-    """The cells after the openid, per group: computed once per group, not once per row
-    (the CSV writer and a tuple per row cost ~2 s of a 1M-follower export)."""
-
-    def __init__(self, names: dict[int, str]) -> None:
-        self.names = {str(gid): neutralize(name) for gid, name in names.items()}
-        self._lines: dict[str, str] = {}
-
-    def cells(self, row: list[str]) -> list[Any]:
-        name = self.names.get(row[1], "")
-        return [int(row[1]), name, name]
-
-    def line(self, row: list[str]) -> str:
-        text = self._lines.get(row[1])
-        if text is None:
-            name = _csv_cell(self.names.get(row[1], ""))
-            text = self._lines[row[1]] = f",{row[1]},{name},{name}\r\n"
-        return text
-
-
-class _TagTails:
-    """The same for tags: per distinct tag set."""
-
-    def __init__(self, names: dict[int, str]) -> None:
-        self.names = {str(tid): name for tid, name in names.items()}
-        self._labels: dict[str, str] = {}
-        self._lines: dict[str, str] = {}
-
-    def label(self, tagids: str) -> str:
-        label = self._labels.get(tagids)
-        if label is None:
-            label = neutralize(";".join(self.names.get(t, t) for t in tagids.split(";") if t))
-            self._labels[tagids] = label
-        return label
-
-    def cells(self, row: list[str]) -> list[Any]:
-        return [self.label(row[2]), row[2]]
-
-    def line(self, row: list[str]) -> str:
-        text = self._lines.get(row[2])
-        if text is None:
-            text = self._lines[row[2]] = f",{_csv_cell(self.label(row[2]))},{row[2]}\r\n"
-        return text
-
-
-_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # what every real openid looks like
-
-
-def _openid_cell(openid: str) -> str:
-    return openid if _PLAIN.fullmatch(openid) else neutralize(openid)
-
-
-def _csv_cell(text: str) -> str:
-    """Quoted as the csv module quotes (QUOTE_MINIMAL), so the loader reads it back."""
-    if any(c in text for c in ',"\r\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
 
 
 def export_spec(out: str | os.PathLike[str], *, backend: Backend | str | None = None,

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from batchmove import segments
 from batchmove.engine.account import fetch_quotas, resolve_targets, target_summary
 from batchmove.engine.backend import api_client
 from batchmove.engine.moves import move, read_users, snapshot
@@ -87,6 +88,10 @@ class RunOptions:
 # --- the story of a run -----------------------------------------------------------------------
 async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResult:
     started = time.time()
+    spec, stopped = await segments.freeze(spec, events, restart=options.restart,
+                                          handle_signals=options.handle_signals)
+    if stopped is not None:  # a segment job whose listing stopped early: nothing moved
+        return stopped
     source = loader.open_input(spec)
     with Ledger(spec.out_dir).open() as ledger, signal_stop(options.handle_signals) as stop:
         load_or_resume(ledger, source, spec, restart=options.restart,
@@ -174,7 +179,16 @@ def _verdict(counts: Counter[str], reason: StopReason,
 # --- the story of a plan ----------------------------------------------------------------------
 async def plan_job(spec: JobSpec, events: Events) -> Plan:
     """The dry run: load, validate, resolve and count, with read-only calls only; writes
-    `plan.json` into the run directory."""
+    `plan.json` into the run directory. A segment job's selection is listed (read-only)."""
+    async with segments.planned(spec, events) as (spec, listed):
+        plan = await _plan_input(spec, events)
+    if listed is not None and spec.select is not None:
+        plan = segments.with_listing(plan, listed, spec.select)
+    write_json(spec.out_dir / "plan.json", plan.as_dict())
+    return plan
+
+
+async def _plan_input(spec: JobSpec, events: Events) -> Plan:
     source = loader.open_input(spec)
     with tempfile.TemporaryDirectory(prefix="batchmove-plan-") as scratch, \
             Ledger(Path(scratch)).open() as ledger:
@@ -188,9 +202,7 @@ async def plan_job(spec: JobSpec, events: Events) -> Plan:
                 resolution, groups, blocked = Resolution(), [], exc.message
             plan = await _plan(client, ledger, spec, resolution, groups, quotas=not blocked)
     path = spec.out_dir / "plan.json"
-    plan = replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path)
-    write_json(path, plan.as_dict())
-    return plan
+    return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path)
 
 
 async def _plan(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,

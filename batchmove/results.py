@@ -143,6 +143,8 @@ class Plan:
     can_run: bool = True
     blocked: str | None = None  # why it cannot run
     plan_json: Path | None = None
+    #: a segment job's `[select]`: {"select", "followers", "calls" (of the listing), "frozen"}
+    selection: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:

@@ -94,6 +94,11 @@ def format_plan(plan: Plan) -> str:
     lines = ["Plan:", f"  rows: {tally}"]
     lines += [f"    invalid: {n} x {reason}"
               for reason, n in sorted(plan.invalid_by_reason.items())]
+    if plan.selection is not None:
+        listed = ", ".join(f"{n} {ep}" for ep, n in plan.selection["calls"].items())
+        how = "frozen in input.csv" if plan.selection["frozen"] else f"listed with {listed}"
+        lines.append(f"  selection: {plan.selection['select']}: "
+                     f"{plan.selection['followers']} followers ({how})")
     lines.append(f"  users to move: {plan.users_to_move}")
     for target, g in plan.groups.get("users_per_group", {}).items():
         lines.append(f"    -> {target} (group {g['group_id']}): {g['users']} users")

@@ -65,3 +65,42 @@ def test_export_killed_while_listing_resumes_exactly(tmp_path: Path) -> None:
         assert sb.state.calls["user/get"] <= pages + 3 * (KILLS + 1)
         assert not checkpoint_dir(out).exists()
         assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_segment_job_killed_while_listing_and_moving_ends_exact(tmp_path: Path) -> None:
+    """A `[select] group = 100` job: SIGKILLed once mid-listing and once mid-moving; the
+    third process ends exact, and no page was listed twice or after the freeze."""
+    config = SandboxConfig(users=N, page_size=PAGE, groups=["A", "B"], latency_ms=3.0,
+                           secret=SECRET)
+    with ThreadedSandbox(config) as sb:
+        for i, openid in enumerate(sb.state.followers):
+            if i % 2:
+                sb.call(lambda o=openid: sb.state.move_directly(o, 100))
+        before = dict(sb.state.members)
+        job = tmp_path / "seg.toml"
+        job.write_text(f'api_base = "{sb.base_url}"\nrate = 0\nconcurrency = 4\n'
+                       f'out = "run"\n[select]\ngroup = 100\nto = "B"\n', encoding="utf-8")
+        args = ("run", str(job), "--yes")
+        pages = math.ceil(N / PAGE) + 1
+        child = spawn(*args, logs=tmp_path / "logs-0")
+        _wait_for_pages(sb, pages // 2)
+        child.kill()
+        child.finish(timeout=30)
+        assert not (tmp_path / "run" / "input.csv").exists()
+        assert sb.state.members == before
+        child = spawn(*args, logs=tmp_path / "logs-1")
+        deadline = time.monotonic() + 120
+        while sb.state.calls["groups/members/batchupdate"] < 20:
+            assert time.monotonic() < deadline, "no move call was made"
+            assert child.alive(), "the run ended before its 20th move call"
+            time.sleep(0.01)
+        child.kill()
+        child.finish(timeout=30)
+        listed = sb.state.calls["user/get"]
+        final = spawn(*args, logs=tmp_path / "logs-2").finish(timeout=300)
+        assert final.returncode == 0, final.stderr[-2000:]
+        assert sb.state.calls["user/get"] == listed  # a resume never lists again
+        assert listed <= pages + 4
+        selected = {o for o, g in before.items() if g == 100}
+        assert {o for o, g in sb.state.members.items() if g != before[o]} == selected
+        assert all(sb.state.members[o] == 101 for o in selected)
