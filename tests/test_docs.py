@@ -181,6 +181,18 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
     assert not unlinked, f"docs pages the README does not link: {unlinked}"
 
 
+def repository_paths() -> list[tuple[str, str]]:
+    """Files and folders of this repository that the docs name in backticks."""
+    named = re.compile(r"`((?:batchmove|tests|bench|jobs|sample_data|docs)/[\w./-]*)`")
+    return [(str(page.relative_to(ROOT)), path) for page in pages()
+            for path in named.findall(text_of(page))]
+
+
+@pytest.mark.parametrize(("page", "path"), repository_paths())
+def test_named_repository_path_exists(page: str, path: str) -> None:
+    assert (ROOT / path).exists(), f"{page} names {path}, which does not exist (moved?)"
+
+
 # --- (d) the README stays a front page ----------------------------------------------------------
 
 
