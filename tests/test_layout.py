@@ -113,3 +113,17 @@ def test_functions_fit_on_a_screen() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {length} lines")
     assert not long
+
+
+def test_repository_tooling_stays_out_of_the_wheel() -> None:
+    """`batchmove.dev` resolves paths in a checkout: pyproject.toml keeps it out of the wheel."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    found = config["tool"]["setuptools"]["packages"]["find"]
+    shipped = set(find_packages(PACKAGE.parent, include=found["include"],
+                                exclude=found["exclude"]))
+    packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert shipped == {p for p in packages if not under(p, "batchmove.dev")}

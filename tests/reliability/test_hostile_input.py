@@ -434,7 +434,7 @@ def test_generated_tables_end_to_end(sandbox: ThreadedSandbox, tmp_path: Path,
     spec = JobSpec(input=path, name="e2e", api_base=sandbox.base_url, out=run_dir, rate=0.0,
                    create_groups=True, timeout=5.0)
     try:
-        result, refusal = asyncio.run(run_job(spec, RunOptions(yes=True), QuietEvents())), ""
+        result, refusal = asyncio.run(run_job(spec, RunOptions(), QuietEvents())), ""
     except BatchmoveError as exc:
         result, refusal = None, exc.message
     if result is None:

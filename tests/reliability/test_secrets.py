@@ -203,7 +203,7 @@ def test_run_job_in_process_when_every_token_fetch_fails(
     spec = JobSpec(input=_input(tmp_path), name="t", api_base=sandbox.base_url,
                    out=tmp_path / "run", rate=0.0, retries=2, timeout=0.5, create_groups=True)
     try:
-        result = asyncio.run(run_job(spec, RunOptions(yes=True), QuietEvents()))
+        result = asyncio.run(run_job(spec, RunOptions(), QuietEvents()))
         texts = {"message": result.message, "summary": json.dumps(result.summary)}
     except Exception as exc:  # any escape is itself scanned, then reported
         texts = {"exception": _exception_text(exc)}
