@@ -3,6 +3,7 @@
 - `sandbox_factory`: `await sandbox_factory(SandboxConfig(...), clock=...)` -> a started
   `RunningSandbox`, stopped after the test (any number per test).
 - `sandbox`: one started with `SandboxConfig(users=200)`.
+- `sandbox_credentials`: WECHAT_APPID/WECHAT_APPSECRET of the sandbox account, no token.
 - `fake_clock`: a `FakeClock` to pass as `clock=`; `.advance(seconds)` moves time on.
 - `sandbox_process`: `sandbox_process("--users", "50", ...)` -> base_url of a separate
   `python -m batchmove sandbox --port 0 ...` process, terminated after the test.
@@ -45,6 +46,14 @@ class FakeClock:
 class SandboxFactory(Protocol):
     def __call__(self, config: SandboxConfig | None = None, *,
                  clock: Callable[[], float] = ...) -> Awaitable[RunningSandbox]: ...
+
+
+@pytest.fixture
+def sandbox_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox account's appid and secret in the environment, as a user would set them."""
+    monkeypatch.setenv("WECHAT_APPID", SandboxConfig().appid)
+    monkeypatch.setenv("WECHAT_APPSECRET", SandboxConfig().secret)
+    monkeypatch.delenv("WECHAT_ACCESS_TOKEN", raising=False)
 
 
 @pytest.fixture

@@ -18,19 +18,14 @@ from batchmove.sandbox import RunningSandbox, SandboxConfig
 from tests.conftest import SandboxFactory
 from tests.engine_helpers import run, spec_for
 
+pytestmark = pytest.mark.usefixtures("sandbox_credentials")
+
 USERS = 1_234
 PAGE = 100  # 13 user/get pages for 1,234 followers
 GROUPS = ["老客户", "沉睡用户", "-负号组"]
 TAGS = ["旧分层A", "高价值客户", "华东"]
 MOVE = "groups/members/batchupdate"
 TAG = "tags/members/batchtagging"
-
-
-@pytest.fixture(autouse=True)
-def _sandbox_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WECHAT_APPID", SandboxConfig().appid)
-    monkeypatch.setenv("WECHAT_APPSECRET", SandboxConfig().secret)
-    monkeypatch.delenv("WECHAT_ACCESS_TOKEN", raising=False)
 
 
 async def populated(sandbox_factory: SandboxFactory, **settings: Any) -> RunningSandbox:

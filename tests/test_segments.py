@@ -15,16 +15,11 @@ from batchmove.errors import UsageError
 from batchmove.sandbox import RunningSandbox, SandboxConfig
 from tests.conftest import SandboxFactory
 
+pytestmark = pytest.mark.usefixtures("sandbox_credentials")
+
 USERS = 1_000
 PAGE = 64
 MOVE = "groups/members/batchupdate"
-
-
-@pytest.fixture(autouse=True)
-def _sandbox_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WECHAT_APPID", SandboxConfig().appid)
-    monkeypatch.setenv("WECHAT_APPSECRET", SandboxConfig().secret)
-    monkeypatch.delenv("WECHAT_ACCESS_TOKEN", raising=False)
 
 
 async def account(sandbox_factory: SandboxFactory, **settings: Any) -> RunningSandbox:
