@@ -115,10 +115,11 @@ async def test_group_selection_by_name_and_id(tmp_path: Path,
     assert got == {o: str(g) for o, g in sb.state.members.items() if g in (100, 101)}
 
 
-async def test_unchanged_file_moves_nobody(tmp_path: Path,
-                                           sandbox_factory: SandboxFactory) -> None:
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+async def test_unchanged_file_moves_nobody(tmp_path: Path, sandbox_factory: SandboxFactory,
+                                           suffix: str) -> None:
     sb = await populated(sandbox_factory)
-    for backend, name in (("groups", "g.csv"), ("tags", "t.csv")):
+    for backend, name in (("groups", "g" + suffix), ("tags", "t" + suffix)):
         assert (await export(sb, tmp_path / name, backend=backend)).exit_code == 0
         before = dict(sb.state.calls)
         result = await run(spec_for(sb, tmp_path / name, tmp_path / f"run-{backend}",

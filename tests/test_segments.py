@@ -141,3 +141,22 @@ async def test_unknown_selection_is_one_clear_error(tmp_path: Path,
     assert caught.value.exit_code == 2
     assert caught.value.message.startswith(first)
     assert sb.state.calls[MOVE] == 0
+
+
+async def test_restart_lists_the_selection_again(tmp_path: Path,
+                                                 sandbox_factory: SandboxFactory) -> None:
+    sb = await account(sandbox_factory)
+    path = job(tmp_path, sb, "[select]\ngroup = 0\nto_id = 100\n")
+    first = await batchmove.run_async(path)
+    assert first.exit_code == 0, first.message
+    moved = first.counts["moved"]
+    newcomers = [o for o, g in sb.state.members.items() if g == 101][:7]
+    for openid in newcomers:  # someone else puts 7 users into group 0 since
+        sb.state.move_directly(openid, 0)
+    resumed = await batchmove.run_async(path)  # finished and frozen: nobody new moves
+    assert resumed.counts["moved"] == moved
+    assert all(sb.state.members[o] == 0 for o in newcomers)
+    again = await batchmove.run_async(path, restart=True)
+    assert again.exit_code == 0, again.message
+    assert again.counts["moved"] == len(newcomers)
+    assert all(sb.state.members[o] == 100 for o in newcomers)
