@@ -198,6 +198,8 @@ class _Reader:
     def source(self, need_input: bool) -> tuple[Path, Selection | None]:
         """`input` (a spreadsheet) or `[select]` (a segment of the account): exactly one."""
         data = self.data
+        if not need_input:  # export --job: the job's connection settings and [select] only
+            return Path(), self._select(data["select"]) if "select" in data else None
         if "input" in data and "select" in data:
             raise self.fail("give either input (a spreadsheet) or [select] (followers chosen "
                             "from the account), not both")
@@ -205,10 +207,8 @@ class _Reader:
             return Path(), self._select(data["select"])
         if "input" in data:
             return self.input(data["input"]), None
-        if need_input:
-            raise self.fail("missing required key 'input' (the spreadsheet to load) "
-                            "or a [select] table")
-        return Path(), None
+        raise self.fail("missing required key 'input' (the spreadsheet to load) "
+                        "or a [select] table")
 
     def _select(self, value: dict[str, Any]) -> Selection:
         self._table("select", value, _SELECT_KEYS)

@@ -40,6 +40,15 @@ def test_export_on_the_embedded_sandbox(tmp_path: Path) -> None:
     assert {tuple(r[1:]) for r in rows[1:]} == {("0", "未分组", "未分组")}
 
 
+def test_export_job_lends_its_select_and_ignores_its_input(tmp_path: Path) -> None:
+    body = SANDBOX_JOB.replace("[sandbox]", 'input = "missing.csv"\n[select]\ngroup = 0\n'
+                                            'to = "老客户"\n[sandbox]')
+    out = tmp_path / "g.csv"
+    done = batchmove("export", "--out", str(out), "--job", str(job(tmp_path, body)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"exported 300 followers to {out}"
+
+
 @pytest.mark.parametrize(("args", "first"), [
     (["--out", "{d}/missing/x.csv"], "the output directory {d}/missing does not exist"),
     (["--out", "{d}/x.csv", "--group", "不存在"],
