@@ -189,7 +189,8 @@ async def _select(client: WeChatClient, spec: ExportSpec) -> tuple[dict[int, str
     if spec.groups:
         streams = Streams(keep_groups=frozenset(_resolve(groups, spec.groups, "group")))
     elif spec.tags:
-        streams = Streams(tag_ids=tuple(dict.fromkeys(_resolve(tags, spec.tags, "tag"))))
+        ids = tuple(dict.fromkeys(_resolve(tags, spec.tags, "tag")))
+        streams = Streams(ids, sum(t.count for t in tags if t.id in ids))
     names = {g.id: g.name for g in (tags if spec.backend == "tags" else groups)}
     return names, streams
 
@@ -237,12 +238,7 @@ async def _estimate(client: WeChatClient, spec: ExportSpec, streams: Streams,
                     page: FollowerPage, done: int) -> dict[str, Any]:
     """Followers to list, the calls it costs and today's quota of each endpoint."""
     listing = streams.endpoint()
-    if streams.tag_ids:
-        counts = {t.id: t.count for t in await with_retries(
-            client.get_tags, RetryPolicy(attempts=spec.settings.retries))}
-        followers = sum(counts.get(t, 0) for t in streams.tag_ids)
-    else:
-        followers = page.total
+    followers = streams.tag_members if streams.tag_ids else page.total
     left = max(followers - done, len(page.openids))
     per_page = max(len(page.openids), 1)
     calls = {listing: math.ceil(left / per_page) + streams.count, INFO_ENDPOINT:

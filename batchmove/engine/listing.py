@@ -40,6 +40,7 @@ class Streams:
     for a group selection, the group ids to keep (None: keep everyone listed)."""
 
     tag_ids: tuple[int, ...] = ()
+    tag_members: int = 0  # followers of those tags, by `tags/get` (overlaps counted twice)
     keep_groups: frozenset[int] | None = None
 
     @property
