@@ -24,6 +24,7 @@ from batchmove.exporting import ExportResult, export_followers, export_spec
 from batchmove.intake import jobfile
 from batchmove.models import JobSpec
 from batchmove.output import report
+from batchmove.output.notify import resend
 from batchmove.output.review import write_rollback
 from batchmove.pipeline import RunOptions, plan_job, run_job, verify_run
 from batchmove.results import (
@@ -135,6 +136,12 @@ def export(out: str | os.PathLike[str], *, backend: str | None = None,
     return _blocking(lambda: export_async(
         out, backend=backend, groups=groups, tags=tags, events=events, on_progress=on_progress,
         handle_signals=handle_signals, **overrides))
+
+
+def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Send a finished run's notifications again (its job's [notify]), whatever `on` says;
+    one record per channel, as in summary.json's `notifications`."""
+    return _blocking(lambda: resend(Path(run_dir)))
 
 
 class _Watcher(Events):

@@ -76,9 +76,7 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
                 "groups_created": ledger.created_groups(),
                 "report_xlsx": None if skipped else REPORT_XLSX,
                 "report_xlsx_skipped": skipped, "files": names}
-        with atomic_text(files.summary_json, bom=False) as out:
-            json.dump(full, out, ensure_ascii=False, indent=2, default=str)
-            out.write("\n")
+        _dump_summary(files.summary_json, full)
     except OSError as exc:
         why = getattr(exc, "strerror", None) or str(exc)
         raise RunStateError(f"cannot write the reports in {run_dir}: {why}") from None
@@ -94,6 +92,12 @@ def rewrite_reports(run_dir: Path) -> ReportFiles:
         return write_reports(ledger, run_dir, summary)
 
 
+def _dump_summary(path: Path, summary: dict[str, Any]) -> None:
+    with atomic_text(path, bom=False) as out:
+        json.dump(summary, out, ensure_ascii=False, indent=2, default=str)
+        out.write("\n")
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """The summary.json of a finished run (what schedulers and `status` read)."""
     path = run_dir / SUMMARY_JSON
@@ -107,6 +111,17 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunStateError(f"{path} is not a batchmove summary (not a JSON object)")
     return data
+
+
+def update_summary(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """summary.json with `fields` set, rewritten atomically (e.g. `notifications` after a run)."""
+    summary = read_summary(run_dir) | fields
+    try:
+        _dump_summary(run_dir / SUMMARY_JSON, summary)
+    except OSError as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise RunStateError(f"cannot write {run_dir / SUMMARY_JSON}: {why}") from None
+    return summary
 
 
 def unique_names(taken: Sequence[str], ours: Iterable[str]) -> list[str]:
