@@ -11,6 +11,7 @@ import click
 from batchmove import api
 from batchmove.cli.app import F, clear_errors, cli
 from batchmove.cli.display import Console, format_plan
+from batchmove.cli.parallel import run_many
 
 
 def _job_options(func: F) -> F:
@@ -46,7 +47,7 @@ def _job_options(func: F) -> F:
 
 
 @cli.command("run")
-@click.argument("job", type=click.Path(dir_okay=False))
+@click.argument("jobs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @_job_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--restart", is_flag=True,
@@ -54,10 +55,20 @@ def _job_options(func: F) -> F:
 @click.option("--retry-failed", is_flag=True,
               help="Try again the rows that failed with no answer or a retryable errcode.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final line (and errors).")
+@click.option("--parallel", type=click.IntRange(min=1), default=None,
+              help="With several JOBS: how many run at once, each in its own process "
+                   "[default: 1]. Exit code: the worst of the jobs'.")
 @clear_errors
-def run_command(job: str, yes: bool, restart: bool, retry_failed: bool, quiet: bool,
-                **overrides: Any) -> None:
-    """Move the users listed in JOB (a .toml job file, or a CSV/Excel file) to their groups."""
+def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: bool,
+                quiet: bool, parallel: int | None, **overrides: Any) -> None:
+    """Move the users listed in JOB (a .toml job file, or a CSV/Excel file) to their groups.
+
+    Several JOBS (one per account, say) run side by side with --parallel N, one line per job.
+    """
+    if len(jobs) > 1 or parallel is not None:
+        sys.exit(run_many(jobs, parallel or 1, overrides, yes=yes, restart=restart,
+                          retry_failed=retry_failed))
+    job = jobs[0]
     spec = api.job_spec(job, **overrides)
     console = Console(quiet=quiet)
     ask = console.confirm if spec.confirm and not yes else None

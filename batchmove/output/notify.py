@@ -29,12 +29,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, UsageError
+from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, BatchmoveError, UsageError
 from batchmove.ledger.store import LEDGER_NAME, Ledger
-from batchmove.models import Notify
+from batchmove.models import JobSpec, Notify
 from batchmove.output import report
 from batchmove.output.message import format_message, outcome_of
 from batchmove.wechat.robot import Answer, HttpSender
@@ -285,6 +285,41 @@ async def notify_finished(notifier: Notifier, run_dir: Path, summary: Mapping[st
                           resume=resume_command(run_dir, meta, code), force=force)
     report.update_summary(run_dir, notifications=notifier.records)
     return notifier.records
+
+
+class _Result(Protocol):
+    @property
+    def exit_code(self) -> int: ...
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def summary(self) -> Any: ...
+
+
+R = TypeVar("R", bound=_Result)
+
+
+async def notified(spec: JobSpec, run: Callable[[], Awaitable[R]],
+                   notifier: Notifier | None = None) -> R:
+    """`run()` between the start ping and the end notifications of `spec.notify`; the result
+    is returned as it came (its summary gains `notifications`), an error is raised as it came."""
+    if notifier is None and not spec.notify.configured:
+        return await run()
+    notifier = notifier or Notifier(spec.notify)
+    await notifier.start()
+    try:
+        result = await run()
+    except BatchmoveError as exc:  # refused before it could write a summary: say so anyway
+        refused = {"job": spec.name, "exit_code": exc.exit_code, "message": exc.message}
+        await notifier.finish(refused, spec.out_dir)
+        raise
+    if (result.run_dir / report.SUMMARY_JSON).exists():
+        records = await notify_finished(notifier, result.run_dir, result.summary)
+    else:  # the reports could not be written: notify from the result alone
+        records = await notifier.finish(result.summary, result.run_dir)
+    if isinstance(result.summary, dict):
+        result.summary["notifications"] = records
+    return result
 
 
 async def resend(run_dir: Path, env: Mapping[str, str] | None = None) -> list[Record]:
