@@ -366,6 +366,12 @@ class Ledger(CreationJournal):
                 [(f.errcode, f.errmsg, f.attempts, now, f.row) for f in failures],
             )
 
+    def failures_by_answer(self) -> Counter[tuple[int | None, str]]:
+        """Failed rows counted by (errcode, errmsg): what notifications list as reasons."""
+        return Counter({(code, msg): n for code, msg, n in self.conn.execute(
+            "SELECT errcode, COALESCE(errmsg, ''), count(*) FROM rows "
+            "WHERE status = 'failed' GROUP BY 1, 2")})
+
     def failed_errcodes(self) -> set[int | None]:
         return {c for (c,) in self.conn.execute(
             "SELECT DISTINCT errcode FROM rows WHERE status = 'failed'")}
@@ -391,3 +397,4 @@ class Ledger(CreationJournal):
 
     def calls(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT endpoint, n FROM calls ORDER BY endpoint"))
+

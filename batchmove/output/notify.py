@@ -33,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, BatchmoveError, UsageError
+from batchmove.ledger.rundir import read_meta
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import JobSpec, Notify
 from batchmove.output import report
@@ -252,10 +253,8 @@ def failure_reasons(run_dir: Path, limit: int = TOP_REASONS) -> list[tuple[str, 
         return []
     with Ledger(run_dir).open(lock=False) as ledger:
         tally: Counter[str] = Counter(ledger.meta().get("invalid_by_reason") or {})
-        for errcode, errmsg, n in ledger.conn.execute(
-                "SELECT errcode, COALESCE(errmsg, ''), count(*) FROM rows "
-                "WHERE status = 'failed' GROUP BY 1, 2"):
-            reason = (f"errcode {errcode}" if errcode is not None else "no answer")
+        for (errcode, errmsg), n in ledger.failures_by_answer().items():
+            reason = f"errcode {errcode}" if errcode is not None else "no answer"
             tally[f"{reason}: {errmsg}" if errmsg else reason] += n
     return tally.most_common(limit)
 
@@ -272,8 +271,7 @@ def resume_command(run_dir: Path, meta: Mapping[str, Any], exit_code: int) -> st
 def run_meta(run_dir: Path) -> dict[str, Any]:
     if not (run_dir / LEDGER_NAME).exists():
         raise UsageError(f"{run_dir} has no {LEDGER_NAME}: not a batchmove run directory")
-    with Ledger(run_dir).open(lock=False) as ledger:
-        return ledger.meta()
+    return read_meta(run_dir)
 
 
 async def notify_finished(notifier: Notifier, run_dir: Path, summary: Mapping[str, Any], *,
