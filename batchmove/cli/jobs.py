@@ -70,7 +70,7 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
     """
     if len(jobs) > 1 or parallel is not None:
         passed = {**overrides, "log_format": log_format if log_format != "text" else None}
-        sys.exit(run_many(jobs, parallel or 1, passed, forward_stderr=log_format == "json",
+        sys.exit(run_many(jobs, parallel or 1, passed, json_logs=log_format == "json",
                           yes=yes, restart=restart, retry_failed=retry_failed))
     spec = api.job_spec(jobs[0], **overrides)
     log = JsonLog(spec.name, spec.out_dir) if log_format == "json" else None
@@ -88,9 +88,11 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
                      stop_reason=result.stop_reason, counts=result.counts, calls=result.calls,
                      duration_s=summary.get("duration_s"),
                      rate=summary.get("users_moved_per_s"), run_dir=str(result.run_dir),
+                     report=str(result.run_dir / "report.csv"),
                      notifications=summary.get("notifications", []))
-    click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
-               err=result.exit_code != 0 and log is None)
+    else:
+        click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
+                   err=result.exit_code != 0)
     sys.exit(result.exit_code)
 
 
@@ -115,7 +117,8 @@ def plan_command(job: str, quiet: bool, log_format: str, **overrides: Any) -> No
                      blocked=plan.blocked, rows=plan.rows, users_to_move=plan.users_to_move,
                      calls=plan.calls, estimated_duration_s=plan.estimated_duration_s,
                      warnings=plan.warnings, plan_json=str(plan.plan_json))
+        sys.exit(plan.exit_code)
     if not quiet:
         click.echo(format_plan(plan))
-    click.echo(f"{plan.message}\nplan: {plan.plan_json}", err=plan.exit_code != 0 and not log)
+    click.echo(f"{plan.message}\nplan: {plan.plan_json}", err=plan.exit_code != 0)
     sys.exit(plan.exit_code)

@@ -9,8 +9,10 @@ decorate the command with `log_format_option`, build a `JsonEvents` (an `Events`
 the `Console` when `log_format == "json"`, and end with `JsonLog.finished(...)` or let
 `json_errors` turn a `BatchmoveError` into an `error` event. The progress bar is off in this
 mode; progress comes as a `progress` event every 10 s (and at the end of a phase), like the
-text log lines. Every string is passed through `redact`, so no token, secret or robot key
-can reach the log even if a message carried one.
+text log lines. Nothing goes to stdout: the last event (`run_finished`, `plan_finished`,
+`job_finished` per job of `run --parallel`, or `error`) carries the verdict, so
+`>> log.jsonl 2>&1` collects pure JSON lines. Every string is passed through `redact`, so
+no token, secret or robot key can reach the log even if a message carried one.
 """
 
 from __future__ import annotations
@@ -84,16 +86,18 @@ class JsonEvents(Events):
     def __init__(self, log: JsonLog, clock: Callable[[], float] = time.monotonic) -> None:
         self.log, self.clock = log, clock
         self._last = -self.LOG_EVERY_S
+        self._seen: tuple[str, int, int, int] | None = None
 
     def info(self, message: str) -> None:
         self.log.emit("info", message=message)
 
     def progress(self, progress: Progress) -> None:
         now = self.clock()
+        seen = (progress.phase, progress.moved, progress.failed, progress.total)
         done = progress.moved + progress.failed >= progress.total
-        if now - self._last < self.LOG_EVERY_S and not done:
+        if (now - self._last < self.LOG_EVERY_S and not done) or seen == self._seen:
             return
-        self._last = now
+        self._last, self._seen = now, seen
         self.log.emit("progress", phase=progress.phase, moved=progress.moved,
                       failed=progress.failed, total=progress.total, pending=progress.pending,
                       elapsed_s=round(progress.elapsed_s, 3),

@@ -20,6 +20,7 @@ with the signals.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from typing import Any
 
 import click
 
+from batchmove.cli.logs import JsonLog
 from batchmove.errors import EXIT_SIGINT, EXIT_SIGTERM, UsageError
 
 _RANK = {0: 0, 1: 1, 2: 2, 3: 3, EXIT_SIGTERM: 5, EXIT_SIGINT: 6}
@@ -57,7 +59,7 @@ class Batch:
     """Runs the children, at most `parallel` at a time, and relays signals to them."""
 
     def __init__(self, parallel: int, child_args: Sequence[str], *, forward_stderr: bool,
-                 echo: Callable[[str], None]) -> None:
+                 echo: Callable[[JobEnd], None]) -> None:
         self.slots = asyncio.Semaphore(parallel)
         self.child_args = list(child_args)
         self.forward_stderr = forward_stderr
@@ -88,7 +90,7 @@ class Batch:
                 end = JobEnd(job, 128 + self.signal, "not started: the batch was interrupted")
             else:
                 end = await self._child(job)
-        self.echo(end.line)
+        self.echo(end)
         return end
 
     async def _child(self, job: str) -> JobEnd:
@@ -117,13 +119,15 @@ class Batch:
 
 
 def _final_line(out: str, err: list[str]) -> str:
-    """What the child said last about its run (its verdict, or its one error line)."""
-    said = [*out.splitlines(), *err]
-    final = [s for s in said if s.strip() and not s.startswith("report: ")]
-    if not final:
-        return "(no message)"
-    verdicts = [s for s in final if not s.lstrip().startswith("{")]
-    return (verdicts or final)[-1].removeprefix("batchmove: ")
+    """What the child said last about its run: its verdict, its one error line, or the
+    `message` of its last JSON event."""
+    said = [s for s in (*out.splitlines(), *err) if s.strip() and not s.startswith("report: ")]
+    for line in reversed(said):
+        if not line.lstrip().startswith("{"):
+            return line.removeprefix("batchmove: ")
+        with suppress(ValueError, KeyError, TypeError):
+            return str(json.loads(line)["message"])
+    return "(no message)"
 
 
 def child_args(overrides: dict[str, Any], **flags: bool) -> list[str]:
@@ -141,12 +145,18 @@ def child_args(overrides: dict[str, Any], **flags: bool) -> list[str]:
 
 
 def run_many(jobs: Sequence[str], parallel: int, overrides: dict[str, Any], *,
-             forward_stderr: bool = False, **flags: bool) -> int:
-    """Run every job (`run` with the same options, in its own process); the worst exit code."""
+             json_logs: bool = False, **flags: bool) -> int:
+    """Run every job (`run` with the same options, in its own process); the worst exit code.
+    With JSON logs the children's lines pass through and each job's end is a `job_finished`
+    event on stderr; otherwise one text line per job on stdout."""
     if overrides.get("out") is not None and len(jobs) > 1:
         raise UsageError("--out names one run directory: it cannot be given with several jobs "
                          "(set out = \"...\" in each job file)")
-    batch = Batch(parallel, child_args(overrides, **flags), forward_stderr=forward_stderr,
-                  echo=click.echo)
+    batch = Batch(parallel, child_args(overrides, **flags), forward_stderr=json_logs,
+                  echo=_json_end if json_logs else lambda end: click.echo(end.line))
     ends = asyncio.run(batch.run(jobs))
     return worst([end.exit_code for end in ends])
+
+
+def _json_end(end: JobEnd) -> None:
+    JsonLog(end.job).finished("job_finished", end.exit_code, end.message)

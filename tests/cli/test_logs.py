@@ -48,7 +48,8 @@ async def test_run_logs_json_lines_without_secrets(tmp_path: Path,
     assert {n["result"] for n in final["notifications"]} == {"sent"}
     done = [r for r in records if r["event"] == "progress"][-1]
     assert (done["moved"], done["total"], done["pending"]) == (400, 400, 0)
-    assert out.startswith("finished (400 moved)")
+    assert final["report"].endswith("report.csv")
+    assert out == ""  # `>> log.jsonl 2>&1` stays pure JSON
     for secret in (KEY, UUID, ENV["WECHAT_APPSECRET"]):
         assert secret not in out + err
 
@@ -88,6 +89,23 @@ async def test_plan_logs_json(tmp_path: Path, sandbox_factory: SandboxFactory) -
     assert final["users_to_move"] == 100
 
 
+async def test_parallel_jobs_log_json_and_one_job_finished_each(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    sandboxes = [await sandbox_factory(SandboxConfig(users=50, groups=["A"], seed=i))
+                 for i in range(2)]
+    jobs = [str(write_job(tmp_path, sb, f"acct{i}", "", 50, seed=i))
+            for i, sb in enumerate(sandboxes)]
+    code, out, err = await batchmove("run", *jobs, "--parallel", "2", "--log-format", "json",
+                                     env=ENV)
+    assert code == 0, err
+    assert out == ""
+    records = parse_lines(err)
+    ends = {r["job"]: r for r in records if r["event"] == "job_finished"}
+    assert set(ends) == set(jobs)
+    assert {e["message"] for e in ends.values()} == {"finished (50 moved)"}
+    assert {r["job"] for r in records if r["event"] == "run_finished"} == {"acct0", "acct1"}
+
+
 def test_progress_every_10_s_and_at_the_end(fake_clock: FakeClock) -> None:
     stream = io.StringIO()
     events = JsonEvents(JsonLog("j", stream=stream, clock=lambda: 0.0), clock=fake_clock)
@@ -95,5 +113,6 @@ def test_progress_every_10_s_and_at_the_end(fake_clock: FakeClock) -> None:
         events.progress(Progress("moving", moved, 0, 100, 1.0, 10.0, 9.0))
         fake_clock.advance(4.0)
     events.progress(Progress("moving", 100, 0, 100, 40.0, 10.0, 0.0))
+    events.progress(Progress("moving", 100, 0, 100, 40.1, 10.0, 0.0))  # the same: not again
     logged = [json.loads(line)["moved"] for line in stream.getvalue().splitlines()]
     assert logged == [0, 30, 60, 90, 100]
