@@ -91,9 +91,18 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
                      report=str(result.run_dir / "report.csv"),
                      notifications=summary.get("notifications", []))
     else:
+        _unsent(result.summary.get("notifications", []))
         click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
                    err=result.exit_code != 0)
     sys.exit(result.exit_code)
+
+
+def _unsent(records: list[dict[str, Any]]) -> None:
+    """A notification that failed is said once, on stderr (URLs already redacted)."""
+    for r in records:
+        if r["result"] == "failed":
+            click.echo(f"notification not sent: {r['channel']} {r.get('to', '')}: "
+                       f"{r.get('reason', '')}", err=True)
 
 
 @cli.command("plan")

@@ -65,6 +65,19 @@ async def test_run_notifies_and_notify_resends(tmp_path: Path,
     _assert_no_secret(tmp_path, out, err, again_out, again_err, unset_err)
 
 
+async def test_a_failed_notification_is_said_once_and_changes_nothing(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    sb = await sandbox_factory(SandboxConfig(users=100, groups=["A"]))
+    sb.robot.fault = {"errcode": 93000}
+    env = {**ENV, **env_for(sb)}
+    code, out, err = await batchmove("run", str(write_job(tmp_path, sb)), "--quiet", env=env)
+    assert code == 0, err
+    assert out.startswith("finished (100 moved)")
+    assert err.splitlines() == [f"notification not sent: wecom {sb.base_url}/***: "
+                                "errcode 93000: error"]
+    _assert_no_secret(tmp_path, out, err)
+
+
 async def test_notify_without_a_notify_table_exits_2(tmp_path: Path,
                                                      sandbox_factory: SandboxFactory) -> None:
     sb = await sandbox_factory(SandboxConfig(users=100, groups=["A"]))
