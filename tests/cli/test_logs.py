@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from batchmove.cli.logs import JsonEvents, JsonLog
 from batchmove.results import Progress
 from batchmove.sandbox import SandboxConfig
@@ -89,6 +91,7 @@ async def test_plan_logs_json(tmp_path: Path, sandbox_factory: SandboxFactory) -
     assert final["users_to_move"] == 100
 
 
+@pytest.mark.slow
 async def test_parallel_jobs_log_json_and_one_job_finished_each(
         tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
     sandboxes = [await sandbox_factory(SandboxConfig(users=50, groups=["A"], seed=i))

@@ -6,6 +6,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
+import batchmove as batchmove_api
 from batchmove.sandbox import RunningSandbox, SandboxConfig
 from tests.cli.test_cli import ENV
 from tests.conftest import REPO_ROOT, SandboxFactory
@@ -82,8 +85,10 @@ async def test_notify_without_a_notify_table_exits_2(tmp_path: Path,
                                                      sandbox_factory: SandboxFactory) -> None:
     sb = await sandbox_factory(SandboxConfig(users=100, groups=["A"]))
     job = write_job(tmp_path, sb, notify="")
-    code, _, err = await batchmove("run", str(job), env=ENV)
-    assert code == 0, err
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WECHAT_APPID", sb.state.appid)
+        env.setenv("WECHAT_APPSECRET", sb.state.secret)
+        assert (await batchmove_api.run_async(job)).exit_code == 0
     code, _, err = await batchmove("notify", str(tmp_path / "runs" / "nightly"), env=ENV)
     assert code == 2
     assert err.startswith("batchmove: ")
