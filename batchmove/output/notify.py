@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -276,12 +278,18 @@ def run_meta(run_dir: Path) -> dict[str, Any]:
 
 async def notify_finished(notifier: Notifier, run_dir: Path, summary: Mapping[str, Any], *,
                           force: bool = False) -> list[Record]:
-    """Send a run's end notifications and record them in its summary.json."""
-    meta = run_meta(run_dir)
+    """Send a run's end notifications and record them in its summary.json (when that file
+    is this run's). Never raises: an unreadable ledger only costs the message its reasons."""
+    meta: dict[str, Any] = {}
+    reasons: list[tuple[str, int]] = []
+    with suppress(BatchmoveError, OSError, sqlite3.Error):
+        meta, reasons = read_meta(run_dir), failure_reasons(run_dir)
     code = int(summary.get("exit_code", 2))
-    await notifier.finish(summary, run_dir, reasons=failure_reasons(run_dir),
-                          resume=resume_command(run_dir, meta, code), force=force)
-    report.update_summary(run_dir, notifications=notifier.records)
+    await notifier.finish(summary, run_dir, reasons=reasons, force=force,
+                          resume=resume_command(run_dir, meta, code))
+    with suppress(BatchmoveError, OSError):
+        if report.read_summary(run_dir).get("run_id") == summary.get("run_id"):
+            report.update_summary(run_dir, notifications=notifier.records)
     return notifier.records
 
 
@@ -311,10 +319,7 @@ async def notified(spec: JobSpec, run: Callable[[], Awaitable[R]],
         refused = {"job": spec.name, "exit_code": exc.exit_code, "message": exc.message}
         await notifier.finish(refused, spec.out_dir)
         raise
-    if (result.run_dir / report.SUMMARY_JSON).exists():
-        records = await notify_finished(notifier, result.run_dir, result.summary)
-    else:  # the reports could not be written: notify from the result alone
-        records = await notifier.finish(result.summary, result.run_dir)
+    records = await notify_finished(notifier, result.run_dir, result.summary)
     if isinstance(result.summary, dict):
         result.summary["notifications"] = records
     return result

@@ -12,7 +12,7 @@ import pytest
 
 from batchmove.models import Notify
 from batchmove.output.message import MAX_BYTES, cut_utf8, format_message, outcome_of
-from batchmove.output.notify import Notifier, RobotLimiter, redact_url
+from batchmove.output.notify import Notifier, RobotLimiter, notify_finished, redact_url
 from batchmove.sandbox import RunningSandbox
 from tests.conftest import FakeClock
 
@@ -177,3 +177,14 @@ async def test_a_hanging_robot_is_cut_off_by_the_budget(sandbox: RunningSandbox,
     assert time.monotonic() - began < 2.0
     assert record["result"] == "failed"
     assert Notifier(Notify()).budget_s == 10.0
+
+
+async def test_an_unreadable_run_directory_costs_only_the_reasons(sandbox: RunningSandbox,
+                                                                  tmp_path: Path) -> None:
+    (tmp_path / "ledger.sqlite").write_bytes(b"not a database")
+    notifier = Notifier(Notify(wecom_webhook_env="BM_ROBOT"), env=env_for(sandbox))
+    [record] = await notify_finished(notifier, tmp_path, summary(3, "fatal"))
+    assert record["result"] == "sent"
+    assert not (tmp_path / "summary.json").exists()
+    [message] = sandbox.robot.messages_of(KEY)
+    assert "stopped: fatal configuration error" in message["content"]
