@@ -1,0 +1,149 @@
+"""From an upload (or a job file of the jobs folder) to a plan and the digest an approval names.
+
+The job a run directory runs is written here, as `job.toml`: the console's defaults, then the
+analyst's settings, with `input` pointing at the copy of the input beside it. Its digest is the
+input's bytes plus that job text, so an approval is refused when either changed since the plan
+was shown (a re-uploaded sheet, an edited job file, a new defaults file).
+
+`plan_in_worker` runs in the console's planning process (a process pool of one), so a
+1,000,000-row parse never stalls the console's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from batchmove.console.runfiles import (
+    JOB_TOML,
+    PLAN_DIR,
+    dump_toml,
+    safe_suffix,
+    write_private,
+)
+from batchmove.errors import BatchmoveError, JobFileError, UsageError
+from batchmove.intake import jobfile, loader
+from batchmove.ledger.store import LEDGER_NAME, Ledger
+from batchmove.models import JobSpec
+
+#: what the upload form may set (everything else comes from --defaults)
+UPLOAD_SETTINGS = ("backend", "target", "create_groups", "rate")
+_HASH_CHUNK = 1 << 20
+
+
+def upload_job(defaults: dict[str, Any], settings: dict[str, Any], name: str,
+               input_name: str) -> dict[str, Any]:
+    """defaults < the form's settings < the input the console stored."""
+    job = {k: (dict(v) if isinstance(v, dict) else v) for k, v in defaults.items()}
+    job.pop("out", None)
+    job.update({k: v for k, v in settings.items() if k in UPLOAD_SETTINGS})
+    job["name"] = name
+    job["input"] = input_name
+    return job
+
+
+def read_settings(form: dict[str, str]) -> dict[str, Any]:
+    """The upload form's fields -> job keys; a bad value is a UsageError naming the field."""
+    settings: dict[str, Any] = {}
+    backend = form.get("backend", "") or "groups"
+    if backend not in ("groups", "tags"):
+        raise UsageError(f'backend must be "groups" or "tags", got {backend[:30]!r}')
+    settings["backend"] = backend
+    target = form.get("target", "") or "auto"
+    if target not in ("auto", "id", "name", "set"):
+        raise UsageError(f'target must be "auto", "id", "name" or "set", got {target[:30]!r}')
+    if target != "auto":
+        settings["target"] = target
+    settings["create_groups"] = form.get("create_groups", "") in ("1", "true", "on", "yes")
+    rate = form.get("rate", "").strip()
+    if rate:
+        try:
+            settings["rate"] = float(rate)
+        except ValueError:
+            raise UsageError(f"rate must be a number of calls per second, got {rate[:30]!r}")\
+                from None
+    return settings
+
+
+def jobfile_job(job_path: Path) -> tuple[dict[str, Any], Path]:
+    """A job file of the jobs folder -> (its keys, with paths made absolute; its input)."""
+    try:
+        data = tomllib.loads(job_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JobFileError(f"{job_path.name}: cannot read the job file ({exc})") from None
+    spec = jobfile.load_job(job_path)  # every key checked, with the file's name in messages
+    data.pop("out", None)
+    data.setdefault("name", job_path.stem)
+    sandbox = data.get("sandbox")
+    if isinstance(sandbox, dict) and spec.sandbox.get("users_file"):
+        sandbox["users_file"] = spec.sandbox["users_file"]
+    return data, spec.input
+
+
+def digest_of(input_path: Path, job: dict[str, Any]) -> str:
+    """sha256 of the input's bytes and the job's text: what an approval is bound to."""
+    h = hashlib.sha256()
+    with input_path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return hashlib.sha256(h.digest() + dump_toml(job).encode()).hexdigest()
+
+
+def write_job(run_dir: Path, job: dict[str, Any], source_input: Path | None) -> Path:
+    """job.toml (and, for a job file, a copy of its input) into the run directory."""
+    if source_input is not None:
+        suffix = safe_suffix(source_input.name) or ".csv"
+        shutil.copyfile(source_input, run_dir / f"input{suffix}")
+        (run_dir / f"input{suffix}").chmod(0o600)
+        job = job | {"input": f"input{suffix}"}
+    path = write_private(run_dir / JOB_TOML, dump_toml(job).encode())
+    jobfile.check_spec(jobfile.load_job(path))
+    return path
+
+
+# --- in the planning process ------------------------------------------------------------------
+class _Quiet:
+    def info(self, message: str) -> None:
+        pass
+
+    def confirm(self, plan: dict[str, Any]) -> bool:
+        return False
+
+    def progress(self, phase: str, done: int, failed: int, total: int) -> None:
+        pass
+
+
+def plan_job_adapter(spec: JobSpec) -> tuple[int, str, dict[str, Any]]:
+    """`batchmove plan`'s computation: (exit code, verdict, plan). The one place to swap for
+    `batchmove.plan(...)` once the public API lands."""
+    from batchmove.pipeline import plan_job
+
+    result = asyncio.run(plan_job(spec, _Quiet()))
+    return result.exit_code, result.message, dict(result.summary)
+
+
+def plan_in_worker(run_dir_text: str) -> dict[str, Any]:
+    """Plan the run directory's job.toml; never raises (the result crosses a process)."""
+    run_dir = Path(run_dir_text)
+    try:
+        spec = jobfile.check_spec(jobfile.load_job(run_dir / JOB_TOML).with_overrides(
+            out=run_dir))
+        code, message, plan = plan_job_adapter(spec)
+        plan.pop("plan_json", None)
+        load_scratch(spec, run_dir / PLAN_DIR)
+    except BatchmoveError as exc:
+        return {"ok": False, "error": exc.message, "exit_code": exc.exit_code}
+    return {"ok": True, "plan": plan, "exit_code": code, "message": message}
+
+
+def load_scratch(spec: JobSpec, plan_dir: Path) -> None:
+    """Every input row into plan/ledger.sqlite, so invalid rows can be paged by row number."""
+    for name in (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm"):
+        (plan_dir / name).unlink(missing_ok=True)
+    source = loader.open_input(spec)
+    with Ledger(plan_dir).open() as ledger:
+        ledger.load_rows(source.rows(), lambda: source.amendments)
