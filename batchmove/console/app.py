@@ -56,6 +56,10 @@ async def run_page(request: web.Request) -> web.Response:
         stale=request.query.get("stale") == "1"))
 
 
+async def _no_content(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 def unauthorized(request: web.Request) -> web.StreamResponse:
     if request.path.startswith("/api/"):
         return web.json_response({"error": "the console's key is needed"}, status=401)
@@ -77,6 +81,7 @@ def make_app(config: ConsoleConfig, key: str,
                          undefined=jinja2.StrictUndefined)
     app.router.add_get("/", home)
     app.router.add_get("/runs/{id}", run_page)
+    app.router.add_get("/favicon.ico", _no_content)
     app[aiohttp_jinja2.static_root_key] = "/static"
     app.router.add_static("/static/", HERE / "static")
     jsonapi.add_routes(app)

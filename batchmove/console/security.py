@@ -67,7 +67,7 @@ def guard(key: str, hosts: Callable[[], frozenset[str]],
         if request.method == "GET" and _same(request.query.get("key", ""), key):
             target = request.rel_url.with_query(
                 [(k, v) for k, v in request.query.items() if k != "key"])
-            moved = web.HTTPSeeOther(str(target))
+            moved = web.Response(status=303, headers={"Location": str(target)})
             moved.set_cookie(COOKIE, key, httponly=True, samesite="Strict", path="/")
             return moved
         if not (by_bearer or _same(request.cookies.get(COOKIE, ""), key)):
