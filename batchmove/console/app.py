@@ -32,14 +32,15 @@ LOG = logging.getLogger("batchmove.console")
 def _page_context(request: web.Request, **values: Any) -> dict[str, Any]:
     lang = language(request.headers.get("Accept-Language", ""))
     return {"t": translator(lang), "lang": lang, "js": js_strings(lang),
-            "version": __version__, "duration": planview.duration, **values}
+            "version": __version__, "duration": planview.duration, "when": planview.when,
+            **values}
 
 
 async def home(request: web.Request) -> web.Response:
     console = request.app[CONSOLE]
     runs = await asyncio.to_thread(console.runs)
     return aiohttp_jinja2.render_template("home.html", request, _page_context(
-        request, runs=runs, jobs=console.jobs(),
+        request, runs=runs, jobs=console.jobs(), default_rate=console.default_rate(),
         max_upload_mb=console.config.max_upload >> 20))
 
 
@@ -100,7 +101,7 @@ async def serve(config: ConsoleConfig, key: str, announce: Callable[[str], None]
     app = make_app(config, key, lambda: allowed_hosts(config.host, bound[0] if bound
                                                       else config.port))
     runner = web.AppRunner(app, access_log_class=QuietAccessLogger, access_log=LOG,
-                           handle_signals=False)
+                           handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:

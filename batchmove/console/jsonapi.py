@@ -7,6 +7,7 @@ it; a stale approval also carries the plan as it is now), 413 (upload too large)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from typing import Any
@@ -19,6 +20,7 @@ from batchmove.console.service import Console, NotFound, Refused, upload_path
 from batchmove.errors import BatchmoveError
 
 CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
+CLOSING: web.AppKey[asyncio.Event] = web.AppKey("closing", asyncio.Event)
 _CHUNK = 1 << 20
 _FIELD_LIMIT = 200
 _HEARTBEAT_S = 15.0
@@ -199,16 +201,29 @@ async def events(request: web.Request) -> web.StreamResponse:
             if text != last or quiet >= _HEARTBEAT_S:
                 await response.write(f"data: {text}\n\n".encode())
                 last, quiet = text, 0.0
-            if not live:
+            if not live or await _closing(request, console.watcher.interval):
                 break
-            await asyncio.sleep(console.watcher.interval)
             quiet += console.watcher.interval
     except ConnectionResetError:  # the page went away
         pass
     return response
 
 
+async def _closing(request: web.Request, wait: float) -> bool:
+    """Sleep `wait` seconds, or less when the console shuts down (then True)."""
+    closing = request.app[CLOSING]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closing.wait(), wait)
+    return closing.is_set()
+
+
 def add_routes(app: web.Application) -> None:
+    app[CLOSING] = asyncio.Event()
+
+    async def shutting_down(app: web.Application) -> None:
+        app[CLOSING].set()
+
+    app.on_shutdown.append(shutting_down)
     app.router.add_post("/api/uploads", upload)
     app.router.add_post("/api/jobs/{name}/plan", plan_job_file)
     app.router.add_get("/api/runs", list_runs)

@@ -83,3 +83,10 @@ def duration(seconds: float | None) -> str:
     if s >= 60:
         return f"{s // 60} min {s % 60} s"
     return f"{s} s"
+
+
+def when(stamp: str | None) -> str:
+    """'2026-12-01T10:55:38+00:00' -> '2026-12-01 10:55:38 UTC'."""
+    if not stamp:
+        return ""
+    return stamp.replace("T", " ").replace("+00:00", " UTC")

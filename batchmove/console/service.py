@@ -34,6 +34,7 @@ from batchmove.errors import BatchmoveError, JobFileError, RunStateError, UsageE
 from batchmove.intake import jobfile
 from batchmove.ledger.reader import LedgerReader
 from batchmove.ledger.store import LEDGER_NAME
+from batchmove.models import JobSpec
 from batchmove.output.review import rollback_run
 
 MB = 1 << 20
@@ -132,6 +133,14 @@ class Console:
         """Is the live process a `verify` (not the run itself)?"""
         child = read_state(run_dir).get("child")
         return isinstance(child, dict) and child.get("kind") == "verify"
+
+    def default_rate(self) -> float:
+        """The rate an upload gets when the form leaves it empty."""
+        try:
+            rate = read_defaults(self.config.defaults_path).get("rate")
+        except BatchmoveError:
+            rate = None
+        return float(rate) if isinstance(rate, int | float) else JobSpec(Path()).rate
 
     def jobs(self) -> list[str]:
         folder = self.config.jobs

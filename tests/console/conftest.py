@@ -48,8 +48,8 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_defaults(folder: Path, api_base: str, **more: Any) -> Path:
-    lines = [f'api_base = "{api_base}"', "rate = 0"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in more.items()]
+    keys = {"api_base": api_base, "rate": 0, **more}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
     path = folder / "defaults.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -218,6 +218,13 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+
+
+def expect(locator: Any) -> Any:
+    """Playwright's retrying assertions (polled without `eval`, which the CSP forbids)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
 
 
 def shot(page: Any, name: str) -> Path:
