@@ -11,13 +11,13 @@ was shown (a re-uploaded sheet, an edited job file, a new defaults file).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from batchmove import api
 from batchmove.console.runfiles import (
     JOB_TOML,
     PLAN_DIR,
@@ -75,7 +75,7 @@ def jobfile_job(job_path: Path) -> tuple[dict[str, Any], Path]:
         data = tomllib.loads(job_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise JobFileError(f"{job_path.name}: cannot read the job file ({exc})") from None
-    spec = jobfile.load_job(job_path)  # every key checked, with the file's name in messages
+    spec = jobfile.spec_for(job_path)  # every key checked, with the file's name in messages
     data.pop("out", None)
     data.setdefault("name", job_path.stem)
     sandbox = data.get("sandbox")
@@ -101,47 +101,29 @@ def write_job(run_dir: Path, job: dict[str, Any], source_input: Path | None) -> 
         (run_dir / f"input{suffix}").chmod(0o600)
         job = job | {"input": f"input{suffix}"}
     path = write_private(run_dir / JOB_TOML, dump_toml(job).encode())
-    jobfile.check_spec(jobfile.load_job(path))
+    jobfile.spec_for(path)
     return path
 
 
 # --- in the planning process ------------------------------------------------------------------
-class _Quiet:
-    def info(self, message: str) -> None:
-        pass
-
-    def confirm(self, plan: dict[str, Any]) -> bool:
-        return False
-
-    def progress(self, phase: str, done: int, failed: int, total: int) -> None:
-        pass
-
-
-def plan_job_adapter(spec: JobSpec) -> tuple[int, str, dict[str, Any]]:
-    """`batchmove plan`'s computation: (exit code, verdict, plan). The one place to swap for
-    `batchmove.plan(...)` once the public API lands."""
-    from batchmove.pipeline import plan_job
-
-    result = asyncio.run(plan_job(spec, _Quiet()))
-    return result.exit_code, result.message, dict(result.summary)
-
-
 def plan_in_worker(run_dir_text: str) -> dict[str, Any]:
-    """Plan the run directory's job.toml; never raises (the result crosses a process)."""
+    """Plan the run directory's job.toml exactly as `batchmove plan` does; never raises (the
+    result crosses a process boundary)."""
     run_dir = Path(run_dir_text)
     try:
-        spec = jobfile.check_spec(jobfile.load_job(run_dir / JOB_TOML).with_overrides(
-            out=run_dir))
-        code, message, plan = plan_job_adapter(spec)
-        plan.pop("plan_json", None)
+        spec = api.job_spec(run_dir / JOB_TOML, out=str(run_dir))
+        plan = api.plan(spec)
         load_scratch(spec, run_dir / PLAN_DIR)
     except BatchmoveError as exc:
         return {"ok": False, "error": exc.message, "exit_code": exc.exit_code}
-    return {"ok": True, "plan": plan, "exit_code": code, "message": message}
+    data = plan.as_dict()
+    data.pop("plan_json", None)
+    return {"ok": True, "plan": data, "exit_code": plan.exit_code, "message": plan.message}
 
 
 def load_scratch(spec: JobSpec, plan_dir: Path) -> None:
-    """Every input row into plan/ledger.sqlite, so invalid rows can be paged by row number."""
+    """Every input row into plan/ledger.sqlite, so invalid rows can be paged by row number
+    before the run has a ledger of its own."""
     for name in (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm"):
         (plan_dir / name).unlink(missing_ok=True)
     source = loader.open_input(spec)

@@ -16,6 +16,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from batchmove import api
 from batchmove.console import planning
 from batchmove.console.progress import Watcher
 from batchmove.console.runfiles import (
@@ -35,7 +36,6 @@ from batchmove.intake import jobfile
 from batchmove.ledger.reader import LedgerReader
 from batchmove.ledger.store import LEDGER_NAME
 from batchmove.models import JobSpec
-from batchmove.output.review import rollback_run
 
 MB = 1 << 20
 #: the files a run's page offers for download
@@ -82,7 +82,7 @@ def read_defaults(path: Path | None) -> dict[str, Any]:
     try:
         probe.write_text(dump_toml(planning.upload_job(data, {}, "check", str(path))),
                          encoding="utf-8")
-        jobfile.check_spec(jobfile.load_job(probe))
+        jobfile.spec_for(probe)
     finally:
         probe.unlink(missing_ok=True)
     return data
@@ -279,7 +279,7 @@ class Console:
         new_dir = self.new_run(source="rollback", rollback_of=run_id,
                                name=f"{info['job']}-rollback", input_name="rollback.csv")
         try:
-            undo = await asyncio.to_thread(rollback_run, run_dir, new_dir / "input.csv")
+            undo = await asyncio.to_thread(api.rollback, run_dir, new_dir / "input.csv")
             job = self._rollback_job(run_dir, info, undo.needs_blacklist)
             update_state(new_dir, job=job, input_file="input.csv")
             return await self._plan(new_dir)
