@@ -81,13 +81,18 @@ def write_private(path: Path, data: bytes) -> Path:
     return path
 
 
-def read_state(run_dir: Path) -> dict[str, Any]:
-    """console.json, or {} for a run the console did not start (or a damaged file)."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file; {} when it is missing, damaged or not an object."""
     try:
-        data = json.loads((run_dir / CONSOLE_JSON).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """console.json, or {} for a run the console did not start (or a damaged file)."""
+    return read_json(run_dir / CONSOLE_JSON)
 
 
 def update_state(run_dir: Path, **changes: Any) -> dict[str, Any]:

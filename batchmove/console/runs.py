@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchmove.console.runfiles import CHILD_LOG, JOB_TOML, read_state, update_state
+from batchmove.console.runfiles import (
+    CHILD_LOG,
+    JOB_TOML,
+    read_json,
+    read_state,
+    update_state,
+)
 from batchmove.errors import RunStateError
 from batchmove.ledger.reader import LedgerReader
 from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME
@@ -115,11 +120,7 @@ def _locked(run_dir: Path) -> bool:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((run_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(run_dir / SUMMARY_JSON)
 
 
 def describe(run_dir: Path, live: bool) -> dict[str, Any]:
