@@ -23,7 +23,6 @@ CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
 CLOSING: web.AppKey[asyncio.Event] = web.AppKey("closing", asyncio.Event)
 _CHUNK = 1 << 20
 _FIELD_LIMIT = 200
-_HEARTBEAT_S = 15.0
 
 
 class TooLarge(Exception):
@@ -179,14 +178,13 @@ async def download(request: web.Request) -> web.FileResponse:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: the run's figures whenever they change, at most once a second,
+    """Server-sent events: the run's figures once a second (from one shared ledger poll),
     until the run is no longer running (then one last event and the stream ends)."""
     console = request.app[CONSOLE]
     run_dir = console.run_dir(request.match_info["id"])
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
-    last, quiet = "", 0.0
     try:
         while True:
             live = console.supervisor.live_pid(run_dir) is not None
@@ -198,12 +196,9 @@ async def events(request: web.Request) -> web.StreamResponse:
             else:
                 figures["state"] = "running"
             text = json.dumps(figures, ensure_ascii=False)
-            if text != last or quiet >= _HEARTBEAT_S:
-                await response.write(f"data: {text}\n\n".encode())
-                last, quiet = text, 0.0
+            await response.write(f"data: {text}\n\n".encode())
             if not live or await _closing(request, console.watcher.interval):
                 break
-            quiet += console.watcher.interval
     except ConnectionResetError:  # the page went away
         pass
     return response
