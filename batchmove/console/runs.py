@@ -74,8 +74,10 @@ class Supervisor:
         if run_dir in self.children:
             return self.children[run_dir][0].pid
         child = read_state(run_dir).get("child")
-        if isinstance(child, dict) and _is_our_child(child.get("pid"), run_dir):
-            return int(child["pid"])
+        if isinstance(child, dict):
+            if _is_our_child(child.get("pid"), run_dir):
+                return int(child["pid"])
+            update_state(run_dir, child=None)  # an earlier console's child, ended since
         return -1 if _locked(run_dir) else None
 
     def stop(self, run_dir: Path) -> bool:
@@ -128,7 +130,9 @@ def describe(run_dir: Path, live: bool) -> dict[str, Any]:
     state = read_state(run_dir)
     summary = read_summary(run_dir)
     meta, counts = _ledger_facts(run_dir, summary, live)
-    exit_code = state.get("exit_code", summary.get("exit_code"))
+    exit_code = state.get("exit_code")
+    if exit_code is None and not live:  # ended while no console watched it: its summary says
+        exit_code = summary.get("exit_code")
     return {
         "id": run_dir.name,
         "state": _state(state, counts, exit_code, live),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import stat
 from typing import Any
 
@@ -228,3 +230,31 @@ async def test_a_changed_defaults_file_makes_the_approval_stale(
     assert again["error"] == "stale"
     assert again["digest"] != body["digest"]  # planned again, with the new settings
     assert again["run"]["state"] == "planned"
+
+
+@pytest.mark.slow
+async def test_a_killed_run_shows_stopped_and_resumes(console_app: ConsoleUnderTest) -> None:
+    """kill -9 of the run's process (a crash, or a reboot): the console shows "stopped" from
+    the ledger alone, and resume finishes it."""
+    c = console_app
+    status, body = await upload(c, sheet(OPENIDS[:200], ["销售"]), rate="4")
+    assert status == 200
+    run_id = body["id"]
+    r = await c.client.post(f"/api/runs/{run_id}/approve", json={"digest": body["digest"]},
+                            headers=c.auth())
+    assert r.status == 200
+    state = json.loads((c.workspace / run_id / "console.json").read_text())
+    for _ in range(300):
+        info = await (await c.client.get(f"/api/runs/{run_id}", headers=c.auth())).json()
+        if info["counts"].get("moved"):
+            break
+        await asyncio.sleep(0.1)
+    os.kill(state["child"]["pid"], signal.SIGKILL)
+    info = await wait_state(c, run_id, "stopped", "finished")
+    assert info["state"] == "stopped"
+    assert info["counts"]["pending"] > 0
+    r = await c.client.post(f"/api/runs/{run_id}/resume", headers=c.auth())
+    assert r.status == 200
+    info = await wait_state(c, run_id, "finished", "failed")
+    assert info["counts"]["moved"] == 200
+    assert info["exit_code"] == 0
