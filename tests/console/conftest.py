@@ -232,3 +232,11 @@ def shot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say it plainly at the end of the run when the browser tests could not run."""
+    reasons = {str(r.longrepr[-1]) for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and "browser tests skipped" in str(r.longrepr)}
+    for reason in sorted(reasons):
+        terminalreporter.write_line(reason.removeprefix("Skipped: "), yellow=True, bold=True)
