@@ -65,8 +65,17 @@ def unauthorized(request: web.Request) -> web.StreamResponse:
     if request.path.startswith("/api/"):
         return web.json_response({"error": "the console's key is needed"}, status=401)
     t = translator(language(request.headers.get("Accept-Language", "")))
-    body = f"<!doctype html><meta charset=utf-8><title>401</title><p>{t('unauthorized')}</p>"
-    return web.Response(status=401, text=body, content_type="text/html")
+    body = _KEY_PAGE.format(title=t("title"), text=t("unauthorized"))
+    return web.Response(status=401, text=body, content_type="text/html", headers={
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
+
+# the only page without the stylesheet (static files need the key too): its style inline
+_KEY_PAGE = """<!doctype html><meta charset=utf-8><title>401 · {title}</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;background:#f4f6f9;color:#1f2933;margin:0}}
+div{{max-width:560px;margin:80px auto;background:#fff;border:1px solid #dde3ea;
+border-radius:10px;padding:24px 28px}}h1{{font-size:20px;margin:0 0 8px}}</style>
+<div><h1>{title}</h1><p>{text}</p></div>"""
 
 
 def make_app(config: ConsoleConfig, key: str,
