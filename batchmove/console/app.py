@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,15 @@ border-radius:10px;padding:24px 28px}}h1{{font-size:20px;margin:0 0 8px}}</style
 
 
 def make_app(config: ConsoleConfig, key: str,
-             hosts: Callable[[], frozenset[str]] | None = None) -> web.Application:
+             hosts: Callable[[], frozenset[str]] | None = None,
+             planner: Executor | None = None) -> web.Application:
     """The application; `hosts` gives the Host values to accept (by default the configured
-    address, so a port chosen by the OS is passed in once known)."""
+    address, so a port chosen by the OS is passed in once known); `planner` runs the plans
+    (default: two planning processes of the console's own, started at once)."""
     allowed = hosts or (lambda: allowed_hosts(config.host, config.port))
     app = web.Application(middlewares=[guard(key, allowed, unauthorized), jsonapi.api_errors],
                           client_max_size=config.max_upload + (1 << 20))
-    app[CONSOLE] = Console(config)
+    app[CONSOLE] = Console(config, planner=planner)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"),
                          autoescape=jinja2.select_autoescape(default=True),
                          undefined=jinja2.StrictUndefined)
@@ -96,9 +99,14 @@ def make_app(config: ConsoleConfig, key: str,
     app.router.add_static("/static/", HERE / "static")
     jsonapi.add_routes(app)
 
+    async def starting(app: web.Application) -> None:
+        if planner is None:
+            app[CONSOLE].warm_up()
+
     async def closing(app: web.Application) -> None:
         app[CONSOLE].close()
 
+    app.on_startup.append(starting)
     app.on_cleanup.append(closing)
     return app
 

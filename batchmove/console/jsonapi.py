@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -165,8 +166,9 @@ async def rows(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "50"))
     except ValueError:
         raise BatchmoveError("offset and limit must be integers") from None
-    page = await asyncio.to_thread(request.app[CONSOLE].listed_rows, request.match_info["id"],
-                                   statuses, offset, limit)
+    console = request.app[CONSOLE]
+    page = await asyncio.to_thread(console.listed_rows, request.match_info["id"], statuses,
+                                   offset, limit)
     return _ok(page)
 
 
@@ -185,6 +187,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
+    ticks = [time.monotonic()]
     try:
         while True:
             live = console.supervisor.live_pid(run_dir) is not None
@@ -197,11 +200,17 @@ async def events(request: web.Request) -> web.StreamResponse:
                 figures["state"] = "running"
             text = json.dumps(figures, ensure_ascii=False)
             await response.write(f"data: {text}\n\n".encode())
-            if not live or await _closing(request, console.watcher.interval):
+            if not live or await _closing(request, _until_next(ticks, console.watcher.interval)):
                 break
     except ConnectionResetError:  # the page went away
         pass
     return response
+
+
+def _until_next(ticks: list[float], interval: float) -> float:
+    """Seconds to the next tick of a fixed one-per-interval schedule (no drift)."""
+    ticks[0] = max(ticks[0] + interval, time.monotonic())
+    return ticks[0] - time.monotonic()
 
 
 async def _closing(request: web.Request, wait: float) -> bool:

@@ -28,7 +28,6 @@ from batchmove.console.runfiles import (
 from batchmove.errors import BatchmoveError, JobFileError, UsageError
 from batchmove.intake import jobfile, loader
 from batchmove.ledger.store import LEDGER_NAME, Ledger
-from batchmove.models import JobSpec
 
 #: what the upload form may set (everything else comes from --defaults)
 UPLOAD_SETTINGS = ("backend", "target", "create_groups", "rate")
@@ -111,9 +110,7 @@ def plan_in_worker(run_dir_text: str) -> dict[str, Any]:
     result crosses a process boundary)."""
     run_dir = Path(run_dir_text)
     try:
-        spec = api.job_spec(run_dir / JOB_TOML, out=str(run_dir))
-        plan = api.plan(spec)
-        load_scratch(spec, run_dir / PLAN_DIR)
+        plan = api.plan(api.job_spec(run_dir / JOB_TOML, out=str(run_dir)))
     except BatchmoveError as exc:
         return {"ok": False, "error": exc.message, "exit_code": exc.exit_code}
     data = plan.as_dict()
@@ -121,11 +118,26 @@ def plan_in_worker(run_dir_text: str) -> dict[str, Any]:
     return {"ok": True, "plan": data, "exit_code": plan.exit_code, "message": plan.message}
 
 
-def load_scratch(spec: JobSpec, plan_dir: Path) -> None:
-    """Every input row into plan/ledger.sqlite, so invalid rows can be paged by row number
-    before the run has a ledger of its own."""
-    for name in (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm"):
-        (plan_dir / name).unlink(missing_ok=True)
-    source = loader.open_input(spec)
-    with Ledger(plan_dir).open() as ledger:
-        ledger.load_rows(source.rows(), lambda: source.amendments)
+def scratch_in_worker(run_dir_text: str) -> str | None:
+    """Every input row into plan/ledger.sqlite, so the invalid rows can be paged by row number
+    before the run has a ledger of its own. Loaded after the plan is shown (and only when it
+    has invalid or duplicate rows): the plan does not wait for it. None, or why it failed."""
+    run_dir = Path(run_dir_text)
+    plan_dir = run_dir / PLAN_DIR
+    try:
+        spec = api.job_spec(run_dir / JOB_TOML, out=str(run_dir))
+        for name in (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm"):
+            (plan_dir / name).unlink(missing_ok=True)
+        source = loader.open_input(spec)
+        with Ledger(plan_dir).open() as ledger:
+            ledger.load_rows(source.rows(), lambda: source.amendments)
+    except BatchmoveError as exc:
+        return exc.message
+    return None
+
+
+def warm_up() -> bool:
+    """Import what planning needs, so the first upload does not wait for it."""
+    import batchmove.pipeline  # noqa: F401  (pandas, the engine)
+
+    return True

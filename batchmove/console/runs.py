@@ -161,7 +161,7 @@ def _ledger_facts(run_dir: Path, summary: dict[str, Any],
         meta = reader.meta()
         if not live and summary.get("counts") and _newer(run_dir / SUMMARY_JSON, ledger):
             return meta, dict(summary["counts"])
-        return meta, reader.totals().counts
+        return meta, reader.totals()
     return {}, {}
 
 

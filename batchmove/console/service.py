@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tomllib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -93,7 +93,9 @@ class Console:
     config: ConsoleConfig
     supervisor: Supervisor = field(default_factory=Supervisor)
     watcher: Watcher = field(default_factory=Watcher)
-    _pool: ProcessPoolExecutor | None = None
+    planner: Executor | None = None  # given: shared (tests); None: our own, made on demand
+    _own_pool: ProcessPoolExecutor | None = None
+    _scratch: dict[Path, asyncio.Future[str | None]] = field(default_factory=dict)
 
     # --- reading ---------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -150,12 +152,16 @@ class Console:
 
     def listed_rows(self, run_id: str, statuses: tuple[str, ...], offset: int,
                     limit: int) -> dict[str, Any]:
-        """A page of invalid/duplicate (or failed) rows, from the run's ledger or the plan's."""
+        """A page of invalid/duplicate (or failed) rows, from the run's ledger or the plan's
+        (`loading` while the plan's is still being filled)."""
         run_dir = self.run_dir(run_id)
         source = run_dir if (run_dir / LEDGER_NAME).exists() else run_dir / PLAN_DIR
+        loading = self._scratch.get(run_dir)
+        if source != run_dir and loading is not None and not loading.done():
+            return {"total": 0, "offset": offset, "rows": [], "loading": True}
         try:
             with LedgerReader(source) as reader:
-                counts = reader.totals().counts
+                counts = reader.totals()
                 rows = reader.listed(statuses, offset, limit)
         except RunStateError:
             return {"total": 0, "offset": offset, "rows": []}
@@ -223,12 +229,30 @@ class Console:
             raise UsageError(result["error"])
         update_state(run_dir, plan=result["plan"], digest=digest, error=None,
                      plan_message=result["message"], planned_at=now())
+        self._load_scratch(run_dir, result["plan"])
         return self.info(run_dir.name)
 
-    def _planner(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
-        return self._pool
+    def _load_scratch(self, run_dir: Path, plan: dict[str, Any]) -> None:
+        """Start loading the rows the plan page lists, if it lists any (in the background)."""
+        rows = plan.get("rows", {})
+        if not (rows.get("invalid") or rows.get("duplicate")):
+            return
+        loop = asyncio.get_running_loop()
+        self._scratch[run_dir] = loop.run_in_executor(
+            self._planner(), planning.scratch_in_worker, str(run_dir))
+
+    def _planner(self) -> Executor:
+        """Two planning processes: a plan never waits behind the scratch load of another."""
+        if self.planner is None:
+            self._own_pool = ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn"))
+            self.planner = self._own_pool
+        return self.planner
+
+    def warm_up(self) -> None:
+        """Start the planning processes now, so the first upload does not wait for imports."""
+        pool = self._planner()
+        for _ in range(2):
+            pool.submit(planning.warm_up)
 
     # --- acting ----------------------------------------------------------------------------
     async def approve(self, run_id: str, digest: str) -> dict[str, Any]:
@@ -308,9 +332,9 @@ class Console:
     def close(self) -> None:
         self.watcher.close()
         self.supervisor.shutdown()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if self._own_pool is not None:
+            self._own_pool.shutdown(wait=False, cancel_futures=True)
+            self._own_pool = self.planner = None
 
 
 

@@ -20,7 +20,9 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +75,18 @@ class ConsoleUnderTest:
         return {"Authorization": f"Bearer {KEY}", **headers}
 
 
+@pytest.fixture(scope="session")
+def planner() -> Iterator[ProcessPoolExecutor]:
+    """One planning process for every in-process console of the session (a process each
+    would import pandas again and again on a 2-core machine). It starts at the first plan,
+    inside a test that set the sandbox's credentials (`credentials`), and keeps them."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        yield pool
+
+
 @pytest.fixture
-async def console_app(tmp_path: Path, aiohttp_client: Any,
-                      credentials: None) -> AsyncIterator[ConsoleUnderTest]:
+async def console_app(tmp_path: Path, aiohttp_client: Any, credentials: None,
+                      planner: ProcessPoolExecutor) -> AsyncIterator[ConsoleUnderTest]:
     config = SandboxConfig(users=300, groups=("销售",))
     async with running_sandbox(config, host="127.0.0.1", port=0) as sb:
         workspace = tmp_path / "runs"
@@ -86,7 +97,7 @@ async def console_app(tmp_path: Path, aiohttp_client: Any,
                                 defaults_path=write_defaults(tmp_path, sb.base_url),
                                 max_upload=1 << 20)
         port: list[int] = []
-        app = make_app(console, KEY, lambda: allowed_hosts("127.0.0.1", port[0]))
+        app = make_app(console, KEY, lambda: allowed_hosts("127.0.0.1", port[0]), planner)
         client = await aiohttp_client(app)
         port.append(client.server.port)
         yield ConsoleUnderTest(client, workspace, f"http://127.0.0.1:{port[0]}", sb.base_url,

@@ -43,6 +43,17 @@ async def wait_state(c: ConsoleUnderTest, run_id: str, *states: str) -> dict[str
     raise AssertionError(f"run {run_id} stayed {info['state']}")
 
 
+async def listed(c: ConsoleUnderTest, run_id: str, query: str) -> dict[str, Any]:
+    """A page of listed rows, once the plan's scratch ledger is loaded."""
+    for _ in range(300):
+        page: dict[str, Any] = await (await c.client.get(
+            f"/api/runs/{run_id}/rows?{query}", headers=c.auth())).json()
+        if not page.get("loading"):
+            return page
+        await asyncio.sleep(0.1)
+    raise AssertionError("the invalid rows never loaded")
+
+
 # --- the key ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", ["/", "/api/runs", "/static/console.js", "/runs/x",
                                   "/api/runs/x/files/report.csv"])
@@ -192,8 +203,7 @@ async def test_plan_invalid_rows_approve_run_and_download(console_app: ConsoleUn
     run_id, plan = body["id"], body["plan"]
     assert plan["rows"] == {"pending": 40, "invalid": 2}
     assert [g["name"] for g in plan["groups"]["create"]] == ["新组"]
-    rows = await (await c.client.get(f"/api/runs/{run_id}/rows?limit=1&offset=1",
-                                     headers=c.auth())).json()
+    rows = await listed(c, run_id, "limit=1&offset=1")
     assert rows["total"] == 2
     assert [r["row"] for r in rows["rows"]] == [43]  # the header is row 1
     r = await c.client.post(f"/api/runs/{run_id}/approve", json={"digest": "0" * 64},

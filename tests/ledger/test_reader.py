@@ -28,9 +28,9 @@ def test_totals_targets_and_pages(tmp_path: Path) -> None:
     with _ledger(tmp_path) as ledger, LedgerReader(tmp_path) as reader:
         ledger.record_moved([2, 3, 4], 1)
         totals = reader.totals()
-        assert totals.counts["moved"] == 3
-        assert totals.counts["pending"] == 27
-        assert sum(totals.counts.values()) == 32
+        assert totals["moved"] == 3
+        assert totals["pending"] == 27
+        assert sum(totals.values()) == 32
         assert reader.by_target()["B"] == {"moved": 1, "pending": 9}
         page = reader.listed(("invalid", "duplicate"), 1, 10)
         assert [(r.row, r.status, r.reason) for r in page] == [

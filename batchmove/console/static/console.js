@@ -118,6 +118,7 @@
         encodeURIComponent(status) + "&offset=" + offset + "&limit=" + size;
       fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); })
         .then(function (page) {
+          if (page.loading) { setTimeout(load, 1000); return; }
           total = page.total || 0;
           $("rows-card").hidden = total === 0;
           var body = table.tBodies[0];
