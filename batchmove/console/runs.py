@@ -179,7 +179,8 @@ def _state(console: dict[str, Any], counts: dict[str, int], exit_code: Any,
            live: bool) -> str:
     if live:
         return "running"
-    if console and not console.get("approved_at"):
+    planned_here = bool(console.get("source"))  # not a run of the CLI's
+    if planned_here and not console.get("approved_at"):
         return "failed" if console.get("error") else "planned"
     if not counts:
         return "failed" if console.get("approved_at") else "planned"

@@ -8,12 +8,15 @@ import json
 import os
 import signal
 import stat
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from batchmove.sandbox import DEFAULT_SECRET, sandbox_openids
+from tests.conftest import REPO_ROOT
 from tests.console.conftest import KEY, XSS, ConsoleUnderTest, sheet
 
 OPENIDS = sandbox_openids(300, 0)
@@ -268,3 +271,30 @@ async def test_a_killed_run_shows_stopped_and_resumes(console_app: ConsoleUnderT
     info = await wait_state(c, run_id, "finished", "failed")
     assert info["counts"]["moved"] == 200
     assert info["exit_code"] == 0
+
+
+async def test_cli_runs_are_in_the_history_and_can_be_verified(
+        console_app: ConsoleUnderTest, tmp_path: Path) -> None:
+    c = console_app
+    moves = tmp_path / "moves.csv"
+    moves.write_bytes(sheet(OPENIDS[:30], ["销售"]))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "batchmove", "run", str(moves), "--yes", "--quiet",
+        "--api-base", c.sandbox_url, "--out", str(c.workspace / "from-the-cli"),
+        cwd=REPO_ROOT, stdin=asyncio.subprocess.DEVNULL)
+    assert await proc.wait() == 0
+    runs = (await (await c.client.get("/api/runs", headers=c.auth())).json())["runs"]
+    assert [(r["id"], r["state"], r["source"], r["counts"]["moved"]) for r in runs] == [
+        ("from-the-cli", "finished", "cli", 30)]
+    r = await c.client.post("/api/runs/from-the-cli/resume", headers=c.auth())
+    assert r.status == 409  # a CLI run is resumed with its own command
+    r = await c.client.post("/api/runs/from-the-cli/verify", headers=c.auth())
+    assert r.status == 200
+    info = await wait_state(c, "from-the-cli", "finished", "stopped", "failed")
+    for _ in range(100):
+        if info["verify"]:
+            break
+        await asyncio.sleep(0.1)
+        info = await (await c.client.get("/api/runs/from-the-cli", headers=c.auth())).json()
+    assert info["verify"]["checked"] == 30
+    assert info["verify"]["mismatches"] == 0

@@ -9,8 +9,8 @@ from typing import Any
 import openpyxl
 import pytest
 
-from batchmove.sandbox import sandbox_openids
-from tests.console.conftest import XSS, Stage, expect, sheet, shot
+from batchmove.sandbox import DEFAULT_SECRET, sandbox_openids
+from tests.console.conftest import KEY, XSS, Stage, expect, sheet, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 OPENIDS = sandbox_openids(2000, 0)
@@ -105,6 +105,11 @@ def test_upload_plan_approve_watch_download_rollback(page: Any, stage: Stage) ->
     shot(page, "6-rollback-finished")
     assert stage.sandbox_state()["members"] == start
     assert page.dialogs == []  # the hostile name never ran
+    logs = [stage.root / "console.log", *(stage.root / "runs").glob("*/console.log")]
+    text = "".join(p.read_text(encoding="utf-8") for p in logs)
+    assert "finished" in text  # the runs' own output is there...
+    assert KEY not in text  # ...but neither the console's key...
+    assert DEFAULT_SECRET not in text  # ...nor the appsecret
 
 
 def test_a_stale_approval_is_refused_and_the_plan_shown_again(page: Any,
