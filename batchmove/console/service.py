@@ -125,7 +125,7 @@ class Console:
         state = read_state(run_dir)
         info["plan"] = state.get("plan")
         info["digest"] = state.get("digest") if info["state"] == "planned" else None
-        info["can_run"] = bool(state.get("plan", {}).get("can_run")) if state else False
+        info["can_run"] = bool((state.get("plan") or {}).get("can_run"))
         info["files"] = [n for n in DOWNLOADS if (run_dir / n).is_file()]
         info["resumable"] = bool(state.get("approved_at")) and (run_dir / JOB_TOML).exists()
         info["verifying"] = info["state"] == "running" and self.verifying(run_dir)
@@ -262,7 +262,8 @@ class Console:
         if info["state"] != "planned":
             raise Refused(f"the run is {info['state']}, not awaiting approval", info)
         if not info["can_run"]:
-            raise Refused("this plan cannot run: " + str(info["plan"].get("blocked", "")), info)
+            why = (info["plan"] or {}).get("blocked") or info["message"] or "no plan"
+            raise Refused(f"this plan cannot run: {why}", info)
         current = await asyncio.to_thread(self._current_digest, run_dir)
         if current != info["digest"]:
             raise Refused("stale", await self._plan(run_dir))

@@ -298,3 +298,19 @@ async def test_cli_runs_are_in_the_history_and_can_be_verified(
         info = await (await c.client.get("/api/runs/from-the-cli", headers=c.auth())).json()
     assert info["verify"]["checked"] == 30
     assert info["verify"]["mismatches"] == 0
+
+
+async def test_a_plan_that_cannot_run_says_why_and_cannot_be_approved(
+        console_app: ConsoleUnderTest) -> None:
+    c = console_app
+    status, body = await upload(c, sheet(OPENIDS[:5], ["黑名单"]))  # the blacklist guard
+    assert status == 200
+    assert body["plan"]["can_run"] is False
+    assert "blacklist" in body["plan"]["blocked"]
+    page = await (await c.client.get(f"/runs/{body['id']}", headers=c.auth())).text()
+    assert 'id="blocked"' in page
+    assert 'id="approve"' not in page
+    r = await c.client.post(f"/api/runs/{body['id']}/approve",
+                            json={"digest": body["digest"]}, headers=c.auth())
+    assert r.status == 409
+    assert (await r.json())["error"].startswith("this plan cannot run: ")
