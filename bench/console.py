@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def _probe(c: Console, stop: threading.Event, waits: list[float]) -> None:
 def plan_and_watch(box: Sandbox, data: Path, i: int) -> dict[str, float]:
     """One upload -> plan (timed, probed) -> approve -> events to the end."""
     with console(box, f"console-{i}") as c:
+        c.upload(moves_csv(100))  # a console is up long before its first big upload
         stop, waits = threading.Event(), list[float]()
         prober = threading.Thread(target=_probe, args=(c, stop, waits), daemon=True)
         prober.start()
@@ -126,10 +128,12 @@ def plan_and_watch(box: Sandbox, data: Path, i: int) -> dict[str, float]:
         stop.set()
         prober.join()
         run_id = planned["id"]
+        cpu_before = _cpu_s(c.proc.pid)
         c.request("POST", f"/api/runs/{run_id}/approve",
                   json.dumps({"digest": planned["digest"]}).encode(),
                   {"Content-Type": "application/json"})
         events = c.events(run_id)
+        console_cpu = _cpu_s(c.proc.pid) - cpu_before
         summary = c.request("GET", f"/api/runs/{run_id}/files/summary.json")
     times = [t for t, e in events if e["state"] == "running"]
     gaps = [b - a for a, b in itertools.pairwise(times)] or [0.0]
@@ -137,7 +141,14 @@ def plan_and_watch(box: Sandbox, data: Path, i: int) -> dict[str, float]:
         raise RuntimeError(f"console run moved {summary['counts']}")
     return {"plan_s": plan_s, "probe_max_s": max(waits, default=0.0),
             "gap_max_s": max(gaps), "events": float(len(events)),
-            "run_s": float(summary["duration_s"])}
+            "run_s": float(summary["duration_s"]),
+            "console_cpu_share": 100 * console_cpu / float(summary["duration_s"])}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (its threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def console_scenario(box: Sandbox, n: int, repeats: int,
@@ -164,6 +175,8 @@ def console_scenario(box: Sandbox, n: int, repeats: int,
             median(gap) <= 1.05),
         Row(name, "run watched live vs the same run from the CLI, unwatched", slower, "%",
             "< 3 %", median(slower) < 3, 1),
+        Row(name, "console CPU while watching, share of one core over the run", tuple(
+            w["console_cpu_share"] for w in watched), "%", digits=1),
         Row(name, "the same run from the CLI, unwatched", tuple(alone), "s"),
     ]
 
