@@ -25,7 +25,7 @@ from batchmove.ledger.reader import LedgerReader
 from batchmove.ledger.store import LEDGER_NAME
 
 RATE_WINDOW_S = 10.0
-TOTALS_SHARE = 0.15  # a full count may take this share of the time at most...
+TOTALS_SHARE = 0.08  # a full count may take this share of the time at most...
 TARGET_SHARE = 0.05  # ...and the per-target counts this share
 
 
