@@ -68,8 +68,9 @@ def read_settings(form: dict[str, str]) -> dict[str, Any]:
     return settings
 
 
-def jobfile_job(job_path: Path) -> tuple[dict[str, Any], Path]:
-    """A job file of the jobs folder -> (its keys, with paths made absolute; its input)."""
+def jobfile_job(job_path: Path) -> tuple[dict[str, Any], Path | None]:
+    """A job file of the jobs folder -> (its keys, with paths made absolute; its input, or
+    None for a segment job: `[select]` lists its input from the account when it runs)."""
     try:
         data = tomllib.loads(job_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -80,15 +81,17 @@ def jobfile_job(job_path: Path) -> tuple[dict[str, Any], Path]:
     sandbox = data.get("sandbox")
     if isinstance(sandbox, dict) and spec.sandbox.get("users_file"):
         sandbox["users_file"] = spec.sandbox["users_file"]
-    return data, spec.input
+    return data, (None if spec.select is not None else spec.input)
 
 
-def digest_of(input_path: Path, job: dict[str, Any]) -> str:
-    """sha256 of the input's bytes and the job's text: what an approval is bound to."""
+def digest_of(input_path: Path | None, job: dict[str, Any]) -> str:
+    """sha256 of the input's bytes and the job's text: what an approval is bound to. A
+    segment job has no input bytes yet (its followers are listed when it runs): its text."""
     h = hashlib.sha256()
-    with input_path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
+    if input_path is not None:
+        with input_path.open("rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                h.update(chunk)
     return hashlib.sha256(h.digest() + dump_toml(job).encode()).hexdigest()
 
 

@@ -214,7 +214,7 @@ class Console:
         job, source = self._job(run_dir)
         if source is not None:
             return planning.digest_of(source, job)
-        return planning.digest_of(run_dir / job["input"], job)
+        return planning.digest_of(run_dir / job["input"] if "input" in job else None, job)
 
     async def _plan(self, run_dir: Path) -> dict[str, Any]:
         """job.toml from the sources, its digest, then the plan (in the planning process)."""

@@ -314,3 +314,28 @@ async def test_a_plan_that_cannot_run_says_why_and_cannot_be_approved(
                             json={"digest": body["digest"]}, headers=c.auth())
     assert r.status == 409
     assert (await r.json())["error"].startswith("this plan cannot run: ")
+
+
+async def test_a_segment_job_from_the_jobs_folder(console_app: ConsoleUnderTest) -> None:
+    """A `[select]` job has no spreadsheet: planned from the account, run like any job."""
+    c = console_app
+    moves = c.workspace.parent / "seed.csv"
+    moves.write_bytes(sheet(OPENIDS[:12], ["销售"]))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "batchmove", "run", str(moves), "--yes", "--quiet",
+        "--api-base", c.sandbox_url, "--out", str(c.workspace.parent / "seed-run"),
+        cwd=REPO_ROOT, stdin=asyncio.subprocess.DEVNULL)
+    assert await proc.wait() == 0  # 12 followers in 销售 now
+    (c.workspace.parent / "jobs" / "segment.toml").write_text(
+        f'api_base = "{c.sandbox_url}"\nrate = 0\ncreate_groups = true\n\n'
+        '[select]\ngroup = "销售"\nto = "老客户"\n', encoding="utf-8")
+    r = await c.client.post("/api/jobs/segment.toml/plan", headers=c.auth())
+    body = await r.json()
+    assert r.status == 200, body
+    assert body["plan"]["users_to_move"] == 12
+    assert body["plan"]["groups"]["create"][0]["name"] == "老客户"
+    r = await c.client.post(f"/api/runs/{body['id']}/approve",
+                            json={"digest": body["digest"]}, headers=c.auth())
+    assert r.status == 200
+    info = await wait_state(c, body["id"], "finished", "failed", "stopped")
+    assert info["counts"]["moved"] == 12
