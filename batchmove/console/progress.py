@@ -27,6 +27,7 @@ from batchmove.ledger.store import LEDGER_NAME
 RATE_WINDOW_S = 10.0
 TOTALS_SHARE = 0.08  # a full count may take this share of the time at most...
 TARGET_SHARE = 0.05  # ...and the per-target counts this share
+FULL_EVERY_S = 10.0  # while moving, every status is counted this often (else two)
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Watch:
     reader: LedgerReader | None = None
     version: int | None = None
     counts: dict[str, int] | None = None
+    full: dict[str, int] | None = None  # the last count of every status
+    full_at: float = -1e9
     counted_at: float = -1e9
     count_cost: float = 0.0
     targets: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -63,7 +66,7 @@ class Watcher:
         slow count on a loaded machine delays no page). A run that ended is counted afresh."""
         watch = self.watches.setdefault(run_dir, Watch(run_dir))
         if not live:
-            watch.counted_at = watch.targets_at = -1e9
+            watch.counted_at = watch.targets_at = watch.full_at = -1e9
             async with watch.lock:
                 await asyncio.to_thread(self._refresh, watch)
                 figures = self._figures(watch, live, phase_hint)
@@ -97,7 +100,7 @@ class Watcher:
             if watch.counts is None or (version != watch.version and self._due(
                     watch.counted_at, watch.count_cost, TOTALS_SHARE)):
                 started = time.perf_counter()
-                watch.version, watch.counts = version, reader.totals()
+                watch.version, watch.counts = version, self._count(watch, reader)
                 watch.count_cost, watch.counted_at = time.perf_counter() - started, self.clock()
                 c = watch.counts
                 watch.samples.append((self.clock(), c["moved"] + c["failed"] + c["already"]))
@@ -108,6 +111,18 @@ class Watcher:
         except Exception:  # the run replaced its ledger (a restart): open it again next time
             watch.close()
             watch.version = None
+
+    def _count(self, watch: Watch, reader: LedgerReader) -> dict[str, int]:
+        """Every status; once users are moving only pending and failed change, so those two
+        are counted (half the cost) and a full count corrects the rest every FULL_EVERY_S."""
+        full = watch.full
+        if full is None or not full["moved"] or self.clock() - watch.full_at >= FULL_EVERY_S:
+            watch.full, watch.full_at = reader.totals(), self.clock()
+            return dict(watch.full)
+        pending, failed, rows = reader.answered()
+        fixed = full["already"] + full["invalid"] + full["duplicate"]
+        return full | {"pending": pending, "failed": failed,
+                       "moved": rows - pending - failed - fixed}
 
     @staticmethod
     def _reader(watch: Watch) -> LedgerReader | None:
