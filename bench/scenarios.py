@@ -47,10 +47,11 @@ class Sizes:
     resume: int = 1_000_000
     resume_pending: int = 10_000
     export: int = 1_000_000
+    console: int = 1_000_000
 
 
 QUICK = Sizes(intake_csv=2_000, intake_xlsx=2_000, raw=2_000, limit=2_000, sdk_single=200,
-              sdk_lists=2_000, resume=2_000, resume_pending=20, export=2_000)
+              sdk_lists=2_000, resume=2_000, resume_pending=20, export=2_000, console=2_000)
 
 RAW_CONCURRENCY = 16
 LIMIT_RATE = 100.0
@@ -304,6 +305,14 @@ def _reopen(ledger: Path, done: int) -> None:
         db.close()
 
 
+# --- 7. the web console ------------------------------------------------------------------------
+def web_console(ctx: Context) -> list[Row]:
+    from bench.console import console_scenario
+
+    n = ctx.sizes.console
+    return console_scenario(ctx.sandbox(n), n, ctx.repeats, ctx.log)
+
+
 # --- 8. export ----------------------------------------------------------------------------------
 def export(ctx: Context) -> list[Row]:
     """`batchmove export` of every follower (the sandbox's default 10,000 a page) to a CSV."""
@@ -343,5 +352,6 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "versus": versus,
     "resume": resume,
     "faults": under_faults,
+    "console": web_console,
     "export": export,
 }
