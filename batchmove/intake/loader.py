@@ -17,6 +17,7 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,7 @@ import pandas as pd
 import python_calamine
 
 from batchmove.errors import InputError
+from batchmove.intake import tolerant
 from batchmove.intake.columns import Columns, check_headers, missing, resolve
 from batchmove.intake.rowcheck import BLANK, Dedupe, LoadStats, check_chunk
 from batchmove.intake.sniff import Sniffed, sniff_file
@@ -36,6 +38,9 @@ _FOREIGN = (ValueError, UnicodeError, OSError, zipfile.BadZipFile, csv.Error, Me
             OverflowError, EOFError, python_calamine.CalamineError)
 _FIELDS_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _BLACKLIST_EXAMPLES = 5
+
+#: (row number of the first row, columns of text cells, each row's reading problem or None)
+Chunk = tuple[int, list[list[str]], list[str] | None]
 
 
 def open_input(spec: JobSpec) -> LoadedInput:
@@ -127,7 +132,7 @@ class LoadedInput:
                 if item is None:
                     break
                 with _gc_paused():
-                    checked = check_chunk(item[1], item[0], self._columns, self.stats)
+                    checked = check_chunk(item[1], item[0], self._columns, self.stats, item[2])
                     rows = dedupe.rows(checked)
             except InputError:
                 raise
@@ -138,41 +143,81 @@ class LoadedInput:
                 blacklist_count += len(hits)
                 blacklisted.extend(hits[: _BLACKLIST_EXAMPLES - len(blacklisted)])
             yield rows
+        self._refuse_unreadable()
         if blacklist_count and not self._allow_blacklist:
-            examples = ", ".join(map(str, blacklisted))
-            more = ", ..." if blacklist_count > len(blacklisted) else ""
-            raise InputError(
-                f"{self.path}: {blacklist_count} row(s) would move users into group "
-                f"{BLACKLIST_GROUP_ID} (黑名单, the blacklist), e.g. row(s) {examples}{more}; "
-                "nothing was sent: pass --allow-blacklist (allow_blacklist = true) "
-                "if that is really meant")
+            self._refuse_blacklist(blacklist_count, blacklisted)
 
-    def _chunks(self, size: int) -> Iterator[tuple[int, list[list[str]]]]:
-        """(row number of the chunk's first row, its columns as lists of text)."""
+    def _refuse_unreadable(self) -> None:
+        """Ragged rows are row verdicts, unless no row at all could be read safely."""
+        stats = self.stats
+        if stats.rows and stats.unreadable == stats.rows:
+            raise InputError(f"{self.path}: no row could be read: row {stats.unreadable_example}")
+
+    def _refuse_blacklist(self, count: int, examples: list[int]) -> None:
+        listed = ", ".join(map(str, examples))
+        more = ", ..." if count > len(examples) else ""
+        raise InputError(
+            f"{self.path}: {count} row(s) would move users into group "
+            f"{BLACKLIST_GROUP_ID} (黑名单, the blacklist), e.g. row(s) {listed}{more}; "
+            "nothing was sent: pass --allow-blacklist (allow_blacklist = true) "
+            "if that is really meant")
+
+    def _chunks(self, size: int) -> Iterator[Chunk]:
+        """(row number of the chunk's first row, its columns as lists of text, the rows'
+        reasons when some were ragged)."""
         if self._sheet is not None:
             width = len(self.headers)
             for first, block in self._sheet.chunks(size):
                 yield first, [list(column) for column in zip(*block, strict=True)] \
-                    if block else [[] for _ in range(width)]
+                    if block else [[] for _ in range(width)], None
             return
+        for first, columns in self._fast_chunks(size):
+            if columns is None:  # pandas refused a chunk: the rest goes the tolerant way
+                yield from self._tolerant_chunks(size, first)
+                return
+            yield first, columns, None
+
+    def _fast_chunks(self, size: int) -> Iterator[tuple[int, list[list[str]] | None]]:
+        """pandas' C parser; (first row, None) for the chunk it refuses, then nothing more."""
         sniffed = self._sniffed
-        reader = pd.read_csv(
-            self.path, sep=sniffed.delimiter, encoding=sniffed.encoding, header=0,
-            names=list(range(len(sniffed.headers))), skiprows=sniffed.header_index,
-            dtype=object, keep_default_na=False, na_filter=False, skip_blank_lines=False,
-            index_col=False, chunksize=size, engine="c",
-        )
         first = sniffed.header_index + 2
+        try:
+            reader = pd.read_csv(
+                self.path, sep=sniffed.delimiter, encoding=sniffed.encoding, header=0,
+                names=list(range(len(sniffed.headers))), skiprows=sniffed.header_index,
+                dtype=object, keep_default_na=False, na_filter=False, skip_blank_lines=False,
+                index_col=False, chunksize=size, engine="c",
+            )
+        except pd.errors.ParserError:  # it reads ahead: the first rows can be refused here
+            yield first, None
+            return
         with reader:
             while True:
                 with warnings.catch_warnings():  # pandas only warns when it drops extra cells
                     warnings.simplefilter("error", pd.errors.ParserWarning)
                     try:
                         frame = next(reader, None)
-                    except pd.errors.ParserWarning:
-                        raise InputError(f"{self.path}: row {first} has more cells than the "
-                                         f"header has columns ({len(self.headers)})") from None
+                    except (pd.errors.ParserWarning, pd.errors.ParserError):
+                        yield first, None
+                        return
                 if frame is None:
                     return
                 yield first, [frame[name].tolist() for name in frame.columns]
                 first += len(frame)
+
+    def _tolerant_chunks(self, size: int, start: int) -> Iterator[Chunk]:
+        """The file again from the top through `tolerant.records`, from row `start` on."""
+        sniffed = self._sniffed
+        width = len(sniffed.headers)
+        with open(self.path, encoding=sniffed.encoding, newline="") as handle:
+            lines = iter(handle)
+            tolerant.skip(lines, sniffed.header_index)
+            found = tolerant.records(lines, sniffed.delimiter or ",", width)
+            next(found, None)  # the header
+            for _ in islice(found, start - (sniffed.header_index + 2)):
+                pass
+            number = start
+            while block := list(islice(found, size)):
+                cells = [list(column) for column in zip(*(c for c, _ in block), strict=True)]
+                yield number, cells, [why for _, why in block]
+                number += len(block)

@@ -8,6 +8,7 @@ get Python-level attention.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -59,6 +60,8 @@ class LoadStats:
     invalid: int = 0
     duplicates: int = 0
     blank: int = 0  # fully blank rows skipped
+    unreadable: int = 0  # rows with more cells than the header, or an unclosed quote
+    unreadable_example: str = ""  # "N: why" of the first of them
     invalid_by_reason: Counter[str] = field(default_factory=Counter)
 
 
@@ -90,8 +93,11 @@ def _cap(cells: list[str], lengths: np.ndarray[Any, Any]) -> list[str]:
 
 
 def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
-                stats: LoadStats) -> Checked:
-    """Trim every cell, drop fully blank rows, and give each row its first failure (or "")."""
+                stats: LoadStats, problems: list[str] | None = None) -> Checked:
+    """Trim every cell, drop fully blank rows, and give each row its first failure (or "").
+
+    `problems`: per row, why its cells could not be read as the header says (the tolerant
+    reader's verdict), which wins over every other reason."""
     cells = [_unneutralise(list(map(str.strip, column, repeat(BLANK)))) for column in columns]
     lengths = [_lengths(column) for column in cells]
     count = len(cells[0]) if cells else 0
@@ -99,12 +105,15 @@ def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
     blank = np.ones(count, dtype=bool)
     for length in lengths:
         blank &= length == 0
+    if problems is not None:
+        blank &= np.fromiter(map(operator.not_, problems), dtype=bool, count=count)
     if blank.any():
         stats.blank += int(blank.sum())
         keep = (~blank).tolist()
         numbers = list(compress(numbers, keep))
         cells = [list(compress(column, keep)) for column in cells]
         lengths = [length[~blank] for length in lengths]
+        problems = None if problems is None else list(compress(problems, keep))
     openids, targets = cells[wanted.openid], cells[wanted.target]
     reasons = [""] * len(numbers)
     _check_openids(openids, lengths[wanted.openid], reasons)
@@ -117,12 +126,23 @@ def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
     else:
         _check_group_names(targets, lengths[wanted.target], reasons)
         target_lengths = lengths[wanted.target]
+    if problems is not None and any(problems):
+        _unreadable(problems, numbers, reasons, stats)
     extra = [_cap(c, n) for i, (c, n) in enumerate(zip(cells, lengths, strict=True))
              if i not in (wanted.openid, wanted.target)]
     return Checked(
         numbers, _cap(openids, lengths[wanted.openid]), _cap(targets, target_lengths), reasons,
         zip(*extra, strict=True) if extra else repeat(None),
     )
+
+
+def _unreadable(problems: list[str], numbers: list[int], reasons: list[str],
+                stats: LoadStats) -> None:
+    for i, problem in enumerate(problems):
+        if problem:
+            reasons[i] = problem
+            stats.unreadable += 1
+            stats.unreadable_example = stats.unreadable_example or f"{numbers[i]}: {problem}"
 
 
 def _check_openids(openids: list[str], lengths: np.ndarray[Any, Any], reasons: list[str]) -> None:

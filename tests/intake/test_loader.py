@@ -294,11 +294,53 @@ def test_row_numbers_skip_blank_rows(tmp_path: Path) -> None:
     assert (source.stats.rows, source.stats.blank) == (3, 3)
 
 
-def test_ragged_row_is_refused_with_its_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "in.csv", f"openid,group\n{A},x\n{B},y,extra\n")
-    assert refused(path) == f"{path}: line 3 has 3 cells but the header has 2"
-    path = write(tmp_path / "in.csv", f"\nopenid,group\n{A},x,extra\n{B},y\n")
-    assert refused(path) == f"{path}: row 3 has more cells than the header has columns (2)"
+def test_ragged_row_is_a_row_verdict(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", f"openid,group\n{A},x\n{B},y,extra,more\n{C},z\n")
+    source, rows = load(path)
+    assert brief(rows) == [(2, A, "x", "pending", ""),
+                           (3, B, "y", "invalid", "row has 4 cells, the header has 2"),
+                           (4, C, "z", "pending", "")]
+    assert (source.stats.valid, source.stats.invalid, source.stats.unreadable) == (2, 1, 1)
+    assert source.stats.invalid_by_reason == {"row has 4 cells, the header has 2": 1}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 100])
+def test_ragged_rows_after_blank_lines_and_in_later_chunks(tmp_path: Path,
+                                                           chunk_size: int) -> None:
+    path = write(tmp_path / "in.csv", f"\nopenid,group\n{A},x\n{B},y\n{C},x,extra\n,,,\n"
+                 f"{A}1,w\n")
+    _, rows = load(path, chunk_size)
+    assert brief(rows) == [(3, A, "x", "pending", ""), (4, B, "y", "pending", ""),
+                           (5, C, "x", "invalid", "row has 3 cells, the header has 2"),
+                           (7, f"{A}1", "w", "pending", "")]
+
+
+@pytest.mark.parametrize("text", [
+    f'openid,group\n{A},"x\n{B},y\n{C},z\n',  # closed nowhere: ends the file inside it
+    f'openid,group\n{A},"x\n{B},y\n{C},"z"1,2,3\n',  # closed on a later line, badly
+    f'openid,group\n{A},"x' + "\nq,r" * 150 + f"\n{B},y\n{C},z\n",  # closed too far away
+])
+def test_unclosed_quote_costs_its_own_line_only(tmp_path: Path, text: str) -> None:
+    _, rows = load(write(tmp_path / "in.csv", text))
+    assert rows[0][:5] == (2, A, "x", "invalid", "a quoted cell is not closed on its line")
+    assert [r.openid for r in rows if r.status == "pending"][:1] == [B]
+    assert rows[-1].openid == C
+
+
+def test_quoted_line_breaks_stay_one_row_beside_ragged_rows(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", f'openid,group,note\n{A},x,"two\nlines"\n'
+                 f"{B},y,n,extra\n{C},z,n\n")
+    _, rows = load(path)
+    assert brief(rows) == [(2, A, "x", "pending", ""),
+                           (3, B, "y", "invalid", "row has 4 cells, the header has 3"),
+                           (4, C, "z", "pending", "")]
+    assert rows[0].extra == ("two\nlines",)
+
+
+def test_file_of_only_ragged_rows_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", f"openid,group\n{A},x,1\n{B},y,2\n")
+    assert refused(path) == (f"{path}: no row could be read: row 2: row has 3 cells, the "
+                             "header has 2")
 
 
 def test_short_rows_are_padded(tmp_path: Path) -> None:
