@@ -15,7 +15,7 @@ import gc
 import re
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -27,7 +27,14 @@ import python_calamine
 from batchmove.errors import InputError
 from batchmove.intake import tolerant
 from batchmove.intake.columns import Columns, check_headers, missing, resolve
-from batchmove.intake.rowcheck import BLANK, Dedupe, LoadStats, check_chunk
+from batchmove.intake.rowcheck import (
+    BLANK,
+    Dedupe,
+    LoadStats,
+    RepeatFinder,
+    check_chunk,
+    input_rows,
+)
 from batchmove.intake.sniff import Sniffed, sniff_file
 from batchmove.intake.workbook import Sheet, open_sheet
 from batchmove.models import BLACKLIST_GROUP_ID, InputRow, JobSpec, RowStatus, TargetKind
@@ -39,6 +46,8 @@ _FOREIGN = (ValueError, UnicodeError, OSError, zipfile.BadZipFile, csv.Error, Me
 _FIELDS_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _BLACKLIST_EXAMPLES = 5
 
+#: row numbers -> (row, openid, target) of those rows, in row order (the ledger's, once loaded)
+RowLookup = Callable[[list[int]], Iterable[tuple[int, str, str]]]
 #: (row number of the first row, columns of text cells, each row's reading problem or None)
 Chunk = tuple[int, list[list[str]], list[str] | None]
 
@@ -110,6 +119,7 @@ class LoadedInput:
         self.fingerprint = sniffed.fingerprint
         self.amendments: list[tuple[int, RowStatus, str]] = []
         self.stats = LoadStats()
+        self._repeats = RepeatFinder()
         self._sniffed = sniffed
         self._sheet = sheet
         self._columns = columns
@@ -122,7 +132,7 @@ class LoadedInput:
         """
         self.amendments = []
         self.stats = LoadStats()
-        dedupe = Dedupe(self.amendments, self.stats, quote_targets=self.target_kind == "name")
+        self._repeats = RepeatFinder()
         blacklisted: list[int] = []
         blacklist_count = 0
         chunks = self._chunks(max(1, chunk_size))
@@ -133,7 +143,8 @@ class LoadedInput:
                     break
                 with _gc_paused():
                     checked = check_chunk(item[1], item[0], self._columns, self.stats, item[2])
-                    rows = dedupe.rows(checked)
+                    rows = input_rows(checked, self.stats)
+                    self._repeats.add(checked)
             except InputError:
                 raise
             except _FOREIGN as exc:
@@ -146,6 +157,16 @@ class LoadedInput:
         self._refuse_unreadable()
         if blacklist_count and not self._allow_blacklist:
             self._refuse_blacklist(blacklist_count, blacklisted)
+
+    def settle(self, lookup: RowLookup) -> list[tuple[int, RowStatus, str]]:
+        """Duplicates and conflicts, once every chunk was read: the rows whose openid may
+        repeat are read back through `lookup` (row numbers -> (row, openid, target) in row
+        order) and judged; the verdicts, also kept in `amendments`, correct rows yielded
+        pending."""
+        dedupe = Dedupe(quote_targets=self.target_kind == "name")
+        self.amendments = dedupe.judge(lookup(self._repeats.candidates()), self.stats)
+        self._repeats = RepeatFinder()
+        return self.amendments
 
     def _refuse_unreadable(self) -> None:
         """Ragged rows are row verdicts, unless no row at all could be read safely."""

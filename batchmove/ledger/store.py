@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
@@ -31,6 +31,9 @@ from batchmove.ledger.rows import (
     TagRow,
 )
 from batchmove.models import InputRow, Move, RowFailure, RowStatus
+
+#: row numbers -> (row, openid, target) of those rows, in row order
+RowLookup = Callable[[list[int]], Iterator[tuple[int, str, str]]]
 
 LEDGER_NAME = "ledger.sqlite"
 LOCK_NAME = ".lock"
@@ -182,9 +185,10 @@ class Ledger(CreationJournal):
     def load_rows(
         self,
         chunks: Iterable[list[InputRow]],
-        amendments: Any,
+        settle: Callable[[RowLookup], Iterable[tuple[int, RowStatus, str]]],
     ) -> int:
-        """Insert every input row in one transaction; `amendments()` is read after the chunks."""
+        """Insert every input row in one transaction, then the verdicts `settle` gives once
+        every chunk is in (duplicates: it may read rows back through the lookup it gets)."""
         total = 0
         with self.transaction() as conn:
             conn.execute("DELETE FROM rows")
@@ -201,9 +205,17 @@ class Ledger(CreationJournal):
                 total += len(chunk)
             conn.executemany(
                 "UPDATE rows SET status = ?, reason = ? WHERE row = ?",
-                [(status.value, reason, row) for row, status, reason in amendments()],
+                [(status.value, reason, row) for row, status, reason in settle(self._targets_of)],
             )
         return total
+
+    def _targets_of(self, rows: list[int]) -> Iterator[tuple[int, str, str]]:
+        """(row, openid, target) of these rows, in row order (rows: ascending)."""
+        for start in range(0, len(rows), 500):
+            part = rows[start:start + 500]
+            yield from self.conn.execute(
+                "SELECT row, openid, target FROM rows WHERE row IN "
+                f"({','.join('?' * len(part))}) ORDER BY row", part)
 
     # --- queries ----------------------------------------------------------------------------
     def counts(self) -> Counter[str]:

@@ -43,9 +43,19 @@ def write_xlsx(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
 
 
 def load(path: Path, chunk_size: int = 100_000, **spec: Any) -> tuple[LoadedInput, list[InputRow]]:
+    """Every row as the ledger ends up with it: the chunks, then the settled duplicates."""
     source = open_input(JobSpec(input=path, **spec))
     rows = [row for chunk in source.rows(chunk_size) for row in chunk]
-    return source, rows
+    return source, settled(source, rows)
+
+
+def settled(source: LoadedInput, rows: list[InputRow]) -> list[InputRow]:
+    by_row = {r.row: r for r in rows}
+    for number, status, reason in source.settle(
+            lambda wanted: [by_row[n][:3] for n in wanted]):
+        assert by_row[number].status == "pending"  # only rows yielded pending are amended
+        by_row[number] = by_row[number]._replace(status=status, reason=reason)
+    return list(by_row.values())
 
 
 def brief(rows: list[InputRow]) -> list[tuple[int, str, str, str, str]]:
@@ -354,13 +364,8 @@ def test_duplicates_and_conflicts_across_chunks(tmp_path: Path, chunk_size: int)
     path = write(tmp_path / "in.csv", "openid,group\n" + "".join(f"{o},{g}\n" for o, g in [
         (A, "x"), (B, "x"), (A, "x"), (C, "y"), (A, "z"), (B, "x"), (A, "x"), ("bad", "x"),
     ]))
-    source, chunks = open_input(JobSpec(input=path)), []
-    for chunk in source.rows(chunk_size):
-        chunks.extend(chunk)
-    final = {r.row: (r.status, r.reason) for r in chunks}
-    for row, status, reason in source.amendments:
-        assert final[row][0] is not X  # amendments only for rows yielded valid
-        final[row] = (status, reason)
+    source, rows = load(path, chunk_size)
+    final = {r.row: (r.status, r.reason) for r in rows}
     assert final == {
         2: (X, 'conflict: row 6 asks for group "z"'),
         3: (P, ""),
@@ -376,17 +381,24 @@ def test_duplicates_and_conflicts_across_chunks(tmp_path: Path, chunk_size: int)
     assert stats.invalid_by_reason == {"conflict": 4, "openid is shorter than 10 characters": 1}
 
 
-def test_amendments_only_for_rows_of_earlier_chunks(tmp_path: Path) -> None:
-    path = write(tmp_path / "in.csv", f"openid,groupid\n{A},5\n{B},5\n{A},6\n")
+def test_duplicates_are_settled_after_the_last_chunk(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", f"openid,groupid\n{A},5\n{B},5\n{A},6\n{C},x\n")
     source = open_input(JobSpec(input=path))
     chunks = list(source.rows(2))
-    assert [r.status for r in chunks[0]] == [P, P]
-    assert chunks[1] == [InputRow(4, A, "6", X, "conflict: row 2 asks for group 5", None)]
-    assert source.amendments == [(2, X, "conflict: row 4 asks for group 6")]
-    source = open_input(JobSpec(input=path))
-    (chunk,) = list(source.rows(10))
-    assert chunk[0].reason == "conflict: row 4 asks for group 6"
-    assert source.amendments == []
+    assert [r.status for chunk in chunks for r in chunk] == [P, P, P, X]  # C: bad group id
+    asked: list[list[int]] = []
+
+    def lookup(rows: list[int]) -> list[tuple[int, str, str]]:
+        asked.append(rows)
+        return [(2, A, "5"), (4, A, "6")]
+
+    verdicts = [(2, X, "conflict: row 4 asks for group 6"),
+                (4, X, "conflict: row 2 asks for group 5")]
+    assert source.settle(lookup) == verdicts
+    assert asked == [[2, 4]]  # only the rows whose openid repeats are read back
+    assert source.amendments == verdicts
+    stats = source.stats
+    assert (stats.valid, stats.duplicates, stats.invalid) == (1, 0, 3)
 
 
 def test_blacklist_refused_after_last_chunk(tmp_path: Path) -> None:
@@ -500,5 +512,7 @@ def test_fingerprint_and_header_only(tmp_path: Path) -> None:
 def test_rows_can_be_read_twice(tmp_path: Path) -> None:
     source = open_input(JobSpec(input=write(tmp_path / "in.csv", f"openid,group\n{A},1\n{A},2\n")))
     first = [r for chunk in source.rows() for r in chunk]
-    assert [r for chunk in source.rows() for r in chunk] == first
+    again = [r for chunk in source.rows() for r in chunk]
+    assert again == first
+    assert [r.status for r in settled(source, again)] == ["invalid", "invalid"]
     assert source.stats.invalid == 2
