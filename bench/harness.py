@@ -223,6 +223,13 @@ class Sandbox:
                 best = after - before
                 self.offset = (before + after) / 2 - arrival
 
+    def peak_rss(self) -> int:
+        """The sandbox process's peak RSS so far (VmHWM), in bytes."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc: not Linux?")
+
     def clock(self, monotonic: float) -> float:
         """A time.monotonic() reading on the sandbox's clock."""
         return monotonic - self.offset

@@ -32,6 +32,7 @@ from bench.harness import (
     since,
 )
 from bench.peer import threaded
+from bench.scale import scale
 
 MB = 1024 * 1024
 MOVE_ENDPOINTS = (MOVE_ENDPOINT, "groups/members/update")
@@ -49,10 +50,13 @@ class Sizes:
     resume_pending: int = 10_000
     export: int = 1_000_000
     threaded: int = 100_000
+    scale_small: int = 1_000_000
+    scale_large: int = 10_000_000
 
 
 QUICK = Sizes(intake_csv=2_000, intake_xlsx=2_000, raw=2_000, limit=2_000, sdk_single=200,
-              sdk_lists=2_000, resume=2_000, resume_pending=20, export=2_000, threaded=2_000)
+              sdk_lists=2_000, resume=2_000, resume_pending=20, export=2_000, threaded=2_000,
+              scale_small=2_000, scale_large=20_000)
 
 RAW_CONCURRENCY = 16
 LIMIT_RATE = 100.0
@@ -347,4 +351,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "faults": under_faults,
     "export": export,
     "threaded": threaded,
+    "scale": scale,
 }

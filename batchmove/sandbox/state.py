@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from batchmove.sandbox.config import ENDPOINTS, Faults, SandboxConfig, SandboxConfigError
+from batchmove.sandbox.members import Members
 from batchmove.sandbox.quotas import QuotaBook
 from batchmove.sandbox.tags import TagBook
 from batchmove.sandbox.tokens import TokenBook
@@ -48,27 +49,6 @@ class SandboxGroup:
     id: int
     name: str
     count: int = 0
-
-
-class Members(Mapping[str, int]):
-    """openid -> group id, a view over the state's one array of group ids by follower
-    position: 10M followers cost 40 MB here instead of a dict and a set per group (~1 GB)."""
-
-    def __init__(self, position: Mapping[str, int], followers: Sequence[str],
-                 group_of: array[int]) -> None:
-        self._position, self._followers, self._group_of = position, followers, group_of
-
-    def __getitem__(self, openid: str) -> int:
-        return self._group_of[self._position[openid]]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._followers)
-
-    def __len__(self) -> int:
-        return len(self._followers)
-
-    def __contains__(self, openid: object) -> bool:
-        return openid in self._position
 
 
 class SandboxState:

@@ -12,6 +12,7 @@ import pytest
 import xlsxwriter
 
 from batchmove.errors import InputError
+from batchmove.intake import loader
 from batchmove.intake.loader import LoadedInput, open_input
 from batchmove.models import ColumnMap, InputRow, JobSpec, RowStatus
 
@@ -40,6 +41,14 @@ def write_xlsx(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
                     sheet.write(r, c, value)
     book.close()
     return path
+
+
+@pytest.fixture(autouse=True, params=["csv", "pandas"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with both CSV readers: the csv module (small files) and pandas (big ones)."""
+    if request.param == "pandas":
+        monkeypatch.setattr(loader, "SMALL_CSV_BYTES", 0)
+    return str(request.param)
 
 
 def load(path: Path, chunk_size: int = 100_000, **spec: Any) -> tuple[LoadedInput, list[InputRow]]:
