@@ -25,7 +25,7 @@ from batchmove.output.report import (
     atomic_text,
     csv_writer,
     remove_stale_temps,
-    write_xlsx,
+    write_xlsx_at,
 )
 
 POLL_S = 0.2
@@ -73,7 +73,7 @@ class EarlyReport:
                     writer.writerows(rows)
                 else:
                     tmp = files.enter_context(atomic_path(layout.files.report_xlsx))
-                    write_xlsx(tmp, layout.header, _tee(rows, writer.writerow))
+                    write_xlsx_at(tmp, layout.header, _tee(rows, writer.writerow))
         except BaseException as exc:  # re-raised by finish(), in the run's thread
             self._error = exc
 

@@ -170,11 +170,16 @@ def write_xlsx(path: Path, header: list[str], rows: Iterator[Cells]) -> None:
 
     Column widths come from the first rows: the writer streams and cannot look back.
     """
+    with atomic_path(path) as tmp:
+        write_xlsx_at(tmp, header, rows)
+
+
+def write_xlsx_at(path: Path, header: list[str], rows: Iterator[Cells]) -> None:
+    """`write_xlsx` straight to `path` (already a temp name)."""
     head = list(islice(rows, _WIDTH_SAMPLE))
     widths = [min(max([_width(name), *(_width(r[col]) for r in head)]) + 2, _MAX_WIDTH)
               for col, name in enumerate(header)]
-    with atomic_path(path) as tmp:
-        write_sheet(tmp, header, chain(head, rows), widths=widths)
+    write_sheet(path, header, chain(head, rows), widths=widths)
 
 
 def _width(value: str | int | None) -> int:
