@@ -123,6 +123,7 @@ class _Flow:
                     continue
             self._ready.append((target, row, openid))  # not a follower: its move will say
         self._maybe_commit()
+        self.commit()  # move results wait at most their 0.2 s while reads come back
 
     def failed(self, failures: list[RowFailure]) -> None:
         """A move's rows, or a read's: either way they fail (a user not read is not moved)."""

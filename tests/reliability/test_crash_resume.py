@@ -6,7 +6,7 @@ into 42 groups, 40 of them created by the run; faults on group creation, snapsho
 20 SIGKILLs planned with a seeded RNG (seed 20): 1 while loading, 3 during group creation,
 2 during the snapshot, 10 while moving, 4 while the report files are being finished (a kill
 lands within 0-50 ms after the temp file of failed.csv or summary.json appears, or that of
-report.csv once moves were sent and no call has arrived for 50 ms: report.csv and report.xlsx
+report.csv once moves were sent and no call has arrived for 100 ms: report.csv and report.xlsx
 are written during the run). Each kill is classified by what
 the sandbox and the run directory show at that moment, and every phase must be hit.
 
@@ -194,7 +194,7 @@ def _run_until(running: Running, trigger: _Trigger, sandbox: ThreadedSandbox,
                calls_before: Counter[str], run_dir: Path) -> bool:
     """Poll until the trigger fires, then SIGKILL; True if the run was writing its reports
     at the end: failed.csv's or summary.json's temp file seen, or report.csv's once moves were
-    sent and no call has arrived for 50 ms (report.csv and report.xlsx are written during the
+    sent and no call has arrived for 100 ms (report.csv and report.xlsx are written during the
     run)."""
     saw_report = False
     deadline = time.monotonic() + 120
@@ -203,12 +203,12 @@ def _run_until(running: Running, trigger: _Trigger, sandbox: ThreadedSandbox,
         delta = Counter(sandbox.state.calls) - calls_before
         if delta.total() != calls:
             calls, called_at = delta.total(), time.monotonic()
-        ending = delta[MOVE] > 0 and time.monotonic() - called_at > 0.05
-        saw_report = saw_report or bool(report_temps(run_dir, final_only=True)) or (
-            ending and bool(report_temps(run_dir)))
-        if trigger.due(running.started, delta, saw_report):
+        saw_report = saw_report or bool(report_temps(run_dir, final_only=True))
+        ending = saw_report or (delta[MOVE] > 0 and time.monotonic() - called_at > 0.1
+                                and bool(report_temps(run_dir)))
+        if trigger.due(running.started, delta, ending):
             running.kill()
-            break
+            return ending
         time.sleep(0.002)
     return saw_report
 
