@@ -237,7 +237,7 @@ class Move(NamedTuple):
     openid: str
 
 
-Op = Literal["move", "tag", "untag"]
+Op = Literal["move", "tag", "untag", "read"]  # read: user/info/batchget (snapshot)
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,7 +166,7 @@ def console_scenario(box: Sandbox, n: int, repeats: int,
     probe = tuple(w["probe_max_s"] for w in watched)
     gap = tuple(w["gap_max_s"] for w in watched)
     slower = tuple(100 * (w["run_s"] / a - 1) for w, a in zip(watched, alone, strict=True))
-    name = "7. Console"
+    name = "10. Console"
     return [
         Row(name, f"upload of {n:,} rows -> plan on the page (HTTP, whole)", plan_s, "s",
             "< 15 s", median(plan_s) < 15),

@@ -133,7 +133,7 @@ def scratch_in_worker(run_dir_text: str) -> str | None:
             (plan_dir / name).unlink(missing_ok=True)
         source = loader.open_input(spec)
         with Ledger(plan_dir).open() as ledger:
-            ledger.load_rows(source.rows(), lambda: source.amendments)
+            ledger.load_rows(source.rows(), source.settle)
     except BatchmoveError as exc:
         return exc.message
     return None

@@ -83,7 +83,7 @@ def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,
                     started_at=now(), input=str(source.path), headers=source.headers,
                     openid_column=source.openid_column, target_column=source.target_column,
                     target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)
-    total = ledger.load_rows(source.rows(), lambda: source.amendments)
+    total = ledger.load_rows(source.rows(), source.settle)
     ledger.set_meta(invalid_by_reason=dict(source.stats.invalid_by_reason),
                     blank_rows=source.stats.blank, job_path=str(spec.job_path or ""),
                     snapshot=spec.snapshot, backend=spec.backend)
