@@ -24,6 +24,7 @@ from batchmove.exporting import ExportResult, export_followers, export_spec
 from batchmove.intake import jobfile
 from batchmove.models import JobSpec
 from batchmove.output import report
+from batchmove.output.notify import notified, resend
 from batchmove.output.review import write_rollback
 from batchmove.pipeline import RunOptions, plan_job, run_job, verify_run
 from batchmove.results import (
@@ -57,7 +58,8 @@ async def run_async(job: Job, *, events: Events | None = None,
     """`run` for callers that have an event loop."""
     spec = job_spec(job, **overrides)
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
-    return await run_job(spec, options, _watcher(events, on_progress))
+    # [notify]: the start ping before, robot/webhook/end ping after the reports (output/notify)
+    return await notified(spec, lambda: run_job(spec, options, _watcher(events, on_progress)))
 
 
 def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback | None = None,
@@ -135,6 +137,12 @@ def export(out: str | os.PathLike[str], *, backend: str | None = None,
     return _blocking(lambda: export_async(
         out, backend=backend, groups=groups, tags=tags, events=events, on_progress=on_progress,
         handle_signals=handle_signals, **overrides))
+
+
+def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Send a finished run's notifications again (its job's [notify]), whatever `on` says;
+    one record per channel, as in summary.json's `notifications`."""
+    return _blocking(lambda: resend(Path(run_dir)))
 
 
 class _Watcher(Events):

@@ -32,11 +32,12 @@ EXIT_STOPPED = 3
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
-_TOKEN_IN_URL = re.compile(r"((?:access_token|secret)=)[^&\s#\"']+", re.IGNORECASE)
+_TOKEN_IN_URL = re.compile(r"((?:access_token|secret|key)=)[^&\s#\"']+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """Hide access tokens and secrets that travel in query strings (`access_token=***`)."""
+    """Hide access tokens, secrets and WeCom robot keys that travel in query strings
+    (`access_token=***`, `key=***`)."""
     return _TOKEN_IN_URL.sub(r"\1***", text)
 
 

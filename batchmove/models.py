@@ -76,6 +76,23 @@ class Selection:
     @property
     def target(self) -> str:
         return str(self.to_id) if self.to_id is not None else str(self.to)
+NotifyOutcome = Literal["finish", "stop", "failure"]
+NOTIFY_OUTCOMES: tuple[NotifyOutcome, ...] = ("finish", "stop", "failure")
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Who hears about a run. Names of environment variables holding URLs, never the URLs:
+    a robot's URL carries its key, and whoever has it can post to the group."""
+
+    wecom_webhook_env: str | None = None  # WeCom group robot: one markdown message a run
+    webhook_env: str | None = None  # any URL: POST summary.json
+    ping_env: str | None = None  # healthchecks-style base URL: GET <url>/start, <url>/<exit>
+    on: tuple[NotifyOutcome, ...] = NOTIFY_OUTCOMES  # which outcomes message (pings: always)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.wecom_webhook_env or self.webhook_env or self.ping_env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +126,7 @@ class JobSpec:
     xlsx_max_rows: int = 200_000  # report.xlsx is written only up to this many rows
     sandbox: dict[str, Any] = field(default_factory=dict)  # settings of the embedded sandbox
     select: Selection | None = None  # a segment job: `input` is then RUN_DIR/input.csv
+    notify: Notify = field(default_factory=Notify)  # [notify]: robot, webhook, pings
 
     def __post_init__(self) -> None:
         if not self.name:  # like a spreadsheet run on its own: named after the file
@@ -219,7 +237,7 @@ class Move(NamedTuple):
     openid: str
 
 
-Op = Literal["move", "tag", "untag"]
+Op = Literal["move", "tag", "untag", "read"]  # read: user/info/batchget (snapshot)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ from typing import Any
 from batchmove import segments
 from batchmove.engine.account import fetch_quotas, resolve_targets, target_summary
 from batchmove.engine.backend import api_client
-from batchmove.engine.moves import move, read_users, snapshot
+from batchmove.engine.flow import send_stages
+from batchmove.engine.moves import read_users
 from batchmove.engine.planner import summarize_plan
 from batchmove.engine.resolver import Resolution, create_missing
 from batchmove.engine.runner import RunOutcome, StopReason, StopSignals, signal_stop
@@ -49,6 +50,7 @@ from batchmove.ledger.rundir import load, load_or_resume, now, write_json
 from batchmove.ledger.store import Ledger
 from batchmove.models import Group, JobSpec, Move
 from batchmove.output import report
+from batchmove.output.early import EarlyReport
 from batchmove.output.review import open_run, verify_moves
 from batchmove.results import (
     STATUSES,
@@ -98,9 +100,17 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
                        reset_failed=_retry_failed if options.retry_failed else None,
                        info=events.info)
         outcome = RunOutcome(StopReason.DONE)
-        if stop.reason is None:  # not interrupted while loading: nothing was sent yet
-            outcome = await _send(ledger, spec, options, events, stop)
-        return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error)
+        early = None if spec.verify else EarlyReport(ledger.path, report.layout(
+            ledger, spec.out_dir, xlsx_max_rows=spec.xlsx_max_rows)).start()
+        try:
+            if stop.reason is None:  # not interrupted while loading: nothing was sent yet
+                outcome = await _send(ledger, spec, options, events, stop)
+        except BaseException:
+            if early is not None:
+                early.abandon()
+            raise
+        return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error,
+                       early)
 
 
 async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Events,
@@ -119,9 +129,7 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
                                      sleep=asyncio.sleep)
             ledger.settle_creations(resolution.resolved)
             ledger.assign_groups(resolution.resolved, resolution.failed)
-            stages = [snapshot] if spec.snapshot else []
-            stages.append(move)
-            for stage in stages:
+            for stage in send_stages(spec):
                 if outcome.reason is StopReason.DONE and stop.reason is None:
                     outcome = await stage(client, ledger, spec, stop, events)
             if spec.verify and outcome.reason is StopReason.DONE and stop.reason is None:
@@ -136,7 +144,7 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
 
 
 def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
-            error: ApiError | None) -> RunResult:
+            error: ApiError | None, early: EarlyReport | None = None) -> RunResult:
     """The verdict, the reports, and the result every caller gets."""
     counts = ledger.counts()
     code, message = _verdict(counts, reason, error)
@@ -150,7 +158,8 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
         users_moved_per_s=round(counts.get("moved", 0) / max(finished - started, 1e-9), 1))
     run_dir = spec.out_dir
     try:
-        report.write_reports(ledger, run_dir, dict(summary), xlsx_max_rows=spec.xlsx_max_rows)
+        report.write_reports(ledger, run_dir, dict(summary), xlsx_max_rows=spec.xlsx_max_rows,
+                             early=early)
         summary = Summary(**report.read_summary(run_dir))  # type: ignore[typeddict-item]
     except RunStateError as exc:  # calls were sent: not exit 2 ("nothing was sent")
         code = EXIT_STOPPED

@@ -128,12 +128,14 @@ def followers_file(n: int) -> Path:
     return path
 
 
-def moves_csv(n: int) -> Path:
-    """n rows `openid,group_name`, round-robin over the 20 groups (cached)."""
-    path = DATA_DIR / f"moves-{n}.csv"
+def moves_csv(n: int, groups: int = len(GROUPS), shift: int = 0) -> Path:
+    """n rows `openid,group_name`, round-robin over the first `groups` groups, user i to
+    group (i + shift) % groups (cached). A different `shift` moves every user again."""
+    suffix = "" if (groups, shift) == (len(GROUPS), 0) else f"-{groups}g-s{shift}"
+    path = DATA_DIR / f"moves-{n}{suffix}.csv"
     if not path.exists():
         lines = ["openid,group_name\n"]
-        lines += [f"{o},{GROUPS[i % len(GROUPS)]}\n" for i, o in enumerate(openids(n))]
+        lines += [f"{o},{GROUPS[(i + shift) % groups]}\n" for i, o in enumerate(openids(n))]
         _write_atomic(path, "".join(lines))
     return path
 
@@ -220,6 +222,13 @@ class Sandbox:
             if after - before < best:
                 best = after - before
                 self.offset = (before + after) / 2 - arrival
+
+    def peak_rss(self) -> int:
+        """The sandbox process's peak RSS so far (VmHWM), in bytes."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc: not Linux?")
 
     def clock(self, monotonic: float) -> float:
         """A time.monotonic() reading on the sandbox's clock."""
@@ -326,6 +335,13 @@ def batchmove_export(box: Sandbox, out: Path, *options: str) -> Child:
     if child.returncode != 0:
         raise RuntimeError(f"batchmove export exited {child.returncode}: {child.stderr[-2000:]}")
     return child
+
+
+def summary_counts(run_dir: Path) -> dict[str, int]:
+    """The run's row counts by status, from its summary.json."""
+    counts: dict[str, int] = json.loads(
+        (run_dir / "summary.json").read_text(encoding="utf-8"))["counts"]
+    return counts
 
 
 # --- timelines -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def main(input_path: Path, run_dir: Path) -> dict[str, float]:
     spec = JobSpec(input=input_path, name="intake", out=run_dir)
     source = loader.open_input(spec)
     with Ledger(run_dir).open() as ledger:
-        rows = ledger.load_rows(source.rows(), lambda: source.amendments)
+        rows = ledger.load_rows(source.rows(), source.settle)
         pending = ledger.counts().get("pending", 0)
     finished = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB

@@ -31,6 +31,8 @@ from bench.harness import (
     sandbox,
     since,
 )
+from bench.peer import threaded
+from bench.scale import scale
 
 MB = 1024 * 1024
 MOVE_ENDPOINTS = (MOVE_ENDPOINT, "groups/members/update")
@@ -47,10 +49,15 @@ class Sizes:
     resume: int = 1_000_000
     resume_pending: int = 10_000
     export: int = 1_000_000
+    threaded: int = 100_000
+    scale_small: int = 1_000_000
+    scale_large: int = 10_000_000
+    console: int = 1_000_000
 
 
 QUICK = Sizes(intake_csv=2_000, intake_xlsx=2_000, raw=2_000, limit=2_000, sdk_single=200,
-              sdk_lists=2_000, resume=2_000, resume_pending=20, export=2_000)
+              sdk_lists=2_000, resume=2_000, resume_pending=20, export=2_000, threaded=2_000,
+              scale_small=2_000, scale_large=20_000, console=2_000)
 
 RAW_CONCURRENCY = 16
 LIMIT_RATE = 100.0
@@ -304,6 +311,14 @@ def _reopen(ledger: Path, done: int) -> None:
         db.close()
 
 
+# --- 7. the web console ------------------------------------------------------------------------
+def web_console(ctx: Context) -> list[Row]:
+    from bench.console import console_scenario
+
+    n = ctx.sizes.console
+    return console_scenario(ctx.sandbox(n), n, ctx.repeats, ctx.log)
+
+
 # --- 8. export ----------------------------------------------------------------------------------
 def export(ctx: Context) -> list[Row]:
     """`batchmove export` of every follower (the sandbox's default 10,000 a page) to a CSV."""
@@ -343,5 +358,8 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "versus": versus,
     "resume": resume,
     "faults": under_faults,
+    "threaded": threaded,
     "export": export,
+    "scale": scale,
+    "console": web_console,
 }

@@ -2,18 +2,18 @@
 
 The only package that parses argv, prints for humans or sets exit codes. Each module adds its
 commands to the one group (`app.cli`): jobs (run, plan), review (rollback, verify, report),
-export, sandbox.
+export, sandbox, serve (the web console).
 """
 
 from __future__ import annotations
 
 import click
 
-from batchmove.cli import export, jobs, review, sandbox
+from batchmove.cli import export, jobs, review, sandbox, serve
 from batchmove.cli.app import cli, fail
 from batchmove.errors import EXIT_USAGE
 
-__all__ = ["cli", "export", "jobs", "main", "review", "sandbox"]
+__all__ = ["cli", "export", "jobs", "main", "review", "sandbox", "serve"]
 
 
 def main() -> None:

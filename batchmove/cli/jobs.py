@@ -11,6 +11,8 @@ import click
 from batchmove import api
 from batchmove.cli.app import F, clear_errors, cli
 from batchmove.cli.display import Console, format_plan
+from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_option
+from batchmove.cli.parallel import run_many
 
 
 def _job_options(func: F) -> F:
@@ -46,7 +48,7 @@ def _job_options(func: F) -> F:
 
 
 @cli.command("run")
-@click.argument("job", type=click.Path(dir_okay=False))
+@click.argument("jobs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @_job_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--restart", is_flag=True,
@@ -54,35 +56,77 @@ def _job_options(func: F) -> F:
 @click.option("--retry-failed", is_flag=True,
               help="Try again the rows that failed with no answer or a retryable errcode.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final line (and errors).")
+@click.option("--parallel", type=click.IntRange(min=1), default=None,
+              help="With several JOBS: how many run at once, each in its own process "
+                   "[default: 1]. Exit code: the worst of the jobs'.")
+@log_format_option
 @clear_errors
-def run_command(job: str, yes: bool, restart: bool, retry_failed: bool, quiet: bool,
-                **overrides: Any) -> None:
-    """Move the users listed in JOB (a .toml job file, or a CSV/Excel file) to their groups."""
-    spec = api.job_spec(job, **overrides)
-    console = Console(quiet=quiet)
-    ask = console.confirm if spec.confirm and not yes else None
+@json_errors
+def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: bool,
+                quiet: bool, parallel: int | None, log_format: str, **overrides: Any) -> None:
+    """Move the users listed in JOB (a .toml job file, or a CSV/Excel file) to their groups.
+
+    Several JOBS (one per account, say) run side by side with --parallel N, one line per job.
+    """
+    if len(jobs) > 1 or parallel is not None:
+        passed = {**overrides, "log_format": log_format if log_format != "text" else None}
+        sys.exit(run_many(jobs, parallel or 1, passed, json_logs=log_format == "json",
+                          yes=yes, restart=restart, retry_failed=retry_failed))
+    spec = api.job_spec(jobs[0], **overrides)
+    log = JsonLog(spec.name, spec.out_dir) if log_format == "json" else None
+    events = JsonEvents(log) if log is not None else Console(quiet=quiet)
+    ask = events.confirm if spec.confirm and not yes else None
     try:
-        result = api.run(spec, events=console, restart=restart, retry_failed=retry_failed,
+        result = api.run(spec, events=events, restart=restart, retry_failed=retry_failed,
                          handle_signals=True, confirm=ask)
     finally:
-        console.close()
-    click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
-               err=result.exit_code != 0)
+        if isinstance(events, Console):
+            events.close()
+    if log is not None:
+        summary = result.summary
+        log.finished("run_finished", result.exit_code, result.message,
+                     stop_reason=result.stop_reason, counts=result.counts, calls=result.calls,
+                     duration_s=summary.get("duration_s"),
+                     rate=summary.get("users_moved_per_s"), run_dir=str(result.run_dir),
+                     report=str(result.run_dir / "report.csv"),
+                     notifications=summary.get("notifications", []))
+    else:
+        _unsent(result.summary.get("notifications", []))
+        click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
+                   err=result.exit_code != 0)
     sys.exit(result.exit_code)
+
+
+def _unsent(records: list[dict[str, Any]]) -> None:
+    """A notification that failed is said once, on stderr (URLs already redacted)."""
+    for r in records:
+        if r["result"] == "failed":
+            click.echo(f"notification not sent: {r['channel']} {r.get('to', '')}: "
+                       f"{r.get('reason', '')}", err=True)
 
 
 @cli.command("plan")
 @click.argument("job", type=click.Path(dir_okay=False))
 @_job_options
 @click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
+@log_format_option
 @clear_errors
-def plan_command(job: str, quiet: bool, **overrides: Any) -> None:
+@json_errors
+def plan_command(job: str, quiet: bool, log_format: str, **overrides: Any) -> None:
     """Dry run: validate JOB, resolve its groups and count the calls; sends no change.
 
     Uses only read-only calls (token, groups/get, openapi/quota/get). Writes plan.json to the
     run directory. Exit 0 when the job can run, 2 when it cannot.
     """
-    plan = api.plan(job, events=Console(quiet=quiet), **overrides)
+    spec = api.job_spec(job, **overrides)
+    log = JsonLog(spec.name) if log_format == "json" else None
+    plan = api.plan(spec, events=JsonEvents(log) if log else Console(quiet=quiet))
+    if log is not None:
+        log.finished("plan_finished", plan.exit_code, plan.message, can_run=plan.can_run,
+                     blocked=plan.blocked, rows=plan.rows, users_to_move=plan.users_to_move,
+                     calls=plan.calls, estimated_duration_s=plan.estimated_duration_s,
+                     warnings=plan.warnings, plan_json=str(plan.plan_json))
+        sys.exit(plan.exit_code)
     if not quiet:
         click.echo(format_plan(plan))
     click.echo(f"{plan.message}\nplan: {plan.plan_json}", err=plan.exit_code != 0)

@@ -1,4 +1,4 @@
-"""`batchmove rollback`, `verify` and `report`: after a run, over its run directory."""
+"""`batchmove rollback`, `verify`, `report` and `notify`: after a run, over its run directory."""
 
 from __future__ import annotations
 
@@ -52,3 +52,18 @@ def report_command(run_dir: Path) -> None:
     """Write the report files of RUN_DIR again from its ledger."""
     files = api.write_reports(run_dir)
     click.echo("wrote " + ", ".join(str(p) for p in files.written))
+
+
+@cli.command("notify")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@clear_errors
+def notify_command(run_dir: Path) -> None:
+    """Send RUN_DIR's notifications again: the WeCom robot message, the webhook and the end
+    ping of its job's [notify] table, whatever `on` says. Exit 0 when every one was sent, 1
+    when any failed or was skipped (an unset variable), 2 when there is nothing to send."""
+    records = api.notify(run_dir)
+    for r in records:
+        where = f" {r['to']}" if r.get("to") else ""
+        why = f": {r['reason']}" if r.get("reason") else ""
+        click.echo(f"{r['channel']}{where}: {r['result']}{why}", err=r["result"] != "sent")
+    sys.exit(0 if all(r["result"] == "sent" for r in records) else 1)

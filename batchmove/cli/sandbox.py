@@ -70,7 +70,8 @@ def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str |
                     secret: str | None, users_file: str | None, groups: tuple[str, ...],
                     tags: tuple[str, ...], daily_quota: tuple[str, ...],
                     **settings: Any) -> None:
-    """Serve a local imitation of WeChat's group and tag APIs (with faults) until Ctrl-C."""
+    """Serve a local imitation of WeChat's group and tag APIs (with faults), and of a WeCom
+    group robot and a ping receiver (for [notify]), until Ctrl-C."""
 
     from batchmove.sandbox import SandboxConfig, SandboxConfigError, is_loopback, serve
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from batchmove.engine.planner import chunked, plan_batches, plan_tag_batches
+from batchmove.engine.planner import chunked, plan_tag_batches, stream_batches
 from batchmove.engine.runner import (
     Limits,
     RetryPolicy,
@@ -75,6 +75,7 @@ async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSi
     """Every pending row through the worker pool; each result is committed before counted."""
     targets = Targets(client, spec.backend)
     tracker: RowOps | None = None
+    batches: Iterable[Batch]
     if spec.backend == "tags":
         meta = ledger.meta()
         operations, tracker, already = tag_operations(
@@ -82,10 +83,11 @@ async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSi
         ledger.mark_already(already)
         batches = plan_tag_batches(operations, spec.batch_size)
         total = len(tracker.remaining)
-    else:
-        batches = plan_batches(ledger.pending_moves(), spec.batch_size)
-        total = sum(map(len, batches))
-    commit = _Committer(ResultBuffer(ledger), ProgressClock("moving", total), events)
+    else:  # streamed: a 10M-row run never holds its 200,000 batches
+        batches = stream_batches(((g, r, o) for g, r, o, _ in ledger.pending_stream()),
+                                 spec.batch_size)
+        total = ledger.pending_count()
+    commit = Committer(ResultBuffer(ledger), ProgressClock("moving", total), events)
 
     def done(batch: Batch, _: object, attempts: int) -> None:
         rows = batch.rows
@@ -106,7 +108,7 @@ async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSi
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     events.progress(commit.clock.report(0, 0))
     try:
-        return await stop.watch(runner, batches)
+        return await stop.watch(runner, batches, lookahead=2 * max(1, spec.concurrency))
     finally:
         commit(force=True)
 
@@ -127,7 +129,7 @@ class ProgressClock:
                         round(rate, 1), None if eta is None else round(eta, 1))
 
 
-class _Committer:
+class Committer:
     """Flushes the result buffer when due and reports progress once the rows are written."""
 
     def __init__(self, buffer: ResultBuffer, clock: ProgressClock, events: Events) -> None:

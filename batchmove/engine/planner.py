@@ -59,6 +59,45 @@ def plan_batches(pending: Iterable[tuple[int, int, str]],
     return [batch for turn in zip_longest(*per_group) for batch in turn if batch is not None]
 
 
+class Batcher:
+    """Users collected per target group, a batch of `size` handed out as soon as one fills:
+    `plan_batches` for a stream (a 10M-row run holds at most size - 1 users per group)."""
+
+    def __init__(self, size: int = MAX_BATCH) -> None:
+        if not 1 <= size <= MAX_BATCH:
+            raise ValueError(f"batch size must be 1..{MAX_BATCH}, got {size}")
+        self.size = size
+        self._waiting: dict[int, tuple[list[int], list[str]]] = {}
+
+    def add(self, group_id: int, row: int, openid: str) -> Batch | None:
+        rows, openids = self._waiting.setdefault(group_id, ([], []))
+        rows.append(row)
+        openids.append(openid)
+        if len(rows) < self.size:
+            return None
+        del self._waiting[group_id]
+        return Batch(group_id, tuple(rows), tuple(openids))
+
+    def rest(self) -> list[Batch]:
+        """The batches not full yet, in order of their group's first user; empties the batcher."""
+        rest = [Batch(gid, tuple(rows), tuple(openids))
+                for gid, (rows, openids) in self._waiting.items()]
+        self._waiting.clear()
+        return rest
+
+
+def stream_batches(pending: Iterable[tuple[int, int, str]],
+                   batch_size: int = MAX_BATCH) -> Iterator[Batch]:
+    """Like `plan_batches` (the same calls, the same batches per group), lazily: each batch as
+    soon as its group has `batch_size` users, the partial ones last."""
+    batcher = Batcher(batch_size)
+    for group_id, row, openid in pending:
+        batch = batcher.add(group_id, row, openid)
+        if batch is not None:
+            yield batch
+    yield from batcher.rest()
+
+
 def plan_tag_batches(ops: Iterable[tuple[str, int, Move]],
                      batch_size: int = MAX_BATCH) -> list[Batch]:
     """(op, tag id, move) triples -> batches per (op, tag); untagging first, so a user near

@@ -19,7 +19,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -114,6 +114,7 @@ class Runner(Generic[T]):
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue()
         self._crash: BaseException | None = None
         self._stop = asyncio.Event()
+        self._taken = asyncio.Event()  # a worker took a batch: room for the feeder
         self._reason = StopReason.DONE
         self._error: ApiError | None = None
         self._abort_now = False
@@ -131,11 +132,21 @@ class Runner(Generic[T]):
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    async def run(self, batches: list[Batch]) -> RunOutcome:
-        for batch in batches:
-            self._queue.put_nowait(batch)
+    @property
+    def queued(self) -> int:
+        """Batches waiting for a worker."""
+        return self._queue.qsize()
+
+    def submit(self, batch: Batch) -> None:
+        """One more batch, from a callback while the run is on (e.g. moves once their users'
+        snapshot is committed); submitted before the callback returns, it is waited for."""
+        self._queue.put_nowait(batch)
+
+    async def run(self, batches: Iterable[Batch], lookahead: int = 0) -> RunOutcome:
+        """Send every batch; with `lookahead`, `batches` is drawn lazily, keeping at most
+        that many queued (a 10M-row run never holds its 200,000 batches at once)."""
         workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self.concurrency))]
-        joined = asyncio.create_task(self._queue.join())
+        joined = asyncio.create_task(self._feed_then_join(iter(batches), lookahead))
         stopped = asyncio.create_task(self._stop.wait())
         try:
             await asyncio.wait({joined, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -153,6 +164,16 @@ class Runner(Generic[T]):
             raise self._crash
         return RunOutcome(self._reason, self._error, self.calls_made)
 
+    async def _feed_then_join(self, batches: Iterator[Batch], lookahead: int) -> None:
+        for batch in batches:
+            self._queue.put_nowait(batch)
+            while lookahead and self._queue.qsize() >= lookahead and not self.stopping:
+                self._taken.clear()
+                await self._taken.wait()
+            if self.stopping:
+                return
+        await self._queue.join()
+
     def _drain(self) -> None:
         while not self._queue.empty():
             self._queue.get_nowait()
@@ -162,6 +183,7 @@ class Runner(Generic[T]):
     async def _worker(self) -> None:
         while True:
             batch = await self._queue.get()
+            self._taken.set()
             try:
                 if batch is None:
                     return
@@ -210,7 +232,8 @@ class Runner(Generic[T]):
             self._fail(batch, exc, attempts)
             return
         self.on_done(batch, result, attempts)
-        self._count(len(batch), 0)
+        if batch.op != "read":  # a snapshot read settles nothing: its users' moves will
+            self._count(len(batch), 0)
 
     def _fail(self, batch: Batch, exc: ApiError, attempts: int, prefix: str = "") -> None:
         self.on_failed([RowFailure(row, exc.errcode, prefix + exc.errmsg, attempts)
@@ -302,12 +325,13 @@ class StopSignals:  # SIGINT/SIGTERM -> the runner of the current stage
         if self.runner is not None:
             self.runner.stop(reason)
 
-    async def watch(self, runner: Runner[Any], batches: list[Batch]) -> RunOutcome:
+    async def watch(self, runner: Runner[Any], batches: Iterable[Batch],
+                    lookahead: int = 0) -> RunOutcome:
         self.runner = runner
         if self.reason is not None:
             runner.stop(self.reason)
         try:
-            return await runner.run(batches)
+            return await runner.run(batches, lookahead)
         finally:
             self.runner = None
 

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.errors import JobFileError, UsageError
-from batchmove.models import ColumnMap, Credentials, JobSpec, Selection, show
+from batchmove.models import (
+    NOTIFY_OUTCOMES,
+    ColumnMap,
+    Credentials,
+    JobSpec,
+    Notify,
+    Selection,
+    show,
+)
 
 JOB_SUFFIX = ".toml"
 
@@ -30,7 +38,7 @@ _BOOL = ("create_groups", "allow_blacklist", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
 _TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag")
-_TABLES = ("columns", "credentials", "sandbox", "select")
+_TABLES = ("columns", "credentials", "sandbox", "select", "notify")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
 #: every key a job file (or an override) may set
 JOB_KEYS = (*_TOP, *_TABLES)
@@ -39,6 +47,12 @@ _CREDENTIAL_KEYS = tuple(f.name for f in fields(Credentials))
 _SECRETS = {"appsecret": "secret_env", "app_secret": "secret_env", "secret": "secret_env",
             "access_token": "token_env", "token": "token_env", "accesstoken": "token_env"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOTIFY_KEYS = tuple(f.name for f in fields(Notify))
+# [notify] keys that would hold a URL (a robot's URL carries its key): refused like secrets
+_NOTIFY_URLS = {"wecom_webhook": "wecom_webhook_env", "wecom": "wecom_webhook_env",
+                "robot": "wecom_webhook_env", "webhook": "webhook_env",
+                "webhook_url": "webhook_env", "url": "webhook_env", "ping": "ping_env",
+                "ping_url": "ping_env"}
 
 
 def spec_for(job: Path, **overrides: Any) -> JobSpec:
@@ -143,7 +157,7 @@ class _Reader:
         if "out" in data:
             values["out"] = self._path("out", data["out"])
         for table, read in (("columns", self._columns), ("credentials", self._credentials),
-                            ("sandbox", self._sandbox)):
+                            ("sandbox", self._sandbox), ("notify", self._notify)):
             if table in data or not self.overrides:
                 values[table] = read(data.get(table, {}))
         self._check_strings(values)
@@ -283,6 +297,32 @@ class _Reader:
                     v.strip()), "a command line (a non-empty string)")
         return Credentials(**options)
 
+    def _notify(self, value: dict[str, Any]) -> Notify:
+        for key, item in value.items():
+            use = _NOTIFY_URLS.get(key.lower())
+            if use is None and not key.endswith("_env") and isinstance(item, str) \
+                    and "://" in item:
+                use = f"{key}_env"
+            if use is not None:
+                raise self.fail(f"[notify] {key!r} would put a URL in the job file; a webhook "
+                                "URL is a secret (it carries the robot's key): keep it in an "
+                                f"environment variable and name the variable with [notify] "
+                                f"{use} = \"...\"")
+        self._table("notify", value, _NOTIFY_KEYS)
+        options: dict[str, Any] = {}
+        for key, item in value.items():
+            label = f"notify.{key}"
+            if key == "on":
+                options[key] = tuple(self._get(label, item, _is_outcomes, "a list of "
+                                               '"finish", "stop" and "failure"'))
+            elif isinstance(item, str) and "://" in item:
+                raise self.fail(f"{label} must be the NAME of an environment variable, not a "
+                                "URL: a webhook URL is a secret; put it in the environment")
+            elif item is not None:
+                options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
+                    _ENV_NAME.fullmatch(v)), "the NAME of an environment variable")
+        return Notify(**options)
+
     def _sandbox(self, value: dict[str, Any]) -> dict[str, Any]:
         settings = dict(value)
         if "users_file" in settings:
@@ -298,6 +338,10 @@ def _is_untag(value: Any) -> bool:
 
 def _is_name_or_id(value: Any) -> bool:
     return (isinstance(value, str) and bool(value.strip())) or (_is_int(value) and value >= 0)
+
+
+def _is_outcomes(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(v in NOTIFY_OUTCOMES for v in value)
 
 
 def _is_int(value: Any) -> bool:

@@ -8,6 +8,7 @@ get Python-level attention.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -59,6 +60,8 @@ class LoadStats:
     invalid: int = 0
     duplicates: int = 0
     blank: int = 0  # fully blank rows skipped
+    unreadable: int = 0  # rows with more cells than the header, or an unclosed quote
+    unreadable_example: str = ""  # "N: why" of the first of them
     invalid_by_reason: Counter[str] = field(default_factory=Counter)
 
 
@@ -90,8 +93,11 @@ def _cap(cells: list[str], lengths: np.ndarray[Any, Any]) -> list[str]:
 
 
 def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
-                stats: LoadStats) -> Checked:
-    """Trim every cell, drop fully blank rows, and give each row its first failure (or "")."""
+                stats: LoadStats, problems: list[str] | None = None) -> Checked:
+    """Trim every cell, drop fully blank rows, and give each row its first failure (or "").
+
+    `problems`: per row, why its cells could not be read as the header says (the tolerant
+    reader's verdict), which wins over every other reason."""
     cells = [_unneutralise(list(map(str.strip, column, repeat(BLANK)))) for column in columns]
     lengths = [_lengths(column) for column in cells]
     count = len(cells[0]) if cells else 0
@@ -99,12 +105,15 @@ def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
     blank = np.ones(count, dtype=bool)
     for length in lengths:
         blank &= length == 0
+    if problems is not None:
+        blank &= np.fromiter(map(operator.not_, problems), dtype=bool, count=count)
     if blank.any():
         stats.blank += int(blank.sum())
         keep = (~blank).tolist()
         numbers = list(compress(numbers, keep))
         cells = [list(compress(column, keep)) for column in cells]
         lengths = [length[~blank] for length in lengths]
+        problems = None if problems is None else list(compress(problems, keep))
     openids, targets = cells[wanted.openid], cells[wanted.target]
     reasons = [""] * len(numbers)
     _check_openids(openids, lengths[wanted.openid], reasons)
@@ -117,12 +126,23 @@ def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
     else:
         _check_group_names(targets, lengths[wanted.target], reasons)
         target_lengths = lengths[wanted.target]
+    if problems is not None and any(problems):
+        _unreadable(problems, numbers, reasons, stats)
     extra = [_cap(c, n) for i, (c, n) in enumerate(zip(cells, lengths, strict=True))
              if i not in (wanted.openid, wanted.target)]
     return Checked(
         numbers, _cap(openids, lengths[wanted.openid]), _cap(targets, target_lengths), reasons,
         zip(*extra, strict=True) if extra else repeat(None),
     )
+
+
+def _unreadable(problems: list[str], numbers: list[int], reasons: list[str],
+                stats: LoadStats) -> None:
+    for i, problem in enumerate(problems):
+        if problem:
+            reasons[i] = problem
+            stats.unreadable += 1
+            stats.unreadable_example = stats.unreadable_example or f"{numbers[i]}: {problem}"
 
 
 def _check_openids(openids: list[str], lengths: np.ndarray[Any, Any], reasons: list[str]) -> None:
@@ -204,129 +224,118 @@ def _check_tag_sets(raw: list[str], reasons: list[str]) -> list[str]:
     return canonical
 
 
+def input_rows(checked: Checked, stats: LoadStats) -> list[InputRow]:
+    """The chunk's InputRows, pending or invalid: duplicates are settled after the last chunk
+    (`Dedupe`), so nothing here holds on to an openid."""
+    reasons = checked.reasons
+    if any(reasons):
+        stats.invalid_by_reason.update(filter(None, reasons))
+        statuses = [_INVALID if r else _PENDING for r in reasons]
+        invalid = sum(map(bool, reasons))
+    else:
+        statuses, invalid = [_PENDING] * len(reasons), 0
+    stats.valid += len(reasons) - invalid
+    stats.invalid += invalid
+    stats.rows += len(reasons)
+    return list(map(_new_row, repeat(InputRow), zip(
+        checked.rows, checked.openids, checked.targets, statuses, reasons, checked.extras,
+        strict=False,  # extras may be an endless repeat(None)
+    )))
+
+
+# statuses as exact str: SQLite binds those in C, an enum member through Python's adaptation
+# protocol (+0.35 s per 1M rows loaded)
+_PENDING, _INVALID = str(RowStatus.PENDING.value), str(RowStatus.INVALID.value)
+
+
 class Dedupe:
-    """First occurrence wins; repeats and conflicts are marked, across chunks.
+    """First occurrence wins; repeats and conflicts are marked, over the whole file.
 
     A repeat of an openid with the same target is DUPLICATE (`duplicate of row N`, N the first
     occurrence). Once an openid appears with two different targets, EVERY row of it is INVALID:
     `conflict: row N asks for group X`, N the earliest row of that openid whose target differs
-    from this row's. Rows yielded with an earlier chunk are corrected through `amendments`.
-    `seen` packs (target code, row) into one int per openid to stay small for a million rows.
+    from this row's. It sees only the rows of openids that occur more than once (in row
+    order), so the loader keeps a 64-bit hash per row instead of every openid: 10M rows hold
+    80 MB instead of ~2 GB of dict.
     """
 
-    def __init__(self, amendments: list[tuple[int, RowStatus, str]], stats: LoadStats,
-                 quote_targets: bool) -> None:
-        self.seen: dict[str, int] = {}
-        self.codes: dict[str, int] = {}
-        self.names: list[str] = []
+    def __init__(self, quote_targets: bool) -> None:
+        self.quote = quote_targets
+        self.first: dict[str, tuple[int, str]] = {}  # openid -> (row, target)
         self.repeats: dict[str, list[int]] = {}  # openid -> rows marked DUPLICATE of it
         self.conflicts: dict[str, dict[str, int]] = {}  # openid -> target -> earliest row
-        self.amendments = amendments
-        self.stats = stats
-        self.quote = quote_targets
-        self.here: dict[int, int] = {}  # row -> index in the chunk being built
-        self.statuses: list[RowStatus] = []
-        self.reasons: list[str] = []
+        self.verdicts: dict[int, tuple[RowStatus, str]] = {}
 
-    def rows(self, checked: Checked) -> list[InputRow]:
-        """The chunk's InputRows; first occurrences are recorded in bulk, repeats one by one."""
-        reasons, stats = checked.reasons, self.stats
-        pending, invalid = RowStatus.PENDING, RowStatus.INVALID
-        if any(reasons):
-            stats.invalid_by_reason.update(filter(None, reasons))
-            statuses = [invalid if r else pending for r in reasons]
-            valid = [not r for r in reasons]
-            rows = list(compress(checked.rows, valid))
-            openids = list(compress(checked.openids, valid))
-            targets = list(compress(checked.targets, valid))
-        else:
-            statuses = [pending] * len(reasons)
-            rows, openids, targets = checked.rows, checked.openids, checked.targets
-        fresh = dict(zip(openids, self._pack(targets, rows), strict=True))
-        slow = fresh.keys() & self.seen.keys()
-        if len(fresh) < len(openids):
-            slow.update(o for o, n in Counter(openids).items() if n > 1)
-        for openid in slow:
-            del fresh[openid]
-        self.seen.update(fresh)
-        if slow:
-            self.statuses, self.reasons, self.here = statuses, reasons, {}
-            for i in [i for i, o in enumerate(checked.openids) if o in slow]:
-                if statuses[i] is pending:
-                    self._one(i, checked.rows[i], checked.openids[i], checked.targets[i])
-            counts = Counter(statuses)
-            stats.valid += counts[pending]
-            stats.duplicates += counts[RowStatus.DUPLICATE]
-            stats.invalid += counts[invalid]
-        else:
-            stats.valid += len(rows)
-            stats.invalid += len(statuses) - len(rows)
-        stats.rows += len(statuses)
-        # statuses as exact str: SQLite binds those in C, an enum member through Python's
-        # adaptation protocol (+0.35 s per 1M rows loaded)
-        return list(map(_new_row, repeat(InputRow), zip(
-            checked.rows, checked.openids, checked.targets, map(str.__str__, statuses), reasons,
-            checked.extras,
-            strict=False,  # extras may be an endless repeat(None)
-        )))
-
-    def _code(self, target: str) -> int:
-        code = self.codes.get(target)
-        if code is None:
-            code = self.codes[target] = len(self.names)
-            self.names.append(target)
-        return code
-
-    def _pack(self, targets: list[str], rows: list[int]) -> list[int]:
-        """(target code << 32 | row) per row, computed with numpy rather than a Python loop."""
-        for target in set(targets).difference(self.codes):
-            self._code(target)
-        codes = np.fromiter(map(self.codes.__getitem__, targets), dtype=np.int64,
-                            count=len(targets))
-        packed: list[int] = ((codes << 32) | np.asarray(rows, dtype=np.int64)).tolist()
-        return packed
+    def judge(self, rows: Iterable[tuple[int, str, str]],
+              stats: LoadStats) -> list[tuple[int, RowStatus, str]]:
+        """(row, status, reason) for every row that is not a first occurrence after all."""
+        for row, openid, target in rows:
+            self._one(row, openid, target)
+        found = Counter(status for status, _ in self.verdicts.values())
+        stats.valid -= len(self.verdicts)
+        stats.duplicates += found[RowStatus.DUPLICATE]
+        stats.invalid += found[RowStatus.INVALID]
+        if found[RowStatus.INVALID]:
+            stats.invalid_by_reason[CONFLICT] += found[RowStatus.INVALID]
+        return [(row, status, why) for row, (status, why) in sorted(self.verdicts.items())]
 
     def _group(self, target: str) -> str:
         return f'"{target}"' if self.quote else target
 
-    def _one(self, index: int, row: int, openid: str, target: str) -> None:
-        self.here[row] = index
-        previous = self.seen.get(openid)
+    def _one(self, row: int, openid: str, target: str) -> None:
+        previous = self.first.get(openid)
         if previous is None:
-            self.seen[openid] = self._code(target) << 32 | row
+            self.first[openid] = (row, target)
             return
-        first, first_target = previous & 0xFFFFFFFF, self.names[previous >> 32]
+        first, first_target = previous
         known = self.conflicts.get(openid)
         if known is None:
             if target == first_target:
                 self.repeats.setdefault(openid, []).append(row)
-                self.statuses[index] = RowStatus.DUPLICATE
-                self.reasons[index] = f"duplicate of row {first}"
+                self.verdicts[row] = (RowStatus.DUPLICATE, f"duplicate of row {first}")
                 return
             known = self.conflicts[openid] = {first_target: first}
             why = f"conflict: row {row} asks for group {self._group(target)}"
-            self._amend(first, why, RowStatus.PENDING)
-            for earlier in self.repeats.pop(openid, []):
-                self._amend(earlier, why, RowStatus.DUPLICATE)
+            for earlier in [first, *self.repeats.pop(openid, [])]:
+                self.verdicts[earlier] = (RowStatus.INVALID, why)
         other_row, other_target = min((r, t) for t, r in known.items() if t != target)
         known.setdefault(target, row)
-        self.stats.invalid_by_reason[CONFLICT] += 1
-        self.statuses[index] = RowStatus.INVALID
-        self.reasons[index] = (f"conflict: row {other_row} asks for group "
-                               f"{self._group(other_target)}")
+        self.verdicts[row] = (RowStatus.INVALID, f"conflict: row {other_row} asks for group "
+                                                 f"{self._group(other_target)}")
 
-    def _amend(self, row: int, reason: str, was: RowStatus) -> None:
-        """Turn an earlier valid row INVALID: in place if still in this chunk, else amend it."""
-        self.stats.invalid_by_reason[CONFLICT] += 1
-        index = self.here.get(row)
-        if index is not None:
-            self.statuses[index] = RowStatus.INVALID
-            self.reasons[index] = reason
-            return
-        stats = self.stats  # yielded earlier: counted under its old status then
-        stats.invalid += 1
-        if was is RowStatus.DUPLICATE:
-            stats.duplicates -= 1
-        else:
-            stats.valid -= 1
-        self.amendments.append((row, RowStatus.INVALID, reason))
+
+class RepeatFinder:
+    """Which rows share an openid with another row, from a 64-bit hash per valid row.
+
+    Python's `hash()` of a str (SipHash, C) costs ~30 ns; the hashes and row numbers are 12
+    bytes a row. Rows whose hash comes up twice are candidates; `Dedupe` then compares the
+    openids themselves, so a hash collision (about 3e-6 for 10M rows) costs a lookup, never a
+    wrong verdict.
+    """
+
+    def __init__(self) -> None:
+        self._hashes: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+        self._rows: list[np.ndarray[Any, np.dtype[np.uint32]]] = []
+
+    def add(self, checked: Checked) -> None:
+        valid = list(map(operator.not_, checked.reasons))
+        openids = list(compress(checked.openids, valid))
+        self._hashes.append(np.fromiter(map(hash, openids), dtype=np.int64, count=len(openids)))
+        self._rows.append(np.fromiter(compress(checked.rows, valid), dtype=np.uint32,
+                                      count=len(openids)))
+
+    def candidates(self) -> list[int]:
+        """Row numbers, ascending, of the rows whose hash is not unique."""
+        if not self._hashes:
+            return []
+        every = np.concatenate(self._hashes)
+        every.sort()
+        repeated = np.unique(every[1:][every[1:] == every[:-1]])
+        del every
+        if not len(repeated):
+            return []
+        found: list[int] = []
+        for hashes, rows in zip(self._hashes, self._rows, strict=True):
+            at = np.minimum(np.searchsorted(repeated, hashes), len(repeated) - 1)
+            found += rows[repeated[at] == hashes].tolist()
+        return found

@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,7 @@ def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,
                     started_at=now(), input=str(source.path), headers=source.headers,
                     openid_column=source.openid_column, target_column=source.target_column,
                     target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)
-    total = ledger.load_rows(source.rows(), lambda: source.amendments)
+    total = ledger.load_rows(source.rows(), source.settle)
     ledger.set_meta(invalid_by_reason=dict(source.stats.invalid_by_reason),
                     blank_rows=source.stats.blank, job_path=str(spec.job_path or ""),
                     snapshot=spec.snapshot, backend=spec.backend)
@@ -108,3 +110,16 @@ def now() -> str:
 
 def run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    """A run's metadata, read-only and without the lock: safe beside the process running it
+    (notifications and JSON logs read the run id and job path this way). {} if there is none."""
+    path = run_dir / LEDGER_NAME
+    if not path.exists():
+        return {}
+    try:
+        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
+            return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    except (sqlite3.Error, ValueError):
+        return {}

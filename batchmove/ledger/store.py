@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
@@ -30,7 +30,11 @@ from batchmove.ledger.rows import (
     RollbackRow,
     TagRow,
 )
-from batchmove.models import InputRow, Move, RowFailure, RowStatus
+from batchmove.ledger.snapshots import SnapshotRecords
+from batchmove.models import InputRow, RowFailure, RowStatus
+
+#: row numbers -> (row, openid, target) of those rows, in row order
+RowLookup = Callable[[list[int]], Iterator[tuple[int, str, str]]]
 
 LEDGER_NAME = "ledger.sqlite"
 LOCK_NAME = ".lock"
@@ -76,7 +80,7 @@ _COUNTS = "SELECT " + ", ".join(  # one pass, no sort: 2x faster than GROUP BY s
     f"count(*) FILTER (WHERE status = '{s.value}')" for s in RowStatus) + " FROM rows"
 
 
-class Ledger(CreationJournal):
+class Ledger(CreationJournal, SnapshotRecords):
     """The run's SQLite checkpoint. Not thread-safe: one event loop writes it."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -182,9 +186,10 @@ class Ledger(CreationJournal):
     def load_rows(
         self,
         chunks: Iterable[list[InputRow]],
-        amendments: Any,
+        settle: Callable[[RowLookup], Iterable[tuple[int, RowStatus, str]]],
     ) -> int:
-        """Insert every input row in one transaction; `amendments()` is read after the chunks."""
+        """Insert every input row in one transaction, then the verdicts `settle` gives once
+        every chunk is in (duplicates: it may read rows back through the lookup it gets)."""
         total = 0
         with self.transaction() as conn:
             conn.execute("DELETE FROM rows")
@@ -201,9 +206,17 @@ class Ledger(CreationJournal):
                 total += len(chunk)
             conn.executemany(
                 "UPDATE rows SET status = ?, reason = ? WHERE row = ?",
-                [(status.value, reason, row) for row, status, reason in amendments()],
+                [(status.value, reason, row) for row, status, reason in settle(self._targets_of)],
             )
         return total
+
+    def _targets_of(self, rows: list[int]) -> Iterator[tuple[int, str, str]]:
+        """(row, openid, target) of these rows, in row order (rows: ascending)."""
+        for start in range(0, len(rows), 500):
+            part = rows[start:start + 500]
+            yield from self.conn.execute(
+                "SELECT row, openid, target FROM rows WHERE row IN "
+                f"({','.join('?' * len(part))}) ORDER BY row", part)
 
     # --- queries ----------------------------------------------------------------------------
     def counts(self) -> Counter[str]:
@@ -251,11 +264,6 @@ class Ledger(CreationJournal):
         return [TagRow(row, openid, tag_id, target, None if prev is None else json.loads(prev))
                 for row, openid, tag_id, target, prev in cur]
 
-    def record_tag_snapshot(self, tags: dict[int, list[int]]) -> None:
-        with self.transaction() as conn:
-            conn.executemany("UPDATE rows SET prev_tags = ? WHERE row = ?",
-                             [(json.dumps(sorted(t)), row) for row, t in tags.items()])
-
     def mark_already(self, rows: list[int]) -> None:
         now = time.time()
         with self.transaction() as conn:
@@ -279,15 +287,6 @@ class Ledger(CreationJournal):
             return list(map(RollbackRow._make, cur))
         return [RollbackRow(row, openid, ";".join(map(str, json.loads(prev))), status)
                 for row, openid, prev, status in cur]
-
-    def pending_without_snapshot(self, column: str = "prev_group") -> list[Move]:
-        """Pending rows whose user's state before the run is not recorded yet."""
-        if column not in ("prev_group", "prev_tags"):
-            raise ValueError(column)
-        cur = self.conn.execute(
-            f"SELECT row, openid FROM rows WHERE status = 'pending' AND {column} IS NULL "
-            "AND group_id IS NOT NULL ORDER BY row")
-        return [Move(row, openid) for row, openid in cur]
 
     def rows(self) -> Iterator[LedgerRow]:
         """Every row in input order."""
@@ -335,16 +334,6 @@ class Ledger(CreationJournal):
                 [(code, msg, now, target) for target, (code, msg) in failed.items()],
             )
 
-    def record_snapshot(self, groups: dict[int, int]) -> int:
-        """Store each row's current group; rows already in their target become `already`."""
-        with self.transaction() as conn:
-            conn.executemany("UPDATE rows SET prev_group = ? WHERE row = ?",
-                             [(gid, row) for row, gid in groups.items()])
-            cur = conn.execute(
-                "UPDATE rows SET status = 'already', updated_at = ? "
-                "WHERE status = 'pending' AND prev_group = group_id", (time.time(),))
-        return cur.rowcount
-
     def record_moved(self, rows: list[int], attempts: int) -> None:
         self.record_results({attempts: rows}, [])
 
@@ -365,6 +354,12 @@ class Ledger(CreationJournal):
                 "attempts = attempts + ?, updated_at = ? WHERE row = ?",
                 [(f.errcode, f.errmsg, f.attempts, now, f.row) for f in failures],
             )
+
+    def failures_by_answer(self) -> Counter[tuple[int | None, str]]:
+        """Failed rows counted by (errcode, errmsg): what notifications list as reasons."""
+        return Counter({(code, msg): n for code, msg, n in self.conn.execute(
+            "SELECT errcode, COALESCE(errmsg, ''), count(*) FROM rows "
+            "WHERE status = 'failed' GROUP BY 1, 2")})
 
     def failed_errcodes(self) -> set[int | None]:
         return {c for (c,) in self.conn.execute(
@@ -391,3 +386,4 @@ class Ledger(CreationJournal):
 
     def calls(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT endpoint, n FROM calls ORDER BY endpoint"))
+

@@ -16,12 +16,13 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
 
 from batchmove.errors import RunStateError, UsageError
-from batchmove.ledger.cells import report_cells
+from batchmove.ledger.cells import ReportCells, report_cells
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import RowStatus
 from batchmove.output.xlsxfast import write_sheet
@@ -44,45 +45,69 @@ _MAX_WIDTH = 60
 Cells = Sequence[Any]  # text cells; our counters stay int (or None) for csv and xlsx
 
 
-def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
-                  xlsx_max_rows: int = 200_000) -> ReportFiles:
-    """Write all four files from the ledger; an unwritable run_dir is a `RunStateError`."""
+@dataclass(frozen=True)
+class Layout:
+    """What the report files of a run look like: where they go, their header and cells."""
+
+    files: ReportFiles
+    header: list[str]
+    input_headers: list[str]
+    cells: ReportCells
+    counts: dict[str, int]
+
+
+def layout(ledger: Ledger, run_dir: Path, *, xlsx_max_rows: int = 200_000) -> Layout:
     meta = ledger.meta()
     verified = ledger.verified_any()
     cells = report_cells(meta, verified=verified, triggers=_TRIGGERS, neutralize=neutralize)
     headers = list(meta["headers"])
     ours = (*OUR_COLUMNS, "verified") if verified else OUR_COLUMNS
-    report_header = [*map(neutralize, headers), *unique_names(headers, ours)]
     counts = {s.value: 0 for s in RowStatus} | dict(ledger.counts())
     total = sum(counts.values())
     limit = min(xlsx_max_rows, EXCEL_MAX_ROWS)
     skipped = f"{total} rows > xlsx_max_rows {limit}" if total > limit else None
     files = ReportFiles(run_dir / REPORT_CSV, None if skipped else run_dir / REPORT_XLSX,
                         run_dir / FAILED_CSV, run_dir / SUMMARY_JSON, skipped)
+    return Layout(files, [*map(neutralize, headers), *unique_names(headers, ours)], headers,
+                  cells, counts)
+
+
+def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
+                  xlsx_max_rows: int = 200_000, early: Any = None) -> ReportFiles:
+    """Write all four files from the ledger; an unwritable run_dir is a `RunStateError`.
+    `early` (an `EarlyReport`) has been writing report.csv/xlsx during the run: finish it."""
+    plan = layout(ledger, run_dir, xlsx_max_rows=xlsx_max_rows)
+    files, cells, headers = plan.files, plan.cells, plan.input_headers
     try:
-        _remove_stale_temps(run_dir)
-        with atomic_text(files.report_csv) as out:
-            write_csv(out, report_header, ledger.report_rows(cells))
+        if early is not None:
+            early.finish()
+        else:
+            remove_stale_temps(run_dir)
+            with atomic_text(files.report_csv) as out:
+                write_csv(out, plan.header, ledger.report_rows(cells))
+            if files.report_xlsx is not None:
+                write_xlsx(files.report_xlsx, plan.header, ledger.report_rows(cells))
         if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
             with suppress(FileNotFoundError):
                 (run_dir / REPORT_XLSX).unlink()
-        else:
-            write_xlsx(files.report_xlsx, report_header, ledger.report_rows(cells))
         with atomic_text(files.failed_csv) as out:
             write_csv(out, [*headers, *unique_names(headers, FAILED_COLUMNS)],
                        ledger.report_rows(cells, failed_only=True))
-        names = [p.name for p in files.written]
-        full = {**summary, "counts": counts, "rows": total, "calls": ledger.calls(),
-                "groups_created": ledger.created_groups(),
-                "report_xlsx": None if skipped else REPORT_XLSX,
-                "report_xlsx_skipped": skipped, "files": names}
-        with atomic_text(files.summary_json, bom=False) as out:
-            json.dump(full, out, ensure_ascii=False, indent=2, default=str)
-            out.write("\n")
+        _write_summary(ledger, plan, summary)
     except OSError as exc:
         why = getattr(exc, "strerror", None) or str(exc)
         raise RunStateError(f"cannot write the reports in {run_dir}: {why}") from None
     return files
+
+
+def _write_summary(ledger: Ledger, plan: Layout, summary: dict[str, Any]) -> None:
+    files = plan.files
+    full = {**summary, "counts": plan.counts, "rows": sum(plan.counts.values()),
+            "calls": ledger.calls(), "groups_created": ledger.created_groups(),
+            "report_xlsx": None if files.xlsx_skipped else REPORT_XLSX,
+            "report_xlsx_skipped": files.xlsx_skipped,
+            "files": [p.name for p in files.written]}
+    _dump_summary(files.summary_json, full)
 
 
 def rewrite_reports(run_dir: Path) -> ReportFiles:
@@ -92,6 +117,12 @@ def rewrite_reports(run_dir: Path) -> ReportFiles:
     with Ledger(run_dir).open(lock=False) as ledger:
         summary = read_summary(run_dir) if (run_dir / SUMMARY_JSON).exists() else {}
         return write_reports(ledger, run_dir, summary)
+
+
+def _dump_summary(path: Path, summary: dict[str, Any]) -> None:
+    with atomic_text(path, bom=False) as out:
+        json.dump(summary, out, ensure_ascii=False, indent=2, default=str)
+        out.write("\n")
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -107,6 +138,17 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunStateError(f"{path} is not a batchmove summary (not a JSON object)")
     return data
+
+
+def update_summary(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """summary.json with `fields` set, rewritten atomically (e.g. `notifications` after a run)."""
+    summary = read_summary(run_dir) | fields
+    try:
+        _dump_summary(run_dir / SUMMARY_JSON, summary)
+    except OSError as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise RunStateError(f"cannot write {run_dir / SUMMARY_JSON}: {why}") from None
+    return summary
 
 
 def unique_names(taken: Sequence[str], ours: Iterable[str]) -> list[str]:
@@ -130,8 +172,12 @@ def neutralize(cell: str) -> str:
     return cell
 
 
+def csv_writer(out: IO[str]) -> Any:
+    return csv.writer(out, lineterminator="\r\n")
+
+
 def write_csv(out: IO[str], header: list[str], rows: Iterable[Cells]) -> None:
-    csv.writer(out, lineterminator="\r\n").writerows(chain([header], rows))
+    csv_writer(out).writerows(chain([header], rows))
 
 
 def write_xlsx(path: Path, header: list[str], rows: Iterator[Cells]) -> None:
@@ -139,11 +185,16 @@ def write_xlsx(path: Path, header: list[str], rows: Iterator[Cells]) -> None:
 
     Column widths come from the first rows: the writer streams and cannot look back.
     """
+    with atomic_path(path) as tmp:
+        write_xlsx_at(tmp, header, rows)
+
+
+def write_xlsx_at(path: Path, header: list[str], rows: Iterator[Cells]) -> None:
+    """`write_xlsx` straight to `path` (already a temp name)."""
     head = list(islice(rows, _WIDTH_SAMPLE))
     widths = [min(max([_width(name), *(_width(r[col]) for r in head)]) + 2, _MAX_WIDTH)
               for col, name in enumerate(header)]
-    with atomic_path(path) as tmp:
-        write_sheet(tmp, header, chain(head, rows), widths=widths)
+    write_sheet(path, header, chain(head, rows), widths=widths)
 
 
 def _width(value: str | int | None) -> int:
@@ -156,7 +207,7 @@ def _temp_name(path: Path) -> tuple[str, str]:
     return f".{path.name}.", ".tmp"
 
 
-def _remove_stale_temps(run_dir: Path) -> None:
+def remove_stale_temps(run_dir: Path) -> None:
     """Temp files a killed earlier run left behind hold follower ids too: delete them."""
     for name in (REPORT_CSV, REPORT_XLSX, FAILED_CSV, SUMMARY_JSON):
         prefix, suffix = _temp_name(run_dir / name)

@@ -22,6 +22,7 @@ from batchmove.sandbox.config import (
     is_loopback,
     sandbox_openids,
 )
+from batchmove.sandbox.robot import RobotState, key_hash, robot_app
 from batchmove.sandbox.server import RunningSandbox, build_app, running_sandbox, serve
 from batchmove.sandbox.state import SandboxGroup, SandboxState
 from batchmove.sandbox.tags import SandboxTag, TagBook
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_SECRET",
     "ENDPOINTS",
     "Faults",
+    "RobotState",
     "RunningSandbox",
     "SandboxConfig",
     "SandboxConfigError",
@@ -42,6 +44,8 @@ __all__ = [
     "TagBook",
     "build_app",
     "is_loopback",
+    "key_hash",
+    "robot_app",
     "running_sandbox",
     "sandbox_openids",
     "serve",

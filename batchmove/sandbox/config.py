@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -60,18 +60,21 @@ def sandbox_openids(n: int, seed: int = 0) -> list[str]:
 
     Public so tests, benchmarks and sample data produce exactly the sandbox's followers.
     """
+    return list(_generated_positions(n, seed))
+
+
+def _generated_positions(n: int, seed: int) -> dict[str, int]:
+    """`sandbox_openids` as openid -> position: the dict is its own "seen" set, so 10M
+    followers cost one dict, not a dict, a set and a list."""
     if n < 0:
         raise SandboxConfigError(f"users must be >= 0, got {n}")
     rng = random.Random(f"batchmove-sandbox-openids:{seed}")
-    seen: set[str] = set()
-    result: list[str] = []
-    while len(result) < n:
+    positions: dict[str, int] = {}
+    while len(positions) < n:
         # 21 random bytes are 28 urlsafe base64 chars ([A-Za-z0-9_-]); keep 27 of them
         openid = "o" + base64.urlsafe_b64encode(rng.randbytes(21)).decode("ascii")[:27]
-        if openid not in seen:
-            seen.add(openid)
-            result.append(openid)
-    return result
+        positions.setdefault(openid, len(positions))
+    return positions
 
 
 def is_loopback(host: str) -> bool:
@@ -242,14 +245,27 @@ class SandboxConfig:
 
     def follower_openids(self) -> list[str]:
         """The followers, in the order `user/get` pages them."""
+        return list(self.follower_positions())
+
+    def follower_positions(self) -> dict[str, int]:
+        """Each follower's position in `follower_openids()`; duplicates dropped, order kept.
+        Streamed from the file: 10M followers never sit in a list and a dict at once."""
+        if self.users_file is None and self.openids is None:
+            return _generated_positions(self.users, self.seed)
+        positions: dict[str, int] = {}
+        try:
+            for openid in self._listed():
+                positions.setdefault(openid, len(positions))
+        except OSError as exc:
+            raise SandboxConfigError(f"cannot read users file: {exc}") from exc
+        return positions
+
+    def _listed(self) -> Iterator[str]:
         if self.openids is not None:
-            source = list(self.openids)
-        elif self.users_file is not None:
-            try:
-                with open(self.users_file, encoding="utf-8-sig") as handle:
-                    source = [line.strip() for line in handle if line.strip()]
-            except OSError as exc:
-                raise SandboxConfigError(f"cannot read users file: {exc}") from exc
-        else:
-            return sandbox_openids(self.users, self.seed)
-        return list(dict.fromkeys(source))  # drop duplicates, keep order
+            yield from self.openids
+            return
+        assert self.users_file is not None
+        with open(self.users_file, encoding="utf-8-sig") as handle:
+            for line in handle:
+                if openid := line.strip():
+                    yield openid

@@ -2,7 +2,8 @@
 
 Admin endpoints (never faulted, no token): `GET /sandbox/state`, `GET /sandbox/timeline`,
 `GET|POST /sandbox/faults`, `POST /sandbox/move`, `GET /sandbox/moves?since=N`,
-`POST /sandbox/tag`, `GET /sandbox/tag_log?since=N`, `POST /sandbox/expire_tokens`.
+`POST /sandbox/tag`, `GET /sandbox/tag_log?since=N`, `POST /sandbox/expire_tokens`; and the
+WeCom robot, ping and webhook receivers of `batchmove.sandbox.robot` (for notifications).
 
 Faults (latency, errcode -1, HTTP 5xx, dropped connections, hung responses) apply to /cgi-bin/
 only, drawn from an RNG seeded by `SandboxConfig.seed`. Nothing is logged per request and no
@@ -17,13 +18,14 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import orjson
 from aiohttp import web
 
 from batchmove.sandbox.config import DEFAULT_PORT, ENDPOINTS, Faults, SandboxConfig
+from batchmove.sandbox.robot import RobotState, add_robot_routes
 from batchmove.sandbox.state import SandboxState
 from batchmove.sandbox.wire import ApiFault, error_body
 
@@ -170,9 +172,10 @@ async def _swallow_drops(
     return response
 
 
-def build_app(state: SandboxState) -> web.Application:
+def build_app(state: SandboxState, robot: RobotState | None = None) -> web.Application:
     """The aiohttp application serving `state` (for embedding in other aiohttp servers)."""
     app = web.Application(middlewares=[_swallow_drops], client_max_size=4 * 1024 * 1024)
+    add_robot_routes(app, robot or RobotState())  # before the /cgi-bin/ catch-all
     app[_STATE] = state
     app[_CLOSING] = asyncio.Event()
     app[_RNG] = random.Random(state.config.seed)
@@ -196,6 +199,11 @@ class RunningSandbox:
     state: SandboxState
     host: str
     port: int
+    robot: RobotState = field(default_factory=RobotState)
+
+    def robot_url(self, key: str) -> str:
+        """The webhook URL of the robot with this key, as WeCom gives it out."""
+        return f"{self.base_url}/cgi-bin/webhook/send?key={key}"
 
     @property
     def base_url(self) -> str:
@@ -217,14 +225,15 @@ async def running_sandbox(
 ) -> AsyncIterator[RunningSandbox]:
     """Serve a fresh sandbox on host:port (0 = any free port) for the `async with` block."""
     state = SandboxState(config, clock)
-    app = build_app(state)
+    robot = RobotState(clock=clock)
+    app = build_app(state, robot)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound_port = int(runner.addresses[0][1])
-        yield RunningSandbox(state=state, host=host, port=bound_port)
+        yield RunningSandbox(state=state, host=host, port=bound_port, robot=robot)
     finally:
         app[_CLOSING].set()
         await runner.cleanup()

@@ -9,7 +9,7 @@ import pytest
 
 from batchmove.errors import JobFileError, UsageError
 from batchmove.intake.jobfile import load_job, spec_for
-from batchmove.models import ColumnMap, Credentials, JobSpec
+from batchmove.models import ColumnMap, Credentials, JobSpec, Notify
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -227,11 +227,50 @@ def test_overrides_take_paths_tables_and_sheet_numbers(job_dir: Path, tmp_path: 
 def test_example_job_documents_every_key() -> None:
     text = (ROOT / "jobs" / "example.toml").read_text(encoding="utf-8")
     for key in [*JobSpec.__dataclass_fields__, *Credentials.__dataclass_fields__,
-                *ColumnMap.__dataclass_fields__]:
-        if key in ("credentials", "columns", "sandbox"):
+                *ColumnMap.__dataclass_fields__, *Notify.__dataclass_fields__]:
+        if key in ("credentials", "columns", "sandbox", "notify"):
             assert f"\n[{key}]\n" in text, key
         elif key == "select":  # a segment job's table: commented out, `input` is set here
             assert "\n# [select]\n" in text, key
         elif key != "job_path":
             assert f"{key} =" in text, key
     assert spec_for(ROOT / "jobs" / "example.toml").name == "example"
+
+
+def test_notify_table(job_dir: Path) -> None:
+    spec = spec_for(write_job(job_dir, """
+[notify]
+wecom_webhook_env = "BATCHMOVE_WECOM_WEBHOOK"
+webhook_env = "BATCHMOVE_WEBHOOK"
+ping_env = "BATCHMOVE_PING"
+on = ["stop", "failure"]
+"""))
+    assert spec.notify == Notify("BATCHMOVE_WECOM_WEBHOOK", "BATCHMOVE_WEBHOOK",
+                                 "BATCHMOVE_PING", ("stop", "failure"))
+    assert spec_for(write_job(job_dir, "")).notify == Notify()
+    assert not Notify().configured
+
+
+URL = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc-secret-key"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (f'[notify]\nwecom_webhook = "{URL}"', "[notify] 'wecom_webhook' would put a URL in the "
+     "job file"),
+    (f'[notify]\nwebhook_url = "{URL}"', 'name the variable with [notify] webhook_env = "..."'),
+    (f'[notify]\nalerts = "{URL}"', 'name the variable with [notify] alerts_env = "..."'),
+    (f'[notify]\nping_env = "{URL}"', "notify.ping_env must be the NAME of an environment "
+     "variable, not a URL"),
+    ('[notify]\nping_env = "my var"', "notify.ping_env must be the NAME of an environment "
+     "variable"),
+    ('[notify]\non = ["finished"]', 'notify.on must be a list of "finish", "stop" and '
+     '"failure"'),
+    ('[notify]\non = "finish"', "notify.on must be a list"),
+    ('[notify]\nwecom_env = "X"', "[notify] unknown key 'wecom_env' (did you mean "
+     "'webhook_env'?)"),
+    ('notify = "X"', "notify must be a table ([notify])"),
+])
+def test_notify_mistakes(job_dir: Path, body: str, message: str) -> None:
+    text = failure(write_job(job_dir, body))
+    assert message in text
+    assert "abc-secret-key" not in text

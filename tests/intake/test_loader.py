@@ -12,6 +12,7 @@ import pytest
 import xlsxwriter
 
 from batchmove.errors import InputError
+from batchmove.intake import loader
 from batchmove.intake.loader import LoadedInput, open_input
 from batchmove.models import ColumnMap, InputRow, JobSpec, RowStatus
 
@@ -42,10 +43,28 @@ def write_xlsx(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, params=["csv", "pandas"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test with both CSV readers: the csv module (small files) and pandas (big ones)."""
+    if request.param == "pandas":
+        monkeypatch.setattr(loader, "SMALL_CSV_BYTES", 0)
+    return str(request.param)
+
+
 def load(path: Path, chunk_size: int = 100_000, **spec: Any) -> tuple[LoadedInput, list[InputRow]]:
+    """Every row as the ledger ends up with it: the chunks, then the settled duplicates."""
     source = open_input(JobSpec(input=path, **spec))
     rows = [row for chunk in source.rows(chunk_size) for row in chunk]
-    return source, rows
+    return source, settled(source, rows)
+
+
+def settled(source: LoadedInput, rows: list[InputRow]) -> list[InputRow]:
+    by_row = {r.row: r for r in rows}
+    for number, status, reason in source.settle(
+            lambda wanted: [by_row[n][:3] for n in wanted]):
+        assert by_row[number].status == "pending"  # only rows yielded pending are amended
+        by_row[number] = by_row[number]._replace(status=status, reason=reason)
+    return list(by_row.values())
 
 
 def brief(rows: list[InputRow]) -> list[tuple[int, str, str, str, str]]:
@@ -294,11 +313,53 @@ def test_row_numbers_skip_blank_rows(tmp_path: Path) -> None:
     assert (source.stats.rows, source.stats.blank) == (3, 3)
 
 
-def test_ragged_row_is_refused_with_its_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "in.csv", f"openid,group\n{A},x\n{B},y,extra\n")
-    assert refused(path) == f"{path}: line 3 has 3 cells but the header has 2"
-    path = write(tmp_path / "in.csv", f"\nopenid,group\n{A},x,extra\n{B},y\n")
-    assert refused(path) == f"{path}: row 3 has more cells than the header has columns (2)"
+def test_ragged_row_is_a_row_verdict(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", f"openid,group\n{A},x\n{B},y,extra,more\n{C},z\n")
+    source, rows = load(path)
+    assert brief(rows) == [(2, A, "x", "pending", ""),
+                           (3, B, "y", "invalid", "row has 4 cells, the header has 2"),
+                           (4, C, "z", "pending", "")]
+    assert (source.stats.valid, source.stats.invalid, source.stats.unreadable) == (2, 1, 1)
+    assert source.stats.invalid_by_reason == {"row has 4 cells, the header has 2": 1}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 100])
+def test_ragged_rows_after_blank_lines_and_in_later_chunks(tmp_path: Path,
+                                                           chunk_size: int) -> None:
+    path = write(tmp_path / "in.csv", f"\nopenid,group\n{A},x\n{B},y\n{C},x,extra\n,,,\n"
+                 f"{A}1,w\n")
+    _, rows = load(path, chunk_size)
+    assert brief(rows) == [(3, A, "x", "pending", ""), (4, B, "y", "pending", ""),
+                           (5, C, "x", "invalid", "row has 3 cells, the header has 2"),
+                           (7, f"{A}1", "w", "pending", "")]
+
+
+@pytest.mark.parametrize("text", [
+    f'openid,group\n{A},"x\n{B},y\n{C},z\n',  # closed nowhere: ends the file inside it
+    f'openid,group\n{A},"x\n{B},y\n{C},"z"1,2,3\n',  # closed on a later line, badly
+    f'openid,group\n{A},"x' + "\nq,r" * 150 + f"\n{B},y\n{C},z\n",  # closed too far away
+])
+def test_unclosed_quote_costs_its_own_line_only(tmp_path: Path, text: str) -> None:
+    _, rows = load(write(tmp_path / "in.csv", text))
+    assert rows[0][:5] == (2, A, "x", "invalid", "a quoted cell is not closed on its line")
+    assert [r.openid for r in rows if r.status == "pending"][:1] == [B]
+    assert rows[-1].openid == C
+
+
+def test_quoted_line_breaks_stay_one_row_beside_ragged_rows(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", f'openid,group,note\n{A},x,"two\nlines"\n'
+                 f"{B},y,n,extra\n{C},z,n\n")
+    _, rows = load(path)
+    assert brief(rows) == [(2, A, "x", "pending", ""),
+                           (3, B, "y", "invalid", "row has 4 cells, the header has 3"),
+                           (4, C, "z", "pending", "")]
+    assert rows[0].extra == ("two\nlines",)
+
+
+def test_file_of_only_ragged_rows_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", f"openid,group\n{A},x,1\n{B},y,2\n")
+    assert refused(path) == (f"{path}: no row could be read: row 2: row has 3 cells, the "
+                             "header has 2")
 
 
 def test_short_rows_are_padded(tmp_path: Path) -> None:
@@ -312,13 +373,8 @@ def test_duplicates_and_conflicts_across_chunks(tmp_path: Path, chunk_size: int)
     path = write(tmp_path / "in.csv", "openid,group\n" + "".join(f"{o},{g}\n" for o, g in [
         (A, "x"), (B, "x"), (A, "x"), (C, "y"), (A, "z"), (B, "x"), (A, "x"), ("bad", "x"),
     ]))
-    source, chunks = open_input(JobSpec(input=path)), []
-    for chunk in source.rows(chunk_size):
-        chunks.extend(chunk)
-    final = {r.row: (r.status, r.reason) for r in chunks}
-    for row, status, reason in source.amendments:
-        assert final[row][0] is not X  # amendments only for rows yielded valid
-        final[row] = (status, reason)
+    source, rows = load(path, chunk_size)
+    final = {r.row: (r.status, r.reason) for r in rows}
     assert final == {
         2: (X, 'conflict: row 6 asks for group "z"'),
         3: (P, ""),
@@ -334,17 +390,24 @@ def test_duplicates_and_conflicts_across_chunks(tmp_path: Path, chunk_size: int)
     assert stats.invalid_by_reason == {"conflict": 4, "openid is shorter than 10 characters": 1}
 
 
-def test_amendments_only_for_rows_of_earlier_chunks(tmp_path: Path) -> None:
-    path = write(tmp_path / "in.csv", f"openid,groupid\n{A},5\n{B},5\n{A},6\n")
+def test_duplicates_are_settled_after_the_last_chunk(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", f"openid,groupid\n{A},5\n{B},5\n{A},6\n{C},x\n")
     source = open_input(JobSpec(input=path))
     chunks = list(source.rows(2))
-    assert [r.status for r in chunks[0]] == [P, P]
-    assert chunks[1] == [InputRow(4, A, "6", X, "conflict: row 2 asks for group 5", None)]
-    assert source.amendments == [(2, X, "conflict: row 4 asks for group 6")]
-    source = open_input(JobSpec(input=path))
-    (chunk,) = list(source.rows(10))
-    assert chunk[0].reason == "conflict: row 4 asks for group 6"
-    assert source.amendments == []
+    assert [r.status for chunk in chunks for r in chunk] == [P, P, P, X]  # C: bad group id
+    asked: list[list[int]] = []
+
+    def lookup(rows: list[int]) -> list[tuple[int, str, str]]:
+        asked.append(rows)
+        return [(2, A, "5"), (4, A, "6")]
+
+    verdicts = [(2, X, "conflict: row 4 asks for group 6"),
+                (4, X, "conflict: row 2 asks for group 5")]
+    assert source.settle(lookup) == verdicts
+    assert asked == [[2, 4]]  # only the rows whose openid repeats are read back
+    assert source.amendments == verdicts
+    stats = source.stats
+    assert (stats.valid, stats.duplicates, stats.invalid) == (1, 0, 3)
 
 
 def test_blacklist_refused_after_last_chunk(tmp_path: Path) -> None:
@@ -458,5 +521,7 @@ def test_fingerprint_and_header_only(tmp_path: Path) -> None:
 def test_rows_can_be_read_twice(tmp_path: Path) -> None:
     source = open_input(JobSpec(input=write(tmp_path / "in.csv", f"openid,group\n{A},1\n{A},2\n")))
     first = [r for chunk in source.rows() for r in chunk]
-    assert [r for chunk in source.rows() for r in chunk] == first
+    again = [r for chunk in source.rows() for r in chunk]
+    assert again == first
+    assert [r.status for r in settled(source, again)] == ["invalid", "invalid"]
     assert source.stats.invalid == 2

@@ -13,7 +13,7 @@ import pytest
 
 from batchmove.errors import RunLockedError, RunStateError
 from batchmove.ledger.rows import LedgerRow
-from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME, Ledger
+from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME, Ledger, RowLookup
 from batchmove.models import InputRow, Move, RowFailure, RowStatus
 
 
@@ -40,7 +40,7 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 @pytest.fixture
 def loaded(ledger: Ledger) -> Ledger:
-    ledger.load_rows([ROWS[:3], ROWS[3:]], lambda: [])
+    ledger.load_rows([ROWS[:3], ROWS[3:]], lambda _: [])
     return ledger
 
 
@@ -58,8 +58,9 @@ def test_load_rows_from_chunks_with_amendments(ledger: Ledger) -> None:
         read.append("chunk")
         yield ROWS[2:]
 
-    def amendments() -> list[tuple[int, RowStatus, str]]:
-        read.append("amendments")  # read only after every chunk
+    def amendments(lookup: RowLookup) -> list[tuple[int, RowStatus, str]]:
+        read.append("amendments")  # read only after every chunk, which it can read back
+        assert list(lookup([3, 7])) == [(3, "oB", "102"), (7, "oE", "102")]
         return [(7, RowStatus.DUPLICATE, "same openid and target as row 3")]
 
     assert ledger.load_rows(chunks(), amendments) == 6
@@ -74,7 +75,7 @@ def test_load_rows_from_chunks_with_amendments(ledger: Ledger) -> None:
 
 
 def test_load_rows_replaces_what_was_loaded_before(loaded: Ledger) -> None:
-    assert loaded.load_rows([[row(10, "oZ", "5")]], lambda: []) == 1
+    assert loaded.load_rows([[row(10, "oZ", "5")]], lambda _: []) == 1
     assert [r.row for r in loaded.rows()] == [10]
 
 
@@ -84,7 +85,7 @@ def test_load_rows_rolls_back_when_the_chunks_fail_midway(ledger: Ledger) -> Non
         raise ValueError("the spreadsheet went away")
 
     with pytest.raises(ValueError, match="went away"):
-        ledger.load_rows(broken(), lambda: [])
+        ledger.load_rows(broken(), lambda _: [])
     assert ledger.is_empty()
     assert ledger.counts() == Counter()
 
@@ -95,12 +96,12 @@ def test_load_rows_rollback_keeps_the_previous_rows(loaded: Ledger) -> None:
         raise OSError("disk")
 
     with pytest.raises(OSError, match="disk"):
-        loaded.load_rows(broken(), lambda: [])
+        loaded.load_rows(broken(), lambda _: [])
     assert [r.row for r in loaded.rows()] == [2, 3, 4, 5, 6, 7]
 
 
 def test_load_rows_rolls_back_when_amendments_fail(ledger: Ledger) -> None:
-    def amendments() -> list[tuple[int, RowStatus, str]]:
+    def amendments(_: RowLookup) -> list[tuple[int, RowStatus, str]]:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
@@ -227,7 +228,7 @@ def test_files_are_private(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
         with Ledger(tmp_path / "runs" / "job").open() as ledger:
-            ledger.load_rows([ROWS], lambda: [])
+            ledger.load_rows([ROWS], lambda _: [])
             run_dir = ledger.run_dir
             names = {p.name for p in run_dir.iterdir()}
             modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run_dir.iterdir()}

@@ -37,7 +37,7 @@ def make_ledger(run_dir: Path, headers: Sequence[str], openid_column: str, targe
     ledger = Ledger(run_dir).open()
     ledger.set_meta(headers=list(headers), openid_column=openid_column,
                     target_column=target_column, input="in.csv", run_id="r1")
-    ledger.load_rows([list(rows)], lambda: [])
+    ledger.load_rows([list(rows)], lambda _: [])
     return ledger
 
 

@@ -322,7 +322,7 @@ def calamine_view(text: str) -> str:
 
 
 def xlsxwriter_file(path: Path, header: list[str], rows: list[list[Cell]]) -> None:
-    """As batchmove.output.report._write_xlsx calls xlsxwriter."""
+    """As batchmove.output.report.write_xlsx calls xlsxwriter."""
     book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False,
                                            "strings_to_urls": False})
     sheet = book.add_worksheet("report")

@@ -355,13 +355,16 @@ def report_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def report_temps(run_dir: Path) -> list[str]:
-    """Report files being written right now (`.report.csv.XXXX.tmp` and the like)."""
+def report_temps(run_dir: Path, *, final_only: bool = False) -> list[str]:
+    """Report files being written right now (`.report.csv.XXXX.tmp` and the like).
+    `final_only`: those of the end of a run only (report.csv and report.xlsx are written
+    while the run sends, for the rows already settled; failed.csv and summary.json last)."""
     try:
         names = os.listdir(run_dir)
     except FileNotFoundError:
         return []
-    return [n for n in names if n.startswith(".") and n.endswith(TEMP_SUFFIX)]
+    last = (".failed.csv.", ".summary.json.") if final_only else (".",)
+    return [n for n in names if n.startswith(last) and n.endswith(TEMP_SUFFIX)]
 
 
 def write_csv(path: Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> Path:

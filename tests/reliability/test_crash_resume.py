@@ -4,8 +4,10 @@ Figures: 30,000 rows (smaller than the chaos job so that 21 processes fit the ti
 into 42 groups, 40 of them created by the run; faults on group creation, snapshot and moves:
 25 ms latency plus 0-25 ms jitter, 2% errcode -1, 1% dropped connections; concurrency 4.
 20 SIGKILLs planned with a seeded RNG (seed 20): 1 while loading, 3 during group creation,
-2 during the snapshot, 10 while moving, 4 while the report files are being written (a kill
-lands within 0-200 ms after a report temp file appears). Each kill is classified by what
+2 during the snapshot, 10 while moving, 4 while the report files are being finished (a kill
+lands within 0-50 ms after the temp file of failed.csv or summary.json appears, or that of
+report.csv once moves were sent and no call has arrived for 100 ms: report.csv and report.xlsx
+are written during the run). Each kill is classified by what
 the sandbox and the run directory show at that moment, and every phase must be hit.
 
 After every kill: `PRAGMA integrity_check` of the ledger (a copy, with its WAL) is "ok"; it
@@ -56,6 +58,7 @@ GROUPS = EXISTING + NEW
 PLAN = ["load", *["create"] * 3, *["snapshot"] * 2, *["move"] * 10, *["report"] * 4]
 PHASES = ("load", "resolve", "create", "snapshot", "move", "report")
 FAULTED = ["groups/create", "user/info/batchget", "groups/members/batchupdate"]
+MOVE = "groups/members/batchupdate"
 SETTLE_S = 0.15  # calls already in the sandbox (latency <= 50 ms) are applied by then
 
 
@@ -86,7 +89,7 @@ class _Trigger:
         self.phase = phase
         self.at_calls = {"create": rng.randint(1, 8), "snapshot": rng.randint(1, 60),
                          "move": rng.randint(1, 50)}.get(phase, 0)
-        self.delay = {"load": rng.uniform(0.05, 0.6), "report": rng.uniform(0.0, 0.2)}.get(
+        self.delay = {"load": rng.uniform(0.05, 0.6), "report": rng.uniform(0.0, 0.05)}.get(
             phase, rng.uniform(0.0, 0.05))
         self.fired_at: float | None = None
 
@@ -189,15 +192,23 @@ def _crash_and_resume(sandbox: ThreadedSandbox, args: tuple[str, ...], run_dir: 
 
 def _run_until(running: Running, trigger: _Trigger, sandbox: ThreadedSandbox,
                calls_before: Counter[str], run_dir: Path) -> bool:
-    """Poll until the trigger fires, then SIGKILL; True if report temp files were seen."""
+    """Poll until the trigger fires, then SIGKILL; True if the run was writing its reports
+    at the end: failed.csv's or summary.json's temp file seen, or report.csv's once moves were
+    sent and no call has arrived for 100 ms (report.csv and report.xlsx are written during the
+    run)."""
     saw_report = False
     deadline = time.monotonic() + 120
+    calls, called_at = 0, time.monotonic()
     while running.alive() and time.monotonic() < deadline:
-        saw_report = saw_report or bool(report_temps(run_dir))
         delta = Counter(sandbox.state.calls) - calls_before
-        if trigger.due(running.started, delta, saw_report):
+        if delta.total() != calls:
+            calls, called_at = delta.total(), time.monotonic()
+        saw_report = saw_report or bool(report_temps(run_dir, final_only=True))
+        ending = saw_report or (delta[MOVE] > 0 and time.monotonic() - called_at > 0.1
+                                and bool(report_temps(run_dir)))
+        if trigger.due(running.started, delta, ending):
             running.kill()
-            break
+            return ending
         time.sleep(0.002)
     return saw_report
 

@@ -69,6 +69,7 @@ FOLLOWERS = sandbox_openids(2_000, SEED)
 HEADER = b"openid,group_name,note\n"
 GOOD = b"".join(f"{o},G{i % 3},n{i}\n".encode() for i, o in enumerate(FOLLOWERS[:100]))
 WATCHDOG_MB = 600
+UNCLOSED = 60 << 10  # 1 KB lines after the unclosed quote: 60 MB
 PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 
 
@@ -109,6 +110,18 @@ def _giant_note_truncated(run_dir: Path, _: list[str]) -> None:
     assert (run_dir / "report.csv").stat().st_size < 2 << 20
     giant = [r for r in report_rows(run_dir) if r["openid"] == FOLLOWERS[500]]
     assert giant[0]["note"].endswith(TRUNCATED)
+
+
+def _row_verdict(number: int, reason: str) -> Callable[[Path, list[str]], None]:
+    """Row `number` is invalid with `reason`; every other row has a verdict of its own."""
+
+    def check(run_dir: Path, _: list[str]) -> None:
+        rows = report_rows(run_dir)
+        bad = [r for r in rows if r["row"] == str(number)]
+        assert (bad[0]["status"], bad[0]["errmsg"]) == ("invalid", reason)
+        assert sum(r["status"] in ("moved", "already") for r in rows) == 100
+
+    return check
 
 
 def _giant_openid_invalid(run_dir: Path, _: list[str]) -> None:
@@ -244,15 +257,18 @@ CASES = [
          _csv("wide.csv", lambda: b",".join(b"c%d" % i for i in range(1_000_000)) + b"\n"
               + GOOD), "refused", "columns"),
     Case("row_1m_cells", _csv("row.csv", lambda: HEADER + GOOD + b"x," * 999_999 + b"x\n"),
-         "refused", "cells"),
+         "rows", rows=101, check=_row_verdict(102, "row has 1000000 cells, the header has 3")),
     Case("giant_64mb_cell", _csv("giant.csv", lambda: _tail(500, b",G1," + b"y" * (64 << 20)
                                                             + b"\n")),
          "rows", rows=101, check=_giant_note_truncated),
     Case("giant_16mb_openid",
          _csv("giant_openid.csv", lambda: HEADER + GOOD + b"o" * (16 << 20) + b",G1,n\n"),
          "rows", rows=101, check=_giant_openid_invalid),
+    # the lines after an unclosed quote are rows of their own: 1 KB lines keep them few
     Case("unclosed_quote_60mb",
-         _csv("unclosed.csv", lambda: _tail(501, b',G1,"' + b"z,\n" * (20 << 20))), "refused"),
+         _csv("unclosed.csv", lambda: _tail(501, b',G1,"' + (b"z" * 1000 + b",\n") * UNCLOSED)),
+         "rows", rows=100 + UNCLOSED,  # its first 1 KB line is row 102
+         check=_row_verdict(102, "a quoted cell is not closed on its line")),
     Case("quote_storm_16mb",
          _csv("quotes.csv", lambda: _tail(502, b",G1," + b'"' * (16 << 20) + b"\n")), "either"),
     Case("doubled_quotes_15mb",

@@ -1,0 +1,239 @@
+"""The JSON API under /api/, which the pages themselves use (documented in docs/console.md).
+
+Errors are `{"error": "..."}` with 400 (bad input), 404, 409 (the run's state does not allow
+it; a stale approval also carries the plan as it is now), 413 (upload too large).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from batchmove.console.planning import UPLOAD_SETTINGS, read_settings
+from batchmove.console.runfiles import display_name, job_name, safe_suffix
+from batchmove.console.service import Console, NotFound, Refused, upload_path
+from batchmove.errors import BatchmoveError
+
+CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
+CLOSING: web.AppKey[asyncio.Event] = web.AppKey("closing", asyncio.Event)
+_CHUNK = 1 << 20
+_FIELD_LIMIT = 200
+
+
+class TooLarge(Exception):
+    pass
+
+
+def _error(status: int, message: str, **more: Any) -> web.Response:
+    return web.json_response({"error": message, **more}, status=status,
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+def _ok(data: dict[str, Any] | list[Any]) -> web.Response:
+    return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The console's own exceptions -> their status codes, with one readable line."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except NotFound as exc:
+        return _error(404, str(exc))
+    except Refused as exc:
+        return _error(409, exc.message, run=exc.info, digest=(exc.info or {}).get("digest"),
+                      plan=(exc.info or {}).get("plan"))
+    except TooLarge:
+        return _error(413, "the file is larger than the console accepts (--max-upload-mb)")
+    except BatchmoveError as exc:
+        return _error(400, exc.message)
+
+
+async def upload(request: web.Request) -> web.Response:
+    """Multipart `file` plus settings -> a planned run: {"id", "plan", "digest", "run"}."""
+    console = request.app[CONSOLE]
+    limit = console.config.max_upload
+    if request.content_length is not None and request.content_length > limit + _CHUNK:
+        raise TooLarge
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    run_dir = None
+    try:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "file" and run_dir is None:
+                run_dir = await _store(console, part, limit)
+            elif part.name in UPLOAD_SETTINGS:
+                fields[part.name] = await _field(part)
+            else:
+                await part.release()
+        if run_dir is None:
+            return _error(400, "no file: send the spreadsheet as the multipart field `file`")
+        info = await console.plan_upload(run_dir, read_settings(fields))
+    except (TooLarge, BatchmoveError):
+        if run_dir is not None:
+            console.discard(run_dir)
+        raise
+    return _ok({"id": info["id"], "plan": info["plan"], "digest": info["digest"], "run": info})
+
+
+async def _store(console: Console, part: BodyPartReader, limit: int) -> Any:
+    """Stream the file to the run directory under a generated name, mode 600."""
+    filename = part.filename or ""
+    suffix = safe_suffix(filename)
+    if suffix is None:
+        raise BatchmoveError("choose a spreadsheet: .csv .tsv .txt .xlsx or .xlsm")
+    run_dir = console.new_run(source="upload", input_name=display_name(filename),
+                              name=job_name(filename), input_file=f"input{suffix}")
+    fd = os.open(upload_path(run_dir, suffix), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            while chunk := await part.read_chunk(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge
+                f.write(chunk)
+    except BaseException:
+        console.discard(run_dir)
+        raise
+    return run_dir
+
+
+async def _field(part: BodyPartReader) -> str:
+    data = b""
+    while chunk := await part.read_chunk(_FIELD_LIMIT + 1):
+        data += chunk
+        if len(data) > _FIELD_LIMIT:
+            raise BatchmoveError(f"the form field {part.name} is too long")
+    return data.decode("utf-8", "replace").strip()
+
+
+async def plan_job_file(request: web.Request) -> web.Response:
+    info = await request.app[CONSOLE].plan_jobfile(request.match_info["name"])
+    return _ok({"id": info["id"], "plan": info["plan"], "digest": info["digest"], "run": info})
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    runs = await asyncio.to_thread(request.app[CONSOLE].runs)
+    return _ok({"runs": runs})
+
+
+async def get_run(request: web.Request) -> web.Response:
+    return _ok(await asyncio.to_thread(request.app[CONSOLE].info, request.match_info["id"]))
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise BatchmoveError("the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise BatchmoveError("the body must be a JSON object")
+    return data
+
+
+async def approve(request: web.Request) -> web.Response:
+    digest = str((await _body(request)).get("digest", ""))
+    return _ok(await request.app[CONSOLE].approve(request.match_info["id"], digest))
+
+
+async def action(request: web.Request) -> web.Response:
+    console, run_id = request.app[CONSOLE], request.match_info["id"]
+    verb = request.match_info["action"]
+    if verb == "rollback":
+        info = await console.rollback(run_id)
+        return _ok({"id": info["id"], "plan": info["plan"], "digest": info["digest"],
+                    "run": info})
+    handlers = {"stop": console.stop, "resume": console.resume, "verify": console.verify}
+    if verb not in handlers:
+        raise NotFound(f"no action {verb!r}")
+    return _ok(await asyncio.to_thread(handlers[verb], run_id))
+
+
+async def rows(request: web.Request) -> web.Response:
+    """A page of the run's invalid/duplicate (or failed) rows, by spreadsheet row number."""
+    statuses = tuple(request.query.get("status", "invalid,duplicate").split(","))
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        raise BatchmoveError("offset and limit must be integers") from None
+    console = request.app[CONSOLE]
+    page = await asyncio.to_thread(console.listed_rows, request.match_info["id"], statuses,
+                                   offset, limit)
+    return _ok(page)
+
+
+async def download(request: web.Request) -> web.FileResponse:
+    path = request.app[CONSOLE].file(request.match_info["id"], request.match_info["name"])
+    return web.FileResponse(path, headers={
+        "Content-Disposition": f'attachment; filename="{path.name}"',
+        "Cache-Control": "no-store"})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the run's figures once a second (from one shared ledger poll),
+    until the run is no longer running (then one last event and the stream ends)."""
+    console = request.app[CONSOLE]
+    run_dir = console.run_dir(request.match_info["id"])
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store"})
+    await response.prepare(request)
+    ticks = [time.monotonic()]
+    try:
+        while True:
+            live = console.supervisor.live_pid(run_dir) is not None
+            hint = "verifying" if live and console.verifying(run_dir) else ""
+            figures = await console.watcher.poll(run_dir, live=live, phase_hint=hint)
+            if not live:
+                info = await asyncio.to_thread(console.describe, run_dir)
+                figures |= {k: info[k] for k in ("state", "exit_code", "message")}
+            else:
+                figures["state"] = "running"
+            text = json.dumps(figures, ensure_ascii=False)
+            await response.write(f"data: {text}\n\n".encode())
+            if not live or await _closing(request, _until_next(ticks, console.watcher.interval)):
+                break
+    except ConnectionResetError:  # the page went away
+        pass
+    return response
+
+
+def _until_next(ticks: list[float], interval: float) -> float:
+    """Seconds to the next tick of a fixed one-per-interval schedule (no drift)."""
+    ticks[0] = max(ticks[0] + interval, time.monotonic())
+    return ticks[0] - time.monotonic()
+
+
+async def _closing(request: web.Request, wait: float) -> bool:
+    """Sleep `wait` seconds, or less when the console shuts down (then True)."""
+    closing = request.app[CLOSING]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closing.wait(), wait)
+    return closing.is_set()
+
+
+def add_routes(app: web.Application) -> None:
+    app[CLOSING] = asyncio.Event()
+
+    async def shutting_down(app: web.Application) -> None:
+        app[CLOSING].set()
+
+    app.on_shutdown.append(shutting_down)
+    app.router.add_post("/api/uploads", upload)
+    app.router.add_post("/api/jobs/{name}/plan", plan_job_file)
+    app.router.add_get("/api/runs", list_runs)
+    app.router.add_get("/api/runs/{id}", get_run)
+    app.router.add_post("/api/runs/{id}/approve", approve)
+    app.router.add_post("/api/runs/{id}/{action}", action)
+    app.router.add_get("/api/runs/{id}/events", events)
+    app.router.add_get("/api/runs/{id}/rows", rows)
+    app.router.add_get("/api/runs/{id}/files/{name}", download)

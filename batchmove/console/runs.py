@@ -1,0 +1,189 @@
+"""Child processes and what state each run directory is in.
+
+Each approved run is `python -m batchmove run job.toml --yes --out RUN_DIR` in its own session,
+so stopping or restarting the console never stops a run. The child's pid is kept in
+console.json; a console started later finds it again (checked against /proc/PID/cmdline, so a
+reused pid is not mistaken for the run). Runs started from the CLI are recognised by the lock
+the run holds on its directory. The ledger is the source of truth for counts; the console only
+keeps the child's exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchmove.console.runfiles import (
+    CHILD_LOG,
+    JOB_TOML,
+    read_json,
+    read_state,
+    update_state,
+)
+from batchmove.errors import RunStateError
+from batchmove.ledger.reader import LedgerReader
+from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME
+from batchmove.output.report import SUMMARY_JSON
+
+STATES = ("planned", "running", "finished", "stopped", "failed")
+EXIT_USAGE = 2
+
+
+@dataclass
+class Supervisor:
+    """The console's children: one run (or verify) process per run directory at most."""
+
+    python: str = sys.executable
+    children: dict[Path, tuple[subprocess.Popen[bytes], str]] = field(default_factory=dict)
+
+    def start(self, run_dir: Path, kind: str = "run", *extra: str) -> int:
+        """Start `batchmove run` (or `verify`) for the run directory; returns the pid."""
+        if kind == "run":
+            argv = [self.python, "-m", "batchmove", "run", str(run_dir / JOB_TOML), "--yes",
+                    "--out", str(run_dir), *extra]
+        else:
+            argv = [self.python, "-m", "batchmove", "verify", str(run_dir)]
+        with (run_dir / CHILD_LOG).open("ab") as log:
+            os.chmod(run_dir / CHILD_LOG, 0o600)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, cwd=run_dir,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.children[run_dir] = (proc, kind)
+        update_state(run_dir, child={"pid": proc.pid, "kind": kind}, exit_code=None)
+        return proc.pid
+
+    def reap(self, run_dir: Path) -> None:
+        """Record the exit code of a child that ended."""
+        found = self.children.get(run_dir)
+        if found is None or found[0].poll() is None:
+            return
+        proc, kind = self.children.pop(run_dir)
+        key = "exit_code" if kind == "run" else "verify_exit_code"
+        update_state(run_dir, child=None, **{key: proc.returncode})
+
+    def live_pid(self, run_dir: Path) -> int | None:
+        """The pid of the run's live process (ours, an earlier console's, or a CLI's)."""
+        self.reap(run_dir)
+        if run_dir in self.children:
+            return self.children[run_dir][0].pid
+        child = read_state(run_dir).get("child")
+        if isinstance(child, dict):
+            if _is_our_child(child.get("pid"), run_dir):
+                return int(child["pid"])
+            update_state(run_dir, child=None)  # an earlier console's child, ended since
+        return -1 if _locked(run_dir) else None
+
+    def stop(self, run_dir: Path) -> bool:
+        """SIGTERM: the run records what it has and stops, resumable."""
+        pid = self.live_pid(run_dir)
+        if pid is None or pid < 0:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        return True
+
+    def shutdown(self) -> None:
+        """The console is going away: children go on, in their own sessions."""
+        self.children.clear()
+
+
+def _is_our_child(pid: Any, run_dir: Path) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    zombie = status.rsplit(")", 1)[-1].split()[:1] == ["Z"]
+    return not zombie and b"batchmove" in argv and os.fsencode(run_dir) in b"".join(argv)
+
+
+def _locked(run_dir: Path) -> bool:
+    """Is some process holding the run's lock (a run from the CLI, say)?"""
+    try:
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our shared lock at once
+    return False
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return read_json(run_dir / SUMMARY_JSON)
+
+
+def describe(run_dir: Path, live: bool) -> dict[str, Any]:
+    """A run as the history and `GET /api/runs/{id}` show it."""
+    state = read_state(run_dir)
+    summary = read_summary(run_dir)
+    meta, counts = _ledger_facts(run_dir, summary, live)
+    exit_code = state.get("exit_code")
+    if exit_code is None and not live:  # ended while no console watched it: its summary says
+        exit_code = summary.get("exit_code")
+    return {
+        "id": run_dir.name,
+        "state": _state(state, counts, exit_code, live),
+        "counts": counts or summary.get("counts") or {},
+        "exit_code": exit_code,
+        "message": summary.get("message") or state.get("error"),
+        "job": summary.get("job") or meta.get("job") or state.get("name") or run_dir.name,
+        "input_name": state.get("input_name") or Path(str(meta.get("input", ""))).name,
+        "source": state.get("source", "cli"),
+        "created_at": state.get("created_at") or meta.get("started_at"),
+        "started_at": summary.get("started_at") or meta.get("started_at"),
+        "finished_at": summary.get("finished_at") if not live else None,
+        "backend": meta.get("backend") or state.get("backend") or "groups",
+        "verify": summary.get("verify"),
+    }
+
+
+def _ledger_facts(run_dir: Path, summary: dict[str, Any],
+                  live: bool) -> tuple[dict[str, Any], dict[str, int]]:
+    """The ledger's meta and counts; a finished run's counts come from its summary (no scan
+    of a million rows for each line of the history)."""
+    ledger = run_dir / LEDGER_NAME
+    if not ledger.exists():
+        return {}, {}
+    with contextlib.suppress(RunStateError), LedgerReader(run_dir) as reader:
+        meta = reader.meta()
+        if not live and summary.get("counts") and _newer(run_dir / SUMMARY_JSON, ledger):
+            return meta, dict(summary["counts"])
+        return meta, reader.totals()
+    return {}, {}
+
+
+def _newer(path: Path, ledger: Path) -> bool:
+    try:
+        written = path.stat().st_mtime
+        wal = Path(f"{ledger}-wal")
+        changed = max(ledger.stat().st_mtime, wal.stat().st_mtime if wal.exists() else 0)
+    except OSError:
+        return False
+    return written >= changed
+
+
+def _state(console: dict[str, Any], counts: dict[str, int], exit_code: Any,
+           live: bool) -> str:
+    if live:
+        return "running"
+    planned_here = bool(console.get("source"))  # not a run of the CLI's
+    if planned_here and not console.get("approved_at"):
+        return "failed" if console.get("error") else "planned"
+    if not counts:
+        return "failed" if console.get("approved_at") else "planned"
+    if exit_code == EXIT_USAGE:
+        return "failed"
+    return "stopped" if counts.get("pending") else "finished"

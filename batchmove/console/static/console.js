@@ -1,0 +1,202 @@
+/* batchmove console: uploads, buttons, paged rows and live progress.
+   Vendored, no dependencies. Text from the server is only ever set with textContent. */
+(function () {
+  "use strict";
+  var T = {};
+  function t(key) { return T[key] || key; }
+  function $(id) { return document.getElementById(id); }
+  function show(el, text) { if (el) { el.textContent = text; el.hidden = false; } }
+  function cell(row, text, cls) {
+    var td = document.createElement("td");
+    td.textContent = text === null || text === undefined ? "" : String(text);
+    if (cls) { td.className = cls; }
+    row.appendChild(td);
+    return td;
+  }
+  function runUrl(id, extra) { return "/runs/" + encodeURIComponent(id) + (extra || ""); }
+  function post(url, body) {
+    var init = { method: "POST", credentials: "same-origin", headers: {} };
+    if (body instanceof FormData) { init.body = body; }
+    else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    return fetch(url, init).then(function (r) {
+      return r.json().catch(function () { return { error: "HTTP " + r.status }; })
+        .then(function (data) { return { status: r.status, data: data }; });
+    });
+  }
+  function seconds(s) {
+    if (s === null || s === undefined) { return "–"; }
+    s = Math.round(s);
+    if (s >= 3600) { return Math.floor(s / 3600) + " h " + Math.floor(s % 3600 / 60) + " min"; }
+    if (s >= 60) { return Math.floor(s / 60) + " min " + (s % 60) + " s"; }
+    return s + " s";
+  }
+
+  function setupUpload() {
+    var form = $("upload-form");
+    if (!form) { return; }
+    var input = $("file"), zone = $("dropzone"), name = $("file-name");
+    input.addEventListener("change", function () {
+      name.textContent = input.files.length ? input.files[0].name : "";
+    });
+    ["dragenter", "dragover"].forEach(function (ev) {
+      zone.addEventListener(ev, function (e) { e.preventDefault(); zone.classList.add("over"); });
+    });
+    ["dragleave", "drop"].forEach(function (ev) {
+      zone.addEventListener(ev, function () { zone.classList.remove("over"); });
+    });
+    zone.addEventListener("drop", function (e) {
+      e.preventDefault();
+      if (e.dataTransfer && e.dataTransfer.files.length) {
+        input.files = e.dataTransfer.files;
+        name.textContent = input.files[0].name;
+      }
+    });
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      $("upload-error").hidden = true;
+      $("upload-busy").hidden = false;
+      $("upload-submit").disabled = true;
+      post("/api/uploads", new FormData(form)).then(function (r) {
+        if (r.status === 200) { location.href = runUrl(r.data.id); return; }
+        $("upload-busy").hidden = true;
+        $("upload-submit").disabled = false;
+        show($("upload-error"), r.data.error);
+      });
+    });
+  }
+
+  function setupJobs() {
+    document.querySelectorAll("[data-plan-job]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        button.disabled = true;
+        var name = button.getAttribute("data-plan-job");
+        post("/api/jobs/" + encodeURIComponent(name) + "/plan").then(function (r) {
+          button.disabled = false;
+          if (r.status === 200) { location.href = runUrl(r.data.id); return; }
+          show($("jobs-error"), r.data.error);
+        });
+      });
+    });
+  }
+
+  function setupActions(runId) {
+    var approve = $("approve");
+    if (approve) {
+      approve.addEventListener("click", function () {
+        approve.disabled = true;
+        post("/api/runs/" + encodeURIComponent(runId) + "/approve",
+             { digest: approve.getAttribute("data-digest") }).then(function (r) {
+          if (r.status === 200) { location.href = runUrl(runId); return; }
+          if (r.status === 409 && r.data.error === "stale") { location.href = runUrl(runId, "?stale=1"); return; }
+          approve.disabled = false;
+          show($("action-error"), r.data.error);
+        });
+      });
+    }
+    document.querySelectorAll("[data-action]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var verb = button.getAttribute("data-action");
+        button.disabled = true;
+        post("/api/runs/" + encodeURIComponent(runId) + "/" + verb).then(function (r) {
+          if (r.status === 200) { location.href = runUrl(verb === "rollback" ? r.data.id : runId); return; }
+          button.disabled = false;
+          show($("action-error"), r.data.error);
+        });
+      });
+    });
+  }
+
+  function setupRows(runId) {
+    var table = $("rows");
+    if (!table) { return; }
+    var status = table.getAttribute("data-status"), offset = 0, size = 50, total = 0;
+    function load() {
+      var url = "/api/runs/" + encodeURIComponent(runId) + "/rows?status=" +
+        encodeURIComponent(status) + "&offset=" + offset + "&limit=" + size;
+      fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); })
+        .then(function (page) {
+          if (page.loading) { setTimeout(load, 1000); return; }
+          total = page.total || 0;
+          $("rows-card").hidden = total === 0;
+          var body = table.tBodies[0];
+          body.textContent = "";
+          (page.rows || []).forEach(function (row) {
+            var tr = document.createElement("tr");
+            cell(tr, row.row, "num"); cell(tr, row.openid, "mono"); cell(tr, row.target);
+            cell(tr, t("plan." + row.status) === "plan." + row.status ? row.status : t("plan." + row.status));
+            cell(tr, row.reason);
+            body.appendChild(tr);
+          });
+          $("rows-range").textContent = total ? (offset + 1) + "–" + Math.min(offset + size, total) + " / " + total : "";
+          $("rows-prev").disabled = offset === 0;
+          $("rows-next").disabled = offset + size >= total;
+        });
+    }
+    $("rows-prev").addEventListener("click", function () { offset = Math.max(0, offset - size); load(); });
+    $("rows-next").addEventListener("click", function () { if (offset + size < total) { offset += size; load(); } });
+    load();
+  }
+
+  function showTargets(targets) {
+    var table = $("targets-progress");
+    if (!table) { return; }
+    var body = table.tBodies[0];
+    body.textContent = "";
+    (targets || []).forEach(function (x) {
+      var tr = document.createElement("tr");
+      cell(tr, x.target, "target-name");
+      var bar = document.createElement("progress");
+      bar.max = x.total || 1; bar.value = x.done + x.failed;
+      cell(tr, "").appendChild(bar);
+      cell(tr, x.done, "num"); cell(tr, x.failed, "num"); cell(tr, x.pending, "num");
+      body.appendChild(tr);
+    });
+  }
+
+  function setupProgress(runId, state) {
+    if (!$("progress")) { return; }
+    if (state !== "running") {
+      fetch("/api/runs/" + encodeURIComponent(runId) + "/events", { credentials: "same-origin" })
+        .then(function (r) { return r.text(); }).then(function (text) {
+          var line = text.split("\n").filter(function (l) { return l.indexOf("data: ") === 0; }).pop();
+          if (line) { var d = JSON.parse(line.slice(6)); showTargets(d.targets); }
+        });
+      return;
+    }
+    var source = new EventSource("/api/runs/" + encodeURIComponent(runId) + "/events");
+    source.onmessage = function (ev) {
+      var d = JSON.parse(ev.data), c = d.counts || {};
+      $("fig-phase").textContent = t("phase." + d.phase);
+      $("fig-moved").textContent = d.moved;
+      $("fig-already").textContent = c.already || 0;
+      $("fig-failed").textContent = d.failed;
+      $("fig-pending").textContent = d.pending;
+      $("fig-speed").textContent = d.users_per_s;
+      $("fig-eta").textContent = seconds(d.eta_s);
+      var bar = $("progress-bar");
+      bar.max = d.total || 1; bar.value = d.total - d.pending;
+      showTargets(d.targets);
+      if (d.state !== "running") {
+        source.close();
+        setTimeout(function () { location.href = runUrl(runId); }, 300);
+      }
+    };
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var data = $("i18n");
+    T = data ? JSON.parse(data.textContent) : {};
+    setupUpload();
+    setupJobs();
+    var run = $("run");
+    if (run) {
+      var id = run.getAttribute("data-run-id"), state = run.getAttribute("data-state");
+      setupActions(id);
+      setupRows(id);
+      setupProgress(id, state);
+    }
+  });
+})();

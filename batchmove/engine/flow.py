@@ -1,0 +1,157 @@
+"""The groups backend's snapshot and moves as one stream through one worker pool.
+
+Two phases (read every user, then move every user) left the pool idle between them and held
+every user's info at once. Here the pending rows are read a page at a time: 100 users go to
+one `user/info/batchget`; once answered, their previous groups are committed to the ledger
+(`record_previous_groups`) and only then are they batched by target group and moved, while
+later users are still being read. Every moved user's previous group is in the ledger before
+the call that moves them is sent, so `rollback` is exact however the run ends; a user whose
+read fails is not moved (the row fails with the read's errcode, and `--retry-failed` tries
+again). Rows that already have a snapshot (a resumed run) are moved without a new read.
+
+100,000 users, 8 groups, 20 ms, concurrency 16: snapshot and moves take 3,000 calls in
+~3.9 s (bound 3.75 s) instead of 2.2 s + 0.4 s idle + 3.2 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from batchmove.engine.moves import Committer, ProgressClock, move, snapshot
+from batchmove.engine.planner import Batcher
+from batchmove.engine.runner import Limits, RetryPolicy, Runner, RunOutcome, StopSignals
+from batchmove.engine.targets import Targets
+from batchmove.ledger.buffer import ResultBuffer
+from batchmove.ledger.store import Ledger
+from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, RowFailure
+from batchmove.results import Events
+from batchmove.wechat.client import WeChatClient
+
+Stage = Callable[[WeChatClient, Ledger, JobSpec, StopSignals, Events], Awaitable[RunOutcome]]
+
+#: snapshot answers committed together once this many rows wait (or the queue runs low)
+SNAPSHOT_COMMIT_ROWS = 1_000
+
+
+def send_stages(spec: JobSpec) -> list[Stage]:
+    """The stages that send, in order: the groups backend overlaps its snapshot and moves;
+    the tags backend reads every user's tags first (its moves are planned from them)."""
+    if not spec.snapshot:
+        return [move]
+    return [snapshot_and_move] if spec.backend == "groups" else [snapshot, move]
+
+
+async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
+                            stop: StopSignals, events: Events) -> RunOutcome:
+    """Every pending row: read (unless its snapshot is recorded), committed, then moved."""
+    targets = Targets(client, "groups")
+    commit = Committer(ResultBuffer(ledger), ProgressClock("moving", ledger.pending_count()),
+                        events)
+    flow = _Flow(ledger, Batcher(spec.batch_size), commit)
+
+    def send(batch: Batch) -> Any:
+        if batch.op == "read":
+            return client.batch_get_user_info(batch.openids)
+        return targets.send(batch, spec.batch_size)
+
+    runner: Runner[Any] = Runner(
+        send=send, on_done=flow.done, on_failed=flow.failed, concurrency=spec.concurrency,
+        policy=RetryPolicy(attempts=spec.retries),
+        limits=Limits(spec.max_failure_rate, spec.failure_sample))
+    flow.runner = runner
+    events.progress(commit.clock.report(0, 0))
+    try:
+        return await stop.watch(runner, flow.batches(), lookahead=2 * max(1, spec.concurrency))
+    finally:
+        flow.commit_snapshot(release=False)
+        commit(force=True)
+        if flow.already:
+            events.info(f"{flow.already} users are already in their target group: not moved")
+
+
+class _Flow:
+    """What is being read, what waits for its snapshot to be committed, what waits to fill a
+    batch. Callbacks of the runner, so all in one event loop: no locks."""
+
+    def __init__(self, ledger: Ledger, batcher: Batcher, commit: Committer) -> None:
+        self.ledger, self.batcher, self.commit = ledger, batcher, commit
+        self.runner: Runner[Any] | None = None
+        self.reading: dict[int, int] = {}  # row -> target group, while its read is out
+        self.exhausted = False  # every pending row was handed out
+        self.already = 0
+        self._previous: list[tuple[int, int]] = []  # (prev_group, row), not committed yet
+        self._already: list[int] = []
+        self._ready: list[tuple[int, int, str]] = []  # (group_id, row, openid) to move
+
+    def batches(self) -> Iterator[Batch]:
+        """Reads of 100 users, and moves of users whose snapshot a resumed run recorded."""
+        rows: list[int] = []
+        openids: list[str] = []
+        for group_id, row, openid, previous in self.ledger.pending_stream():
+            if previous is not None:
+                batch = self.batcher.add(group_id, row, openid)
+                if batch is not None:
+                    yield batch
+                continue
+            self.reading[row] = group_id
+            rows.append(row)
+            openids.append(openid)
+            if len(rows) == MAX_USER_INFO_BATCH:
+                yield Batch(0, tuple(rows), tuple(openids), "read")
+                rows, openids = [], []
+        if rows:
+            yield Batch(0, tuple(rows), tuple(openids), "read")
+        self.exhausted = True
+        if not self.reading:  # nothing out: the last partial batches go now
+            yield from self.batcher.rest()
+
+    def done(self, batch: Batch, result: Any, attempts: int) -> None:
+        if batch.op != "read":
+            self.commit.buffer.moved(batch.rows, attempts)
+            self.commit()
+            return
+        infos = {i.get("openid"): i for i in result if isinstance(i, dict)}
+        for row, openid in zip(batch.rows, batch.openids, strict=True):
+            target = self.reading.pop(row)
+            info = infos.get(openid, {})
+            previous = info.get("groupid") if info.get("subscribe") == 1 else None
+            if isinstance(previous, int):
+                self._previous.append((previous, row))
+                if previous == target:
+                    self._already.append(row)
+                    continue
+            self._ready.append((target, row, openid))  # not a follower: its move will say
+        self._maybe_commit()
+        self.commit()  # move results wait at most their 0.2 s while reads come back
+
+    def failed(self, failures: list[RowFailure]) -> None:
+        """A move's rows, or a read's: either way they fail (a user not read is not moved)."""
+        for failure in failures:
+            self.reading.pop(failure.row, None)
+        self.commit.buffer.failed(failures)
+        self.commit()
+        self._maybe_commit()
+
+    def _maybe_commit(self) -> None:
+        last = self.exhausted and not self.reading
+        low = self.runner is not None and self.runner.queued < self.runner.concurrency
+        if last or low or len(self._ready) + len(self._already) >= SNAPSHOT_COMMIT_ROWS:
+            self.commit_snapshot(release=True)
+        if last and self.runner is not None and not self.runner.stopping:
+            for batch in self.batcher.rest():
+                self.runner.submit(batch)
+
+    def commit_snapshot(self, *, release: bool) -> None:
+        """Commit the answers read so far; with `release`, hand their users to the moves."""
+        if self._previous or self._already:
+            self.ledger.record_previous_groups(self._previous, self._already)
+            self.already += len(self._already)
+        self._previous, self._already = [], []
+        ready, self._ready = self._ready, []
+        if not release or self.runner is None or self.runner.stopping:
+            return
+        for group_id, row, openid in ready:
+            batch = self.batcher.add(group_id, row, openid)
+            if batch is not None:
+                self.runner.submit(batch)

@@ -1,0 +1,27 @@
+"""Which group each follower is in, as the sandbox keeps it for ten million followers."""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
+
+
+class Members(Mapping[str, int]):
+    """openid -> group id, a view over the state's one array of group ids by follower
+    position: 10M followers cost 40 MB here instead of a dict and a set per group (~1 GB)."""
+
+    def __init__(self, position: Mapping[str, int], followers: Sequence[str],
+                 group_of: array[int]) -> None:
+        self._position, self._followers, self._group_of = position, followers, group_of
+
+    def __getitem__(self, openid: str) -> int:
+        return self._group_of[self._position[openid]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._followers)
+
+    def __len__(self) -> int:
+        return len(self._followers)
+
+    def __contains__(self, openid: object) -> bool:
+        return openid in self._position

@@ -1,0 +1,53 @@
+"""Run ids, browser file names and the job.toml writer."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from batchmove.console.runfiles import (
+    display_name,
+    dump_toml,
+    job_name,
+    new_id,
+    run_path,
+    safe_suffix,
+)
+
+
+@pytest.mark.parametrize(("run_id", "ok"), [
+    ("20261201-104512-3f9a", True), ("nightly", True), ("a.b_c-d", True), ("..", False),
+    ("../x", False), ("a/b", False), (".hidden", False), ("", False), ("a" * 101, False),
+    ("x\x00", False), ("名单", False)])
+def test_run_path_accepts_only_plain_names(tmp_path: Path, run_id: str, ok: bool) -> None:
+    found = run_path(tmp_path, run_id)
+    assert (found is not None) == ok
+    if found is not None:
+        assert found.parent == tmp_path
+
+
+def test_new_ids_are_run_paths(tmp_path: Path) -> None:
+    assert run_path(tmp_path, new_id()) is not None
+
+
+@pytest.mark.parametrize(("filename", "suffix", "shown", "name"), [
+    ("moves.CSV", ".csv", "moves.CSV", "moves"),
+    ("../../etc/passwd", None, "passwd", "passwd"),
+    ("C:\\Users\\an\\名单 9月.xlsx", ".xlsx", "名单 9月.xlsx", "名单_9月"),
+    ("evil\x1b[31m.csv", ".csv", "evil[31m.csv", "evil_31m"),
+    (".csv", None, ".csv", "csv"),
+    ("", None, "upload", "upload")])
+def test_browser_file_names(filename: str, suffix: str | None, shown: str, name: str) -> None:
+    assert safe_suffix(filename) == suffix
+    assert display_name(filename) == shown
+    assert job_name(filename) == name
+
+
+def test_job_toml_reads_back_as_written() -> None:
+    job = {"name": "a \"quoted\" \\ name\n", "input": "input.csv", "rate": 2.5,
+           "create_groups": True, "batch_size": 20, "untag": ["x", "星标"],
+           "credentials": {"secret_env": "MY_SECRET"},
+           "sandbox": {"users": 10, "groups": ["销售", "<img src=x>"], "weird key": 1}}
+    assert tomllib.loads(dump_toml(job)) == job

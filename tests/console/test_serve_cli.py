@@ -1,0 +1,52 @@
+"""`batchmove serve` refusals: one line on stderr, exit 2, nothing listening."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "batchmove", "serve", "--port", "0", *args],
+                          cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+@pytest.mark.parametrize(("args", "env", "first_line"), [
+    (["--host", "0.0.0.0"], {}, "batchmove: refusing to listen on non-loopback address 0.0.0.0"),
+    (["--key-env", "NO_SUCH_VAR_FOR_TEST"], {},
+     "batchmove: --key-env NO_SUCH_VAR_FOR_TEST: the variable must hold a key of at least 16"),
+    (["--key-env", "SHORT_KEY"], {"SHORT_KEY": "abc"},
+     "batchmove: --key-env SHORT_KEY: the variable must hold a key of at least 16"),
+    (["--max-upload-mb", "0"], {}, "batchmove: --max-upload-mb must be >= 1, got 0"),
+])
+def test_refusals(tmp_path: Path, args: list[str], env: dict[str, str],
+                  first_line: str) -> None:
+    done = serve("--workspace", str(tmp_path / "runs"), *args, **env)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0].startswith(first_line)
+    assert done.stdout == ""
+
+
+def test_a_bad_defaults_file_is_refused_before_listening(tmp_path: Path) -> None:
+    defaults = tmp_path / "defaults.toml"
+    defaults.write_text('rate = "fast"\n')
+    done = serve("--workspace", str(tmp_path / "runs"), "--defaults", str(defaults))
+    assert done.returncode == 2
+    assert "rate must be a number" in done.stderr.splitlines()[0]
+    assert done.stdout == ""
+
+
+def test_a_secret_in_the_defaults_file_is_refused(tmp_path: Path) -> None:
+    defaults = tmp_path / "defaults.toml"
+    defaults.write_text('appsecret = "s3cr3t-value"\n')
+    done = serve("--workspace", str(tmp_path / "runs"), "--defaults", str(defaults))
+    assert done.returncode == 2
+    assert "would put a secret in the job file" in done.stderr
+    assert "s3cr3t-value" not in done.stderr
