@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_ROWS = ("1. Intake", "2. Raw engine", "3. At the limit", "4. Versus the usual script",
                  "5. Resume", "6. Under faults", "7. Threaded peer, 20 ms",
                  "7. Threaded peer, 0 ms", "8. Export", "9. Ten million rows", "10. Console")
 
 
+@pytest.mark.slow  # every scenario at quick size: ~60 s, run by the full suite (CI)
 def test_quick_bench_prints_a_row_for_every_scenario(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "run.py"), "--quick",
                            "--work-dir", str(tmp_path)],

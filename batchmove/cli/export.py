@@ -11,6 +11,7 @@ import click
 from batchmove import api
 from batchmove.cli.app import clear_errors, cli
 from batchmove.cli.display import Console
+from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_option
 
 
 @cli.command("export")
@@ -29,20 +30,30 @@ from batchmove.cli.display import Console
 @click.option("--concurrency", type=int, help="Calls in flight at most.")
 @click.option("--retries", type=int, help="Attempts per call for transient failures.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final line (and errors).")
+@log_format_option
 @clear_errors
+@json_errors
 def export_command(out: Path, backend: str | None, groups: tuple[str, ...],
-                   tags: tuple[str, ...], job: Path | None, quiet: bool,
+                   tags: tuple[str, ...], job: Path | None, quiet: bool, log_format: str,
                    **overrides: Any) -> None:
     """Write the account's followers (or some groups' or tags' followers) to OUT, with their
     current group or tags; the file is an input for `run` as it is.
 
     Resumable: run the same command again after a stop (quota, signal, kill) to continue.
     """
-    console = Console(quiet=quiet)
+    log = JsonLog(out.stem) if log_format == "json" else None
+    events = JsonEvents(log) if log is not None else Console(quiet=quiet)
     try:
         result = api.export(out, backend=backend, groups=groups, tags=tags, job=job,
-                            events=console, handle_signals=True, **overrides)
+                            events=events, handle_signals=True, **overrides)
     finally:
-        console.close()
-    click.echo(result.message, err=result.exit_code != 0)
+        if isinstance(events, Console):
+            events.close()
+    if log is not None:
+        log.finished("export_finished", result.exit_code, result.message,
+                     path=str(result.path) if result.path else None, rows=result.rows,
+                     calls=result.calls, stop_reason=result.stop_reason,
+                     backend=result.backend)
+    else:
+        click.echo(result.message, err=result.exit_code != 0)
     sys.exit(result.exit_code)

@@ -4,7 +4,7 @@
      "job": "nightly", "run_id": "20261201T030000Z-1a2b", "phase": "moving", "moved": 5000,
      "failed": 3, "total": 80000, "pending": 74997, "rate": 498.7, "eta_s": 150.4, ...}
 
-Reusable by every long-running command (`run`, `plan`, and `export`, `serve` as they come):
+Used by every long-running command (`run`, `plan`, `export`, `serve`):
 decorate the command with `log_format_option`, build a `JsonEvents` (an `Events`) instead of
 the `Console` when `log_format == "json"`, and end with `JsonLog.finished(...)` or let
 `json_errors` turn a `BatchmoveError` into an `error` event. The progress bar is off in this
@@ -18,6 +18,7 @@ no token, secret or robot key can reach the log even if a message carried one.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import time
@@ -124,6 +125,26 @@ def json_errors(func: F) -> F:
             _error_exit(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+class _JsonHandler(logging.Handler):
+    """A logger's records (the console's requests, say) as JSON lines."""
+
+    def __init__(self, log: JsonLog) -> None:
+        super().__init__(logging.INFO)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.log.emit("log", record.levelname.lower(), logger=record.name,
+                      message=record.getMessage())
+
+
+def log_to_json(log: JsonLog, logger: str) -> None:
+    """Send a logger's records, INFO and up, to `log` (and nowhere else)."""
+    target = logging.getLogger(logger)
+    target.addHandler(_JsonHandler(log))
+    target.setLevel(logging.INFO)
+    target.propagate = False
 
 
 def _error_exit(exc: BatchmoveError) -> NoReturn:

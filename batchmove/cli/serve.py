@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from batchmove.cli.app import clear_errors, cli
+from batchmove.cli.logs import JsonLog, json_errors, log_format_option, log_to_json
 from batchmove.errors import UsageError
 
 
@@ -27,10 +28,12 @@ from batchmove.errors import UsageError
               help="Largest upload accepted (413 beyond).")
 @click.option("--allow-non-loopback", is_flag=True, help="Allow listening on a non-loopback "
               "address (anyone who can reach it and has the key can move followers).")
+@log_format_option
 @clear_errors
+@json_errors
 def serve_command(host: str, port: int, workspace: Path, jobs: Path | None,
                   defaults: Path | None, key_env: str | None, max_upload_mb: int,
-                  allow_non_loopback: bool) -> None:
+                  allow_non_loopback: bool, log_format: str) -> None:
     """Serve the web console: upload, plan, approve, watch, download, roll back."""
     from batchmove.console import ConsoleConfig, read_defaults, serve
     from batchmove.console.security import console_key
@@ -49,7 +52,18 @@ def serve_command(host: str, port: int, workspace: Path, jobs: Path | None,
     config = ConsoleConfig(workspace=workspace.resolve(), jobs=jobs.resolve() if jobs else None,
                            defaults_path=defaults.resolve() if defaults else None,
                            max_upload=max_upload_mb << 20, host=host, port=port)
+    log = JsonLog("console") if log_format == "json" else None
+    if log is not None:  # requests as JSON lines on stderr
+        log_to_json(log, "batchmove.console")
+
+    def announce(line: str) -> None:
+        """The address with its key goes to stdout either way: whoever started the console
+        needs it, and a JSON log (which redacts keys) could not carry it."""
+        click.echo(line)
+        if log is not None:
+            log.emit("console_ready", url=line.removeprefix("console on ").split("?")[0])
+
     try:
-        asyncio.run(serve(config, key, click.echo))
+        asyncio.run(serve(config, key, announce))
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

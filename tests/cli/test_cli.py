@@ -136,6 +136,7 @@ async def test_sigterm_exits_143_and_resumes(tmp_path: Path,
     assert_state_matches(sb, rows)
 
 
+@pytest.mark.slow  # ~20 s each; tests/reliability/test_crash_resume.py kills 20 times more
 @pytest.mark.parametrize("backend", ["groups", "tags"])
 async def test_sigkill_many_times_loses_nothing_and_resends_nothing(
         tmp_path: Path, sandbox_factory: SandboxFactory, backend: str) -> None:

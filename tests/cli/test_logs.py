@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,41 @@ def test_progress_every_10_s_and_at_the_end(fake_clock: FakeClock) -> None:
     events.progress(Progress("moving", 100, 0, 100, 40.1, 10.0, 0.0))  # the same: not again
     logged = [json.loads(line)["moved"] for line in stream.getvalue().splitlines()]
     assert logged == [0, 30, 60, 90, 100]
+
+
+async def test_export_logs_json_lines(tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    sb = await sandbox_factory(SandboxConfig(users=250, groups=["A"], page_size=100))
+    out_file = tmp_path / "followers.csv"
+    code, out, err = await batchmove("export", "--out", str(out_file), "--api-base",
+                                     sb.base_url, "--rate", "0", "--log-format", "json",
+                                     env=ENV)
+    assert code == 0, err
+    records = parse_lines(err)
+    final = records[-1]
+    assert final["event"] == "export_finished"
+    assert (final["exit_code"], final["rows"], final["path"]) == (0, 250, str(out_file))
+    assert out == ""
+    assert ENV["WECHAT_APPSECRET"] not in err
+    assert not any(token in err for token in sb.state.issued_tokens)
+
+
+def test_serve_logs_json_lines_and_keeps_its_address_on_stdout(tmp_path: Path) -> None:
+    from tests.console.conftest import KEY, start_process
+
+    console = start_process(["serve", "--port", "0", "--workspace", str(tmp_path / "runs"),
+                             "--key-env", "BATCHMOVE_TEST_KEY", "--log-format", "json"],
+                            "console on ", tmp_path / "console.log")
+    try:
+        assert console.url.endswith(f"/?key={KEY}")  # stdout: the address with its key
+        base = console.url.split("/?key=")[0]
+        request = urllib.request.Request(f"{base}/api/runs",
+                                         headers={"Authorization": f"Bearer {KEY}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        console.stop()
+    records = parse_lines((tmp_path / "console.log").read_text(encoding="utf-8"))
+    assert records[0]["event"] == "console_ready"
+    assert records[0]["url"] == base + "/"
+    assert any(r["event"] == "log" and "GET /api/runs 200" in r["message"] for r in records)
+    assert KEY not in (tmp_path / "console.log").read_text(encoding="utf-8")

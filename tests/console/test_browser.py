@@ -133,8 +133,23 @@ def test_a_stale_approval_is_refused_and_the_plan_shown_again(page: Any,
     assert page.inner_text("#fig-moved") == "25"
 
 
+def drop(page: Any, data: bytes, name: str) -> None:
+    """Drag a file onto the drop zone, as from a file manager (a real `drop` event)."""
+    transfer = page.evaluate_handle(
+        "([bytes, name]) => { const t = new DataTransfer(); t.items.add(new File("
+        "[new Uint8Array(bytes)], name, {type: 'text/csv'})); return t; }", [list(data), name])
+    page.dispatch_event("#dropzone", "dragenter", {"dataTransfer": transfer})
+    expect(page.locator("#dropzone")).to_have_class("dropzone over")
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
+
+
 def test_stop_and_resume(page: Any, stage: Stage) -> None:
-    upload(page, stage, sheet(OPENIDS, ["销售"]), "big.csv", rate="6", create=False)
+    page.goto(stage.console.url if stage.console else "")
+    drop(page, sheet(OPENIDS, ["销售"]), "big.csv")
+    expect(page.locator("#file-name")).to_have_text("big.csv")
+    page.fill("input[name=rate]", "6")
+    page.click("#upload-submit")
+    page.wait_for_selector("#approve", timeout=60_000)
     page.click("#approve")
     wait_state(page, "running")
     moving(page)

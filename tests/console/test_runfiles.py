@@ -51,3 +51,34 @@ def test_job_toml_reads_back_as_written() -> None:
            "credentials": {"secret_env": "MY_SECRET"},
            "sandbox": {"users": 10, "groups": ["销售", "<img src=x>"], "weird key": 1}}
     assert tomllib.loads(dump_toml(job)) == job
+
+
+def test_notify_in_the_defaults_reaches_every_uploads_job(tmp_path: Path) -> None:
+    """`[notify]` in `--defaults` (env var names only) goes into each run's job.toml, so the
+    child `batchmove run` notifies as a job file's own table would."""
+    from batchmove.console.planning import upload_job
+    from batchmove.console.service import read_defaults
+    from batchmove.intake.jobfile import spec_for
+    from batchmove.models import Notify
+
+    defaults = tmp_path / "defaults.toml"
+    defaults.write_text('api_base = "sandbox"\n[notify]\nwecom_webhook_env = "ROBOT"\n'
+                        'ping_env = "PING"\non = ["failure"]\n', encoding="utf-8")
+    (tmp_path / "in.csv").write_text("openid,group_name\n", encoding="utf-8")
+    job = upload_job(read_defaults(defaults), {"rate": 5.0}, "up", "in.csv")
+    path = tmp_path / "job.toml"
+    path.write_text(dump_toml(job), encoding="utf-8")
+    assert spec_for(path).notify == Notify(wecom_webhook_env="ROBOT", ping_env="PING",
+                                           on=("failure",))
+
+
+def test_a_url_in_the_defaults_notify_table_is_refused(tmp_path: Path) -> None:
+    from batchmove.console.service import read_defaults
+    from batchmove.errors import JobFileError
+
+    defaults = tmp_path / "defaults.toml"
+    defaults.write_text('[notify]\nwecom_webhook = "https://qyapi.weixin.qq.com/x?key=1"\n',
+                        encoding="utf-8")
+    with pytest.raises(JobFileError) as info:
+        read_defaults(defaults)
+    assert "key=1" not in info.value.message

@@ -34,19 +34,15 @@ def test_refusals(tmp_path: Path, args: list[str], env: dict[str, str],
     assert done.stdout == ""
 
 
-def test_a_bad_defaults_file_is_refused_before_listening(tmp_path: Path) -> None:
-    defaults = tmp_path / "defaults.toml"
-    defaults.write_text('rate = "fast"\n')
-    done = serve("--workspace", str(tmp_path / "runs"), "--defaults", str(defaults))
+@pytest.mark.parametrize(("defaults", "says"), [
+    ('rate = "fast"\n', "rate must be a number"),
+    ('appsecret = "s3cr3t-value"\n', "would put a secret in the job file")])
+def test_a_bad_defaults_file_is_refused_before_listening(tmp_path: Path, defaults: str,
+                                                         says: str) -> None:
+    path = tmp_path / "defaults.toml"
+    path.write_text(defaults)
+    done = serve("--workspace", str(tmp_path / "runs"), "--defaults", str(path))
     assert done.returncode == 2
-    assert "rate must be a number" in done.stderr.splitlines()[0]
-    assert done.stdout == ""
-
-
-def test_a_secret_in_the_defaults_file_is_refused(tmp_path: Path) -> None:
-    defaults = tmp_path / "defaults.toml"
-    defaults.write_text('appsecret = "s3cr3t-value"\n')
-    done = serve("--workspace", str(tmp_path / "runs"), "--defaults", str(defaults))
-    assert done.returncode == 2
-    assert "would put a secret in the job file" in done.stderr
+    assert says in done.stderr.splitlines()[0]
     assert "s3cr3t-value" not in done.stderr
+    assert done.stdout == ""
