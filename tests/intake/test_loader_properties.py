@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from batchmove.errors import InputError
@@ -52,6 +52,14 @@ def test_any_text_after_a_header_gives_rows_or_input_error(tmp_path: Path, tail:
     assert "\n" not in read_all(path)
 
 
+def _also_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 # printable text, as a spreadsheet would hold it (control characters make the file "binary")
 CELL = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\ufeff")
                | st.sampled_from(" \t\u3000\xa0\n"), max_size=12)
@@ -68,7 +76,11 @@ def test_text_round_trips_through_csv(tmp_path: Path, table: list[list[str]], en
     writer.writerow(["openid", "group_name", "note"])
     writer.writerows(table)
     path = tmp_path / "in.csv"
-    path.write_bytes(buffer.getvalue().encode(encoding))
+    data = buffer.getvalue().encode(encoding)
+    # bytes that are valid UTF-8 too cannot tell their encoding (GB18030's 目 is UTF-8's Ŀ):
+    # the loader reads them as UTF-8 (docs/inputs.md); the property holds for the rest
+    assume(encoding != "gb18030" or not _also_utf8(data))
+    path.write_bytes(data)
     source = open_input(JobSpec(input=path))
     rows = [row for chunk in source.rows(4) for row in chunk]
     expected = [(n, [cell.strip(BLANK) for cell in cells]) for n, cells in
