@@ -240,10 +240,14 @@ def test_resumed_run_ends_exact(crashes: Crashes) -> None:
 
 
 def test_no_row_recorded_as_moved_was_sent_again(crashes: Crashes) -> None:
-    """Checked after every kill; rows re-sent at all are only those in flight at a kill."""
+    """Checked after every kill; rows re-sent at all are only those a kill caught in flight
+    (4 calls of 50) or answered but not yet committed (the result buffer commits every 2,000
+    rows at the most; every 0.2 s normally, ~1,000 rows at this speed, more on a loaded
+    machine)."""
     result = crashes[0]
     assert result.resent_after_recorded == 0
-    assert result.sent_twice <= 20 * 4 * 50  # at most the batches in flight at the kills
+    moving = sum(1 for _, observed in result.kills if observed in ("move", "report"))
+    assert result.sent_twice <= moving * (4 * 50 + 2_000)
 
 
 def test_no_secret_in_any_output(crashes: Crashes) -> None:
