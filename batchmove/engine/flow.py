@@ -147,6 +147,7 @@ class _Flow:
         if self._previous or self._already:
             self.ledger.record_previous_groups(self._previous, self._already)
             self.already += len(self._already)
+            self.commit.clock.total -= len(self._already)  # progress counts what moves
         self._previous, self._already = [], []
         ready, self._ready = self._ready, []
         if not release or self.runner is None or self.runner.stopping:

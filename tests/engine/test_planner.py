@@ -12,12 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchmove.engine.planner import (
+    Batcher,
     chunked,
     move_calls,
     move_endpoint,
     plan_batches,
     snapshot_calls,
     split,
+    stream_batches,
     summarize_plan,
 )
 from batchmove.models import MAX_BATCH, Batch, JobSpec, Move
@@ -60,6 +62,26 @@ def test_plan_batches_example() -> None:
         Batch.of(101, (Move(5, "o5"),)),
     ]
     assert plan_batches([], 50) == []
+
+
+@given(st.lists(group_ids, max_size=400), batch_sizes)
+def test_stream_batches_are_plan_batches_in_fill_order(targets: list[int], size: int) -> None:
+    pending = as_pending(targets)
+    streamed = list(stream_batches(iter(pending), size))
+    assert sorted(streamed, key=lambda b: b.rows) == sorted(plan_batches(pending, size),
+                                                             key=lambda b: b.rows)
+    full = [b for b in streamed if len(b) == size]
+    assert streamed[:len(full)] == full  # each batch as soon as it fills, partial ones last
+    assert [b.rows[-1] for b in full] == sorted(b.rows[-1] for b in full)
+
+
+def test_batcher_holds_less_than_a_batch_per_group() -> None:
+    batcher = Batcher(2)
+    assert batcher.add(101, 2, "o2") is None
+    assert batcher.add(102, 3, "o3") is None
+    assert batcher.add(101, 4, "o4") == Batch(101, (2, 4), ("o2", "o4"))
+    assert batcher.rest() == [Batch(102, (3,), ("o3",))]
+    assert batcher.rest() == []
 
 
 @pytest.mark.parametrize("size", [0, -1, MAX_BATCH + 1, 100])

@@ -10,7 +10,7 @@ import asyncio
 import math
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NamedTuple
 
 import pytest
@@ -153,6 +153,39 @@ async def test_every_batch_moves_and_concurrency_stays_under_the_cap(concurrency
     assert {a for _, a in results.done} == {1}
     assert results.failed == []
     assert server.max_in_flight == concurrency
+
+
+async def test_batches_drawn_lazily_within_the_lookahead() -> None:
+    drawn: list[int] = []
+    server, results = FakeServer(ticks=3), Results()
+    runner = make_runner(server, results, concurrency=2)
+
+    def batches() -> Iterator[Batch]:
+        for i, batch in enumerate(plan_batches(moves(100), 5)):
+            drawn.append(i)
+            assert i - len(server.calls) <= 4 + 2  # never more than lookahead ahead
+            yield batch
+
+    outcome = await runner.run(batches(), lookahead=4)
+    assert outcome.reason is StopReason.DONE
+    assert len(drawn) == len(server.calls) == 20
+    assert results.done_rows == {m.row for m in moves(100)}
+
+
+async def test_batches_submitted_by_a_callback_are_sent_before_the_run_ends() -> None:
+    server, results = FakeServer(ticks=2), Results()
+    follow_up = Batch(102, (900,), ("o900",))
+
+    def on_done(batch: Batch, result: object, attempts: int) -> None:
+        results.on_done(batch, result, attempts)
+        if batch.rows == (2,):
+            runner.submit(follow_up)
+
+    runner = Runner(send=server, on_done=on_done, on_failed=results.on_failed, concurrency=3)
+    outcome = await runner.run(plan_batches(moves(3), 1), lookahead=1)
+    assert outcome.reason is StopReason.DONE
+    assert server.moved["o900"] == 102
+    assert len(server.calls) == 4
 
 
 async def test_no_batches_is_done_without_calls() -> None:
