@@ -53,6 +53,7 @@ class Timing:
     """One contender's run, seen from the sandbox: phases in seconds."""
 
     wall: float
+    cpu: float  # user + sys of the process
     calls: int
     first_call: float  # process start -> first API call's arrival
     snapshot: float  # first to last snapshot call (+ latency); 0 without one
@@ -74,7 +75,7 @@ def measure(box: Sandbox, child: Child, mark: int, latency_s: float) -> Timing:
         raise RuntimeError(f"{child.argv[:4]}: no move call arrived")
     work = sorted(snap + moves)
     return Timing(
-        wall=child.wall, calls=len(everything), first_call=everything[0] - start,
+        wall=child.wall, cpu=child.cpu, calls=len(everything), first_call=everything[0] - start,
         snapshot=(snap[-1] + latency_s - snap[0]) if snap else 0.0, snapshot_calls=len(snap),
         gap=(moves[0] - (snap[-1] + latency_s)) if snap else 0.0,
         moving=moves[-1] + latency_s - moves[0], move_calls=len(moves),
@@ -142,10 +143,11 @@ def _rows(n: int, latency: float, runs: dict[str, list[Timing]]) -> list[Row]:
         Row(name, "script wall / batchmove --no-snapshot wall", faster_bare, "x", ">= 1.5",
             median(faster_bare) >= 1.5, 2),
     ]
+    contenders = (("script", script), ("defaults", full), ("--no-snapshot", bare))
     rows += [Row(name, f"{label}: API calls, all endpoints", of(timings, lambda t: t.calls),
-                 digits=0)
-             for label, timings in (("script", script), ("defaults", full),
-                                    ("--no-snapshot", bare))]
+                 digits=0) for label, timings in contenders]
+    rows += [Row(name, f"{label}: CPU (user+sys) of the process", of(timings, lambda t: t.cpu),
+                 "s") for label, timings in contenders]
     for label, timings in (("defaults", full), ("--no-snapshot", bare), ("script", script)):
         rows += _phases(name, label, timings, latency / 1000, c)
     return rows

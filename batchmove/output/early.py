@@ -6,7 +6,10 @@ pending rows by row number), so a thread with its own read-only connection to th
 (WAL: it sees committed rows, never blocks the writer) follows the first still-pending row
 and streams every row before it into both files; `finish` writes the rest once the run is over
 and renames them into place. Only the files' temp names exist until then, so a kill leaves the
-previous reports (or none), as before. Not used when `verify` will add its column at the end.
+previous reports (or none), as before. Not used when `verify` will add its column at the end,
+nor at `--rate 0`: the thread then competes with a busy event loop for the interpreter (each
+SQLite row step releases and takes back the GIL), which cost more than it saved (1M users,
+raw engine: 19 -> 30 ms of CPU per 1,000 users).
 """
 
 from __future__ import annotations
