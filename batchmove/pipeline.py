@@ -50,7 +50,6 @@ from batchmove.ledger.rundir import load, load_or_resume, now, write_json
 from batchmove.ledger.store import Ledger
 from batchmove.models import Group, JobSpec, Move
 from batchmove.output import report
-from batchmove.output.early import EarlyReport
 from batchmove.output.review import open_run, verify_moves
 from batchmove.results import (
     STATUSES,
@@ -100,20 +99,9 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
                        reset_failed=_retry_failed if options.retry_failed else None,
                        info=events.info)
         outcome = RunOutcome(StopReason.DONE)
-        # rate-limited runs (the default) write report.csv/xlsx while they wait; unlimited ones
-        # at the end: the thread would take the interpreter from the event loop (1M users at
-        # --rate 0: 50k -> 37k users/s)
-        early = None if spec.verify or not spec.rate else EarlyReport(ledger.path, report.layout(
-            ledger, spec.out_dir, xlsx_max_rows=spec.xlsx_max_rows)).start()
-        try:
-            if stop.reason is None:  # not interrupted while loading: nothing was sent yet
-                outcome = await _send(ledger, spec, options, events, stop)
-        except BaseException:
-            if early is not None:
-                early.abandon()
-            raise
-        return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error,
-                       early)
+        if stop.reason is None:  # not interrupted while loading: nothing was sent yet
+            outcome = await _send(ledger, spec, options, events, stop)
+        return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error)
 
 
 async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Events,
@@ -147,7 +135,7 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
 
 
 def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
-            error: ApiError | None, early: EarlyReport | None = None) -> RunResult:
+            error: ApiError | None) -> RunResult:
     """The verdict, the reports, and the result every caller gets."""
     counts = ledger.counts()
     code, message = _verdict(counts, reason, error)
@@ -161,8 +149,7 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
         users_moved_per_s=round(counts.get("moved", 0) / max(finished - started, 1e-9), 1))
     run_dir = spec.out_dir
     try:
-        report.write_reports(ledger, run_dir, dict(summary), xlsx_max_rows=spec.xlsx_max_rows,
-                             early=early)
+        report.write_reports(ledger, run_dir, dict(summary), xlsx_max_rows=spec.xlsx_max_rows)
         summary = Summary(**report.read_summary(run_dir))  # type: ignore[typeddict-item]
     except RunStateError as exc:  # calls were sent: not exit 2 ("nothing was sent")
         code = EXIT_STOPPED

@@ -73,20 +73,16 @@ def layout(ledger: Ledger, run_dir: Path, *, xlsx_max_rows: int = 200_000) -> La
 
 
 def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
-                  xlsx_max_rows: int = 200_000, early: Any = None) -> ReportFiles:
-    """Write all four files from the ledger; an unwritable run_dir is a `RunStateError`.
-    `early` (an `EarlyReport`) has been writing report.csv/xlsx during the run: finish it."""
+                  xlsx_max_rows: int = 200_000) -> ReportFiles:
+    """Write all four files from the ledger; an unwritable run_dir is a `RunStateError`."""
     plan = layout(ledger, run_dir, xlsx_max_rows=xlsx_max_rows)
     files, cells, headers = plan.files, plan.cells, plan.input_headers
     try:
-        if early is not None:
-            early.finish()
-        else:
-            remove_stale_temps(run_dir)
-            with atomic_text(files.report_csv) as out:
-                write_csv(out, plan.header, ledger.report_rows(cells))
-            if files.report_xlsx is not None:
-                write_xlsx(files.report_xlsx, plan.header, ledger.report_rows(cells))
+        remove_stale_temps(run_dir)
+        with atomic_text(files.report_csv) as out:
+            write_csv(out, plan.header, ledger.report_rows(cells))
+        if files.report_xlsx is not None:
+            write_xlsx(files.report_xlsx, plan.header, ledger.report_rows(cells))
         if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
             with suppress(FileNotFoundError):
                 (run_dir / REPORT_XLSX).unlink()
