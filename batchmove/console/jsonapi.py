@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from batchmove.console.exports import EXPORT_FIELDS, read_export_settings
 from batchmove.console.planning import UPLOAD_SETTINGS, read_settings
 from batchmove.console.runfiles import display_name, job_name, safe_suffix
 from batchmove.console.service import Console, NotFound, Refused, upload_path
@@ -126,6 +127,17 @@ async def plan_job_file(request: web.Request) -> web.Response:
     return _ok({"id": info["id"], "plan": info["plan"], "digest": info["digest"], "run": info})
 
 
+async def start_export(request: web.Request) -> web.Response:
+    """Form or JSON fields (backend, groups, tags, format) -> an export running: {"id", "run"}."""
+    if request.content_type == "application/json":
+        fields: dict[str, Any] = await _body(request)
+    else:
+        fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    settings = read_export_settings({k: fields.get(k) for k in EXPORT_FIELDS})
+    info = await asyncio.to_thread(request.app[CONSOLE].start_export, settings)
+    return _ok({"id": info["id"], "run": info})
+
+
 async def list_runs(request: web.Request) -> web.Response:
     runs = await asyncio.to_thread(request.app[CONSOLE].runs)
     return _ok({"runs": runs})
@@ -235,6 +247,7 @@ def add_routes(app: web.Application) -> None:
     app.on_shutdown.append(shutting_down)
     app.router.add_post("/api/uploads", upload)
     app.router.add_post("/api/jobs/{name}/plan", plan_job_file)
+    app.router.add_post("/api/exports", start_export)
     app.router.add_get("/api/runs", list_runs)
     app.router.add_get("/api/runs/{id}", get_run)
     app.router.add_post("/api/runs/{id}/approve", approve)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchmove.console.exports import export_state, last_line
 from batchmove.console.runfiles import (
     CHILD_LOG,
     JOB_TOML,
@@ -44,10 +45,12 @@ class Supervisor:
     children: dict[Path, tuple[subprocess.Popen[bytes], str]] = field(default_factory=dict)
 
     def start(self, run_dir: Path, kind: str = "run", *extra: str) -> int:
-        """Start `batchmove run` (or `verify`) for the run directory; returns the pid."""
+        """Start `batchmove run`, `verify` or `export` (its arguments: `extra`); the pid."""
         if kind == "run":
             argv = [self.python, "-m", "batchmove", "run", str(run_dir / JOB_TOML), "--yes",
                     "--out", str(run_dir), *extra]
+        elif kind == "export":
+            argv = [self.python, "-m", "batchmove", "export", *extra]
         else:
             argv = [self.python, "-m", "batchmove", "verify", str(run_dir)]
         with (run_dir / CHILD_LOG).open("ab") as log:
@@ -65,7 +68,7 @@ class Supervisor:
         if found is None or found[0].poll() is None:
             return
         proc, kind = self.children.pop(run_dir)
-        key = "exit_code" if kind == "run" else "verify_exit_code"
+        key = "verify_exit_code" if kind == "verify" else "exit_code"
         update_state(run_dir, child=None, **{key: proc.returncode})
 
     def live_pid(self, run_dir: Path) -> int | None:
@@ -128,6 +131,8 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 def describe(run_dir: Path, live: bool) -> dict[str, Any]:
     """A run as the history and `GET /api/runs/{id}` show it."""
     state = read_state(run_dir)
+    if state.get("source") == "export":
+        return _describe_export(run_dir, state, live)
     summary = read_summary(run_dir)
     meta, counts = _ledger_facts(run_dir, summary, live)
     exit_code = state.get("exit_code")
@@ -147,6 +152,23 @@ def describe(run_dir: Path, live: bool) -> dict[str, Any]:
         "finished_at": summary.get("finished_at") if not live else None,
         "backend": meta.get("backend") or state.get("backend") or "groups",
         "verify": summary.get("verify"),
+        "kind": "run",
+    }
+
+
+def _describe_export(run_dir: Path, state: dict[str, Any], live: bool) -> dict[str, Any]:
+    """An export started from the console: state from its child's exit code, message from
+    its last line (the result, or the one-line error: a group that does not exist...)."""
+    settings = state.get("settings") or {}
+    return {
+        "id": run_dir.name, "kind": "export",
+        "state": export_state(state.get("exit_code"), live),
+        "counts": {}, "exit_code": state.get("exit_code"),
+        "message": None if live else last_line(run_dir),
+        "job": state.get("name") or "followers", "input_name": None, "source": "export",
+        "created_at": state.get("created_at"), "started_at": state.get("created_at"),
+        "finished_at": None, "backend": settings.get("backend", "groups"), "verify": None,
+        "export": settings,
     }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from batchmove import api
 from batchmove.console import planning
+from batchmove.console.exports import EXPORT_FILES, export_args, export_job
 from batchmove.console.progress import Watcher
 from batchmove.console.runfiles import (
     JOB_TOML,
@@ -29,6 +30,7 @@ from batchmove.console.runfiles import (
     read_state,
     run_path,
     update_state,
+    write_private,
 )
 from batchmove.console.runs import Supervisor, describe
 from batchmove.errors import BatchmoveError, JobFileError, RunStateError, UsageError
@@ -39,7 +41,7 @@ from batchmove.models import JobSpec
 
 MB = 1 << 20
 #: the files a run's page offers for download
-DOWNLOADS = ("report.xlsx", "report.csv", "failed.csv", "summary.json")
+DOWNLOADS = ("report.xlsx", "report.csv", "failed.csv", "summary.json", *EXPORT_FILES)
 _ALSO_SERVED = ("rollback.csv", "plan.json")
 #: job keys a rollback keeps from the run it undoes (where to send, how fast, as whom)
 _ROLLBACK_KEEPS = ("api_base", "credentials", "rate", "concurrency", "retries", "timeout",
@@ -284,8 +286,25 @@ class Console:
         if info["state"] not in ("stopped", "failed") or not info["resumable"]:
             raise Refused("only a stopped run started from this console can be resumed here "
                           "(resume a command-line run with the same command)", info)
-        self.supervisor.start(run_dir)
+        self._start(run_dir)
         return self.info(run_id)
+
+    def start_export(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """A new run directory whose child is `batchmove export` (settings: exports.py)."""
+        run_dir = self.new_run(source="export", name="followers", settings=settings,
+                               approved_at=now())
+        write_private(run_dir / JOB_TOML,
+                      dump_toml(export_job(read_defaults(self.config.defaults_path))).encode())
+        self._start(run_dir)
+        return self.info(run_dir.name)
+
+    def _start(self, run_dir: Path) -> None:
+        """Start (or resume: the same command) the run's child, a run or an export."""
+        state = read_state(run_dir)
+        if state.get("source") == "export":
+            self.supervisor.start(run_dir, "export", *export_args(run_dir, state["settings"]))
+        else:
+            self.supervisor.start(run_dir)
 
     def verify(self, run_id: str) -> dict[str, Any]:
         run_dir = self.run_dir(run_id)

@@ -1,0 +1,78 @@
+"""An export started from the console (`POST /api/exports`) against a real sandbox: it runs as
+its own child process, the history shows it as `kind: "export"`, the file downloads, and every
+follower is in it once with the group the sandbox says it is in."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from batchmove.sandbox import sandbox_openids
+from tests.console.conftest import ConsoleUnderTest
+from tests.console.test_api import wait_state
+
+OPENIDS = sandbox_openids(300, 0)
+
+
+async def test_export_of_every_follower_downloads_with_true_groups(
+        console_app: ConsoleUnderTest) -> None:
+    c = console_app
+    state = c.sandbox.state
+    sales = next(g.id for g in state.groups.values() if g.name == "销售")
+    for openid in OPENIDS[::3]:
+        state.move_directly(openid, sales)
+    r = await c.client.post("/api/exports", json={"backend": "groups"}, headers=c.auth())
+    assert r.status == 200, await r.text()
+    run_id = (await r.json())["id"]
+    info = await wait_state(c, run_id, "finished", "failed", "stopped")
+    assert (info["state"], info["kind"], info["exit_code"]) == ("finished", "export", 0), info
+    assert "followers.csv" in info["files"]
+    listed = await (await c.client.get("/api/runs", headers=c.auth())).json()
+    assert [r["kind"] for r in listed["runs"] if r["id"] == run_id] == ["export"]
+    r = await c.client.get(f"/api/runs/{run_id}/files/followers.csv", headers=c.auth())
+    assert r.status == 200
+    rows = list(csv.DictReader(io.StringIO((await r.read()).decode("utf-8-sig"))))
+    assert sorted(row["openid"] for row in rows) == sorted(OPENIDS)
+    truth = state.snapshot()["members"]
+    assert {row["openid"]: int(row["current_groupid"]) for row in rows} == truth
+    assert sum(1 for row in rows if int(row["current_groupid"]) == sales) == len(OPENIDS[::3])
+
+
+async def test_export_of_one_group_as_a_form(console_app: ConsoleUnderTest) -> None:
+    c = console_app
+    state = c.sandbox.state
+    sales = next(g.id for g in state.groups.values() if g.name == "销售")
+    for openid in OPENIDS[:7]:
+        state.move_directly(openid, sales)
+    r = await c.client.post("/api/exports", data={"groups": "销售", "format": "csv"},
+                            headers=c.auth())
+    assert r.status == 200, await r.text()
+    run_id = (await r.json())["id"]
+    await wait_state(c, run_id, "finished", "failed", "stopped")
+    r = await c.client.get(f"/api/runs/{run_id}/files/followers.csv", headers=c.auth())
+    rows = list(csv.DictReader(io.StringIO((await r.read()).decode("utf-8-sig"))))
+    assert sorted(row["openid"] for row in rows) == sorted(OPENIDS[:7])
+
+
+async def test_bad_group_name_fails_with_a_clear_message(console_app: ConsoleUnderTest) -> None:
+    c = console_app
+    r = await c.client.post("/api/exports", json={"groups": "没有这个组"}, headers=c.auth())
+    run_id = (await r.json())["id"]
+    info = await wait_state(c, run_id, "finished", "failed", "stopped")
+    assert (info["state"], info["exit_code"]) == ("failed", 2), info
+    assert info["message"].startswith("batchmove: ")
+    assert "没有这个组" in info["message"]
+    assert info["files"] == []
+
+
+async def test_bad_fields_are_400_and_foreign_origin_403(console_app: ConsoleUnderTest) -> None:
+    c = console_app
+    r = await c.client.post("/api/exports", json={"backend": "x"}, headers=c.auth())
+    assert r.status == 400
+    assert "backend" in (await r.json())["error"]
+    r = await c.client.post("/api/exports", json={"format": "pdf"}, headers=c.auth())
+    assert r.status == 400
+    assert "format" in (await r.json())["error"]
+    r = await c.client.post("/api/exports", json={}, headers=c.auth(Origin="http://evil.test"))
+    assert r.status == 403
+    assert not list(c.workspace.iterdir())
