@@ -122,6 +122,16 @@ _TEXT: dict[str, tuple[str, str]] = {
     "source.job": ("job file", "任务文件"),
     "source.rollback": ("rollback", "回滚"),
     "source.cli": ("command line", "命令行"),
+    "source.export": ("export", "导出"),
+    "export.title": ("Export the account's followers", "导出公众号的粉丝"),
+    "export.groups": ("Only these groups (names or ids, comma-separated)",
+                      "仅这些分组（名称或 ID，逗号分隔）"),
+    "export.tags": ("Only these tags (names or ids, comma-separated)",
+                    "仅这些标签（名称或 ID，逗号分隔）"),
+    "export.format": ("File", "文件格式"),
+    "export.hint": ("Empty: every follower. The file is an input as it is.",
+                    "留空：全部粉丝。导出的文件可直接作为输入。"),
+    "export.submit": ("Start the export", "开始导出"),
 }
 
 #: the words the page's script needs (phases, states, labels of live figures)

@@ -165,7 +165,7 @@ def _describe_export(run_dir: Path, state: dict[str, Any], live: bool) -> dict[s
         "state": export_state(state.get("exit_code"), live),
         "counts": {}, "exit_code": state.get("exit_code"),
         "message": None if live else last_line(run_dir),
-        "job": state.get("name") or "followers", "input_name": None, "source": "export",
+        "job": state.get("name") or "followers", "input_name": "", "source": "export",
         "created_at": state.get("created_at"), "started_at": state.get("created_at"),
         "finished_at": None, "backend": settings.get("backend", "groups"), "verify": None,
         "export": settings,

@@ -36,6 +36,21 @@ async def test_export_of_every_follower_downloads_with_true_groups(
     truth = state.snapshot()["members"]
     assert {row["openid"]: int(row["current_groupid"]) for row in rows} == truth
     assert sum(1 for row in rows if int(row["current_groupid"]) == sales) == len(OPENIDS[::3])
+    page = await (await c.client.get(f"/runs/{run_id}", headers=c.auth())).text()
+    assert f'/api/runs/{run_id}/files/followers.csv' in page
+    events = await (await c.client.get(f"/api/runs/{run_id}/events", headers=c.auth())).text()
+    assert '"state": "finished"' in events
+
+
+async def test_home_page_offers_the_export_form_in_both_languages(
+        console_app: ConsoleUnderTest) -> None:
+    c = console_app
+    english = await (await c.client.get("/", headers=c.auth())).text()
+    chinese = await (await c.client.get("/", headers=c.auth(**{"Accept-Language": "zh-CN"}))).text()
+    assert 'id="export-form"' in english
+    assert "Export the account's followers" in english or \
+        "Export the account&#39;s followers" in english
+    assert "导出公众号的粉丝" in chinese
 
 
 async def test_export_of_one_group_as_a_form(console_app: ConsoleUnderTest) -> None:

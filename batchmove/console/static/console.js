@@ -68,6 +68,21 @@
     });
   }
 
+  function setupExport() {
+    var form = $("export-form");
+    if (!form) { return; }
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      $("export-error").hidden = true;
+      $("export-submit").disabled = true;
+      post("/api/exports", new FormData(form)).then(function (r) {
+        if (r.status === 200) { location.href = runUrl(r.data.id); return; }
+        $("export-submit").disabled = false;
+        show($("export-error"), r.data.error);
+      });
+    });
+  }
+
   function setupJobs() {
     document.querySelectorAll("[data-plan-job]").forEach(function (button) {
       button.addEventListener("click", function () {
@@ -191,6 +206,7 @@
     T = data ? JSON.parse(data.textContent) : {};
     setupUpload();
     setupJobs();
+    setupExport();
     var run = $("run");
     if (run) {
       var id = run.getAttribute("data-run-id"), state = run.getAttribute("data-state");
