@@ -51,6 +51,7 @@ async def test_home_page_offers_the_export_form_in_both_languages(
     assert "Export the account's followers" in english or \
         "Export the account&#39;s followers" in english
     assert "导出公众号的粉丝" in chinese
+    assert english.count('<select name="backend">') == 2
 
 
 async def test_export_of_one_group_as_a_form(console_app: ConsoleUnderTest) -> None:
