@@ -62,12 +62,13 @@ def export_args(run_dir: Path, settings: dict[str, Any]) -> list[str]:
 
 
 def export_state(exit_code: Any, live: bool) -> str:
+    """running | finished | stopped (resumable) | failed (bad input: resuming repeats it)."""
     if live:
         return "running"
     if exit_code == 0:
         return "finished"
-    if exit_code is None or exit_code in _EXIT_STOPPED:
-        return "stopped"
+    if exit_code is None or exit_code in _EXIT_STOPPED or exit_code < 0:
+        return "stopped"  # quota, SIGTERM/SIGINT, killed (before its handlers): resumable
     return "failed"
 
 

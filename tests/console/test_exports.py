@@ -4,6 +4,7 @@ follower is in it once with the group the sandbox says it is in."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 
@@ -92,3 +93,26 @@ async def test_bad_fields_are_400_and_foreign_origin_403(console_app: ConsoleUnd
     r = await c.client.post("/api/exports", json={}, headers=c.auth(Origin="http://evil.test"))
     assert r.status == 403
     assert not list(c.workspace.iterdir())
+
+
+async def test_a_stopped_export_resumes_to_every_follower_once(
+        console_app: ConsoleUnderTest) -> None:
+    c = console_app
+    c.sandbox.set_faults(latency_ms=400)
+    r = await c.client.post("/api/exports", json={}, headers=c.auth())
+    run_id = (await r.json())["id"]
+    await wait_state(c, run_id, "running")
+    await asyncio.sleep(1.5)  # into its API calls (each one 0.4 s)
+    r = await c.client.post(f"/api/runs/{run_id}/stop", headers=c.auth())
+    assert r.status == 200
+    info = await wait_state(c, run_id, "stopped", "finished", "failed")
+    assert (info["state"], info["resumable"], info["files"]) == ("stopped", True, []), info
+    assert info["exit_code"] == 143  # SIGTERM, recorded by the export itself
+    c.sandbox.set_faults(latency_ms=0)
+    r = await c.client.post(f"/api/runs/{run_id}/resume", headers=c.auth())
+    assert r.status == 200, await r.text()
+    info = await wait_state(c, run_id, "finished", "stopped", "failed")
+    assert info["state"] == "finished", info
+    r = await c.client.get(f"/api/runs/{run_id}/files/followers.csv", headers=c.auth())
+    rows = list(csv.DictReader(io.StringIO((await r.read()).decode("utf-8-sig"))))
+    assert sorted(row["openid"] for row in rows) == sorted(OPENIDS)
