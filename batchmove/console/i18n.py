@@ -132,6 +132,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "export.hint": ("Empty: every follower. The file is an input as it is.",
                     "留空：全部粉丝。导出的文件可直接作为输入。"),
     "export.submit": ("Start the export", "开始导出"),
+    "export.plan": ("Plan a run from this file", "用此文件生成计划"),
 }
 
 #: the words the page's script needs (phases, states, labels of live figures)

@@ -165,8 +165,9 @@ async def approve(request: web.Request) -> web.Response:
 async def action(request: web.Request) -> web.Response:
     console, run_id = request.app[CONSOLE], request.match_info["id"]
     verb = request.match_info["action"]
-    if verb == "rollback":
-        info = await console.rollback(run_id)
+    if verb in ("rollback", "plan"):
+        info = await (console.rollback(run_id) if verb == "rollback"
+                      else console.plan_export(run_id))
         return _ok({"id": info["id"], "plan": info["plan"], "digest": info["digest"],
                     "run": info})
     handlers = {"stop": console.stop, "resume": console.resume, "verify": console.verify}

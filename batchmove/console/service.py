@@ -298,6 +298,24 @@ class Console:
         self._start(run_dir)
         return self.info(run_dir.name)
 
+    async def plan_export(self, run_id: str) -> dict[str, Any]:
+        """A finished export's file becomes the input of a new planned run (a no-op as it is;
+        people edit the file and upload it, or plan it here to see that it moves nobody)."""
+        info = self.info(run_id)
+        files = [n for n in EXPORT_FILES if n in info["files"]]
+        if info.get("kind") != "export" or info["state"] != "finished" or not files:
+            raise Refused("only a finished export's file can be planned", info)
+        suffix = Path(files[0]).suffix
+        new_dir = self.new_run(source="upload", input_name=files[0], name="followers",
+                               input_file=f"input{suffix}")
+        shutil.copyfile(self.run_dir(run_id) / files[0], upload_path(new_dir, suffix))
+        upload_path(new_dir, suffix).chmod(0o600)
+        try:
+            return await self.plan_upload(new_dir, {"backend": info["backend"]})
+        except BatchmoveError:
+            self.discard(new_dir)
+            raise
+
     def _start(self, run_dir: Path) -> None:
         """Start (or resume: the same command) the run's child, a run or an export."""
         state = read_state(run_dir)

@@ -41,6 +41,21 @@ async def test_export_of_every_follower_downloads_with_true_groups(
     assert f'/api/runs/{run_id}/files/followers.csv' in page
     events = await (await c.client.get(f"/api/runs/{run_id}/events", headers=c.auth())).text()
     assert '"state": "finished"' in events
+    assert 'data-action="plan"' in page
+    r = await c.client.post(f"/api/runs/{run_id}/plan", headers=c.auth())
+    assert r.status == 200, await r.text()
+    planned = await r.json()
+    assert planned["run"]["state"] == "planned"
+    assert planned["run"]["input_name"] == "followers.csv"
+    # every follower valid, each to its current group (found "already" there when it runs)
+    assert planned["plan"]["users_to_move"] == len(OPENIDS)
+    assert planned["plan"]["can_run"]
+    r = await c.client.post(f"/api/runs/{planned['id']}/approve",
+                            json={"digest": planned["digest"]}, headers=c.auth())
+    assert r.status == 200, await r.text()
+    ran = await wait_state(c, planned["id"], "finished", "stopped", "failed")
+    assert (ran["counts"].get("moved", 0), ran["counts"]["already"]) == (0, len(OPENIDS))
+    assert state.snapshot()["members"] == truth
 
 
 async def test_home_page_offers_the_export_form_in_both_languages(

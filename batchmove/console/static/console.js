@@ -116,7 +116,7 @@
         var verb = button.getAttribute("data-action");
         button.disabled = true;
         post("/api/runs/" + encodeURIComponent(runId) + "/" + verb).then(function (r) {
-          if (r.status === 200) { location.href = runUrl(verb === "rollback" ? r.data.id : runId); return; }
+          if (r.status === 200) { location.href = runUrl(verb === "rollback" || verb === "plan" ? r.data.id : runId); return; }
           button.disabled = false;
           show($("action-error"), r.data.error);
         });
