@@ -204,3 +204,27 @@ def test_without_the_key_nothing_is_shown(browser: Any, stage: Stage) -> None:
         assert page.goto(stage.base + "/api/runs").status == 401
     finally:
         context.close()
+
+
+def test_export_from_the_home_page_downloads_an_xlsx(page: Any, stage: Stage) -> None:
+    """The export card: every follower of the sandbox once, with the group it is in."""
+    members = stage.sandbox_state()["members"]
+    page.goto(stage.console.url if stage.console else "")
+    shot(page, "export-home")
+    page.select_option("#export-form select[name=format]", "xlsx")
+    page.click("#export-submit")
+    page.wait_for_url("**/runs/*", timeout=60_000)
+    wait_state(page, "finished")
+    shot(page, "export-finished")
+    with page.expect_download() as download:
+        page.click("a.download:text('followers.xlsx')")
+    saved = stage.root / "followers.xlsx"
+    download.value.save_as(saved)
+    rows = list(openpyxl.load_workbook(saved, read_only=True).active.iter_rows(values_only=True))
+    header = list(rows[0])
+    openid, groupid = header.index("openid"), header.index("current_groupid")
+    assert {r[openid]: int(r[groupid]) for r in rows[1:]} == members
+    assert len(rows) - 1 == len(OPENIDS)
+    page.click("button[data-action=plan]")
+    page.wait_for_selector("#approve")
+    shot(page, "export-planned")
