@@ -1,22 +1,24 @@
 """Row validation and the duplicate check, column by column over one chunk of text cells.
 
-Works on plain lists of `str` (what the loader's pandas reader hands over) with C-level `map`s
-and numpy masks: pandas' own `.str` methods on object columns cost 5-10x more per call, and a
-million rows must load in well under 4 s. Only rows that fail a check, and openids seen twice,
-get Python-level attention.
+Works on plain lists of `str` (what the loader's readers hand over) with C-level `map`s,
+`compress` and whole-chunk checks (`min`/`max` of the lengths, one scan of the joined
+column): pandas' own `.str` methods on object columns cost 5-10x more per call, and a million
+rows must load in well under 4 s. Only rows that fail a check, and openids seen twice, get
+Python-level attention. numpy is imported only to find repeats among more than
+`NUMPY_REPEATS_AT` rows (where it keeps 12 bytes a row): a 100,000-row CSV loads without it,
+which saves its ~0.08 s import before the first API call.
 """
 
 from __future__ import annotations
 
 import operator
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from typing import Any, cast
-
-import numpy as np
 
 from batchmove.intake.columns import Columns
 from batchmove.models import BLACKLIST_GROUP_ID, MAX_GROUP_NAME_CHARS, InputRow, RowStatus
@@ -81,13 +83,13 @@ class Checked:
                 if t == wanted and not why]
 
 
-def _lengths(cells: list[str]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    return np.fromiter(map(len, cells), dtype=np.int64, count=len(cells))
+def _lengths(cells: list[str]) -> list[int]:
+    return list(map(len, cells))
 
 
-def _cap(cells: list[str], lengths: np.ndarray[Any, Any]) -> list[str]:
+def _cap(cells: list[str], lengths: list[int]) -> list[str]:
     """Keep a 5 MB cell out of the ledger and the report: cut it and say so."""
-    if not (lengths > MAX_CELL_CHARS).any():
+    if max(lengths, default=0) <= MAX_CELL_CHARS:
         return cells
     return [c if len(c) <= MAX_CELL_CHARS else c[:MAX_CELL_CHARS] + TRUNCATED for c in cells]
 
@@ -102,17 +104,12 @@ def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
     lengths = [_lengths(column) for column in cells]
     count = len(cells[0]) if cells else 0
     numbers = list(range(first, first + count))
-    blank = np.ones(count, dtype=bool)
-    for length in lengths:
-        blank &= length == 0
-    if problems is not None:
-        blank &= np.fromiter(map(operator.not_, problems), dtype=bool, count=count)
-    if blank.any():
-        stats.blank += int(blank.sum())
-        keep = (~blank).tolist()
+    keep = _not_blank(cells, problems)
+    if keep is not None:
+        stats.blank += count - sum(keep)
         numbers = list(compress(numbers, keep))
         cells = [list(compress(column, keep)) for column in cells]
-        lengths = [length[~blank] for length in lengths]
+        lengths = [list(compress(length, keep)) for length in lengths]
         problems = None if problems is None else list(compress(problems, keep))
     openids, targets = cells[wanted.openid], cells[wanted.target]
     reasons = [""] * len(numbers)
@@ -136,6 +133,17 @@ def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
     )
 
 
+def _not_blank(cells: Sequence[list[str]], problems: list[str] | None) -> list[bool] | None:
+    """Per row, whether it has a cell or a reading problem; None when no row is blank (a
+    column without an empty cell says so in one C-level scan)."""
+    if not cells or not all("" in column for column in cells):
+        return None
+    keep = list(map(any, zip(*cells, strict=True)))
+    if problems is not None:
+        keep = list(map(operator.or_, keep, map(bool, problems)))
+    return None if all(keep) else keep
+
+
 def _unreadable(problems: list[str], numbers: list[int], reasons: list[str],
                 stats: LoadStats) -> None:
     for i, problem in enumerate(problems):
@@ -145,18 +153,17 @@ def _unreadable(problems: list[str], numbers: list[int], reasons: list[str],
             stats.unreadable_example = stats.unreadable_example or f"{numbers[i]}: {problem}"
 
 
-def _check_openids(openids: list[str], lengths: np.ndarray[Any, Any], reasons: list[str]) -> None:
+def _check_openids(openids: list[str], lengths: list[int], reasons: list[str]) -> None:
     if _all_plain_openids(openids, lengths):
         return
-    ok = np.fromiter(map(bool, map(_OPENID.fullmatch, openids)), dtype=bool,
-                     count=len(openids))
-    for i in np.flatnonzero(~ok).tolist():
-        reasons[i] = openid_reason(openids[i], int(lengths[i]))
+    wrong = map(operator.not_, map(_OPENID.fullmatch, openids))
+    for i in compress(range(len(openids)), wrong):
+        reasons[i] = openid_reason(openids[i], lengths[i])
 
 
-def _all_plain_openids(openids: list[str], lengths: np.ndarray[Any, Any]) -> bool:
+def _all_plain_openids(openids: list[str], lengths: list[int]) -> bool:
     """Whole-chunk shortcut: lengths in range and every character allowed, in a few C calls."""
-    if not len(openids) or lengths.min() < OPENID_MIN or lengths.max() > OPENID_MAX:
+    if not openids or min(lengths) < OPENID_MIN or max(lengths) > OPENID_MAX:
         return False
     joined = "".join(openids)
     return joined.isascii() and not joined.encode("ascii").translate(None, _OPENID_BYTES)
@@ -177,15 +184,18 @@ def openid_reason(openid: str, length: int) -> str:
     return OPENID_CHARS
 
 
-def _check_group_names(names: list[str], lengths: np.ndarray[Any, Any],
-                       reasons: list[str]) -> None:
-    formula = np.fromiter(map(str.startswith, names, repeat("=")), dtype=bool, count=len(names))
-    bad = (lengths == 0) | (lengths > MAX_GROUP_NAME_CHARS) | formula
-    for i in np.flatnonzero(bad).tolist():
+def _check_group_names(names: list[str], lengths: list[int], reasons: list[str]) -> None:
+    joined = "".join(names)  # one scan finds the usual chunk clean
+    formula = set(compress(range(len(names)), map(str.startswith, names, repeat("=")))) \
+        if "=" in joined else set()
+    bad = formula
+    if names and (min(lengths) == 0 or max(lengths) > MAX_GROUP_NAME_CHARS):
+        bad = formula | {i for i, n in enumerate(lengths) if not n or n > MAX_GROUP_NAME_CHARS}
+    for i in sorted(bad):
         if not reasons[i]:
             reasons[i] = (GROUP_NAME_MISSING if not lengths[i] else
-                          GROUP_NAME_FORMULA if formula[i] else GROUP_NAME_LONG)
-    if _CONTROL.search("".join(names)):  # rare: only then look row by row
+                          GROUP_NAME_FORMULA if i in formula else GROUP_NAME_LONG)
+    if _CONTROL.search(joined):  # rare: only then look row by row
         for i, name in enumerate(names):
             if not reasons[i] and _CONTROL.search(name):
                 reasons[i] = GROUP_NAME_CONTROL
@@ -304,38 +314,59 @@ class Dedupe:
                                                  f"{self._group(other_target)}")
 
 
+#: above this many valid rows, repeats are found with numpy (12 bytes a row, sorted in C)
+#: rather than a Counter (~100 bytes a row), which spares small inputs numpy's import
+NUMPY_REPEATS_AT = 500_000
+
+
 class RepeatFinder:
     """Which rows share an openid with another row, from a 64-bit hash per valid row.
 
     Python's `hash()` of a str (SipHash, C) costs ~30 ns; the hashes and row numbers are 12
-    bytes a row. Rows whose hash comes up twice are candidates; `Dedupe` then compares the
-    openids themselves, so a hash collision (about 3e-6 for 10M rows) costs a lookup, never a
-    wrong verdict.
+    bytes a row (arrays). Rows whose hash comes up twice are candidates; `Dedupe` then
+    compares the openids themselves, so a hash collision (about 3e-6 for 10M rows) costs a
+    lookup, never a wrong verdict.
     """
 
     def __init__(self) -> None:
-        self._hashes: list[np.ndarray[Any, np.dtype[np.int64]]] = []
-        self._rows: list[np.ndarray[Any, np.dtype[np.uint32]]] = []
+        self._hashes: list[array[int]] = []
+        self._rows: list[array[int]] = []
 
     def add(self, checked: Checked) -> None:
-        valid = list(map(operator.not_, checked.reasons))
-        openids = list(compress(checked.openids, valid))
-        self._hashes.append(np.fromiter(map(hash, openids), dtype=np.int64, count=len(openids)))
-        self._rows.append(np.fromiter(compress(checked.rows, valid), dtype=np.uint32,
-                                      count=len(openids)))
+        openids, rows = checked.openids, checked.rows
+        if any(checked.reasons):
+            valid = list(map(operator.not_, checked.reasons))
+            openids, rows = list(compress(openids, valid)), list(compress(rows, valid))
+        self._hashes.append(array("q", map(hash, openids)))
+        self._rows.append(array("I", rows))
 
     def candidates(self) -> list[int]:
         """Row numbers, ascending, of the rows whose hash is not unique."""
-        if not self._hashes:
+        total = sum(map(len, self._hashes))
+        if total > NUMPY_REPEATS_AT:
+            return self._sorted_candidates()
+        if len(set(chain.from_iterable(self._hashes))) == total:  # the usual input
             return []
-        every = np.concatenate(self._hashes)
+        counts = Counter(chain.from_iterable(self._hashes))
+        repeated = {h for h, n in counts.items() if n > 1}
+        del counts
+        return list(compress(chain.from_iterable(self._rows),
+                             map(repeated.__contains__, chain.from_iterable(self._hashes))))
+
+    def _sorted_candidates(self) -> list[int]:
+        """`candidates` in flat memory: the hashes sorted and compared by numpy."""
+        import numpy as np  # ~0.08 s to import: only for inputs large enough to need it
+
+        every = np.concatenate([np.frombuffer(h, dtype=np.int64) for h in self._hashes])
         every.sort()
         repeated = np.unique(every[1:][every[1:] == every[:-1]])
         del every
         if not len(repeated):
             return []
         found: list[int] = []
-        for hashes, rows in zip(self._hashes, self._rows, strict=True):
+        for hash_array, row_array in zip(self._hashes, self._rows, strict=True):
+            hashes = np.frombuffer(hash_array, dtype=np.int64)
+            rows = np.frombuffer(row_array, dtype=np.uint32)
             at = np.minimum(np.searchsorted(repeated, hashes), len(repeated) - 1)
             found += rows[repeated[at] == hashes].tolist()
         return found

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +70,31 @@ CREATE TABLE IF NOT EXISTS created_groups (
 CREATE TABLE IF NOT EXISTS calls (endpoint TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
 
-
 # No index on status: keeping one up to date cost more than every query it served (1M rows:
 # +2.6 s of results, +0.5 s of load, against ~0.2 s per full scan). Ledgers of batchmove 0.1
 # have one (rows_by_state): a writer drops it.
 _OLD_STATUS_INDEX = "DROP INDEX IF EXISTS rows_by_state"
 _ROWS = ("SELECT row, openid, target, status, reason, group_id, prev_group, errcode, errmsg, "
          "attempts, extra, verified FROM rows")
+_INSERT_FULL = "INSERT INTO rows (row, openid, target, status, reason, extra) VALUES (?,?,?,?,?,?)"
+_INSERT_PLAIN = "INSERT INTO rows (row, openid, target, status) VALUES (?, ?, ?, ?)"
+_FIRST_FOUR = itemgetter(0, 1, 2, 3)
+_REASON, _EXTRA = itemgetter(4), itemgetter(5)
 _COUNTS = "SELECT " + ", ".join(  # one pass, no sort: 2x faster than GROUP BY status
     f"count(*) FILTER (WHERE status = '{s.value}')" for s in RowStatus) + " FROM rows"
+
+
+def _insert_rows(conn: sqlite3.Connection, chunk: list[InputRow]) -> None:
+    """The usual rows (no reason, no extra cells) by their first four fields, the columns'
+    defaults doing the rest: binding "" and None cost 40% of the insert (100,000 rows: 0.22 s
+    -> 0.14 s). An InputRow is already the row's tuple (its status a str): only `extra` needs
+    encoding (1M rows: 0.33 s -> 0.03 s)."""
+    if any(map(_REASON, chunk)) or any(map(_EXTRA, chunk)):
+        conn.executemany(_INSERT_FULL, [
+            r if r.extra is None else (*r[:5], json.dumps(r.extra, ensure_ascii=False))
+            for r in chunk if r.reason or r.extra])
+        chunk = [r for r in chunk if not (r.reason or r.extra)]
+    conn.executemany(_INSERT_PLAIN, map(_FIRST_FOUR, chunk))
 
 
 class Ledger(CreationJournal, SnapshotRecords):
@@ -196,15 +213,7 @@ class Ledger(CreationJournal, SnapshotRecords):
         with self.transaction() as conn:
             conn.execute("DELETE FROM rows")
             for chunk in chunks:
-                # an InputRow is already the row's tuple (its status a str): only `extra` needs
-                # encoding, and most rows have none (1M rows: 0.33 s -> 0.03 s)
-                conn.executemany(
-                    "INSERT INTO rows (row, openid, target, status, reason, extra) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [r if r.extra is None
-                     else (*r[:5], json.dumps(r.extra, ensure_ascii=False))
-                     for r in chunk],
-                )
+                _insert_rows(conn, chunk)
                 total += len(chunk)
             conn.executemany(
                 "UPDATE rows SET status = ?, reason = ? WHERE row = ?",

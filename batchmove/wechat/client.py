@@ -25,11 +25,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-from aiolimiter import AsyncLimiter
 from yarl import URL
 
 from batchmove.errors import (
@@ -42,6 +41,9 @@ from batchmove.errors import (
 from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Group
 from batchmove.wechat.errcodes import error_for
 from batchmove.wechat.token import TokenManager, TokenSource
+
+if TYPE_CHECKING:
+    from aiolimiter import AsyncLimiter
 
 MAX_TOKEN_RETRIES = 2  # retries of one call after token errors; then the token problem is fatal
 
