@@ -7,6 +7,12 @@ export, sandbox, serve (the web console).
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+import threading
+from typing import NoReturn
+
 import click
 
 from batchmove.cli import export, jobs, review, sandbox, serve
@@ -18,6 +24,13 @@ __all__ = ["cli", "export", "jobs", "main", "review", "sandbox", "serve"]
 
 def main() -> None:
     try:
+        _main()
+    except SystemExit as done:
+        exit_now(done)
+
+
+def _main() -> None:
+    try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:
         fail("interrupted", 130)
@@ -25,3 +38,20 @@ def main() -> None:
         raise
     except OSError as exc:  # broken pipe, unwritable file we did not anticipate
         fail(str(exc), EXIT_USAGE)
+
+
+def exit_now(done: SystemExit) -> NoReturn:
+    """The process's exit without the interpreter's teardown, which frees every module and
+    object one by one (~0.06 s after a 100,000-row run), once nothing is left to do: the
+    command has returned (its ledger and files closed), stdout and stderr are flushed and the
+    exit handlers have run. With another thread alive, or anything odd, the usual exit."""
+    code = done.code
+    if threading.active_count() > 1 or not (code is None or isinstance(code, int)):
+        raise done
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: let the usual exit report it
+        raise done from None
+    atexit._run_exitfuncs()
+    os._exit(code or 0)
