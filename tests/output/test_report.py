@@ -200,6 +200,26 @@ def test_xlsx_types_layout_and_content(ledger: Ledger, tmp_path: Path) -> None:
     assert 10 <= sheet.column_dimensions["B"].width <= 60
 
 
+def test_rows_counted_wrong_are_read_again(ledger: Ledger, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """report.csv and report.xlsx come from one read of the ledger, the sheet sized from the
+    row counts; if rows came or went since they were counted, the sheet is written again."""
+    counted = report.layout
+
+    def miscounted(*args: Any, **kwargs: Any) -> report.Layout:
+        found = counted(*args, **kwargs)
+        return report.Layout(found.files, found.header, found.input_headers, found.cells,
+                             {**found.counts, "pending": found.counts["pending"] + 1})
+
+    monkeypatch.setattr(report, "layout", miscounted)
+    write_reports(ledger, tmp_path, {})
+    sheet = openpyxl.load_workbook(tmp_path / "report.xlsx")["report"]
+    assert sheet.auto_filter.ref == "A1:J7"
+    assert [c.value for c in sheet["A"]] == ["姓名", "张三", "李四", "王五", "赵六", "张三", "钱七"]
+    assert len(read_csv(tmp_path / "report.csv")) == 7
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report")) == []
+
+
 def test_xlsx_cells_are_capped_at_excels_limit(tmp_path: Path) -> None:
     rows = [InputRow(2, A, "g", P, "", ("x" * 40_000,))]
     with make_ledger(tmp_path, ["openid", "分组", "note"], "openid", "分组", rows) as led:

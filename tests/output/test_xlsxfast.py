@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from python_calamine import CalamineWorkbook
 
-from batchmove.output.xlsxfast import CELL_UNITS, write_sheet
+from batchmove.output.xlsxfast import CELL_UNITS, RowCountError, write_sheet
 
 Cell = str | int | None
 HEADER = ["openid", "分组名称", "row", "status"]
@@ -295,6 +295,41 @@ def test_many_rows_stream_in_chunks(tmp_path: Path) -> None:
     read = openpyxl_values(path)
     assert len(read) == 2_501
     assert read[-1] == ["o_2499", "分组07", 2499, "moved"]
+
+
+def test_a_known_row_count_writes_the_same_parts(tmp_path: Path) -> None:
+    """With `row_count` the sheet is deflated while rendered: every part as without it (the
+    creation time of docProps/core.xml aside)."""
+    rows: list[list[Cell]] = [[f"o_{i}", "分组07", i, None if i % 3 else "moved"]
+                              for i in range(2_500)]
+    plain, counted = tmp_path / "plain.xlsx", tmp_path / "counted.xlsx"
+    write_sheet(plain, HEADER, iter(rows), widths=[10.0] * 4)
+    assert write_sheet(counted, HEADER, iter(rows), widths=[10.0] * 4, row_count=2_500) == 2_500
+    with zipfile.ZipFile(plain) as a, zipfile.ZipFile(counted) as b:
+        assert a.namelist() == b.namelist()
+        assert [n for n in a.namelist() if a.read(n) != b.read(n)] in ([], ["docProps/core.xml"])
+        assert [(i.compress_type, i.extra) for i in a.infolist()] == [
+            (i.compress_type, i.extra) for i in b.infolist()]  # deflated, no zip64 either
+    assert openpyxl_values(counted)[-2:] == [["o_2498", "分组07", 2498, None],
+                                             ["o_2499", "分组07", 2499, "moved"]]
+
+
+@pytest.mark.parametrize("count", [0, 2, 4])
+def test_a_wrong_row_count_leaves_nothing(tmp_path: Path, count: int) -> None:
+    path = tmp_path / "out.xlsx"
+    with pytest.raises(RowCountError, match=f"3 rows were written, not the {count} announced"):
+        write_sheet(path, ["h"], iter([["a"], ["b"], ["c"]]), widths=[5.0], row_count=count)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_that_raise_with_a_row_count_leave_nothing(tmp_path: Path) -> None:
+    def rows() -> Iterator[list[Cell]]:
+        yield from ([f"o_{i}"] for i in range(1_500))
+        raise RuntimeError("the ledger went away")
+
+    with pytest.raises(RuntimeError, match="the ledger went away"):
+        write_sheet(tmp_path / "out.xlsx", ["h"], rows(), widths=[5.0], row_count=1_500)
+    assert list(tmp_path.iterdir()) == []
 
 
 cells = st.one_of(st.none(), st.integers(-(2**53), 2**53), st.text())
