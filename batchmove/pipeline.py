@@ -208,11 +208,12 @@ async def _plan(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution:
                 groups: list[Group], *, quotas: bool = True) -> Plan:
     counts, targets = ledger.counts(), target_summary(resolution, ledger, groups)
     invalid = ledger.meta().get("invalid_by_reason", {})
-    plan = summarize_plan(counts, targets, spec, invalid_by_reason=invalid)
+    tags = groups if spec.backend == "tags" else None  # their counts price a member listing
+    plan = summarize_plan(counts, targets, spec, invalid_by_reason=invalid, tags=tags)
     if not quotas:
         return plan
     found = await fetch_quotas(client, [e for e in plan.calls if e != "total"], spec)
-    return summarize_plan(counts, targets, spec, found, invalid)
+    return summarize_plan(counts, targets, spec, found, invalid, tags)
 
 
 # --- the story of a verification --------------------------------------------------------------

@@ -57,6 +57,7 @@ class Summary(TypedDict, total=False):
     report_xlsx_skipped: str | None
     files: list[str]
     verify: dict[str, Any]
+    snapshot_source: str | None
     notifications: list[dict[str, Any]]
 
 
@@ -145,6 +146,11 @@ class Plan:
     plan_json: Path | None = None
     #: a segment job's `[select]`: {"select", "followers", "calls" (of the listing), "frozen"}
     selection: dict[str, Any] | None = None
+    #: where the snapshot reads each user's group or tags: "user/info/batchget", or (tags
+    #: backend, when cheaper) "user/tag/get"; None without a snapshot
+    snapshot_source: str | None = None
+    #: tags backend: what the source not chosen would have cost, {endpoint: calls}
+    snapshot_alternative: dict[str, int] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:

@@ -42,7 +42,8 @@ async def resolve_targets(client: WeChatClient, ledger: Ledger,
     if spec.backend == "groups":
         _refuse_blacklist(resolution, ledger, spec)
     else:
-        ledger.set_meta(untag=_untag_ids(spec, groups))
+        ledger.set_meta(untag=_untag_ids(spec, groups),  # counts price the snapshot's source
+                        tag_counts=[[t.id, t.count] for t in groups])
     return resolution, groups
 
 

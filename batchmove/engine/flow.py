@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from batchmove.engine.moves import Committer, ProgressClock, move, snapshot
+from batchmove.engine.moves import Committer, ProgressClock, move
 from batchmove.engine.planner import Batcher
 from batchmove.engine.runner import Limits, RetryPolicy, Runner, RunOutcome, StopSignals
+from batchmove.engine.tagsnapshot import tag_snapshot
 from batchmove.engine.targets import Targets
 from batchmove.ledger.buffer import ResultBuffer
 from batchmove.ledger.store import Ledger
@@ -39,7 +40,7 @@ def send_stages(spec: JobSpec) -> list[Stage]:
     the tags backend reads every user's tags first (its moves are planned from them)."""
     if not spec.snapshot:
         return [move]
-    return [snapshot_and_move] if spec.backend == "groups" else [snapshot, move]
+    return [snapshot_and_move] if spec.backend == "groups" else [tag_snapshot, move]
 
 
 async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,

@@ -12,11 +12,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import zip_longest
 from typing import Any, TypeVar
 
+from batchmove.engine.snapshotsource import choose_source
 from batchmove.models import (
     BLACKLIST_GROUP_ID,
     MAX_BATCH,
     MAX_USER_INFO_BATCH,
     Batch,
+    Group,
     JobSpec,
     Move,
 )
@@ -153,12 +155,14 @@ def summarize_plan(
     spec: JobSpec,
     quotas: Mapping[str, Mapping[str, int]] | None = None,
     invalid_by_reason: Mapping[str, int] | None = None,
+    tags: Sequence[Group] | None = None,
 ) -> Plan:
     """What a run would do: rows, groups, API calls per endpoint, duration, quota fit, warnings.
 
     `groups` holds `users_per_group` ({target: {"group_id", "users"}}), `create` ([{"name",
     "users"}]) and `unresolved` ([{"target", "users", "reason"}]); `quotas` maps an endpoint to
-    WeChat's {"daily_limit", "used", "remain"} when it was asked.
+    WeChat's {"daily_limit", "used", "remain"} when it was asked; `tags` (the tags backend's
+    `tags/get`, with counts) lets the snapshot read tag member lists when that is cheaper.
     """
     movable = [g["users"] for g in groups.get("users_per_group", {}).values()]
     movable += [g["users"] for g in groups.get("create", [])]
@@ -167,8 +171,9 @@ def summarize_plan(
     calls: dict[str, int] = {endpoints["list"]: 1}
     if groups.get("create"):
         calls[endpoints["create"]] = len(groups["create"])
-    if spec.snapshot and users:
-        calls["user/info/batchget"] = snapshot_calls(users)
+    snapshot = choose_source(users, tags) if spec.snapshot and users else None
+    if snapshot is not None:
+        calls[snapshot.source] = snapshot.calls
     if users:
         calls[endpoints["move"]] = move_calls(movable, spec.batch_size)
     total = sum(calls.values())
@@ -176,7 +181,10 @@ def summarize_plan(
         rows=dict(rows), users_to_move=users, groups=groups, calls={**calls, "total": total},
         estimated_duration_s=round(total / spec.rate, 1) if spec.rate > 0 else None,
         warnings=_warnings(groups, spec), invalid_by_reason=dict(invalid_by_reason or {}),
-        quota=_quota_fit(calls, quotas) if quotas is not None else {})
+        quota=_quota_fit(calls, quotas) if quotas is not None else {},
+        snapshot_source=snapshot.source if snapshot else None,
+        snapshot_alternative={snapshot.other: snapshot.other_calls}
+        if snapshot and tags is not None else {})
 
 
 def _quota_fit(calls: Mapping[str, int],

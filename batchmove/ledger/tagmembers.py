@@ -1,0 +1,123 @@
+"""The tags backend's snapshot from tag member lists, checkpointed in the ledger's SQLite file.
+
+Listing every tag's members (`user/tag/get`, 10,000 a page) tells each pending user's tags
+without reading the users one by one. Python never holds the users or the members: the users
+still to snapshot are copied into `snap_users` (openid -> row, tags seen so far), each page
+appends its tag id to the members found there (one indexed UPDATE per openid; openids of other
+followers match nothing), and `finish` writes every user's sorted tag list into `prev_tags` in
+one statement and drops the tables, in one transaction.
+
+Each page is committed together with its tag's next cursor (`snap_tags`), so a killed listing
+resumes at the first page not yet recorded, as the export's checkpoint does. A listing goes on
+only while the users to snapshot are exactly those it started with; otherwise it starts again.
+Until `finish` commits, no `prev_tags` is written: a kill never leaves half a snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snap_users (
+    openid TEXT PRIMARY KEY,
+    row    INTEGER NOT NULL,
+    tags   TEXT NOT NULL DEFAULT ''   -- "101,102,": tag ids of the lists it was found in
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snap_tags (
+    tagid       INTEGER PRIMARY KEY,
+    next_openid TEXT NOT NULL DEFAULT '',
+    done        INTEGER NOT NULL DEFAULT 0
+);
+"""
+#: the rows `record_tag_snapshot` would cover: pending, target resolved, no snapshot yet
+_TODO = "status = 'pending' AND prev_tags IS NULL AND group_id IS NOT NULL"
+
+
+class LedgerConnection(Protocol):
+    """What the listing needs of `Ledger`: its connection and its transactions."""
+
+    @property
+    def conn(self) -> sqlite3.Connection: ...
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+
+def tag_json(tags: str) -> str:
+    """'102,101,102,' -> '[101, 102]': the text `record_tag_snapshot` writes."""
+    return json.dumps(sorted({int(t) for t in tags.split(",") if t}))
+
+
+class TagListing:
+    """The member listing of one run's snapshot: begun, fed page by page, finished once."""
+
+    def __init__(self, ledger: LedgerConnection) -> None:
+        self.ledger = ledger
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.ledger.conn
+
+    def todo_count(self) -> int:
+        """Pending users whose tags before the run are not recorded yet."""
+        return int(self.conn.execute(f"SELECT count(*) FROM rows WHERE {_TODO}").fetchone()[0])
+
+    def in_progress(self) -> bool:
+        """A listing was begun over exactly the users still to snapshot (a killed run's)."""
+        if not self._exists():
+            return False
+        users = self.conn.execute("SELECT count(*) FROM snap_users").fetchone()[0]
+        same = self.conn.execute(
+            f"SELECT count(*) FROM rows JOIN snap_users s ON s.row = rows.row WHERE {_TODO}"
+        ).fetchone()[0]
+        return bool(self.conn.execute("SELECT 1 FROM snap_tags LIMIT 1").fetchone()) and \
+            users == same == self.todo_count()
+
+    def begin(self, tag_ids: Sequence[int]) -> list[tuple[int, str]]:
+        """(tag id, next_openid) of every tag left to list: a listing in progress goes on,
+        else a new one over `tag_ids` starts."""
+        if not self.in_progress():
+            with self.ledger.transaction() as conn:
+                self._drop(conn)
+                for statement in _SCHEMA.split(";"):  # executescript would COMMIT
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"INSERT OR IGNORE INTO snap_users (openid, row) "
+                             f"SELECT openid, row FROM rows WHERE {_TODO} ORDER BY openid")
+                conn.executemany("INSERT INTO snap_tags (tagid) VALUES (?)",
+                                 [(t,) for t in tag_ids])
+        return list(self.conn.execute(
+            "SELECT tagid, next_openid FROM snap_tags WHERE done = 0 ORDER BY tagid"))
+
+    def record_page(self, tag_id: int, openids: Sequence[str], next_openid: str,
+                    done: bool) -> None:
+        """One page of a tag's members and where its list goes on, committed together."""
+        mark = f"{tag_id},"
+        with self.ledger.transaction() as conn:
+            conn.executemany("UPDATE snap_users SET tags = tags || ? WHERE openid = ?",
+                             [(mark, openid) for openid in openids])
+            conn.execute("UPDATE snap_tags SET next_openid = ?, done = ? WHERE tagid = ?",
+                         (next_openid, int(done), tag_id))
+
+    def finish(self) -> int:
+        """Every listed user's tags into `prev_tags` (`[]`: in no list), the listing dropped;
+        returns the users recorded."""
+        self.conn.create_function("tag_json", 1, tag_json, deterministic=True)
+        with self.ledger.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE rows SET prev_tags = tag_json(s.tags) FROM snap_users s "
+                f"WHERE rows.row = s.row AND {_TODO}")
+            recorded = cur.rowcount
+            self._drop(conn)
+        return recorded
+
+    def _exists(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                 "AND name = 'snap_tags'").fetchone() is not None
+
+    @staticmethod
+    def _drop(conn: sqlite3.Connection) -> None:
+        conn.execute("DROP TABLE IF EXISTS snap_users")
+        conn.execute("DROP TABLE IF EXISTS snap_tags")
