@@ -20,6 +20,8 @@ from batchmove.errors import UsageError
 TargetKind = Literal["id", "name", "set"]  # "set": a tag backend's exact set of tag ids
 TokenKind = Literal["stable", "classic"]
 Backend = Literal["groups", "tags"]
+SnapshotSource = Literal["auto", "batchget", "members"]
+SNAPSHOT_SOURCES = ("auto", "batchget", "members")
 
 BLACKLIST_GROUP_ID = 1
 MAX_BATCH = 50
@@ -122,6 +124,9 @@ class JobSpec:
     out: Path | None = None  # None: runs/<name> under the current directory
     confirm: bool = True  # ask before sending (on a TTY); without a TTY refuse unless False
     snapshot: bool = True  # record every user's current group before moving
+    #: tags backend: where the snapshot reads tags: "auto" (the cheaper in calls), "batchget"
+    #: (`user/info/batchget`) or "members" (tag member lists, `user/tag/get`)
+    snapshot_source: SnapshotSource = "auto"
     verify: bool = False  # read every moved user's group back after the run
     xlsx_max_rows: int = 200_000  # report.xlsx is written only up to this many rows
     sandbox: dict[str, Any] = field(default_factory=dict)  # settings of the embedded sandbox
@@ -176,6 +181,11 @@ def _check_choices(spec: JobSpec) -> None:
         raise UsageError(f'backend must be "groups" or "tags", got {show(spec.backend)}')
     if spec.backend == "groups" and (spec.untag or spec.target == "set"):
         raise UsageError('untag and target = "set" need backend = "tags"')
+    if spec.snapshot_source not in SNAPSHOT_SOURCES:
+        raise UsageError('snapshot_source must be "auto", "batchget" or "members", '
+                         f"got {show(spec.snapshot_source)}")
+    if spec.backend == "groups" and spec.snapshot_source == "members":
+        raise UsageError('snapshot_source = "members" needs backend = "tags"')
     if spec.backend == "tags" and not spec.snapshot and (spec.untag == "others"
                                                          or spec.target == "set"):
         raise UsageError('untag = "others" and tag sets need the snapshot (snapshot = true)')

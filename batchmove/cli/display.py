@@ -108,6 +108,7 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"    !! {u['target']}: {u['users']} rows will fail: {u['reason']}")
     calls = ", ".join(f"{n} {ep}" for ep, n in plan.calls.items() if ep != "total")
     lines.append(f"  API calls: {plan.calls['total']} ({calls})")
+    lines += _snapshot_line(plan)
     if plan.estimated_duration_s is not None:
         lines.append(f"  estimated duration: {plan.estimated_duration_s} s")
     for endpoint, fit in plan.quota.items():
@@ -117,4 +118,14 @@ def format_plan(plan: Plan) -> str:
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
 
+
+def _snapshot_line(plan: Plan) -> list[str]:
+    """The tags backend's snapshot source, and what the source not chosen would cost."""
+    source, other = plan.snapshot_source, plan.snapshot_alternative
+    if source is None or not other:
+        return []
+    (other_source, other_calls), = other.items()
+    how = "tag member lists" if source == "user/tag/get" else "user info in bulk"
+    return [f"  snapshot from {how}: {plan.calls.get(source, 0):,} {source} calls instead of "
+            f"{other_calls:,} {other_source}"]
 

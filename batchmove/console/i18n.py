@@ -66,6 +66,14 @@ _TEXT: dict[str, tuple[str, str]] = {
     "plan.unresolved": ("cannot be used", "无法使用"),
     "plan.calls": ("API calls", "API 调用"),
     "plan.total": ("total", "合计"),
+    "plan.snapshot_members": (
+        "Snapshot from tag member lists: {calls} user/tag/get calls instead of {other} "
+        "user/info/batchget", "快照读取标签成员列表：{calls} 次 user/tag/get，而非 {other} 次 "
+        "user/info/batchget"),
+    "plan.snapshot_batchget": (
+        "Snapshot with user/info/batchget: {calls} calls (tag member lists would take {other} "
+        "user/tag/get)", "快照使用 user/info/batchget：{calls} 次（标签成员列表需 {other} 次 "
+        "user/tag/get）"),
     "plan.eta": ("Estimated duration", "预计耗时"),
     "plan.quota": ("Daily quota", "每日配额"),
     "plan.fits": ("fits today", "今日可完成"),

@@ -65,12 +65,25 @@ def view(plan: dict[str, Any]) -> dict[str, Any]:
         "users_to_move": plan.get("users_to_move", 0),
         "calls": calls,
         "calls_total": plan.get("calls", {}).get("total", 0),
+        "snapshot": snapshot(plan),
         "eta_s": plan.get("estimated_duration_s"),
         "quota": plan.get("quota", {}),
         "warnings": plan.get("warnings", []),
         "blocked": plan.get("blocked", ""),
         "can_run": bool(plan.get("can_run")),
     }
+
+
+def snapshot(plan: dict[str, Any]) -> dict[str, Any] | None:
+    """The tags backend's snapshot source and what the other would cost; None when the plan
+    had no choice to make (groups backend, no snapshot)."""
+    source, other = plan.get("snapshot_source"), plan.get("snapshot_alternative") or {}
+    if not source or not other:
+        return None
+    return {"key": "plan.snapshot_members" if source == "user/tag/get"
+            else "plan.snapshot_batchget",
+            "calls": f"{plan.get('calls', {}).get(source, 0):,}",
+            "other": f"{next(iter(other.values())):,}"}
 
 
 def duration(seconds: float | None) -> str:

@@ -171,8 +171,9 @@ def summarize_plan(
     calls: dict[str, int] = {endpoints["list"]: 1}
     if groups.get("create"):
         calls[endpoints["create"]] = len(groups["create"])
-    snapshot = choose_source(users, tags) if spec.snapshot and users else None
-    if snapshot is not None:
+    snapshot = (choose_source(users, tags, spec.snapshot_source)
+                if spec.snapshot and users else None)
+    if snapshot is not None and snapshot.calls:  # no tag has members: nothing to list
         calls[snapshot.source] = snapshot.calls
     if users:
         calls[endpoints["move"]] = move_calls(movable, spec.batch_size)

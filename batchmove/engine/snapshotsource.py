@@ -59,14 +59,17 @@ def batchget_calls(users: int) -> int:
     return math.ceil(users / MAX_USER_INFO_BATCH)
 
 
-def choose_source(users: int, tags: Iterable[Group] | None) -> SnapshotChoice:
-    """The cheaper source for `users` pending users; `tags` None (groups backend): batchget.
-    A tie goes to `user/info/batchget`, whose daily quota is far larger (5,000,000 against
-    500 on the sandbox's table)."""
+def choose_source(users: int, tags: Iterable[Group] | None,
+                  setting: str = "auto") -> SnapshotChoice:
+    """The source for `users` pending users: the job's `snapshot_source` ("batchget",
+    "members"), or with "auto" the cheaper in calls; a tie goes to `user/info/batchget`, whose
+    daily quota is far larger (5,000,000 against 500 on the sandbox's table). `tags` None (the
+    groups backend): batchget, the only source."""
     per_user = batchget_calls(users)
     if tags is None:
         return SnapshotChoice(BATCHGET, per_user, MEMBERS, 0)
     pages = member_pages(tags)
-    if pages < per_user:
-        return SnapshotChoice(MEMBERS, pages, BATCHGET, per_user)
+    members = SnapshotChoice(MEMBERS, pages, BATCHGET, per_user)
+    if setting == "members" or (setting == "auto" and pages < per_user):
+        return members
     return SnapshotChoice(BATCHGET, per_user, MEMBERS, pages)

@@ -47,11 +47,12 @@ async def tag_snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop
     if not users:
         return RunOutcome(StopReason.DONE)
     tags = account_tags(ledger)
-    choice = choose_source(users, tags)
-    resumed = listing.in_progress()
+    choice = choose_source(users, tags, spec.snapshot_source)
+    resumed = spec.snapshot_source != "batchget" and listing.in_progress()
     source = MEMBERS if resumed else choice.source
     ledger.set_meta(snapshot_source=source)
     if source == BATCHGET:
+        listing.discard()  # a listing begun before the job asked for batchget
         return await snapshot(client, ledger, spec, stop, events)
     events.info("resuming the snapshot from tag member lists" if resumed
                 else choice.describe())

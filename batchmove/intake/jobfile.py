@@ -22,6 +22,7 @@ from typing import Any
 from batchmove.errors import JobFileError, UsageError
 from batchmove.models import (
     NOTIFY_OUTCOMES,
+    SNAPSHOT_SOURCES,
     ColumnMap,
     Credentials,
     JobSpec,
@@ -37,7 +38,8 @@ _FLOAT = ("rate", "timeout", "max_failure_rate")
 _BOOL = ("create_groups", "allow_blacklist", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
-_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag")
+_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag",
+        "snapshot_source")
 _TABLES = ("columns", "credentials", "sandbox", "select", "notify")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
 #: every key a job file (or an override) may set
@@ -179,6 +181,10 @@ class _Reader:
             values["backend"] = self._get("backend", data["backend"],
                                           lambda v: v in ("groups", "tags"),
                                           '"groups" or "tags"')
+        if "snapshot_source" in data:
+            values["snapshot_source"] = self._get(
+                "snapshot_source", data["snapshot_source"], lambda v: v in SNAPSHOT_SOURCES,
+                '"auto", "batchget" or "members"')
         if "untag" in data:
             untag = self._get("untag", data["untag"], _is_untag,
                               '"others" or a list of tag names or ids')

@@ -113,6 +113,12 @@ class TagListing:
             self._drop(conn)
         return recorded
 
+    def discard(self) -> None:
+        """Drop a listing that will not be finished."""
+        if self._exists():
+            with self.ledger.transaction() as conn:
+                self._drop(conn)
+
     def _exists(self) -> bool:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
                                  "AND name = 'snap_tags'").fetchone() is not None

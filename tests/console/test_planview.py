@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchmove.console.i18n import translator
 from batchmove.console.planview import CHART_BARS, duration, view, when
 
 PLAN: dict[str, Any] = {
@@ -54,3 +55,19 @@ def test_durations_and_times() -> None:
         "—", "0 s", "1 min 0 s", "1 min 15 s", "1 h 2 min"]
     assert when("2026-12-01T10:55:38+00:00") == "2026-12-01 10:55:38 UTC"
     assert when(None) == ""
+
+
+def test_the_snapshot_source_and_what_the_other_would_cost() -> None:
+    assert view(PLAN)["snapshot"] is None  # the groups backend: no choice to show
+    tags = {**PLAN, "calls": {"tags/get": 1, "user/tag/get": 24, "total": 25},
+            "snapshot_source": "user/tag/get",
+            "snapshot_alternative": {"user/info/batchget": 1000}}
+    shown = view(tags)["snapshot"]
+    assert shown == {"key": "plan.snapshot_members", "calls": "24", "other": "1,000"}
+    assert translator("en")(shown["key"], calls=shown["calls"], other=shown["other"]) == (
+        "Snapshot from tag member lists: 24 user/tag/get calls instead of 1,000 "
+        "user/info/batchget")
+    batchget = {**tags, "calls": {"user/info/batchget": 3}, "snapshot_source":
+                "user/info/batchget", "snapshot_alternative": {"user/tag/get": 8}}
+    assert view(batchget)["snapshot"] == {"key": "plan.snapshot_batchget", "calls": "3",
+                                          "other": "8"}

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from batchmove.cli.display import format_plan
 from batchmove.engine.snapshotsource import (
     BATCHGET,
     MEMBERS,
@@ -55,6 +56,13 @@ def test_the_cheaper_source_is_chosen_from_the_counts(
                                            else expected.other_calls)
 
 
+@pytest.mark.parametrize(("setting", "users", "source"), [
+    ("batchget", 100_000, BATCHGET), ("members", 100, MEMBERS), ("auto", 100, BATCHGET)])
+def test_the_job_can_name_the_source(setting: str, users: int, source: str) -> None:
+    assert choose_source(users, tags(*(12_500,) * 8), setting).source == source
+    assert choose_source(users, None, setting).source == BATCHGET  # the groups backend
+
+
 def test_the_choice_says_what_the_other_source_would_cost() -> None:
     assert choose_source(100_000, tags(*(12_500,) * 8)).describe() == (
         "snapshot from tag member lists: 24 user/tag/get calls instead of 1,000 "
@@ -84,19 +92,25 @@ def prev_tags(run_dir: Path) -> dict[str, list[int] | None]:
                 for o, p in conn.execute("SELECT openid, prev_tags FROM rows")}
 
 
-@pytest.mark.parametrize(("users", "source", "calls"), [
-    (2_000, MEMBERS, {MEMBERS: 6}), (400, BATCHGET, {BATCHGET: 4})])
+@pytest.mark.parametrize(("users", "setting", "source", "calls"), [
+    (2_000, "auto", MEMBERS, {MEMBERS: 6, BATCHGET: 20}),
+    (400, "auto", BATCHGET, {BATCHGET: 4, MEMBERS: 6}),
+    (2_000, "batchget", BATCHGET, {BATCHGET: 20, MEMBERS: 6}),
+    (400, "members", MEMBERS, {MEMBERS: 6, BATCHGET: 4})])
 async def test_plan_shows_the_source_and_the_run_makes_its_calls(
-        tmp_path: Path, sandbox_factory: SandboxFactory, users: int, source: str,
+        tmp_path: Path, sandbox_factory: SandboxFactory, users: int, setting: str, source: str,
         calls: dict[str, int]) -> None:
     sb = await tagged_account(sandbox_factory, users)
     spec = spec_for(sb, write_moves(tmp_path / "in.csv", spread(users, ["新"])), tmp_path / "run",
-                    backend="tags", snapshot=True)
+                    backend="tags", snapshot=True, snapshot_source=setting)
     plan = await plan_job(spec, QuietEvents())
     other = BATCHGET if source == MEMBERS else MEMBERS
     assert plan.snapshot_source == source
-    assert plan.snapshot_alternative == {other: users // 100 if other == BATCHGET else 6}
+    assert plan.snapshot_alternative == {other: calls[other]}
     assert {e: plan.calls.get(e) for e in (source, other)} == {source: calls[source], other: None}
+    how = "tag member lists" if source == MEMBERS else "user info in bulk"
+    assert (f"  snapshot from {how}: {calls[source]:,} {source} calls instead of "
+            f"{calls[other]:,} {other}") in format_plan(plan).splitlines()  # the CLI's plan
     written = json.loads((tmp_path / "run" / "plan.json").read_text(encoding="utf-8"))
     assert written["snapshot_source"] == source
     assert written["snapshot_alternative"] == plan.snapshot_alternative

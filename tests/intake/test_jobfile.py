@@ -183,6 +183,9 @@ def test_spec_for(job_dir: Path) -> None:
     ({"api_base": "ftp://x"}, 'api_base must be "sandbox" or an http(s):// URL, got "ftp://x"'),
     ({"name": "../x"}, 'name must be usable as a directory name, got "../x"'),
     ({"sheet": -2}, "sheet must be a name or a number >= 0, got -2"),
+    ({"snapshot_source": "lists"},
+     'snapshot_source must be "auto", "batchget" or "members", got "lists"'),
+    ({"snapshot_source": "members"}, 'snapshot_source = "members" needs backend = "tags"'),
 ])
 def test_a_spec_checks_its_ranges_when_built(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError) as info:
@@ -206,6 +209,8 @@ def test_override_fixes_a_file_value(job_dir: Path) -> None:
     ({"rate": "fast"}, 'override: rate must be a number, got "fast"'),
     ({"create_groups": "yes"}, 'override: create_groups must be true or false, got "yes"'),
     ({"backend": "tag"}, 'override: backend must be "groups" or "tags", got "tag"'),
+    ({"snapshot_source": 1},
+     'override: snapshot_source must be "auto", "batchget" or "members", got 1'),
     ({"credentials": {"secret": "x"}}, "override: [credentials] 'secret' would put a secret"),
     ({"columns": {"open_id": "x"}}, "override: [columns] unknown key 'open_id'"),
 ])
