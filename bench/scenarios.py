@@ -33,6 +33,7 @@ from bench.harness import (
 )
 from bench.peer import threaded
 from bench.scale import scale
+from bench.tagsnap import tag_snapshot
 
 MB = 1024 * 1024
 MOVE_ENDPOINTS = (MOVE_ENDPOINT, "groups/members/update")
@@ -50,6 +51,7 @@ class Sizes:
     resume_pending: int = 10_000
     export: int = 1_000_000
     threaded: int = 100_000
+    tagsnap: int = 100_000
     scale_small: int = 1_000_000
     scale_large: int = 10_000_000
     console: int = 1_000_000
@@ -57,7 +59,7 @@ class Sizes:
 
 QUICK = Sizes(intake_csv=2_000, intake_xlsx=2_000, raw=2_000, limit=2_000, sdk_single=200,
               sdk_lists=2_000, resume=2_000, resume_pending=20, export=2_000, threaded=2_000,
-              scale_small=2_000, scale_large=20_000, console=2_000)
+              tagsnap=2_000, scale_small=2_000, scale_large=20_000, console=2_000)
 
 RAW_CONCURRENCY = 16
 LIMIT_RATE = 100.0
@@ -362,4 +364,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "export": export,
     "scale": scale,
     "console": web_console,
+    "tagsnap": tag_snapshot,
 }
