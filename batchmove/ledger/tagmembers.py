@@ -2,10 +2,12 @@
 
 Listing every tag's members (`user/tag/get`, 10,000 a page) tells each pending user's tags
 without reading the users one by one. Python never holds the users or the members: the users
-still to snapshot are copied into `snap_users` (openid -> row, tags seen so far), each page
-appends its tag id to the members found there (one indexed UPDATE per openid; openids of other
-followers match nothing), and `finish` writes every user's sorted tag list into `prev_tags` in
-one statement and drops the tables, in one transaction.
+still to snapshot are copied into `snap_users` (openid -> row); each page goes to SQLite as one
+JSON array and only its openids found in `snap_users` are appended to `snap_members` (read-only
+index probes, appends: 100,000 members in ~0.1 s, where updating each user's row in place
+dirtied every page of the table at each commit, ~0.7 s); `finish` indexes the members, writes
+every user's sorted tag list into `prev_tags` in one statement and drops the tables, in one
+transaction.
 
 Each page is committed together with its tag's next cursor (`snap_tags`), so a killed listing
 resumes at the first page not yet recorded, as the export's checkpoint does. A listing goes on
@@ -24,15 +26,18 @@ from typing import Protocol
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snap_users (
     openid TEXT PRIMARY KEY,
-    row    INTEGER NOT NULL,
-    tags   TEXT NOT NULL DEFAULT ''   -- "101,102,": tag ids of the lists it was found in
+    row    INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snap_members (openid TEXT NOT NULL, tagid INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snap_tags (
     tagid       INTEGER PRIMARY KEY,
     next_openid TEXT NOT NULL DEFAULT '',
     done        INTEGER NOT NULL DEFAULT 0
 );
 """
+#: a user's tags as `record_tag_snapshot` writes them; SQL for none or one, Python to sort more
+_TAGS = ("CASE count(m.tagid) WHEN 0 THEN '[]' WHEN 1 THEN '[' || min(m.tagid) || ']' "
+         "ELSE tag_json(group_concat(m.tagid)) END")
 #: the rows `record_tag_snapshot` would cover: pending, target resolved, no snapshot yet
 _TODO = "status = 'pending' AND prev_tags IS NULL AND group_id IS NOT NULL"
 
@@ -46,7 +51,7 @@ class LedgerConnection(Protocol):
 
 
 def tag_json(tags: str) -> str:
-    """'102,101,102,' -> '[101, 102]': the text `record_tag_snapshot` writes."""
+    """'102,101,102' -> '[101, 102]': the text `record_tag_snapshot` writes."""
     return json.dumps(sorted({int(t) for t in tags.split(",") if t}))
 
 
@@ -93,11 +98,13 @@ class TagListing:
 
     def record_page(self, tag_id: int, openids: Sequence[str], next_openid: str,
                     done: bool) -> None:
-        """One page of a tag's members and where its list goes on, committed together."""
-        mark = f"{tag_id},"
+        """One page of a tag's members (those among the users to snapshot) and where its list
+        goes on, committed together."""
         with self.ledger.transaction() as conn:
-            conn.executemany("UPDATE snap_users SET tags = tags || ? WHERE openid = ?",
-                             [(mark, openid) for openid in openids])
+            if openids:
+                conn.execute("INSERT INTO snap_members (openid, tagid) SELECT s.openid, ? "
+                             "FROM json_each(?) j JOIN snap_users s ON s.openid = j.value",
+                             (tag_id, json.dumps(list(openids))))
             conn.execute("UPDATE snap_tags SET next_openid = ?, done = ? WHERE tagid = ?",
                          (next_openid, int(done), tag_id))
 
@@ -106,9 +113,11 @@ class TagListing:
         returns the users recorded."""
         self.conn.create_function("tag_json", 1, tag_json, deterministic=True)
         with self.ledger.transaction() as conn:
+            conn.execute("CREATE INDEX snap_members_by_openid ON snap_members (openid, tagid)")
             cur = conn.execute(
-                "UPDATE rows SET prev_tags = tag_json(s.tags) FROM snap_users s "
-                f"WHERE rows.row = s.row AND {_TODO}")
+                f"UPDATE rows SET prev_tags = t.tags FROM (SELECT s.row AS row, {_TAGS} AS tags "
+                "FROM snap_users s LEFT JOIN snap_members m ON m.openid = s.openid "
+                f"GROUP BY s.openid) AS t WHERE rows.row = t.row AND {_TODO}")
             recorded = cur.rowcount
             self._drop(conn)
         return recorded
@@ -126,4 +135,5 @@ class TagListing:
     @staticmethod
     def _drop(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE IF EXISTS snap_users")
+        conn.execute("DROP TABLE IF EXISTS snap_members")
         conn.execute("DROP TABLE IF EXISTS snap_tags")
