@@ -179,3 +179,19 @@ async def test_an_interrupted_member_listing_resumes_at_its_checkpoint(
     assert prev_tags(tmp_path / "run") == before
     tagged = sum(1 for t in before.values() if 100 in t)
     assert resumed.counts["already"] == tagged  # users already carrying 旧甲
+
+
+async def test_a_tag_deleted_during_the_listing_is_finished_not_fatal(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    sb = await tagged_account(sandbox_factory, 1_200, page_size=100,
+                              daily_quota={"user/tag/get": 5})
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", spread(1_200, ["新"])),
+                    tmp_path / "run", backend="tags", snapshot=True, concurrency=1)
+    assert (await run(spec)).stop_reason == "daily_quota"  # in tag 101's pages
+    sb.state.tags.delete({"tag": {"id": 102}})  # not listed yet: its users lose it
+    before = {o: sb.state.tags.tag_ids_of(o) for o in sandbox_openids(1_200)}
+    sb.state.quotas.clear()
+    sb.set_faults(daily_quota={"user/tag/get": 500})
+    resumed = await run(spec)
+    assert resumed.exit_code == 0, resumed.message
+    assert prev_tags(tmp_path / "run") == before
