@@ -3,11 +3,12 @@
 Set-up: one `--no-snapshot` run on the tags backend gives every follower one of 8 tags
 (12,500 each at 100,000 users). Then each repeat runs the same job twice, back to back on the
 same sandbox process: `snapshot_source = "members"` (`user/tag/get`, 10,000 a page: 8 tags x
-(2 pages + the empty last one) = 24 calls) and `snapshot_source = "batchget"` (100 users a call:
-1,000 calls), each with `untag = "others"` so every user keeps exactly one tag and the counts
-stay the same from run to run, at `--rate 0 --concurrency 16` and 20 ms latency. Run k sends user
-i to tag (i + k) % 8, so every user moves. The snapshot phase is read from the sandbox's timeline:
-first to last snapshot call's arrival, plus one latency.
+(2 pages + the empty last one), and 1 call each for the reserved tags 1 and 2 = 26 calls) and
+`snapshot_source = "batchget"` (100 users a call: 1,000 calls), each with `untag = "others"` so
+every user keeps exactly one tag and the counts stay the same from run to run, at `--rate 0
+--concurrency 16` and 20 ms latency. Run k sends user i to tag (i + k) % 8, so every user moves.
+The snapshot phase is read from the sandbox's timeline: first to last snapshot call's arrival,
+plus one latency.
 """
 
 from __future__ import annotations

@@ -2,14 +2,15 @@
 
 - `user/info/batchget`: 100 pending users a call, ceil(users / 100) calls.
 - `user/tag/get`: every member of every tag, 10,000 a page. A tag that `tags/get` counts `c`
-  members (c > 0) takes ceil(c / 10,000) pages plus the empty page that ends its list (WeChat
-  and the sandbox end a list with an empty page after the last full or partial one; the short
-  page is not trusted to be the last). Tags counted 0 and tag 0 (未分组: "untagged" is no tag a
-  user carries) are not listed.
+  members takes ceil(c / 10,000) pages plus the empty page that ends its list (WeChat and the
+  sandbox end a list with an empty page after the last full or partial one; the short page is
+  not trusted to be the last), so one call for a tag counted 0. Every tag is listed, those
+  counted 0 too: the counts price the choice, they never decide whose tags are recorded. Only
+  tag 0 (未分组: "untagged" is no tag a user carries) is not listed.
 
 Pure (no I/O): `plan` and `run` both choose from the counts of the `tags/get` the resolver
-already makes, so they agree. 100,000 users spread over 8 tags: 24 `user/tag/get` calls
-instead of 1,000 `user/info/batchget`.
+already makes, so they agree. 100,000 users spread over 8 tags: 26 `user/tag/get` calls (8
+tags x 3, and 1 each for the reserved tags 1 and 2) instead of 1,000 `user/info/batchget`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class SnapshotChoice:
     other_calls: int
 
     def describe(self) -> str:
-        """'snapshot from tag member lists: 24 user/tag/get calls instead of 1,000
+        """'snapshot from tag member lists: 26 user/tag/get calls instead of 1,000
         user/info/batchget'."""
         how = "tag member lists" if self.source == MEMBERS else "user info in bulk"
         return (f"snapshot from {how}: {self.calls:,} {self.source} calls instead of "
@@ -47,7 +48,7 @@ class SnapshotChoice:
 
 def listed_tags(tags: Iterable[Group]) -> list[Group]:
     """The tags a member-list snapshot pages through."""
-    return [t for t in tags if t.count > 0 and t.id != UNTAGGED]
+    return [t for t in tags if t.id != UNTAGGED]
 
 
 def member_pages(tags: Iterable[Group]) -> int:

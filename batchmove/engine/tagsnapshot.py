@@ -2,7 +2,7 @@
 
 `user/info/batchget` reads 100 pending users a call (`moves.snapshot`). Listing every tag's
 members with `user/tag/get` (10,000 a page) reads the same tag sets in far fewer calls when the
-account's tags are small next to the job: 100,000 users over 8 tags, 24 calls instead of 1,000.
+account's tags are small next to the job: 100,000 users over 8 tags, 26 calls instead of 1,000.
 The choice is made from the counts of the resolver's `tags/get` (kept in the ledger's meta as
 `tag_counts`), exactly as `plan` makes it, and recorded as meta `snapshot_source`.
 

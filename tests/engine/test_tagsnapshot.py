@@ -42,12 +42,14 @@ def tags(*counts: int) -> list[Group]:
 
 
 @pytest.mark.parametrize(("users", "counts", "expected"), [
-    (100_000, (12_500,) * 8, SnapshotChoice(MEMBERS, 24, BATCHGET, 1_000)),
-    (1_000, (500, 500), SnapshotChoice(MEMBERS, 4, BATCHGET, 10)),
-    (400, (500, 500), SnapshotChoice(BATCHGET, 4, MEMBERS, 4)),  # a tie: batchget
-    (1_000, (3_000_000,), SnapshotChoice(BATCHGET, 10, MEMBERS, 301)),
-    (1_000, (0, 0, 10_000), SnapshotChoice(MEMBERS, 2, BATCHGET, 10)),  # empty tags not listed
-    (1, (), SnapshotChoice(MEMBERS, 0, BATCHGET, 1)),  # no tag has members: nothing to list
+    # tag 1 (黑名单) is listed: one call; tag 0 (未分组) never is
+    (100_000, (12_500,) * 8, SnapshotChoice(MEMBERS, 25, BATCHGET, 1_000)),
+    (1_000, (500, 500), SnapshotChoice(MEMBERS, 5, BATCHGET, 10)),
+    (500, (500, 500), SnapshotChoice(BATCHGET, 5, MEMBERS, 5)),  # a tie: batchget
+    (400, (500, 500), SnapshotChoice(BATCHGET, 4, MEMBERS, 5)),
+    (1_000, (3_000_000,), SnapshotChoice(BATCHGET, 10, MEMBERS, 302)),
+    (1_000, (0, 0, 10_000), SnapshotChoice(MEMBERS, 5, BATCHGET, 10)),  # empty tags: 1 call
+    (101, (), SnapshotChoice(MEMBERS, 1, BATCHGET, 2)),
 ])
 def test_the_cheaper_source_is_chosen_from_the_counts(
         users: int, counts: tuple[int, ...], expected: SnapshotChoice) -> None:
@@ -65,7 +67,7 @@ def test_the_job_can_name_the_source(setting: str, users: int, source: str) -> N
 
 def test_the_choice_says_what_the_other_source_would_cost() -> None:
     assert choose_source(100_000, tags(*(12_500,) * 8)).describe() == (
-        "snapshot from tag member lists: 24 user/tag/get calls instead of 1,000 "
+        "snapshot from tag member lists: 25 user/tag/get calls instead of 1,000 "
         "user/info/batchget")
 
 
@@ -81,9 +83,8 @@ async def tagged_account(sandbox_factory: SandboxFactory, users: int,
 
 
 def pages(sb: RunningSandbox, page: int = 10_000) -> int:
-    """`user/tag/get` calls to list every tag with members: its pages and the empty last one."""
-    return sum(math.ceil(t["count"] / page) + 1 for t in sb.state.tags.listing()
-               if t["count"])
+    """`user/tag/get` calls to list every tag but 0: its pages and the empty last one."""
+    return sum(math.ceil(t["count"] / page) + 1 for t in sb.state.tags.listing() if t["id"])
 
 
 def prev_tags(run_dir: Path) -> dict[str, list[int] | None]:
@@ -93,10 +94,10 @@ def prev_tags(run_dir: Path) -> dict[str, list[int] | None]:
 
 
 @pytest.mark.parametrize(("users", "setting", "source", "calls"), [
-    (2_000, "auto", MEMBERS, {MEMBERS: 6, BATCHGET: 20}),
-    (400, "auto", BATCHGET, {BATCHGET: 4, MEMBERS: 6}),
-    (2_000, "batchget", BATCHGET, {BATCHGET: 20, MEMBERS: 6}),
-    (400, "members", MEMBERS, {MEMBERS: 6, BATCHGET: 4})])
+    (2_000, "auto", MEMBERS, {MEMBERS: 8, BATCHGET: 20}),  # 3 tags x 2, tags 1 and 2 x 1
+    (400, "auto", BATCHGET, {BATCHGET: 4, MEMBERS: 8}),
+    (2_000, "batchget", BATCHGET, {BATCHGET: 20, MEMBERS: 8}),
+    (400, "members", MEMBERS, {MEMBERS: 8, BATCHGET: 4})])
 async def test_plan_shows_the_source_and_the_run_makes_its_calls(
         tmp_path: Path, sandbox_factory: SandboxFactory, users: int, setting: str, source: str,
         calls: dict[str, int]) -> None:
@@ -187,7 +188,7 @@ async def test_a_tag_deleted_during_the_listing_is_finished_not_fatal(
                               daily_quota={"user/tag/get": 5})
     spec = spec_for(sb, write_moves(tmp_path / "in.csv", spread(1_200, ["新"])),
                     tmp_path / "run", backend="tags", snapshot=True, concurrency=1)
-    assert (await run(spec)).stop_reason == "daily_quota"  # in tag 101's pages
+    assert (await run(spec)).stop_reason == "daily_quota"  # in tag 100's pages
     sb.state.tags.delete({"tag": {"id": 102}})  # not listed yet: its users lose it
     before = {o: sb.state.tags.tag_ids_of(o) for o in sandbox_openids(1_200)}
     sb.state.quotas.clear()
