@@ -121,7 +121,6 @@ def _write_summary(ledger: Ledger, plan: Layout, summary: dict[str, Any]) -> Non
     files = plan.files
     full = {**summary, "counts": plan.counts, "rows": sum(plan.counts.values()),
             "calls": ledger.calls(), "groups_created": ledger.created_groups(),
-
             "report_xlsx": None if files.xlsx_skipped else REPORT_XLSX,
             "report_xlsx_skipped": files.xlsx_skipped,
             "files": [p.name for p in files.written]}
