@@ -36,7 +36,10 @@ from tests.conftest import REPO_ROOT
 CHROMIUM = Path(os.environ.get("BATCHMOVE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+                  "--disable-component-update", "--disable-sync",
+                  # a loaded 2-core CI machine: no throttled timers or frames in the tab
+                  "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                  "--disable-backgrounding-occluded-windows"]
 SCREENSHOTS = REPO_ROOT / "tests" / ".screenshots"
 KEY = "test-console-key-0123456789abcdef"
 XSS = "<img src=x onerror=alert(1)>"
@@ -241,7 +244,14 @@ def expect(locator: Any) -> Any:
 def shot(page: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    for attempt in (1, 2):  # a screenshot waits for a frame, which a loaded machine can delay
+        try:
+            page.screenshot(path=str(path), full_page=True, animations="disabled",
+                            timeout=45_000)
+            break
+        except Exception as exc:  # playwright's TimeoutError: once more, then fail
+            if attempt == 2 or "Timeout" not in type(exc).__name__:
+                raise
     return path
 
 
