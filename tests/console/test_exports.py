@@ -117,7 +117,12 @@ async def test_a_stopped_export_resumes_to_every_follower_once(
     r = await c.client.post("/api/exports", json={}, headers=c.auth())
     run_id = (await r.json())["id"]
     await wait_state(c, run_id, "running")
-    await asyncio.sleep(1.5)  # into its API calls (each one 0.4 s)
+    state = c.sandbox.state
+    for _ in range(600):  # into its listing (each call 0.4 s), however slow its start-up
+        if state.calls["user/get"]:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
     r = await c.client.post(f"/api/runs/{run_id}/stop", headers=c.auth())
     assert r.status == 200
     info = await wait_state(c, run_id, "stopped", "finished", "failed")
