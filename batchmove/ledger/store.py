@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from batchmove.ledger.rows import (
     RollbackRow,
     TagRow,
 )
-from batchmove.ledger.snapshots import SnapshotRecords
+from batchmove.ledger.snapshots import ROWS_IN_JSON, SnapshotRecords
 from batchmove.models import InputRow, RowFailure, RowStatus
 
 #: row numbers -> (row, openid, target) of those rows, in row order
@@ -40,6 +39,7 @@ RowLookup = Callable[[list[int]], Iterator[tuple[int, str, str]]]
 LEDGER_NAME = "ledger.sqlite"
 LOCK_NAME = ".lock"
 SCHEMA_VERSION = "1"
+WAL_CHECKPOINT_PAGES = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -123,6 +123,10 @@ class Ledger(CreationJournal, SnapshotRecords):
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
             self.db.execute("PRAGMA cache_size=-65536")  # 64 MB: a 1M-row load stays in memory
+            # a checkpoint every 40 MB of WAL, not every 4 MB: each one blocks the commit that
+            # runs it, fsync included (up to 95 ms on the 2-core VM, 16 calls in flight waiting);
+            # 1,000-row commits: 1.6 ms -> 0.4 ms on average
+            self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             # sorts (GROUP BY target) spill to a deleted temp file, not to memory: 10M rows
             # held ~450 MB in an in-memory temp store
             self.db.execute("PRAGMA temp_store=FILE")
@@ -352,14 +356,17 @@ class Ledger(CreationJournal, SnapshotRecords):
         self.record_results({}, failures)
 
     def record_results(self, moved: dict[int, list[int]], failures: list[RowFailure]) -> None:
-        """Moved rows ({attempts: rows}) and failures, committed together."""
+        """Moved rows ({attempts: rows}) and failures, committed together. The moved rows go
+        to SQLite as one JSON array per statement, which it walks in C: 1.5 µs a row against
+        2.4 µs for `executemany` binding each row (1,000-row commits of a 100,000-row ledger),
+        the largest part of the ledger's time in a run."""
         now = time.time()
         with self.transaction() as conn:
-            for attempts, rows in moved.items():  # parameters zipped in C: 1M rows, -0.4 s
-                conn.executemany(
+            for attempts, rows in moved.items():  # one statement, the rows as a JSON array
+                conn.execute(
                     "UPDATE rows SET status = 'moved', errcode = NULL, errmsg = NULL, "
-                    "attempts = attempts + ?, updated_at = ? WHERE row = ?",
-                    zip(repeat(attempts), repeat(now), rows))
+                    "attempts = attempts + ?, updated_at = ? " + ROWS_IN_JSON,
+                    (attempts, now, json.dumps(rows)))
             conn.executemany(
                 "UPDATE rows SET status = 'failed', errcode = ?, errmsg = ?, "
                 "attempts = attempts + ?, updated_at = ? WHERE row = ?",

@@ -143,6 +143,26 @@ def test_record_snapshot_marks_users_already_in_their_target(loaded: Ledger) -> 
     assert list(loaded.pending_moves()) == [(102, 3, "oB"), (101, 4, "oC"), (999, 6, "oD")]
 
 
+def test_record_previous_groups_touches_only_the_rows_given(loaded: Ledger) -> None:
+    loaded.assign_groups({"101": 101, "102": 102, "999": 999}, {})
+    loaded.record_moved([7], 1)
+    loaded.record_previous_groups({0: [3], 102: [4, 7], 101: [2]}, [2, 7])
+    got = {r.row: (r.status, r.prev_group) for r in loaded.rows()}
+    assert got == {2: ("already", 101), 3: ("pending", 0), 4: ("pending", 102),
+                   5: ("invalid", None), 6: ("pending", None), 7: ("moved", 102)}
+    loaded.record_previous_groups({}, [])  # nothing read back: nothing written
+    assert [(r.row, r.previous, r.status) for r in loaded.rollback_rows()] == [
+        (3, 0, "pending"), (4, 102, "pending"), (7, 102, "moved")]
+
+
+def test_record_results_moves_each_attempt_count_once(loaded: Ledger) -> None:
+    loaded.assign_groups({"101": 101, "102": 102}, {})
+    loaded.record_results({1: [2, 4], 3: [7]}, [RowFailure(3, 40003, "invalid openid", 1)])
+    got = {r.row: (r.status, r.attempts) for r in loaded.rows()}
+    assert got == {2: ("moved", 1), 3: ("failed", 1), 4: ("moved", 1), 5: ("invalid", 0),
+                   6: ("pending", 0), 7: ("moved", 3)}
+
+
 def test_record_moved_and_failed_count_attempts(loaded: Ledger) -> None:
     loaded.assign_groups({"101": 101, "102": 102}, {})
     loaded.record_failed([RowFailure(2, -1, "gave up after 6 attempts: system error", 6),
