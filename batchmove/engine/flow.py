@@ -23,7 +23,7 @@ from batchmove.engine.planner import Batcher
 from batchmove.engine.runner import Limits, RetryPolicy, Runner, RunOutcome, StopSignals
 from batchmove.engine.tagsnapshot import tag_snapshot
 from batchmove.engine.targets import Targets
-from batchmove.ledger.buffer import ResultBuffer
+from batchmove.ledger.buffer import Checkpointer, ResultBuffer
 from batchmove.ledger.store import Ledger
 from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, RowFailure
 from batchmove.results import Events
@@ -63,7 +63,9 @@ async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
     flow.runner = runner
     events.progress(commit.clock.report(0, 0))
     try:
-        return await stop.watch(runner, flow.batches(), lookahead=2 * max(1, spec.concurrency))
+        with Checkpointer(ledger.path):
+            return await stop.watch(runner, flow.batches(),
+                                    lookahead=2 * max(1, spec.concurrency))
     finally:
         flow.commit_snapshot(release=False)
         commit(force=True)

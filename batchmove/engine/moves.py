@@ -21,7 +21,7 @@ from batchmove.engine.runner import (
     StopSignals,
 )
 from batchmove.engine.targets import RowOps, Targets, tag_operations
-from batchmove.ledger.buffer import ResultBuffer
+from batchmove.ledger.buffer import Checkpointer, ResultBuffer
 from batchmove.ledger.store import Ledger
 from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, Move, RowFailure
 from batchmove.results import Events, Progress
@@ -108,7 +108,8 @@ async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSi
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     events.progress(commit.clock.report(0, 0))
     try:
-        return await stop.watch(runner, batches, lookahead=2 * max(1, spec.concurrency))
+        with Checkpointer(ledger.path):
+            return await stop.watch(runner, batches, lookahead=2 * max(1, spec.concurrency))
     finally:
         commit(force=True)
 

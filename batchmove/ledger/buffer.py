@@ -1,9 +1,14 @@
-"""Group commit of results: the runner's answers reach the ledger in few transactions."""
+"""Group commit of results: the runner's answers reach the ledger in few transactions, and
+the WAL is copied into the database by a thread of its own while a stage sends."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
 
 from batchmove.ledger.store import Ledger
 from batchmove.models import RowFailure
@@ -53,3 +58,47 @@ class ResultBuffer:
             self.ledger.record_results(moved, failed)
         self._moved, self._failed, self._count, self._since = {}, [], 0, None
         return sum(map(len, moved.values())), len(failed)
+
+
+class Checkpointer:
+    """Copies the WAL into the database (`PRAGMA wal_checkpoint(PASSIVE)`) every `interval`
+    seconds from a thread with its own connection, for the duration of a `with` block.
+
+    Left to SQLite, the commit that crosses the WAL's size limit runs the checkpoint itself,
+    fsync included, on the event loop: up to 90 ms in which none of the 16 calls in flight
+    is answered (1,000-row commits of a 1M-row ledger on the 2-core VM). sqlite3 releases the
+    GIL while it works, so here the loop goes on meanwhile. A passive checkpoint never waits
+    for the writer, and the writer never waits for it; durability is the same (the commit is
+    in the WAL either way).
+    """
+
+    def __init__(self, path: Path, interval: float = 0.2) -> None:
+        self.path, self.interval = path, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Checkpointer:
+        self._thread = threading.Thread(target=self._run, name="ledger-checkpoint", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error:  # the writer's own checkpoints still run
+            return
+        try:
+            db.execute("PRAGMA synchronous=NORMAL")
+            while not self._stop.wait(self.interval):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # e.g. the file went away: SQLite's own checkpoints take over
+        finally:
+            db.close()
