@@ -85,7 +85,7 @@ class _Flow:
         self.already = 0
         self._previous: dict[int, list[int]] = {}  # prev_group -> rows, not committed yet
         self._already: list[int] = []
-        self._ready: list[tuple[int, int, str]] = []  # (group_id, row, openid) to move
+        self._ready: dict[int, tuple[list[int], list[str]]] = {}  # group -> users to move
 
     def batches(self) -> Iterator[Batch]:
         """Reads of 100 users, and moves of users whose snapshot a resumed run recorded."""
@@ -124,7 +124,11 @@ class _Flow:
                 if previous == target:
                     self._already.append(row)
                     continue
-            self._ready.append((target, row, openid))  # not a follower: its move will say
+            users = self._ready.get(target)  # not a follower: its move will say
+            if users is None:
+                users = self._ready[target] = ([], [])
+            users[0].append(row)
+            users[1].append(openid)
         self._maybe_commit()
         self.commit()  # move results wait at most their 0.2 s while reads come back
 
@@ -139,7 +143,7 @@ class _Flow:
     def _maybe_commit(self) -> None:
         last = self.exhausted and not self.reading
         low = self.runner is not None and self.runner.queued < self.runner.concurrency
-        if last or low or len(self._ready) + len(self._already) >= SNAPSHOT_COMMIT_ROWS:
+        if last or low or self._waiting() >= SNAPSHOT_COMMIT_ROWS:
             self.commit_snapshot(release=True)
         if last and self.runner is not None and not self.runner.stopping:
             for batch in self.batcher.rest():
@@ -152,10 +156,13 @@ class _Flow:
             self.already += len(self._already)
             self.commit.clock.total -= len(self._already)  # progress counts what moves
         self._previous, self._already = {}, []
-        ready, self._ready = self._ready, []
+        ready, self._ready = self._ready, {}
         if not release or self.runner is None or self.runner.stopping:
             return
-        for group_id, row, openid in ready:
-            batch = self.batcher.add(group_id, row, openid)
-            if batch is not None:
+        for group_id, (rows, openids) in ready.items():
+            for batch in self.batcher.extend(group_id, rows, openids):
                 self.runner.submit(batch)
+
+    def _waiting(self) -> int:
+        """Users read back whose snapshot is not committed yet."""
+        return sum(len(rows) for rows, _ in self._ready.values()) + len(self._already)

@@ -80,6 +80,24 @@ class Batcher:
         del self._waiting[group_id]
         return Batch(group_id, tuple(rows), tuple(openids))
 
+    def extend(self, group_id: int, rows: list[int], openids: list[str]) -> list[Batch]:
+        """`add` for many users of one group at once: the batches they fill, cut by slicing
+        (the overlapped snapshot releases ~1,000 users a commit: 100,000 `add` calls, about a
+        tenth of the run's Python function calls)."""
+        waiting = self._waiting.setdefault(group_id, ([], []))
+        waiting[0].extend(rows)
+        waiting[1].extend(openids)
+        size = self.size
+        full = len(waiting[0]) - len(waiting[0]) % size
+        if not full:
+            return []
+        batches = [Batch(group_id, tuple(waiting[0][i:i + size]), tuple(waiting[1][i:i + size]))
+                   for i in range(0, full, size)]
+        del waiting[0][:full], waiting[1][:full]
+        if not waiting[0]:
+            del self._waiting[group_id]
+        return batches
+
     def rest(self) -> list[Batch]:
         """The batches not full yet, in order of their group's first user; empties the batcher."""
         rest = [Batch(gid, tuple(rows), tuple(openids))

@@ -84,6 +84,26 @@ def test_batcher_holds_less_than_a_batch_per_group() -> None:
     assert batcher.rest() == []
 
 
+@given(st.lists(group_ids, max_size=400), batch_sizes, st.integers(min_value=1, max_value=120))
+def test_batcher_extend_is_add_user_by_user(targets: list[int], size: int, step: int) -> None:
+    pending = as_pending(targets)
+    one_by_one, at_once = Batcher(size), Batcher(size)
+    added = [b for g, r, o in pending if (b := one_by_one.add(g, r, o)) is not None]
+    extended: list[Batch] = []
+    for start in range(0, len(pending), step):  # the users of a commit, grouped by target
+        by_group: dict[int, tuple[list[int], list[str]]] = {}
+        for g, r, o in pending[start:start + step]:
+            by_group.setdefault(g, ([], []))[0].append(r)
+            by_group[g][1].append(o)
+        for g, (rows, openids) in by_group.items():
+            extended += at_once.extend(g, rows, openids)
+    def per_group(batches: list[Batch]) -> dict[int, list[Batch]]:
+        return {g: [b for b in batches if b.group_id == g] for g in set(targets)}
+    assert per_group(extended) == per_group(added)
+    assert sorted(at_once.rest(), key=lambda b: b.group_id) == sorted(
+        one_by_one.rest(), key=lambda b: b.group_id)
+
+
 @pytest.mark.parametrize("size", [0, -1, MAX_BATCH + 1, 100])
 def test_plan_batches_refuses_sizes_outside_1_to_50(size: int) -> None:
     with pytest.raises(ValueError, match=r"batch size must be 1\.\.50"):
