@@ -27,6 +27,9 @@ MEMBERS = "user/tag/get"
 TAG_PAGE = 10_000
 #: 未分组: listed by `tags/get`, carried by no user
 UNTAGGED = 0
+#: WeChat's daily quota of `user/tag/get` (like `user/get`'s); the automatic choice never
+#: picks member lists that need more pages than one day gives, whatever they save
+MEMBERS_DAILY_QUOTA = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +67,15 @@ def choose_source(users: int, tags: Iterable[Group] | None,
                   setting: str = "auto") -> SnapshotChoice:
     """The source for `users` pending users: the job's `snapshot_source` ("batchget",
     "members"), or with "auto" the cheaper in calls; a tie goes to `user/info/batchget`, whose
-    daily quota is far larger (5,000,000 against 500 on the sandbox's table). `tags` None (the
-    groups backend): batchget, the only source."""
+    daily quota is far larger (5,000,000 against 500 on the sandbox's table), and so do member
+    lists longer than one day's `user/tag/get` quota. `tags` None (the groups backend):
+    batchget, the only source."""
     per_user = batchget_calls(users)
     if tags is None:
         return SnapshotChoice(BATCHGET, per_user, MEMBERS, 0)
     pages = member_pages(tags)
     members = SnapshotChoice(MEMBERS, pages, BATCHGET, per_user)
-    if setting == "members" or (setting == "auto" and pages < per_user):
+    cheaper = pages < per_user and pages <= MEMBERS_DAILY_QUOTA
+    if setting == "members" or (setting == "auto" and cheaper):
         return members
     return SnapshotChoice(BATCHGET, per_user, MEMBERS, pages)

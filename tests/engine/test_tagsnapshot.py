@@ -50,6 +50,10 @@ def tags(*counts: int) -> list[Group]:
     (1_000, (3_000_000,), SnapshotChoice(BATCHGET, 10, MEMBERS, 302)),
     (1_000, (0, 0, 10_000), SnapshotChoice(MEMBERS, 5, BATCHGET, 10)),  # empty tags: 1 call
     (101, (), SnapshotChoice(MEMBERS, 1, BATCHGET, 2)),
+    # cheaper in calls, but more pages than a day's user/tag/get quota (500): batchget
+    (10_000_000, (1_250_000,) * 8, SnapshotChoice(BATCHGET, 100_000, MEMBERS, 1_009)),
+    (5_000_000, (620_000,) * 8, SnapshotChoice(BATCHGET, 50_000, MEMBERS, 505)),
+    (5_000_000, (600_000,) * 8, SnapshotChoice(MEMBERS, 489, BATCHGET, 50_000)),  # fits
 ])
 def test_the_cheaper_source_is_chosen_from_the_counts(
         users: int, counts: tuple[int, ...], expected: SnapshotChoice) -> None:
