@@ -292,19 +292,25 @@ class Child:
 
 def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None,
               check: bool = True) -> Child:
-    """Run one process to the end; its CPU time and peak RSS come from its own wait4 rusage
-    (RUSAGE_CHILDREN would mix in every other child reaped meanwhile)."""
+    """Run one process to the end; its CPU time and peak RSS are its own wait4 rusage, taken
+    by `launch.py` (a small process that forks it), never the bench's own high-water mark,
+    which a child spawned from the bench inherits across exec."""
+    read, write = os.pipe()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.monotonic()
-        proc = subprocess.Popen(list(argv), cwd=REPO_ROOT, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            subprocess.run([sys.executable, "-S", str(BENCH_DIR / "launch.py"), str(write),
+                            *argv], cwd=REPO_ROOT, stdout=out, stderr=err, env=env,
+                           pass_fds=(write,), check=False)
+        finally:
+            os.close(write)
+        with os.fdopen(read, "rb") as report:
+            took = json.loads(report.read() or b"{}")
         out.seek(0)
         err.seek(0)
-        child = Child(list(argv), proc.returncode, started, wall,
-                      usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
-                      out.read(), err.read())
+        if not took:
+            raise RuntimeError(f"bench/launch.py could not run {argv[0]}: {err.read()[-2000:]}")
+        child = Child(list(argv), took["returncode"], took["started"], took["wall"],
+                      took["cpu"], took["max_rss"], out.read(), err.read())
     if check and child.returncode != 0:
         raise RuntimeError(f"{' '.join(child.argv[:4])} ... exited {child.returncode}: "
                            f"{child.stderr.strip()[-2000:]}")
