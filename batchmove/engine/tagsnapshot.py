@@ -56,7 +56,7 @@ async def tag_snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop
         return await snapshot(client, ledger, spec, stop, events)
     events.info("resuming the snapshot from tag member lists" if resumed
                 else choice.describe())
-    todo = listing.begin([t.id for t in listed_tags(tags)])
+    todo = listing.begin([t.id for t in listed_tags(tags)], resume=resumed)
     await _list(client, listing, todo, spec, stop)
     if stop.reason is not None:
         return RunOutcome(stop.reason)

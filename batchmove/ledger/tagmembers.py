@@ -81,10 +81,11 @@ class TagListing:
         return bool(self.conn.execute("SELECT 1 FROM snap_tags LIMIT 1").fetchone()) and \
             users == same == self.todo_count()
 
-    def begin(self, tag_ids: Sequence[int]) -> list[tuple[int, str]]:
-        """(tag id, next_openid) of every tag left to list: a listing in progress goes on,
-        else a new one over `tag_ids` starts."""
-        if not self.in_progress():
+    def begin(self, tag_ids: Sequence[int], *, resume: bool) -> list[tuple[int, str]]:
+        """(tag id, next_openid) of every tag left to list: with `resume` (the caller found
+        `in_progress`, three counts of the table it need not repeat) the listing goes on, else
+        a new one over `tag_ids` starts."""
+        if not resume:
             with self.ledger.transaction() as conn:
                 self._drop(conn)
                 for statement in _SCHEMA.split(";"):  # executescript would COMMIT
