@@ -22,12 +22,21 @@ from typing import Any
 
 from batchmove import segments
 from batchmove.engine.account import fetch_quotas, resolve_targets, target_summary
-from batchmove.engine.backend import api_client
+from batchmove.engine.backend import api_client, gate_of
 from batchmove.engine.flow import send_stages
 from batchmove.engine.moves import read_users
 from batchmove.engine.planner import summarize_plan
 from batchmove.engine.resolver import Resolution, create_missing
 from batchmove.engine.runner import RunOutcome, StopReason, StopSignals, signal_stop
+from batchmove.engine.sharing import (
+    account_status,
+    claimed,
+    describe_overlap,
+    expected_rates,
+    overlaps_of,
+    seed_rates,
+    sending_endpoints,
+)
 from batchmove.engine.targets import Targets
 from batchmove.errors import (
     EXIT_OK,
@@ -98,16 +107,19 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
         load_or_resume(ledger, source, spec, restart=options.restart,
                        reset_failed=_retry_failed if options.retry_failed else None,
                        info=events.info)
-        outcome = RunOutcome(StopReason.DONE)
+        outcome, rates = RunOutcome(StopReason.DONE), dict[str, float]()
         if stop.reason is None:  # not interrupted while loading: nothing was sent yet
-            outcome = await _send(ledger, spec, options, events, stop)
-        return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error)
+            with claimed(spec, ledger):  # who this run moves, on the account's registry
+                outcome, rates = await _send(ledger, spec, options, events, stop)
+        return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error,
+                       rates)
 
 
 async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Events,
-                stop: StopSignals) -> RunOutcome:
-    """Resolve, confirm, create, snapshot, move, verify: everything that calls WeChat."""
-    outcome = RunOutcome(StopReason.DONE)
+                stop: StopSignals) -> tuple[RunOutcome, dict[str, float]]:
+    """Resolve, confirm, create, snapshot, move, verify: everything that calls WeChat. Also
+    the rate each endpoint ran at last (rate = "auto")."""
+    outcome, rates = RunOutcome(StopReason.DONE), dict[str, float]()
     async with api_client(spec, ledger) as client:
         try:
             resolution, groups = await resolve_targets(client, ledger, spec)
@@ -120,6 +132,7 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
                                      sleep=asyncio.sleep)
             ledger.settle_creations(resolution.resolved)
             ledger.assign_groups(resolution.resolved, resolution.failed)
+            await seed_rates(client, spec, sending_endpoints(spec))
             for stage in send_stages(spec):
                 if outcome.reason is StopReason.DONE and stop.reason is None:
                     outcome = await stage(client, ledger, spec, stop, events)
@@ -131,11 +144,23 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
             outcome = RunOutcome(StopReason.FATAL, exc)
         finally:
             ledger.add_calls(client.calls)
-    return outcome
+            rates = _rates_found(client, events)
+    return outcome, rates
+
+
+def _rates_found(client: WeChatClient, events: Events) -> dict[str, float]:
+    """Under rate = "auto": the rate each endpoint ran at last, said once."""
+    gate = gate_of(client)
+    if gate is None or not gate.auto:
+        return {}
+    rates = gate.rates()
+    if rates:
+        events.info("rate found: " + ", ".join(f"{e} {r:g}/s" for e, r in rates.items()))
+    return rates
 
 
 def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
-            error: ApiError | None) -> RunResult:
+            error: ApiError | None, rates: dict[str, float]) -> RunResult:
     """The verdict, the reports, and the result every caller gets."""
     counts = ledger.counts()
     code, message = _verdict(counts, reason, error)
@@ -146,7 +171,8 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
         job=spec.name, run_id=ledger.meta().get("run_id"), exit_code=code,
         stop_reason=reason.value, message=message, started_at=_iso(started),
         finished_at=_iso(finished), duration_s=round(finished - started, 3),
-        users_moved_per_s=round(counts.get("moved", 0) / max(finished - started, 1e-9), 1))
+        users_moved_per_s=round(counts.get("moved", 0) / max(finished - started, 1e-9), 1),
+        rate=spec.rate, rate_found=rates)
     run_dir = spec.out_dir
     try:
         report.write_reports(ledger, run_dir, dict(summary), xlsx_max_rows=spec.xlsx_max_rows)
@@ -193,6 +219,7 @@ async def _plan_input(spec: JobSpec, events: Events) -> Plan:
             Ledger(Path(scratch)).open() as ledger:
         load(ledger, source, spec, "", events.info)
         blocked = None
+        overlaps = overlaps_of(spec, ledger, Path(scratch))
         async with api_client(spec, ledger) as client:
             try:
                 resolution, groups = await resolve_targets(client, ledger, spec)
@@ -200,8 +227,11 @@ async def _plan_input(spec: JobSpec, events: Events) -> Plan:
                     DailyQuotaError) as exc:  # e.g. a blacklist target: the run would refuse
                 resolution, groups, blocked = Resolution(), [], exc.message
             plan = await _plan(client, ledger, spec, resolution, groups, quotas=not blocked)
+    if overlaps and not spec.allow_overlap and blocked is None:
+        blocked = describe_overlap(overlaps) + " (--allow-overlap runs it all the same)"
     path = spec.out_dir / "plan.json"
-    return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path)
+    return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path,
+                   overlaps=overlaps)
 
 
 async def _plan(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,
@@ -209,11 +239,14 @@ async def _plan(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution:
     counts, targets = ledger.counts(), target_summary(resolution, ledger, groups)
     invalid = ledger.meta().get("invalid_by_reason", {})
     tags = groups if spec.backend == "tags" else None  # their counts price a member listing
-    plan = summarize_plan(counts, targets, spec, invalid_by_reason=invalid, tags=tags)
+    others = max(0, account_status(spec).sharing - (gate_of(client) is not None))
+    plan = summarize_plan(counts, targets, spec, invalid_by_reason=invalid, tags=tags,
+                          rates=expected_rates(spec), sharing=others)
     if not quotas:
         return plan
     found = await fetch_quotas(client, [e for e in plan.calls if e != "total"], spec)
-    return summarize_plan(counts, targets, spec, found, invalid, tags)
+    return summarize_plan(counts, targets, spec, found, invalid, tags,
+                          expected_rates(spec, found), others)
 
 
 # --- the story of a verification --------------------------------------------------------------

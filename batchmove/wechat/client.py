@@ -43,10 +43,13 @@ from batchmove.errors import (
 from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Group
 from batchmove.wechat.errcodes import error_for
 from batchmove.wechat.gate import RateGate, TokenStore, gated
+from batchmove.wechat.quota import Quota, quota_of
 from batchmove.wechat.token import TokenManager, TokenSource
 
 if TYPE_CHECKING:
     from aiolimiter import AsyncLimiter
+
+__all__ = ["FollowerPage", "Quota", "WeChatClient"]
 
 MAX_TOKEN_RETRIES = 2  # retries of one call after token errors; then the token problem is fatal
 
@@ -60,15 +63,6 @@ class FollowerPage:
     total: int
     openids: list[str]
     next_openid: str
-
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """`openapi/quota/get` for one endpoint: whether a job fits in today's calls."""
-
-    daily_limit: int
-    used: int
-    remain: int
 
 
 class WeChatClient:
@@ -322,10 +316,7 @@ class WeChatClient:
     async def get_quota(self, cgi_path: str) -> Quota:
         """Today's quota of one endpoint (`groups/get` or `/cgi-bin/groups/get`)."""
         path = cgi_path if cgi_path.startswith("/") else f"/cgi-bin/{cgi_path}"
-        data = await self.call("POST", "openapi/quota/get", json={"cgi_path": path})
-        quota = data.get("quota") or {}
-        return Quota(int(quota.get("daily_limit", 0)), int(quota.get("used", 0)),
-                     int(quota.get("remain", 0)))
+        return quota_of(await self.call("POST", "openapi/quota/get", json={"cgi_path": path}))
 
     async def clear_quota(self, appid: str) -> None:
         """Resets the account's quotas (10 times a month): only ever on a human's request."""
