@@ -62,7 +62,7 @@ async def client_for(spec: JobSpec, default_openids: Callable[[], list[str]] | N
         gate = shared_gate(registry, account, spec)
         try:
             client = WeChatClient(base_url, source, timeout=spec.timeout, gate=gate,
-                                  token_store=SharedTokens(registry, account),
+                                  token_store=SharedTokens(registry, account, _kind(source)),
                                   connector_limit=max(100, spec.workers))
             async with client:
                 yield client
@@ -72,6 +72,13 @@ async def client_for(spec: JobSpec, default_openids: Callable[[], list[str]] | N
             if spec.api_base == "sandbox":
                 registry.forget(account)
             registry.close()
+
+
+def _kind(source: TokenSource) -> str:
+    """The store's slot: a secret source's token is shared only by runs with that secret."""
+    if isinstance(source, SecretTokenSource):
+        return f"access:{source.fingerprint}"
+    return "access"
 
 
 def gate_of(client: WeChatClient) -> SharedGate | None:

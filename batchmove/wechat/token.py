@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shlex
 import signal
@@ -91,6 +92,13 @@ class SecretTokenSource(TokenSource):
     @property
     def describe(self) -> str:
         return f"appid={self.appid!r}, kind={self.kind!r}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Tells this secret from another without holding it: a job with a wrong secret must
+        not be handed the token fetched with the right one."""
+        return hashlib.blake2b(f"{self.kind}:{self.__secret}".encode(), digest_size=8,
+                               person=b"bm-secret").hexdigest()
 
     async def fetch(self, http: HttpFetch, *, force: bool = False) -> Token:
         try:
