@@ -15,6 +15,7 @@ claimed for it and nothing overlaps it.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
@@ -25,6 +26,8 @@ from batchmove.engine.backend import gate_of
 from batchmove.engine.planner import backend_endpoints, move_calls
 from batchmove.engine.runner import RetryPolicy, with_retries
 from batchmove.errors import ApiError, DailyQuotaError, UsageError
+from batchmove.intake import loader
+from batchmove.ledger.rundir import load
 from batchmove.ledger.store import Ledger
 from batchmove.models import SANDBOX, JobSpec
 from batchmove.registry import Claims, Registry, account_of
@@ -69,6 +72,33 @@ def overlaps_of(spec: JobSpec, ledger: Ledger, scratch: Path) -> list[Overlap]:
                 if o.run_dir != str(Path(spec.out_dir).absolute())]
     finally:
         claims.release(scratch)
+        registry.close()
+
+
+def claim_job(spec: JobSpec, state: str) -> list[Overlap]:
+    """Register a run that waits for approval ("pending", "approved": the console), its users
+    read from its input; the live runs it overlaps. `release_job` removes it."""
+    if spec.api_base == SANDBOX:
+        return []
+    source = loader.open_input(spec)
+    registry = Registry()
+    with tempfile.TemporaryDirectory(prefix="batchmove-claim-") as scratch, \
+            Ledger(Path(scratch)).open() as ledger:
+        load(ledger, source, spec, "", lambda _: None)
+        try:
+            return Claims(registry, account_of(spec)).register(
+                spec.out_dir, spec.name, ledger.pending_openids(), state=state,
+                planned=_planned(spec, ledger))
+        finally:
+            registry.close()
+
+
+def release_job(spec: JobSpec) -> None:
+    """Remove the registration of the job's run directory (a discarded or finished run)."""
+    registry = Registry()
+    try:
+        Claims(registry, account_of(spec)).release(spec.out_dir)
+    finally:
         registry.close()
 
 
