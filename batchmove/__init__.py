@@ -29,7 +29,7 @@ _EXPORTS = {
     "job_spec": "batchmove.api",
     "export": "batchmove.api",
     "export_async": "batchmove.api",
-    "ExportResult": "batchmove.exporting",
+    "ExportResult": "batchmove.flows.export",
     "JobSpec": "batchmove.models",
     "Events": "batchmove.results",
     "Progress": "batchmove.results",
@@ -144,7 +144,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         RunStateError,
         UsageError,
     )
-    from batchmove.exporting import ExportResult
+    from batchmove.flows.export import ExportResult
     from batchmove.models import JobSpec
     from batchmove.results import (
         Counts,

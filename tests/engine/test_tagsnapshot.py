@@ -19,9 +19,9 @@ from batchmove.engine.snapshotsource import (
     choose_source,
     member_pages,
 )
+from batchmove.flows.plan import plan_job
 from batchmove.models import Group, JobSpec
 from batchmove.output.review import write_rollback
-from batchmove.pipeline import plan_job
 from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
 from tests.support.engine import QuietEvents, run, spec_for, spread, user_state, write_moves
 from tests.support.sandboxes import SandboxFactory

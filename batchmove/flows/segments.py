@@ -4,7 +4,7 @@
     tag = "旧分层A"        # or group = "老客户" / group = 108 / all = true
     to = "高价值客户"      # or to_id = 120
 
-The one hook the pipeline calls at the start of `run` (and `plan`): on the first run the
+The one hook the run and the plan call first (`flows/run.py`, `flows/plan.py`): on the first run the
 selection is listed from the account (as `export` lists, resumable through the same page
 checkpoint) and frozen into `RUN_DIR/input.csv` (`openid,to_group_name` or
 `openid,to_groupid`, mode 600); from then on the job is an ordinary job whose `input` is that
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from batchmove.errors import StoppedEarly
-from batchmove.exporting import ExportResult, ExportSpec, check_export, export_followers
+from batchmove.flows.export import ExportResult, ExportSpec, check_export, export_followers
 from batchmove.models import JobSpec, Selection
 from batchmove.results import Events, Plan, RunResult, StopReasonName, Summary, counts_of
 
