@@ -20,7 +20,7 @@ from batchmove.flows import segments
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load, write_json
 from batchmove.ledger.store import Ledger
-from batchmove.models import Group, JobSpec
+from batchmove.models import JobSpec, Target
 from batchmove.results import Events, Plan
 from batchmove.wechat.client import WeChatClient
 
@@ -53,7 +53,7 @@ async def _plan_input(spec: JobSpec, events: Events) -> Plan:
 
 
 async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,
-                  groups: list[Group], *, quotas: bool = True) -> Plan:
+                  groups: list[Target], *, quotas: bool = True) -> Plan:
     """The plan of the rows a ledger holds, priced against today's quota unless `quotas` is
     false (a plan that cannot run)."""
     counts, targets = ledger.counts(), target_summary(resolution, ledger, groups)

@@ -26,8 +26,8 @@ from batchmove.engine.account import resolve_targets
 from batchmove.engine.backend import api_client
 from batchmove.engine.flow import send_stages
 from batchmove.engine.resolver import create_missing
-from batchmove.engine.runner import RunOutcome, StopReason, StopSignals, signal_stop
-from batchmove.engine.targets import Targets
+from batchmove.engine.runner import RunOutcome, StopSignals, signal_stop
+from batchmove.engine.targets import TargetApi
 from batchmove.errors import (
     EXIT_OK,
     EXIT_ROW_FAILURES,
@@ -50,14 +50,14 @@ from batchmove.flows.verify import read_back
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load_or_resume, now
 from batchmove.ledger.store import Ledger
-from batchmove.models import JobSpec
+from batchmove.models import STATUSES, JobSpec
 from batchmove.output import report
 from batchmove.output.notify import Notifier, notify_refused, notify_result
 from batchmove.results import (
-    STATUSES,
     Events,
     Plan,
     RunResult,
+    StopReason,
     Summary,
     counts_of,
 )
@@ -130,7 +130,7 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
                 if not options.confirm(plan):
                     raise ConfirmationRequired("not confirmed: nothing was sent")
             if resolution.missing and stop.reason is None:
-                await create_missing(Targets(client, spec.backend), resolution, ledger,
+                await create_missing(TargetApi(client, spec.backend), resolution, ledger,
                                      sleep=asyncio.sleep)
             ledger.settle_creations(resolution.resolved)
             ledger.assign_groups(resolution.resolved, resolution.failed)
@@ -169,7 +169,7 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
         code = EXIT_STOPPED
         message = (f"{message}; but {exc.message}; every result is in the ledger: "
                    f"`batchmove report {run_dir}` writes the reports again")
-    return RunResult(code, message, run_dir, counts_of(counts), reason.value,
+    return RunResult(code, message, run_dir, counts_of(counts), reason,
                      ledger.calls(), summary)
 
 

@@ -12,14 +12,14 @@ from typing import Any
 
 from batchmove.engine.backend import api_client
 from batchmove.engine.moves import read_users
-from batchmove.engine.runner import RunOutcome, StopReason, StopSignals, signal_stop
+from batchmove.engine.runner import RunOutcome, StopSignals, signal_stop
 from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, EXIT_STOPPED, UsageError
 from batchmove.intake import jobfile
 from batchmove.ledger.store import Ledger
 from batchmove.models import JobSpec, Move
 from batchmove.output import report
 from batchmove.output.review import open_run, verify_moves
-from batchmove.results import Events, VerifyResult
+from batchmove.results import Events, StopReason, VerifyResult
 from batchmove.wechat.client import WeChatClient
 
 
