@@ -118,6 +118,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         export,
         export_async,
         job_spec,
+        notify,
         plan,
         plan_async,
         rollback,
