@@ -13,7 +13,7 @@ none of the dependencies installed yet (it sets them up).
 import importlib as _importlib
 import typing as _typing
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
