@@ -13,7 +13,7 @@ none of the dependencies installed yet (it sets them up).
 import importlib as _importlib
 import typing as _typing
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -35,7 +35,7 @@ _EXPORTS = {
     "AccountStatus": "batchmove.results",
     "AccountRun": "batchmove.results",
     "Overlap": "batchmove.results",
-    "ExportResult": "batchmove.exporting",
+    "ExportResult": "batchmove.flows.export",
     "JobSpec": "batchmove.models",
     "Events": "batchmove.results",
     "Progress": "batchmove.results",
@@ -132,6 +132,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         export,
         export_async,
         job_spec,
+        notify,
         plan,
         plan_async,
         release_run,
@@ -159,7 +160,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         RunStateError,
         UsageError,
     )
-    from batchmove.exporting import ExportResult
+    from batchmove.flows.export import ExportResult
     from batchmove.models import JobSpec
     from batchmove.results import (
         AccountRun,

@@ -55,7 +55,7 @@ class JobEnd:
         return f"{self.job}: exit {self.exit_code} ({words}): {self.message}"
 
 
-class Batch:
+class ChildPool:
     """Runs the children, at most `parallel` at a time, and relays signals to them."""
 
     def __init__(self, parallel: int, child_args: Sequence[str], *, forward_stderr: bool,
@@ -152,7 +152,7 @@ def run_many(jobs: Sequence[str], parallel: int, overrides: dict[str, Any], *,
     if overrides.get("out") is not None and len(jobs) > 1:
         raise UsageError("--out names one run directory: it cannot be given with several jobs "
                          "(set out = \"...\" in each job file)")
-    batch = Batch(parallel, child_args(overrides, **flags), forward_stderr=json_logs,
+    batch = ChildPool(parallel, child_args(overrides, **flags), forward_stderr=json_logs,
                   echo=_json_end if json_logs else lambda end: click.echo(end.line))
     ends = asyncio.run(batch.run(jobs))
     return worst([end.exit_code for end in ends])

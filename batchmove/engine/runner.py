@@ -26,7 +26,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
@@ -42,6 +41,7 @@ from batchmove.errors import (
     TransientError,
 )
 from batchmove.models import Batch, RowFailure
+from batchmove.results import StopReason
 
 T = TypeVar("T")
 
@@ -54,15 +54,6 @@ INVALID_TAG_ID = 45159
 #: 45011 attempts of one call when the rate gate holds the calls until the window turns (each
 #: attempt is a probe of the window, never a lost row); 45011 without a gate: the policy's cap
 MANAGED_MINUTE_ATTEMPTS = 200
-
-
-class StopReason(StrEnum):
-    DONE = "done"
-    DAILY_QUOTA = "daily_quota"
-    FATAL = "fatal"
-    THRESHOLD = "failure_threshold"
-    SIGINT = "sigint"
-    SIGTERM = "sigterm"
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import batchmove
 from batchmove.errors import UsageError
 from batchmove.registry import Claims, Registry, account_of
 from batchmove.sandbox import RunningSandbox, SandboxConfig
-from tests.conftest import SandboxFactory
-from tests.engine_helpers import write_moves
+from tests.support.engine import write_moves
+from tests.support.sandboxes import SandboxFactory
 
 
 async def started(sandbox_factory: SandboxFactory, monkeypatch: pytest.MonkeyPatch,

@@ -16,7 +16,7 @@ from batchmove.registry import Budget, Registry
 from batchmove.registry.aimd import SAFE_START, BucketState, Report, apply, start_rate
 from batchmove.registry.budget import sharing
 from batchmove.sandbox.pushback import Pushback
-from tests.conftest import REPO_ROOT, FakeClock
+from tests.support.sandboxes import REPO_ROOT, FakeClock
 
 SENDER = textwrap.dedent("""
     import asyncio, sys

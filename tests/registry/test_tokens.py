@@ -20,7 +20,7 @@ from batchmove.sandbox import SandboxConfig
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.gate import StoredToken
 from batchmove.wechat.token import SecretTokenSource
-from tests.conftest import REPO_ROOT, SandboxFactory
+from tests.support.sandboxes import REPO_ROOT, SandboxFactory
 
 CHILD = textwrap.dedent("""
     import asyncio, sys

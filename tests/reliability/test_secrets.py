@@ -30,13 +30,13 @@ from pathlib import Path
 import pytest
 
 from batchmove.errors import ApiError
+from batchmove.flows.run import RunOptions, run_job
 from batchmove.models import JobSpec
-from batchmove.pipeline import RunOptions, run_job
 from batchmove.sandbox import SandboxConfig, sandbox_openids
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.token import EnvTokenSource, SecretTokenSource
-from tests.engine_helpers import QuietEvents
-from tests.reliability.support import (
+from tests.support.engine import QuietEvents
+from tests.support.processes import (
     APPID,
     SECRET,
     LeakAudit,

@@ -13,8 +13,7 @@ import pytest
 from batchmove.errors import InputChangedError, RunLockedError, UsageError
 from batchmove.ledger.store import Ledger
 from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
-from tests.conftest import SandboxFactory
-from tests.engine_helpers import (
+from tests.support.engine import (
     BACKENDS,
     account,
     assert_state_matches,
@@ -28,6 +27,7 @@ from tests.engine_helpers import (
     spread,
     write_moves,
 )
+from tests.support.sandboxes import SandboxFactory
 
 GROUPS = ["高价值客户", "华东媒", "沉睡用户", "新注册", "NA"]
 
@@ -322,7 +322,7 @@ async def test_sigint_stops_and_resumes(tmp_path: Path, sandbox_factory: Sandbox
 ])
 def test_retry_failed_picks_retryable_and_unknown_errcodes(
         codes: set[int | None], expected: set[int | None]) -> None:
-    from batchmove.pipeline import retryable
+    from batchmove.flows.run import retryable
 
     assert set(retryable(codes)) == expected
 
