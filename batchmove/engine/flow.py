@@ -142,12 +142,12 @@ class _Flow:
 
     def _maybe_commit(self) -> None:
         last = self.exhausted and not self.reading
-        low = self.runner is not None and self.runner.queued < self.runner.concurrency
+        low = self.runner is not None and self.runner.queued_first < self.runner.concurrency
         if last or low or self._waiting() >= SNAPSHOT_COMMIT_ROWS:
             self.commit_snapshot(release=True)
         if last and self.runner is not None and not self.runner.stopping:
             for batch in self.batcher.rest():
-                self.runner.submit(batch)
+                self.runner.submit(batch, first=True)
 
     def commit_snapshot(self, *, release: bool) -> None:
         """Commit the answers read so far; with `release`, hand their users to the moves."""
@@ -161,7 +161,7 @@ class _Flow:
             return
         for target_id, (rows, openids) in ready.items():
             for batch in self.batcher.extend(target_id, rows, openids):
-                self.runner.submit(batch)
+                self.runner.submit(batch, first=True)
 
     def _waiting(self) -> int:
         """Users read back whose snapshot is not committed yet."""

@@ -20,6 +20,7 @@ from batchmove.engine.sharing import (
     describe_overlap,
     expected_rates,
     overlaps_of,
+    planned_by_others,
 )
 from batchmove.errors import DailyQuotaError, FatalApiError, TokenError, TransientError, UsageError
 from batchmove.flows import segments
@@ -75,5 +76,8 @@ async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolutio
     if not quotas:
         return plan
     found = await fetch_quotas(client, [e for e in plan.calls if e != "total"], spec)
+    for endpoint, others in planned_by_others(spec).items():  # today's calls they will take
+        if endpoint in found:
+            found[endpoint]["others"] = others
     return summarize_plan(counts, targets, spec, found, invalid, tags,
                           expected_rates(spec, found), others)

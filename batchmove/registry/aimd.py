@@ -12,8 +12,10 @@ AIMD, as in Netflix's concurrency-limits, with TCP's slow start in front:
 - never above `max_rate`, nor above the reported (or configured) ceiling.
 
 A 45011 is also a pause: every sender of the endpoint holds until `paused_until`, first
-`PROBE_START` seconds, doubling while the answers stay 45011, never longer than the window (the
-next minute where the window is unknown); the call that got it is retried, never lost.
+`PROBE_START` seconds, doubling while the answers stay 45011, never longer than the window, nor
+than `PROBE_MAX` where the window is unknown (a hidden window may turn any moment: a pause that
+doubled to 4 s waited ~2 s past a 5 s window's turn on average, and 45011 costs one call a
+probe); the call that got it is retried, never lost.
 
 The state lives in the registry (`BucketState`), shared by every process of the account; each
 process reports what it saw (`Report`) when it takes its next slots.
@@ -28,6 +30,7 @@ MIN_RATE = 1.0
 ADDITIVE = 5.0  # calls/s gained per second of clean answers
 COOLDOWN = 1.0  # seconds: one cut per congestion episode
 PROBE_START = 0.25  # seconds: the first pause after a 45011
+PROBE_MAX = 1.0  # seconds: the longest pause while the window is unknown
 GOODPUT_S = 5.0
 CEILING_SHARE = 0.98  # of a reported rate_limit
 
@@ -107,7 +110,7 @@ def _pause(state: BucketState, report: Report, now: float, to_next_minute: float
         return state
     again = state.probe_delay > 0 and not report.ok
     delay = 2 * state.probe_delay if again else PROBE_START
-    limit = state.window if state.window else to_next_minute
+    limit = state.window if state.window else min(to_next_minute, PROBE_MAX)
     delay = min(delay, max(limit, PROBE_START))
     return replace(state, paused_until=now + delay, probe_delay=delay, tat=max(state.tat, now))
 

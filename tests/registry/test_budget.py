@@ -63,6 +63,72 @@ def test_three_processes_never_exceed_the_account_rate(sandbox_process) -> None:
     assert times[-1] - times[0] >= (len(times) - rate) / rate
 
 
+MIXED = textwrap.dedent("""
+    import asyncio, sys
+    from batchmove.registry import Budget, Registry, SharedGate
+    from batchmove.registry.aimd import start_rate
+    from batchmove.wechat.client import WeChatClient
+    from batchmove.wechat.token import SecretTokenSource
+
+    async def main(base, setting, calls):
+        fixed = None if setting == "auto" else float(setting)
+        budget = Budget(Registry(), "shared-account", fixed_rate=fixed)
+        budget.join()
+        gate = SharedGate(budget, auto=fixed is None, concurrency=4, start_rate=fixed or 20.0)
+        source = SecretTokenSource("wxsandbox0000000001", "sandbox-secret-not-real")
+        async with WeChatClient(base, source, gate=gate) as client:
+            if fixed is None:  # what seed_rates does: start from the reported rate_limit
+                quota = await client.get_quota("groups/get")
+                rate, ceiling = start_rate(quota.call_count, quota.refresh_second)
+                gate.seed("groups/get", rate, ceiling, quota.refresh_second, alone=False)
+            print("ready", flush=True)
+            sys.stdin.readline()  # all three start sending together
+            async def worker(n):
+                for _ in range(n):
+                    await client.get_groups()
+            await asyncio.gather(*(worker(calls // 4) for _ in range(4)))
+        gate.close()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+""")
+
+
+def test_auto_and_fixed_runs_share_one_budget_per_endpoint(sandbox_process) -> None:  # type: ignore[no-untyped-def]
+    """An auto run at the account's reported 40/s and two fixed runs (30 and 20): apart they
+    would send ~57/s; together they stay within 40 in every 1 s window."""
+    base = sandbox_process("--users", "5")
+    admin = urllib.request.Request(
+        f"{base}/sandbox/faults", data=json.dumps({"rate_limit": {"groups/get": [200, 5]}})
+        .encode(), headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(admin).read()
+    settings, calls = ("auto", "30", "20"), 48
+    procs = [subprocess.Popen([sys.executable, "-c", MIXED, base, setting, str(calls)],
+                              cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for setting in settings]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
+    with urllib.request.urlopen(f"{base}/sandbox/timeline") as resp:
+        times = sorted(float(t) for t, e in json.loads(resp.read())["calls"]
+                       if e == "groups/get")
+    assert len(times) == 3 * calls
+    assert max_in_window(times) <= 40
+    assert times[-1] - times[0] >= (len(times) - 40) / 40  # together at 40/s, no faster
+
+
 HOLDER = textwrap.dedent("""
     import time
     from batchmove.registry import Budget, Registry
