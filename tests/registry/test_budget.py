@@ -107,7 +107,8 @@ def test_auto_and_fixed_runs_share_one_budget_per_endpoint(sandbox_process) -> N
                               text=True) for setting in settings]
     try:
         for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
