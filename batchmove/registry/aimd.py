@@ -2,8 +2,10 @@
 
 AIMD, as in Netflix's concurrency-limits, with TCP's slow start in front:
 
-- start from `quota/get`'s `rate_limit` (call_count / refresh_second, less 2% so a token
-  bucket's burst never tips a window over) when WeChat reports one, else from `SAFE_START`;
+- start from `quota/get`'s `rate_limit` (call_count / refresh_second, less 2%, and at least 2
+  calls/s less, as a fixed `rate` above 8 is: slots may be used one slot late, so a second
+  can hold rate + 2 calls; the 2% keeps a long window's count clear of the latency's jitter)
+  when WeChat reports one, else from `SAFE_START`;
 - slow start: +1 call/s per clean answer (the rate doubles every second) until the first sign
   of congestion, then additive increase: +`ADDITIVE` calls/s per second of clean answers;
 - on 45011, -1 or latency that has doubled: halve, at most once per `COOLDOWN`, and never below
@@ -69,7 +71,8 @@ class Report:
 def start_rate(call_count: int | None, refresh_second: float | None) -> tuple[float, float | None]:
     """The first rate and the ceiling: from a reported rate_limit, or the safe start."""
     if call_count and refresh_second:
-        ceiling = CEILING_SHARE * call_count / refresh_second
+        limit = call_count / refresh_second
+        ceiling = min(CEILING_SHARE * limit, limit - 2) if limit > 8 else CEILING_SHARE * limit
         return ceiling, ceiling
     return SAFE_START, None
 

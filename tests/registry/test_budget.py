@@ -16,6 +16,7 @@ from batchmove.registry import Budget, Registry
 from batchmove.registry.aimd import SAFE_START, BucketState, Report, apply, start_rate
 from batchmove.registry.budget import sharing
 from batchmove.sandbox.pushback import Pushback
+from bench.harness import max_in_window  # the bench's own count of a sliding window
 from tests.support.sandboxes import REPO_ROOT, FakeClock
 
 SENDER = textwrap.dedent("""
@@ -38,15 +39,6 @@ SENDER = textwrap.dedent("""
 
     asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))
 """)
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def test_three_processes_never_exceed_the_account_rate(sandbox_process) -> None:  # type: ignore[no-untyped-def]
