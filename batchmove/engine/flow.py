@@ -6,8 +6,10 @@ one `user/info/batchget`; once answered, their previous groups are committed to 
 (`record_previous_groups`) and only then are they batched by target group and moved, while
 later users are still being read. Moves go in the runner's first lane, before any read queued:
 what was read is moved at once, and reads (which the feeder queues up to its lookahead) take
-the workers the moves leave. A snapshot commit releases users as soon as the first lane runs
-short of a worker's worth of moves, else every 1,000 users read (`SNAPSHOT_COMMIT_ROWS`).
+the workers the moves leave. A snapshot commit releases users every 1,000 users read
+(`SNAPSHOT_COMMIT_ROWS`: one ledger transaction for ten reads), and at once for the first
+1,000 (the first moves wait for no more than a batch's worth of reads) and whenever the pool
+is about to idle.
 Against a rate-limited move endpoint, moves queued behind ~64 reads waited ~2 s for their
 first call and ran dry whenever the reads' rate dipped (100,000 users, 100 moves/s: the move
 phase took 1.26x its bound; moves first, with the gate's latency signal fixed and the reads
@@ -92,6 +94,7 @@ class _Flow:
         self.reading: dict[int, int] = {}  # row -> target group, while its read is out
         self.exhausted = False  # every pending row was handed out
         self.already = 0
+        self.released = 0  # users handed to the moves so far
         self._previous: dict[int, list[int]] = {}  # prev_group -> rows, not committed yet
         self._already: list[int] = []
         self._ready: dict[int, tuple[list[int], list[str]]] = {}  # group -> users to move
@@ -151,8 +154,9 @@ class _Flow:
 
     def _maybe_commit(self) -> None:
         last = self.exhausted and not self.reading
-        low = self.runner is not None and self.runner.queued_first < self.runner.concurrency
-        if last or low or self._waiting() >= SNAPSHOT_COMMIT_ROWS:
+        low = self.runner is not None and self.runner.queued < self.runner.concurrency
+        starting = self.released < SNAPSHOT_COMMIT_ROWS  # the first moves go at once
+        if last or low or starting or self._waiting() >= SNAPSHOT_COMMIT_ROWS:
             self.commit_snapshot(release=True)
         if last and self.runner is not None and not self.runner.stopping:
             for batch in self.batcher.rest():
@@ -168,6 +172,7 @@ class _Flow:
         ready, self._ready = self._ready, {}
         if not release or self.runner is None or self.runner.stopping:
             return
+        self.released += sum(len(rows) for rows, _ in ready.values())
         for target_id, (rows, openids) in ready.items():
             for batch in self.batcher.extend(target_id, rows, openids):
                 self.runner.submit(batch, first=True)

@@ -216,3 +216,17 @@ def test_aimd_halves_once_per_episode_and_never_under_goodput() -> None:
     assert again.rate == cut.rate  # within the cooldown: one congestion episode
     grown = apply(BucketState(rate=SAFE_START), Report(ok=20), 0.0, 200.0, 60.0)
     assert grown.rate == 2 * SAFE_START  # slow start doubles per second of clean answers
+
+
+def test_a_45011_with_no_known_window_is_probed_at_least_every_second() -> None:
+    state, now, pauses = BucketState(rate=100.0, slow_start=False), 0.0, []
+    for _ in range(8):  # answers that stay 45011: the pause doubles, up to a second
+        state = apply(state, Report(throttled=True), now, 200.0, 59.0)
+        pauses.append(round(state.paused_until - now, 3))
+        now = state.paused_until
+    assert pauses == [0.25, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    known = BucketState(rate=98.0, slow_start=False, window=5.0)
+    for _ in range(6):  # a reported window: up to the window
+        known = apply(known, Report(throttled=True), now, 200.0, 59.0)
+        now = known.paused_until
+    assert known.probe_delay == 5.0
