@@ -212,7 +212,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             hint = "verifying" if live and console.verifying(run_dir) else ""
             figures = await console.watcher.poll(run_dir, live=live, phase_hint=hint)
             if not live:
-                info = await asyncio.to_thread(console.describe, run_dir)
+                info = await asyncio.to_thread(console.record, run_dir)
                 figures |= {k: info[k] for k in ("state", "exit_code", "message")}
             else:
                 figures["state"] = "running"

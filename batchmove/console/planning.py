@@ -5,8 +5,9 @@ analyst's settings, with `input` pointing at the copy of the input beside it. It
 input's bytes plus that job text, so an approval is refused when either changed since the plan
 was shown (a re-uploaded sheet, an edited job file, a new defaults file).
 
-`plan_in_worker` runs in the console's planning process (a process pool of one), so a
-1,000,000-row parse never stalls the console's event loop.
+`plan_in_worker` runs in a planning process of the console's, so a 1,000,000-row parse never
+stalls the console's event loop; the plan keeps its row ledger in `plan/`, where the page
+lists the invalid and duplicate rows (the input is parsed once).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from batchmove.console.runfiles import (
     write_private,
 )
 from batchmove.errors import BatchmoveError, JobFileError, UsageError
-from batchmove.intake import jobfile, loader
-from batchmove.ledger.store import LEDGER_NAME, Ledger
 
 #: what the upload form may set (everything else comes from --defaults)
 UPLOAD_SETTINGS = ("backend", "target", "create_groups", "rate")
@@ -75,7 +74,7 @@ def jobfile_job(job_path: Path) -> tuple[dict[str, Any], Path | None]:
         data = tomllib.loads(job_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise JobFileError(f"{job_path.name}: cannot read the job file ({exc})") from None
-    spec = jobfile.spec_for(job_path)  # every key checked, with the file's name in messages
+    spec = api.job_spec(job_path)  # every key checked, with the file's name in messages
     data.pop("out", None)
     data.setdefault("name", job_path.stem)
     sandbox = data.get("sandbox")
@@ -103,7 +102,7 @@ def write_job(run_dir: Path, job: dict[str, Any], source_input: Path | None) -> 
         (run_dir / f"input{suffix}").chmod(0o600)
         job = job | {"input": f"input{suffix}"}
     path = write_private(run_dir / JOB_TOML, dump_toml(job).encode())
-    jobfile.spec_for(path)
+    api.job_spec(path)
     return path
 
 
@@ -113,34 +112,18 @@ def plan_in_worker(run_dir_text: str) -> dict[str, Any]:
     result crosses a process boundary)."""
     run_dir = Path(run_dir_text)
     try:
-        plan = api.plan(api.job_spec(run_dir / JOB_TOML, out=str(run_dir)))
+        plan = api.plan(api.job_spec(run_dir / JOB_TOML, out=str(run_dir)),
+                        rows_dir=run_dir / PLAN_DIR)
     except BatchmoveError as exc:
         return {"ok": False, "error": exc.message, "exit_code": exc.exit_code}
     data = plan.as_dict()
     data.pop("plan_json", None)
+    data.pop("rows_dir", None)
     return {"ok": True, "plan": data, "exit_code": plan.exit_code, "message": plan.message}
-
-
-def scratch_in_worker(run_dir_text: str) -> str | None:
-    """Every input row into plan/ledger.sqlite, so the invalid rows can be paged by row number
-    before the run has a ledger of its own. Loaded after the plan is shown (and only when it
-    has invalid or duplicate rows): the plan does not wait for it. None, or why it failed."""
-    run_dir = Path(run_dir_text)
-    plan_dir = run_dir / PLAN_DIR
-    try:
-        spec = api.job_spec(run_dir / JOB_TOML, out=str(run_dir))
-        for name in (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm"):
-            (plan_dir / name).unlink(missing_ok=True)
-        source = loader.open_input(spec)
-        with Ledger(plan_dir).open() as ledger:
-            ledger.load_rows(source.rows(), source.settle)
-    except BatchmoveError as exc:
-        return exc.message
-    return None
 
 
 def warm_up() -> bool:
     """Import what planning needs, so the first upload does not wait for it."""
-    import batchmove.flows.run  # noqa: F401  (pandas, the engine)
+    import batchmove.api  # noqa: F401  (pandas, the engine)
 
     return True

@@ -102,10 +102,6 @@ def update_state(run_dir: Path, **changes: Any) -> dict[str, Any]:
     return state
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 # --- job.toml -----------------------------------------------------------------------------------
 def dump_toml(job: dict[str, Any]) -> str:
     """The job as TOML: plain keys first, then one [table] per dict (jobs nest no deeper)."""

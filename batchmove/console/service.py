@@ -14,7 +14,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from batchmove import api
 from batchmove.console import planning
@@ -25,19 +25,17 @@ from batchmove.console.runfiles import (
     PLAN_DIR,
     dump_toml,
     new_id,
-    now,
     private_dir,
     read_state,
     run_path,
     update_state,
     write_private,
 )
-from batchmove.console.runs import Supervisor, describe
+from batchmove.console.runs import Supervisor, run_record
 from batchmove.errors import BatchmoveError, JobFileError, RunStateError, UsageError
-from batchmove.intake import jobfile
-from batchmove.ledger.reader import LedgerReader
-from batchmove.ledger.store import LEDGER_NAME
 from batchmove.models import JobSpec
+
+now = api.now
 
 MB = 1 << 20
 #: the files a run's page offers for download
@@ -80,13 +78,7 @@ def read_defaults(path: Path | None) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise JobFileError(f"{path}: cannot read the defaults file ({exc})") from None
     data.pop("input", None)
-    probe = path.parent / f".{path.name}.check.toml"
-    try:
-        probe.write_text(dump_toml(planning.upload_job(data, {}, "check", str(path))),
-                         encoding="utf-8")
-        jobfile.spec_for(probe)
-    finally:
-        probe.unlink(missing_ok=True)
+    api.job_spec(data, source=path, need_input=False)  # every key checked, the file named
     return data
 
 
@@ -97,7 +89,6 @@ class Console:
     watcher: Watcher = field(default_factory=Watcher)
     planner: Executor | None = None  # given: shared (tests); None: our own, made on demand
     _own_pool: ProcessPoolExecutor | None = None
-    _scratch: dict[Path, asyncio.Future[str | None]] = field(default_factory=dict)
 
     # --- reading ---------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -112,18 +103,18 @@ class Console:
         for path in self.config.workspace.iterdir():
             if run_path(self.config.workspace, path.name) is None or not path.is_dir():
                 continue
-            if (path / LEDGER_NAME).exists() or read_state(path):
+            if read_state(path) or api.view_run(path).counts is not None:
                 found.append((path.stat().st_mtime, path))
         found.sort(reverse=True)
-        return [self.describe(path) for _, path in found]
+        return [self.record(path) for _, path in found]
 
-    def describe(self, run_dir: Path) -> dict[str, Any]:
-        return describe(run_dir, self.supervisor.live_pid(run_dir) is not None)
+    def record(self, run_dir: Path) -> dict[str, Any]:
+        return run_record(run_dir, self.supervisor.live_pid(run_dir) is not None)
 
     def info(self, run_id: str) -> dict[str, Any]:
         """The run with its plan (while planned) and the files it offers."""
         run_dir = self.run_dir(run_id)
-        info = self.describe(run_dir)
+        info = self.record(run_dir)
         state = read_state(run_dir)
         info["plan"] = state.get("plan")
         info["digest"] = state.get("digest") if info["state"] == "planned" else None
@@ -157,18 +148,19 @@ class Console:
         """A page of invalid/duplicate (or failed) rows, from the run's ledger or the plan's
         (`loading` while the plan's is still being filled)."""
         run_dir = self.run_dir(run_id)
-        source = run_dir if (run_dir / LEDGER_NAME).exists() else run_dir / PLAN_DIR
-        loading = self._scratch.get(run_dir)
-        if source != run_dir and loading is not None and not loading.done():
-            return {"total": 0, "offset": offset, "rows": [], "loading": True}
-        try:
-            with LedgerReader(source) as reader:
-                counts = reader.totals()
-                rows = reader.listed(statuses, offset, limit)
-        except RunStateError:
-            return {"total": 0, "offset": offset, "rows": []}
-        return {"total": sum(counts.get(s, 0) for s in set(statuses)), "offset": offset,
-                "rows": [r._asdict() for r in rows]}
+        for source in (run_dir, run_dir / PLAN_DIR):  # the run's ledger, else the plan's
+            try:
+                watch = api.watch_run(source)
+            except RunStateError:
+                continue
+            try:
+                counts = cast(dict[str, int], watch.counts())
+                rows = watch.rows(statuses, offset, limit)
+            finally:
+                watch.close()
+            return {"total": sum(counts.get(s, 0) for s in set(statuses)), "offset": offset,
+                    "rows": [r._asdict() for r in rows]}
+        return {"total": 0, "offset": offset, "rows": []}
 
     def file(self, run_id: str, name: str) -> Path:
         path = self.run_dir(run_id) / name
@@ -231,20 +223,10 @@ class Console:
             raise UsageError(result["error"])
         update_state(run_dir, plan=result["plan"], digest=digest, error=None,
                      plan_message=result["message"], planned_at=now())
-        self._load_scratch(run_dir, result["plan"])
         return self.info(run_dir.name)
 
-    def _load_scratch(self, run_dir: Path, plan: dict[str, Any]) -> None:
-        """Start loading the rows the plan page lists, if it lists any (in the background)."""
-        rows = plan.get("rows", {})
-        if not (rows.get("invalid") or rows.get("duplicate")):
-            return
-        loop = asyncio.get_running_loop()
-        self._scratch[run_dir] = loop.run_in_executor(
-            self._planner(), planning.scratch_in_worker, str(run_dir))
-
     def _planner(self) -> Executor:
-        """Two planning processes: a plan never waits behind the scratch load of another."""
+        """Two planning processes: one big upload's plan does not hold up another's."""
         if self.planner is None:
             self._own_pool = ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn"))
             self.planner = self._own_pool
@@ -356,9 +338,8 @@ class Console:
             with (run_dir / JOB_TOML).open("rb") as f:
                 base |= {k: v for k, v in tomllib.load(f).items() if k in _ROLLBACK_KEEPS}
         base = {k: v for k, v in base.items() if k in _ROLLBACK_KEEPS}
-        if "api_base" not in base and (run_dir / LEDGER_NAME).exists():
-            with LedgerReader(run_dir) as reader:  # a run from the CLI: its own API
-                api_base = reader.meta().get("api_base")
+        if "api_base" not in base:  # a run from the CLI: its own API
+            api_base = api.view_run(run_dir).api_base
             if api_base:
                 base["api_base"] = api_base
         job = base | {"name": f"{info['job']}-rollback", "input": "input.csv",

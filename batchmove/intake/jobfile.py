@@ -71,6 +71,14 @@ def spec_for(job: Path, **overrides: Any) -> JobSpec:
     return JobSpec(**(values | read_overrides(overrides)))
 
 
+def spec_from_mapping(data: Mapping[str, Any], source: Path, *, need_input: bool = True,
+                      **overrides: Any) -> JobSpec:
+    """The spec of job keys held in memory, checked exactly as a job file's: `source` names
+    them in messages, and relative paths are relative to its folder."""
+    values = job_values(data, source, need_input=need_input)
+    return JobSpec(**(values | read_overrides(overrides)))
+
+
 def read_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Job keys given outside a job file, type-checked exactly as in one (None: not given)."""
     given = {k: _table_of(v) for k, v in overrides.items() if v is not None}
@@ -107,10 +115,17 @@ def load_job(path: Path, *, need_input: bool = True) -> dict[str, Any]:
         raise JobFileError(f"{path}: the job file is not UTF-8 text") from exc
     except OSError as exc:
         raise JobFileError(f"{path}: cannot read the job file: {exc.strerror or exc}") from exc
+    return {"job_path": path} | job_values(data, path, need_input=need_input)
+
+
+def job_values(data: Mapping[str, Any], path: Path, *,
+               need_input: bool = True) -> dict[str, Any]:
+    """A job's keys (as a job file at `path` would hold them: relative paths are relative to
+    its folder, messages name it) checked into `JobSpec` keyword arguments."""
     reader = _Reader(path, data)
     reader.check_keys()
     source = reader.source(need_input)  # before the other keys: the first thing to get right
-    values: dict[str, Any] = {"job_path": path, "name": path.stem}
+    values: dict[str, Any] = {"name": path.stem}
     values |= reader.values()
     values["input"], values["select"] = source
     return values
