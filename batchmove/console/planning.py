@@ -12,9 +12,13 @@ lists the invalid and duplicate rows (the input is parsed once).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import tomllib
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +27,119 @@ from batchmove.console.runfiles import (
     JOB_TOML,
     PLAN_DIR,
     dump_toml,
+    read_state,
     safe_suffix,
+    update_state,
     write_private,
 )
 from batchmove.errors import BatchmoveError, JobFileError, UsageError
+from batchmove.models import JobSpec
 
 #: what the upload form may set (everything else comes from --defaults)
 UPLOAD_SETTINGS = ("backend", "target", "create_groups", "rate")
+#: job keys a rollback keeps from the run it undoes (where to send, how fast, as whom)
+_ROLLBACK_KEEPS = ("api_base", "credentials", "rate", "concurrency", "retries", "timeout",
+                   "backend", "sandbox", "max_failure_rate")
 _HASH_CHUNK = 1 << 20
+
+
+def read_defaults(path: Path | None) -> dict[str, Any]:
+    """The defaults file's job keys, checked like a job file's (a bad key is refused)."""
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JobFileError(f"{path}: cannot read the defaults file ({exc})") from None
+    data.pop("input", None)
+    api.job_spec(data, source=path, need_input=False)  # every key checked, the file named
+    return data
+
+
+@dataclass
+class Planner:
+    """Plans in planning processes of the console's own (`executor`: given, or two made on
+    demand), and what a plan is bound to (the job as it would be planned now, its digest)."""
+
+    jobs: Path | None
+    defaults_path: Path | None
+    executor: Executor | None = None
+    _own_pool: ProcessPoolExecutor | None = None
+
+    def job(self, run_dir: Path) -> tuple[dict[str, Any], Path | None]:
+        """The job as it would be planned now, and the file to copy in as its input."""
+        state = read_state(run_dir)
+        if state.get("source") == "job" and self.jobs is not None:
+            return jobfile_job(self.jobs / state["job_file"])
+        if state.get("source") == "rollback":
+            return state["job"], None
+        job = upload_job(read_defaults(self.defaults_path), state.get("settings", {}),
+                         state.get("name", "upload"), state["input_file"])
+        return job, None
+
+    def digest(self, run_dir: Path) -> str:
+        job, source = self.job(run_dir)
+        if source is not None:
+            return digest_of(source, job)
+        return digest_of(run_dir / job["input"] if "input" in job else None, job)
+
+    async def plan(self, run_dir: Path) -> None:
+        """job.toml from the sources, its digest, then the plan (in a planning process),
+        recorded in console.json; a plan that cannot be made is a UsageError."""
+        job, source = self.job(run_dir)
+        write_job(run_dir, job, source)
+        digest = await asyncio.to_thread(self.digest, run_dir)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._pool(), plan_in_worker, str(run_dir))
+        if not result["ok"]:
+            update_state(run_dir, error=result["error"], plan=None, digest=None)
+            raise UsageError(result["error"])
+        update_state(run_dir, plan=result["plan"], digest=digest, error=None,
+                     plan_message=result["message"], planned_at=api.now())
+
+    def default_rate(self) -> float:
+        """The rate an upload gets when the form leaves it empty."""
+        try:
+            rate = read_defaults(self.defaults_path).get("rate")
+        except BatchmoveError:
+            rate = None
+        return float(rate) if isinstance(rate, int | float) else JobSpec(Path()).rate
+
+    def rollback_job(self, run_dir: Path, info: dict[str, Any],
+                     blacklist: bool) -> dict[str, Any]:
+        """The job of a run's undo: its connection keys, its backend, rollback.csv."""
+        base: dict[str, Any] = read_defaults(self.defaults_path)
+        if (run_dir / JOB_TOML).exists():
+            with (run_dir / JOB_TOML).open("rb") as f:
+                base |= {k: v for k, v in tomllib.load(f).items() if k in _ROLLBACK_KEEPS}
+        base = {k: v for k, v in base.items() if k in _ROLLBACK_KEEPS}
+        if "api_base" not in base:  # a run from the CLI: its own API
+            api_base = api.view_run(run_dir).api_base
+            if api_base:
+                base["api_base"] = api_base
+        job = base | {"name": f"{info['job']}-rollback", "input": "input.csv",
+                      "backend": info["backend"]}
+        if blacklist:
+            job["allow_blacklist"] = True
+        return job
+
+    def _pool(self) -> Executor:
+        """Two planning processes: one big upload's plan does not hold up another's."""
+        if self.executor is None:
+            self._own_pool = ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn"))
+            self.executor = self._own_pool
+        return self.executor
+
+    def warm_up(self) -> None:
+        """Start the planning processes now, so the first upload does not wait for imports."""
+        pool = self._pool()
+        for _ in range(2):
+            pool.submit(warm_up)
+
+    def close(self) -> None:
+        if self._own_pool is not None:
+            self._own_pool.shutdown(wait=False, cancel_futures=True)
+            self._own_pool = self.executor = None
 
 
 def upload_job(defaults: dict[str, Any], settings: dict[str, Any], name: str,

@@ -58,6 +58,11 @@ class Supervisor:
         if found is None or found[0].poll() is None:
             return
         proc, kind = self.children.pop(run_dir)
+        if proc.returncode == EXIT_USAGE and api.run_locked(run_dir):
+            # refused by the lock: another process runs it, so it is running, not failed
+            update_state(run_dir, child=None, exit_code=None,
+                         refused="another process is running this run")
+            return
         key = "verify_exit_code" if kind == "verify" else "exit_code"
         update_state(run_dir, child=None, **{key: proc.returncode})
 
@@ -125,6 +130,8 @@ def run_record(run_dir: Path, live: bool) -> dict[str, Any]:
         "backend": view.backend or state.get("backend") or "groups",
         "verify": summary.get("verify"),
         "kind": "run",
+        "submitted_by": state.get("submitted_by"), "approved_by": state.get("approved_by"),
+        "stop_reason": summary.get("stop_reason"),
     }
 
 
@@ -141,6 +148,8 @@ def _export_record(run_dir: Path, state: dict[str, Any], live: bool) -> dict[str
         "created_at": state.get("created_at"), "started_at": state.get("created_at"),
         "finished_at": None, "backend": settings.get("backend", "groups"), "verify": None,
         "export": settings,
+        "submitted_by": state.get("submitted_by"), "approved_by": state.get("submitted_by"),
+        "stop_reason": None,
     }
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from batchmove.console import ConsoleConfig, make_app
+from batchmove.console.login import GATE
 from batchmove.console.security import allowed_hosts
 from batchmove.sandbox import DEFAULT_APPID, DEFAULT_SECRET, SandboxConfig, running_sandbox
 from tests.support.console import (
@@ -69,6 +70,7 @@ async def console_app(tmp_path: Path, aiohttp_client: Any, credentials: None,
         app = make_app(console, KEY, lambda: allowed_hosts("127.0.0.1", port[0]), planner)
         client = await aiohttp_client(app)
         port.append(client.server.port)
+        app[GATE].port = client.server.port
         yield ConsoleUnderTest(client, workspace, f"http://127.0.0.1:{port[0]}", sb.base_url,
                                sb)
 
