@@ -45,6 +45,7 @@ def make_app(config: ConsoleConfig, key: str | None,
                           client_max_size=config.max_upload + (1 << 20))
     app[CONSOLE] = Console(config, planner)
     app[GATE] = gate
+    gate.on_login = lambda request, person: login.audit(request, "login", person)
     app[AUDIT] = AuditLog(config.workspace / AUDIT_FILE)
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"),
                          autoescape=jinja2.select_autoescape(default=True),

@@ -191,11 +191,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
 async def approve(request: web.Request) -> web.Response:
     """The one approval of a plan (four eyes, digest, overlaps: service.approve), audited
     when it starts the run and when it is refused."""
-    person = allow(request, "approve")
     digest = str((await _body(request)).get("digest", ""))
     run_id = request.match_info["id"]
     try:
-        info = await request.app[CONSOLE].approve(run_id, digest, person)
+        info = await request.app[CONSOLE].approve(run_id, digest, allow(request, "approve"))
     except (Refused, Forbidden) as exc:
         audit(request, "approve_refused", run=run_id, digest=digest or None,
               detail=getattr(exc, "message", str(exc)))

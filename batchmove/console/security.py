@@ -6,8 +6,9 @@
   the key itself. Without it: 401 (pages show the login form), no data.
 - `Host` must name this console: `--host`, a `--public-url`, a loopback name, or an IP address
   (a DNS-rebinding page always names a host name of its own, never an address); 400 otherwise.
-- A POST must come from the console's own origin (`Origin`, CSRF); a Bearer client that sends
-  no Origin is no browser and is let through.
+- A POST must come from the console's own origin (`Origin`, CSRF); a client that sends no
+  Origin and no session cookie (a Bearer client, a login by script) is no browser and is let
+  through.
 - The access log shows paths without their query strings: the key never reaches the log.
 """
 
@@ -96,6 +97,8 @@ class Gate:
     tls: bool = False
     sessions: Sessions = field(default_factory=Sessions)
     throttle: Throttle = field(default_factory=Throttle)
+    #: told of each login by the key in the address (the audit log)
+    on_login: Callable[[web.Request, Person], None] | None = None
 
     @property
     def cookie(self) -> str:
@@ -132,7 +135,7 @@ def guard(gate: Gate, hosts: Callable[[], frozenset[str]],
         if request.method == "GET" and "key" in request.query:
             exchanged = _exchange_key(request, gate)
             return exchanged or await unauthorized(request)
-        if request.method in _UNSAFE and not _same_origin(request, by_bearer):
+        if request.method in _UNSAFE and not _same_origin(request, by_bearer, gate.cookie):
             return web.json_response({"error": "cross-origin request refused"}, status=403)
         if person is None and request.path not in PUBLIC:
             return await unauthorized(request)
@@ -145,9 +148,13 @@ def guard(gate: Gate, hosts: Callable[[], frozenset[str]],
     return check
 
 
-def _same_origin(request: web.Request, by_bearer: bool) -> bool:
+def _same_origin(request: web.Request, by_bearer: bool, cookie: str) -> bool:
+    """An Origin must be ours; none at all is a client that is no browser, unless it carries
+    the session cookie (which a browser adds by itself: CSRF)."""
     origin = request.headers.get("Origin")
-    return (not origin and by_bearer) or origin == f"{request.scheme}://{request.host}"
+    if origin is None:
+        return by_bearer or cookie not in request.cookies
+    return origin == f"{request.scheme}://{request.host}"
 
 
 def _exchange_key(request: web.Request, gate: Gate) -> web.StreamResponse | None:
@@ -159,6 +166,8 @@ def _exchange_key(request: web.Request, gate: Gate) -> web.StreamResponse | None
     target = request.rel_url.with_query([(k, v) for k, v in request.query.items() if k != "key"])
     moved = web.Response(status=303, headers={"Location": str(target)})
     gate.set_cookie(moved, gate.sessions.open(person))
+    if gate.on_login is not None:
+        gate.on_login(request, person)
     return moved
 
 

@@ -56,6 +56,22 @@ class ConsoleUnderTest:
         return {"Authorization": f"Bearer {KEY}", **headers}
 
 
+@dataclass
+class Team(ConsoleUnderTest):
+    """A console in --users mode: `login(name)` gives that person's Bearer headers."""
+
+    secrets: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    async def login(self, name: str) -> dict[str, str]:
+        if name not in self.tokens:
+            r = await self.client.post("/api/login", json={
+                "name": name, "secret": self.secrets[name]})
+            assert r.status == 200, await r.text()
+            self.tokens[name] = (await r.json())["token"]
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+
 # --- real processes ---------------------------------------------------------------------------
 def _line(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
