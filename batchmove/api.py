@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from batchmove.engine import sharing
 from batchmove.errors import RunStateError
 
 # offered here too, for watchers such as the console: EXPORT_KEYS (the job keys an export
@@ -39,7 +40,9 @@ from batchmove.output import report
 from batchmove.output.notify import resend
 from batchmove.output.review import write_rollback
 from batchmove.results import (
+    AccountStatus,
     Events,
+    Overlap,
     Plan,
     Progress,
     ReportFiles,
@@ -71,8 +74,8 @@ def job_spec(job: Job | Mapping[str, Any], *, source: PathLike | None = None,
         return job.with_overrides(**jobfile.read_overrides(overrides))
     if isinstance(job, Mapping):
         where = Path(source) if source is not None else Path("job.toml")
-        return jobfile.spec_from_mapping(job, where.absolute(), need_input=need_input,
-                                         **overrides)
+        values = jobfile.job_values(job, where.absolute(), need_input=need_input)
+        return JobSpec(**(values | jobfile.read_overrides(overrides)))
     if not need_input:
         values = jobfile.load_job(Path(job), need_input=False)
         return JobSpec(**(values | jobfile.read_overrides(overrides)))
@@ -170,6 +173,27 @@ def export(out: str | os.PathLike[str], *, backend: str | None = None,
     return _blocking(lambda: export_async(
         out, backend=backend, groups=groups, tags=tags, events=events, on_progress=on_progress,
         handle_signals=handle_signals, **overrides))
+
+
+def account_status(job: Job, **overrides: Any) -> AccountStatus:
+    """What this machine's account registry knows of the job's account: the runs registered
+    on it (who moves whom, in what state; `ahead_of(run_dir)` for "queued behind"), how many
+    runs share its rate now, the calls/s its endpoints last ran clean at, and the calls this
+    machine's runs spent on it today."""
+    return sharing.account_status(job_spec(job, **overrides))
+
+
+def claim_run(job: Job, *, state: str = "pending", **overrides: Any) -> list[Overlap]:
+    """Register the job's run (its run directory) on its account before it starts, as the
+    console does for an upload waiting for approval ("pending", "approved"); returns the
+    live runs it overlaps. A later `run` of the same run directory replaces the claim;
+    `release_run` removes it. Claims that are not running lapse after a week."""
+    return sharing.claim_job(job_spec(job, **overrides), state)
+
+
+def release_run(job: Job, **overrides: Any) -> None:
+    """Remove the claim of the job's run directory (an upload discarded before it ran)."""
+    sharing.release_job(job_spec(job, **overrides))
 
 
 def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

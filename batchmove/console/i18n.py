@@ -124,6 +124,8 @@ _TEXT: dict[str, tuple[str, str]] = {
     "count.pending": ("pending", "待处理"),
     "upload.limit": ("CSV, TSV or XLSX, up to {n} MB", "CSV、TSV 或 XLSX，最大 {n} MB"),
     "upload.file": ("Spreadsheet", "表格文件"),
+    "upload.rate_auto": ("automatic: as fast as the account allows",
+                         "自动：按公众号允许的最快速度"),
     "source.upload": ("upload", "上传"),
     "source.job": ("job file", "任务文件"),
     "source.rollback": ("rollback", "回滚"),

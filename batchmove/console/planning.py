@@ -97,8 +97,8 @@ class Planner:
         update_state(run_dir, plan=result["plan"], digest=digest, error=None,
                      plan_message=result["message"], planned_at=api.now())
 
-    def default_rate(self) -> float:
-        """The rate an upload gets when the form leaves it empty."""
+    def default_rate(self) -> float | str:
+        """The rate an upload gets when the form leaves it empty ("auto" by default)."""
         try:
             rate = read_defaults(self.defaults_path).get("rate")
         except BatchmoveError:

@@ -148,7 +148,7 @@ class Console:
         child = read_state(run_dir).get("child")
         return isinstance(child, dict) and child.get("kind") == "verify"
 
-    def default_rate(self) -> float:
+    def default_rate(self) -> float | str:
         return self.planner.default_rate()
 
     def jobs(self) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from batchmove.errors import JobFileError, UsageError
 from batchmove.models import (
+    AUTO,
     NOTIFY_OUTCOMES,
     SNAPSHOT_SOURCES,
     ColumnMap,
@@ -34,11 +35,11 @@ from batchmove.models import (
 JOB_SUFFIX = ".toml"
 
 _INT = ("concurrency", "batch_size", "retries", "failure_sample", "xlsx_max_rows")
-_FLOAT = ("rate", "timeout", "max_failure_rate")
-_BOOL = ("create_groups", "allow_blacklist", "confirm", "snapshot", "verify")
+_FLOAT = ("max_rate", "timeout", "max_failure_rate")
+_BOOL = ("create_groups", "allow_blacklist", "allow_overlap", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
-_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag",
+_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "rate", "sheet", "target", "backend", "untag",
         "snapshot_source")
 _TABLES = ("columns", "credentials", "sandbox", "select", "notify")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
@@ -71,14 +72,6 @@ def spec_for(job: Path, **overrides: Any) -> JobSpec:
     return JobSpec(**(values | read_overrides(overrides)))
 
 
-def spec_from_mapping(data: Mapping[str, Any], source: Path, *, need_input: bool = True,
-                      **overrides: Any) -> JobSpec:
-    """The spec of job keys held in memory, checked exactly as a job file's: `source` names
-    them in messages, and relative paths are relative to its folder."""
-    values = job_values(data, source, need_input=need_input)
-    return JobSpec(**(values | read_overrides(overrides)))
-
-
 def read_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Job keys given outside a job file, type-checked exactly as in one (None: not given)."""
     given = {k: _table_of(v) for k, v in overrides.items() if v is not None}
@@ -102,8 +95,7 @@ def _table_of(value: Any) -> Any:
 
 
 def load_job(path: Path, *, need_input: bool = True) -> dict[str, Any]:
-    """Parse and type-check a job file into `JobSpec` keyword arguments. `need_input=False`
-    (export --job) reads its settings only: neither `input` nor `[select]` is required."""
+    """A job file -> `JobSpec` kwargs; `need_input=False`: its settings alone (export --job)."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -118,10 +110,8 @@ def load_job(path: Path, *, need_input: bool = True) -> dict[str, Any]:
     return {"job_path": path} | job_values(data, path, need_input=need_input)
 
 
-def job_values(data: Mapping[str, Any], path: Path, *,
-               need_input: bool = True) -> dict[str, Any]:
-    """A job's keys (as a job file at `path` would hold them: relative paths are relative to
-    its folder, messages name it) checked into `JobSpec` keyword arguments."""
+def job_values(data: Mapping[str, Any], path: Path, *, need_input: bool = True) -> dict[str, Any]:
+    """Job keys as a job file at `path` holds them (paths relative to it) -> `JobSpec` kwargs."""
     reader = _Reader(path, data)
     reader.check_keys()
     source = reader.source(need_input)  # before the other keys: the first thing to get right
@@ -170,6 +160,9 @@ class _Reader:
         for key in _BOOL:
             if key in data:
                 values[key] = self._get(key, data[key], bool, "true or false")
+        if "rate" in data:
+            values["rate"] = _rate(self._get("rate", data["rate"], _is_rate,
+                                             'a number or "auto"'))
         values |= self._choices()
         if "out" in data:
             values["out"] = self._path("out", data["out"])
@@ -350,6 +343,27 @@ class _Reader:
             settings["users_file"] = str(self._path("sandbox.users_file",
                                                     settings["users_file"]))
         return settings
+
+
+def _is_rate(value: Any) -> bool:
+    return value == AUTO or _is_number(value) or (
+        isinstance(value, str) and _as_number(value) is not None)
+
+
+def _rate(value: Any) -> float | str:
+    """ "auto", or calls per second (`--rate 50` arrives as text from the command line)."""
+    if value == AUTO:
+        return AUTO
+    number = _as_number(value) if isinstance(value, str) else float(value)
+    assert number is not None
+    return number
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _is_untag(value: Any) -> bool:
