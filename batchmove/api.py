@@ -183,12 +183,16 @@ def account_status(job: Job, **overrides: Any) -> AccountStatus:
     return sharing.account_status(job_spec(job, **overrides))
 
 
-def claim_run(job: Job, *, state: str = "pending", **overrides: Any) -> list[Overlap]:
+def claim_run(job: Job, *, state: str = "pending", rows_dir: PathLike | None = None,
+              **overrides: Any) -> list[Overlap]:
     """Register the job's run (its run directory) on its account before it starts, as the
     console does for an upload waiting for approval ("pending", "approved"); returns the
-    live runs it overlaps. A later `run` of the same run directory replaces the claim;
-    `release_run` removes it. Claims that are not running lapse after a week."""
-    return sharing.claim_job(job_spec(job, **overrides), state)
+    live runs it overlaps. Its users are read from the input, or from the row ledger a plan
+    kept (`rows_dir`, `plan(..., rows_dir=...)`: the input is not read again). A later `run`
+    of the same run directory replaces the claim; `release_run` removes it. Claims that are
+    not running lapse after a week."""
+    return sharing.claim_job(job_spec(job, **overrides), state,
+                             Path(rows_dir) if rows_dir is not None else None)
 
 
 def release_run(job: Job, **overrides: Any) -> None:

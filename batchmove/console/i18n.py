@@ -231,13 +231,24 @@ _TEXT: dict[str, tuple[str, str]] = {
     "error.forbidden": ("Your role does not allow this page.", "你的角色无权访问此页面。"),
     "col.people": ("People", "人员"),
     "skip": ("Skip to the content", "跳到正文"),
+    "overlap.title": ("Other runs on this account move some of the same users",
+                      "此公众号上的其他任务也在移动部分相同的用户"),
+    "overlap.line": ("{users} users also moved by", "{users} 个用户也由以下任务移动："),
+    "overlap.ack": ("I know: approve all the same (recorded in the audit log)",
+                    "我已知悉：仍然批准（记录在审计日志中）"),
+    "overlap.state.pending": ("awaiting approval", "待批准"),
+    "overlap.state.approved": ("approved", "已批准"),
+    "overlap.state.running": ("running", "运行中"),
+    "account.sharing": ("Sharing the account's rate with {n} other runs.",
+                        "与另外 {n} 个任务共享此公众号的调用速率。"),
+    "account.queued": ("Queued behind", "排在这些任务之后："),
     "verify.result": ("{checked} checked, {mismatches} no longer where the run put them",
                       "已核对 {checked} 个，其中 {mismatches} 个已不在任务移动到的位置"),
 }
 
 #: the words the page's script needs (phases, states, labels of live figures, the banner)
 JS_KEYS = tuple(k for k in _TEXT if k.startswith(("phase.", "state.", "run.", "plan.",
-                                                   "conn.", "count.")))
+                                                   "conn.", "count.", "overlap.")))
 
 
 def language(accept: str) -> str:

@@ -62,8 +62,10 @@ async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except Forbidden as exc:
         return _error(403, str(exc), text=say(str(exc), lang))
     except Refused as exc:
-        return _error(409, exc.message, text=say(exc.message, lang), run=exc.info,
-                      digest=(exc.info or {}).get("digest"), plan=(exc.info or {}).get("plan"))
+        info = exc.info or {}
+        return _error(409, exc.message, text=say(exc.message, lang), run=info,
+                      digest=info.get("digest"), plan=info.get("plan"),
+                      overlaps=info.get("overlaps", []))
     except TooLarge:
         limit = request.app[CONSOLE].config.max_upload >> 20
         message = "the file is larger than the console accepts"
@@ -191,15 +193,20 @@ async def _body(request: web.Request) -> dict[str, Any]:
 async def approve(request: web.Request) -> web.Response:
     """The one approval of a plan (four eyes, digest, overlaps: service.approve), audited
     when it starts the run and when it is refused."""
-    digest = str((await _body(request)).get("digest", ""))
+    body = await _body(request)
+    digest, acknowledge = str(body.get("digest", "")), body.get("acknowledge") is True
     run_id = request.match_info["id"]
     try:
-        info = await request.app[CONSOLE].approve(run_id, digest, allow(request, "approve"))
+        info = await request.app[CONSOLE].approve(run_id, digest, allow(request, "approve"),
+                                                  acknowledge)
     except (Refused, Forbidden) as exc:
         audit(request, "approve_refused", run=run_id, digest=digest or None,
               detail=getattr(exc, "message", str(exc)))
         raise
-    audit(request, "approve", run=run_id, digest=digest, counts=(info["plan"] or {}).get("rows"))
+    overlaps = "; ".join(f"{o['users']} users also moved by {o['job']} ({o['state']})"
+                         for o in info["overlaps"])
+    audit(request, "approve", run=run_id, digest=digest, counts=(info["plan"] or {}).get("rows"),
+          detail=f"overlap acknowledged: {overlaps}" if overlaps else None)
     return _ok(info)
 
 

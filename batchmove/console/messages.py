@@ -103,6 +103,10 @@ CATALOGUE: list[tuple[str, str, str]] = [
      "WeChat did not answer: {msg}", "微信没有应答：{msg}"),
     (r"errcode (?P<code>-?\d+): (?P<msg>.*)", "errcode {code}: {msg}", "错误码 {code}：{msg}"),
     # the console's own refusals
+    (r"overlap", "other runs on this account move some of these users: acknowledge it to "
+     "approve", "此公众号上的其他任务也在移动其中部分用户：确认知悉后才能批准"),
+    (r"overlap acknowledged: (?P<what>.+)", "overlap acknowledged: {what}",
+     "已确认与其他任务重叠：{what}"),
     (r"stale", "the input or settings changed since the plan was shown",
      "自显示计划以来，输入或设置已更改"),
     (r"four eyes: .*", "four eyes: a plan is approved by someone other than the person who "

@@ -49,8 +49,10 @@ async def run_page(request: web.Request) -> web.Response:
         return error_page(request, "error.no_run", 404)
     plan = planview.view(info["plan"]) if info.get("plan") else None
     _, entries = await asyncio.to_thread(request.app[AUDIT].search, run=info["id"], limit=50)
+    shared = (await asyncio.to_thread(console.account, info["id"])
+              if info["state"] in ("planned", "running") and info["kind"] == "run" else None)
     return aiohttp_jinja2.render_template("run.html", request, context(
-        request, run=info, plan=plan, downloads=DOWNLOADS, entries=entries,
+        request, run=info, plan=plan, downloads=DOWNLOADS, entries=entries, shared=shared,
         four_eyes=console.config.four_eyes, stale=request.query.get("stale") == "1"))
 
 

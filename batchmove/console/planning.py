@@ -220,15 +220,54 @@ def plan_in_worker(run_dir_text: str) -> dict[str, Any]:
     """Plan the run directory's job.toml exactly as `batchmove plan` does; never raises (the
     result crosses a process boundary)."""
     run_dir = Path(run_dir_text)
-    try:
-        plan = api.plan(api.job_spec(run_dir / JOB_TOML, out=str(run_dir)),
+    try:  # overlaps block no plan here: the approver sees them and acknowledges them
+        plan = api.plan(api.job_spec(run_dir / JOB_TOML, out=str(run_dir), allow_overlap=True),
                         rows_dir=run_dir / PLAN_DIR)
+        claim(run_dir, "pending")
     except BatchmoveError as exc:
         return {"ok": False, "error": exc.message, "exit_code": exc.exit_code}
     data = plan.as_dict()
     data.pop("plan_json", None)
     data.pop("rows_dir", None)
     return {"ok": True, "plan": data, "exit_code": plan.exit_code, "message": plan.message}
+
+
+def claim(run_dir: Path, state: str) -> list[dict[str, Any]]:
+    """Register the run on its account ("pending" while planned, "approved"), its users read
+    from the plan's rows; the live runs it overlaps now, as dicts."""
+    if not (run_dir / JOB_TOML).exists():
+        return []
+    found = api.claim_run(run_dir / JOB_TOML, state=state, rows_dir=run_dir / PLAN_DIR,
+                          out=str(run_dir), allow_overlap=True)
+    return [{"run_dir": o.run_dir, "job": o.job, "state": o.state, "users": o.users}
+            for o in found]
+
+
+def release(run_dir: Path) -> None:
+    """The run's claim on its account goes (a discarded plan)."""
+    if (run_dir / JOB_TOML).exists():
+        api.release_run(run_dir / JOB_TOML, out=str(run_dir))
+
+
+def account_view(run_dir: Path, workspace: Path) -> dict[str, Any]:
+    """Who shares the run's account now: {"sharing": other runs holding a share of its rate,
+    "ahead": runs registered before it and still on} (runs of the workspace by id, others
+    by job name: no server path reaches the page)."""
+    try:
+        status = api.account_status(run_dir / JOB_TOML, out=str(run_dir))
+    except BatchmoveError:
+        return {"sharing": 0, "ahead": []}
+    mine = str(run_dir.absolute())
+    ahead = [{"id": _run_id(r.run_dir, workspace), "job": r.job, "state": r.state}
+             for r in status.ahead_of(mine)]
+    sharing = status.sharing - (1 if any(r.run_dir == mine and r.state == "running"
+                                         for r in status.runs) else 0)
+    return {"sharing": max(0, sharing), "ahead": ahead}
+
+
+def _run_id(run_dir: str, workspace: Path) -> str | None:
+    path = Path(run_dir)
+    return path.name if path.parent == workspace else None
 
 
 def warm_up() -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from batchmove import api
+from batchmove.console import planning
 from batchmove.console.exports import EXPORT_FILES, export_args, export_job
 from batchmove.console.people import Person
 from batchmove.console.planning import Planner, read_defaults
@@ -140,8 +141,21 @@ class Console:
             "submitted_by": state.get("submitted_by"),
             "approved_by": approval.get("by") or state.get("approved_by"),
             "approved_at": state.get("approved_at"),
+            "overlaps": [self._linked(o) for o in (state.get("plan") or {}).get("overlaps", [])],
         }
         return info
+
+    def account(self, run_id: str) -> dict[str, Any]:
+        """Who shares the run's account now (`sharing`, `ahead`: planning.account_view)."""
+        return planning.account_view(self.run_dir(run_id), self.config.workspace)
+
+    def _linked(self, overlap: dict[str, Any]) -> dict[str, Any]:
+        """An overlap as the page shows it: the other run's id when it is in the workspace,
+        never its path."""
+        path = Path(str(overlap.get("run_dir", "")))
+        here = path.parent == self.config.workspace
+        return {"id": path.name if here else None, "job": overlap.get("job"),
+                "state": overlap.get("state"), "users": overlap.get("users")}
 
     def verifying(self, run_dir: Path) -> bool:
         """Is the live process a `verify` (not the run itself)?"""
@@ -247,9 +261,11 @@ class Console:
         """One action at a time on a run, in this console (approval.json across consoles)."""
         return self._locks.setdefault(run_dir, asyncio.Lock())
 
-    async def approve(self, run_id: str, digest: str, by: Person) -> dict[str, Any]:
-        """Start the run, if the digest is the plan's, the sources still match it, and no
-        approval came first."""
+    async def approve(self, run_id: str, digest: str, by: Person,
+                      acknowledge: bool = False) -> dict[str, Any]:
+        """Start the run, if the digest is the plan's, the sources still match it, no
+        approval came first, and any overlap with another run on the account (counted now)
+        was acknowledged. The run's info, with `overlaps` acknowledged."""
         run_dir = self.run_dir(run_id)
         async with self._lock(run_dir):
             info = self.info(run_id)
@@ -265,14 +281,18 @@ class Console:
                 raise Refused("stale", self.info(run_id))
             if digest != info["digest"]:
                 raise Refused("stale", info)
+            overlaps = await asyncio.to_thread(planning.claim, run_dir, "pending")
+            if overlaps and not acknowledge:
+                raise Refused("overlap", info | {"overlaps": [self._linked(o) for o in overlaps]})
             if not claim(run_dir / APPROVAL, {"by": by.name, "at": api.now(),
-                                              "digest": digest}):
+                                              "digest": digest, "overlaps": overlaps}):
                 raise Refused("the run was approved by someone else meanwhile",
                               self.info(run_id))
             update_state(run_dir, approved_at=api.now(), approved_by=by.name,
-                         approved_digest=digest)
-            self._start(run_dir)
-            return self.info(run_id)
+                         approved_digest=digest, overlaps_acknowledged=overlaps)
+            await asyncio.to_thread(planning.claim, run_dir, "approved")
+            self._start(run_dir, *(("--allow-overlap",) if overlaps else ()))
+            return self.info(run_id) | {"overlaps": [self._linked(o) for o in overlaps]}
 
     async def discard(self, run_id: str, by: Person) -> dict[str, Any]:
         """A planned run goes away (its upload with it); the audit log keeps the record."""
@@ -286,6 +306,7 @@ class Console:
                 raise Forbidden("only its submitter or an approver can discard a plan")
             if not claim(run_dir / APPROVAL, {"discarded_by": by.name, "at": api.now()}):
                 raise Refused("the run was approved meanwhile", self.info(run_id))
+            await asyncio.to_thread(planning.release, run_dir)
             self.remove(run_dir)
             return info
 
@@ -312,7 +333,7 @@ class Console:
         self._start(run_dir)
         return self.info(run_dir.name)
 
-    def _start(self, run_dir: Path) -> None:
+    def _start(self, run_dir: Path, *extra: str) -> None:
         """Start (or resume: the same command) the run's child, a run or an export; never
         beside a process that already runs it (a command-line run, another console's)."""
         if api.run_locked(run_dir):
@@ -321,7 +342,8 @@ class Console:
         if state.get("source") == "export":
             self.supervisor.start(run_dir, "export", *export_args(run_dir, state["settings"]))
         else:
-            self.supervisor.start(run_dir)
+            acknowledged = ("--allow-overlap",) if state.get("overlaps_acknowledged") else ()
+            self.supervisor.start(run_dir, "run", *(extra or acknowledged))
 
     def verify(self, run_id: str) -> dict[str, Any]:
         run_dir = self.run_dir(run_id)

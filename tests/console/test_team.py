@@ -277,3 +277,37 @@ async def test_an_address_of_the_machine_is_a_host_a_name_is_not(
     r = await c.client.get("/api/runs", headers=c.auth(
         Host=host.format(port=c.client.server.port)))
     assert r.status == status
+
+
+# --- overlaps on one account --------------------------------------------------------------------
+async def test_overlapping_plans_show_the_overlap_and_need_the_acknowledgement(
+        team_app: Team) -> None:
+    t = team_app
+    first = await upload(t, "alice", sheet(OPENIDS[:100], ["销售"]))
+    assert first["plan"]["overlaps"] == []
+    second = await upload(t, "dave", sheet(OPENIDS[50:150], ["销售"]))
+    assert [(o["users"], o["state"]) for o in second["plan"]["overlaps"]] == [(50, "pending")]
+    headers = await t.login("bob")
+    page = await (await t.client.get(f"/runs/{second['id']}", headers=headers)).text()
+    assert f'<a href="/runs/{first["id"]}">' in page  # the other run, linked
+    assert 'id="acknowledge"' in page
+    assert str(t.workspace) not in page  # no server path
+    r = await approve(t, "bob", second)
+    assert r.status == 409
+    refused = await r.json()
+    assert refused["error"] == "overlap"
+    assert refused["overlaps"] == [{"id": first["id"], "job": "users", "state": "pending",
+                                    "users": 50}]
+    r = await t.client.post(f"/api/runs/{second['id']}/approve", headers=headers,
+                            json={"digest": second["digest"], "acknowledge": True})
+    assert r.status == 200, await r.text()
+    info = await wait_team(t, "bob", second["id"], "finished", "failed", "stopped")
+    assert (info["state"], info["counts"]["moved"] + info["counts"]["already"]) == (
+        "finished", 100)
+    approved = [e for e in audit_of(t) if e["action"] == "approve"]
+    assert approved[0]["who"] == "bob"
+    assert approved[0]["detail"].startswith("overlap acknowledged: 50 users also moved by")
+    refused_entries = [e["detail"] for e in audit_of(t) if e["action"] == "approve_refused"]
+    assert refused_entries == ["overlap"]
+    r = await t.client.post(f"/api/runs/{first['id']}/discard", headers=await t.login("alice"))
+    assert r.status == 200  # and its claim on the account goes with it

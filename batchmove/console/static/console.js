@@ -98,15 +98,30 @@
     });
   }
 
+  function showOverlaps(overlaps) {  // counted at approval: shown, to be acknowledged
+    var list = $("overlap-list");
+    if (!list) { return; }
+    list.textContent = "";
+    overlaps.forEach(function (o) {
+      var li = document.createElement("li");
+      li.textContent = (t("overlap.line") || "").replace("{users}", o.users) + " " + o.job +
+        " (" + t("overlap.state." + o.state) + ")";
+      list.appendChild(li);
+    });
+    $("overlaps").hidden = false;
+  }
+
   function setupActions(runId) {
     var approve = $("approve");
     if (approve) {
       approve.addEventListener("click", function () {
         approve.disabled = true;
+        var ack = $("acknowledge");
         post("/api/runs/" + encodeURIComponent(runId) + "/approve",
-             { digest: approve.getAttribute("data-digest") }).then(function (r) {
+             { digest: approve.getAttribute("data-digest"), acknowledge: !!(ack && ack.checked) }).then(function (r) {
           if (r.status === 200) { location.href = runUrl(runId); return; }
           if (r.status === 409 && r.data.error === "stale") { location.href = runUrl(runId, "?stale=1"); return; }
+          if (r.status === 409 && r.data.error === "overlap") { showOverlaps(r.data.overlaps || []); }
           approve.disabled = false;
           show($("action-error"), said(r.data));
         });
