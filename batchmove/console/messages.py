@@ -90,8 +90,8 @@ CATALOGUE: list[tuple[str, str, str]] = [
      "would move", "此计划没有可用的目标：不会移动任何用户"),
     (r"(?P<n>\d+) rows target group 1 \(黑名单, the blacklist\) via (?P<t>.+); nothing was "
      r"sent\..*", "{n} rows target group 1 (黑名单, the blacklist) via {t}; nothing was sent. "
-     "Moving users into the blacklist needs the job setting allow_blacklist",
-     "{n} 行经由 {t} 指向分组 1（黑名单）；未发送任何请求。移入黑名单需要任务设置 allow_blacklist"),
+     "Moving users into the blacklist must be allowed in the job's settings",
+     "{n} 行经由 {t} 指向分组 1（黑名单）；未发送任何请求。移入黑名单须在任务设置中允许"),
     (r"no plan", "no plan", "没有计划"),
     (r"the plan cannot run", "the plan cannot run", "此计划无法运行"),
     # WeChat and the network (errors.ApiError)
