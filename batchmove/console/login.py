@@ -43,6 +43,7 @@ def login_page(request: web.Request, *, status: int = 200, error: str = "") -> w
         "next": nxt if _local(nxt) else "/", "error": error}, status=status)
     page.headers["Content-Security-Policy"] = ("default-src 'none'; style-src 'unsafe-inline'; "
                                                "form-action 'self'; frame-ancestors 'none'")
+    page.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" makes a form's Origin null
     return page
 
 

@@ -173,7 +173,7 @@ def _exchange_key(request: web.Request, gate: Gate) -> web.StreamResponse | None
 
 def _harden(response: web.StreamResponse) -> None:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Referrer-Policy", "same-origin")  # no-referrer: Origin null
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Content-Security-Policy", _CSP)
 
