@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -176,9 +176,9 @@ def test_two_approvals_at_once_start_one_run(browser: Any,
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    cookies: list[str] = []
+    cookies: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         _Recorder.cookies.append(self.headers.get("Cookie", ""))
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
