@@ -171,7 +171,10 @@ def say(text: str | None, lang: str, **context: Any) -> str:
     for pattern, en, zh in _COMPILED:
         found = pattern.fullmatch(clean)
         if found:
-            values = _Values({**context, **{k: v for k, v in found.groupdict().items() if v}})
+            groups = {k: v for k, v in found.groupdict().items() if v}
+            if "why" in groups:  # a message inside a message: said in the language too
+                groups["why"] = say(groups["why"], lang)
+            values = _Values({**context, **groups})
             return (zh if lang == "zh" else en).format_map(values)
     LOG.info("no catalogue entry for a message: %s", clean[:200])
     return clean if lang != "zh" else _UNKNOWN[1]

@@ -94,8 +94,9 @@ class Planner:
         if not result["ok"]:
             update_state(run_dir, error=result["error"], plan=None, digest=None)
             raise UsageError(result["error"])
-        update_state(run_dir, plan=result["plan"], digest=digest, error=None,
-                     plan_message=result["message"], planned_at=api.now())
+        overlaps = await asyncio.to_thread(claim, run_dir, "pending")  # in the console's own
+        update_state(run_dir, plan=result["plan"], digest=digest, error=None,  # registry
+                     plan_message=result["message"], planned_at=api.now(), overlaps=overlaps)
 
     def default_rate(self) -> float | str:
         """The rate an upload gets when the form leaves it empty ("auto" by default)."""
@@ -223,7 +224,6 @@ def plan_in_worker(run_dir_text: str) -> dict[str, Any]:
     try:  # overlaps block no plan here: the approver sees them and acknowledges them
         plan = api.plan(api.job_spec(run_dir / JOB_TOML, out=str(run_dir), allow_overlap=True),
                         rows_dir=run_dir / PLAN_DIR)
-        claim(run_dir, "pending")
     except BatchmoveError as exc:
         return {"ok": False, "error": exc.message, "exit_code": exc.exit_code}
     data = plan.as_dict()

@@ -141,7 +141,7 @@ class Console:
             "submitted_by": state.get("submitted_by"),
             "approved_by": approval.get("by") or state.get("approved_by"),
             "approved_at": state.get("approved_at"),
-            "overlaps": [self._linked(o) for o in (state.get("plan") or {}).get("overlaps", [])],
+            "overlaps": [self._linked(o) for o in state.get("overlaps") or []],
         }
         return info
 

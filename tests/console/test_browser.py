@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -178,6 +179,8 @@ def test_a_console_restart_finds_the_running_run(browser: Any, stage: Stage) -> 
         moving(page)
         assert stage.console is not None
         stage.console.stop()  # SIGTERM to the console; the run goes on in its own session
+        expect(page.locator("#conn-banner")).to_have_text(re.compile("连接已断开"))
+        shot(page, "9a-connection-lost-zh")
         stage.start_console()
         page.goto(stage.console.url)
         row = page.locator(f"tr[data-run='{run_id}'] .state")

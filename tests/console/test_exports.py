@@ -94,6 +94,7 @@ async def test_bad_group_name_fails_with_a_clear_message(console_app: ConsoleUnd
     assert info["message"].startswith("batchmove: ")
     assert "没有这个组" in info["message"]
     assert info["files"] == []
+    assert info["resumable"] is False  # resuming would fail the same way
 
 
 async def test_bad_fields_are_400_and_foreign_origin_403(console_app: ConsoleUnderTest) -> None:

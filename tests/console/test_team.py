@@ -284,9 +284,10 @@ async def test_overlapping_plans_show_the_overlap_and_need_the_acknowledgement(
         team_app: Team) -> None:
     t = team_app
     first = await upload(t, "alice", sheet(OPENIDS[:100], ["销售"]))
-    assert first["plan"]["overlaps"] == []
+    assert first["run"]["overlaps"] == []
     second = await upload(t, "dave", sheet(OPENIDS[50:150], ["销售"]))
-    assert [(o["users"], o["state"]) for o in second["plan"]["overlaps"]] == [(50, "pending")]
+    assert [(o["id"], o["users"], o["state"]) for o in second["run"]["overlaps"]] == [
+        (first["id"], 50, "pending")]
     headers = await t.login("bob")
     page = await (await t.client.get(f"/runs/{second['id']}", headers=headers)).text()
     assert f'<a href="/runs/{first["id"]}">' in page  # the other run, linked
@@ -311,3 +312,18 @@ async def test_overlapping_plans_show_the_overlap_and_need_the_acknowledgement(
     assert refused_entries == ["overlap"]
     r = await t.client.post(f"/api/runs/{first['id']}/discard", headers=await t.login("alice"))
     assert r.status == 200  # and its claim on the account goes with it
+
+
+async def test_a_plan_without_a_usable_target_offers_no_approval(team_app: Team) -> None:
+    t = team_app
+    body = await upload(t, "alice", sheet(OPENIDS[:5], ["没有这个组"]))  # not created
+    assert body["run"]["can_run"] is False
+    assert body["run"]["blocked"] == "no target of this plan can be used"
+    page = await (await t.client.get(f"/runs/{body['id']}", headers=await t.login("bob"))).text()
+    assert 'id="approve"' not in page
+    assert 'id="blocked"' in page
+    r = await approve(t, "bob", body)
+    assert r.status == 409
+    zh = await t.client.post(f"/api/runs/{body['id']}/approve", json={"digest": body["digest"]},
+                             headers={**await t.login("bob"), "Accept-Language": "zh-CN"})
+    assert (await zh.json())["text"] == "此计划无法运行：此计划没有可用的目标：不会移动任何用户"

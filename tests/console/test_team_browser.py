@@ -222,3 +222,39 @@ def test_the_cookie_of_console_a_holds_no_key_and_opens_nothing_elsewhere(
         context.close()
         recorder.shutdown()
         other.stop()
+
+
+def test_a_narrow_screen_and_a_long_file_name_stay_inside_the_page(
+        browser: Any, team: tuple[Stage, dict[str, str]]) -> None:
+    stage, secrets = team
+    context = browser.new_context(locale="zh-CN", viewport={"width": 400, "height": 800},
+                                  bypass_csp=True)
+    page = context.new_page()
+    try:
+        sign_in(page, stage.base, "alice", secrets["alice"])
+        path = stage.root / ("很长的文件名-" + "x" * 160 + ".csv")
+        path.write_bytes(sheet(OPENIDS[:20], ["销售"], extra="bad,销售\n"))
+        page.set_input_files("#file", str(path))
+        page.click("#upload-submit")
+        page.wait_for_url("**/runs/*", timeout=60_000)
+        page.wait_for_selector("#rows tbody tr")
+        widths = "[document.documentElement.scrollWidth, window.innerWidth]"
+        scroll, inner = page.evaluate(widths)
+        assert scroll <= inner, (scroll, inner)  # the rows table scrolls inside its card
+        shot(page, "team-plan-400px-zh-CN")
+        page.goto(stage.base + "/")
+        scroll, inner = page.evaluate(widths)
+        assert scroll <= inner, (scroll, inner)  # the long name wraps in the history
+        shot(page, "team-home-400px-zh-CN")
+        page.keyboard.press("Tab")  # the skip link, then on to the file picker's button
+        for _ in range(12):
+            if page.evaluate("document.activeElement.id") == "file":
+                break
+            page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "file"
+        outline = page.evaluate("getComputedStyle(document.getElementById('dropzone'))"
+                                ".outlineStyle")
+        assert outline != "none"  # the focus shows on the drop zone around it
+        assert not run_axe(page)
+    finally:
+        context.close()
