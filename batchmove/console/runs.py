@@ -148,7 +148,7 @@ def _export_record(run_dir: Path, state: dict[str, Any], live: bool) -> dict[str
         "created_at": state.get("created_at"), "started_at": state.get("created_at"),
         "finished_at": None, "backend": settings.get("backend", "groups"), "verify": None,
         "export": settings,
-        "submitted_by": state.get("submitted_by"), "approved_by": state.get("submitted_by"),
+        "submitted_by": state.get("submitted_by"), "approved_by": None,
         "stop_reason": None,
     }
 
