@@ -60,11 +60,20 @@ async def client_for(spec: JobSpec, default_openids: Callable[[], list[str]] | N
             yield client
 
 
+def source_for(spec: JobSpec) -> TokenSource:
+    """The job's token source: an account of a third-party platform, or the account's own."""
+    if spec.credentials.component:
+        from batchmove.wechat.tickets import component_source
+
+        return component_source(spec.credentials, spec.single_account)
+    return token_source_from(spec.credentials)
+
+
 @asynccontextmanager
 async def _backend(spec: JobSpec, default_openids: Callable[[], list[str]] | None
                    ) -> AsyncIterator[tuple[str, TokenSource]]:
     if spec.api_base != "sandbox":
-        yield spec.api_base, token_source_from(spec.credentials)
+        yield spec.api_base, source_for(spec)
         return
     from batchmove.sandbox import SandboxConfig, running_sandbox
 

@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from batchmove.models import (
 )
 
 JOB_SUFFIX = ".toml"
+RUNS_DIR_ENV = "BATCHMOVE_RUNS_DIR"
 
 _INT = ("concurrency", "batch_size", "retries", "failure_sample", "xlsx_max_rows")
 _FLOAT = ("rate", "timeout", "max_failure_rate")
@@ -39,7 +40,7 @@ _BOOL = ("create_groups", "allow_blacklist", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
 _TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag",
-        "snapshot_source")
+        "snapshot_source", "accounts", "account")
 _TABLES = ("columns", "credentials", "sandbox", "select", "notify")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
 #: every key a job file (or an override) may set
@@ -68,7 +69,21 @@ def spec_for(job: Path, **overrides: Any) -> JobSpec:
         values = load_job(job)
     else:
         values = {"input": _absolute(job), "name": job.stem}
-    return JobSpec(**(values | read_overrides(overrides)))
+    spec = JobSpec(**(values | read_overrides(overrides)))
+    runs = runs_dir()
+    return spec if spec.out is not None or runs is None else replace(spec, out=runs / spec.name)
+
+
+def runs_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """`BATCHMOVE_RUNS_DIR`: where jobs without `out` keep their run directories (an absolute
+    path: a scheduler's working directory must not decide where a run's ledger is)."""
+    given = environ.get(RUNS_DIR_ENV, "").strip()
+    if not given:
+        return None
+    path = Path(given).expanduser()
+    if not path.is_absolute():
+        raise UsageError(f"{RUNS_DIR_ENV} must be an absolute path, got {given!r}")
+    return path
 
 
 def read_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,6 +200,12 @@ class _Reader:
             values["snapshot_source"] = self._get(
                 "snapshot_source", data["snapshot_source"], lambda v: v in SNAPSHOT_SOURCES,
                 '"auto", "batchget" or "members"')
+        if "accounts" in data:
+            accounts = self._get("accounts", data["accounts"], _is_accounts,
+                                 '"all" or a list of appids')
+            values["accounts"] = "all" if accounts == "all" else tuple(accounts)
+        if "account" in data:
+            values["account"] = self._get("account", data["account"], str, "an appid")
         if "untag" in data:
             untag = self._get("untag", data["untag"], _is_untag,
                               '"others" or a list of tag names or ids')
@@ -298,6 +319,10 @@ class _Reader:
             elif key == "token_kind":
                 options[key] = self._get(label, item, lambda v: v in ("stable", "classic"),
                                          '"stable" or "classic"')
+            elif key == "component":
+                options[key] = self._get(label, item, bool, "true or false")
+            elif key == "ticket_file":
+                options[key] = str(self._path(label, item))
             else:
                 options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
                     v.strip()), "a command line (a non-empty string)")
@@ -335,6 +360,11 @@ class _Reader:
             settings["users_file"] = str(self._path("sandbox.users_file",
                                                     settings["users_file"]))
         return settings
+
+
+def _is_accounts(value: Any) -> bool:
+    return value == "all" or (isinstance(value, list | tuple) and bool(value) and all(
+        isinstance(v, str) for v in value))
 
 
 def _is_untag(value: Any) -> bool:
