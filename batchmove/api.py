@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from batchmove import agency
+from batchmove.agency import AccountInfo
 from batchmove.exporting import ExportResult, export_followers, export_spec
 from batchmove.intake import jobfile
 from batchmove.models import JobSpec
@@ -143,6 +145,18 @@ def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Send a finished run's notifications again (its job's [notify]), whatever `on` says;
     one record per channel, as in summary.json's `notifications`."""
     return _blocking(lambda: resend(Path(run_dir)))
+
+
+def list_accounts(job: Job, **overrides: Any) -> list[AccountInfo]:
+    """The accounts that authorised the job's third-party platform (`[credentials] component
+    = true`), each with its name and today's quota of the move endpoint."""
+    return _blocking(lambda: agency.list_accounts(job_spec(job, **overrides)))
+
+
+def sync_accounts(job: Job, **overrides: Any) -> list[str]:
+    """Store every authorizer's refresh token from WeChat's list (the machine's platform
+    store, shared by every process); the appids."""
+    return _blocking(lambda: agency.sync_accounts(job_spec(job, **overrides)))
 
 
 class _Watcher(Events):

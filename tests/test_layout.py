@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("batchmove.ledger",),
     ("batchmove.engine",),
     ("batchmove.output",),
-    ("batchmove.exporting",),  # export, and the listing segment jobs share with it
+    ("batchmove.exporting", "batchmove.agency"),  # export (and the listing segment jobs
+    # share with it); a platform's accounts
     ("batchmove.segments", "batchmove.pipeline"),
     ("batchmove.api",),
     ("batchmove.cli", "batchmove.console", "batchmove.__main__", "batchmove"),

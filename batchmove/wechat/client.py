@@ -40,7 +40,7 @@ from batchmove.errors import (
 )
 from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Group
 from batchmove.wechat.errcodes import error_for
-from batchmove.wechat.token import TokenManager, TokenSource
+from batchmove.wechat.token import HttpFetch, TokenManager, TokenSource
 
 if TYPE_CHECKING:
     from aiolimiter import AsyncLimiter
@@ -95,6 +95,11 @@ class WeChatClient:
 
     def __repr__(self) -> str:
         return f"WeChatClient({self.base_url!r}, {self.tokens.source!r})"
+
+    @property
+    def raw(self) -> HttpFetch:
+        """One HTTP attempt without the access token (component endpoints carry their own)."""
+        return self._request
 
     async def __aenter__(self) -> WeChatClient:
         if self._session is not None:
