@@ -17,35 +17,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
-from typing import Protocol
 
 import pytest
 
 from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LISTENING = "listening on "
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class SandboxFactory(Protocol):
-    def __call__(self, config: SandboxConfig | None = None, *,
-                 clock: Callable[[], float] = ...) -> Awaitable[RunningSandbox]: ...
+from tests.support.sandboxes import LISTENING, REPO_ROOT, FakeClock, SandboxFactory
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import pytest
 
 import batchmove
 from batchmove.sandbox import SandboxConfig
-from tests.conftest import REPO_ROOT, SandboxFactory
-from tests.engine_helpers import assert_state_matches, spread, write_moves
+from tests.support.engine import assert_state_matches, spread, write_moves
+from tests.support.sandboxes import REPO_ROOT, SandboxFactory
 
 StartProcess = Callable[..., str]
 

@@ -15,8 +15,8 @@ from batchmove.errors import UsageError
 from batchmove.exporting import ExportResult, export_followers, export_spec
 from batchmove.ledger.checkpoint import checkpoint_dir
 from batchmove.sandbox import RunningSandbox, SandboxConfig
-from tests.conftest import SandboxFactory
-from tests.engine_helpers import run, spec_for
+from tests.support.engine import run, spec_for
+from tests.support.sandboxes import SandboxFactory
 
 pytestmark = pytest.mark.usefixtures("sandbox_credentials")
 

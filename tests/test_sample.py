@@ -12,8 +12,8 @@ import pytest
 
 from batchmove.intake.jobfile import spec_for
 from batchmove.sandbox import SandboxConfig
-from tests.conftest import REPO_ROOT, SandboxFactory
-from tests.engine_helpers import report_rows, run, user_state
+from tests.support.engine import report_rows, run, user_state
+from tests.support.sandboxes import REPO_ROOT, SandboxFactory
 
 SAMPLES = {"groups": REPO_ROOT / "jobs" / "sample.toml",
            "tags": REPO_ROOT / "jobs" / "sample-tags.toml"}

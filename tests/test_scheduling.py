@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from batchmove.sandbox import SandboxConfig
-from tests.cli.test_notify_cli import write_job
-from tests.conftest import REPO_ROOT, SandboxFactory
+from tests.support.notify import write_job
+from tests.support.sandboxes import REPO_ROOT, SandboxFactory
 
 EXAMPLES = REPO_ROOT / "docs" / "examples"
 

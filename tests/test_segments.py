@@ -13,7 +13,7 @@ import pytest
 import batchmove
 from batchmove.errors import UsageError
 from batchmove.sandbox import RunningSandbox, SandboxConfig
-from tests.conftest import SandboxFactory
+from tests.support.sandboxes import SandboxFactory
 
 pytestmark = pytest.mark.usefixtures("sandbox_credentials")
 

@@ -7,18 +7,16 @@ sandbox, and checks after every resume that no row recorded as moved was ever se
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from batchmove.sandbox import RunningSandbox, SandboxConfig
-from tests.conftest import REPO_ROOT, SandboxFactory
-from tests.engine_helpers import (
+from tests.support.cli import batchmove
+from tests.support.engine import (
     account,
     assert_state_matches,
     group_ids_by_name,
@@ -29,15 +27,7 @@ from tests.engine_helpers import (
     spread,
     write_moves,
 )
-
-ENV = {**os.environ, "WECHAT_APPID": SandboxConfig().appid,
-       "WECHAT_APPSECRET": SandboxConfig().secret, "PYTHONUNBUFFERED": "1"}
-ENV.pop("WECHAT_ACCESS_TOKEN", None)
-
-
-def batchmove(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "batchmove", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+from tests.support.sandboxes import ENV, REPO_ROOT, SandboxFactory
 
 
 async def start(sb: RunningSandbox, *args: str) -> asyncio.subprocess.Process:

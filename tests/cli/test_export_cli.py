@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import batchmove
+from tests.support.cli import batchmove
 
 SANDBOX_JOB = """
 api_base = "sandbox"

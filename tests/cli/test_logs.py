@@ -13,10 +13,9 @@ import pytest
 from batchmove.cli.logs import JsonEvents, JsonLog
 from batchmove.results import Progress
 from batchmove.sandbox import SandboxConfig
-from tests.cli.test_cli import ENV
-from tests.cli.test_notify_cli import batchmove, write_job
-from tests.conftest import FakeClock, SandboxFactory
-from tests.output.test_notify import KEY, UUID, env_for
+from tests.support.cli import batchmove_async
+from tests.support.notify import KEY, UUID, env_for, write_job
+from tests.support.sandboxes import ENV, FakeClock, SandboxFactory
 
 FIELDS = {"ts", "level", "event", "job", "run_id"}
 
@@ -34,7 +33,7 @@ async def test_run_logs_json_lines_without_secrets(tmp_path: Path,
     sb = await sandbox_factory(SandboxConfig(users=400, groups=["A"]))
     env = {**ENV, **env_for(sb)}
     job = write_job(tmp_path, sb, users=400)
-    code, out, err = await batchmove("run", str(job), "--log-format", "json", env=env)
+    code, out, err = await batchmove_async("run", str(job), "--log-format", "json", env=env)
     assert code == 0, err
     records = parse_lines(err)
     events = [r["event"] for r in records]
@@ -58,7 +57,7 @@ async def test_run_logs_json_lines_without_secrets(tmp_path: Path,
 
 
 async def test_refusals_are_one_json_error_line(tmp_path: Path) -> None:
-    code, _, err = await batchmove("run", str(tmp_path / "missing.csv"), "--log-format",
+    code, _, err = await batchmove_async("run", str(tmp_path / "missing.csv"), "--log-format",
                                    "json", env=ENV)
     assert code == 2
     [record] = parse_lines(err)
@@ -73,7 +72,7 @@ async def test_a_fatal_stop_logs_its_errcode(tmp_path: Path,
     sb = await sandbox_factory(SandboxConfig(users=100, groups=["A"]))
     job = write_job(tmp_path, sb, notify="")
     env = {**ENV, "WECHAT_APPSECRET": "wrong-secret-value"}
-    code, _, err = await batchmove("run", str(job), "--log-format", "json", env=env)
+    code, _, err = await batchmove_async("run", str(job), "--log-format", "json", env=env)
     assert code == 3
     final = parse_lines(err)[-1]
     assert (final["event"], final["level"], final["errcode"]) == ("run_finished", "error",
@@ -84,7 +83,7 @@ async def test_a_fatal_stop_logs_its_errcode(tmp_path: Path,
 async def test_plan_logs_json(tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
     sb = await sandbox_factory(SandboxConfig(users=100, groups=["A"]))
     job = write_job(tmp_path, sb, notify="")
-    code, _, err = await batchmove("plan", str(job), "--log-format", "json", env=ENV)
+    code, _, err = await batchmove_async("plan", str(job), "--log-format", "json", env=ENV)
     assert code == 0, err
     final = parse_lines(err)[-1]
     assert final["event"] == "plan_finished"
@@ -99,7 +98,7 @@ async def test_parallel_jobs_log_json_and_one_job_finished_each(
                  for i in range(2)]
     jobs = [str(write_job(tmp_path, sb, f"acct{i}", "", 50, seed=i))
             for i, sb in enumerate(sandboxes)]
-    code, out, err = await batchmove("run", *jobs, "--parallel", "2", "--log-format", "json",
+    code, out, err = await batchmove_async("run", *jobs, "--parallel", "2", "--log-format", "json",
                                      env=ENV)
     assert code == 0, err
     assert out == ""
@@ -125,7 +124,7 @@ def test_progress_every_10_s_and_at_the_end(fake_clock: FakeClock) -> None:
 async def test_export_logs_json_lines(tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
     sb = await sandbox_factory(SandboxConfig(users=250, groups=["A"], page_size=100))
     out_file = tmp_path / "followers.csv"
-    code, out, err = await batchmove("export", "--out", str(out_file), "--api-base",
+    code, out, err = await batchmove_async("export", "--out", str(out_file), "--api-base",
                                      sb.base_url, "--rate", "0", "--log-format", "json",
                                      env=ENV)
     assert code == 0, err
@@ -139,7 +138,7 @@ async def test_export_logs_json_lines(tmp_path: Path, sandbox_factory: SandboxFa
 
 
 def test_serve_logs_json_lines_and_keeps_its_address_on_stdout(tmp_path: Path) -> None:
-    from tests.console.conftest import KEY, start_process
+    from tests.support.console import KEY, start_process
 
     console = start_process(["serve", "--port", "0", "--workspace", str(tmp_path / "runs"),
                              "--key-env", "BATCHMOVE_TEST_KEY", "--log-format", "json"],

@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
 import batchmove as batchmove_api
-from batchmove.sandbox import RunningSandbox, SandboxConfig
-from tests.cli.test_cli import ENV
-from tests.conftest import REPO_ROOT, SandboxFactory
-from tests.engine_helpers import spread, write_moves
-from tests.output.test_notify import KEY, UUID, env_for
-from tests.output.test_notify_runs import _assert_no_secret
-
-NOTIFY_TABLE = """
-[notify]
-wecom_webhook_env = "BM_ROBOT"
-webhook_env = "BM_HOOK"
-ping_env = "BM_PING"
-"""
-
-
-def write_job(tmp_path: Path, sb: RunningSandbox, name: str = "nightly",
-              notify: str = NOTIFY_TABLE, users: int = 100, seed: int = 0) -> Path:
-    write_moves(tmp_path / f"{name}.csv", spread(users, ["A"], seed=seed))
-    job = tmp_path / f"{name}.toml"
-    job.write_text(f'input = "{name}.csv"\napi_base = "{sb.base_url}"\nconfirm = false\n'
-                   f'rate = 0\nsnapshot = false\nout = "runs/{name}"\n{notify}',
-                   encoding="utf-8")
-    return job
-
-
-async def batchmove(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "batchmove", *args, cwd=REPO_ROOT, env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from batchmove.sandbox import SandboxConfig
+from tests.support.cli import batchmove_async
+from tests.support.notify import KEY, UUID, assert_no_secret, env_for, write_job
+from tests.support.sandboxes import ENV, SandboxFactory
 
 
 async def test_run_notifies_and_notify_resends(tmp_path: Path,
@@ -49,12 +18,12 @@ async def test_run_notifies_and_notify_resends(tmp_path: Path,
     sb = await sandbox_factory(SandboxConfig(users=100, groups=["A"]))
     env = {**ENV, **env_for(sb)}
     job = write_job(tmp_path, sb)
-    code, out, err = await batchmove("run", str(job), env=env)
+    code, out, err = await batchmove_async("run", str(job), env=env)
     assert code == 0, err
     assert len(sb.robot.messages_of(KEY)) == 1
     assert [p["what"] for p in sb.robot.pings] == ["start", "0"]
     run_dir = tmp_path / "runs" / "nightly"
-    code, again_out, again_err = await batchmove("notify", str(run_dir), env=env)
+    code, again_out, again_err = await batchmove_async("notify", str(run_dir), env=env)
     assert code == 0, again_err
     assert again_out.splitlines() == [
         f"ping {sb.base_url}/***: sent", f"wecom {sb.base_url}/***: sent",
@@ -62,10 +31,10 @@ async def test_run_notifies_and_notify_resends(tmp_path: Path,
     assert len(sb.robot.messages_of(KEY)) == 2
     assert [p["what"] for p in sb.robot.pings] == ["start", "0", "0"]
     no_robot = {k: v for k, v in env.items() if k != "BM_ROBOT"}
-    code, _, unset_err = await batchmove("notify", str(run_dir), env=no_robot)
+    code, _, unset_err = await batchmove_async("notify", str(run_dir), env=no_robot)
     assert code == 1
     assert "wecom: skipped: environment variable BM_ROBOT is not set" in unset_err
-    _assert_no_secret(tmp_path, out, err, again_out, again_err, unset_err)
+    assert_no_secret(tmp_path, out, err, again_out, again_err, unset_err)
 
 
 async def test_a_failed_notification_is_said_once_and_changes_nothing(
@@ -73,12 +42,12 @@ async def test_a_failed_notification_is_said_once_and_changes_nothing(
     sb = await sandbox_factory(SandboxConfig(users=100, groups=["A"]))
     sb.robot.fault = {"errcode": 93000}
     env = {**ENV, **env_for(sb)}
-    code, out, err = await batchmove("run", str(write_job(tmp_path, sb)), "--quiet", env=env)
+    code, out, err = await batchmove_async("run", str(write_job(tmp_path, sb)), "--quiet", env=env)
     assert code == 0, err
     assert out.startswith("finished (100 moved)")
     assert err.splitlines() == [f"notification not sent: wecom {sb.base_url}/***: "
                                 "errcode 93000: error"]
-    _assert_no_secret(tmp_path, out, err)
+    assert_no_secret(tmp_path, out, err)
 
 
 async def test_notify_without_a_notify_table_exits_2(tmp_path: Path,
@@ -89,7 +58,7 @@ async def test_notify_without_a_notify_table_exits_2(tmp_path: Path,
         env.setenv("WECHAT_APPID", sb.state.appid)
         env.setenv("WECHAT_APPSECRET", sb.state.secret)
         assert (await batchmove_api.run_async(job)).exit_code == 0
-    code, _, err = await batchmove("notify", str(tmp_path / "runs" / "nightly"), env=ENV)
+    code, _, err = await batchmove_async("notify", str(tmp_path / "runs" / "nightly"), env=ENV)
     assert code == 2
     assert err.startswith("batchmove: ")
     assert "has no [notify] table" in err

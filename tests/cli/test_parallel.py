@@ -9,11 +9,10 @@ import pytest
 
 from batchmove.cli.parallel import child_args, worst
 from batchmove.sandbox import SandboxConfig
-from tests.cli.test_cli import ENV
-from tests.cli.test_notify_cli import NOTIFY_TABLE, batchmove, write_job
-from tests.conftest import SandboxFactory
-from tests.engine_helpers import assert_state_matches, spread
-from tests.output.test_notify import KEY, env_for
+from tests.support.cli import batchmove_async
+from tests.support.engine import assert_state_matches, spread
+from tests.support.notify import KEY, NOTIFY_TABLE, env_for, write_job
+from tests.support.sandboxes import ENV, SandboxFactory
 
 
 @pytest.mark.parametrize(("codes", "expected"), [
@@ -32,7 +31,7 @@ def test_child_args_repeat_the_options() -> None:
 
 
 async def test_out_with_several_jobs_is_refused(tmp_path: Path) -> None:
-    code, _, err = await batchmove("run", "a.toml", "b.toml", "--out", str(tmp_path), env=ENV)
+    code, _, err = await batchmove_async("run", "a.toml", "b.toml", "--out", str(tmp_path), env=ENV)
     assert code == 2
     assert err.startswith("batchmove: --out names one run directory")
 
@@ -49,7 +48,7 @@ async def test_ten_accounts_one_fatal_the_other_nine_finish_exact(
         table = NOTIFY_TABLE + ('[credentials]\nsecret_env = "BAD_SECRET"\n' if i == 7 else "")
         jobs.append(str(write_job(tmp_path, sb, f"account{i}", table, users, seed=i)))
     env = {**ENV, **env_for(robot), "BAD_SECRET": "not-the-secret"}
-    code, out, err = await batchmove("run", *jobs, "--parallel", "4", env=env)
+    code, out, err = await batchmove_async("run", *jobs, "--parallel", "4", env=env)
     assert code == 3, out + err
     lines = out.splitlines()
     assert len(lines) == 10

@@ -13,15 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import shutil
 import signal
-import subprocess
 import sys
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -31,18 +27,14 @@ import pytest
 from batchmove.console import ConsoleConfig, make_app
 from batchmove.console.security import allowed_hosts
 from batchmove.sandbox import DEFAULT_APPID, DEFAULT_SECRET, SandboxConfig, running_sandbox
-from tests.conftest import REPO_ROOT
-
-CHROMIUM = Path(os.environ.get("BATCHMOVE_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync",
-                  # a loaded 2-core CI machine: no throttled timers or frames in the tab
-                  "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                  "--disable-backgrounding-occluded-windows"]
-SCREENSHOTS = REPO_ROOT / "tests" / ".screenshots"
-KEY = "test-console-key-0123456789abcdef"
-XSS = "<img src=x onerror=alert(1)>"
+from tests.support.console import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    KEY,
+    ConsoleUnderTest,
+    Stage,
+    write_defaults,
+)
 
 
 @pytest.fixture
@@ -50,32 +42,6 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WECHAT_APPID", DEFAULT_APPID)
     monkeypatch.setenv("WECHAT_APPSECRET", DEFAULT_SECRET)
     monkeypatch.delenv("WECHAT_ACCESS_TOKEN", raising=False)
-
-
-def write_defaults(folder: Path, api_base: str, **more: Any) -> Path:
-    keys = {"api_base": api_base, "rate": 0, **more}
-    lines = [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
-    path = folder / "defaults.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def sheet(openids: list[str], targets: list[str], extra: str = "") -> bytes:
-    lines = ["openid,group_name"]
-    lines += [f"{o},{targets[i % len(targets)]}" for i, o in enumerate(openids)]
-    return ("\n".join(lines) + "\n" + extra).encode()
-
-
-@dataclass
-class ConsoleUnderTest:
-    client: Any  # aiohttp TestClient
-    workspace: Path
-    base_url: str
-    sandbox_url: str
-    sandbox: Any
-
-    def auth(self, **headers: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {KEY}", **headers}
 
 
 @pytest.fixture(scope="session")
@@ -105,92 +71,6 @@ async def console_app(tmp_path: Path, aiohttp_client: Any, credentials: None,
         port.append(client.server.port)
         yield ConsoleUnderTest(client, workspace, f"http://127.0.0.1:{port[0]}", sb.base_url,
                                sb)
-
-
-# --- real processes ---------------------------------------------------------------------------
-def _line(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    return proc.stdout.readline() if ready else ""
-
-
-def cli_env() -> dict[str, str]:
-    env = {**os.environ, "WECHAT_APPID": DEFAULT_APPID, "WECHAT_APPSECRET": DEFAULT_SECRET,
-           "PYTHONUNBUFFERED": "1", "BATCHMOVE_TEST_KEY": KEY}
-    env.pop("WECHAT_ACCESS_TOKEN", None)
-    return env
-
-
-@dataclass
-class Process:
-    proc: subprocess.Popen[str]
-    url: str
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def start_process(args: list[str], prefix: str, log: Path) -> Process:
-    err = log.open("a")
-    proc = subprocess.Popen([sys.executable, "-m", "batchmove", *args], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=err, text=True, env=cli_env())
-    err.close()
-    line = _line(proc, 20.0)
-    if not line.startswith(prefix):
-        proc.kill()
-        proc.wait()
-        raise AssertionError(f"{args[0]} did not start: {line!r}; see {log}")
-    return Process(proc, line[len(prefix):].strip())
-
-
-@dataclass
-class Stage:
-    """A sandbox process and a console process over one workspace, for browser tests."""
-
-    root: Path
-    sandbox_args: list[str]
-    sandbox: Process | None = None
-    console: Process | None = None
-    extra: list[str] = field(default_factory=list)
-
-    def start_sandbox(self) -> str:
-        self.sandbox = start_process(["sandbox", "--port", "0", *self.sandbox_args],
-                                     "listening on ", self.root / "sandbox.log")
-        return self.sandbox.url
-
-    def start_console(self) -> str:
-        assert self.sandbox is not None
-        defaults = write_defaults(self.root, self.sandbox.url, rate=20)
-        self.console = start_process(
-            ["serve", "--port", "0", "--workspace", str(self.root / "runs"),
-             "--jobs", str(self.root / "jobs"), "--defaults", str(defaults),
-             "--key-env", "BATCHMOVE_TEST_KEY", *self.extra],
-            "console on ", self.root / "console.log")
-        return self.console.url
-
-    @property
-    def base(self) -> str:
-        assert self.console is not None
-        return self.console.url.split("/?key=")[0]
-
-    def sandbox_state(self) -> dict[str, Any]:
-        assert self.sandbox is not None
-        with urllib.request.urlopen(f"{self.sandbox.url}/sandbox/state", timeout=10) as r:
-            return json.loads(r.read())  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        for p in (self.console, self.sandbox):
-            if p is not None:
-                p.stop()
 
 
 @pytest.fixture
@@ -232,27 +112,6 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
-
-
-def expect(locator: Any) -> Any:
-    """Playwright's retrying assertions (polled without `eval`, which the CSP forbids)."""
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(locator)
-
-
-def shot(page: Any, name: str) -> Path:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    for attempt in (1, 2):  # a screenshot waits for a frame, which a loaded machine can delay
-        try:
-            page.screenshot(path=str(path), full_page=True, animations="disabled",
-                            timeout=45_000)
-            break
-        except Exception as exc:  # playwright's TimeoutError: once more, then fail
-            if attempt == 2 or "Timeout" not in type(exc).__name__:
-                raise
-    return path
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from batchmove.sandbox import DEFAULT_SECRET, sandbox_openids
-from tests.conftest import REPO_ROOT
-from tests.console.conftest import KEY, XSS, ConsoleUnderTest, sheet
+from tests.support.console import KEY, XSS, ConsoleUnderTest, sheet, wait_state
+from tests.support.sandboxes import REPO_ROOT
 
 OPENIDS = sandbox_openids(300, 0)
 
@@ -35,15 +35,6 @@ async def upload(c: ConsoleUnderTest, data: bytes, filename: str = "users.csv",
     r = await c.client.post("/api/uploads", data=form(data, filename, **settings),
                             headers=c.auth())
     return r.status, await r.json()
-
-
-async def wait_state(c: ConsoleUnderTest, run_id: str, *states: str) -> dict[str, Any]:
-    for _ in range(300):
-        info = await (await c.client.get(f"/api/runs/{run_id}", headers=c.auth())).json()
-        if info["state"] in states:
-            return info  # type: ignore[no-any-return]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"run {run_id} stayed {info['state']}")
 
 
 async def listed(c: ConsoleUnderTest, run_id: str, query: str) -> dict[str, Any]:

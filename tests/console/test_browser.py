@@ -10,7 +10,7 @@ import openpyxl
 import pytest
 
 from batchmove.sandbox import DEFAULT_SECRET, sandbox_openids
-from tests.console.conftest import KEY, XSS, Stage, expect, sheet, shot
+from tests.support.console import KEY, XSS, Stage, expect, sheet, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 OPENIDS = sandbox_openids(2000, 0)

@@ -9,8 +9,7 @@ import csv
 import io
 
 from batchmove.sandbox import sandbox_openids
-from tests.console.conftest import ConsoleUnderTest
-from tests.console.test_api import wait_state
+from tests.support.console import ConsoleUnderTest, wait_state
 
 OPENIDS = sandbox_openids(300, 0)
 

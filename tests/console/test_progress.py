@@ -8,7 +8,7 @@ from pathlib import Path
 from batchmove.console.progress import Watcher
 from batchmove.ledger.store import Ledger
 from batchmove.models import InputRow
-from tests.conftest import FakeClock
+from tests.support.sandboxes import FakeClock
 
 
 def _ledger(run_dir: Path, n: int = 100) -> Ledger:

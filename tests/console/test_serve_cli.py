@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.support.sandboxes import REPO_ROOT
 
 
 def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

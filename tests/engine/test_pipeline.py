@@ -13,8 +13,7 @@ import pytest
 from batchmove.errors import InputChangedError, RunLockedError, UsageError
 from batchmove.ledger.store import Ledger
 from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
-from tests.conftest import SandboxFactory
-from tests.engine_helpers import (
+from tests.support.engine import (
     BACKENDS,
     account,
     assert_state_matches,
@@ -28,6 +27,7 @@ from tests.engine_helpers import (
     spread,
     write_moves,
 )
+from tests.support.sandboxes import SandboxFactory
 
 GROUPS = ["高价值客户", "华东媒", "沉睡用户", "新注册", "NA"]
 

@@ -23,8 +23,8 @@ from batchmove.models import Group, JobSpec
 from batchmove.output.review import write_rollback
 from batchmove.pipeline import plan_job
 from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
-from tests.conftest import SandboxFactory
-from tests.engine_helpers import QuietEvents, run, spec_for, spread, user_state, write_moves
+from tests.support.engine import QuietEvents, run, spec_for, spread, user_state, write_moves
+from tests.support.sandboxes import SandboxFactory
 
 OLD = ["旧甲", "旧乙", "旧丙"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -14,16 +13,8 @@ from batchmove.models import Notify
 from batchmove.output.message import MAX_BYTES, cut_utf8, format_message, outcome_of
 from batchmove.output.notify import Notifier, RobotLimiter, notify_finished, redact_url
 from batchmove.sandbox import RunningSandbox
-from tests.conftest import FakeClock
-
-KEY = "3f1c9e7a-robot-key-0000-secret"
-UUID = "5e2b7c10-ping-uuid-secret"
-SETTINGS = Notify(wecom_webhook_env="BM_ROBOT", webhook_env="BM_HOOK", ping_env="BM_PING")
-
-
-def env_for(sb: RunningSandbox, key: str = KEY) -> dict[str, str]:
-    return {"BM_ROBOT": sb.robot_url(key), "BM_HOOK": f"{sb.base_url}/hook/ops",
-            "BM_PING": f"{sb.base_url}/ping/{UUID}"}
+from tests.support.notify import KEY, SETTINGS, UUID, env_for, free_port
+from tests.support.sandboxes import FakeClock
 
 
 def summary(code: int = 0, stop: str = "done", **more: Any) -> dict[str, Any]:
@@ -31,13 +22,6 @@ def summary(code: int = 0, stop: str = "done", **more: Any) -> dict[str, Any]:
             "message": "finished", "started_at": "2026-12-01T03:00:00+00:00",
             "finished_at": "2026-12-01T03:01:00+00:00", "duration_s": 60.0,
             "users_moved_per_s": 12.5, "counts": {"moved": 750, "failed": 2}, **more}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize(("code", "stop", "outcome"), [

@@ -16,9 +16,9 @@ import batchmove
 from batchmove.models import JobSpec, Notify
 from batchmove.results import RunResult
 from batchmove.sandbox import RunningSandbox, SandboxConfig
-from tests.conftest import SandboxFactory
-from tests.engine_helpers import spec_for, spread, write_moves
-from tests.output.test_notify import KEY, UUID, env_for, free_port
+from tests.support.engine import spec_for, spread, write_moves
+from tests.support.notify import KEY, UUID, assert_no_secret, env_for, free_port
+from tests.support.sandboxes import SandboxFactory
 
 NOTIFY = Notify(wecom_webhook_env="BM_ROBOT", webhook_env="BM_HOOK", ping_env="BM_PING")
 VOLATILE = ("run_id", "started_at", "finished_at", "duration_s", "users_moved_per_s",
@@ -118,7 +118,7 @@ async def test_a_dead_robot_changes_no_exit_code_and_no_file(
     records = json.loads((tmp_path / "noisy" / "summary.json").read_text())["notifications"]
     assert {r["result"] for r in records} == {"failed"}
     assert {r["reason"] for r in records} == {"connection failed"}
-    _assert_no_secret(tmp_path)
+    assert_no_secret(tmp_path)
 
 
 def _stable(path: Path) -> dict[str, Any]:
@@ -126,12 +126,3 @@ def _stable(path: Path) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if k not in VOLATILE}
 
 
-def _assert_no_secret(root: Path, *texts: str) -> None:
-    for text in texts:
-        assert KEY not in text
-        assert UUID not in text
-    for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            assert KEY.encode() not in data, path
-            assert UUID.encode() not in data, path

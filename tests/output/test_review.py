@@ -13,8 +13,7 @@ from batchmove.models import JobSpec
 from batchmove.output.review import write_rollback
 from batchmove.pipeline import plan_job, verify_run
 from batchmove.sandbox import SandboxConfig, sandbox_openids
-from tests.conftest import SandboxFactory
-from tests.engine_helpers import (
+from tests.support.engine import (
     QuietEvents,
     account,
     assert_state_matches,
@@ -25,6 +24,7 @@ from tests.engine_helpers import (
     user_state,
     write_moves,
 )
+from tests.support.sandboxes import SandboxFactory
 
 MOVE_ENDPOINTS = ("groups/members/batchupdate", "groups/members/update", "groups/create")
 

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from batchmove.sandbox import SandboxConfig, sandbox_openids
-from tests.reliability.support import (
+from tests.support.processes import (
     FINAL_STATUSES,
     RSS_LIMIT_MB,
     SECRET,

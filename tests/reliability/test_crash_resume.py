@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from batchmove.sandbox import SandboxConfig, sandbox_openids
-from tests.reliability.support import (
+from tests.support.processes import (
     SECRET,
     LeakAudit,
     Running,

@@ -19,7 +19,7 @@ import pytest
 
 from batchmove.ledger.checkpoint import checkpoint_dir
 from batchmove.sandbox import SandboxConfig
-from tests.reliability.support import SECRET, ThreadedSandbox, spawn
+from tests.support.processes import SECRET, ThreadedSandbox, spawn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

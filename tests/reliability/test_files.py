@@ -27,7 +27,7 @@ import pytest
 
 from batchmove.ledger.store import Ledger
 from batchmove.sandbox import SandboxConfig, sandbox_openids
-from tests.reliability.support import (
+from tests.support.processes import (
     SECRET,
     LeakAudit,
     ThreadedSandbox,

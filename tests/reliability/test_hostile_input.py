@@ -46,8 +46,8 @@ from batchmove.intake.rowcheck import BLANK, TRUNCATED
 from batchmove.models import JobSpec
 from batchmove.pipeline import RunOptions, run_job
 from batchmove.sandbox import SandboxConfig, sandbox_openids
-from tests.engine_helpers import QuietEvents
-from tests.reliability.support import (
+from tests.support.engine import QuietEvents
+from tests.support.processes import (
     FINAL_STATUSES,
     RSS_LIMIT_MB,
     SECRET,
@@ -60,7 +60,7 @@ from tests.reliability.support import (
     report_rows,
     secrets_of,
 )
-from tests.reliability.xlsx_files import cell, declare_size, row, write_xlsx
+from tests.support.xlsx_files import cell, declare_size, row, write_xlsx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

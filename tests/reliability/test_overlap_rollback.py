@@ -20,14 +20,7 @@ from pathlib import Path
 import pytest
 
 from batchmove.sandbox import SandboxConfig, sandbox_openids
-from tests.reliability.support import (
-    SECRET,
-    Running,
-    ThreadedSandbox,
-    batchmove,
-    spawn,
-    write_csv,
-)
+from tests.support.processes import SECRET, Running, ThreadedSandbox, batchmove, spawn, write_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

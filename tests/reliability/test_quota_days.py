@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from batchmove.sandbox import SandboxConfig, sandbox_openids
-from tests.reliability.support import (
+from tests.support.processes import (
     SECRET,
     LeakAudit,
     ThreadedSandbox,

@@ -28,8 +28,8 @@ import psutil
 import pytest
 
 from batchmove.sandbox import is_loopback, sandbox_openids
-from tests.conftest import REPO_ROOT
-from tests.reliability.support import assert_one_line_error, batchmove, spawn, write_csv
+from tests.support.processes import assert_one_line_error, batchmove, spawn, write_csv
+from tests.support.sandboxes import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -35,8 +35,8 @@ from batchmove.pipeline import RunOptions, run_job
 from batchmove.sandbox import SandboxConfig, sandbox_openids
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.token import EnvTokenSource, SecretTokenSource
-from tests.engine_helpers import QuietEvents
-from tests.reliability.support import (
+from tests.support.engine import QuietEvents
+from tests.support.processes import (
     APPID,
     SECRET,
     LeakAudit,

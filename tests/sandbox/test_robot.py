@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from batchmove.sandbox import RobotState, RunningSandbox, key_hash, robot_app
-from tests.conftest import FakeClock, SandboxFactory
+from tests.support.sandboxes import FakeClock, SandboxFactory
 
 KEY = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
 

@@ -27,63 +27,17 @@ from batchmove.sandbox import (
     SandboxState,
     sandbox_openids,
 )
-from tests.conftest import REPO_ROOT, FakeClock, SandboxFactory
+from tests.support.sandboxes import REPO_ROOT, Api, FakeClock, Json, SandboxFactory, api_for
 
-Json = dict[str, Any]
 OK = {"errcode": 0, "errmsg": "ok"}
 
 
-class Api:
-    """A bare aiohttp caller: what a WeChat client sends, nothing more."""
-
-    def __init__(self, session: aiohttp.ClientSession, sb: RunningSandbox) -> None:
-        self.session, self.sb, self.token = session, sb, ""
-
-    async def fetch_token(self, **params: str) -> Json:
-        query = {"grant_type": "client_credential", "appid": self.sb.state.appid,
-                 "secret": self.sb.state.secret, **params}
-        async with self.session.get(f"{self.sb.base_url}/cgi-bin/token", params=query) as resp:
-            body: Json = await resp.json()
-        self.token = body.get("access_token", self.token)
-        return body
-
-    async def stable(self, force: bool = False, fields: dict[str, str] | None = None) -> Json:
-        payload = {"grant_type": "client_credential", "appid": self.sb.state.appid,
-                   "secret": self.sb.state.secret, "force_refresh": force, **(fields or {})}
-        url = f"{self.sb.base_url}/cgi-bin/stable_token"
-        async with self.session.post(url, json=payload) as resp:
-            result: Json = await resp.json()
-            return result
-
-    async def call(self, endpoint: str, body: Any = None, *, token: str | None = None,
-                   method: str | None = None, **query: str) -> Json:
-        params = {"access_token": self.token if token is None else token, **query}
-        if token == "":
-            del params["access_token"]
-        method = method or ("GET" if body is None else "POST")
-        url = f"{self.sb.base_url}/cgi-bin/{endpoint}"
-        async with self.session.request(method, url, params=params, json=body) as resp:
-            assert resp.status == 200
-            result: Json = await resp.json()
-            return result
-
-    async def admin(self, path: str, body: Any = None) -> Any:
-        method = "GET" if body is None else "POST"
-        async with self.session.request(method, f"{self.sb.base_url}/sandbox/{path}",
-                                        json=body) as resp:
-            return await resp.json()
 
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client_session:
         yield client_session
-
-
-async def api_for(session: aiohttp.ClientSession, sb: RunningSandbox) -> Api:
-    api = Api(session, sb)
-    await api.fetch_token()
-    return api
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from batchmove.sandbox import (
     sandbox_openids,
 )
 from batchmove.sandbox.tags import SortedPositions
-from tests.conftest import SandboxFactory
-from tests.sandbox.test_sandbox import Api, api_for
+from tests.support.sandboxes import Api, SandboxFactory, api_for
 
 Json = dict[str, Any]
 OK = {"errcode": 0, "errmsg": "ok"}

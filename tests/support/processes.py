@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox
-from tests.conftest import REPO_ROOT
+from tests.support.sandboxes import REPO_ROOT
 
 T = TypeVar("T")
 
