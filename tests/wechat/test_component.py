@@ -122,7 +122,7 @@ async def test_wechat_refusing_the_ticket_is_one_clear_error(
         tmp_path: Path, platform: RunningSandbox) -> None:
     src = source(tmp_path, platform)
     plat(platform).expire_tickets()
-    with pytest.raises(FatalApiError, match="61005.*refused the component_verify_ticket"):
+    with pytest.raises(FatalApiError, match=r"61005.*refused the component_verify_ticket"):
         await groups_with(platform, src)
 
 
@@ -134,7 +134,7 @@ async def test_an_unlisted_ip_and_a_wrong_secret_stop_with_their_errcodes(
     plat(platform).ip_blocked = False
     creds = Credentials(component=True, ticket_file=str(ticket_file(tmp_path, platform)))
     wrong = {**ENV, "WECHAT_COMPONENT_SECRET": "wrong"}
-    with pytest.raises(FatalApiError, match="40125.*appid/secret"):
+    with pytest.raises(FatalApiError, match=r"40125.*appid/secret"):
         await groups_with(platform, component_source(creds, A, wrong,
                                                      PlatformStore(tmp_path / "s2")))
 
