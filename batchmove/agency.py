@@ -6,8 +6,8 @@
   endpoint, through that account's own (cached) authorizer token.
 - `accounts_of`: the appids a job names (`accounts = [...]`, or `"all"`: every authorizer in
   the store, synced first when it holds none).
-- `split_input`: an input with an `appid` column becomes one input per account (each in that
-  account's run directory, rows in the input's order, every column kept).
+- `account_input`: a run of one account whose input has an `appid` column reads that
+  account's rows only (written to its run directory, in the input's order, every column kept).
 - `combine`: the batch's own `summary.json` and `accounts.csv`, from the accounts' summaries.
 """
 
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,27 +97,33 @@ async def accounts_of(spec: JobSpec, *, every: bool = False) -> list[str]:
     return found or await sync_accounts(spec)
 
 
-def split_input(spec: JobSpec, appids: Sequence[str], out: Path) -> dict[str, Path]:
-    """Each account's rows of an input with an `appid` column, as `OUT/<appid>/input.csv`;
-    {} when the input has no such column (every account then moves the whole input)."""
+def check_input(spec: JobSpec, appids: Sequence[str]) -> None:
+    """An input with an `appid` column names only accounts the job moves."""
     parts = split_rows(spec, APPID_COLUMN)
-    if parts is None:
-        return {}
-    header, rows = parts
-    unknown = sorted(set(rows) - set(appids))
+    unknown = sorted(set(parts[1]) - set(appids)) if parts is not None else []
     if unknown:
         raise UsageError(f"{spec.input}: the appid column names account(s) the job does not "
                          f"move: {', '.join(unknown[:5])}")
-    paths: dict[str, Path] = {}
-    for appid in appids:
-        path = out / appid / "input.csv"
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with path.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows.get(appid, []))
-        paths[appid] = path
-    return paths
+
+
+def account_input(spec: JobSpec) -> JobSpec:
+    """The job for its one account: when the input has an `appid` column, that account's
+    rows (in the input's order, every column kept) as `RUN_DIR/input.csv`."""
+    if not spec.credentials.component or spec.single_account is None or spec.select:
+        return spec
+    parts = split_rows(spec, APPID_COLUMN)
+    if parts is None:
+        return spec
+    header, rows = parts
+    path = spec.out_dir / "input.csv"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".input.{os.getpid()}.tmp")
+    with temporary.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows.get(spec.single_account, []))
+    os.replace(temporary, path)
+    return replace(spec, input=path.absolute())
 
 
 def combine(out: Path, ends: Sequence[tuple[str, int, str]], exit_code: int) -> Path:

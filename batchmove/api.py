@@ -58,7 +58,7 @@ async def run_async(job: Job, *, events: Events | None = None,
                     confirm: Callable[[Plan], bool] | None = None,
                     **overrides: Any) -> RunResult:
     """`run` for callers that have an event loop."""
-    spec = job_spec(job, **overrides)
+    spec = agency.account_input(job_spec(job, **overrides))
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
     # [notify]: the start ping before, robot/webhook/end ping after the reports (output/notify)
     return await notified(spec, lambda: run_job(spec, options, _watcher(events, on_progress)))
@@ -83,7 +83,8 @@ def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback
 
 async def plan_async(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
-    return await plan_job(job_spec(job, **overrides), _watcher(events, None))
+    return await plan_job(agency.account_input(job_spec(job, **overrides)),
+                          _watcher(events, None))
 
 
 def plan(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:

@@ -165,18 +165,18 @@ def run_many(jobs: Sequence[str], parallel: int, overrides: dict[str, Any], *,
 def run_accounts(spec: JobSpec, job: str, parallel: int, overrides: dict[str, Any], *,
                  json_logs: bool = False, **flags: bool) -> int:
     """A platform job naming several accounts: one `run JOB --account APPID` process per
-    account (at most `parallel` at once), each in `OUT/<appid>` (with its rows of an input
-    that has an `appid` column); the batch's summary.json and accounts.csv in OUT; the worst
-    exit code."""
+    account (at most `parallel` at once), each in `OUT/<appid>` (reading its own rows of an
+    input that has an `appid` column); the batch's summary.json and accounts.csv in OUT; the
+    worst exit code."""
     appids = asyncio.run(agency.accounts_of(spec))
     out = spec.out_dir.absolute()
-    inputs = agency.split_input(spec, appids, out)
+    if spec.select is None:
+        agency.check_input(spec, appids)
 
-    def argv(appid: str) -> list[str]:
-        given = ["--input", str(inputs[appid])] if appid in inputs else []
-        return [job, "--account", appid, "--out", str(out / appid), *given]
+    def argv(appid: str) -> list[str]:  # each run directory: OUT/<appid> (jobfile.spec_for)
+        return [job, "--account", appid, "--out", str(out)]
 
-    passed = {k: v for k, v in overrides.items() if k not in ("out", "account", "input")}
+    passed = {k: v for k, v in overrides.items() if k not in ("out", "account")}
     batch = Batch(parallel, child_args(passed, **flags), forward_stderr=json_logs,
                   echo=_json_end if json_logs else lambda end: click.echo(end.line), argv=argv)
     ends = asyncio.run(batch.run(appids))

@@ -71,7 +71,11 @@ def spec_for(job: Path, **overrides: Any) -> JobSpec:
         values = {"input": _absolute(job), "name": job.stem}
     spec = JobSpec(**(values | read_overrides(overrides)))
     runs = runs_dir()
-    return spec if spec.out is not None or runs is None else replace(spec, out=runs / spec.name)
+    if spec.out is None and runs is not None:
+        spec = replace(spec, out=runs / spec.name)
+    if spec.account and (spec.accounts == "all" or len(spec.accounts) > 1):
+        spec = replace(spec, out=spec.out_dir / spec.account)  # one of several: OUT/<appid>
+    return spec
 
 
 def runs_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
