@@ -79,8 +79,7 @@ def spec_for(job: Path, **overrides: Any) -> JobSpec:
 
 
 def runs_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
-    """`BATCHMOVE_RUNS_DIR`: where jobs without `out` keep their run directories (an absolute
-    path: a scheduler's working directory must not decide where a run's ledger is)."""
+    """`BATCHMOVE_RUNS_DIR` (absolute): where jobs without `out` keep their run directories."""
     given = environ.get(RUNS_DIR_ENV, "").strip()
     if not given:
         return None
@@ -205,8 +204,9 @@ class _Reader:
                 "snapshot_source", data["snapshot_source"], lambda v: v in SNAPSHOT_SOURCES,
                 '"auto", "batchget" or "members"')
         if "accounts" in data:
-            accounts = self._get("accounts", data["accounts"], _is_accounts,
-                                 '"all" or a list of appids')
+            accounts = self._get("accounts", data["accounts"], lambda v: v == "all" or (
+                isinstance(v, list) and all(isinstance(a, str) for a in v)),
+                '"all" or a list of appids')
             values["accounts"] = "all" if accounts == "all" else tuple(accounts)
         if "account" in data:
             values["account"] = self._get("account", data["account"], str, "an appid")
@@ -364,11 +364,6 @@ class _Reader:
             settings["users_file"] = str(self._path("sandbox.users_file",
                                                     settings["users_file"]))
         return settings
-
-
-def _is_accounts(value: Any) -> bool:
-    return value == "all" or (isinstance(value, list | tuple) and bool(value) and all(
-        isinstance(v, str) for v in value))
 
 
 def _is_untag(value: Any) -> bool:
