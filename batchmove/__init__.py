@@ -13,7 +13,7 @@ none of the dependencies installed yet (it sets them up).
 import importlib as _importlib
 import typing as _typing
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -31,8 +31,8 @@ _EXPORTS = {
     "export_async": "batchmove.api",
     "list_accounts": "batchmove.api",
     "sync_accounts": "batchmove.api",
-    "AccountInfo": "batchmove.agency",
-    "ExportResult": "batchmove.exporting",
+    "AccountInfo": "batchmove.flows.agency",
+    "ExportResult": "batchmove.flows.export",
     "JobSpec": "batchmove.models",
     "Events": "batchmove.results",
     "Progress": "batchmove.results",
@@ -120,12 +120,12 @@ def __dir__() -> list[str]:
 
 
 if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
-    from batchmove.agency import AccountInfo
     from batchmove.api import (
         export,
         export_async,
         job_spec,
         list_accounts,
+        notify,
         plan,
         plan_async,
         rollback,
@@ -153,7 +153,8 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         RunStateError,
         UsageError,
     )
-    from batchmove.exporting import ExportResult
+    from batchmove.flows.agency import AccountInfo
+    from batchmove.flows.export import ExportResult
     from batchmove.models import JobSpec
     from batchmove.results import (
         Counts,

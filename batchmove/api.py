@@ -20,15 +20,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from batchmove import agency
-from batchmove.agency import AccountInfo
-from batchmove.exporting import ExportResult, export_followers, export_spec
+from batchmove.flows import agency
+from batchmove.flows.agency import AccountInfo
+from batchmove.flows.export import ExportResult, export_followers, export_spec
+from batchmove.flows.plan import plan_job
+from batchmove.flows.run import RunOptions, run_job
+from batchmove.flows.verify import verify_run
 from batchmove.intake import jobfile
 from batchmove.models import JobSpec
 from batchmove.output import report
-from batchmove.output.notify import notified, resend
+from batchmove.output.notify import resend
 from batchmove.output.review import write_rollback
-from batchmove.pipeline import RunOptions, plan_job, run_job, verify_run
 from batchmove.results import (
     Events,
     Plan,
@@ -60,8 +62,7 @@ async def run_async(job: Job, *, events: Events | None = None,
     """`run` for callers that have an event loop."""
     spec = agency.account_input(job_spec(job, **overrides))
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
-    # [notify]: the start ping before, robot/webhook/end ping after the reports (output/notify)
-    return await notified(spec, lambda: run_job(spec, options, _watcher(events, on_progress)))
+    return await run_job(spec, options, _watcher(events, on_progress))
 
 
 def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback | None = None,

@@ -33,14 +33,19 @@ SANDBOX = "sandbox"
 
 
 class RowStatus(StrEnum):
-    """A row's state in the ledger and its `status` in the report."""
+    """A row's state in the ledger and its `status` in the report, in the order reports list
+    them (`STATUSES`)."""
 
-    PENDING = "pending"  # valid, not yet moved
     MOVED = "moved"
     ALREADY = "already"  # the snapshot showed the user already in the target group
     FAILED = "failed"  # WeChat refused it, or its group could not be resolved
     INVALID = "invalid"  # rejected by validation; never sent
     DUPLICATE = "duplicate"  # same openid and target as an earlier row; moved with it
+    PENDING = "pending"  # valid, not yet moved
+
+
+#: every status a row can have, as plain strings, in the order reports list them
+STATUSES: tuple[str, ...] = tuple(s.value for s in RowStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +267,9 @@ class InputRow(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Group:
+class Target:
+    """A group (the legacy groups API) or a tag (the tags API): what a row moves users to."""
+
     id: int
     name: str
     count: int = 0
@@ -293,15 +300,15 @@ class Batch:
     object per user (planning 1M rows took 2.7 s with a `Move` each).
     """
 
-    group_id: int
+    target_id: int  # the group's id, or the tag's
     rows: tuple[int, ...]
     openids: tuple[str, ...]
     op: Op = "move"
 
     @classmethod
-    def of(cls, group_id: int, moves: Iterable[Move], op: Op = "move") -> Batch:
+    def of(cls, target_id: int, moves: Iterable[Move], op: Op = "move") -> Batch:
         pairs = tuple(moves)
-        return cls(group_id, tuple(m.row for m in pairs), tuple(m.openid for m in pairs), op)
+        return cls(target_id, tuple(m.row for m in pairs), tuple(m.openid for m in pairs), op)
 
     @property
     def moves(self) -> tuple[Move, ...]:

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
-#: every status a row can have, in the order reports list them
-STATUSES = ("moved", "already", "failed", "invalid", "duplicate", "pending")
 
-StopReasonName = Literal["done", "daily_quota", "fatal", "failure_threshold", "sigint",
-                         "sigterm"]
+class StopReason(StrEnum):
+    """Why a run, an export or a verification ended (`RunResult.stop_reason`, summary.json)."""
 
+    DONE = "done"
+    DAILY_QUOTA = "daily_quota"
+    FATAL = "fatal"
+    THRESHOLD = "failure_threshold"
+    SIGINT = "sigint"
+    SIGTERM = "sigterm"
 
 class Counts(TypedDict):
     """Rows per status; all six are always present."""
@@ -86,7 +91,7 @@ class RunResult:
     message: str
     run_dir: Path
     counts: Counts
-    stop_reason: StopReasonName
+    stop_reason: StopReason
     calls: dict[str, int]
     summary: Summary
 

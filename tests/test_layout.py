@@ -3,7 +3,7 @@
 Layers, low to high (a module may import its own layer or lower):
 
     errors, models, results  <  wechat  <  sandbox  <  intake  <  ledger  <  engine  <  output
-        <  pipeline  <  api  <  cli, console, the package itself
+        <  flows (export < segments < plan, verify < run)  <  api  <  cli, console, the package
 
 plus three rules the layers alone do not say: the runner never imports the ledger (results
 leave it through callbacks), intake and output never import the runner (they never call the
@@ -27,9 +27,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("batchmove.ledger",),
     ("batchmove.engine",),
     ("batchmove.output",),
-    ("batchmove.exporting", "batchmove.agency"),  # export (and the listing segment jobs
-    # share with it); a platform's accounts
-    ("batchmove.segments", "batchmove.pipeline"),
+    ("batchmove.flows.export", "batchmove.flows"),  # export: the listing segment jobs share
+    ("batchmove.flows.segments",),
+    ("batchmove.flows.plan", "batchmove.flows.verify"),
+    ("batchmove.flows.run",),
     ("batchmove.api",),
     ("batchmove.cli", "batchmove.console", "batchmove.__main__", "batchmove"),
 ]

@@ -17,7 +17,7 @@ import click
 
 from batchmove.cli import agency, export, jobs, review, sandbox, serve
 from batchmove.cli.app import cli, fail
-from batchmove.errors import EXIT_USAGE
+from batchmove.errors import EXIT_SIGINT, EXIT_USAGE
 
 __all__ = ["agency", "cli", "export", "jobs", "main", "review", "sandbox", "serve"]
 
@@ -33,7 +33,7 @@ def _main() -> None:
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        fail("interrupted", EXIT_SIGINT)
     except click.exceptions.Exit:
         raise
     except OSError as exc:  # broken pipe, unwritable file we did not anticipate

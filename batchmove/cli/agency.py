@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from batchmove import api
-from batchmove.agency import as_rows
 from batchmove.cli.app import clear_errors, cli
 from batchmove.errors import UsageError
+from batchmove.flows.agency import as_rows
 from batchmove.models import Credentials
 
 TOKEN_ENV = "WECHAT_COMPONENT_TOKEN"

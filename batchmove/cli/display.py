@@ -13,7 +13,7 @@ from batchmove.errors import ConfirmationRequired
 from batchmove.results import Events, Plan, Progress
 
 
-class Console(Events):
+class Terminal(Events):
     """Progress and questions for a person (live bar on a TTY) or a log (a line every 10 s)."""
 
     LOG_EVERY_S = 10.0

@@ -10,7 +10,7 @@ import click
 
 from batchmove import api
 from batchmove.cli.app import clear_errors, cli
-from batchmove.cli.display import Console
+from batchmove.cli.display import Terminal
 from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_option
 
 
@@ -42,12 +42,12 @@ def export_command(out: Path, backend: str | None, groups: tuple[str, ...],
     Resumable: run the same command again after a stop (quota, signal, kill) to continue.
     """
     log = JsonLog(out.stem) if log_format == "json" else None
-    events = JsonEvents(log) if log is not None else Console(quiet=quiet)
+    events = JsonEvents(log) if log is not None else Terminal(quiet=quiet)
     try:
         result = api.export(out, backend=backend, groups=groups, tags=tags, job=job,
                             events=events, handle_signals=True, **overrides)
     finally:
-        if isinstance(events, Console):
+        if isinstance(events, Terminal):
             events.close()
     if log is not None:
         log.finished("export_finished", result.exit_code, result.message,

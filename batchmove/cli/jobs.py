@@ -10,7 +10,7 @@ import click
 
 from batchmove import api
 from batchmove.cli.app import F, clear_errors, cli
-from batchmove.cli.display import Console, format_plan
+from batchmove.cli.display import Terminal, format_plan
 from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_option
 from batchmove.cli.parallel import run_accounts, run_many
 
@@ -85,13 +85,13 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
     if parallel is not None:
         sys.exit(run_many(jobs, parallel, passed, json_logs=log_format == "json", **flags))
     log = JsonLog(spec.name, spec.out_dir) if log_format == "json" else None
-    events = JsonEvents(log) if log is not None else Console(quiet=quiet)
+    events = JsonEvents(log) if log is not None else Terminal(quiet=quiet)
     ask = events.confirm if spec.confirm and not yes else None
     try:
         result = api.run(spec, events=events, restart=restart, retry_failed=retry_failed,
                          handle_signals=True, confirm=ask)
     finally:
-        if isinstance(events, Console):
+        if isinstance(events, Terminal):
             events.close()
     if log is not None:
         summary = result.summary
@@ -131,7 +131,7 @@ def plan_command(job: str, quiet: bool, log_format: str, **overrides: Any) -> No
     """
     spec = api.job_spec(job, **overrides)
     log = JsonLog(spec.name) if log_format == "json" else None
-    plan = api.plan(spec, events=JsonEvents(log) if log else Console(quiet=quiet))
+    plan = api.plan(spec, events=JsonEvents(log) if log else Terminal(quiet=quiet))
     if log is not None:
         log.finished("plan_finished", plan.exit_code, plan.message, can_run=plan.can_run,
                      blocked=plan.blocked, rows=plan.rows, users_to_move=plan.users_to_move,

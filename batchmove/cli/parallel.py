@@ -30,9 +30,9 @@ from typing import Any
 
 import click
 
-from batchmove import agency
 from batchmove.cli.logs import JsonLog
 from batchmove.errors import EXIT_SIGINT, EXIT_SIGTERM, UsageError
+from batchmove.flows import agency
 from batchmove.models import JobSpec
 
 _RANK = {0: 0, 1: 1, 2: 2, 3: 3, EXIT_SIGTERM: 5, EXIT_SIGINT: 6}
@@ -57,7 +57,7 @@ class JobEnd:
         return f"{self.job}: exit {self.exit_code} ({words}): {self.message}"
 
 
-class Batch:
+class ChildPool:
     """Runs the children, at most `parallel` at a time, and relays signals to them."""
 
     def __init__(self, parallel: int, child_args: Sequence[str], *, forward_stderr: bool,
@@ -156,7 +156,7 @@ def run_many(jobs: Sequence[str], parallel: int, overrides: dict[str, Any], *,
     if overrides.get("out") is not None and len(jobs) > 1:
         raise UsageError("--out names one run directory: it cannot be given with several jobs "
                          "(set out = \"...\" in each job file)")
-    batch = Batch(parallel, child_args(overrides, **flags), forward_stderr=json_logs,
+    batch = ChildPool(parallel, child_args(overrides, **flags), forward_stderr=json_logs,
                   echo=_json_end if json_logs else lambda end: click.echo(end.line))
     ends = asyncio.run(batch.run(jobs))
     return worst([end.exit_code for end in ends])
@@ -177,7 +177,7 @@ def run_accounts(spec: JobSpec, job: str, parallel: int, overrides: dict[str, An
         return [job, "--account", appid, "--out", str(out)]
 
     passed = {k: v for k, v in overrides.items() if k not in ("out", "account")}
-    batch = Batch(parallel, child_args(passed, **flags), forward_stderr=json_logs,
+    batch = ChildPool(parallel, child_args(passed, **flags), forward_stderr=json_logs,
                   echo=_json_end if json_logs else lambda end: click.echo(end.line), argv=argv)
     ends = asyncio.run(batch.run(appids))
     code = worst([end.exit_code for end in ends])

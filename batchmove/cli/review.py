@@ -9,7 +9,8 @@ import click
 
 from batchmove import api
 from batchmove.cli.app import clear_errors, cli
-from batchmove.cli.display import Console
+from batchmove.cli.display import Terminal
+from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES
 
 
 @cli.command("rollback")
@@ -36,7 +37,7 @@ def rollback_command(run_dir: Path, out: Path | None) -> None:
 @clear_errors
 def verify_command(run_dir: Path, api_base: str | None, quiet: bool) -> None:
     """Read back every moved user's group; exit 1 if any is no longer in its target."""
-    console = Console(quiet=quiet)
+    console = Terminal(quiet=quiet)
     try:
         result = api.verify(run_dir, api_base, events=console)
     finally:
@@ -66,4 +67,4 @@ def notify_command(run_dir: Path) -> None:
         where = f" {r['to']}" if r.get("to") else ""
         why = f": {r['reason']}" if r.get("reason") else ""
         click.echo(f"{r['channel']}{where}: {r['result']}{why}", err=r["result"] != "sent")
-    sys.exit(0 if all(r["result"] == "sent" for r in records) else 1)
+    sys.exit(EXIT_OK if all(r["result"] == "sent" for r in records) else EXIT_ROW_FAILURES)

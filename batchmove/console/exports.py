@@ -14,7 +14,7 @@ from typing import Any
 
 from batchmove.console.runfiles import CHILD_LOG, JOB_TOML
 from batchmove.errors import UsageError
-from batchmove.exporting import EXPORT_KEYS
+from batchmove.flows.export import EXPORT_KEYS
 
 #: what the export form may set
 EXPORT_FIELDS = ("backend", "groups", "tags", "format")

@@ -141,6 +141,6 @@ def scratch_in_worker(run_dir_text: str) -> str | None:
 
 def warm_up() -> bool:
     """Import what planning needs, so the first upload does not wait for it."""
-    import batchmove.pipeline  # noqa: F401  (pandas, the engine)
+    import batchmove.flows.run  # noqa: F401  (pandas, the engine)
 
     return True

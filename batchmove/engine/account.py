@@ -17,21 +17,21 @@ from batchmove.engine.resolver import (
     refuse_missing,
 )
 from batchmove.engine.runner import RetryPolicy, with_retries
-from batchmove.engine.targets import Targets
+from batchmove.engine.targets import TargetApi
 from batchmove.errors import UsageError
 from batchmove.ledger.store import Ledger
-from batchmove.models import BLACKLIST_GROUP_ID, Group, JobSpec
+from batchmove.models import BLACKLIST_GROUP_ID, JobSpec, Target
 from batchmove.results import PlanGroups
 from batchmove.wechat.client import WeChatClient
 
 
 async def resolve_targets(client: WeChatClient, ledger: Ledger,
-                          spec: JobSpec) -> tuple[Resolution, list[Group]]:
+                          spec: JobSpec) -> tuple[Resolution, list[Target]]:
     """One `groups/get` (or `tags/get`): each pending target to an id, a name to create, or a
     failure. A blacklist target refuses the whole job (UsageError) unless allowed."""
     kind = ledger.meta()["target_kind"]
     targets = [t for t in ledger.pending_targets() if t or kind == "set"]
-    listing = Targets(client, spec.backend).get_groups
+    listing = TargetApi(client, spec.backend).list_targets
     groups = await with_retries(listing, RetryPolicy(attempts=spec.retries))
     if kind == "set":
         resolution = match_tag_sets(groups, targets)
@@ -47,7 +47,7 @@ async def resolve_targets(client: WeChatClient, ledger: Ledger,
     return resolution, groups
 
 
-def _untag_ids(spec: JobSpec, tags: list[Group]) -> list[int] | None:
+def _untag_ids(spec: JobSpec, tags: list[Target]) -> list[int] | None:
     """The tag ids `untag` names (None: every other tag); unknown names are skipped."""
     if spec.untag == "others":
         return None
@@ -65,7 +65,7 @@ def _refuse_blacklist(resolution: Resolution, ledger: Ledger, spec: JobSpec) -> 
             "Pass --allow-blacklist (or allow_blacklist = true) if that is really meant")
 
 
-def target_summary(resolution: Resolution, ledger: Ledger, groups: list[Group]) -> PlanGroups:
+def target_summary(resolution: Resolution, ledger: Ledger, groups: list[Target]) -> PlanGroups:
     """Users per resolved target, names to create and unusable targets, for the plan."""
     pending = ledger.pending_targets()
     return PlanGroups(

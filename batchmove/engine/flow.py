@@ -22,7 +22,7 @@ from batchmove.engine.moves import Committer, ProgressClock, move
 from batchmove.engine.planner import Batcher
 from batchmove.engine.runner import Limits, RetryPolicy, Runner, RunOutcome, StopSignals
 from batchmove.engine.tagsnapshot import tag_snapshot
-from batchmove.engine.targets import Targets
+from batchmove.engine.targets import TargetApi
 from batchmove.ledger.buffer import Checkpointer, ResultBuffer
 from batchmove.ledger.store import Ledger
 from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, RowFailure
@@ -46,7 +46,7 @@ def send_stages(spec: JobSpec) -> list[Stage]:
 async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
                             stop: StopSignals, events: Events) -> RunOutcome:
     """Every pending row: read (unless its snapshot is recorded), committed, then moved."""
-    targets = Targets(client, "groups")
+    targets = TargetApi(client, "groups")
     commit = Committer(ResultBuffer(ledger), ProgressClock("moving", ledger.pending_count()),
                         events)
     flow = _Flow(ledger, Batcher(spec.batch_size), commit)
@@ -91,13 +91,13 @@ class _Flow:
         """Reads of 100 users, and moves of users whose snapshot a resumed run recorded."""
         rows: list[int] = []
         openids: list[str] = []
-        for group_id, row, openid, previous in self.ledger.pending_stream():
+        for target_id, row, openid, previous in self.ledger.pending_stream():
             if previous is not None:
-                batch = self.batcher.add(group_id, row, openid)
+                batch = self.batcher.add(target_id, row, openid)
                 if batch is not None:
                     yield batch
                 continue
-            self.reading[row] = group_id
+            self.reading[row] = target_id
             rows.append(row)
             openids.append(openid)
             if len(rows) == MAX_USER_INFO_BATCH:
@@ -159,8 +159,8 @@ class _Flow:
         ready, self._ready = self._ready, {}
         if not release or self.runner is None or self.runner.stopping:
             return
-        for group_id, (rows, openids) in ready.items():
-            for batch in self.batcher.extend(group_id, rows, openids):
+        for target_id, (rows, openids) in ready.items():
+            for batch in self.batcher.extend(target_id, rows, openids):
                 self.runner.submit(batch)
 
     def _waiting(self) -> int:

@@ -24,13 +24,13 @@ from batchmove.engine.runner import (
     RetryPolicy,
     Runner,
     RunOutcome,
-    StopReason,
     StopSignals,
     with_retries,
 )
 from batchmove.errors import ApiError, TransientError
 from batchmove.ledger.checkpoint import Cursor, Follower
 from batchmove.models import MAX_USER_INFO_BATCH, Batch, RowFailure
+from batchmove.results import StopReason
 from batchmove.wechat.client import FollowerPage, WeChatClient
 
 

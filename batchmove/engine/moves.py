@@ -17,14 +17,13 @@ from batchmove.engine.runner import (
     RetryPolicy,
     Runner,
     RunOutcome,
-    StopReason,
     StopSignals,
 )
-from batchmove.engine.targets import RowOps, Targets, tag_operations
+from batchmove.engine.targets import RowOps, TargetApi, tag_operations
 from batchmove.ledger.buffer import Checkpointer, ResultBuffer
 from batchmove.ledger.store import Ledger
 from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, Move, RowFailure
-from batchmove.results import Events, Progress
+from batchmove.results import Events, Progress, StopReason
 from batchmove.wechat.client import WeChatClient
 
 
@@ -73,7 +72,7 @@ async def read_users(client: WeChatClient, moves: list[Move], spec: JobSpec,
 async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,
                events: Events) -> RunOutcome:
     """Every pending row through the worker pool; each result is committed before counted."""
-    targets = Targets(client, spec.backend)
+    targets = TargetApi(client, spec.backend)
     tracker: RowOps | None = None
     batches: Iterable[Batch]
     if spec.backend == "tags":

@@ -18,9 +18,9 @@ from batchmove.models import (
     MAX_BATCH,
     MAX_USER_INFO_BATCH,
     Batch,
-    Group,
     JobSpec,
     Move,
+    Target,
 )
 from batchmove.results import Plan, PlanGroups, QuotaFit
 
@@ -41,21 +41,21 @@ def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 def plan_batches(pending: Iterable[tuple[int, int, str]],
                  batch_size: int = MAX_BATCH) -> list[Batch]:
-    """(group_id, row, openid) triples in input order -> batches per target group, in input
+    """(target_id, row, openid) triples in input order -> batches per target group, in input
     order, `batch_size` per call; the groups take turns, in order of first appearance."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be 1..{MAX_BATCH}, got {batch_size}")
-    by_group: dict[int, tuple[list[int], list[str]]] = {}
-    for group_id, row, openid in pending:
-        if group_id not in by_group:
-            by_group[group_id] = ([], [])
-        rows, openids = by_group[group_id]
+    by_target: dict[int, tuple[list[int], list[str]]] = {}
+    for target_id, row, openid in pending:
+        if target_id not in by_target:
+            by_target[target_id] = ([], [])
+        rows, openids = by_target[target_id]
         rows.append(row)
         openids.append(openid)
-    per_group = [[Batch(group_id, tuple(rows[i:i + batch_size]),
+    per_group = [[Batch(target_id, tuple(rows[i:i + batch_size]),
                         tuple(openids[i:i + batch_size]))
                   for i in range(0, len(rows), batch_size)]
-                 for group_id, (rows, openids) in by_group.items()]
+                 for target_id, (rows, openids) in by_target.items()]
     # round-robin over the groups: the batches in flight then come from one stretch of the
     # input, so each ledger commit touches a few pages, not pages all over the table
     return [batch for turn in zip_longest(*per_group) for batch in turn if batch is not None]
@@ -71,31 +71,31 @@ class Batcher:
         self.size = size
         self._waiting: dict[int, tuple[list[int], list[str]]] = {}
 
-    def add(self, group_id: int, row: int, openid: str) -> Batch | None:
-        rows, openids = self._waiting.setdefault(group_id, ([], []))
+    def add(self, target_id: int, row: int, openid: str) -> Batch | None:
+        rows, openids = self._waiting.setdefault(target_id, ([], []))
         rows.append(row)
         openids.append(openid)
         if len(rows) < self.size:
             return None
-        del self._waiting[group_id]
-        return Batch(group_id, tuple(rows), tuple(openids))
+        del self._waiting[target_id]
+        return Batch(target_id, tuple(rows), tuple(openids))
 
-    def extend(self, group_id: int, rows: list[int], openids: list[str]) -> list[Batch]:
+    def extend(self, target_id: int, rows: list[int], openids: list[str]) -> list[Batch]:
         """`add` for many users of one group at once: the batches they fill, cut by slicing
         (the overlapped snapshot releases ~1,000 users a commit: 100,000 `add` calls, about a
         tenth of the run's Python function calls)."""
-        waiting = self._waiting.setdefault(group_id, ([], []))
+        waiting = self._waiting.setdefault(target_id, ([], []))
         waiting[0].extend(rows)
         waiting[1].extend(openids)
         size = self.size
         full = len(waiting[0]) - len(waiting[0]) % size
         if not full:
             return []
-        batches = [Batch(group_id, tuple(waiting[0][i:i + size]), tuple(waiting[1][i:i + size]))
+        batches = [Batch(target_id, tuple(waiting[0][i:i + size]), tuple(waiting[1][i:i + size]))
                    for i in range(0, full, size)]
         del waiting[0][:full], waiting[1][:full]
         if not waiting[0]:
-            del self._waiting[group_id]
+            del self._waiting[target_id]
         return batches
 
     def rest(self) -> list[Batch]:
@@ -111,8 +111,8 @@ def stream_batches(pending: Iterable[tuple[int, int, str]],
     """Like `plan_batches` (the same calls, the same batches per group), lazily: each batch as
     soon as its group has `batch_size` users, the partial ones last."""
     batcher = Batcher(batch_size)
-    for group_id, row, openid in pending:
-        batch = batcher.add(group_id, row, openid)
+    for target_id, row, openid in pending:
+        batch = batcher.add(target_id, row, openid)
         if batch is not None:
             yield batch
     yield from batcher.rest()
@@ -137,8 +137,8 @@ def split(batch: Batch) -> tuple[Batch, Batch]:
     if len(batch) < 2:
         raise ValueError("a batch of one cannot be split")
     mid = len(batch) // 2
-    return (Batch(batch.group_id, batch.rows[:mid], batch.openids[:mid], batch.op),
-            Batch(batch.group_id, batch.rows[mid:], batch.openids[mid:], batch.op))
+    return (Batch(batch.target_id, batch.rows[:mid], batch.openids[:mid], batch.op),
+            Batch(batch.target_id, batch.rows[mid:], batch.openids[mid:], batch.op))
 
 
 def move_calls(users_per_group: Iterable[int] | Mapping[Any, int],
@@ -173,7 +173,7 @@ def summarize_plan(
     spec: JobSpec,
     quotas: Mapping[str, Mapping[str, int]] | None = None,
     invalid_by_reason: Mapping[str, int] | None = None,
-    tags: Sequence[Group] | None = None,
+    tags: Sequence[Target] | None = None,
 ) -> Plan:
     """What a run would do: rows, groups, API calls per endpoint, duration, quota fit, warnings.
 

@@ -17,17 +17,17 @@ from typing import Protocol
 
 from batchmove.errors import MinuteQuotaError, RowError, TransientError
 from batchmove.ledger.rows import Creation
-from batchmove.models import Group, TargetKind
+from batchmove.models import Target, TargetKind
 
 TargetFailure = tuple[int | None, str]  # (errcode, reason) for every row of a target
 
 
-class GroupsClient(Protocol):
-    async def get_groups(self) -> list[Group]: ...
-    async def create_group(self, name: str) -> Group: ...
+class TargetClient(Protocol):
+    async def list_targets(self) -> list[Target]: ...
+    async def create_target(self, name: str) -> Target: ...
 
 
-class CreationJournal(Protocol):
+class CreationLog(Protocol):
     """Where creations are recorded before they are attempted (the ledger)."""
 
     def creation(self, name: str) -> Creation | None: ...
@@ -43,7 +43,7 @@ class Resolution:
     missing: list[str] = field(default_factory=list)  # names that do not exist (yet)
 
 
-def match_groups(groups: list[Group], targets: Iterable[str], kind: TargetKind) -> Resolution:
+def match_groups(groups: list[Target], targets: Iterable[str], kind: TargetKind) -> Resolution:
     """Resolve what can be resolved from the account's current groups. No I/O."""
     out = Resolution()
     if kind == "id":
@@ -70,7 +70,7 @@ def match_groups(groups: list[Group], targets: Iterable[str], kind: TargetKind) 
     return out
 
 
-def match_tag_sets(tags: list[Group], targets: Iterable[str]) -> Resolution:
+def match_tag_sets(tags: list[Target], targets: Iterable[str]) -> Resolution:
     """Tag-set targets ("101;102", what rollback writes): every id must exist. Resolved sets
     map to 0: the operations are worked out per user from the snapshot."""
     out = Resolution()
@@ -93,15 +93,15 @@ def refuse_missing(resolution: Resolution) -> None:
 
 
 async def create_missing(
-    client: GroupsClient,
+    client: TargetClient,
     resolution: Resolution,
-    journal: CreationJournal,
+    journal: CreationLog,
     *,
     attempts: int = 6,
     sleep: Callable[[float], Awaitable[None]] | None = None,
-) -> list[Group]:
+) -> list[Target]:
     """Create each missing name exactly once; returns the groups created by this call."""
-    created: list[Group] = []
+    created: list[Target] = []
     for name in resolution.missing:
         try:
             group = await _create_once(client, name, journal, attempts, sleep)
@@ -116,12 +116,12 @@ async def create_missing(
 
 
 async def _create_once(
-    client: GroupsClient,
+    client: TargetClient,
     name: str,
-    journal: CreationJournal,
+    journal: CreationLog,
     attempts: int,
     sleep: Callable[[float], Awaitable[None]] | None,
-) -> Group:
+) -> Target:
     in_doubt = journal.creation(name) is not None  # a previous process may have created it
     for attempt in range(1, attempts + 1):
         try:
@@ -132,7 +132,7 @@ async def _create_once(
                     return existing
             journal.creation_started(name)
             in_doubt = True  # from here on, the group may exist even if we never hear back
-            group = await client.create_group(name)
+            group = await client.create_target(name)
         except MinuteQuotaError:  # refused, nothing created: wait for the next minute
             if attempt == attempts:
                 raise
@@ -150,6 +150,6 @@ async def _create_once(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _lookup(client: GroupsClient, name: str) -> Group | None:
-    same = [g for g in await client.get_groups() if g.name == name]
+async def _lookup(client: TargetClient, name: str) -> Target | None:
+    same = [g for g in await client.list_targets() if g.name == name]
     return min(same, key=lambda g: g.id) if same else None

@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
@@ -38,20 +37,12 @@ from batchmove.errors import (
     TransientError,
 )
 from batchmove.models import Batch, RowFailure
+from batchmove.results import StopReason
 
 T = TypeVar("T")
 
 #: errcodes that blame one openid of a batch: bisect to find it
 BISECT_ERRCODES = frozenset({40003, 46004, 43004, 45059})
-
-
-class StopReason(StrEnum):
-    DONE = "done"
-    DAILY_QUOTA = "daily_quota"
-    FATAL = "fatal"
-    THRESHOLD = "failure_threshold"
-    SIGINT = "sigint"
-    SIGTERM = "sigterm"
 
 
 @dataclass(frozen=True)

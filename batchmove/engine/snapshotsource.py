@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from batchmove.models import MAX_USER_INFO_BATCH, Group
+from batchmove.models import MAX_USER_INFO_BATCH, Target
 
 BATCHGET = "user/info/batchget"
 MEMBERS = "user/tag/get"
@@ -49,12 +49,12 @@ class SnapshotChoice:
                 f"{self.other_calls:,} {self.other}")
 
 
-def listed_tags(tags: Iterable[Group]) -> list[Group]:
+def listed_tags(tags: Iterable[Target]) -> list[Target]:
     """The tags a member-list snapshot pages through."""
     return [t for t in tags if t.id != UNTAGGED]
 
 
-def member_pages(tags: Iterable[Group]) -> int:
+def member_pages(tags: Iterable[Target]) -> int:
     """`user/tag/get` calls to list every member of every listed tag."""
     return sum(math.ceil(t.count / TAG_PAGE) + 1 for t in listed_tags(tags))
 
@@ -63,7 +63,7 @@ def batchget_calls(users: int) -> int:
     return math.ceil(users / MAX_USER_INFO_BATCH)
 
 
-def choose_source(users: int, tags: Iterable[Group] | None,
+def choose_source(users: int, tags: Iterable[Target] | None,
                   setting: str = "auto") -> SnapshotChoice:
     """The source for `users` pending users: the job's `snapshot_source` ("batchget",
     "members"), or with "auto" the cheaper in calls; a tie goes to `user/info/batchget`, whose

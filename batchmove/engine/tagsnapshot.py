@@ -21,22 +21,22 @@ import asyncio
 from functools import partial
 
 from batchmove.engine.moves import snapshot
-from batchmove.engine.runner import RetryPolicy, RunOutcome, StopReason, StopSignals, with_retries
+from batchmove.engine.runner import RetryPolicy, RunOutcome, StopSignals, with_retries
 from batchmove.engine.snapshotsource import BATCHGET, MEMBERS, choose_source, listed_tags
 from batchmove.errors import FatalApiError, RowError
 from batchmove.ledger.store import Ledger
 from batchmove.ledger.tagmembers import TagListing
-from batchmove.models import Group, JobSpec
-from batchmove.results import Events
+from batchmove.models import JobSpec, Target
+from batchmove.results import Events, StopReason
 from batchmove.wechat.client import WeChatClient
 
 #: 45159: the tag was deleted since `tags/get`; nobody carries it any more
 _TAG_GONE = 45159
 
 
-def account_tags(ledger: Ledger) -> list[Group]:
+def account_tags(ledger: Ledger) -> list[Target]:
     """The tags (id, count) the resolver's `tags/get` saw."""
-    return [Group(int(i), "", int(n)) for i, n in ledger.meta().get("tag_counts", [])]
+    return [Target(int(i), "", int(n)) for i, n in ledger.meta().get("tag_counts", [])]
 
 
 async def tag_snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,

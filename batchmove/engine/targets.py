@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchmove.ledger.rows import TagRow
-from batchmove.models import Batch, Group, Move
+from batchmove.models import Batch, Move, Target
 from batchmove.wechat.client import WeChatClient
 
 
 @dataclass(frozen=True)
-class Targets:
-    """The account's groups or tags, behind the names the resolver already speaks."""
+class TargetApi:
+    """The account's targets (its groups, or its tags) and the calls that move users to them."""
 
     client: WeChatClient
     backend: str = "groups"
@@ -31,10 +31,10 @@ class Targets:
     def tags(self) -> bool:
         return self.backend == "tags"
 
-    async def get_groups(self) -> list[Group]:
+    async def list_targets(self) -> list[Target]:
         return await (self.client.get_tags() if self.tags else self.client.get_groups())
 
-    async def create_group(self, name: str) -> Group:
+    async def create_target(self, name: str) -> Target:
         return await (self.client.create_tag(name) if self.tags
                       else self.client.create_group(name))
 
@@ -42,12 +42,12 @@ class Targets:
         """The one call a batch stands for."""
         openids = batch.openids
         if batch.op == "tag":
-            return self.client.tag_users(openids, batch.group_id)
+            return self.client.tag_users(openids, batch.target_id)
         if batch.op == "untag":
-            return self.client.untag_users(openids, batch.group_id)
+            return self.client.untag_users(openids, batch.target_id)
         if batch_size == 1 and len(openids) == 1:
-            return self.client.move_user(openids[0], batch.group_id)
-        return self.client.move_users(openids, batch.group_id)
+            return self.client.move_user(openids[0], batch.target_id)
+        return self.client.move_users(openids, batch.target_id)
 
 
 #: tag 0 (未分组) is WeChat's "no tag" and cannot be given (45058): a row asking for it adds

@@ -20,11 +20,10 @@ from batchmove.errors import (
     EXIT_STOPPED,
     redact,
 )
-from batchmove.models import NotifyOutcome
+from batchmove.models import STATUSES, NotifyOutcome
 
 MAX_BYTES = 4096  # WeCom: markdown.content at most 4,096 bytes of UTF-8 (errcode 40058 beyond)
 CUT_MARK = "\n…(cut)"
-STATUSES = ("moved", "already", "failed", "invalid", "duplicate", "pending")
 _COLORS = {"finish": "info", "stop": "comment", "failure": "warning"}
 _LINE_MAX = 300
 

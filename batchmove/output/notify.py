@@ -305,20 +305,15 @@ class _Result(Protocol):
 R = TypeVar("R", bound=_Result)
 
 
-async def notified(spec: JobSpec, run: Callable[[], Awaitable[R]],
-                   notifier: Notifier | None = None) -> R:
-    """`run()` between the start ping and the end notifications of `spec.notify`; the result
-    is returned as it came (its summary gains `notifications`), an error is raised as it came."""
-    if notifier is None and not spec.notify.configured:
-        return await run()
-    notifier = notifier or Notifier(spec.notify)
-    await notifier.start()
-    try:
-        result = await run()
-    except BatchmoveError as exc:  # refused before it could write a summary: say so anyway
-        refused = {"job": spec.name, "exit_code": exc.exit_code, "message": exc.message}
-        await notifier.finish(refused, spec.out_dir)
-        raise
+async def notify_refused(notifier: Notifier, spec: JobSpec, exc: BatchmoveError) -> None:
+    """The end notifications of a run refused before it could write a summary."""
+    refused = {"job": spec.name, "exit_code": exc.exit_code, "message": exc.message}
+    await notifier.finish(refused, spec.out_dir)
+
+
+async def notify_result(notifier: Notifier, result: R) -> R:
+    """The end notifications of a run that ended with a result; its summary gains
+    `notifications` (in summary.json too)."""
     records = await notify_finished(notifier, result.run_dir, result.summary)
     if isinstance(result.summary, dict):
         result.summary["notifications"] = records

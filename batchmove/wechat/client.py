@@ -38,7 +38,7 @@ from batchmove.errors import (
     TransientError,
     redact,
 )
-from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Group
+from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Target
 from batchmove.wechat.errcodes import error_for
 from batchmove.wechat.token import HttpFetch, TokenManager, TokenSource
 
@@ -204,16 +204,16 @@ class WeChatClient:
 
     # -- groups -----------------------------------------------------------------------------
 
-    async def get_groups(self) -> list[Group]:
+    async def get_groups(self) -> list[Target]:
         data = await self.call("GET", "groups/get")
-        return [Group(int(g["id"]), str(g["name"]), int(g.get("count", 0)))
+        return [Target(int(g["id"]), str(g["name"]), int(g.get("count", 0)))
                 for g in data.get("groups", [])]
 
-    async def create_group(self, name: str) -> Group:
+    async def create_group(self, name: str) -> Target:
         """Not idempotent: two creates make two groups (callers look the name up first)."""
         data = await self.call("POST", "groups/create", json={"group": {"name": name}})
         group = data.get("group") or {}
-        return Group(int(group["id"]), str(group.get("name", name)))
+        return Target(int(group["id"]), str(group.get("name", name)))
 
     async def update_group(self, group_id: int, name: str) -> None:
         await self.call("POST", "groups/update", json={"group": {"id": group_id, "name": name}})
@@ -237,18 +237,18 @@ class WeChatClient:
 
     # -- tags (what replaced groups in 2016) ------------------------------------------------
 
-    async def get_tags(self) -> list[Group]:
+    async def get_tags(self) -> list[Target]:
         """Every tag, the reserved ones (0, 1, 2) included, with its live member count."""
         data = await self.call("GET", "tags/get")
-        return [Group(int(t["id"]), str(t["name"]), int(t.get("count", 0)))
+        return [Target(int(t["id"]), str(t["name"]), int(t.get("count", 0)))
                 for t in data.get("tags", [])]
 
-    async def create_tag(self, name: str) -> Group:
+    async def create_tag(self, name: str) -> Target:
         """Names are unique per account (45157 for a taken one), so a retried create that had
         succeeded fails instead of duplicating; callers look the name up first all the same."""
         data = await self.call("POST", "tags/create", json={"tag": {"name": name}})
         tag = data.get("tag") or {}
-        return Group(int(tag["id"]), str(tag.get("name", name)))
+        return Target(int(tag["id"]), str(tag.get("name", name)))
 
     async def update_tag(self, tag_id: int, name: str) -> None:
         await self.call("POST", "tags/update", json={"tag": {"id": tag_id, "name": name}})

@@ -40,17 +40,17 @@ def test_plan_batches_covers_every_move_once_within_size(targets: list[int], siz
     pending = as_pending(targets)
     batches = plan_batches(pending, size)
 
-    sent = [(b.group_id, *m) for b in batches for m in b.moves]
+    sent = [(b.target_id, *m) for b in batches for m in b.moves]
     assert Counter(sent) == Counter(pending)  # every move once, with its own group
     assert all(1 <= len(b) == len(b.moves) <= size for b in batches)
     assert len(batches) == move_calls(Counter(targets), size)
     # a group's moves keep their input order; groups come in order of first appearance
     for gid in set(targets):
         assert [m for m in sent if m[0] == gid] == [m for m in pending if m[0] == gid]
-    assert list(dict.fromkeys(b.group_id for b in batches)) == list(dict.fromkeys(targets))
+    assert list(dict.fromkeys(b.target_id for b in batches)) == list(dict.fromkeys(targets))
     # only a group's last batch may be short
     for i, b in enumerate(batches[:-1]):
-        if batches[i + 1].group_id == b.group_id:
+        if batches[i + 1].target_id == b.target_id:
             assert len(b) == size
 
 
@@ -98,10 +98,10 @@ def test_batcher_extend_is_add_user_by_user(targets: list[int], size: int, step:
         for g, (rows, openids) in by_group.items():
             extended += at_once.extend(g, rows, openids)
     def per_group(batches: list[Batch]) -> dict[int, list[Batch]]:
-        return {g: [b for b in batches if b.group_id == g] for g in set(targets)}
+        return {g: [b for b in batches if b.target_id == g] for g in set(targets)}
     assert per_group(extended) == per_group(added)
-    assert sorted(at_once.rest(), key=lambda b: b.group_id) == sorted(
-        one_by_one.rest(), key=lambda b: b.group_id)
+    assert sorted(at_once.rest(), key=lambda b: b.target_id) == sorted(
+        one_by_one.rest(), key=lambda b: b.target_id)
 
 
 @pytest.mark.parametrize("size", [0, -1, MAX_BATCH + 1, 100])
@@ -129,7 +129,7 @@ def test_split_halves_concatenate_to_the_batch(n: int, gid: int) -> None:
     batch = Batch.of(gid, (Move(r, f"o{r}") for r in range(n)))
     left, right = split(batch)
     assert left.moves + right.moves == batch.moves
-    assert left.group_id == right.group_id == gid
+    assert left.target_id == right.target_id == gid
     assert (len(left.moves), len(right.moves)) == (n // 2, n - n // 2)
 
 

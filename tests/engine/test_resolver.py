@@ -10,9 +10,9 @@ import pytest
 from batchmove.engine.resolver import Resolution, create_missing, match_groups, refuse_missing
 from batchmove.errors import RowError, TransientError
 from batchmove.ledger.store import Ledger
-from batchmove.models import Group
+from batchmove.models import Target
 
-RESERVED = [Group(0, "未分组", 72596), Group(1, "黑名单", 3), Group(2, "星标组", 9)]
+RESERVED = [Target(0, "未分组", 72596), Target(1, "黑名单", 3), Target(2, "星标组", 9)]
 
 
 class FakeGroups:
@@ -20,7 +20,7 @@ class FakeGroups:
     goes wrong: "lost" (created, then the answer is lost), "refused" (transient, nothing
     created) or a RowError to raise; `get_faults` the same for groups/get."""
 
-    def __init__(self, groups: list[Group] | None = None, create_faults: list[object] = (),
+    def __init__(self, groups: list[Target] | None = None, create_faults: list[object] = (),
                  get_faults: list[object] = ()) -> None:
         self.groups = list(RESERVED if groups is None else groups)
         self.next_id = 100
@@ -29,14 +29,14 @@ class FakeGroups:
         self.creates: list[str] = []
         self.gets = 0
 
-    async def get_groups(self) -> list[Group]:
+    async def list_targets(self) -> list[Target]:
         self.gets += 1
         fault = self.get_faults.pop(0) if self.get_faults else None
         if fault == "refused":
             raise TransientError(-1, "system error", "groups/get")
         return list(self.groups)
 
-    async def create_group(self, name: str) -> Group:
+    async def create_target(self, name: str) -> Target:
         self.creates.append(name)
         fault = self.create_faults.pop(0) if self.create_faults else None
         if isinstance(fault, RowError):
@@ -44,13 +44,13 @@ class FakeGroups:
         if fault == "refused":
             raise TransientError(None, "the server closed the connection", "groups/create")
         self.next_id += 1
-        group = Group(self.next_id, name)
+        group = Target(self.next_id, name)
         self.groups.append(group)
         if fault == "lost":
             raise TransientError(None, "no answer within 15s", "groups/create")
         return group
 
-    def named(self, name: str) -> list[Group]:
+    def named(self, name: str) -> list[Target]:
         return [g for g in self.groups if g.name == name]
 
 
@@ -68,8 +68,8 @@ def journal(tmp_path: Path) -> Iterator[Ledger]:
         yield ledger
 
 
-GROUPS = [*RESERVED, Group(101, "VIP"), Group(102, "老客户"), Group(103, "重复"),
-          Group(104, "重复"), Group(105, "vip ")]
+GROUPS = [*RESERVED, Target(101, "VIP"), Target(102, "老客户"), Target(103, "重复"),
+          Target(104, "重复"), Target(105, "vip ")]
 
 
 # --- match_groups ------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ async def test_creates_each_missing_name_once(journal: Ledger) -> None:
     server = FakeGroups()
     resolution = Resolution(resolved={"VIP": 101}, missing=["新组", "另一个"])
     created = await create_missing(server, resolution, journal, sleep=Sleeps())
-    assert created == [Group(101, "新组"), Group(102, "另一个")]
+    assert created == [Target(101, "新组"), Target(102, "另一个")]
     assert server.creates == ["新组", "另一个"]
     assert server.gets == 0  # nothing was in doubt: no lookup needed
     assert resolution.resolved == {"VIP": 101, "新组": 101, "另一个": 102}
@@ -140,7 +140,7 @@ async def test_refused_create_is_looked_up_then_created_once(journal: Ledger) ->
     await create_missing(server, resolution, journal, sleep=sleeps)
     assert server.creates == ["新组"] * 3
     assert server.gets == 2
-    assert server.named("新组") == [Group(101, "新组")]
+    assert server.named("新组") == [Target(101, "新组")]
     assert resolution.resolved == {"新组": 101}
     assert sleeps.delays == [0.5, 1.0]
 
@@ -157,11 +157,11 @@ async def test_transient_lookup_is_retried(journal: Ledger) -> None:
 
 async def test_crash_after_journal_with_group_created_is_adopted(journal: Ledger) -> None:
     journal.creation_started("新组")  # the previous process died after the create call
-    server = FakeGroups([*RESERVED, Group(117, "新组")])
+    server = FakeGroups([*RESERVED, Target(117, "新组")])
     resolution = Resolution(missing=["新组"])
     created = await create_missing(server, resolution, journal, sleep=Sleeps())
     assert server.creates == []
-    assert created == [Group(117, "新组")]
+    assert created == [Target(117, "新组")]
     assert resolution.resolved == {"新组": 117}
     assert journal.creation("新组") == ("created", 117)
 
@@ -173,7 +173,7 @@ async def test_crash_after_journal_with_group_absent_creates_once(journal: Ledge
     await create_missing(server, resolution, journal, sleep=Sleeps())
     assert server.creates == ["新组"]
     assert server.gets == 1
-    assert server.named("新组") == [Group(101, "新组")]
+    assert server.named("新组") == [Target(101, "新组")]
     assert journal.creation("新组") == ("created", 101)
 
 
@@ -204,7 +204,7 @@ async def test_group_limit_fails_its_rows_and_goes_on(journal: Ledger) -> None:
     assert resolution.failed == {"满": (45018, "cannot create group '满': 分组数量超过上限")}
     assert resolution.resolved == {"下一个": 101}
     assert resolution.missing == []
-    assert created == [Group(101, "下一个")]
+    assert created == [Target(101, "下一个")]
     assert journal.creation("满") == ("failed", None)
     row = journal.conn.execute(
         "SELECT errcode, errmsg FROM created_groups WHERE name = '满'").fetchone()

@@ -76,12 +76,12 @@ class FakeServer:
                 await self.hooks[n]()
             if n in self.faults:
                 raise self.faults[n]
-            if batch.group_id in self.group_faults:
-                raise self.group_faults[batch.group_id]
+            if batch.target_id in self.group_faults:
+                raise self.group_faults[batch.target_id]
             if self.valid is not None and not set(batch.openids) <= self.valid:
                 raise RowError(self.bad_errcode, "invalid openid", "groups/members/batchupdate")
             for openid in batch.openids:
-                self.moved[openid] = batch.group_id
+                self.moved[openid] = batch.target_id
             return {"errcode": 0, "errmsg": "ok"}
         finally:
             self.in_flight -= 1
@@ -343,7 +343,7 @@ async def test_group_level_row_errors_fail_the_whole_batch_without_splitting(
     batches = plan_batches(moves(30, 999) + moves(5, 101, first_row=100))
     outcome = await make_runner(server, results, concurrency=1).run(batches)
     assert results.failed == [RowFailure(r, errcode, errmsg, 1) for r in range(2, 32)]
-    assert [b.group_id for b in server.calls] == [999, 101]
+    assert [b.target_id for b in server.calls] == [999, 101]
     assert results.done_rows == set(range(100, 105))
     assert outcome.reason is StopReason.DONE
 

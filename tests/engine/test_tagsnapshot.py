@@ -19,9 +19,9 @@ from batchmove.engine.snapshotsource import (
     choose_source,
     member_pages,
 )
-from batchmove.models import Group, JobSpec
+from batchmove.flows.plan import plan_job
+from batchmove.models import JobSpec, Target
 from batchmove.output.review import write_rollback
-from batchmove.pipeline import plan_job
 from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
 from tests.support.engine import QuietEvents, run, spec_for, spread, user_state, write_moves
 from tests.support.sandboxes import SandboxFactory
@@ -36,9 +36,9 @@ def _sandbox_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WECHAT_ACCESS_TOKEN", raising=False)
 
 
-def tags(*counts: int) -> list[Group]:
-    return [Group(0, "未分组", 0), Group(1, "黑名单", 0),
-            *(Group(100 + i, f"t{i}", n) for i, n in enumerate(counts))]
+def tags(*counts: int) -> list[Target]:
+    return [Target(0, "未分组", 0), Target(1, "黑名单", 0),
+            *(Target(100 + i, f"t{i}", n) for i, n in enumerate(counts))]
 
 
 @pytest.mark.parametrize(("users", "counts", "expected"), [

@@ -536,7 +536,7 @@ def test_rows_can_be_read_twice(tmp_path: Path) -> None:
 _LOAD_WITHOUT_NUMPY = """
 import sys
 from pathlib import Path
-import batchmove.cli, batchmove.pipeline
+import batchmove.cli, batchmove.flows.run
 from batchmove.intake.loader import open_input
 from batchmove.models import JobSpec
 source = open_input(JobSpec(input=Path(sys.argv[1])))

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from batchmove.errors import UsageError
+from batchmove.flows.plan import plan_job
+from batchmove.flows.verify import verify_run
 from batchmove.models import JobSpec
 from batchmove.output.review import write_rollback
-from batchmove.pipeline import plan_job, verify_run
 from batchmove.sandbox import SandboxConfig, sandbox_openids
 from tests.support.engine import (
     QuietEvents,

@@ -41,10 +41,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchmove.errors import BatchmoveError, InputError
+from batchmove.flows.run import RunOptions, run_job
 from batchmove.intake.loader import open_input
 from batchmove.intake.rowcheck import BLANK, TRUNCATED
 from batchmove.models import JobSpec
-from batchmove.pipeline import RunOptions, run_job
 from batchmove.sandbox import SandboxConfig, sandbox_openids
 from tests.support.engine import QuietEvents
 from tests.support.processes import (

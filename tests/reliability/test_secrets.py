@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 
 from batchmove.errors import ApiError
+from batchmove.flows.run import RunOptions, run_job
 from batchmove.models import JobSpec
-from batchmove.pipeline import RunOptions, run_job
 from batchmove.sandbox import PlatformConfig, SandboxConfig, authorizer_appid, sandbox_openids
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.token import EnvTokenSource, SecretTokenSource

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from batchmove.flows.run import RunOptions, run_job
 from batchmove.models import JobSpec
-from batchmove.pipeline import RunOptions, run_job
 from batchmove.results import Events, Progress, RunResult
 from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
 

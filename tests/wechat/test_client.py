@@ -22,7 +22,7 @@ from batchmove.errors import (
     RowError,
     TransientError,
 )
-from batchmove.models import Group
+from batchmove.models import Target
 from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox, sandbox_openids
 from batchmove.wechat.client import FollowerPage, Quota, WeChatClient
 from batchmove.wechat.token import CommandTokenSource, EnvTokenSource, SecretTokenSource
@@ -54,7 +54,7 @@ async def expire_tokens(sb: Sandbox) -> None:
 async def test_group_endpoints_round_trip() -> None:
     async with sandbox_with(users=10, groups=["老客户"]) as sb, client_for(sb) as client:
         groups = await client.get_groups()
-        assert Group(0, "未分组", 10) in groups
+        assert Target(0, "未分组", 10) in groups
         assert [g.name for g in groups if g.id >= 100] == ["老客户"]
 
         created = await client.create_group("新客户")

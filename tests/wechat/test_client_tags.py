@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from batchmove.errors import DailyQuotaError, RowError, TransientError
-from batchmove.models import Group
+from batchmove.models import Target
 from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox, sandbox_openids
 from batchmove.wechat.client import FollowerPage, WeChatClient
 from batchmove.wechat.token import SecretTokenSource
@@ -29,14 +29,14 @@ async def tagged_sandbox(**config: Any) -> AsyncIterator[tuple[RunningSandbox, W
 async def test_tag_management_round_trip() -> None:
     async with tagged_sandbox() as (sb, client):
         tags = await client.get_tags()
-        assert tags == [Group(0, "未分组", 0), Group(1, "黑名单", 0), Group(2, "星标组", 0),
-                        Group(100, "甲", 0), Group(101, "乙", 0)]
+        assert tags == [Target(0, "未分组", 0), Target(1, "黑名单", 0), Target(2, "星标组", 0),
+                        Target(100, "甲", 0), Target(101, "乙", 0)]
         created = await client.create_tag("高价值客户")
-        assert created == Group(102, "高价值客户")
+        assert created == Target(102, "高价值客户")
         await client.update_tag(created.id, "重要客户")
         assert sb.state.tags.tags[102].name == "重要客户"
         await client.tag_users(USERS[:3], created.id)
-        assert Group(102, "重要客户", 3) in await client.get_tags()
+        assert Target(102, "重要客户", 3) in await client.get_tags()
         await client.delete_tag(created.id)
         assert [t.id for t in await client.get_tags()] == [0, 1, 2, 100, 101]
         assert await client.get_user_tags(USERS[0]) == []

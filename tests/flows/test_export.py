@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from batchmove.errors import UsageError
-from batchmove.exporting import ExportResult, export_followers, export_spec
+from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.ledger.checkpoint import checkpoint_dir
 from batchmove.sandbox import RunningSandbox, SandboxConfig
 from tests.support.engine import run, spec_for

@@ -4,7 +4,7 @@
     tag = "旧分层A"        # or group = "老客户" / group = 108 / all = true
     to = "高价值客户"      # or to_id = 120
 
-The one hook the pipeline calls at the start of `run` (and `plan`): on the first run the
+The one hook the run and the plan call first (`flows/run.py`, `flows/plan.py`): on the first run the
 selection is listed from the account (as `export` lists, resumable through the same page
 checkpoint) and frozen into `RUN_DIR/input.csv` (`openid,to_group_name` or
 `openid,to_groupid`, mode 600); from then on the job is an ordinary job whose `input` is that
@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from batchmove.errors import StoppedEarly
-from batchmove.exporting import ExportResult, ExportSpec, check_export, export_followers
+from batchmove.flows.export import ExportResult, ExportSpec, check_export, export_followers
 from batchmove.models import JobSpec, Selection
-from batchmove.results import Events, Plan, RunResult, StopReasonName, Summary, counts_of
+from batchmove.results import Events, Plan, RunResult, StopReason, Summary, counts_of
 
 FROZEN_INPUT = "input.csv"
 
@@ -39,11 +39,11 @@ class Listed:
     frozen: bool = False  # read from an earlier run's input.csv: no call made
 
     def as_dict(self, select: Selection) -> dict[str, Any]:
-        return {"select": describe(select), "followers": self.followers,
+        return {"select": describe_selection(select), "followers": self.followers,
                 "calls": dict(self.calls), "frozen": self.frozen}
 
 
-def describe(select: Selection) -> str:
+def describe_selection(select: Selection) -> str:
     what = "all followers" if select.kind == "all" else f"{select.kind} {select.value}"
     to = f"to_id {select.to_id}" if select.to_id is not None else f"to {select.to}"
     return f"{what} -> {to}"
@@ -64,7 +64,8 @@ async def freeze(spec: JobSpec, events: Events, *, restart: bool = False,
                                     handle_signals=handle_signals)
     if result.exit_code != 0:
         return job, _stopped(spec, result)
-    events.info(f"selected {result.rows:,} followers ({describe(spec.select)}) into {frozen}")
+    what = describe_selection(spec.select)
+    events.info(f"selected {result.rows:,} followers ({what}) into {frozen}")
     return job, None
 
 
@@ -112,7 +113,7 @@ def _stopped(spec: JobSpec, listing: ExportResult) -> RunResult:
     summary = Summary(job=spec.name, exit_code=listing.exit_code,
                       stop_reason=listing.stop_reason, message=message, calls=listing.calls)
     return RunResult(listing.exit_code, message, spec.out_dir, counts_of({}),
-                     cast(StopReasonName, listing.stop_reason), listing.calls, summary)
+                     StopReason(listing.stop_reason), listing.calls, summary)
 
 
 def _rows(path: Path) -> int:

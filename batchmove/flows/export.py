@@ -27,7 +27,7 @@ from typing import Any
 from batchmove.engine.backend import client_for
 from batchmove.engine.listing import Lister, Streams
 from batchmove.engine.moves import ProgressClock
-from batchmove.engine.runner import RetryPolicy, StopReason, StopSignals, signal_stop, with_retries
+from batchmove.engine.runner import RetryPolicy, StopSignals, signal_stop, with_retries
 from batchmove.errors import (
     EXIT_OK,
     EXIT_SIGINT,
@@ -43,7 +43,7 @@ from batchmove.errors import (
 )
 from batchmove.intake import jobfile
 from batchmove.ledger.checkpoint import Cursor, ExportCheckpoint, Follower
-from batchmove.models import Backend, Group, JobSpec, Selection
+from batchmove.models import Backend, JobSpec, Selection, Target
 from batchmove.output.exportfile import (
     Columns,
     GroupColumns,
@@ -51,7 +51,7 @@ from batchmove.output.exportfile import (
     TargetColumn,
     write_export,
 )
-from batchmove.results import Events
+from batchmove.results import Events, StopReason
 from batchmove.wechat.client import FollowerPage, WeChatClient
 
 SUFFIXES = (".csv", ".xlsx")
@@ -179,8 +179,8 @@ def _reason(exc: ApiError) -> StopReason:
 async def _select(client: WeChatClient, spec: ExportSpec) -> tuple[dict[int, str], Streams]:
     """The names the file shows, and the streams the selection lists (names resolved)."""
     policy = RetryPolicy(attempts=spec.settings.retries)
-    groups: list[Group] = []
-    tags: list[Group] = []
+    groups: list[Target] = []
+    tags: list[Target] = []
     if spec.backend == "groups" or spec.groups:
         groups = await with_retries(client.get_groups, policy)
     if spec.backend == "tags" or spec.tags:
@@ -195,7 +195,7 @@ async def _select(client: WeChatClient, spec: ExportSpec) -> tuple[dict[int, str
     return names, streams
 
 
-def _resolve(known: list[Group], wanted: Sequence[str], what: str) -> list[int]:
+def _resolve(known: list[Target], wanted: Sequence[str], what: str) -> list[int]:
     """Each name or id to an id of the account; an unknown or ambiguous one is a UsageError."""
     ids = []
     for value in wanted:

@@ -1,34 +1,33 @@
-"""The story of a run, a plan and a verification. Read top to bottom, it is the whole flow:
+"""The story of a run. Read top to bottom, it is the whole flow:
 
-    job -> intake (load + validate) -> ledger -> resolve targets -> (confirm) -> create groups
-        -> snapshot -> planner -> runner (move) -> (verify) -> report
+    notify (start ping) -> select (a segment job's followers, frozen into input.csv)
+        -> load (intake: validate every row into the ledger, or resume it)
+        -> resolve targets -> plan (shown for confirmation) -> create missing groups
+        -> snapshot and move (the worker pool) -> verify (read back) -> report
+        -> notify (robot, webhook, end ping)
 
 Every stage lives in its package (intake/, ledger/, engine/, output/); this module only puts
 them in order and turns how they ended into an exit code. It never prints: whoever watches
-gets `Events`. The public API (`batchmove.api`) and through it the CLI are its only callers.
+gets `Events`. Beside it in `flows/`: the plan (`plan.py`), the verification (`verify.py`),
+segment jobs' selection (`segments.py`) and the export (`export.py`). The public API
+(`batchmove.api`) and through it the CLI and the console are its only callers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-from batchmove import segments
-from batchmove.engine.account import fetch_quotas, resolve_targets, target_summary
+from batchmove.engine.account import resolve_targets
 from batchmove.engine.backend import api_client
 from batchmove.engine.flow import send_stages
-from batchmove.engine.moves import read_users
-from batchmove.engine.planner import summarize_plan
-from batchmove.engine.resolver import Resolution, create_missing
-from batchmove.engine.runner import RunOutcome, StopReason, StopSignals, signal_stop
-from batchmove.engine.targets import Targets
+from batchmove.engine.resolver import create_missing
+from batchmove.engine.runner import RunOutcome, StopSignals, signal_stop
+from batchmove.engine.targets import TargetApi
 from batchmove.errors import (
     EXIT_OK,
     EXIT_ROW_FAILURES,
@@ -36,6 +35,7 @@ from batchmove.errors import (
     EXIT_SIGTERM,
     EXIT_STOPPED,
     ApiError,
+    BatchmoveError,
     ConfirmationRequired,
     DailyQuotaError,
     FatalApiError,
@@ -43,24 +43,24 @@ from batchmove.errors import (
     RunStateError,
     TokenError,
     TransientError,
-    UsageError,
 )
-from batchmove.intake import jobfile, loader
-from batchmove.ledger.rundir import load, load_or_resume, now, write_json
+from batchmove.flows import segments
+from batchmove.flows.plan import plan_of
+from batchmove.flows.verify import read_back
+from batchmove.intake import loader
+from batchmove.ledger.rundir import load_or_resume, now
 from batchmove.ledger.store import Ledger
-from batchmove.models import Group, JobSpec, Move
+from batchmove.models import STATUSES, JobSpec
 from batchmove.output import report
-from batchmove.output.review import open_run, verify_moves
+from batchmove.output.notify import Notifier, notify_refused, notify_result
 from batchmove.results import (
-    STATUSES,
     Events,
     Plan,
     RunResult,
+    StopReason,
     Summary,
-    VerifyResult,
     counts_of,
 )
-from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.errcodes import ERRCODES
 
 _STOP_MESSAGES = {
@@ -88,6 +88,20 @@ class RunOptions:
 
 # --- the story of a run -----------------------------------------------------------------------
 async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResult:
+    """notify -> select -> load -> plan -> move -> report -> notify."""
+    notifier = Notifier(spec.notify) if spec.notify.configured else None
+    if notifier is not None:
+        await notifier.start()
+    try:
+        result = await _select_and_move(spec, options, events)
+    except BatchmoveError as exc:  # refused before it could write a summary: say so anyway
+        if notifier is not None:
+            await notify_refused(notifier, spec, exc)
+        raise
+    return result if notifier is None else await notify_result(notifier, result)
+
+
+async def _select_and_move(spec: JobSpec, options: RunOptions, events: Events) -> RunResult:
     started = time.time()
     spec, stopped = await segments.freeze(spec, events, restart=options.restart,
                                           handle_signals=options.handle_signals)
@@ -112,11 +126,11 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
         try:
             resolution, groups = await resolve_targets(client, ledger, spec)
             if options.confirm is not None and ledger.counts().get("pending"):
-                plan = await _plan(client, ledger, spec, resolution, groups)
+                plan = await plan_of(client, ledger, spec, resolution, groups)
                 if not options.confirm(plan):
                     raise ConfirmationRequired("not confirmed: nothing was sent")
             if resolution.missing and stop.reason is None:
-                await create_missing(Targets(client, spec.backend), resolution, ledger,
+                await create_missing(TargetApi(client, spec.backend), resolution, ledger,
                                      sleep=asyncio.sleep)
             ledger.settle_creations(resolution.resolved)
             ledger.assign_groups(resolution.resolved, resolution.failed)
@@ -124,7 +138,7 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
                 if outcome.reason is StopReason.DONE and stop.reason is None:
                     outcome = await stage(client, ledger, spec, stop, events)
             if spec.verify and outcome.reason is StopReason.DONE and stop.reason is None:
-                outcome = await _verify(client, ledger, spec, stop, events)
+                outcome = await read_back(client, ledger, spec, stop, events)
         except DailyQuotaError as exc:
             outcome = RunOutcome(StopReason.DAILY_QUOTA, exc)
         except _STOPPING as exc:
@@ -155,7 +169,7 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
         code = EXIT_STOPPED
         message = (f"{message}; but {exc.message}; every result is in the ledger: "
                    f"`batchmove report {run_dir}` writes the reports again")
-    return RunResult(code, message, run_dir, counts_of(counts), reason.value,
+    return RunResult(code, message, run_dir, counts_of(counts), reason,
                      ledger.calls(), summary)
 
 
@@ -173,101 +187,6 @@ def _verdict(counts: Counter[str], reason: StopReason,
     if counts.get("failed") or counts.get("invalid"):
         return EXIT_ROW_FAILURES, f"finished with row failures ({tally}); see failed.csv"
     return EXIT_OK, f"finished ({tally})"
-
-
-# --- the story of a plan ----------------------------------------------------------------------
-async def plan_job(spec: JobSpec, events: Events) -> Plan:
-    """The dry run: load, validate, resolve and count, with read-only calls only; writes
-    `plan.json` into the run directory. A segment job's selection is listed (read-only)."""
-    async with segments.planned(spec, events) as (spec, listed):
-        plan = await _plan_input(spec, events)
-    if listed is not None and spec.select is not None:
-        plan = segments.with_listing(plan, listed, spec.select)
-    write_json(spec.out_dir / "plan.json", plan.as_dict())
-    return plan
-
-
-async def _plan_input(spec: JobSpec, events: Events) -> Plan:
-    source = loader.open_input(spec)
-    with tempfile.TemporaryDirectory(prefix="batchmove-plan-") as scratch, \
-            Ledger(Path(scratch)).open() as ledger:
-        load(ledger, source, spec, "", events.info)
-        blocked = None
-        async with api_client(spec, ledger) as client:
-            try:
-                resolution, groups = await resolve_targets(client, ledger, spec)
-            except (UsageError, FatalApiError, TokenError, TransientError,
-                    DailyQuotaError) as exc:  # e.g. a blacklist target: the run would refuse
-                resolution, groups, blocked = Resolution(), [], exc.message
-            plan = await _plan(client, ledger, spec, resolution, groups, quotas=not blocked)
-    path = spec.out_dir / "plan.json"
-    return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path)
-
-
-async def _plan(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,
-                groups: list[Group], *, quotas: bool = True) -> Plan:
-    counts, targets = ledger.counts(), target_summary(resolution, ledger, groups)
-    invalid = ledger.meta().get("invalid_by_reason", {})
-    tags = groups if spec.backend == "tags" else None  # their counts price a member listing
-    plan = summarize_plan(counts, targets, spec, invalid_by_reason=invalid, tags=tags)
-    if not quotas:
-        return plan
-    found = await fetch_quotas(client, [e for e in plan.calls if e != "total"], spec)
-    return summarize_plan(counts, targets, spec, found, invalid, tags)
-
-
-# --- the story of a verification --------------------------------------------------------------
-async def verify_run(run_dir: Path, api_base: str | None, events: Events,
-                     handle_signals: bool = False) -> VerifyResult:
-    """Read back every moved user of a finished run; exit 1 when any moved since."""
-    with open_run(run_dir) as ledger, signal_stop(handle_signals) as stop:
-        spec = _spec_of(ledger.meta(), api_base)
-        async with api_client(spec, ledger) as client:
-            outcome = await _verify(client, ledger, spec, stop, events)
-        checked, mismatches = ledger.counts()["moved"], ledger.mismatches()
-        if outcome.reason is not StopReason.DONE or stop.reason is not None:
-            why = outcome.error.message if outcome.error else (stop.reason or outcome.reason).value
-            code, message = EXIT_STOPPED, f"verification stopped: {why}"
-        elif mismatches:
-            code, message = EXIT_ROW_FAILURES, (
-                f"{mismatches} moved users are no longer in their target group "
-                "(see the `verified` column of report.csv)")
-        else:
-            code, message = EXIT_OK, "every moved user is still in their target group"
-        summary = report.read_summary(run_dir) if (run_dir / report.SUMMARY_JSON).exists() \
-            else {}
-        summary["verify"] = {"checked": checked, "mismatches": mismatches,
-                             "exit_code": code, "message": message}
-        report.write_reports(ledger, run_dir, summary)
-    return VerifyResult(code, message, run_dir, checked, mismatches)
-
-
-async def _verify(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,
-                  events: Events) -> RunOutcome:
-    outcomes: list[RunOutcome] = []
-
-    async def read(moves: list[Move]) -> dict[int, dict[str, Any]]:
-        found, outcome = await read_users(client, moves, spec, stop)
-        outcomes.append(outcome)
-        return found
-
-    checked, mismatches = await verify_moves(ledger, read)
-    events.info(f"verified {checked} moved users: {mismatches} no longer as moved")
-    return outcomes[0] if outcomes else RunOutcome(StopReason.DONE)
-
-
-def _spec_of(meta: dict[str, Any], api_base: str | None) -> JobSpec:
-    """The run's job again (for credentials and limits), pointed at `api_base` if given."""
-    job_path = meta.get("job_path") or ""
-    base = api_base or meta.get("api_base")
-    if base == "sandbox":
-        raise UsageError("this run used the embedded sandbox, which ended with it; verify "
-                         "during the run with `run --verify`, or pass --api-base URL")
-    overrides = {"api_base": base, "backend": meta.get("backend")}
-    if job_path and Path(job_path).exists():
-        return jobfile.spec_for(Path(job_path), **overrides)
-    return JobSpec(input=Path(meta.get("input", "")), name=str(meta.get("job", "run"))
-                   ).with_overrides(**overrides)
 
 
 # --- helpers ----------------------------------------------------------------------------------

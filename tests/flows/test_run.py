@@ -322,7 +322,7 @@ async def test_sigint_stops_and_resumes(tmp_path: Path, sandbox_factory: Sandbox
 ])
 def test_retry_failed_picks_retryable_and_unknown_errcodes(
         codes: set[int | None], expected: set[int | None]) -> None:
-    from batchmove.pipeline import retryable
+    from batchmove.flows.run import retryable
 
     assert set(retryable(codes)) == expected
 

@@ -1,0 +1,3 @@
+"""The stories, each read top to bottom in one module: a run (`run`), a plan (`plan`), a
+verification (`verify`), a segment job's selection (`segments`) and an export (`export`).
+They put the stages (intake, ledger, engine, output) in order; the public API calls them."""

@@ -1,0 +1,66 @@
+"""The story of a plan: the dry run. Load and validate, resolve targets, count calls and check
+today's quota, with read-only calls only; writes `plan.json` into the run directory. A segment
+job's selection is listed (read-only) into a scratch directory, never frozen.
+
+`plan_of` is also the plan a run shows before it asks for confirmation (`flows/run.py`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from batchmove.engine.account import fetch_quotas, resolve_targets, target_summary
+from batchmove.engine.backend import api_client
+from batchmove.engine.planner import summarize_plan
+from batchmove.engine.resolver import Resolution
+from batchmove.errors import DailyQuotaError, FatalApiError, TokenError, TransientError, UsageError
+from batchmove.flows import segments
+from batchmove.intake import loader
+from batchmove.ledger.rundir import load, write_json
+from batchmove.ledger.store import Ledger
+from batchmove.models import JobSpec, Target
+from batchmove.results import Events, Plan
+from batchmove.wechat.client import WeChatClient
+
+
+async def plan_job(spec: JobSpec, events: Events) -> Plan:
+    """select -> load -> resolve -> count and price: the plan, also written as `plan.json`."""
+    async with segments.planned(spec, events) as (spec, listed):
+        plan = await _plan_input(spec, events)
+    if listed is not None and spec.select is not None:
+        plan = segments.with_listing(plan, listed, spec.select)
+    write_json(spec.out_dir / "plan.json", plan.as_dict())
+    return plan
+
+
+async def _plan_input(spec: JobSpec, events: Events) -> Plan:
+    source = loader.open_input(spec)
+    with tempfile.TemporaryDirectory(prefix="batchmove-plan-") as scratch, \
+            Ledger(Path(scratch)).open() as ledger:
+        load(ledger, source, spec, "", events.info)
+        blocked = None
+        async with api_client(spec, ledger) as client:
+            try:
+                resolution, groups = await resolve_targets(client, ledger, spec)
+            except (UsageError, FatalApiError, TokenError, TransientError,
+                    DailyQuotaError) as exc:  # e.g. a blacklist target: the run would refuse
+                resolution, groups, blocked = Resolution(), [], exc.message
+            plan = await plan_of(client, ledger, spec, resolution, groups, quotas=not blocked)
+    path = spec.out_dir / "plan.json"
+    return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path)
+
+
+async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,
+                  groups: list[Target], *, quotas: bool = True) -> Plan:
+    """The plan of the rows a ledger holds, priced against today's quota unless `quotas` is
+    false (a plan that cannot run)."""
+    counts, targets = ledger.counts(), target_summary(resolution, ledger, groups)
+    invalid = ledger.meta().get("invalid_by_reason", {})
+    tags = groups if spec.backend == "tags" else None  # their counts price a member listing
+    plan = summarize_plan(counts, targets, spec, invalid_by_reason=invalid, tags=tags)
+    if not quotas:
+        return plan
+    found = await fetch_quotas(client, [e for e in plan.calls if e != "total"], spec)
+    return summarize_plan(counts, targets, spec, found, invalid, tags)
