@@ -71,8 +71,8 @@ def receive_command(job: str | None, host: str, port: int, url_path: str,
     """Receive WeChat's pushes: check msg_signature, decrypt with the EncodingAESKey
     ($WECHAT_COMPONENT_AESKEY, message token $WECHAT_COMPONENT_TOKEN), answer `success`, and
     store each ticket with its time for every batchmove process of this machine."""
+    from batchmove.registry.platform import RegistryPlatformStore
     from batchmove.wechat.msgcrypt import MsgCrypt
-    from batchmove.wechat.platformstore import PlatformStore
     from batchmove.wechat.receiver import Receiver, serve
 
     creds = api.job_spec(job).credentials if job else Credentials(component=True)
@@ -86,7 +86,7 @@ def receive_command(job: str | None, host: str, port: int, url_path: str,
                          values[creds.component_appid_env])
     except ValueError as exc:
         raise UsageError(f"{AES_KEY_ENV}: {exc}") from None
-    receiver = Receiver(crypt, PlatformStore(), ticket_file,
+    receiver = Receiver(crypt, RegistryPlatformStore(), ticket_file,
                         say=lambda line: click.echo(line))
     try:
         serve(receiver, host, port, url_path if url_path.startswith("/") else "/" + url_path)

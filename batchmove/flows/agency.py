@@ -26,7 +26,10 @@ from batchmove.errors import ApiError, UsageError
 from batchmove.intake.split import split_rows
 from batchmove.ledger.rundir import write_json
 from batchmove.models import JobSpec
+from batchmove.registry import Registry
+from batchmove.registry.platform import RegistryPlatformStore
 from batchmove.wechat.client import WeChatClient
+from batchmove.wechat.component import ComponentClient
 from batchmove.wechat.tickets import component_of
 from batchmove.wechat.token import TokenSource
 
@@ -58,7 +61,7 @@ def _need_component(spec: JobSpec) -> None:
 async def sync_accounts(spec: JobSpec) -> list[str]:
     """Seed the store with every authorizer's refresh token; the appids, sorted."""
     _need_component(spec)
-    component = component_of(spec.credentials)
+    component = _component(spec)
     async with _client(spec, _NoToken()) as client:
         tokens = await component.seed(client.raw)
     return sorted(tokens)
@@ -71,15 +74,22 @@ async def list_accounts(spec: JobSpec) -> list[AccountInfo]:
 
 
 async def _info(spec: JobSpec, appid: str) -> AccountInfo:
-    account = spec.with_overrides(account=appid)
-    source = source_for(account)
-    async with _client(spec, source) as client:
-        name = await component_of(spec.credentials).authorizer_name(client.raw, appid)
-        try:
-            quota = await client.get_quota(_MOVE_PATH[spec.backend])
-        except ApiError as exc:
-            return AccountInfo(appid, name, problem=exc.message)
+    registry = Registry()
+    try:
+        source = source_for(spec.with_overrides(account=appid), registry)
+        async with _client(spec, source) as client:
+            name = await _component(spec, registry).authorizer_name(client.raw, appid)
+            try:
+                quota = await client.get_quota(_MOVE_PATH[spec.backend])
+            except ApiError as exc:
+                return AccountInfo(appid, name, problem=exc.message)
+    finally:
+        registry.close()
     return AccountInfo(appid, name, quota.daily_limit, quota.used, quota.remain)
+
+
+def _component(spec: JobSpec, registry: Registry | None = None) -> ComponentClient:
+    return component_of(spec.credentials, RegistryPlatformStore(registry))
 
 
 async def accounts_of(spec: JobSpec, *, every: bool = False) -> list[str]:
@@ -92,7 +102,7 @@ async def accounts_of(spec: JobSpec, *, every: bool = False) -> list[str]:
             raise UsageError("the job names no accounts: set accounts = [\"wx...\"] or "
                              "accounts = \"all\" (or give --account APPID)")
         return list(dict.fromkeys(spec.accounts))
-    component = component_of(spec.credentials)
+    component = _component(spec)
     found = component.store.authorizers(component.appid)
     return found or await sync_accounts(spec)
 
@@ -180,5 +190,5 @@ def _client(spec: JobSpec, source: TokenSource) -> WeChatClient:
     if spec.api_base == "sandbox":
         raise UsageError('accounts of a platform need a real api_base (or a `batchmove sandbox '
                          '--platform N` address), not the embedded "sandbox"')
-    return WeChatClient(spec.api_base, source, timeout=spec.timeout,
-                        limiter=make_limiter(spec.rate))
+    rate = 0.0 if spec.auto_rate else float(spec.rate)  # a few calls: no shared gate needed
+    return WeChatClient(spec.api_base, source, timeout=spec.timeout, limiter=make_limiter(rate))

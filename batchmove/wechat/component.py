@@ -7,8 +7,9 @@ own `component_access_token` (`api_component_token`, 2 h), which needs the lates
 report, and what this module does about each:
 
 - tokens fetched again by every process, burning the daily quota: both tokens are cached in
-  the machine's `PlatformStore` until shortly before they expire, and fetched under its
-  cross-process lock (single-flight across processes; `TokenManager` does it within one);
+  a `PlatformStore` shared by every process of the machine (the account registry's,
+  `registry.platform`) until shortly before they expire, and fetched under its cross-process
+  lock (single-flight across processes; `TokenManager` does it within one);
 - a refresh token lost on restart (61023): it lives in the store and is replaced the moment
   WeChat returns a new one; a platform with none stored seeds them from
   `api_get_authorizer_list` (also `batchmove accounts sync`);
@@ -23,16 +24,47 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from batchmove.errors import ApiError, FatalApiError, TokenError
-from batchmove.wechat.platformstore import PlatformStore
 from batchmove.wechat.token import HttpFetch, Token, TokenSource
 
 TICKET_LIFETIME = 12 * 3600.0
 STORE_MARGIN = 300.0  # a stored token this close to its expiry is fetched again
 LIST_PAGE = 500
 _TICKET_CODES = (61005, 61006)
+
+
+class PlatformStore(Protocol):
+    """Where a platform's tickets, tokens and refresh tokens live, shared by every process of
+    the machine; every method names the platform (its component appid). Token kinds:
+    "component" and "authorizer:<appid>"; times are wall-clock seconds."""
+
+    @property
+    def where(self) -> str:
+        """Where the store is, for messages."""
+
+    def token(self, component: str, kind: str) -> tuple[str, float] | None:
+        """A stored token and when it expires."""
+
+    def put_token(self, component: str, kind: str, value: str, expires_at: float) -> None: ...
+
+    def locked(self, component: str, kind: str) -> AbstractAsyncContextManager[None]:
+        """The machine-wide single flight of one token: re-read inside it before fetching."""
+
+    def refresh_token(self, component: str, authorizer: str) -> str | None: ...
+
+    def put_refresh_tokens(self, component: str, tokens: Mapping[str, str]) -> None:
+        """Store or replace refresh tokens (authorizer appid -> token) at once."""
+
+    def authorizers(self, component: str) -> list[str]:
+        """The authorizer appids with a stored refresh token, sorted."""
+
+    def ticket(self, component: str) -> tuple[str, float] | None:
+        """The latest ticket received and when it arrived."""
+
+    def put_ticket(self, component: str, ticket: str, pushed_at: float) -> None: ...
 
 
 class TicketSource(Protocol):
@@ -72,14 +104,13 @@ class ComponentClient:
         self.ticket = ticket
         self.store = store
         self.clock = clock
-        self.key = f"component:{component_appid}"
 
     def __repr__(self) -> str:
         return f"ComponentClient({self.appid!r}, {self.ticket.describe})"
 
-    def cached(self, key: str) -> tuple[str, float] | None:
+    def cached(self, kind: str) -> tuple[str, float] | None:
         """A stored token still good for STORE_MARGIN seconds, and its remaining life."""
-        found = self.store.token(key)
+        found = self.store.token(self.appid, kind)
         if found is None:
             return None
         left = found[1] - self.clock()
@@ -88,11 +119,11 @@ class ComponentClient:
     async def token(self, http: HttpFetch, *, rejected: str | None = None) -> str:
         """The component_access_token: cached, else fetched once for every process.
         `rejected`: WeChat just refused this one, so it is not reused."""
-        found = self.cached(self.key)
+        found = self.cached("component")
         if found is not None and found[0] != rejected:
             return found[0]
-        async with self.store.locked(self.key):
-            found = self.cached(self.key)
+        async with self.store.locked(self.appid, "component"):
+            found = self.cached("component")
             if found is not None and found[0] != rejected:
                 return found[0]
             return await self._fetch(http)
@@ -108,7 +139,7 @@ class ComponentClient:
             raise self._refused(exc) from None
         value = text_field(data, "component_access_token", endpoint)
         expires_in = int_field(data, "expires_in", endpoint, 1)
-        self.store.put_token(self.key, value, self.clock() + expires_in)
+        self.store.put_token(self.appid, "component", value, self.clock() + expires_in)
         return value
 
     async def _fresh_ticket(self) -> str:
@@ -194,7 +225,7 @@ class ComponentTokenSource(TokenSource):
     def __init__(self, component: ComponentClient, authorizer_appid: str) -> None:
         self.component = component
         self.authorizer = authorizer_appid
-        self.key = f"authorizer:{component.appid}:{authorizer_appid}"
+        self.kind = f"authorizer:{authorizer_appid}"
         self._last: str | None = None
 
     @property
@@ -203,10 +234,10 @@ class ComponentTokenSource(TokenSource):
 
     async def fetch(self, http: HttpFetch, *, force: bool = False) -> Token:
         rejected = self._last if force else None
-        found = self.component.cached(self.key)
+        found = self.component.cached(self.kind)
         if found is None or found[0] == rejected:
-            async with self.component.store.locked(self.key):
-                found = self.component.cached(self.key)
+            async with self.component.store.locked(self.component.appid, self.kind):
+                found = self.component.cached(self.kind)
                 if found is None or found[0] == rejected:
                     found = await self._fetch(http)
         self._last = found[0]
@@ -242,7 +273,7 @@ class ComponentTokenSource(TokenSource):
         rotated = text_field(data, "authorizer_refresh_token", endpoint)
         if rotated != refresh:
             store.put_refresh_tokens(appid, {self.authorizer: rotated})
-        store.put_token(self.key, value, self.component.clock() + expires_in)
+        store.put_token(appid, self.kind, value, self.component.clock() + expires_in)
         return value, float(expires_in)
 
     async def _exchange(self, http: HttpFetch, refresh: str) -> dict[str, Any]:

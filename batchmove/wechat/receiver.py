@@ -2,7 +2,7 @@
 
 WeChat POSTs encrypted XML every 10 minutes with `timestamp`, `nonce` and `msg_signature` in
 the query; the receiver checks the signature, decrypts (`msgcrypt`), stores the ticket with the
-time it arrived in the machine's platform store (and, if asked, a ticket file, written
+time it arrived in the machine's account registry (and, if asked, a ticket file, written
 atomically with mode 600), and answers `success`, which WeChat requires. Other notices of the
 same URL (authorized, unauthorized...) are answered `success` too and otherwise ignored. A push
 that fails its checks is answered 403 and said on stderr, without its contents.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from batchmove.wechat.component import PlatformStore
 from batchmove.wechat.msgcrypt import MsgCrypt, PushError, xml_fields
-from batchmove.wechat.platformstore import PlatformStore
 
 TICKET_INFO = "component_verify_ticket"
 STALE_AFTER = 12 * 3600.0

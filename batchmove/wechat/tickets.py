@@ -16,8 +16,7 @@ from typing import Any
 
 from batchmove.errors import FatalApiError, UsageError
 from batchmove.models import Credentials
-from batchmove.wechat.component import ComponentClient, ComponentTokenSource
-from batchmove.wechat.platformstore import PlatformStore
+from batchmove.wechat.component import ComponentClient, ComponentTokenSource, PlatformStore
 from batchmove.wechat.token import CommandTokenSource
 
 _ENDPOINT = "component/api_component_token"
@@ -71,21 +70,21 @@ class StoreTicket:
 
     @property
     def describe(self) -> str:
-        return f"the ticket store ({self.store.path})"
+        return f"the ticket store ({self.store.where})"
 
     async def read(self) -> tuple[str, float | None]:
         found = self.store.ticket(self.component_appid)
         if found is None:
             raise FatalApiError(61006, (
                 f"no component_verify_ticket has been received for {self.component_appid} "
-                f"({self.store.path}): run `batchmove ticket receive` (or set ticket_file / "
+                f"({self.store.where}): run `batchmove ticket receive` (or set ticket_file / "
                 "ticket_command in [credentials]) and run the same command again once WeChat "
                 "has pushed one"), _ENDPOINT)
         return found
 
 
-def component_of(creds: Credentials, environ: Mapping[str, str] = os.environ,
-                 store: PlatformStore | None = None) -> ComponentClient:
+def component_of(creds: Credentials, store: PlatformStore,
+                 environ: Mapping[str, str] = os.environ) -> ComponentClient:
     """The job's platform: appid and secret from the environment, its ticket source."""
     appid = environ.get(creds.component_appid_env, "").strip()
     secret = environ.get(creds.component_secret_env, "").strip()
@@ -94,7 +93,6 @@ def component_of(creds: Credentials, environ: Mapping[str, str] = os.environ,
                                   (creds.component_secret_env, secret)) if not x]
         raise UsageError(f"no third-party platform credentials: set {' and '.join(missing)} "
                          "([credentials] component = true)")
-    store = store or PlatformStore()
     ticket: FileTicket | CommandTicket | StoreTicket
     if creds.ticket_command:
         ticket = CommandTicket(creds.ticket_command)
@@ -105,12 +103,11 @@ def component_of(creds: Credentials, environ: Mapping[str, str] = os.environ,
     return ComponentClient(appid, secret, ticket, store)
 
 
-def component_source(creds: Credentials, account: str | None,
-                     environ: Mapping[str, str] = os.environ,
-                     store: PlatformStore | None = None) -> ComponentTokenSource:
+def component_source(creds: Credentials, account: str | None, store: PlatformStore,
+                     environ: Mapping[str, str] = os.environ) -> ComponentTokenSource:
     """The token source of one authorizer account of the job's platform."""
     if not account:
         raise UsageError("a job with [credentials] component = true moves one of the "
                          "platform's accounts: name them with accounts = [\"wx...\"] (or "
                          "\"all\") in the job file, or give --account APPID")
-    return ComponentTokenSource(component_of(creds, environ, store), account)
+    return ComponentTokenSource(component_of(creds, store, environ), account)

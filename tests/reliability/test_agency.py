@@ -148,11 +148,12 @@ def _assert_exact(platform: ThreadedSandbox, expected: dict[tuple[str, str], str
 
 
 def _assert_refresh_tokens_stored(plat: object, state_dir: Path) -> None:
-    db = sqlite3.connect(state_dir / "platforms.sqlite3")
+    db = sqlite3.connect(state_dir / "registry.sqlite")
     try:
-        stored = dict(db.execute("SELECT authorizer_appid, value FROM refresh_tokens"))
+        stored = {kind.removeprefix("refresh:"): value for kind, value in db.execute(
+            "SELECT kind, value FROM tokens WHERE kind LIKE 'refresh:%'")}
     finally:
         db.close()
     assert stored == {appid: plat.refresh_token_of(appid)  # type: ignore[attr-defined]
                       for appid in plat.accounts}  # type: ignore[attr-defined]
-    assert (state_dir / "platforms.sqlite3").stat().st_mode & 0o777 == 0o600
+    assert (state_dir / "registry.sqlite").stat().st_mode & 0o777 == 0o600

@@ -9,9 +9,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from batchmove.registry import Registry
+from batchmove.registry.platform import RegistryPlatformStore
 from batchmove.sandbox import PlatformConfig, PlatformState
 from batchmove.wechat.msgcrypt import MsgCrypt
-from batchmove.wechat.platformstore import PlatformStore
 from batchmove.wechat.receiver import Receiver, receiver_app
 
 CONFIG = PlatformConfig(authorizers=1)
@@ -22,7 +23,8 @@ async def receive(tmp_path: Path, push: Callable[[PlatformState], tuple[str, dic
     platform = PlatformState(CONFIG)
     said: list[str] = []
     crypt = MsgCrypt(CONFIG.msg_token, CONFIG.encoding_aes_key, appid)
-    receiver = Receiver(crypt, PlatformStore(tmp_path / "state"), tmp_path / "ticket",
+    receiver = Receiver(crypt, RegistryPlatformStore(Registry(tmp_path / "state")),
+                        tmp_path / "ticket",
                         say=said.append)
     async with TestClient(TestServer(receiver_app(receiver, "/wx"))) as client:
         body, query = push(platform)
@@ -55,7 +57,7 @@ async def test_a_forged_push_is_refused_and_nothing_stored(tmp_path: Path) -> No
 
 
 async def test_a_stale_ticket_is_reported(tmp_path: Path) -> None:
-    store = PlatformStore(tmp_path)
+    store = RegistryPlatformStore(Registry(tmp_path))
     store.put_ticket("wxc", "t", time.time() - 13 * 3600)
     receiver = Receiver(MsgCrypt("t", CONFIG.encoding_aes_key, "wxc"), store)
     assert "is stale (13.0 h old" in (receiver.staleness() or "")
