@@ -31,6 +31,9 @@ _EXPORTS = {
     "export_async": "batchmove.api",
     "view_run": "batchmove.api",
     "watch_run": "batchmove.api",
+    "list_accounts": "batchmove.api",
+    "sync_accounts": "batchmove.api",
+    "AccountInfo": "batchmove.flows.agency",
     "account_status": "batchmove.api",
     "claim_run": "batchmove.api",
     "release_run": "batchmove.api",
@@ -75,6 +78,7 @@ __all__ = [
     "EXIT_SIGTERM",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "AccountInfo",
     "AccountRun",
     "AccountStatus",
     "ApiError",
@@ -107,6 +111,7 @@ __all__ = [
     "export",
     "export_async",
     "job_spec",
+    "list_accounts",
     "notify",
     "plan",
     "plan_async",
@@ -114,6 +119,7 @@ __all__ = [
     "rollback",
     "run",
     "run_async",
+    "sync_accounts",
     "verify",
     "verify_async",
     "view_run",
@@ -142,6 +148,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         export,
         export_async,
         job_spec,
+        list_accounts,
         notify,
         plan,
         plan_async,
@@ -149,6 +156,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         rollback,
         run,
         run_async,
+        sync_accounts,
         verify,
         verify_async,
         view_run,
@@ -172,6 +180,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         RunStateError,
         UsageError,
     )
+    from batchmove.flows.agency import AccountInfo
     from batchmove.flows.export import ExportResult
     from batchmove.models import JobSpec
     from batchmove.results import (

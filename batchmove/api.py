@@ -22,6 +22,8 @@ from typing import Any, TypeVar, cast
 
 from batchmove.engine import sharing
 from batchmove.errors import RunStateError
+from batchmove.flows import agency
+from batchmove.flows.agency import AccountInfo
 
 # offered here too, for watchers such as the console: EXPORT_KEYS (the job keys an export
 # takes), `now` (the timestamp every batchmove file carries), `run_locked(run_dir)` (is a
@@ -88,7 +90,7 @@ async def run_async(job: Job, *, events: Events | None = None,
                     confirm: Callable[[Plan], bool] | None = None,
                     **overrides: Any) -> RunResult:
     """`run` for callers that have an event loop."""
-    spec = job_spec(job, **overrides)
+    spec = agency.account_input(job_spec(job, **overrides))
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
     return await run_job(spec, options, _watcher(events, on_progress))
 
@@ -113,7 +115,8 @@ def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback
 async def plan_async(job: Job, *, events: Events | None = None,
                      rows_dir: PathLike | None = None, **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
-    return await plan_job(job_spec(job, **overrides), _watcher(events, None),
+    return await plan_job(agency.account_input(job_spec(job, **overrides)),
+                          _watcher(events, None),
                           Path(rows_dir) if rows_dir is not None else None)
 
 
@@ -257,6 +260,18 @@ def _summary_is_fresh(run_dir: Path, ledger_changed: float) -> bool:
         return (run_dir / report.SUMMARY_JSON).stat().st_mtime >= ledger_changed
     except OSError:
         return False
+
+
+def list_accounts(job: Job, **overrides: Any) -> list[AccountInfo]:
+    """The accounts that authorised the job's third-party platform (`[credentials] component
+    = true`), each with its name and today's quota of the move endpoint."""
+    return _blocking(lambda: agency.list_accounts(job_spec(job, **overrides)))
+
+
+def sync_accounts(job: Job, **overrides: Any) -> list[str]:
+    """Store every authorizer's refresh token from WeChat's list (the machine's platform
+    store, shared by every process); the appids."""
+    return _blocking(lambda: agency.sync_accounts(job_spec(job, **overrides)))
 
 
 class _Watcher(Events):
