@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
@@ -35,7 +36,7 @@ from batchmove.intake import loader
 from batchmove.ledger.rundir import load
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import MAX_USER_INFO_BATCH, SANDBOX, JobSpec
-from batchmove.registry import Claims, Registry, account_of
+from batchmove.registry import Claims, InLedger, Registry, account_of
 from batchmove.registry.aimd import start_rate
 from batchmove.registry.budget import history, sharing, spent_today
 from batchmove.results import AccountStatus, Overlap
@@ -55,8 +56,9 @@ def claimed(spec: JobSpec, ledger: Ledger) -> Iterator[list[Overlap]]:
     claims = Claims(registry, account_of(spec))
     run_dir = spec.out_dir
     try:
-        overlaps = claims.register(run_dir, spec.name, ledger.path.parent,
-                                   planned=_planned(spec, ledger))
+        targets = ledger.pending_targets()
+        overlaps = claims.register(run_dir, spec.name, _in_ledger(ledger, targets),
+                                   planned=_planned(spec, targets))
         if overlaps and not spec.allow_overlap:
             raise UsageError(describe_overlap(overlaps) + "; nothing was sent. Wait for it to "
                              "end, or pass --allow-overlap (allow_overlap = true) if both "
@@ -75,7 +77,8 @@ def overlaps_of(spec: JobSpec, ledger: Ledger, scratch: Path) -> list[Overlap]:
     registry = Registry()
     claims = Claims(registry, account_of(spec))
     try:
-        return [o for o in claims.register(scratch, spec.name, ledger.path.parent)
+        users = _in_ledger(ledger, ledger.pending_targets())
+        return [o for o in claims.register(scratch, spec.name, users)
                 if o.run_dir != str(Path(spec.out_dir).absolute())]
     finally:
         claims.release(scratch)
@@ -99,7 +102,7 @@ def claim_job(spec: JobSpec, state: str, rows_dir: Path | None = None) -> list[O
         try:
             return Claims(registry, account_of(spec)).register(
                 spec.out_dir, spec.name, ledger.pending_openids(), state=state,
-                planned=_planned(spec, ledger))
+                planned=_planned(spec, ledger.pending_targets()))
         finally:
             registry.close()
 
@@ -132,11 +135,14 @@ def describe_overlap(overlaps: list[Overlap]) -> str:
             f"{first.job!r} in {first.run_dir}{more}")
 
 
-def _planned(spec: JobSpec, ledger: Ledger) -> dict[str, int]:
+def _in_ledger(ledger: Ledger, targets: Counter[str]) -> InLedger:
+    return InLedger(ledger.path.parent, sum(targets.values()))
+
+
+def _planned(spec: JobSpec, targets: Counter[str]) -> dict[str, int]:
     """The calls a run will make, as its registration tells the other runs: its moves, and
     the groups backend's snapshot reads (the tags backend's untagging is known only once its
     snapshot is read)."""
-    targets = ledger.pending_targets()
     planned = {backend_endpoints(spec)["move"]: move_calls(targets, spec.batch_size)}
     if spec.snapshot and spec.backend == "groups":
         planned[SNAPSHOT_ENDPOINT] = snapshot_calls(sum(targets.values()))

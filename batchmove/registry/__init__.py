@@ -24,7 +24,7 @@ import os
 from batchmove.models import JobSpec
 from batchmove.registry.aimd import SAFE_START
 from batchmove.registry.budget import Budget
-from batchmove.registry.claims import Claims
+from batchmove.registry.claims import Claims, InLedger
 from batchmove.registry.gate import SharedGate
 from batchmove.registry.store import Registry, account_key, state_dir
 from batchmove.registry.tokens import SharedTokens
@@ -34,6 +34,7 @@ __all__ = [
     "AccountRun",
     "Budget",
     "Claims",
+    "InLedger",
     "Overlap",
     "Registry",
     "SharedGate",

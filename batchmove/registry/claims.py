@@ -58,6 +58,13 @@ def openid_hash(openid: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+class InLedger(NamedTuple):
+    """A running run's users, left in its ledger: the ledger's directory, and how many."""
+
+    directory: Path
+    users: int
+
+
 class _Registration(NamedTuple):
     id: int
     run: AccountRun
@@ -71,19 +78,19 @@ class Claims:
                  wall: Callable[[], float] = time.time) -> None:
         self.registry, self.account, self._wall = registry, account, wall
 
-    def register(self, run_dir: Path, job: str, users: Iterable[list[str]] | Path, *,
+    def register(self, run_dir: Path, job: str, users: Iterable[list[str]] | InLedger, *,
                  state: str = RUNNING, planned: Mapping[str, int] | None = None) -> list[Overlap]:
         """Register (or register again) the run of `run_dir`; the other runs it overlaps.
-        `users`: the directory of the run's ledger (its pending rows are its users), or its
-        openids a page at a time (copied)."""
+        `users`: where the run's ledger is (its pending rows are its users), or its openids
+        a page at a time (copied)."""
         if state not in STATES:
             raise ValueError(f"state must be one of {STATES}, got {state!r}")
         self.release(run_dir)
         now = self._wall()
         pid = os.getpid() if state == RUNNING else None
         expires = None if state == RUNNING else now + PENDING_S
-        ledger = str(users) if isinstance(users, Path) else None
-        count = _pending(users) if isinstance(users, Path) else 0
+        ledger = str(users.directory) if isinstance(users, InLedger) else None
+        count = users.users if isinstance(users, InLedger) else 0
         with self.registry.transaction() as conn:
             run_id = conn.execute(
                 "INSERT INTO runs (account, run_dir, job, state, pid, users, planned, "
@@ -93,7 +100,7 @@ class Claims:
             assert run_id is not None
             if ledger is None:
                 conn.execute(f"CREATE TABLE claims_{run_id} (h INTEGER PRIMARY KEY)")
-        if not isinstance(users, Path):
+        if not isinstance(users, InLedger):
             count = self._copy(run_id, users)
             with self.registry.transaction() as conn:
                 conn.execute("UPDATE runs SET users = ? WHERE id = ?", (count, run_id))
@@ -217,11 +224,6 @@ class Claims:
             conn.execute("DELETE FROM run_spent WHERE account = ? AND pid = "
                          "(SELECT pid FROM runs WHERE id = ?)", (self.account, run_id))
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-
-
-def _pending(ledger_dir: Path) -> int:
-    with LedgerReader(ledger_dir) as reader:
-        return reader.answered()[0]
 
 
 def _key(run_dir: Path) -> str:

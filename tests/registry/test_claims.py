@@ -10,7 +10,7 @@ import batchmove
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load
 from batchmove.ledger.store import Ledger
-from batchmove.registry import Budget, Claims, Registry
+from batchmove.registry import Budget, Claims, InLedger, Registry
 from batchmove.registry.aimd import Report
 from batchmove.sandbox import SandboxConfig
 from tests.support.engine import write_moves
@@ -40,7 +40,7 @@ def test_a_run_left_in_its_ledger_is_read_from_there_when_another_compares(
     time.sleep(0.01)
     registry = Registry()
     claims = Claims(registry, "acct")
-    assert claims.register(other, "other", other) == []  # alone: nothing to compare
+    assert claims.register(other, "other", InLedger(other, 15)) == []  # alone: no compare
     assert claims_tables(registry) == []  # nothing copied into the registry
     assert [(r.job, r.users) for r in claims.runs()] == [("other", 15)]
     with Ledger(other).open() as ledger:  # 2 moved since: still this run's users
@@ -49,14 +49,14 @@ def test_a_run_left_in_its_ledger_is_read_from_there_when_another_compares(
     assert [(o.job, o.users, o.state) for o in overlaps] == [("other", 5, "running")]
     assert claims.overlaps(other)[0].users == 5  # and the other way round
     mine = loaded(tmp_path, "mine2", OPENIDS[15:30])  # two runs left in their ledgers
-    assert [o.users for o in claims.register(mine, "mine2", mine)
+    assert [o.users for o in claims.register(mine, "mine2", InLedger(mine, 15))
             if o.job == "other"] == [5]
 
 
 def test_a_run_whose_directory_is_gone_overlaps_nobody(tmp_path: Path) -> None:
     other = loaded(tmp_path, "other", OPENIDS[:10])
     claims = Claims(Registry(), "acct")
-    claims.register(other, "other", other)
+    claims.register(other, "other", InLedger(other, 10))
     (other / "ledger.sqlite").unlink()
     assert claims.register(tmp_path / "mine", "mine", [OPENIDS[:10]]) == []
 
