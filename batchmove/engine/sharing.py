@@ -163,7 +163,7 @@ async def seed_rates(client: WeChatClient, spec: JobSpec, endpoints: list[str]) 
                       .to_spend(spec.out_dir).get(move, 0))
     starts = {e: start_rate(q.call_count if q else None, q.refresh_second if q else None)
               for e, q in found.items()}
-    feed = starts[move][0] * spec.batch_size / MAX_USER_INFO_BATCH if move in starts else 0.0
+    feed = 2 * starts[move][0] * spec.batch_size / MAX_USER_INFO_BATCH if move in starts else 0.0
     for endpoint, (rate, ceiling) in starts.items():
         if endpoint == SNAPSHOT_ENDPOINT and ceiling is None:  # reads feed the moves:
             rate = max(rate, feed)  # no slower than the moves' start takes their users
