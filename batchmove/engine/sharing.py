@@ -1,13 +1,13 @@
 """What a run shares with the other runs of its account: who it moves, and its rate's start.
 
-- `claimed`: a run registers its pending users in the registry before it sends anything and
-  removes the registration when it ends, however it ends (a SIGKILLed run's registration lapses
-  with its pid). Another live run on the account moving any of the same users refuses the run
-  (UsageError, exit 2, nothing sent) unless `allow_overlap`.
+- `claimed`: a run registers (where its ledger is, and how many users) in the registry before
+  it moves anyone and removes the registration when it ends, however it ends (a SIGKILLed
+  run's registration lapses with its pid). Another live run on the account moving any of the
+  same users refuses the run (UsageError, exit 2, nothing sent) unless `allow_overlap`.
 - `seed_rates`: under `rate = "auto"`, one `openapi/quota/get` per endpoint about to be used
   (at once): its `rate_limit` (when WeChat reports one) is where the endpoint's rate starts
-  (the groups backend's snapshot reads, which feed the moves, start no slower than the moves
-  take their users), and its `remain`, less what the other runs registered on the account
+  (the groups backend's snapshot reads, which feed the moves, start at twice the pace the
+  moves take their users), and its `remain`, less what the other runs registered on the account
   still plan to send, is today's quota view: nothing left for the move endpoint stops the run
   before it starts (exit 3, resumable).
 - `account_status`: what the registry knows of the account (runs, sharers, rates, spent).
@@ -166,7 +166,7 @@ async def seed_rates(client: WeChatClient, spec: JobSpec, endpoints: list[str]) 
     feed = 2 * starts[move][0] * spec.batch_size / MAX_USER_INFO_BATCH if move in starts else 0.0
     for endpoint, (rate, ceiling) in starts.items():
         if endpoint == SNAPSHOT_ENDPOINT and ceiling is None:  # reads feed the moves:
-            rate = max(rate, feed)  # no slower than the moves' start takes their users
+            rate = max(rate, feed)  # twice what the moves' start takes: a backlog builds
         quota = found[endpoint]
         gate.seed(endpoint, min(rate, spec.max_rate), ceiling,
                   quota.refresh_second if quota else None, alone=alone)
