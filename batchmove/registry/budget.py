@@ -89,6 +89,11 @@ class Budget:
                     (self.account,)).fetchall():
                 if expires < now - LEASE_S or not pid_alive(pid):
                     conn.execute("DELETE FROM leases WHERE id = ?", (lease,))
+            for (pid,) in conn.execute("SELECT DISTINCT pid FROM run_spent WHERE account = ?",
+                                       (self.account,)).fetchall():
+                if not pid_alive(pid):  # a process gone: its calls count for no run now
+                    conn.execute("DELETE FROM run_spent WHERE account = ? AND pid = ?",
+                                 (self.account, pid))
             self.lease = conn.execute(
                 "INSERT INTO leases (account, pid, fixed_rate, expires_at) VALUES (?, ?, ?, ?)",
                 (self.account, self.pid, self.fixed_rate, now + LEASE_S)).lastrowid

@@ -98,6 +98,9 @@ class Claims:
                 (self.account, _key(run_dir), job, state, pid, count,
                  json.dumps(dict(planned or {})), now, expires, ledger)).lastrowid
             assert run_id is not None
+            if pid is not None:  # what this process sent before (another run) is not this run's
+                conn.execute("DELETE FROM run_spent WHERE account = ? AND pid = ?",
+                             (self.account, pid))
             if ledger is None:
                 conn.execute(f"CREATE TABLE claims_{run_id} (h INTEGER PRIMARY KEY)")
         if not isinstance(users, InLedger):
