@@ -7,11 +7,13 @@ import datetime
 import http.client
 import ipaddress
 import os
+import re
 import ssl
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -58,23 +60,24 @@ def test_tls_serves_the_page_with_a_secure_cookie(tmp_path: Path) -> None:
                              "--key-env", "BATCHMOVE_TEST_KEY", "--certfile", str(certfile),
                              "--keyfile", str(keyfile)], "console on ", tmp_path / "err.log")
     try:
-        assert console.url.startswith("https://127.0.0.1:")
-        port = int(console.url.split(":")[2].split("/")[0])
+        url = urlsplit(console.url)
+        assert (url.scheme, url.hostname, url.query) == ("https", "127.0.0.1", f"key={KEY}")
+        assert re.fullmatch(r"/c/[0-9a-f]{16}/", url.path)
         context = ssl.create_default_context(cafile=str(certfile))
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-        conn.request("GET", f"/?key={KEY}")
+        conn = http.client.HTTPSConnection("127.0.0.1", url.port, context=context, timeout=10)
+        conn.request("GET", f"{url.path}?key={KEY}")
         moved = conn.getresponse()
         moved.read()
         assert moved.status == 303
         cookie = moved.getheader("Set-Cookie") or ""
         assert "Secure" in cookie
         assert KEY not in cookie
-        conn.request("GET", "/", headers={"Cookie": cookie.split(";")[0]})
+        conn.request("GET", url.path, headers={"Cookie": cookie.split(";")[0]})
         page = conn.getresponse()
         assert page.status == 200
         assert b'id="upload-form"' in page.read()
         conn.close()
-        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        plain = http.client.HTTPConnection("127.0.0.1", url.port, timeout=10)
         plain.request("GET", "/")
         with pytest.raises((http.client.HTTPException, ConnectionError)):
             plain.getresponse()
@@ -136,7 +139,8 @@ def test_plain_http_beyond_loopback_warns_and_prints_the_public_url(tmp_path: Pa
                              "--public-url", "http://moves.lan:8700/", "--key-env",
                              "BATCHMOVE_TEST_KEY"], "console on ", tmp_path / "err.log")
     try:
-        assert console.url == f"http://moves.lan:8700/?key={KEY}"
+        prefix = (tmp_path / "runs" / "console-id").read_text().strip()
+        assert console.url == f"http://moves.lan:8700/c/{prefix}/?key={KEY}"
     finally:
         console.stop()
     warning = (tmp_path / "err.log").read_text()

@@ -44,9 +44,32 @@ def sheet(openids: list[str], targets: list[str], extra: str = "") -> bytes:
     return ("\n".join(lines) + "\n" + extra).encode()
 
 
+class Prefixed:
+    """An aiohttp TestClient whose paths are the console's own: `get("/api/runs")` asks for
+    `/c/<id>/api/runs`. `raw` is the client itself (paths as given: the host's other paths)."""
+
+    def __init__(self, raw: Any, prefix: str) -> None:
+        self.raw = raw
+        self.prefix = prefix
+        self.server = raw.server
+        self.session = raw.session
+
+    def path(self, path: str) -> str:
+        return self.prefix + path.lstrip("/")
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.raw.get(self.path(path), **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.raw.post(self.path(path), **kwargs)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.raw.request(method, self.path(path), **kwargs)
+
+
 @dataclass
 class ConsoleUnderTest:
-    client: Any  # aiohttp TestClient
+    client: Prefixed
     workspace: Path
     base_url: str
     sandbox_url: str
