@@ -93,7 +93,7 @@ def instance_id(workspace: Path) -> str:
     """The console's id in this workspace (its pages live under `/c/<id>/`): made once at
     random and kept, so a console started again keeps its address and bookmarks keep working.
     Published with a hard link, so two consoles starting at once agree on one id."""
-    path = workspace / INSTANCE_FILE
+    path = private_dir(workspace) / INSTANCE_FILE
     if not path.exists():
         fd, tmp = tempfile.mkstemp(dir=workspace, prefix=".tmp-")
         try:

@@ -10,7 +10,11 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +183,48 @@ class Stage:
         for p in (self.console, self.sandbox):
             if p is not None:
                 p.stop()
+
+
+@contextmanager
+def console_in_thread(workspace: Path, defaults: Path, cookies: list[str]) -> Iterator[str]:
+    """A console (key mode) served by a thread of this process, every request's Cookie
+    header kept in `cookies` (what its server received); yields its printed address."""
+    from aiohttp import web
+
+    from batchmove.console import ConsoleConfig, make_app
+    from batchmove.console.login import GATE
+    from batchmove.console.security import allowed_hosts
+
+    port: list[int] = []
+    app = make_app(ConsoleConfig(workspace=workspace, defaults_path=defaults), KEY,
+                   lambda: allowed_hosts("127.0.0.1", port[0]), ThreadPoolExecutor(1))
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        cookies.append(request.headers.get("Cookie", ""))
+        return await handler(request)  # type: ignore[no-any-return]
+
+    app.middlewares.insert(0, record)
+    ready, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:  # in the thread's own loop (the browser's holds this thread)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port.append(runner.addresses[0][1])
+        app[GATE].port = port[0]
+        ready.set()
+        await asyncio.to_thread(stop.wait)
+        await runner.cleanup()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(timeout=30), "the console in a thread did not start"
+        yield f"http://127.0.0.1:{port[0]}{app[GATE].prefix}?key={KEY}"
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def expect(locator: Any) -> Any:
