@@ -31,6 +31,7 @@ _EXPORTS = {
     "export_async": "batchmove.api",
     "view_run": "batchmove.api",
     "watch_run": "batchmove.api",
+    "errcode_meaning": "batchmove.api",
     "list_accounts": "batchmove.api",
     "sync_accounts": "batchmove.api",
     "AccountInfo": "batchmove.flows.agency",
@@ -108,6 +109,7 @@ __all__ = [
     "__version__",
     "account_status",
     "claim_run",
+    "errcode_meaning",
     "export",
     "export_async",
     "job_spec",
@@ -145,6 +147,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from batchmove.api import (
         account_status,
         claim_run,
+        errcode_meaning,
         export,
         export_async,
         job_spec,

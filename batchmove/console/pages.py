@@ -28,7 +28,8 @@ def context(request: web.Request, **values: Any) -> dict[str, Any]:
             "base": request.config_dict[GATE].prefix,
             "duration": planview.duration, "when": planview.when, "me": request.get(PERSON),
             "say": lambda text, **more: messages.say(text, lang, **more),
-            "result": lambda run: messages.result(run, lang), **values}
+            "result": lambda run: messages.result(run, lang), "detail": messages.detail,
+            "original": messages.original, **values}
 
 
 async def home(request: web.Request) -> web.Response:

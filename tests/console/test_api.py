@@ -21,6 +21,7 @@ from tests.support.console import KEY, XSS, ConsoleUnderTest, sheet, wait_state
 from tests.support.sandboxes import REPO_ROOT
 
 OPENIDS = sandbox_openids(300, 0)
+STRANGER = "oNotAFollowerOfThisAccount00"  # a well-formed openid the account does not have
 
 
 def form(data: bytes, filename: str = "users.csv", **settings: str) -> aiohttp.FormData:
@@ -38,11 +39,13 @@ async def upload(c: ConsoleUnderTest, data: bytes, filename: str = "users.csv",
     return r.status, await r.json()
 
 
-async def listed(c: ConsoleUnderTest, run_id: str, query: str) -> dict[str, Any]:
+async def listed(c: ConsoleUnderTest, run_id: str, query: str,
+                 lang: str = "en") -> dict[str, Any]:
     """A page of listed rows, once the plan's scratch ledger is loaded."""
     for _ in range(300):
         page: dict[str, Any] = await (await c.client.get(
-            f"/api/runs/{run_id}/rows?{query}", headers=c.auth())).json()
+            f"/api/runs/{run_id}/rows?{query}",
+            headers=c.auth(**{"Accept-Language": lang}))).json()
         if not page.get("loading"):
             return page
         await asyncio.sleep(0.1)
@@ -194,11 +197,12 @@ async def test_no_secret_reaches_the_api(console_app: ConsoleUnderTest) -> None:
 # --- the story over the API ------------------------------------------------------------------
 async def test_plan_invalid_rows_approve_run_and_download(console_app: ConsoleUnderTest) -> None:
     c = console_app
-    data = sheet(OPENIDS[:40], ["销售", "新组"], extra="not-an-openid!,销售\n,销售\n")
+    data = sheet(OPENIDS[:40], ["销售", "新组"],
+                 extra=f"not-an-openid!,销售\n,销售\n{STRANGER},销售\n")
     status, body = await upload(c, data, create_groups="1")
     assert status == 200, body
     run_id, plan = body["id"], body["plan"]
-    assert plan["rows"] == {"pending": 40, "invalid": 2}
+    assert plan["rows"] == {"pending": 41, "invalid": 2}
     assert [g["name"] for g in plan["groups"]["create"]] == ["新组"]
     rows = await listed(c, run_id, "limit=1&offset=1")
     assert rows["total"] == 2
@@ -212,8 +216,11 @@ async def test_plan_invalid_rows_approve_run_and_download(console_app: ConsoleUn
     assert r.status == 200
     info = await wait_state(c, run_id, "finished", "failed", "stopped")
     assert info["state"] == "finished"
-    assert info["counts"]["moved"] == 40
+    assert (info["counts"]["moved"], info["counts"]["failed"]) == (40, 1)
     assert info["exit_code"] == 1
+    [failed] = (await listed(c, run_id, "status=failed", lang="zh-CN"))["rows"]
+    assert failed["reason"] == "errcode 40003: invalid openid"  # as WeChat said it (tooltip)
+    assert failed["reason_text"] == "错误码 40003：该 openid 不是此公众号的关注者"
     r = await c.client.get(f"/api/runs/{run_id}/files/summary.json", headers=c.auth())
     assert r.status == 200
     assert "attachment" in r.headers["Content-Disposition"]

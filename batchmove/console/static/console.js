@@ -161,7 +161,8 @@
             var tr = document.createElement("tr");
             cell(tr, row.row, "num"); cell(tr, row.openid, "mono"); cell(tr, row.target);
             cell(tr, t("plan." + row.status) === "plan." + row.status ? row.status : t("plan." + row.status));
-            cell(tr, row.reason_text || row.reason);
+            var why = cell(tr, row.reason_text || row.reason);
+            if (row.reason && row.reason !== why.textContent) { why.title = row.reason; }  // as written
             body.appendChild(tr);
           });
           $("rows-range").textContent = total ? (offset + 1) + "–" + Math.min(offset + size, total) + " / " + total : "";
