@@ -193,17 +193,29 @@
     });
   }
 
+  function showFigures(d) {  // the headline and the table, from one event (one count)
+    var c = d.counts || {};
+    $("fig-moved").textContent = d.moved;
+    $("fig-already").textContent = c.already || 0;
+    $("fig-failed").textContent = d.failed;
+    $("fig-pending").textContent = d.pending;
+    var bar = $("progress-bar");
+    bar.max = d.total || 1; bar.value = d.total - d.pending;
+    showTargets(d.targets);
+  }
+
   function setupProgress(runId, state) {
     if (!$("progress")) { return; }
-    if (state !== "running") {
-      fetch(api("runs/" + encodeURIComponent(runId) + "/events"), { credentials: "same-origin" })
+    var events = api("runs/" + encodeURIComponent(runId) + "/events");
+    if (state !== "running") {  // the stream's one last event: the figures as they ended
+      fetch(events, { credentials: "same-origin" })
         .then(function (r) { return r.text(); }).then(function (text) {
           var line = text.split("\n").filter(function (l) { return l.indexOf("data: ") === 0; }).pop();
-          if (line) { var d = JSON.parse(line.slice(6)); showTargets(d.targets); }
+          if (line) { showFigures(JSON.parse(line.slice(6))); }
         });
       return;
     }
-    var source = new EventSource(api("runs/" + encodeURIComponent(runId) + "/events"));
+    var source = new EventSource(events);
     var banner = $("conn-banner"), lost = false;
     source.onerror = function () {  // the console went away: the browser retries by itself
       lost = true;
@@ -218,17 +230,11 @@
       setTimeout(function () { if (!lost) { banner.hidden = true; } }, 3000);
     };
     source.onmessage = function (ev) {
-      var d = JSON.parse(ev.data), c = d.counts || {};
+      var d = JSON.parse(ev.data);
       $("fig-phase").textContent = t("phase." + d.phase);
-      $("fig-moved").textContent = d.moved;
-      $("fig-already").textContent = c.already || 0;
-      $("fig-failed").textContent = d.failed;
-      $("fig-pending").textContent = d.pending;
       $("fig-speed").textContent = d.users_per_s;
       $("fig-eta").textContent = seconds(d.eta_s);
-      var bar = $("progress-bar");
-      bar.max = d.total || 1; bar.value = d.total - d.pending;
-      showTargets(d.targets);
+      showFigures(d);
       if (d.state !== "running") {
         source.close();
         setTimeout(function () { location.href = runUrl(runId); }, 300);
