@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.harness import (
     REPO_ROOT,
@@ -40,14 +41,16 @@ class Console:
 
     def __init__(self, proc: subprocess.Popen[str], url: str, key: str) -> None:
         self.proc = proc
-        self.port = int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+        address = urlsplit(url)
+        self.port = address.port
+        self.prefix = address.path.rstrip("/")  # the console's own address, /c/<id>
         self.key = key
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None, timeout: float = 600) -> Any:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request(method, path, body=body, headers={
+            conn.request(method, self.prefix + path, body=body, headers={
                 "Authorization": f"Bearer {self.key}", **(headers or {})})
             response = conn.getresponse()
             data = response.read()
@@ -69,7 +72,7 @@ class Console:
     def events(self, run_id: str) -> list[tuple[float, dict[str, Any]]]:
         """Every server-sent event of the run, with its arrival time, until the stream ends."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        conn.request("GET", f"/api/runs/{run_id}/events",
+        conn.request("GET", f"{self.prefix}/api/runs/{run_id}/events",
                      headers={"Authorization": f"Bearer {self.key}"})
         response = conn.getresponse()
         found = []

@@ -120,7 +120,7 @@ async def test_a_dear_count_waits_and_still_adds_up(tmp_path: Path,
         assert task is not None
         await task
         figures = await watcher.poll(tmp_path, live=True)
-        assert (figures["moved"], figures["age_s"]) == (0, 5.0)  # not due: 2 s / 8% = 25 s
+        assert (figures["moved"], figures["age_s"]) == (0, 5.0)  # not due: 2 s / 10% = 20 s
         assert _adds_up(figures)
         fake_clock.advance(2 / COUNT_SHARE - 5.0)
         await watcher.poll(tmp_path, live=True)
