@@ -121,7 +121,8 @@ def _probe(c: Console, stop: threading.Event, waits: list[float]) -> None:
 def plan_and_watch(box: Sandbox, data: Path, i: int) -> dict[str, float]:
     """One upload -> plan (timed, probed) -> approve -> events to the end."""
     with console(box, f"console-{i}") as c:
-        c.upload(moves_csv(100))  # a console is up long before its first big upload
+        warm = c.upload(moves_csv(100))  # a console is up long before its first big upload
+        c.request("POST", f"/api/runs/{warm['id']}/discard")  # (its users would overlap)
         stop, waits = threading.Event(), list[float]()
         prober = threading.Thread(target=_probe, args=(c, stop, waits), daemon=True)
         prober.start()
