@@ -29,6 +29,7 @@ from batchmove.engine.moves import (
 )
 from batchmove.engine.planner import Batcher
 from batchmove.engine.runner import Limits, RetryPolicy, Runner, RunOutcome, StopSignals
+from batchmove.engine.settle import settle_unknown
 from batchmove.engine.tagsnapshot import tag_snapshot
 from batchmove.engine.targets import TargetApi
 from batchmove.ledger.buffer import Checkpointer, ResultBuffer
@@ -46,10 +47,13 @@ SNAPSHOT_COMMIT_ROWS = 1_000
 
 def send_stages(spec: JobSpec) -> list[Stage]:
     """The stages that send, in order: the groups backend overlaps its snapshot and moves;
-    the tags backend reads every user's tags first (its moves are planned from them)."""
+    the tags backend reads every user's tags first (its moves are planned from them). Last,
+    moves never answered are read back (`settle`), this run's and a stopped run's."""
     if not spec.snapshot:
-        return [move]
-    return [snapshot_and_move] if spec.backend == "groups" else [tag_snapshot, move]
+        return [move, settle_unknown]
+    if spec.backend == "groups":
+        return [snapshot_and_move, settle_unknown]
+    return [tag_snapshot, move, settle_unknown]
 
 
 async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
@@ -66,7 +70,8 @@ async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
         return targets.send(batch, spec.batch_size)
 
     runner: Runner[Any] = Runner(
-        send=send, on_done=flow.done, on_failed=flow.failed, concurrency=spec.concurrency,
+        send=send, on_done=flow.done, on_failed=flow.failed, on_unknown=flow.unknown,
+        concurrency=spec.concurrency,
         policy=RetryPolicy(attempts=spec.retries),
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     flow.runner = runner
@@ -154,6 +159,11 @@ class _Flow:
         self.commit.buffer.failed(failures)
         self.commit()
         self._maybe_commit()
+
+    def unknown(self, rows: list[RowFailure]) -> None:
+        """A move's rows whose call was never answered: read back at the end of the run."""
+        self.commit.buffer.unknown(rows)
+        self.commit()
 
     def _maybe_commit(self) -> None:
         last = self.exhausted and not self.reading

@@ -111,16 +111,24 @@ async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSi
         commit.buffer.moved(rows if tracker is None else tracker.complete(rows), attempts)
         commit()
 
+    def first(failures: list[RowFailure]) -> list[RowFailure]:
+        """A tags row is settled (failed, or unknown) by the first of its calls to end so."""
+        if tracker is None:
+            return failures
+        once = set(tracker.fail(f.row for f in failures))
+        return [f for f in failures if f.row in once]
+
     def failed(failures: list[RowFailure]) -> None:
-        if tracker is not None:
-            first = set(tracker.fail(f.row for f in failures))
-            failures = [f for f in failures if f.row in first]
-        commit.buffer.failed(failures)
+        commit.buffer.failed(first(failures))
+        commit()
+
+    def unknown(failures: list[RowFailure]) -> None:
+        commit.buffer.unknown(first(failures))
         commit()
 
     runner: Runner[object] = Runner(
         send=lambda batch: targets.send(batch, spec.batch_size), on_done=done,
-        on_failed=failed, concurrency=spec.concurrency,
+        on_failed=failed, on_unknown=unknown, concurrency=spec.concurrency,
         policy=RetryPolicy(attempts=spec.retries),
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     events.progress(commit.clock.report(0, 0))

@@ -1,8 +1,14 @@
 """The worker pool: sends batches through the client, retries what is worth retrying, and
 reports every batch's fate through callbacks. It knows nothing of files or ledgers.
 
-What each failure does (the classes come from the errcode table):
+What each failure does (the classes come from the errcode table and the client's boundary):
 - TransientError: tenacity retries with exponential backoff and full jitter, capped attempts.
+- OutcomeUnknownError (sent, never answered): retried the same way; a move whose attempts all
+  end without an answer may have been applied, so its rows go to `on_unknown` (status
+  `unknown`, settled by reading back), never to `on_failed`.
+- ProtocolError (an answer without a field its endpoint must return): retried the same way,
+  then the run stops (FATAL, resumable): a server answering out of contract is not a row's
+  fault, and failing row after row on it would only burn the quota.
 - MinuteQuotaError (45011): wait for the next minute, then retry (a separate, larger cap).
 - RowError 40003/46004/43004 on a batch of several users: split it in halves (bisection) so the
   good openids still move and the bad ones are isolated; on a single user: that row fails.
@@ -32,6 +38,8 @@ from batchmove.errors import (
     DailyQuotaError,
     FatalApiError,
     MinuteQuotaError,
+    OutcomeUnknownError,
+    ProtocolError,
     RowError,
     TokenError,
     TransientError,
@@ -95,6 +103,9 @@ class Runner(Generic[T]):
     send: Callable[[Batch], Awaitable[T]]
     on_done: Callable[[Batch, T, int], None]
     on_failed: Callable[[list[RowFailure]], None]
+    #: rows of a batch (not a read) whose call may have been applied but was never answered;
+    #: None: they go to `on_failed`
+    on_unknown: Callable[[list[RowFailure]], None] | None = None
     concurrency: int = 8
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits | None = None
@@ -189,22 +200,31 @@ class Runner(Generic[T]):
 
     async def _process(self, batch: Batch) -> None:
         attempts = 0
+        unanswered = False  # an attempt was sent and never answered: it may have been applied
 
         async def attempt() -> T:
-            nonlocal attempts
+            nonlocal attempts, unanswered
             if self.stopping:
                 raise _Abandoned
             attempts += 1
             self.calls_made += 1
-            return await self.send(batch)
+            try:
+                return await self.send(batch)
+            except OutcomeUnknownError:
+                unanswered = True
+                raise
 
         try:
             result: T = await self._with_retries(attempt)
         except _Abandoned:
             return
         except (TransientError, MinuteQuotaError) as exc:
-            if not self.stopping:
+            if unanswered and self.on_unknown is not None and batch.op != "read":
+                self._unknown(batch, exc, attempts)
+            elif not self.stopping and not isinstance(exc, ProtocolError):
                 self._fail(batch, exc, attempts, f"gave up after {attempts} attempts: ")
+            if isinstance(exc, ProtocolError):
+                self.stop(StopReason.FATAL, exc, now=True)
             return
         except DailyQuotaError as exc:
             self.stop(StopReason.DAILY_QUOTA, exc)
@@ -229,6 +249,15 @@ class Runner(Generic[T]):
     def _fail(self, batch: Batch, exc: ApiError, attempts: int, prefix: str = "") -> None:
         self.on_failed([RowFailure(row, exc.errcode, prefix + exc.errmsg, attempts)
                         for row in batch.rows])
+        self._count(len(batch), len(batch))
+
+    def _unknown(self, batch: Batch, exc: ApiError, attempts: int) -> None:
+        """Rows whose move may have been applied: neither moved nor failed until read back
+        (counted as failed towards the failure threshold: they did not clearly succeed)."""
+        assert self.on_unknown is not None
+        self.on_unknown([RowFailure(row, exc.errcode, (
+            f"sent {attempts} times, never answered as WeChat documents ({exc.errmsg})"),
+            attempts) for row in batch.rows])
         self._count(len(batch), len(batch))
 
     def _count(self, settled: int, failed: int) -> None:
