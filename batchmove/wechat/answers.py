@@ -32,7 +32,7 @@ import msgspec
 import orjson
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from batchmove.errors import ApiError, ProtocolError
+from batchmove.errors import ProtocolError
 from batchmove.wechat.errcodes import error_for
 
 T = TypeVar("T", bound="Answer | Ack")
@@ -180,11 +180,12 @@ def decode(raw: bytes, answer: type[T], endpoint: str, content_type: str = "") -
 def _checked(data: dict[str, Any], answer: type[T], endpoint: str) -> T:
     """The slow path: an errcode answer, or the field that is wrong."""
     errcode = data.get("errcode", 0)
-    if errcode not in (0, None):
-        try:
-            code = int(errcode)
-        except (TypeError, ValueError):
-            raise ApiError(None, f"unreadable errcode {errcode!r}", endpoint) from None
+    try:
+        code = 0 if errcode is None else int(errcode)
+    except (TypeError, ValueError):
+        raise ProtocolError(None, f"`errcode` is not a number ({str(errcode)[:20]!r})",
+                            endpoint, "errcode") from None
+    if code != 0:
         raise error_for(code, str(data.get("errmsg", "")), endpoint)
     try:
         return msgspec.convert(data, answer)
