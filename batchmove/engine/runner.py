@@ -253,12 +253,12 @@ class Runner(Generic[T]):
 
     def _unknown(self, batch: Batch, exc: ApiError, attempts: int) -> None:
         """Rows whose move may have been applied: neither moved nor failed until read back
-        (counted as failed towards the failure threshold: they did not clearly succeed)."""
+        (not counted as failed towards the failure threshold: the read back decides)."""
         assert self.on_unknown is not None
         self.on_unknown([RowFailure(row, exc.errcode, (
             f"sent {attempts} times, never answered as WeChat documents ({exc.errmsg})"),
             attempts) for row in batch.rows])
-        self._count(len(batch), len(batch))
+        self._count(len(batch), 0)
 
     def _count(self, settled: int, failed: int) -> None:
         if self.limits is not None and self.limits.add(settled, failed):
