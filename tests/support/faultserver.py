@@ -143,14 +143,16 @@ async def _cgi(request: web.Request) -> web.StreamResponse:
     state.calls[endpoint] += 1
     body = await request.read()
     fault = state.match(endpoint)
-    if fault is None or fault.kind in ("errcode", "html") or not fault.forward:
-        if fault is None:
-            status, raw, ctype = await _forward(request, state, request.app[SESSION], body)
-            return web.Response(status=status, body=raw, headers={"Content-Type": ctype})
-        if fault.kind == "html":
-            return web.Response(body=HTML, content_type="text/html")
+    if fault is not None and fault.kind == "html":
+        return web.Response(body=HTML, content_type="text/html")
+    if fault is not None and fault.kind == "errcode":
         return _json({"errcode": fault.errcode, "errmsg": f"fault server: {fault.errcode}"})
-    status, raw, _ = await _forward(request, state, request.app[SESSION], body)
+    if fault is None or fault.forward:
+        status, raw, ctype = await _forward(request, state, request.app[SESSION], body)
+        if fault is None:
+            return web.Response(status=status, body=raw, headers={"Content-Type": ctype})
+    else:  # not applied: what the answer would have looked like
+        raw = b'{"errcode": 0, "errmsg": "ok"}'
     if fault.kind in ("drop", "retype"):
         answer = orjson.loads(raw)
         _edit(answer, _steps(fault.field), fault.kind)
