@@ -71,7 +71,7 @@ async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
 
     runner: Runner[Any] = Runner(
         send=send, on_done=flow.done, on_failed=flow.failed, on_unknown=flow.unknown,
-        concurrency=spec.concurrency,
+        concurrency=spec.workers,
         policy=RetryPolicy(attempts=spec.retries),
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     flow.runner = runner
@@ -79,7 +79,7 @@ async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
     try:
         with Checkpointer(ledger.path):
             return await stop.watch(runner, flow.batches(),
-                                    lookahead=2 * max(1, spec.concurrency))
+                                    lookahead=2 * max(1, spec.workers))
     finally:
         flow.commit_snapshot(release=False)
         commit(force=True)

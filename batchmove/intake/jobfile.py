@@ -21,6 +21,7 @@ from typing import Any
 
 from batchmove.errors import JobFileError, UsageError
 from batchmove.models import (
+    AUTO,
     NOTIFY_OUTCOMES,
     SNAPSHOT_SOURCES,
     ColumnMap,
@@ -34,11 +35,11 @@ from batchmove.models import (
 JOB_SUFFIX = ".toml"
 
 _INT = ("concurrency", "batch_size", "retries", "failure_sample", "xlsx_max_rows")
-_FLOAT = ("rate", "timeout", "max_failure_rate")
-_BOOL = ("create_groups", "allow_blacklist", "confirm", "snapshot", "verify")
+_FLOAT = ("max_rate", "timeout", "max_failure_rate")
+_BOOL = ("create_groups", "allow_blacklist", "allow_overlap", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
-_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag",
+_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "rate", "sheet", "target", "backend", "untag",
         "snapshot_source")
 _TABLES = ("columns", "credentials", "sandbox", "select", "notify")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
@@ -155,6 +156,9 @@ class _Reader:
         for key in _BOOL:
             if key in data:
                 values[key] = self._get(key, data[key], bool, "true or false")
+        if "rate" in data:
+            values["rate"] = _rate(self._get("rate", data["rate"], _is_rate,
+                                             'a number or "auto"'))
         values |= self._choices()
         if "out" in data:
             values["out"] = self._path("out", data["out"])
@@ -335,6 +339,27 @@ class _Reader:
             settings["users_file"] = str(self._path("sandbox.users_file",
                                                     settings["users_file"]))
         return settings
+
+
+def _is_rate(value: Any) -> bool:
+    return value == AUTO or _is_number(value) or (
+        isinstance(value, str) and _as_number(value) is not None)
+
+
+def _rate(value: Any) -> float | str:
+    """ "auto", or calls per second (`--rate 50` arrives as text from the command line)."""
+    if value == AUTO:
+        return AUTO
+    number = _as_number(value) if isinstance(value, str) else float(value)
+    assert number is not None
+    return number
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _is_untag(value: Any) -> bool:

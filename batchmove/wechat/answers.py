@@ -152,10 +152,18 @@ class QuotaFigures(Struct, frozen=True, gc=False):
     remain: int
 
 
+class RateLimit(Struct, frozen=True, gc=False):
+    """`call_count` calls per `refresh_second` seconds."""
+
+    call_count: Annotated[int, Meta(gt=0)]
+    refresh_second: Annotated[float, Meta(gt=0)]
+
+
 class QuotaAnswer(Answer, frozen=True, gc=False, kw_only=True):
-    """`openapi/quota/get`."""
+    """`openapi/quota/get`; `rate_limit` only where the platform sets a frequency limit."""
 
     quota: QuotaFigures
+    rate_limit: RateLimit | UnsetType = UNSET
 
 
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
