@@ -35,13 +35,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from batchmove.errors import (
-    FatalApiError,
-    OutcomeUnknownError,
-    TokenError,
-    TransientError,
-    redact,
-)
+from batchmove.errors import FatalApiError, OutcomeUnknownError, TokenError, TransientError, redact
 from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Target
 from batchmove.wechat import answers
 from batchmove.wechat.answers import Ack, UserInfo
