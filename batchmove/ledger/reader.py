@@ -30,7 +30,8 @@ _TOTALS = ("SELECT " + ", ".join(
     f"count(*) FILTER (WHERE status = '{s.value}')" for s in RowStatus) + " FROM rows")
 
 _ANSWERED = ("SELECT count(*) FILTER (WHERE status = 'pending'), "
-             "count(*) FILTER (WHERE status = 'failed'), count(*) FROM rows")
+             "count(*) FILTER (WHERE status = 'failed'), "
+             "count(*) FILTER (WHERE status = 'unknown'), count(*) FROM rows")
 
 
 class ListedRow(NamedTuple):
@@ -87,11 +88,11 @@ class LedgerReader:
         found = self.conn.execute(_TOTALS).fetchone()
         return {s.value: int(c) for s, c in zip(RowStatus, found, strict=True)}
 
-    def answered(self) -> tuple[int, int, int]:
-        """(pending, failed, all rows): while a run moves users only these change, and they
-        cost half a full count (`count(*)` alone reads no row)."""
+    def answered(self) -> tuple[int, int, int, int]:
+        """(pending, failed, unknown, all rows): while a run moves users only these change,
+        and they cost half a full count (`count(*)` alone reads no row)."""
         found = self.conn.execute(_ANSWERED).fetchone()
-        return int(found[0]), int(found[1]), int(found[2])
+        return int(found[0]), int(found[1]), int(found[2]), int(found[3])
 
     def by_target(self) -> dict[str, dict[str, int]]:
         """{target as typed: {status: rows}} for every target of the input."""
