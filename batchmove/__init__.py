@@ -29,6 +29,9 @@ _EXPORTS = {
     "job_spec": "batchmove.api",
     "export": "batchmove.api",
     "export_async": "batchmove.api",
+    "list_accounts": "batchmove.api",
+    "sync_accounts": "batchmove.api",
+    "AccountInfo": "batchmove.flows.agency",
     "account_status": "batchmove.api",
     "claim_run": "batchmove.api",
     "release_run": "batchmove.api",
@@ -70,6 +73,7 @@ __all__ = [
     "EXIT_SIGTERM",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "AccountInfo",
     "AccountRun",
     "AccountStatus",
     "ApiError",
@@ -99,6 +103,7 @@ __all__ = [
     "export",
     "export_async",
     "job_spec",
+    "list_accounts",
     "notify",
     "plan",
     "plan_async",
@@ -106,6 +111,7 @@ __all__ = [
     "rollback",
     "run",
     "run_async",
+    "sync_accounts",
     "verify",
     "verify_async",
     "write_reports",
@@ -132,6 +138,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         export,
         export_async,
         job_spec,
+        list_accounts,
         notify,
         plan,
         plan_async,
@@ -139,6 +146,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         rollback,
         run,
         run_async,
+        sync_accounts,
         verify,
         verify_async,
         write_reports,
@@ -160,6 +168,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         RunStateError,
         UsageError,
     )
+    from batchmove.flows.agency import AccountInfo
     from batchmove.flows.export import ExportResult
     from batchmove.models import JobSpec
     from batchmove.results import (

@@ -41,7 +41,7 @@ from batchmove.wechat import answers
 from batchmove.wechat.answers import Ack, UserInfo
 from batchmove.wechat.gate import RateGate, TokenStore, gated
 from batchmove.wechat.quota import Quota, quota_of
-from batchmove.wechat.token import TokenManager, TokenSource
+from batchmove.wechat.token import HttpFetch, TokenManager, TokenSource
 
 if TYPE_CHECKING:
     from aiolimiter import AsyncLimiter
@@ -87,6 +87,7 @@ class WeChatClient:
         self.gate = gate
         self.connector_limit = connector_limit
         self.calls: Counter[str] = Counter()
+        self.raw: HttpFetch = self._request  # no access token: component endpoints' own
         self.tokens = TokenManager(token_source, self._request, max_refreshes=max_refreshes,
                                    store=token_store)
         self._session: aiohttp.ClientSession | None = None

@@ -19,7 +19,7 @@ from batchmove.errors import (
     TransientError,
 )
 from batchmove.sandbox import SandboxConfig, sandbox_openids
-from batchmove.wechat import answers
+from batchmove.wechat import answers, component
 from batchmove.wechat.answers import Follower, NotFollower
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.token import SecretTokenSource
@@ -247,3 +247,22 @@ def test_every_answer_type_decodes_its_documented_example() -> None:
     for kind, raw in examples:
         assert isinstance(answers.decode(raw, kind, "x"), kind)
         assert msgspec.json.decode(raw, type=kind) == answers.decode(raw, kind, "x")
+
+
+@pytest.mark.parametrize(("kind", "raw", "field"), [
+    (component.ComponentToken, b'{"expires_in": 7200}', "component_access_token"),
+    (component.ComponentToken, b'{"component_access_token": "T", "expires_in": 0}',
+     "expires_in"),
+    (component.AuthorizerToken, b'{"authorizer_access_token": "A", "expires_in": 7200}',
+     "authorizer_refresh_token"),
+    (component.AuthorizerList, b'{"total_count": 1}', "list"),
+    (component.AuthorizerList, b'{"total_count": 1, "list": [{"authorizer_appid": "wx1"}]}',
+     "list[0].refresh_token"),
+    (component.AuthorizerInfo, b'{"authorizer_info": {"nick_name": ""}}',
+     "authorizer_info.nick_name"),
+], ids=["token", "lifetime", "refresh-token", "list", "list-entry", "nick-name"])
+def test_the_component_platforms_answers_are_declared_the_same_way(
+        kind: type[answers.Answer], raw: bytes, field: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        answers.decode(raw, kind, "component/x")
+    assert caught.value.field == field
