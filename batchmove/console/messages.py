@@ -116,7 +116,8 @@ CATALOGUE: list[tuple[str, str, str]] = [
      "{what}", "微信接口 {where} 的应答不符合约定"),
     (r"stopped: WeChat never answered the moves of (?P<n>\d+) rows and reading them back "
      r"failed.*", "WeChat never answered the moves of {n} rows and reading them back failed: "
-     "press Resume to read them back", "微信未应答 {n} 行的移动请求，回读也失败：请按“继续”回读确认"),
+     "press Resume to read them back",
+     "微信未应答 {n} 行的移动请求，回读也失败：请按“继续”回读确认"),
     # WeChat and the network (errors.ApiError)
     (r"(?:stopped: )?WeChat errcode (?P<code>-?\d+)(?: from (?P<where>\S+))?: (?P<msg>.*?)"
      r"(?: \((?P<tally>[^)]*)\))?",
