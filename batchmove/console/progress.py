@@ -149,15 +149,18 @@ def _headline(targets: dict[str, Counts], unsent: tuple[int, int]) -> Counts:
                   already=sum(c["already"] for c in targets.values()),
                   failed=sum(c["failed"] for c in targets.values()),
                   pending=sum(c["pending"] for c in targets.values()),
+                  unknown=sum(c["unknown"] for c in targets.values()),
                   invalid=unsent[0], duplicate=unsent[1])
 
 
 def _target(name: str, counts: Counts) -> dict[str, Any]:
-    """One target's columns: moved + already + failed + pending = its rows, and each column
-    summed over the targets is the run's own figure."""
+    """One target's columns: moved + already + failed + unknown (sent, not answered yet) +
+    pending = its rows, and each column summed over the targets is the run's own figure."""
     return {"target": name, "moved": counts["moved"], "already": counts["already"],
-            "failed": counts["failed"], "pending": counts["pending"],
-            "total": counts["moved"] + counts["already"] + counts["failed"] + counts["pending"]}
+            "failed": counts["failed"], "unknown": counts["unknown"],
+            "pending": counts["pending"],
+            "total": counts["moved"] + counts["already"] + counts["failed"] + counts["unknown"]
+            + counts["pending"]}
 
 
 def _rate(samples: deque[tuple[float, int]]) -> float:
@@ -176,7 +179,7 @@ def _phase(counts: dict[str, int], live: bool, hint: str) -> str:
     if not sum(counts.values()):
         return "loading" if live else "waiting"
     if not live:
-        return "done" if not counts["pending"] else "stopped"
+        return "stopped" if counts["pending"] or counts.get("unknown") else "done"
     if not counts["pending"]:
         return "reports"
     answered = counts["moved"] + counts["failed"] + counts["already"]

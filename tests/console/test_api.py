@@ -219,8 +219,8 @@ async def test_plan_invalid_rows_approve_run_and_download(console_app: ConsoleUn
     assert (info["counts"]["moved"], info["counts"]["failed"]) == (40, 1)
     assert info["exit_code"] == 1
     [failed] = (await listed(c, run_id, "status=failed", lang="zh-CN"))["rows"]
-    assert failed["reason"] == "errcode 40003: invalid openid"  # as WeChat said it (tooltip)
-    assert failed["reason_text"] == "错误码 40003：该 openid 不是此公众号的关注者"
+    assert failed["reason"].startswith("errcode 43004: not a follower")  # as written (tooltip)
+    assert failed["reason_text"] == "错误码 43004：该用户已取消关注公众号"
     r = await c.client.get(f"/api/runs/{run_id}/files/summary.json", headers=c.auth())
     assert r.status == 200
     assert "attachment" in r.headers["Content-Disposition"]
