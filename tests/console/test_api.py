@@ -220,7 +220,7 @@ async def test_plan_invalid_rows_approve_run_and_download(console_app: ConsoleUn
     assert info["exit_code"] == 1
     [failed] = (await listed(c, run_id, "status=failed", lang="zh-CN"))["rows"]
     assert failed["reason"].startswith("errcode 43004: not a follower")  # as written (tooltip)
-    assert failed["reason_text"] == "错误码 43004：该用户已取消关注公众号"
+    assert failed["reason_text"] == "不是此公众号的关注者：未移动"  # in the page's language
     r = await c.client.get(f"/api/runs/{run_id}/files/summary.json", headers=c.auth())
     assert r.status == 200
     assert "attachment" in r.headers["Content-Disposition"]
