@@ -52,7 +52,8 @@ def login_page(request: web.Request, *, status: int = 200, error: str = "",
 
 def _local(path: str, prefix: str) -> bool:
     """A page of this console (never another site, never another path of the host)."""
-    return path.startswith(prefix) and "\\" not in path and "/.." not in path
+    return (path.startswith(prefix) and "\\" not in path and "/.." not in path
+            and "%2e" not in path.lower())
 
 
 async def unauthorized(request: web.Request) -> web.StreamResponse:

@@ -110,7 +110,7 @@ class Gate:
 
     @property
     def cookie(self) -> str:
-        return cookie_name(self.port)
+        return cookie_name(self.port, self.prefix.strip("/").removeprefix("c/"))
 
     def with_key(self, given: str) -> Person | None:
         return Person(KEY_HOLDER, "admin") if self.key and _same(given, self.key) else None

@@ -60,7 +60,8 @@ async def test_the_apis_old_paths_say_where_it_is(console_app: ConsoleUnderTest)
 
 async def test_a_login_stays_inside_the_console(console_app: ConsoleUnderTest) -> None:
     c, prefix = console_app, console_app.client.prefix
-    for elsewhere in ("//evil.test/", "https://evil.test/", "/elsewhere", f"{prefix}../x"):
+    for elsewhere in ("//evil.test/", "https://evil.test/", "/elsewhere", f"{prefix}../x",
+                      f"{prefix}%2E%2E/x"):
         r = await c.client.post("/login", data={"key": KEY, "next": elsewhere},
                                 headers={"Origin": c.base_url}, allow_redirects=False)
         assert (r.status, r.headers["Location"]) == (303, prefix), elsewhere
@@ -76,6 +77,17 @@ async def test_a_signed_out_page_logs_in_back_to_itself(console_app: ConsoleUnde
     page = await (await c.client.get("/audit?who=x")).text()
     assert f'name="next" value="{prefix}audit"' in page
     assert f'action="{prefix}login"' in page
+
+
+async def test_an_older_consoles_cookie_is_not_this_ones(console_app: ConsoleUnderTest) -> None:
+    """Before the console had its own address its cookie was `batchmove_<port>`, Path=/: a
+    browser still holding one (12 h) sends it with this console's; it is not mistaken for it."""
+    c = console_app
+    c.client.session.cookie_jar.update_cookies({f"batchmove_{c.client.server.port}": "stale"})
+    r = await c.client.get(f"/?key={KEY}")
+    assert r.status == 200
+    assert 'id="upload-form"' in await r.text()
+    assert (await c.client.get("/api/me")).status == 200
 
 
 def test_the_id_is_the_workspaces_and_survives_a_restart(tmp_path: Path) -> None:

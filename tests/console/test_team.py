@@ -137,7 +137,7 @@ async def test_login_sets_a_port_named_session_cookie_that_holds_no_secret(
     assert r.headers["Location"] == f"{prefix}audit"
     cookie = r.headers["Set-Cookie"]
     name, value = cookie.split(";")[0].split("=", 1)
-    assert name == f"batchmove_{t.client.server.port}"
+    assert name == f"batchmove_{t.client.server.port}_{prefix.strip('/').removeprefix('c/')}"
     assert t.secrets["alice"] not in cookie
     assert value not in t.secrets.values()
     assert re.search(r"Path=([^;]+)", cookie)[1] == prefix  # type: ignore[index]
@@ -263,7 +263,7 @@ async def test_key_mode_is_one_admin_and_the_cookie_is_a_session(
     c = console_app
     r = await c.client.get(f"/?key={KEY}", allow_redirects=False)
     cookie = r.headers["Set-Cookie"]
-    assert cookie.startswith(f"batchmove_{c.client.server.port}=")
+    assert cookie.startswith(f"batchmove_{c.client.server.port}_")
     assert KEY not in cookie
     me = await (await c.client.get("/api/me")).json()
     assert me == {"name": "admin", "role": "admin"}
