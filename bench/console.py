@@ -92,10 +92,11 @@ def console(box: Sandbox, name: str) -> Iterator[Console]:
     defaults.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items()))
     key = secrets.token_urlsafe(24)
     env = {**batchmove_env(), "BENCH_CONSOLE_KEY": key}
-    proc = subprocess.Popen([sys.executable, "-m", "batchmove", "serve", "--port", "0",
-                             "--workspace", str(root / "runs"), "--defaults", str(defaults),
-                             "--key-env", "BENCH_CONSOLE_KEY"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with (root / "console.log").open("w") as log:  # the console's own stderr, if it fails
+        proc = subprocess.Popen([sys.executable, "-m", "batchmove", "serve", "--port", "0",
+                                 "--workspace", str(root / "runs"), "--defaults", str(defaults),
+                                 "--key-env", "BENCH_CONSOLE_KEY"], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -157,6 +158,21 @@ def _cpu_s(pid: int) -> float:
 
 def console_scenario(box: Sandbox, n: int, repeats: int,
                      log: Any) -> list[Row]:
+    """The console's runs and their CLI twins keep their account registry to themselves (the
+    machine's own, shared with every other batchmove on it, answered "database is locked" to
+    a 1,000,000-user claim while other sessions ran)."""
+    before = os.environ.get("BATCHMOVE_STATE_DIR")
+    os.environ["BATCHMOVE_STATE_DIR"] = str(fresh_dir("console-state"))
+    try:
+        return _console_scenario(box, n, repeats, log)
+    finally:
+        if before is None:
+            os.environ.pop("BATCHMOVE_STATE_DIR", None)
+        else:
+            os.environ["BATCHMOVE_STATE_DIR"] = before
+
+
+def _console_scenario(box: Sandbox, n: int, repeats: int, log: Any) -> list[Row]:
     data = moves_csv(n)
     watched, alone = [], []
     for i in range(repeats):
