@@ -26,8 +26,10 @@ from batchmove.engine.account import resolve_targets
 from batchmove.engine.backend import api_client, gate_of
 from batchmove.engine.flow import send_stages
 from batchmove.engine.resolver import create_missing
-from batchmove.engine.runner import RunOutcome, StopSignals, signal_stop
+from batchmove.engine.runner import RunOutcome
+from batchmove.engine.settle import settle_unknown
 from batchmove.engine.sharing import claimed, seed_rates, sending_endpoints
+from batchmove.engine.signals import StopSignals, signal_stop
 from batchmove.engine.targets import TargetApi
 from batchmove.errors import (
     EXIT_OK,
@@ -73,6 +75,9 @@ _STOP_MESSAGES = {
     StopReason.SIGINT: "interrupted; run the same command again to resume",
     StopReason.SIGTERM: "terminated; run the same command again to resume",
 }
+#: stops after which the moves never answered are still read back before the run ends: the
+#: account still answers (a daily quota is per endpoint; the read has its own)
+_SETTLE_AFTER = (StopReason.DONE, StopReason.DAILY_QUOTA, StopReason.THRESHOLD)
 #: what stops a run but leaves it resumable, rather than failing rows
 _STOPPING = (FatalApiError, TokenError, TransientError, MinuteQuotaError)
 
@@ -143,6 +148,9 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
             for stage in send_stages(spec):
                 if outcome.reason is StopReason.DONE and stop.reason is None:
                     outcome = await stage(client, ledger, spec, stop, events)
+            if outcome.reason in _SETTLE_AFTER and stop.reason is None:  # may have moved:
+                settled = await settle_unknown(client, ledger, spec, stop, events)  # read back
+                outcome = settled if outcome.reason is StopReason.DONE else outcome
             if spec.verify and outcome.reason is StopReason.DONE and stop.reason is None:
                 outcome = await read_back(client, ledger, spec, stop, events)
         except DailyQuotaError as exc:
