@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
+from batchmove.flows.rollback import apply_rollback
 from batchmove.flows.run import RunOptions, run_job
 from batchmove.flows.verify import verify_run
 from batchmove.intake import jobfile
@@ -104,11 +105,33 @@ def verify(run_dir: str | os.PathLike[str], api_base: str | None = None, *,
     return _blocking(lambda: verify_async(run_dir, api_base, events=events))
 
 
-def rollback(run_dir: str | os.PathLike[str],
-             out: str | os.PathLike[str] | None = None) -> RollbackFile:
+async def rollback_async(run_dir: str | os.PathLike[str],
+                         out: str | os.PathLike[str] | None = None, *, apply: bool = False,
+                         events: Events | None = None,
+                         on_progress: ProgressCallback | None = None, restart: bool = False,
+                         handle_signals: bool = False,
+                         confirm: Callable[[Plan], bool] | None = None) -> RollbackFile:
+    """`rollback` for callers that have an event loop."""
+    path = Path(out) if out is not None else None
+    if not apply:
+        return write_rollback(Path(run_dir), path)
+    options = RunOptions(restart, False, confirm, handle_signals)
+    return await apply_rollback(Path(run_dir), path, options, _watcher(events, on_progress))
+
+
+def rollback(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+             apply: bool = False, events: Events | None = None,
+             on_progress: ProgressCallback | None = None, restart: bool = False,
+             handle_signals: bool = False,
+             confirm: Callable[[Plan], bool] | None = None) -> RollbackFile:
     """Write `rollback.csv` (or `out`): every user the run moved, back where the snapshot saw
-    them. It is an ordinary input: `run(rollback.path, out=...)` undoes the run."""
-    return write_rollback(Path(run_dir), Path(out) if out is not None else None)
+    them. With `apply=True`, also run it: with the run's own settings (API address,
+    credentials source, backend, limits: what its ledger recorded, never this process's
+    defaults), in its own run directory `RUN_DIR/rollback/`; `applied` holds that run's
+    `RunResult`, and the same call resumes it. `confirm`, `restart`, `events`...: as `run`."""
+    return _blocking(lambda: rollback_async(
+        run_dir, out, apply=apply, events=events, on_progress=on_progress, restart=restart,
+        handle_signals=handle_signals, confirm=confirm))
 
 
 def write_reports(run_dir: str | os.PathLike[str]) -> ReportFiles:

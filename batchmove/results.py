@@ -7,6 +7,7 @@ caller reading the attribute see the same names. Nothing here does I/O.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -186,20 +187,25 @@ class VerifyResult:
 
 @dataclass(frozen=True, slots=True)
 class RollbackFile:
-    """The spreadsheet that undoes a run (an ordinary input for `run`)."""
+    """The spreadsheet that undoes a run (an ordinary input for `run`), and, once applied
+    (`rollback(..., apply=True)`), how the undo ran."""
 
     path: Path
     run_dir: Path  # the run it undoes
     users: int
     needs_blacklist: bool  # some users were in group 1 before: the undo run must allow it
     backend: str
+    #: applied: the undo's run directory (RUN_DIR/rollback) and its result
+    undo_dir: Path | None = None
+    applied: RunResult | None = None
+    #: applied: what the undo could not do (an embedded-sandbox run: nothing to restore)
+    caveat: str | None = None
 
     @property
     def command(self) -> str:
-        """The command that runs the undo."""
-        flags = (" --backend tags" if self.backend == "tags" else "") + (
-            " --allow-blacklist" if self.needs_blacklist else "")
-        return f"batchmove run {self.path} --out {self.run_dir}-rollback{flags}"
+        """The command that runs the undo with the run's own settings (API address,
+        credentials source, backend), in its own run directory."""
+        return f"batchmove rollback {shlex.quote(str(self.run_dir))} --apply"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from batchmove import api
-from batchmove.cli.app import F, clear_errors, cli
+from batchmove.cli.app import F, clear_errors, cli, verdict
 from batchmove.cli.display import Terminal, format_plan
 from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_option
 from batchmove.cli.parallel import run_many
@@ -92,8 +92,7 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
                      notifications=summary.get("notifications", []))
     else:
         _unsent(result.summary.get("notifications", []))
-        click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
-                   err=result.exit_code != 0)
+        verdict(result.message, result.exit_code, ("report", result.run_dir / "report.csv"))
     sys.exit(result.exit_code)
 
 
@@ -129,5 +128,5 @@ def plan_command(job: str, quiet: bool, log_format: str, **overrides: Any) -> No
         sys.exit(plan.exit_code)
     if not quiet:
         click.echo(format_plan(plan))
-    click.echo(f"{plan.message}\nplan: {plan.plan_json}", err=plan.exit_code != 0)
+    verdict(plan.message, plan.exit_code, *([("plan", plan.plan_json)] if plan.plan_json else []))
     sys.exit(plan.exit_code)

@@ -28,7 +28,10 @@ from batchmove.wechat.client import WeChatClient
 async def plan_job(spec: JobSpec, events: Events) -> Plan:
     """select -> load -> resolve -> count and price: the plan, also written as `plan.json`."""
     async with segments.planned(spec, events) as (spec, listed):
-        plan = await _plan_input(spec, events)
+        if listed is not None and not listed.followers:
+            plan = replace(segments.empty_plan(spec), plan_json=spec.out_dir / "plan.json")
+        else:
+            plan = await _plan_input(spec, events)
     if listed is not None and spec.select is not None:
         plan = segments.with_listing(plan, listed, spec.select)
     write_json(spec.out_dir / "plan.json", plan.as_dict())

@@ -330,10 +330,26 @@ class _Reader:
         return Notify(**options)
 
     def _sandbox(self, value: dict[str, Any]) -> dict[str, Any]:
-        settings = dict(value)
+        """Checked as the sandbox checks them, before a ledger exists (`[sandbox] user = 1`)."""
+        if not (settings := dict(value)):
+            return settings
+        from batchmove.sandbox.config import SandboxConfig  # imports aiohttp: only when used
+
+        defaults = {f.name: f.default for f in fields(SandboxConfig)}
+        for key, item in settings.items():  # appid and secret: the sandbox's own, not secrets
+            if key not in defaults:
+                raise self.fail(f"[sandbox] unknown key {key!r}{_suggest(key, tuple(defaults))}")
+            if key != "users_file":
+                self._get(f"sandbox.{key}", item, *_sandbox_type(key, defaults[key]))
         if "users_file" in settings:
-            settings["users_file"] = str(self._path("sandbox.users_file",
-                                                    settings["users_file"]))
+            path = self._path("sandbox.users_file", settings["users_file"])
+            if not path.is_file():
+                raise self.fail(f"sandbox.users_file: no such file: {path}")
+            settings["users_file"] = str(path)
+        try:
+            SandboxConfig(**settings)
+        except (TypeError, ValueError) as exc:  # SandboxConfigError is a ValueError
+            raise self.fail(f"[sandbox] {exc}") from None
         return settings
 
 
@@ -365,6 +381,19 @@ def _is_sheet(value: Any) -> bool:
 def _suggest(key: str, known: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _sandbox_type(key: str, default: Any) -> tuple[Callable[[Any], bool], str]:
+    """What a `[sandbox]` value must be (the types the sandbox's own checks assume)."""
+    if key in ("openids", "groups", "tags", "fault_endpoints"):
+        return (lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) for x in v),
+                "a list of strings")
+    if key == "daily_quota":
+        return (lambda v: isinstance(v, dict)), "a table of endpoint = calls"
+    if key == "minute_quota" or _is_int(default):
+        return _is_int, "an integer"
+    return (_is_number, "a number") if isinstance(default, float) else (
+        (lambda v: isinstance(v, str)), "a string")
 
 
 def _absolute(path: Path) -> Path:

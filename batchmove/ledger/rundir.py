@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from batchmove.models import JobSpec
 
 #: files of a run directory that move to history/ when a finished run makes way for a new one
 RUN_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", "report.csv",
-             "report.xlsx", "failed.csv", "summary.json", "plan.json")
+             "report.xlsx", "failed.csv", "summary.json", "plan.json", "rollback.csv",
+             "rollback")  # rollback/: the run's undo (`rollback --apply`) goes with it
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -61,6 +63,7 @@ def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restar
             if reset_failed is not None:
                 info(f"retrying {reset_failed(ledger)} failed rows")
             counts = ledger.counts()
+            ledger.set_meta(settings=run_settings(spec))  # as this run sends: its hints too
             if counts.get("pending"):
                 ledger.set_meta(finished_at=None)
             done = sum(n for status, n in counts.items() if status != "pending")
@@ -76,6 +79,21 @@ def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restar
     load(ledger, source, spec, digest, info)
 
 
+def run_settings(spec: JobSpec) -> dict[str, Any]:
+    """What a run records of its settings (ledger meta `settings`), so that a hint, and
+    `rollback --apply`, can act as the run did: where it sent its calls, as whom (the names of
+    the credential variables or the token command, never a secret), how fast. The embedded
+    sandbox's own secret and explicit follower list are left out."""
+    sandbox = {k: v for k, v in spec.sandbox.items() if k not in ("secret", "openids")}
+    return {"api_base": spec.api_base, "backend": spec.backend, "sheet": spec.sheet,
+            "encoding": spec.encoding, "target": spec.target,
+            "credentials": {k: v for k, v in asdict(spec.credentials).items()
+                            if v is not None},
+            "rate": spec.rate, "concurrency": spec.concurrency, "retries": spec.retries,
+            "timeout": spec.timeout, "max_failure_rate": spec.max_failure_rate,
+            "sandbox": sandbox}
+
+
 def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,
          info: Callable[[str], None]) -> None:
     """A new run: every input row into the ledger, in one transaction."""
@@ -86,7 +104,7 @@ def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,
     total = ledger.load_rows(source.rows(), source.settle)
     ledger.set_meta(invalid_by_reason=dict(source.stats.invalid_by_reason),
                     blank_rows=source.stats.blank, job_path=str(spec.job_path or ""),
-                    snapshot=spec.snapshot, backend=spec.backend)
+                    snapshot=spec.snapshot, backend=spec.backend, settings=run_settings(spec))
     info(f"loaded {total} rows from {source.path}")
 
 
