@@ -81,16 +81,23 @@ def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback
         **overrides))
 
 
-async def plan_async(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
+async def plan_async(job: Job, *, events: Events | None = None, count_moves: bool = False,
+                     **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
-    return await plan_job(job_spec(job, **overrides), _watcher(events, None))
+    return await plan_job(job_spec(job, **overrides), _watcher(events, None),
+                          count_moves=count_moves)
 
 
-def plan(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
+def plan(job: Job, *, events: Events | None = None, count_moves: bool = False,
+         **overrides: Any) -> Plan:
     """The dry run: validate, resolve targets, count calls and check today's quota, with
     read-only calls only; writes `plan.json` to the run directory. `Plan.can_run` says
-    whether `run` would start (`blocked` says why not)."""
-    return _blocking(lambda: plan_async(job, events=events, **overrides))
+    whether `run` would start (`blocked` says why not). Who will really move is known from
+    an exported input's current groups or tags, or with `count_moves=True` by reading every
+    user now (`user/info/batchget`, 100 a call: `Plan.count_calls`); otherwise
+    `Plan.moves_exact` is False and `users_to_move` is an upper bound."""
+    return _blocking(lambda: plan_async(job, events=events, count_moves=count_moves,
+                                        **overrides))
 
 
 async def verify_async(run_dir: str | os.PathLike[str], api_base: str | None = None, *,

@@ -157,6 +157,16 @@ class Plan:
     snapshot_source: str | None = None
     #: tags backend: what the source not chosen would have cost, {endpoint: calls}
     snapshot_alternative: dict[str, int] = field(default_factory=dict)
+    #: users already in their target, as far as the plan knows (not in `users_to_move`)
+    already: int = 0
+    #: how `already` is known: "input" (an exported file's current group or tags column),
+    #: "count" (read now: `plan --count-moves`), or None (not known)
+    already_source: str | None = None
+    #: `users_to_move` and the move calls are exact (True) or an upper bound ("up to": the
+    #: run's snapshot skips users already in their target, which the plan could not know)
+    moves_exact: bool = True
+    #: the read-only calls the plan made to count the moves ({"user/info/batchget": n})
+    count_calls: dict[str, int] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:

@@ -107,22 +107,29 @@ def _unsent(records: list[dict[str, Any]]) -> None:
 @cli.command("plan")
 @click.argument("job", type=click.Path(dir_okay=False))
 @_job_options
+@click.option("--count-moves", is_flag=True,
+              help="Read every user now (user/info/batchget, 100 a call) to count those "
+                   "already in their target.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
 @log_format_option
 @clear_errors
 @json_errors
-def plan_command(job: str, quiet: bool, log_format: str, **overrides: Any) -> None:
+def plan_command(job: str, count_moves: bool, quiet: bool, log_format: str,
+                 **overrides: Any) -> None:
     """Dry run: validate JOB, resolve its groups and count the calls; sends no change.
 
-    Uses only read-only calls (token, groups/get, openapi/quota/get). Writes plan.json to the
-    run directory. Exit 0 when the job can run, 2 when it cannot.
+    Uses only read-only calls (token, groups/get, openapi/quota/get; with --count-moves also
+    user/info/batchget). Writes plan.json to the run directory. Exit 0 when the job can run,
+    2 when it cannot.
     """
     spec = api.job_spec(job, **overrides)
     log = JsonLog(spec.name) if log_format == "json" else None
-    plan = api.plan(spec, events=JsonEvents(log) if log else Terminal(quiet=quiet))
+    plan = api.plan(spec, events=JsonEvents(log) if log else Terminal(quiet=quiet),
+                    count_moves=count_moves)
     if log is not None:
         log.finished("plan_finished", plan.exit_code, plan.message, can_run=plan.can_run,
                      blocked=plan.blocked, rows=plan.rows, users_to_move=plan.users_to_move,
+                     moves_exact=plan.moves_exact, already=plan.already,
                      calls=plan.calls, estimated_duration_s=plan.estimated_duration_s,
                      warnings=plan.warnings, plan_json=str(plan.plan_json))
         sys.exit(plan.exit_code)

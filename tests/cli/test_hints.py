@@ -149,3 +149,39 @@ async def test_unknown_keys_are_refused_before_anything_is_written(
     code, out, err = await batchmove_async("run", str(job), "--yes", env=ENV)
     assert (code, out, err) == (2, "", f"batchmove: {job}: {said}\n")
     assert not (tmp_path / "run").exists()
+
+
+async def test_plan_says_how_many_users_will_really_move(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    """An export edited in 100 places plans 100 moves; a plain list says "up to", and
+    --count-moves reads the account to know."""
+    sb = await sandbox_factory(SandboxConfig(users=300, groups=["A"]))
+    openids = sandbox_openids(300)
+    for openid in openids[:100]:
+        sb.state.move_directly(openid, 100)
+    code, _, err = await batchmove_async("export", "--out", str(tmp_path / "f.csv"),
+                                         "--api-base", sb.base_url, env=ENV)
+    assert code == 0, err
+    lines = (tmp_path / "f.csv").read_text(encoding="utf-8-sig").splitlines()
+    edited = [line.replace(",0,未分组,未分组", ",0,未分组,A", 1) for line in lines]
+    assert sum(a != b for a, b in zip(lines, edited, strict=True)) == 200
+    (tmp_path / "f.csv").write_text("\n".join(edited) + "\n", encoding="utf-8")
+    plain = write_moves(tmp_path / "plain.csv", [(o, "A") for o in openids])
+    plan = ("plan", "--api-base", sb.base_url, "--out", str(tmp_path / "p"))
+    code, out, err = await batchmove_async(*plan[:1], str(tmp_path / "f.csv"), *plan[1:],
+                                           env=ENV)
+    assert code == 0, err
+    assert "  users to move: 200 (100 already in their target, by the input's current group " \
+           "or tags, as exported)" in out.splitlines()
+    assert "  API calls: 8 (1 groups/get, 3 user/info/batchget, 4 groups/members/batchupdate)" \
+        in out.splitlines()
+    code, out, err = await batchmove_async(*plan[:1], str(plain), *plan[1:], env=ENV)
+    assert "  users to move: up to 300 (the snapshot skips users already in their target; " \
+           "`plan --count-moves` counts them now with 3 user/info/batchget calls)" \
+        in out.splitlines()
+    assert "  API calls: up to 10 (1 groups/get, 3 user/info/batchget, " \
+           "6 groups/members/batchupdate)" in out.splitlines()
+    code, out, err = await batchmove_async(*plan[:1], str(plain), *plan[1:], "--count-moves",
+                                           env=ENV)
+    assert "  users to move: 200 (100 already in their target: read now, 3 user/info/batchget)" \
+        in out.splitlines()
