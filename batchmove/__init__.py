@@ -13,7 +13,7 @@ none of the dependencies installed yet (it sets them up).
 import importlib as _importlib
 import typing as _typing
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -30,6 +30,12 @@ _EXPORTS = {
     "job_spec": "batchmove.api",
     "export": "batchmove.api",
     "export_async": "batchmove.api",
+    "account_status": "batchmove.api",
+    "claim_run": "batchmove.api",
+    "release_run": "batchmove.api",
+    "AccountStatus": "batchmove.results",
+    "AccountRun": "batchmove.results",
+    "Overlap": "batchmove.results",
     "ExportResult": "batchmove.flows.export",
     "JobSpec": "batchmove.models",
     "Events": "batchmove.results",
@@ -65,6 +71,8 @@ __all__ = [
     "EXIT_SIGTERM",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "AccountRun",
+    "AccountStatus",
     "ApiError",
     "BatchmoveError",
     "ConfirmationRequired",
@@ -75,6 +83,7 @@ __all__ = [
     "InputError",
     "JobFileError",
     "JobSpec",
+    "Overlap",
     "Plan",
     "Progress",
     "ReportFiles",
@@ -86,12 +95,15 @@ __all__ = [
     "UsageError",
     "VerifyResult",
     "__version__",
+    "account_status",
+    "claim_run",
     "export",
     "export_async",
     "job_spec",
     "notify",
     "plan",
     "plan_async",
+    "release_run",
     "rollback",
     "rollback_async",
     "run",
@@ -117,12 +129,15 @@ def __dir__() -> list[str]:
 
 if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from batchmove.api import (
+        account_status,
+        claim_run,
         export,
         export_async,
         job_spec,
         notify,
         plan,
         plan_async,
+        release_run,
         rollback,
         rollback_async,
         run,
@@ -151,8 +166,11 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from batchmove.flows.export import ExportResult
     from batchmove.models import JobSpec
     from batchmove.results import (
+        AccountRun,
+        AccountStatus,
         Counts,
         Events,
+        Overlap,
         Plan,
         Progress,
         ReportFiles,

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from batchmove.engine import sharing
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
 from batchmove.flows.rollback import apply_rollback
@@ -31,7 +32,9 @@ from batchmove.output import report
 from batchmove.output.notify import resend
 from batchmove.output.review import write_rollback
 from batchmove.results import (
+    AccountStatus,
     Events,
+    Overlap,
     Plan,
     Progress,
     ReportFiles,
@@ -168,6 +171,27 @@ def export(out: str | os.PathLike[str], *, backend: str | None = None,
     return _blocking(lambda: export_async(
         out, backend=backend, groups=groups, tags=tags, events=events, on_progress=on_progress,
         handle_signals=handle_signals, **overrides))
+
+
+def account_status(job: Job, **overrides: Any) -> AccountStatus:
+    """What this machine's account registry knows of the job's account: the runs registered
+    on it (who moves whom, in what state; `ahead_of(run_dir)` for "queued behind"), how many
+    runs share its rate now, the calls/s its endpoints last ran clean at, and the calls this
+    machine's runs spent on it today."""
+    return sharing.account_status(job_spec(job, **overrides))
+
+
+def claim_run(job: Job, *, state: str = "pending", **overrides: Any) -> list[Overlap]:
+    """Register the job's run (its run directory) on its account before it starts, as the
+    console does for an upload waiting for approval ("pending", "approved"); returns the
+    live runs it overlaps. A later `run` of the same run directory replaces the claim;
+    `release_run` removes it. Claims that are not running lapse after a week."""
+    return sharing.claim_job(job_spec(job, **overrides), state)
+
+
+def release_run(job: Job, **overrides: Any) -> None:
+    """Remove the claim of the job's run directory (an upload discarded before it ran)."""
+    sharing.release_job(job_spec(job, **overrides))
 
 
 def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -29,6 +29,9 @@ MAX_USER_INFO_BATCH = 100
 MAX_GROUP_NAME_CHARS = 30
 XLSX_ROW_LIMIT = 1_048_575  # Excel's rows, less the header
 SANDBOX = "sandbox"
+AUTO: Literal["auto"] = "auto"  # rate = "auto"
+DEFAULT_CONCURRENCY = 8  # with a fixed rate
+AUTO_CONCURRENCY = 32  # with rate = "auto": the ceiling of the adapted concurrency
 
 
 class RowStatus(StrEnum):
@@ -117,8 +120,11 @@ class JobSpec:
     untag: tuple[str, ...] | Literal["others"] = ()  # tags backend: tags to remove on a move
     api_base: str = "https://api.weixin.qq.com"
     credentials: Credentials = field(default_factory=Credentials)
-    rate: float = 20.0  # API calls per second, every attempt and token fetch included
-    concurrency: int = 8
+    #: "auto": as fast as the account allows (AIMD, shared with the account's other runs);
+    #: a number: API calls per second, every attempt and token fetch included (0 = no limit)
+    rate: float | Literal["auto"] = AUTO
+    max_rate: float = 200.0  # rate = "auto" never goes above this
+    concurrency: int | None = None  # None: 8 with a fixed rate; up to 32, adapted, with "auto"
     batch_size: int = MAX_BATCH
     retries: int = 6  # attempts per call for transient failures
     timeout: float = 15.0  # seconds per HTTP request
@@ -126,6 +132,7 @@ class JobSpec:
     failure_sample: int = 200  # ...once at least this many rows have had a final answer
     create_groups: bool = False
     allow_blacklist: bool = False
+    allow_overlap: bool = False  # run even when another run on the account moves some users
     out: Path | None = None  # None: runs/<name> under the current directory
     confirm: bool = True  # ask before sending (on a TTY); without a TTY refuse unless False
     snapshot: bool = True  # record every user's current group before moving
@@ -149,11 +156,22 @@ class JobSpec:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
+    def auto_rate(self) -> bool:
+        return self.rate == AUTO
+
+    @property
+    def workers(self) -> int:
+        """Calls in flight at most (the worker pool's size)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return AUTO_CONCURRENCY if self.auto_rate else DEFAULT_CONCURRENCY
+
+    @property
     def out_dir(self) -> Path:
         return self.out if self.out is not None else Path("runs") / (self.name or "run")
 
 
-_NUMBERS = ("rate", "concurrency", "batch_size", "retries", "timeout", "max_failure_rate",
+_NUMBERS = ("max_rate", "batch_size", "retries", "timeout", "max_failure_rate",
             "failure_sample", "xlsx_max_rows")
 
 
@@ -163,9 +181,17 @@ def _check_ranges(spec: JobSpec) -> None:
         value = getattr(spec, key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UsageError(f"{key} must be a number, got {show(value)}")
-    _range("rate", spec.rate, spec.rate >= 0 and math.isfinite(spec.rate),
-           ">= 0 (0 = no limit)")
-    _range("concurrency", spec.concurrency, spec.concurrency >= 1, ">= 1")
+    if spec.rate != AUTO:
+        if isinstance(spec.rate, bool) or not isinstance(spec.rate, int | float):
+            raise UsageError(f'rate must be a number or "auto", got {show(spec.rate)}')
+        _range("rate", spec.rate, spec.rate >= 0 and math.isfinite(spec.rate),
+               '>= 0 (0 = no limit) or "auto"')
+    _range("max_rate", spec.max_rate, spec.max_rate >= 1 and math.isfinite(spec.max_rate),
+           ">= 1")
+    if spec.concurrency is not None:
+        if isinstance(spec.concurrency, bool) or not isinstance(spec.concurrency, int):
+            raise UsageError(f"concurrency must be a number, got {show(spec.concurrency)}")
+        _range("concurrency", spec.concurrency, spec.concurrency >= 1, ">= 1")
     _range("batch_size", spec.batch_size, 1 <= spec.batch_size <= MAX_BATCH, f"1..{MAX_BATCH}")
     _range("retries", spec.retries, spec.retries >= 1, ">= 1")
     _range("timeout", spec.timeout, spec.timeout > 0 and math.isfinite(spec.timeout), "> 0")

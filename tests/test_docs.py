@@ -20,7 +20,7 @@ import click
 import pytest
 
 from batchmove.cli import cli
-from batchmove.intake import jobfile
+from batchmove.intake import jobfile, jobtables
 from batchmove.sandbox import SandboxConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +104,8 @@ def test_every_command_is_in_the_readme_command_table() -> None:
 def job_keys() -> list[str]:
     """Every key a job file accepts: top-level keys, tables, and each table's keys."""
     keys = [*jobfile._TOP, *(f"[{t}]" for t in jobfile._TABLES)]
-    keys += [f"columns.{k}" for k in jobfile._COLUMN_KEYS]
-    keys += [f"credentials.{k}" for k in jobfile._CREDENTIAL_KEYS]
+    keys += [f"columns.{k}" for k in jobtables.COLUMN_KEYS]
+    keys += [f"credentials.{k}" for k in jobtables.CREDENTIAL_KEYS]
     keys += [f"sandbox.{f.name}" for f in fields(SandboxConfig)]
     return keys
 

@@ -12,11 +12,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from batchmove.engine.account import fetch_quotas, resolve_targets, target_summary
-from batchmove.engine.backend import api_client
+from batchmove.engine.backend import api_client, gate_of
 from batchmove.engine.movecount import count_by_reading, count_from_input
 from batchmove.engine.planner import MoveCount, summarize_plan
 from batchmove.engine.resolver import Resolution
 from batchmove.engine.runner import signal_stop
+from batchmove.engine.sharing import (
+    account_status,
+    describe_overlap,
+    expected_rates,
+    overlaps_of,
+)
 from batchmove.errors import (
     ApiError,
     DailyQuotaError,
@@ -54,6 +60,7 @@ async def _plan_input(spec: JobSpec, events: Events, count_moves: bool) -> Plan:
             Ledger(Path(scratch)).open() as ledger:
         load(ledger, source, spec, "", events.info)
         blocked = None
+        overlaps = overlaps_of(spec, ledger, Path(scratch))
         async with api_client(spec, ledger) as client:
             try:
                 resolution, groups = await resolve_targets(client, ledger, spec)
@@ -62,8 +69,11 @@ async def _plan_input(spec: JobSpec, events: Events, count_moves: bool) -> Plan:
                 resolution, groups, blocked = Resolution(), [], exc.message
             plan = await plan_of(client, ledger, spec, resolution, groups, quotas=not blocked,
                                  count_moves=count_moves and not blocked)
+    if overlaps and not spec.allow_overlap and blocked is None:
+        blocked = describe_overlap(overlaps) + " (--allow-overlap runs it all the same)"
     path = spec.out_dir / "plan.json"
-    return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path)
+    return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path,
+                   overlaps=overlaps)
 
 
 async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,
@@ -75,14 +85,16 @@ async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolutio
     counts, targets = ledger.counts(), target_summary(resolution, ledger, groups)
     invalid = ledger.meta().get("invalid_by_reason", {})
     tags = groups if spec.backend == "tags" else None  # their counts price a member listing
+    others = max(0, account_status(spec).sharing - (gate_of(client) is not None))
     count, warning = count_from_input(ledger, spec, resolution, groups), None
     if count_moves and count is None:
         count, warning = await _count(client, ledger, spec, resolution)
     plan = summarize_plan(counts, targets, spec, invalid_by_reason=invalid, tags=tags,
-                          count=count)
+                          rates=expected_rates(spec), sharing=others, count=count)
     if quotas:
         found = await fetch_quotas(client, [e for e in plan.calls if e != "total"], spec)
-        plan = summarize_plan(counts, targets, spec, found, invalid, tags, count)
+        plan = summarize_plan(counts, targets, spec, found, invalid, tags,
+                              expected_rates(spec, found), others, count)
     return replace(plan, warnings=[*plan.warnings, warning]) if warning else plan
 
 

@@ -33,7 +33,8 @@ from batchmove.results import Events, RollbackFile
 #: the undo's run directory, inside the run directory it undoes
 UNDO_DIR = "rollback"
 #: job keys the undo keeps from the run (where to send, as whom, how fast)
-_KEPT = ("api_base", "rate", "concurrency", "retries", "timeout", "max_failure_rate")
+_KEPT = ("api_base", "rate", "max_rate", "concurrency", "retries", "timeout",
+         "max_failure_rate")
 EMBEDDED_CAVEAT = (
     "this run used the embedded sandbox, whose account ended with the run: the undo runs "
     "against a fresh embedded sandbox (every follower back in its starting group), so it checks "

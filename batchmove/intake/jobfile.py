@@ -10,23 +10,19 @@ overrides are relative to the current directory.
 from __future__ import annotations
 
 import codecs
-import difflib
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from batchmove.errors import JobFileError, UsageError
+from batchmove.intake.jobtables import TableReader, is_int, is_number, suggest
 from batchmove.models import (
-    NOTIFY_OUTCOMES,
+    AUTO,
     SNAPSHOT_SOURCES,
-    ColumnMap,
-    Credentials,
     JobSpec,
-    Notify,
     Selection,
     show,
 )
@@ -34,28 +30,16 @@ from batchmove.models import (
 JOB_SUFFIX = ".toml"
 
 _INT = ("concurrency", "batch_size", "retries", "failure_sample", "xlsx_max_rows")
-_FLOAT = ("rate", "timeout", "max_failure_rate")
-_BOOL = ("create_groups", "allow_blacklist", "confirm", "snapshot", "verify")
+_FLOAT = ("max_rate", "timeout", "max_failure_rate")
+_BOOL = ("create_groups", "allow_blacklist", "allow_overlap", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
-_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag",
+_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "rate", "sheet", "target", "backend", "untag",
         "snapshot_source")
 _TABLES = ("columns", "credentials", "sandbox", "select", "notify")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
 #: every key a job file (or an override) may set
 JOB_KEYS = (*_TOP, *_TABLES)
-_COLUMN_KEYS = tuple(f.name for f in fields(ColumnMap))
-_CREDENTIAL_KEYS = tuple(f.name for f in fields(Credentials))
-_SECRETS = {"appsecret": "secret_env", "app_secret": "secret_env", "secret": "secret_env",
-            "access_token": "token_env", "token": "token_env", "accesstoken": "token_env"}
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NOTIFY_KEYS = tuple(f.name for f in fields(Notify))
-# [notify] keys that would hold a URL (a robot's URL carries its key): refused like secrets
-_NOTIFY_URLS = {"wecom_webhook": "wecom_webhook_env", "wecom": "wecom_webhook_env",
-                "robot": "wecom_webhook_env", "webhook": "webhook_env",
-                "webhook_url": "webhook_env", "url": "webhook_env", "ping": "ping_env",
-                "ping_url": "ping_env"}
-
 
 def spec_for(job: Path, **overrides: Any) -> JobSpec:
     """The job's spec: a job file's keys, or a spreadsheet run with the defaults, with the
@@ -116,7 +100,7 @@ def load_job(path: Path, *, need_input: bool = True) -> dict[str, Any]:
     return values
 
 
-class _Reader:
+class _Reader(TableReader):
     """One source's keys, checked one by one, its name (file or "option") in every message."""
 
     def __init__(self, path: Path, data: Mapping[str, Any], label: str = "") -> None:
@@ -126,14 +110,11 @@ class _Reader:
         self.base = _absolute(path) if self.overrides else _absolute(path).parent
         self.data = data
 
-    def fail(self, message: str) -> JobFileError:
-        return JobFileError(f"{self.label}: {message}")
-
     def check_keys(self) -> None:
         for key, value in self.data.items():
             self._refuse_secret(key, "")
             if key not in _TOP and key not in _TABLES:
-                raise self.fail(f"unknown key {key!r}{_suggest(key, JOB_KEYS)}")
+                raise self.fail(f"unknown key {key!r}{suggest(key, JOB_KEYS)}")
             if key in _TABLES and not isinstance(value, dict):
                 raise self.fail(f"{key} must be a table ([{key}]), got {show(value)}")
             if key not in _TABLES and isinstance(value, dict):
@@ -148,13 +129,16 @@ class _Reader:
                 values[key] = self._get(key, data[key], str, "a string")
         for key in _INT:
             if key in data:
-                values[key] = self._get(key, data[key], _is_int, "an integer")
+                values[key] = self._get(key, data[key], is_int, "an integer")
         for key in _FLOAT:
             if key in data:
-                values[key] = float(self._get(key, data[key], _is_number, "a number"))
+                values[key] = float(self._get(key, data[key], is_number, "a number"))
         for key in _BOOL:
             if key in data:
                 values[key] = self._get(key, data[key], bool, "true or false")
+        if "rate" in data:
+            values["rate"] = _rate(self._get("rate", data["rate"], _is_rate,
+                                             'a number or "auto"'))
         values |= self._choices()
         if "out" in data:
             values["out"] = self._path("out", data["out"])
@@ -190,22 +174,6 @@ class _Reader:
                               '"others" or a list of tag names or ids')
             values["untag"] = "others" if untag == "others" else tuple(map(str, untag))
         return values
-
-    def _get(self, key: str, value: Any, accept: Callable[[Any], bool] | type,
-             what: str) -> Any:
-        ok = isinstance(value, accept) if isinstance(accept, type) else accept(value)
-        if not ok:
-            raise self.fail(f"{key} must be {what}, got {show(value)}")
-        return value
-
-    def _path(self, key: str, value: Any) -> Path:
-        if isinstance(value, Path):
-            value = str(value)
-        text = self._get(key, value, str, "a path (a string)")
-        if not text.strip():
-            raise self.fail(f"{key} must not be empty")
-        path = Path(text).expanduser()
-        return path if path.is_absolute() else Path(os.path.normpath(self.base / path))
 
     def input(self, value: Any) -> Path:
         path = self._path("input", value)
@@ -249,7 +217,7 @@ class _Reader:
             to = self._get("select.to", value["to"], lambda v: isinstance(v, str) and bool(
                 v.strip()), "a group or tag name (a non-empty string)")
             return Selection(kind, picked, to=to.strip())
-        to_id = self._get("select.to_id", value["to_id"], lambda v: _is_int(v) and v >= 0,
+        to_id = self._get("select.to_id", value["to_id"], lambda v: is_int(v) and v >= 0,
                           "an id (a whole number >= 0)")
         return Selection(kind, picked, to_id=to_id)
 
@@ -263,137 +231,39 @@ class _Reader:
                 raise self.fail(f"encoding {values['encoding']!r} is not an encoding "
                                 "Python knows (try \"gb18030\" or \"utf-8\")") from None
 
-    def _table(self, table: str, value: dict[str, Any], known: tuple[str, ...]) -> None:
-        for key in value:
-            self._refuse_secret(key, table)
-            if key not in known:
-                raise self.fail(f"[{table}] unknown key {key!r}{_suggest(key, known)}")
 
-    def _refuse_secret(self, key: str, table: str) -> None:
-        use = _SECRETS.get(key.lower())
-        if use is not None:
-            where = f"[{table}] " if table else ""
-            raise self.fail(f"{where}{key!r} would put a secret in the job file: keep it in an "
-                            f"environment variable and name the variable with [credentials] "
-                            f"{use} = \"...\"")
+def _is_rate(value: Any) -> bool:
+    return value == AUTO or is_number(value) or (
+        isinstance(value, str) and _as_number(value) is not None)
 
-    def _columns(self, value: dict[str, Any]) -> ColumnMap:
-        self._table("columns", value, _COLUMN_KEYS)
-        names: dict[str, str] = {}
-        for key, name in value.items():
-            text = self._get(f"columns.{key}", name, str, "a column header (a string)")
-            if not text.strip():
-                raise self.fail(f"columns.{key} must not be empty")
-            names[key] = text
-        return ColumnMap(**names)
 
-    def _credentials(self, value: dict[str, Any]) -> Credentials:
-        self._table("credentials", value, _CREDENTIAL_KEYS)
-        options: dict[str, Any] = {}
-        for key, item in value.items():
-            label = f"credentials.{key}"
-            if key.endswith("_env"):
-                options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
-                    _ENV_NAME.fullmatch(v)), "the NAME of an environment variable")
-            elif key == "token_kind":
-                options[key] = self._get(label, item, lambda v: v in ("stable", "classic"),
-                                         '"stable" or "classic"')
-            else:
-                options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
-                    v.strip()), "a command line (a non-empty string)")
-        return Credentials(**options)
+def _rate(value: Any) -> float | str:
+    """ "auto", or calls per second (`--rate 50` arrives as text from the command line)."""
+    if value == AUTO:
+        return AUTO
+    number = _as_number(value) if isinstance(value, str) else float(value)
+    assert number is not None
+    return number
 
-    def _notify(self, value: dict[str, Any]) -> Notify:
-        for key, item in value.items():
-            use = _NOTIFY_URLS.get(key.lower())
-            if use is None and not key.endswith("_env") and isinstance(item, str) \
-                    and "://" in item:
-                use = f"{key}_env"
-            if use is not None:
-                raise self.fail(f"[notify] {key!r} would put a URL in the job file; a webhook "
-                                "URL is a secret (it carries the robot's key): keep it in an "
-                                f"environment variable and name the variable with [notify] "
-                                f"{use} = \"...\"")
-        self._table("notify", value, _NOTIFY_KEYS)
-        options: dict[str, Any] = {}
-        for key, item in value.items():
-            label = f"notify.{key}"
-            if key == "on":
-                options[key] = tuple(self._get(label, item, _is_outcomes, "a list of "
-                                               '"finish", "stop" and "failure"'))
-            elif isinstance(item, str) and "://" in item:
-                raise self.fail(f"{label} must be the NAME of an environment variable, not a "
-                                "URL: a webhook URL is a secret; put it in the environment")
-            elif item is not None:
-                options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
-                    _ENV_NAME.fullmatch(v)), "the NAME of an environment variable")
-        return Notify(**options)
 
-    def _sandbox(self, value: dict[str, Any]) -> dict[str, Any]:
-        """Checked as the sandbox checks them, before a ledger exists (`[sandbox] user = 1`)."""
-        if not (settings := dict(value)):
-            return settings
-        from batchmove.sandbox.config import SandboxConfig  # imports aiohttp: only when used
-
-        defaults = {f.name: f.default for f in fields(SandboxConfig)}
-        for key, item in settings.items():  # appid and secret: the sandbox's own, not secrets
-            if key not in defaults:
-                raise self.fail(f"[sandbox] unknown key {key!r}{_suggest(key, tuple(defaults))}")
-            if key != "users_file":
-                self._get(f"sandbox.{key}", item, *_sandbox_type(key, defaults[key]))
-        if "users_file" in settings:
-            path = self._path("sandbox.users_file", settings["users_file"])
-            if not path.is_file():
-                raise self.fail(f"sandbox.users_file: no such file: {path}")
-            settings["users_file"] = str(path)
-        try:
-            SandboxConfig(**settings)
-        except (TypeError, ValueError) as exc:  # SandboxConfigError is a ValueError
-            raise self.fail(f"[sandbox] {exc}") from None
-        return settings
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _is_untag(value: Any) -> bool:
     return value == "others" or (isinstance(value, list) and all(
-        isinstance(v, str) or _is_int(v) for v in value))
+        isinstance(v, str) or is_int(v) for v in value))
 
 
 def _is_name_or_id(value: Any) -> bool:
-    return (isinstance(value, str) and bool(value.strip())) or (_is_int(value) and value >= 0)
-
-
-def _is_outcomes(value: Any) -> bool:
-    return isinstance(value, list | tuple) and all(v in NOTIFY_OUTCOMES for v in value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return (isinstance(value, str) and bool(value.strip())) or (is_int(value) and value >= 0)
 
 
 def _is_sheet(value: Any) -> bool:
-    return (isinstance(value, str) and bool(value.strip())) or (_is_int(value) and value >= 0)
-
-
-def _suggest(key: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _sandbox_type(key: str, default: Any) -> tuple[Callable[[Any], bool], str]:
-    """What a `[sandbox]` value must be (the types the sandbox's own checks assume)."""
-    if key in ("openids", "groups", "tags", "fault_endpoints"):
-        return (lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) for x in v),
-                "a list of strings")
-    if key == "daily_quota":
-        return (lambda v: isinstance(v, dict)), "a table of endpoint = calls"
-    if key == "minute_quota" or _is_int(default):
-        return _is_int, "an integer"
-    return (_is_number, "a number") if isinstance(default, float) else (
-        (lambda v: isinstance(v, str)), "a string")
+    return (isinstance(value, str) and bool(value.strip())) or (is_int(value) and value >= 0)
 
 
 def _absolute(path: Path) -> Path:

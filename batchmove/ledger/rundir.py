@@ -89,7 +89,8 @@ def run_settings(spec: JobSpec) -> dict[str, Any]:
             "encoding": spec.encoding, "target": spec.target,
             "credentials": {k: v for k, v in asdict(spec.credentials).items()
                             if v is not None},
-            "rate": spec.rate, "concurrency": spec.concurrency, "retries": spec.retries,
+            "rate": spec.rate, "max_rate": spec.max_rate, "concurrency": spec.concurrency,
+            "retries": spec.retries,
             "timeout": spec.timeout, "max_failure_rate": spec.max_failure_rate,
             "sandbox": sandbox}
 

@@ -56,6 +56,16 @@ class SnapshotRecords:
             yield from found
             after = found[-1][1]
 
+    def pending_openids(self, page: int = 20_000) -> Iterator[list[str]]:
+        """The openids of every pending row, a page at a time (the account registry's claim
+        of who this run moves; a 10M-row run holds one page)."""
+        after = 0
+        while found := self.conn.execute(
+                "SELECT row, openid FROM rows WHERE row > ? AND status = 'pending' "
+                "ORDER BY row LIMIT ?", (after, page)).fetchall():
+            yield [openid for _, openid in found]
+            after = found[-1][0]
+
     def pending_count(self) -> int:
         """Pending rows whose group is resolved: what the move stage has to send."""
         return int(self.conn.execute("SELECT count(*) FROM rows WHERE status = 'pending' "

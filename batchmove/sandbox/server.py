@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from batchmove.sandbox.config import DEFAULT_PORT, ENDPOINTS, Faults, SandboxConfig
+from batchmove.sandbox.pushback import latency_s
 from batchmove.sandbox.robot import RobotState, add_robot_routes
 from batchmove.sandbox.state import SandboxState
 from batchmove.sandbox.wire import ApiFault, error_body
@@ -69,11 +70,13 @@ async def _cgi(request: web.Request) -> web.StreamResponse:
     state.record_arrival(endpoint)
     raw = await request.read()
     faults = state.faults
+    if state.pushback.busy(faults.busy_above):  # overloaded: the excess is answered -1
+        return json_response(error_body(-1))
     if faults.fault_endpoints and endpoint not in faults.fault_endpoints:
         return json_response(state.handle(endpoint, request.method, request.query, raw))
     if faults.latency_ms or faults.jitter_ms:
-        jitter = rng.uniform(0.0, faults.jitter_ms) if faults.jitter_ms else 0.0
-        await asyncio.sleep((faults.latency_ms + jitter) / 1000.0)
+        await asyncio.sleep(latency_s(faults.latency_ms, faults.jitter_ms, faults.latency_tail,
+                                      rng))
     if faults.drop_rate and rng.random() < faults.drop_rate:
         _drop(request)
     if faults.http_error_rate and rng.random() < faults.http_error_rate:

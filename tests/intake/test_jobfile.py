@@ -96,8 +96,8 @@ groups = ["A"]
     ("wibble = 1", "unknown key 'wibble'"),
     ("[columns]\nopen_id = 'x'", "[columns] unknown key 'open_id' (did you mean 'openid'?)"),
     ("[credentials]\nappid = 'x'", "[credentials] unknown key 'appid' (did you mean 'appid_env'?)"),
-    ('rate = "fast"', 'rate must be a number, got "fast"'),
-    ("rate = true", "rate must be a number, got true"),
+    ('rate = "fast"', 'rate must be a number or "auto", got "fast"'),
+    ("rate = true", 'rate must be a number or "auto", got true'),
     ("batch_size = 10.5", "batch_size must be an integer, got 10.5"),
     ('confirm = "no"', 'confirm must be true or false, got "no"'),
     ('target = "tag"', 'target must be "id", "name" or "set", got "tag"'),
@@ -115,12 +115,14 @@ groups = ["A"]
      "encoding 'klingon' is not an encoding Python knows (try \"gb18030\" or \"utf-8\")"),
     ("[sandbox]\nusers_file = 3", "sandbox.users_file must be a path (a string), got 3"),
     ("[sandbox]\nuser = 100", "[sandbox] unknown key 'user' (did you mean 'users'?)"),
-    ("[sandbox]\nerror_rat = 0.1", "[sandbox] unknown key 'error_rat' (did you mean 'error_rate'?)"),
+    ("[sandbox]\nerror_rat = 0.1",
+     "[sandbox] unknown key 'error_rat' (did you mean 'error_rate'?)"),
     ("[sandbox]\ngroups = 100", "sandbox.groups must be a list of strings, got 100"),
     ('[sandbox]\nusers = "many"', 'sandbox.users must be an integer, got "many"'),
     ("[sandbox]\nerror_rate = 3", "[sandbox] error_rate must be between 0 and 1, got 3"),
     ("[sandbox]\nminute_quota = 2.5", "sandbox.minute_quota must be an integer, got 2.5"),
-    ("[sandbox]\ndaily_quota = 5", "sandbox.daily_quota must be a table of endpoint = calls, got 5"),
+    ("[sandbox]\ndaily_quota = 5",
+     "sandbox.daily_quota must be a table of endpoint = calls, got 5"),
     ('[sandbox]\nusers_file = "none.txt"', "sandbox.users_file: no such file: {d}/jobs/none.txt"),
     ('[notify]\nping_evn = "X"', "[notify] unknown key 'ping_evn' (did you mean 'ping_env'?)"),
     ('[credentials]\ntoken_comand = "x"',
@@ -193,8 +195,8 @@ def test_spec_for(job_dir: Path) -> None:
 @pytest.mark.parametrize(("changes", "message"), [
     ({"batch_size": 80}, "batch_size must be 1..50, got 80"),
     ({"batch_size": 0}, "batch_size must be 1..50, got 0"),
-    ({"rate": -1.0}, "rate must be >= 0 (0 = no limit), got -1"),
-    ({"rate": float("inf")}, "rate must be >= 0 (0 = no limit), got inf"),
+    ({"rate": -1.0}, 'rate must be >= 0 (0 = no limit) or "auto", got -1'),
+    ({"rate": float("inf")}, 'rate must be >= 0 (0 = no limit) or "auto", got inf'),
     ({"concurrency": 0}, "concurrency must be >= 1, got 0"),
     ({"retries": 0}, "retries must be >= 1, got 0"),
     ({"timeout": -1.0}, "timeout must be > 0, got -1"),
@@ -228,7 +230,7 @@ def test_override_fixes_a_file_value(job_dir: Path) -> None:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"batchsize": 10}, "override: unknown key 'batchsize' (did you mean 'batch_size'?)"),
-    ({"rate": "fast"}, 'override: rate must be a number, got "fast"'),
+    ({"rate": "fast"}, 'override: rate must be a number or "auto", got "fast"'),
     ({"create_groups": "yes"}, 'override: create_groups must be true or false, got "yes"'),
     ({"backend": "tag"}, 'override: backend must be "groups" or "tags", got "tag"'),
     ({"snapshot_source": 1},
@@ -248,7 +250,7 @@ def test_overrides_take_paths_tables_and_sheet_numbers(job_dir: Path, tmp_path: 
                     columns=ColumnMap(openid="粉丝"), sandbox={"users": 5}, rate=None)
     assert (spec.out, spec.sheet, spec.columns.openid) == (tmp_path / "r", 2, "粉丝")
     assert spec.sandbox == {"users": 5}
-    assert spec.rate == 20.0  # None: not given
+    assert spec.rate == "auto"  # None: not given
 
 
 def test_example_job_documents_every_key() -> None:
