@@ -30,6 +30,9 @@ _EXPORTS = {
     "job_spec": "batchmove.api",
     "export": "batchmove.api",
     "export_async": "batchmove.api",
+    "list_accounts": "batchmove.api",
+    "sync_accounts": "batchmove.api",
+    "AccountInfo": "batchmove.flows.agency",
     "account_status": "batchmove.api",
     "claim_run": "batchmove.api",
     "release_run": "batchmove.api",
@@ -71,6 +74,7 @@ __all__ = [
     "EXIT_SIGTERM",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "AccountInfo",
     "AccountRun",
     "AccountStatus",
     "ApiError",
@@ -100,6 +104,7 @@ __all__ = [
     "export",
     "export_async",
     "job_spec",
+    "list_accounts",
     "notify",
     "plan",
     "plan_async",
@@ -108,6 +113,7 @@ __all__ = [
     "rollback_async",
     "run",
     "run_async",
+    "sync_accounts",
     "verify",
     "verify_async",
     "write_reports",
@@ -134,6 +140,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         export,
         export_async,
         job_spec,
+        list_accounts,
         notify,
         plan,
         plan_async,
@@ -142,6 +149,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         rollback_async,
         run,
         run_async,
+        sync_accounts,
         verify,
         verify_async,
         write_reports,
@@ -163,6 +171,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         RunStateError,
         UsageError,
     )
+    from batchmove.flows.agency import AccountInfo
     from batchmove.flows.export import ExportResult
     from batchmove.models import JobSpec
     from batchmove.results import (

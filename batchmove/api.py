@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from batchmove.engine import sharing
+from batchmove.flows import agency
+from batchmove.flows.agency import AccountInfo
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
 from batchmove.flows.rollback import apply_rollback
@@ -62,7 +64,7 @@ async def run_async(job: Job, *, events: Events | None = None,
                     confirm: Callable[[Plan], bool] | None = None,
                     **overrides: Any) -> RunResult:
     """`run` for callers that have an event loop."""
-    spec = job_spec(job, **overrides)
+    spec = agency.account_input(job_spec(job, **overrides))
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
     return await run_job(spec, options, _watcher(events, on_progress))
 
@@ -87,8 +89,8 @@ def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback
 async def plan_async(job: Job, *, events: Events | None = None, count_moves: bool = False,
                      **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
-    return await plan_job(job_spec(job, **overrides), _watcher(events, None),
-                          count_moves=count_moves)
+    return await plan_job(agency.account_input(job_spec(job, **overrides)),
+                          _watcher(events, None), count_moves=count_moves)
 
 
 def plan(job: Job, *, events: Events | None = None, count_moves: bool = False,
@@ -198,6 +200,18 @@ def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Send a finished run's notifications again (its job's [notify]), whatever `on` says;
     one record per channel, as in summary.json's `notifications`."""
     return _blocking(lambda: resend(Path(run_dir)))
+
+
+def list_accounts(job: Job, **overrides: Any) -> list[AccountInfo]:
+    """The accounts that authorised the job's third-party platform (`[credentials] component
+    = true`), each with its name and today's quota of the move endpoint."""
+    return _blocking(lambda: agency.list_accounts(job_spec(job, **overrides)))
+
+
+def sync_accounts(job: Job, **overrides: Any) -> list[str]:
+    """Store every authorizer's refresh token from WeChat's list (the machine's platform
+    store, shared by every process); the appids."""
+    return _blocking(lambda: agency.sync_accounts(job_spec(job, **overrides)))
 
 
 class _Watcher(Events):

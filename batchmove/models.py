@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -68,6 +69,13 @@ class Credentials:
     token_env: str = "WECHAT_ACCESS_TOKEN"
     token_command: str | None = None
     token_kind: TokenKind = "stable"
+    #: a third-party platform's account: component appid and secret from these variables,
+    #: the ticket from `ticket_file`, `ticket_command` or the machine's ticket store
+    component: bool = False
+    component_appid_env: str = "WECHAT_COMPONENT_APPID"
+    component_secret_env: str = "WECHAT_COMPONENT_SECRET"
+    ticket_file: str | None = None
+    ticket_command: str | None = None
 
 
 SelectKind = Literal["all", "group", "tag"]
@@ -144,6 +152,9 @@ class JobSpec:
     sandbox: dict[str, Any] = field(default_factory=dict)  # settings of the embedded sandbox
     select: Selection | None = None  # a segment job: `input` is then RUN_DIR/input.csv
     notify: Notify = field(default_factory=Notify)  # [notify]: robot, webhook, pings
+    #: several accounts of a platform ([credentials] component): appids, or "all" authorised
+    accounts: tuple[str, ...] | Literal["all"] = ()
+    account: str | None = None  # the one account of the platform this run moves
 
     def __post_init__(self) -> None:
         if not self.name:  # like a spreadsheet run on its own: named after the file
@@ -154,6 +165,15 @@ class JobSpec:
     def with_overrides(self, **changes: Any) -> JobSpec:
         """A copy with the given fields replaced; None values leave the field as it is."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def single_account(self) -> str | None:
+        """The platform account this run moves: `account`, or the only one of `accounts`."""
+        if self.account:
+            return self.account
+        if isinstance(self.accounts, tuple) and len(self.accounts) == 1:
+            return self.accounts[0]
+        return None
 
     @property
     def auto_rate(self) -> bool:
@@ -225,9 +245,24 @@ def _check_choices(spec: JobSpec) -> None:
                          f"got {show(spec.api_base)}")
     if not spec.name.strip() or spec.name in (".", "..") or any(c in spec.name for c in "/\\"):
         raise UsageError(f"name must be usable as a directory name, got {show(spec.name)}")
+    _check_accounts(spec)
     if spec.credentials.token_kind not in ("stable", "classic"):
         raise UsageError(f'token_kind must be "stable" or "classic", '
                          f"got {show(spec.credentials.token_kind)}")
+
+
+APPID = re.compile(r"wx[0-9A-Za-z]{6,30}")
+
+
+def _check_accounts(spec: JobSpec) -> None:
+    if (spec.accounts or spec.account) and not spec.credentials.component:
+        raise UsageError("accounts and --account name accounts of a third-party platform: "
+                         "they need [credentials] component = true")
+    named = () if spec.accounts == "all" else spec.accounts
+    for appid in (*named, *([spec.account] if spec.account else [])):
+        if not isinstance(appid, str) or not APPID.fullmatch(appid):
+            raise UsageError(f"{show(appid)} is not an appid (wx followed by letters and "
+                             "digits)")
 
 
 def _range(key: str, value: float, ok: bool, wanted: str) -> None:

@@ -57,8 +57,8 @@ async def client_for(spec: JobSpec, default_openids: Callable[[], list[str]] | N
     """The client for a job's settings (`api_base`, credentials, rate, timeout, `[sandbox]`),
     sharing the account's token and rate with its other runs through the registry. An
     embedded sandbox is an account of its own, forgotten when the run ends."""
-    async with _backend(spec, default_openids) as (base_url, source, account):
-        registry = Registry()
+    registry = Registry()
+    async with _backend(spec, default_openids, registry) as (base_url, source, account):
         gate = shared_gate(registry, account, spec)
         try:
             client = WeChatClient(base_url, source, timeout=spec.timeout, gate=gate,
@@ -86,11 +86,23 @@ def gate_of(client: WeChatClient) -> SharedGate | None:
     return client.gate if isinstance(client.gate, SharedGate) else None
 
 
+def source_for(spec: JobSpec, registry: Registry) -> TokenSource:
+    """The job's token source: an account of a third-party platform (its tokens kept in the
+    registry), or the account's own."""
+    if spec.credentials.component:
+        from batchmove.registry.platform import RegistryPlatformStore
+        from batchmove.wechat.tickets import component_source
+
+        return component_source(spec.credentials, spec.single_account,
+                                RegistryPlatformStore(registry))
+    return token_source_from(spec.credentials)
+
+
 @asynccontextmanager
-async def _backend(spec: JobSpec, default_openids: Callable[[], list[str]] | None
-                   ) -> AsyncIterator[tuple[str, TokenSource, str]]:
+async def _backend(spec: JobSpec, default_openids: Callable[[], list[str]] | None,
+                   registry: Registry) -> AsyncIterator[tuple[str, TokenSource, str]]:
     if spec.api_base != "sandbox":
-        yield spec.api_base, token_source_from(spec.credentials), account_of(spec)
+        yield spec.api_base, source_for(spec, registry), account_of(spec)
         return
     from batchmove.sandbox import SandboxConfig, running_sandbox
 

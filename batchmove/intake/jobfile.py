@@ -10,7 +10,6 @@ overrides are relative to the current directory.
 from __future__ import annotations
 
 import codecs
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
@@ -18,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.errors import JobFileError, UsageError
-from batchmove.intake.jobtables import TableReader, is_int, is_number, suggest
+from batchmove.intake.jobtables import TableReader
+from batchmove.intake.jobvalues import (
+    absolute,
+    is_int,
+    is_name_or_id,
+    is_number,
+    is_sheet,
+    is_untag,
+    suggest,
+)
+from batchmove.intake.placement import placed
 from batchmove.models import (
     AUTO,
     SNAPSHOT_SOURCES,
@@ -28,14 +37,13 @@ from batchmove.models import (
 )
 
 JOB_SUFFIX = ".toml"
-
 _INT = ("concurrency", "batch_size", "retries", "failure_sample", "xlsx_max_rows")
 _FLOAT = ("max_rate", "timeout", "max_failure_rate")
 _BOOL = ("create_groups", "allow_blacklist", "allow_overlap", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
 _TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "rate", "sheet", "target", "backend", "untag",
-        "snapshot_source")
+        "snapshot_source", "accounts", "account")
 _TABLES = ("columns", "credentials", "sandbox", "select", "notify")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
 #: every key a job file (or an override) may set
@@ -51,8 +59,9 @@ def spec_for(job: Path, **overrides: Any) -> JobSpec:
     if job.suffix.lower() == JOB_SUFFIX:
         values = load_job(job)
     else:
-        values = {"input": _absolute(job), "name": job.stem}
-    return JobSpec(**(values | read_overrides(overrides)))
+        values = {"input": absolute(job), "name": job.stem}
+    spec = JobSpec(**(values | read_overrides(overrides)))
+    return placed(spec)
 
 
 def read_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,7 +116,7 @@ class _Reader(TableReader):
         self.path = path
         self.label = label or str(path)
         self.overrides = bool(label)  # keys given as options: tables only when given
-        self.base = _absolute(path) if self.overrides else _absolute(path).parent
+        self.base = absolute(path) if self.overrides else absolute(path).parent
         self.data = data
 
     def check_keys(self) -> None:
@@ -155,7 +164,7 @@ class _Reader(TableReader):
             sheet = data["sheet"]
             if isinstance(sheet, str) and sheet.isdigit() and self.overrides:
                 sheet = int(sheet)  # `--sheet 2` is the third sheet
-            values["sheet"] = self._get("sheet", sheet, _is_sheet,
+            values["sheet"] = self._get("sheet", sheet, is_sheet,
                                         "a sheet name or a number counted from 0")
         if "target" in data:
             values["target"] = self._get("target", data["target"],
@@ -169,8 +178,15 @@ class _Reader(TableReader):
             values["snapshot_source"] = self._get(
                 "snapshot_source", data["snapshot_source"], lambda v: v in SNAPSHOT_SOURCES,
                 '"auto", "batchget" or "members"')
+        if "accounts" in data:
+            accounts = self._get("accounts", data["accounts"], lambda v: v == "all" or (
+                isinstance(v, list) and all(isinstance(a, str) for a in v)),
+                '"all" or a list of appids')
+            values["accounts"] = "all" if accounts == "all" else tuple(accounts)
+        if "account" in data:
+            values["account"] = self._get("account", data["account"], str, "an appid")
         if "untag" in data:
-            untag = self._get("untag", data["untag"], _is_untag,
+            untag = self._get("untag", data["untag"], is_untag,
                               '"others" or a list of tag names or ids')
             values["untag"] = "others" if untag == "others" else tuple(map(str, untag))
         return values
@@ -209,7 +225,7 @@ class _Reader(TableReader):
         if kind == "all" and value["all"] is not True:
             raise self.fail(f"select.all must be true, got {show(value['all'])}")
         if kind != "all":
-            picked = str(self._get(f"select.{kind}", value[kind], _is_name_or_id,
+            picked = str(self._get(f"select.{kind}", value[kind], is_name_or_id,
                                    "a name or an id (a whole number >= 0)")).strip()
         if ("to" in value) == ("to_id" in value):
             raise self.fail('[select] needs a target: to = "name" or to_id = 120 (one of them)')
@@ -251,20 +267,3 @@ def _as_number(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
-
-
-def _is_untag(value: Any) -> bool:
-    return value == "others" or (isinstance(value, list) and all(
-        isinstance(v, str) or is_int(v) for v in value))
-
-
-def _is_name_or_id(value: Any) -> bool:
-    return (isinstance(value, str) and bool(value.strip())) or (is_int(value) and value >= 0)
-
-
-def _is_sheet(value: Any) -> bool:
-    return (isinstance(value, str) and bool(value.strip())) or (is_int(value) and value >= 0)
-
-
-def _absolute(path: Path) -> Path:
-    return Path(os.path.normpath(path.expanduser().absolute()))

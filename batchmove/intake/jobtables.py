@@ -9,7 +9,6 @@ the job file reader (`jobfile._Reader`) that knows them.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable
@@ -18,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.errors import JobFileError
-from batchmove.models import NOTIFY_OUTCOMES, ColumnMap, Credentials, Notify, show
+from batchmove.intake.jobvalues import is_int, is_number, is_outcomes, suggest
+from batchmove.models import ColumnMap, Credentials, Notify, show
 
 COLUMN_KEYS = tuple(f.name for f in fields(ColumnMap))
 CREDENTIAL_KEYS = tuple(f.name for f in fields(Credentials))
@@ -94,6 +94,10 @@ class TableReader:
             elif key == "token_kind":
                 options[key] = self._get(label, item, lambda v: v in ("stable", "classic"),
                                          '"stable" or "classic"')
+            elif key == "component":
+                options[key] = self._get(label, item, bool, "true or false")
+            elif key == "ticket_file":
+                options[key] = str(self._path(label, item))
             else:
                 options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
                     v.strip()), "a command line (a non-empty string)")
@@ -115,7 +119,7 @@ class TableReader:
         for key, item in value.items():
             label = f"notify.{key}"
             if key == "on":
-                options[key] = tuple(self._get(label, item, _is_outcomes, "a list of "
+                options[key] = tuple(self._get(label, item, is_outcomes, "a list of "
                                                '"finish", "stop" and "failure"'))
             elif isinstance(item, str) and "://" in item:
                 raise self.fail(f"{label} must be the NAME of an environment variable, not a "
@@ -147,23 +151,6 @@ class TableReader:
         except (TypeError, ValueError) as exc:  # SandboxConfigError is a ValueError
             raise self.fail(f"[sandbox] {exc}") from None
         return settings
-
-
-def _is_outcomes(value: Any) -> bool:
-    return isinstance(value, list | tuple) and all(v in NOTIFY_OUTCOMES for v in value)
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def suggest(key: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _sandbox_type(key: str, default: Any) -> tuple[Callable[[Any], bool], str]:

@@ -50,6 +50,9 @@ def account_of(spec: JobSpec) -> str:
     source: a token command, else a token variable, else the appid (from the environment)."""
     creds = spec.credentials
     base = spec.api_base.rstrip("/")
+    if creds.component:  # an account of a third-party platform: its own rate and token
+        component = os.environ.get(creds.component_appid_env, "").strip()
+        return account_key(base, "component", component, spec.single_account or "")
     if creds.token_command:
         return account_key(base, "command", creds.token_command)
     if os.environ.get(creds.token_env, "").strip():

@@ -44,7 +44,7 @@ from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Target
 from batchmove.wechat.errcodes import error_for
 from batchmove.wechat.gate import RateGate, TokenStore, gated
 from batchmove.wechat.quota import Quota, quota_of
-from batchmove.wechat.token import TokenManager, TokenSource
+from batchmove.wechat.token import HttpFetch, TokenManager, TokenSource
 
 if TYPE_CHECKING:
     from aiolimiter import AsyncLimiter
@@ -88,6 +88,7 @@ class WeChatClient:
         self.gate = gate
         self.connector_limit = connector_limit
         self.calls: Counter[str] = Counter()
+        self.raw: HttpFetch = self._request  # no access token: component endpoints' own
         self.tokens = TokenManager(token_source, self._request, max_refreshes=max_refreshes,
                                    store=token_store)
         self._session: aiohttp.ClientSession | None = None

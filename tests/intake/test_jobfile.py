@@ -303,3 +303,48 @@ def test_notify_mistakes(job_dir: Path, body: str, message: str) -> None:
     text = failure(write_job(job_dir, body))
     assert message in text
     assert "abc-secret-key" not in text
+
+
+def test_a_platform_job(job_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BATCHMOVE_RUNS_DIR", raising=False)
+    path = write_job(job_dir, """
+accounts = "all"
+[credentials]
+component = true
+component_secret_env = "AGENCY_SECRET"
+ticket_file = "state/ticket"
+""")
+    spec = spec_for(path)
+    assert spec.credentials == Credentials(component=True, component_secret_env="AGENCY_SECRET",
+                                           ticket_file=str(job_dir / "jobs" / "state" / "ticket"))
+    assert (spec.accounts, spec.single_account) == ("all", None)
+    one = spec_for(path, account="wxauth0000000000002")
+    assert one.single_account == "wxauth0000000000002"
+    assert one.out_dir == Path("runs") / spec.name / "wxauth0000000000002"
+    listed = spec_for(write_job(job_dir, 'accounts = ["wxauth0000000000001"]\n'
+                                         "[credentials]\ncomponent = true\n"))
+    assert (listed.single_account, listed.out_dir) == ("wxauth0000000000001",
+                                                       Path("runs") / listed.name)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('accounts = ["wx1234567890"]\n', "need [credentials] component = true"),
+    ('accounts = "some"\n[credentials]\ncomponent = true\n', 'accounts must be "all" or a '
+                                                              "list of appids"),
+    ('accounts = ["gh_123"]\n[credentials]\ncomponent = true\n', '"gh_123" is not an appid'),
+    ('[credentials]\ncomponent = "yes"\n', "credentials.component must be true or false"),
+])
+def test_bad_platform_jobs(job_dir: Path, body: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        spec_for(write_job(job_dir, body))
+
+
+def test_runs_dir_from_the_environment(job_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                       tmp_path: Path) -> None:
+    monkeypatch.setenv("BATCHMOVE_RUNS_DIR", str(tmp_path / "volume"))
+    assert spec_for(write_job(job_dir, "")).out == tmp_path / "volume" / "seg"
+    given = spec_for(write_job(job_dir, 'out = "mine"\n'))
+    assert given.out == job_dir / "jobs" / "mine"  # the job's own out wins, relative to it
+    monkeypatch.setenv("BATCHMOVE_RUNS_DIR", "relative")
+    with pytest.raises(UsageError, match="must be an absolute path"):
+        spec_for(write_job(job_dir, ""))
