@@ -34,7 +34,7 @@ from batchmove.results import Events, RollbackFile
 UNDO_DIR = "rollback"
 #: job keys the undo keeps from the run (where to send, as whom, how fast)
 _KEPT = ("api_base", "rate", "max_rate", "concurrency", "retries", "timeout",
-         "max_failure_rate")
+         "max_failure_rate", "account")  # account: a platform's account (its token)
 EMBEDDED_CAVEAT = (
     "this run used the embedded sandbox, whose account ended with the run: the undo runs "
     "against a fresh embedded sandbox (every follower back in its starting group), so it checks "

@@ -92,7 +92,7 @@ def run_settings(spec: JobSpec) -> dict[str, Any]:
             "rate": spec.rate, "max_rate": spec.max_rate, "concurrency": spec.concurrency,
             "retries": spec.retries,
             "timeout": spec.timeout, "max_failure_rate": spec.max_failure_rate,
-            "sandbox": sandbox}
+            "sandbox": sandbox, "account": spec.single_account}
 
 
 def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,

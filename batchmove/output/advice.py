@@ -25,7 +25,7 @@ from batchmove.wechat.errcodes import ERRCODES
 
 #: settings a rerun must repeat when the run's value is not its job's: (job key, option)
 _PINNED = (("api_base", "--api-base"), ("backend", "--backend"), ("sheet", "--sheet"),
-           ("encoding", "--encoding"), ("target", "--target"))
+           ("encoding", "--encoding"), ("target", "--target"), ("account", "--account"))
 
 
 def retryable(errcodes: Iterable[int | None]) -> list[int | None]:
@@ -82,14 +82,16 @@ def rerun_command(run_dir: Path, meta: Mapping[str, Any],
     job = meta.get("job_path") or meta.get("input")
     if not job:
         return None
-    words = ["batchmove", "run", str(job), "--out", str(run_dir.absolute())]
     settings = meta.get("settings") or {"api_base": meta.get("api_base"),
                                         "backend": meta.get("backend")}
     own = _own_settings(Path(job), bool(meta.get("job_path")))
-    for key, option in _PINNED:
-        value = settings.get(key)
-        if value is not None and value != own.get(key):
-            words += [option, str(value)]
+    pinned = [(option, str(settings[key])) for key, option in _PINNED
+              if settings.get(key) is not None and settings[key] != own.get(key)]
+    out = run_dir.absolute()
+    if ("--account", out.name) in pinned:  # one account of several: it runs in OUT/<appid>
+        out = out.parent
+    words = ["batchmove", "run", str(job), "--out", str(out)]
+    words += [word for pair in pinned for word in pair]
     return " ".join(shlex.quote(w) for w in (*words, *flags))
 
 
@@ -102,4 +104,5 @@ def _own_settings(job: Path, job_file: bool) -> dict[str, Any]:
             spec = jobfile.spec_for(job)
         except BatchmoveError:  # changed or gone since: repeat every setting that is not a default
             spec = defaults
-    return {key: getattr(spec, key) for key, _ in _PINNED}
+    found = {key: getattr(spec, key) for key, _ in _PINNED}
+    return found | {"account": spec.single_account}
