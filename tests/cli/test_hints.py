@@ -197,3 +197,15 @@ async def test_plan_says_how_many_users_will_really_move(
                                            env=env)
     assert "  users to move: 200 (100 already in their target: read now, 3 user/info/batchget)" \
         in out.splitlines()
+
+
+async def test_an_export_stop_is_one_prefixed_last_line(tmp_path: Path,
+                                                        env: dict[str, str]) -> None:
+    job = job_file(tmp_path, 'api_base = "sandbox"\n[sandbox]\nusers = 20\n'
+                   'daily_quota = {"user/get" = 0}\n')
+    code, _, err = await batchmove_async("export", "--out", str(tmp_path / "f.csv"), "--job",
+                                         str(job), env=env)
+    assert code == 3, err
+    assert last_line(err) == (
+        "batchmove: the daily API quota of user/get is used up (45009); 0 followers listed so "
+        "far; run the same command again to resume")
