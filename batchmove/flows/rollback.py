@@ -23,6 +23,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from batchmove.errors import UsageError
 from batchmove.flows.run import RunOptions, run_job
 from batchmove.intake import jobfile
 from batchmove.ledger.rundir import read_meta
@@ -60,12 +61,30 @@ def undo_spec(run_dir: Path, meta: dict[str, Any], undo: RollbackFile) -> JobSpe
     """The undo's job: rollback.csv as input, the run's settings, its own run directory."""
     settings = meta.get("settings") or _settings_of_older_run(meta)
     kept = {k: settings[k] for k in _KEPT if settings.get(k) is not None}
+    credentials = dict(settings.get("credentials", {}))
+    if settings.get("commands"):  # not in the ledger (a command may hold a secret)
+        credentials |= _job_commands(meta, settings["commands"])
     return JobSpec(
         input=undo.path.absolute(), name=f"{meta.get('job') or run_dir.name}-rollback",
         backend=undo.backend,  # type: ignore[arg-type]
-        credentials=Credentials(**settings.get("credentials", {})),
+        credentials=Credentials(**credentials),
         sandbox=dict(settings.get("sandbox", {})), out=run_dir / UNDO_DIR,
         allow_blacklist=undo.needs_blacklist, **kept)
+
+
+def _job_commands(meta: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The token (or ticket) command of the run's job file, which the ledger does not keep."""
+    job_path = meta.get("job_path") or ""
+    found: dict[str, Any] = {}
+    if job_path and Path(job_path).is_file():
+        found = asdict(jobfile.load_job(Path(job_path), need_input=False)["credentials"])
+    missing = [n for n in names if not found.get(n)]
+    if missing:
+        raise UsageError(f"the run took its token from {missing[0]} of its job file "
+                         f"{job_path or '(none recorded)'}, which no longer has it: run "
+                         "rollback.csv yourself (`batchmove run RUN_DIR/rollback.csv --out ... "
+                         "--api-base ...` with the run's credentials)")
+    return {n: found[n] for n in names}
 
 
 def _settings_of_older_run(meta: dict[str, Any]) -> dict[str, Any]:

@@ -82,13 +82,16 @@ def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restar
 def run_settings(spec: JobSpec) -> dict[str, Any]:
     """What a run records of its settings (ledger meta `settings`), so that a hint, and
     `rollback --apply`, can act as the run did: where it sent its calls, as whom (the names of
-    the credential variables or the token command, never a secret), how fast. The embedded
-    sandbox's own secret and explicit follower list are left out."""
+    the credential variables, never a secret; a token or ticket command, which may hold one,
+    only as "the job file's"), how fast. The embedded sandbox's own secret and explicit
+    follower list are left out."""
     sandbox = {k: v for k, v in spec.sandbox.items() if k not in ("secret", "openids")}
+    credentials = {k: v for k, v in asdict(spec.credentials).items() if v is not None}
+    commands = sorted(k for k in credentials if k.endswith("_command"))  # may hold a secret
     return {"api_base": spec.api_base, "backend": spec.backend, "sheet": spec.sheet,
             "encoding": spec.encoding, "target": spec.target,
-            "credentials": {k: v for k, v in asdict(spec.credentials).items()
-                            if v is not None},
+            "credentials": {k: v for k, v in credentials.items() if k not in commands},
+            "commands": commands,  # the job file's: read from it again when needed
             "rate": spec.rate, "max_rate": spec.max_rate, "concurrency": spec.concurrency,
             "retries": spec.retries,
             "timeout": spec.timeout, "max_failure_rate": spec.max_failure_rate,

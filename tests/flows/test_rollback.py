@@ -142,3 +142,28 @@ def test_an_embedded_sandbox_run_says_what_its_undo_cannot_do(tmp_path: Path) ->
     assert undo.applied is not None
     # a fresh sandbox: every follower is where the snapshot saw them already
     assert (undo.applied.exit_code, undo.applied.counts["already"]) == (0, 60)
+
+
+async def test_a_token_command_is_read_from_the_job_file_never_kept_in_the_ledger(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    """A token command may hold a secret (`printf %s TOKEN`): the ledger records only that the
+    run used its job file's command, and the undo reads it from there again."""
+    sb = await sandbox_factory(account(["A", "B"], users=60))
+    before = user_state(sb)
+    token, _ = sb.state.tokens.stable(7200.0, False)
+    write_moves(tmp_path / "in.csv", spread(60, ["A", "B"]))
+    job = tmp_path / "job.toml"
+    job.write_text(f'input = "in.csv"\nout = "run"\napi_base = "{sb.base_url}"\nrate = 0\n'
+                   f'[credentials]\ntoken_command = "printf %s {token}"\n', encoding="utf-8")
+    first = await batchmove.run_async(job)
+    assert first.exit_code == 0, first.message
+    undo = await batchmove.rollback_async(tmp_path / "run", apply=True)
+    assert undo.applied is not None
+    assert undo.applied.exit_code == 0, undo.applied.message
+    assert user_state(sb) == before
+    for ledger in (tmp_path / "run").rglob("ledger.sqlite*"):
+        assert token.encode() not in ledger.read_bytes(), ledger
+    job.write_text(f'input = "in.csv"\nout = "run"\napi_base = "{sb.base_url}"\n',
+                   encoding="utf-8")  # the command gone from the job file: one clear line
+    with pytest.raises(batchmove.UsageError, match="token_command of its job file"):
+        await batchmove.rollback_async(tmp_path / "run", apply=True)
