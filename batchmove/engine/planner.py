@@ -228,7 +228,8 @@ def summarize_plan(
         if snapshot and tags is not None else {},
         rate=spec.rate, rates=_rates(calls, spec, rates or {}), sharing=sharing,
         already=count.already if count else 0, already_source=count.source if count else None,
-        moves_exact=count is not None or not spec.snapshot or not users,
+        moves_exact=(count is not None or not spec.snapshot  # nobody can be in a new group
+                     or not any(g["users"] for g in groups.get("users_per_group", {}).values())),
         count_calls=dict(count.calls) if count else {})
 
 
