@@ -10,7 +10,7 @@ import click
 from batchmove import api
 from batchmove.cli.app import clear_errors, cli, verdict
 from batchmove.cli.display import Terminal
-from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES
+from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, UsageError
 from batchmove.results import RollbackFile
 
 
@@ -34,6 +34,8 @@ def rollback_command(run_dir: Path, out: Path | None, apply: bool, yes: bool, re
     are kept. The same command resumes a stopped undo.
     """
     if not apply:
+        if yes or restart or quiet:
+            raise UsageError("--yes, --restart and --quiet go with --apply (they run the undo)")
         undo = api.rollback(run_dir, out)
         click.echo(f"wrote {undo.path}: {undo.users} users back to their previous "
                    f"{_what(undo)}")
@@ -47,6 +49,8 @@ def rollback_command(run_dir: Path, out: Path | None, apply: bool, yes: bool, re
         console.close()
     result = undo.applied
     assert result is not None
+    if quiet and undo.caveat:  # said before the run otherwise; never left unsaid
+        click.echo(f"note: {undo.caveat}", err=True)
     verdict(result.message, result.exit_code, ("report", result.run_dir / "report.csv"))
     sys.exit(result.exit_code)
 

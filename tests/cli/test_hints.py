@@ -209,3 +209,22 @@ async def test_an_export_stop_is_one_prefixed_last_line(tmp_path: Path,
     assert last_line(err) == (
         "batchmove: the daily API quota of user/get is used up (45009); 0 followers listed so "
         "far; run the same command again to resume")
+
+
+async def test_an_embedded_sandbox_undo_says_it_restores_nothing(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    job = job_file(tmp_path, 'api_base = "sandbox"\ncreate_groups = true\n',
+                   [(o, "A") for o in sandbox_openids(30)])
+    code, _, err = await batchmove_async("run", str(job), "--yes", env=env)
+    assert code == 0, err
+    run_dir = str(tmp_path / "run")
+    code, out, err = await batchmove_async("rollback", run_dir, "--yes", env=env)
+    assert (code, out, err) == (
+        2, "", "batchmove: --yes, --restart and --quiet go with --apply (they run the undo)\n")
+    code, out, err = await batchmove_async("rollback", run_dir, "--apply", "--yes", "--quiet",
+                                           env=env)
+    assert code == 0, err
+    assert err.startswith("note: this run used the embedded sandbox, whose account ended with "
+                          "the run: ")
+    assert "restores nothing" in err
+    assert out.splitlines()[0] == "finished (30 already)"
