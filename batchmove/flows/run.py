@@ -134,6 +134,7 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
                 plan = await plan_of(client, ledger, spec, resolution, groups)
                 if not options.confirm(plan):
                     raise ConfirmationRequired("not confirmed: nothing was sent")
+            ledger.set_meta(nothing_sent=False)  # from here on a change may reach WeChat
             if resolution.missing and stop.reason is None:
                 await create_missing(TargetApi(client, spec.backend), resolution, ledger,
                                      sleep=asyncio.sleep)

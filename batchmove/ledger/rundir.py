@@ -70,7 +70,10 @@ def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restar
             info(f"resuming {ledger.run_dir}: {done} rows done, {counts.get('pending', 0)} "
                  "remain")
             return
-        if not same and meta.get("finished_at") is None and not restart:
+        # an unfinished run that never sent a change (refused before: no credentials, not
+        # confirmed) protects nothing: new settings start afresh without --restart
+        if not same and meta.get("finished_at") is None and not restart \
+                and not meta.get("nothing_sent"):
             raise InputChangedError(
                 f"the input or settings changed since the unfinished run in {ledger.run_dir}; "
                 "run with --restart to discard its progress and start again, or restore the "
@@ -101,7 +104,7 @@ def run_settings(spec: JobSpec) -> dict[str, Any]:
 def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,
          info: Callable[[str], None]) -> None:
     """A new run: every input row into the ledger, in one transaction."""
-    ledger.set_meta(fingerprint=digest, run_id=run_id(), finished_at=None,
+    ledger.set_meta(fingerprint=digest, run_id=run_id(), finished_at=None, nothing_sent=True,
                     started_at=now(), input=str(source.path), headers=source.headers,
                     openid_column=source.openid_column, target_column=source.target_column,
                     target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)

@@ -228,3 +228,20 @@ async def test_an_embedded_sandbox_undo_says_it_restores_nothing(
                           "the run: ")
     assert "restores nothing" in err
     assert out.splitlines()[0] == "finished (30 already)"
+
+
+async def test_a_run_refused_before_sending_never_asks_for_restart(
+        tmp_path: Path, sandbox_factory: SandboxFactory, env: dict[str, str]) -> None:
+    """The old hint's trap: `run rollback.csv` refused for want of credentials, then the same
+    with --api-base added asked for --restart. A run that sent nothing protects nothing."""
+    sb = await sandbox_factory(SandboxConfig(users=40, groups=["A"]))
+    data = write_moves(tmp_path / "in.csv", [(o, "A") for o in sandbox_openids(40)])
+    out = ("--out", str(tmp_path / "run"), "--yes")
+    bare = {k: v for k, v in env.items() if not k.startswith("WECHAT_")}
+    code, _, err = await batchmove_async("run", str(data), *out, env=bare)
+    assert code == 2
+    assert last_line(err).startswith("batchmove: no WeChat credentials")
+    code, out_text, err = await batchmove_async("run", str(data), *out, "--api-base",
+                                                sb.base_url, env=env)
+    assert code == 0, err
+    assert out_text.splitlines()[0] == "finished (40 moved)"
