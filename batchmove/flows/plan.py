@@ -7,6 +7,7 @@ job's selection is listed (read-only) into a scratch directory, never frozen.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -33,31 +34,40 @@ from batchmove.errors import (
 )
 from batchmove.flows import segments
 from batchmove.intake import loader
-from batchmove.ledger.rundir import load, write_json
+from batchmove.ledger.rundir import fresh_dir, load, write_json
 from batchmove.ledger.store import Ledger
 from batchmove.models import JobSpec, Target
 from batchmove.results import Events, Plan
 from batchmove.wechat.client import WeChatClient
 
 
-async def plan_job(spec: JobSpec, events: Events, *, count_moves: bool = False) -> Plan:
+async def plan_job(spec: JobSpec, events: Events, rows_dir: Path | None = None, *,
+                   count_moves: bool = False) -> Plan:
     """select -> load -> resolve -> count and price: the plan, also written as `plan.json`.
-    `count_moves` reads every user now (read-only) to count those already in their target."""
+    The rows are loaded into a scratch ledger, kept in `rows_dir` when given (a watcher pages
+    them by row number without parsing the input again), else deleted. `count_moves` reads
+    every user now (read-only) to count those already in their target."""
     async with segments.planned(spec, events) as (spec, listed):
         if listed is not None and not listed.followers:
             plan = replace(segments.empty_plan(spec), plan_json=spec.out_dir / "plan.json")
         else:
-            plan = await _plan_input(spec, events, count_moves)
+            plan = await _plan_input(spec, events, rows_dir, count_moves)
     if listed is not None and spec.select is not None:
         plan = segments.with_listing(plan, listed, spec.select)
     write_json(spec.out_dir / "plan.json", plan.as_dict())
     return plan
 
 
-async def _plan_input(spec: JobSpec, events: Events, count_moves: bool) -> Plan:
+async def _plan_input(spec: JobSpec, events: Events, rows_dir: Path | None,
+                      count_moves: bool) -> Plan:
     source = loader.open_input(spec)
-    with tempfile.TemporaryDirectory(prefix="batchmove-plan-") as scratch, \
-            Ledger(Path(scratch)).open() as ledger:
+    with contextlib.ExitStack() as stack:
+        if rows_dir is None:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="batchmove-plan-")))
+        else:
+            scratch = fresh_dir(rows_dir)
+        ledger = stack.enter_context(Ledger(scratch).open())
         load(ledger, source, spec, "", events.info)
         blocked = None
         overlaps = overlaps_of(spec, ledger, Path(scratch))
@@ -73,7 +83,7 @@ async def _plan_input(spec: JobSpec, events: Events, count_moves: bool) -> Plan:
         blocked = describe_overlap(overlaps) + " (--allow-overlap runs it all the same)"
     path = spec.out_dir / "plan.json"
     return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path,
-                   overlaps=overlaps)
+                   rows_dir=rows_dir, overlaps=overlaps)
 
 
 async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,
