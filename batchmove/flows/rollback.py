@@ -67,7 +67,8 @@ def undo_spec(run_dir: Path, meta: dict[str, Any], undo: RollbackFile) -> JobSpe
     return JobSpec(
         input=undo.path.absolute(), name=f"{meta.get('job') or run_dir.name}-rollback",
         backend=undo.backend,  # type: ignore[arg-type]
-        credentials=Credentials(**credentials),
+        credentials=Credentials(**{k: v for k, v in credentials.items()
+                                   if k in Credentials.__dataclass_fields__}),
         sandbox=dict(settings.get("sandbox", {})), out=run_dir / UNDO_DIR,
         allow_blacklist=undo.needs_blacklist, **kept)
 
