@@ -28,6 +28,7 @@ from batchmove.engine.targets import parse_tag_set, tag_changes
 from batchmove.ledger.exported import current_column, pending_by_current
 from batchmove.ledger.store import Ledger
 from batchmove.models import JobSpec, Move, Target
+from batchmove.wechat.answers import Follower, NotFollower, UserInfo
 from batchmove.wechat.client import WeChatClient
 
 #: a user's group id, or their tag ids; None when unknown (then the user is counted as moving)
@@ -54,14 +55,17 @@ def count_from_input(ledger: Ledger, spec: JobSpec, resolution: Resolution,
 async def count_by_reading(client: WeChatClient, ledger: Ledger, spec: JobSpec,
                            resolution: Resolution, stop: StopSignals) -> MoveCount:
     """Every pending user read now (read-only); a user the read did not answer counts as
-    moving. A stop (daily quota, fatal error) is raised as the run's would be."""
+    moving, one who does not follow the account as neither (the run fails that row without a
+    move). A stop (daily quota, fatal error) is raised as the run's would be."""
     ledger.assign_groups(resolution.resolved, {})  # a plan's scratch ledger: ids for reading
     rows = ledger.tag_rows()
-    infos, outcome = await read_users(client, [Move(r.row, r.openid) for r in rows], spec, stop)
+    infos, _, outcome = await read_users(client, [Move(r.row, r.openid) for r in rows], spec,
+                                         stop)
     if outcome.error is not None:
         raise outcome.error
     tags = spec.backend == "tags"
-    pairs = Counter((r.target, _of_info(infos.get(r.row), tags)) for r in rows)
+    pairs = Counter((r.target, _of_info(infos.get(r.row), tags)) for r in rows
+                    if not isinstance(infos.get(r.row), NotFollower))
     pending = ledger.pending_targets()
     new = [(t, None, pending[t]) for t in resolution.missing]  # to be created: all move
     found = tally([*((t, c, n) for (t, c), n in pairs.items()), *new], spec, resolution,
@@ -116,11 +120,7 @@ def _parse(cell: str, says: str, tag_ids: dict[str, int]) -> Current:
     return None if None in ids else frozenset(i for i in ids if i is not None)
 
 
-def _of_info(info: dict[str, Any] | None, tags: bool) -> Current:
-    if not info or info.get("subscribe") != 1:
-        return None
-    if tags:
-        found = info.get("tagid_list")
-        return frozenset(found) if isinstance(found, list) else None
-    group = info.get("groupid")
-    return group if isinstance(group, int) else None
+def _of_info(info: UserInfo | None, tags: bool) -> Current:
+    if not isinstance(info, Follower):
+        return None  # never answered: counted as moving
+    return frozenset(info.tagid_list) if tags else info.groupid
