@@ -95,7 +95,7 @@ async def test_run_from_a_worker_thread_without_a_loop(
     assert result.ok
     assert result.stop_reason == "done"
     assert result.counts == {"moved": 240, "already": 0, "failed": 0, "invalid": 0,
-                             "duplicate": 0, "pending": 0}
+                             "duplicate": 0, "unknown": 0, "pending": 0}
     assert result.calls["groups/members/batchupdate"] == 6
     assert result.run_dir == tmp_path / "run"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
@@ -178,7 +178,7 @@ async def test_the_embedded_sandbox_rollback_and_reports(tmp_path: Path) -> None
     undo = batchmove.rollback(tmp_path / "run")
     assert (undo.path, undo.users, undo.backend) == (tmp_path / "run" / "rollback.csv", 60,
                                                      "groups")
-    assert undo.command.startswith(f"batchmove run {undo.path} --out ")
+    assert undo.command == f"batchmove rollback {tmp_path / 'run'} --apply"
     (tmp_path / "run" / "report.csv").unlink()
     files = batchmove.write_reports(tmp_path / "run")
     assert files.report_csv.exists()

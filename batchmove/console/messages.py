@@ -18,6 +18,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from batchmove.console import errtext
+
 LOG = logging.getLogger("batchmove.console")
 _PATH = re.compile(r"(?<![\w.])/(?:[^\s/:;,'\"()]+/)+([^\s/:;,'\"()]+)")
 _BATCHMOVE = re.compile(r"^batchmove: ")
@@ -94,14 +96,41 @@ CATALOGUE: list[tuple[str, str, str]] = [
      "{n} 行经由 {t} 指向分组 1（黑名单）；未发送任何请求。移入黑名单须在任务设置中允许"),
     (r"no plan", "no plan", "没有计划"),
     (r"the plan cannot run", "the plan cannot run", "此计划无法运行"),
+    # rows WeChat's answers settled (engine/moves.py, engine/settle.py, wechat/answers.py)
+    (r"(?:errcode 43004: )?not a follower of this account \(user/info/batchget answered "
+     r"subscribe 0\); not moved", "not a follower of this account: not moved",
+     "不是此公众号的关注者：未移动"),
+    (r"(?:errcode (?P<code>-?\d+): )?not moved: the snapshot could not read this user "
+     r"\((?P<why>.*)\)", "not moved: the user's group or tags before the run could not be "
+     "read ({why})", "未移动：无法读取该用户移动前的分组或标签"),
+    (r"(?:errcode (?P<code>-?\d+): )?sent (?P<n>\d+) times, never answered as WeChat "
+     r"documents \((?P<why>.*?)\); read back: (?P<now>.*)",
+     "sent {n} times, never answered ({why}); read back: {now}",
+     "已发送 {n} 次，均未获应答；回读结果：'{now}'"),
+    (r"(?:errcode (?P<code>-?\d+): )?sent (?P<n>\d+) times, never answered as WeChat "
+     r"documents \((?P<why>.*)\)", "sent {n} times, never answered ({why}): to be read back",
+     "已发送 {n} 次，均未获应答：待回读确认"),
+    (r"(?:stopped: )?unexpected answer from (?P<where>\S+): `(?P<field>[^`]+)` (?P<what>.*?)"
+     r"(?: \((?P<tally>[^)]*)\))?", "WeChat's answer from {where} is not what it must be: "
+     "`{field}` {what}", "微信接口 {where} 的应答不符合约定：字段 '{field}' 缺失或类型不符"),
+    (r"(?:stopped: )?unexpected answer from (?P<where>\S+): (?P<what>.*?)"
+     r"(?: \((?P<tally>[^)]*)\))?", "WeChat's answer from {where} is not what it must be: "
+     "{what}", "微信接口 {where} 的应答不符合约定"),
+    (r"stopped: WeChat never answered the moves of (?P<n>\d+) rows and reading them back "
+     r"failed.*", "WeChat never answered the moves of {n} rows and reading them back failed: "
+     "press Resume to read them back",
+     "微信未应答 {n} 行的移动请求，回读也失败：请按“继续”回读确认"),
     # WeChat and the network (errors.ApiError)
+    # ({meaning}: the errcode's, from the one errcode table, in the page's language; WeChat's
+    # own errmsg stays in the downloads and the message's tooltip)
     (r"(?:stopped: )?WeChat errcode (?P<code>-?\d+)(?: from (?P<where>\S+))?: (?P<msg>.*?)"
      r"(?: \((?P<tally>[^)]*)\))?",
-     "WeChat answered errcode {code}: {msg}", "微信返回错误码 {code}：{msg}"),
+     "WeChat answered errcode {code}: {meaning}", "微信返回错误码 {code}：{meaning}"),
     (r"(?:stopped: )?WeChat no errcode(?: from (?P<where>\S+))?: (?P<msg>.*?)"
      r"(?: \((?P<tally>[^)]*)\))?",
-     "WeChat did not answer: {msg}", "微信没有应答：{msg}"),
-    (r"errcode (?P<code>-?\d+): (?P<msg>.*)", "errcode {code}: {msg}", "错误码 {code}：{msg}"),
+     "WeChat did not answer: {msg}", "微信没有应答（网络或微信服务器出了问题）"),
+    (r"errcode (?P<code>-?\d+): (?P<msg>.*)", "errcode {code}: {meaning}",
+     "错误码 {code}：{meaning}"),
     # the console's own refusals
     (r"overlap", "other runs on this account move some of these users: acknowledge it to "
      "approve", "此公众号上的其他任务也在移动其中部分用户：确认知悉后才能批准"),
@@ -167,17 +196,25 @@ def say(text: str | None, lang: str, **context: Any) -> str:
     """A message of the library (or of the console) as the page shows it in `lang`."""
     if not text:
         return ""
-    clean = _BATCHMOVE.sub("", strip_paths(str(text)).strip())
+    clean = original(text)
     for pattern, en, zh in _COMPILED:
         found = pattern.fullmatch(clean)
         if found:
             groups = {k: v for k, v in found.groupdict().items() if v}
             if "why" in groups:  # a message inside a message: said in the language too
                 groups["why"] = say(groups["why"], lang)
+            if "code" in groups:
+                groups["meaning"] = errtext.meaning(groups["code"], lang)
             values = _Values({**context, **groups})
             return (zh if lang == "zh" else en).format_map(values)
     LOG.info("no catalogue entry for a message: %s", clean[:200])
     return clean if lang != "zh" else _UNKNOWN[1]
+
+
+def original(text: str | None) -> str:
+    """A message as the library wrote it (WeChat's errmsg included), without server paths:
+    for a tooltip beside what `say` shows."""
+    return _BATCHMOVE.sub("", strip_paths(str(text or "")).strip())
 
 
 def known(text: str) -> bool:
@@ -226,3 +263,9 @@ def result(run: Mapping[str, Any], lang: str) -> str:
         key = reason if reason in _RESULTS else "pending"
         return _RESULTS[key][index]
     return _RESULTS["failures" if counts.get("failed") or counts.get("invalid") else "done"][index]
+
+
+def detail(run: Mapping[str, Any]) -> str:
+    """The tooltip of a run's result: the run's own message as it was written (WeChat's
+    errmsg in it), "" when there is no result to explain."""
+    return original(run.get("message")) if result(run, "en") else ""
