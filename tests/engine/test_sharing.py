@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 import batchmove
+from batchmove.engine.backend import client_for
+from batchmove.engine.sharing import seed_rates, sending_endpoints
 from batchmove.errors import UsageError
 from batchmove.registry import Claims, Registry, account_of
 from batchmove.sandbox import RunningSandbox, SandboxConfig
@@ -135,3 +137,21 @@ async def test_todays_quota_spoken_for_by_other_runs_stops_a_run_before_it_start
     claims.release(tmp_path / "runs" / "other")  # it ended: the same command resumes
     result = await batchmove.run_async(data, api_base=sb.base_url, out=tmp_path / "mine")
     assert (result.exit_code, result.counts["moved"]) == (0, 20)
+
+
+async def test_the_snapshots_reads_start_at_the_moves_pace(
+        sandbox_factory: SandboxFactory, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """The moves start at the reported limit (98% of 100/s, and at least 2/s under it); the
+    reads that feed them (100 users each, 50 a move) at twice what the moves take, so a backlog
+    of moves builds at once, where an unreported endpoint would start at 20/s."""
+    sb = await started(sandbox_factory, monkeypatch,
+                       rate_limit={"groups/members/batchupdate": [500, 5]})
+    spec = batchmove.job_spec(write_moves(tmp_path / "x.csv", [(sb.state.followers[0], "A")]),
+                              api_base=sb.base_url)
+    async with client_for(spec) as client:
+        await seed_rates(client, spec, sending_endpoints(spec))
+    rates = dict(Registry().conn.execute("SELECT scope, rate FROM buckets"))
+    assert rates["groups/members/batchupdate"] == 98.0
+    assert rates["user/info/batchget"] == 98.0
+    assert rates["stable_token"] < 25  # the token's own endpoint: the safe start
