@@ -17,6 +17,7 @@ from batchmove.registry.aimd import SAFE_START, BucketState, Report, apply, star
 from batchmove.registry.budget import sharing
 from batchmove.sandbox.pushback import Pushback
 from bench.harness import max_in_window  # the bench's own count of a sliding window
+from tests.support.processes import holder
 from tests.support.sandboxes import REPO_ROOT, FakeClock
 
 SENDER = textwrap.dedent("""
@@ -132,26 +133,16 @@ HOLDER = textwrap.dedent("""
 
 
 def test_a_killed_run_gives_its_share_back() -> None:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "joined"
+    with holder(HOLDER, "joined") as other:
         registry = Registry()
         mine = Budget(registry, "shared-account", fixed_rate=10)
         mine.join()
         assert sharing(registry, "shared-account") == 2
         assert mine.reserve("*", Report(), 10, want=1).sharing == 2
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=10)
+        os.kill(other.pid, signal.SIGKILL)
+        other.wait(timeout=10)
         assert sharing(registry, "shared-account") == 1
         assert mine.reserve("*", Report(), 10, want=1).sharing == 1
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 def test_slots_are_spaced_across_budgets_of_one_account() -> None:
