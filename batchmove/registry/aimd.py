@@ -8,9 +8,12 @@ AIMD, as in Netflix's concurrency-limits, with TCP's slow start in front:
   when WeChat reports one, else from `SAFE_START`;
 - slow start: +1 call/s per clean answer (the rate doubles every second) until the first sign
   of congestion, then additive increase: +`ADDITIVE` calls/s per second of clean answers;
-- on 45011, -1 or latency that has doubled: halve, at most once per `COOLDOWN`, and never below
-  90% of the goodput of the last `GOODPUT_S` seconds (a limit enforced in fixed windows fills its
-  window whatever the rate, so its goodput *is* the limit: halving below it only loses time);
+- on 45011, -1 or latency that has doubled: halve, at most once per `COOLDOWN` and once per run
+  of 45011s (no clean answer between them: a hidden window may stay closed for seconds, and
+  cuts 1 s apart, each under a goodput that sinks while nothing gets through, took the rate to
+  ~40/s and left it 10 s climbing back), and never below 90% of the goodput of the last
+  `GOODPUT_S` seconds (a limit enforced in fixed windows fills its window whatever the rate,
+  so its goodput *is* the limit: halving below it only loses time);
 - never above `max_rate`, nor above the reported (or configured) ceiling.
 
 A 45011 is also a pause: every sender of the endpoint holds until `paused_until`, first
@@ -88,11 +91,15 @@ def apply(state: BucketState, report: Report, now: float, max_rate: float,
           to_next_minute: float) -> BucketState:
     """The bucket after one process's report."""
     state = _count(state, report.ok, now)
+    # 45011s with no clean answer since the last one: the same episode, already cut for (a
+    # window may stay closed for seconds, and each cut would sink further with the goodput)
+    same = report.throttled and not (report.busy or report.slow) and (
+        state.probe_delay > 0 and not report.ok)
     if report.throttled:
         state = _pause(state, report, now, to_next_minute)
     elif report.ok:
         state = replace(state, probe_delay=0.0)
-    if report.congested():
+    if report.congested() and not same:
         state = _cut(state, now)
     elif report.ok:
         state = _grow(state, report.ok)

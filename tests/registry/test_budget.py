@@ -221,3 +221,23 @@ def test_a_45011_with_no_known_window_is_probed_at_least_every_second() -> None:
         known = apply(known, Report(throttled=True), now, 200.0, 59.0)
         now = known.paused_until
     assert known.probe_delay == 5.0
+
+
+def test_a_run_of_45011s_cuts_the_rate_once() -> None:
+    """A hidden window that stays closed for 3 s: one cut, not one a second under a goodput
+    that sinks while nothing gets through."""
+    state = BucketState(rate=190.0, slow_start=False, ok_since=0.0, ok_now=500)
+    state = apply(state, Report(ok=40), 4.9, 200.0, 60.0)
+    now, rates = 5.0, []
+    while now < 8.0:  # 45011 after 45011, probes a second apart at most
+        state = apply(state, Report(throttled=True), now, 200.0, 60.0)
+        rates.append(state.rate)
+        now = state.paused_until
+    assert len(rates) >= 4
+    assert set(rates) == {rates[0]}
+    assert rates[0] < 190.0
+    state = apply(state, Report(ok=20), now, 200.0, 60.0)  # the window turned: it grows again
+    grown = state.rate
+    assert grown > rates[0]
+    state = apply(state, Report(throttled=True), now + 5.0, 200.0, 60.0)  # a new episode
+    assert state.rate < grown
