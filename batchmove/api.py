@@ -22,11 +22,10 @@ from typing import Any, TypeVar
 
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
-from batchmove.flows.run import RunOptions, run_job
+from batchmove.flows.run import RunOptions, rewrite_reports, run_job
 from batchmove.flows.verify import verify_run
 from batchmove.intake import jobfile
 from batchmove.models import JobSpec
-from batchmove.output import report
 from batchmove.output.notify import resend
 from batchmove.output.review import write_rollback
 from batchmove.results import (
@@ -112,8 +111,9 @@ def rollback(run_dir: str | os.PathLike[str],
 
 
 def write_reports(run_dir: str | os.PathLike[str]) -> ReportFiles:
-    """Write a run's report files again from its ledger alone."""
-    return report.rewrite_reports(Path(run_dir))
+    """Write a run's report files again from its ledger alone (summary.json complete: rebuilt
+    from the ledger when the run wrote none of its own)."""
+    return rewrite_reports(Path(run_dir))
 
 
 async def export_async(out: str | os.PathLike[str], *, backend: str | None = None,

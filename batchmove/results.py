@@ -23,6 +23,9 @@ class StopReason(StrEnum):
     THRESHOLD = "failure_threshold"
     SIGINT = "sigint"
     SIGTERM = "sigterm"
+    STORAGE = "storage"  # the disk filled up, a file became unwritable, the ledger was deleted
+    UNKNOWN = "unknown"  # `batchmove report` of a run that wrote no summary (killed, say)
+
 
 class Counts(TypedDict):
     """Rows per status; all six are always present."""

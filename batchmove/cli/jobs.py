@@ -82,17 +82,19 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
     finally:
         if isinstance(events, Terminal):
             events.close()
+    # only a report this run wrote is named (the disk may have been full)
+    written = "report.csv" in result.summary.get("files", [])
+    report = str(result.run_dir / "report.csv") if written else None
     if log is not None:
         summary = result.summary
         log.finished("run_finished", result.exit_code, result.message,
                      stop_reason=result.stop_reason, counts=result.counts, calls=result.calls,
                      duration_s=summary.get("duration_s"),
                      rate=summary.get("users_moved_per_s"), run_dir=str(result.run_dir),
-                     report=str(result.run_dir / "report.csv"),
-                     notifications=summary.get("notifications", []))
+                     report=report, notifications=summary.get("notifications", []))
     else:
         _unsent(result.summary.get("notifications", []))
-        click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
+        click.echo(result.message + (f"\nreport: {report}" if report else ""),
                    err=result.exit_code != 0)
     sys.exit(result.exit_code)
 

@@ -29,8 +29,9 @@ from batchmove.console.runfiles import (
     update_state,
 )
 from batchmove.errors import RunStateError
+from batchmove.ledger.lock import LOCK_NAME
 from batchmove.ledger.reader import LedgerReader
-from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME
+from batchmove.ledger.store import LEDGER_NAME
 from batchmove.output.report import SUMMARY_JSON
 
 STATES = ("planned", "running", "finished", "stopped", "failed")

@@ -32,18 +32,19 @@ async def snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: St
     """Record every pending user's current group (or tags); users already where the row asks
     become `already` and are not moved."""
     tags = spec.backend == "tags"
-    todo = ledger.pending_without_snapshot("prev_tags" if tags else "prev_group")
+    todo = ledger.snapshots.missing("prev_tags" if tags else "prev_group")
     if not todo:
         return RunOutcome(StopReason.DONE)
     found, outcome = await read_users(client, todo, spec, stop)
     followers = {row: info for row, info in found.items() if info.get("subscribe") == 1}
     if tags:
-        ledger.record_tag_snapshot({row: [t for t in info.get("tagid_list", [])
-                                          if isinstance(t, int)]
-                                    for row, info in followers.items()})
+        ledger.snapshots.record_tags({row: [t for t in info.get("tagid_list", [])
+                                            if isinstance(t, int)]
+                                      for row, info in followers.items()})
         return outcome
-    already = ledger.record_snapshot({row: info["groupid"] for row, info in followers.items()
-                                     if isinstance(info.get("groupid"), int)})
+    already = ledger.snapshots.record_groups({row: info["groupid"]
+                                              for row, info in followers.items()
+                                              if isinstance(info.get("groupid"), int)})
     if already:
         events.info(f"{already} users are already in their target group: not moved")
     return outcome

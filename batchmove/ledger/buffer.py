@@ -90,8 +90,9 @@ class Checkpointer:
             self._thread = None
 
     def _run(self) -> None:
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None)
+        try:  # mode=rw: a ledger deleted under the run is never created again empty here
+            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=rw", uri=True,
+                                 isolation_level=None)
         except sqlite3.Error:  # the writer's own checkpoints still run
             return
         try:

@@ -16,21 +16,20 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from batchmove.errors import RunStateError
+from batchmove.ledger.schema import FAILED, PENDING, literal
 from batchmove.ledger.store import LEDGER_NAME
 from batchmove.models import RowStatus
 
 #: statuses a watcher can page through (rows that will never be sent)
-LISTABLE = ("invalid", "duplicate", "failed")
-_BY_TARGET = ("SELECT target, " + ", ".join(
-    f"count(*) FILTER (WHERE status = '{s.value}')" for s in RowStatus)
-    + " FROM rows GROUP BY target")
+LISTABLE = (RowStatus.INVALID.value, RowStatus.DUPLICATE.value, RowStatus.FAILED.value)
+_PER_STATUS = ", ".join(f"count(*) FILTER (WHERE status = {literal(s)})" for s in RowStatus)
+_BY_TARGET = f"SELECT target, {_PER_STATUS} FROM rows GROUP BY target"
 # one pass, reading no column after `status` (1M rows: 0.2 s; with prev_group and verified
 # counted too, 0.4 s)
-_TOTALS = ("SELECT " + ", ".join(
-    f"count(*) FILTER (WHERE status = '{s.value}')" for s in RowStatus) + " FROM rows")
+_TOTALS = f"SELECT {_PER_STATUS} FROM rows"
 
-_ANSWERED = ("SELECT count(*) FILTER (WHERE status = 'pending'), "
-             "count(*) FILTER (WHERE status = 'failed'), count(*) FROM rows")
+_ANSWERED = (f"SELECT count(*) FILTER (WHERE status = {PENDING}), "
+             f"count(*) FILTER (WHERE status = {FAILED}), count(*) FROM rows")
 
 
 class ListedRow(NamedTuple):
@@ -107,10 +106,10 @@ class LedgerReader:
 
     def listed(self, statuses: tuple[str, ...], offset: int, limit: int) -> list[ListedRow]:
         """One page of the rows with these statuses, in the spreadsheet's order."""
-        wanted = [s for s in statuses if s in LISTABLE] or ["invalid"]
+        wanted = [s for s in statuses if s in LISTABLE] or [RowStatus.INVALID.value]
         marks = ", ".join("?" * len(wanted))
         cur = self.conn.execute(
-            "SELECT row, openid, target, status, CASE WHEN status = 'failed' THEN "
+            f"SELECT row, openid, target, status, CASE WHEN status = {FAILED} THEN "
             "COALESCE('errcode ' || errcode || ': ', '') || COALESCE(errmsg, '') "
             f"ELSE reason END FROM rows WHERE status IN ({marks}) ORDER BY row "
             "LIMIT ? OFFSET ?", (*wanted, max(1, min(limit, 500)), max(0, offset)))

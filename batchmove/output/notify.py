@@ -255,7 +255,7 @@ def failure_reasons(run_dir: Path, limit: int = TOP_REASONS) -> list[tuple[str, 
         return []
     with Ledger(run_dir).open(lock=False) as ledger:
         tally: Counter[str] = Counter(ledger.meta().get("invalid_by_reason") or {})
-        for (errcode, errmsg), n in ledger.failures_by_answer().items():
+        for (errcode, errmsg), n in ledger.review.failures_by_answer().items():
             reason = f"errcode {errcode}" if errcode is not None else "no answer"
             tally[f"{reason}: {errmsg}" if errmsg else reason] += n
     return tally.most_common(limit)

@@ -21,9 +21,9 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
 
-from batchmove.errors import RunStateError, UsageError
+from batchmove.errors import RunStateError
 from batchmove.ledger.cells import ReportCells, report_cells
-from batchmove.ledger.store import LEDGER_NAME, Ledger
+from batchmove.ledger.store import Ledger
 from batchmove.models import RowStatus
 from batchmove.output.xlsxfast import CHUNK_ROWS, RowCountError, write_sheet
 from batchmove.results import ReportFiles
@@ -58,7 +58,7 @@ class Layout:
 
 def layout(ledger: Ledger, run_dir: Path, *, xlsx_max_rows: int = 200_000) -> Layout:
     meta = ledger.meta()
-    verified = ledger.verified_any()
+    verified = ledger.review.verified_any()
     cells = report_cells(meta, verified=verified, triggers=_TRIGGERS, neutralize=neutralize)
     headers = list(meta["headers"])
     ours = (*OUR_COLUMNS, "verified") if verified else OUR_COLUMNS
@@ -81,7 +81,7 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
         remove_stale_temps(run_dir)
         with atomic_text(files.report_csv) as out:
             if files.report_xlsx is None:
-                write_csv(out, plan.header, ledger.report_rows(cells))
+                write_csv(out, plan.header, ledger.review.report_rows(cells))
             else:
                 _write_both(ledger, plan, files.report_xlsx, out)
         if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
@@ -89,7 +89,7 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
                 (run_dir / REPORT_XLSX).unlink()
         with atomic_text(files.failed_csv) as out:
             write_csv(out, [*headers, *unique_names(headers, FAILED_COLUMNS)],
-                       ledger.report_rows(cells, failed_only=True))
+                       ledger.review.report_rows(cells, failed_only=True))
         _write_summary(ledger, plan, summary)
     except OSError as exc:
         why = getattr(exc, "strerror", None) or str(exc)
@@ -101,13 +101,13 @@ def _write_both(ledger: Ledger, plan: Layout, xlsx: Path, csv_out: IO[str]) -> N
     """report.csv and report.xlsx from one read of the ledger, each chunk of rows written to
     the CSV on its way to the sheet, which is deflated while it is rendered (100,000 rows:
     0.55 s instead of 1.1 s, 2 cores)."""
-    rows = ledger.report_rows(plan.cells)
+    rows = ledger.review.report_rows(plan.cells)
     writer = csv_writer(csv_out)
     writer.writerow(plan.header)
     try:
         write_xlsx(xlsx, plan.header, _copied(rows, writer), row_count=sum(plan.counts.values()))
     except RowCountError:  # rows came or went since they were counted: read them again
-        write_xlsx(xlsx, plan.header, ledger.report_rows(plan.cells))
+        write_xlsx(xlsx, plan.header, ledger.review.report_rows(plan.cells))
 
 
 def _copied(rows: Iterator[Cells], writer: Any) -> Iterator[Cells]:
@@ -120,7 +120,7 @@ def _copied(rows: Iterator[Cells], writer: Any) -> Iterator[Cells]:
 def _write_summary(ledger: Ledger, plan: Layout, summary: dict[str, Any]) -> None:
     files = plan.files
     full = {**summary, "counts": plan.counts, "rows": sum(plan.counts.values()),
-            "calls": ledger.calls(), "groups_created": ledger.created_groups(),
+            "calls": ledger.calls(), "groups_created": ledger.creations.created(),
             "report_xlsx": None if files.xlsx_skipped else REPORT_XLSX,
             "report_xlsx_skipped": files.xlsx_skipped,
             "files": [p.name for p in files.written]}
@@ -130,13 +130,16 @@ def _write_summary(ledger: Ledger, plan: Layout, summary: dict[str, Any]) -> Non
     _dump_summary(files.summary_json, full)
 
 
-def rewrite_reports(run_dir: Path) -> ReportFiles:
-    """`batchmove report`: the report files again, from the ledger alone."""
-    if not (run_dir / LEDGER_NAME).exists():
-        raise UsageError(f"{run_dir} has no {LEDGER_NAME}: not a batchmove run directory")
-    with Ledger(run_dir).open(lock=False) as ledger:
-        summary = read_summary(run_dir) if (run_dir / SUMMARY_JSON).exists() else {}
-        return write_reports(ledger, run_dir, summary)
+def earlier_summary(ledger: Ledger, run_dir: Path) -> dict[str, Any]:
+    """The summary.json the run itself wrote, if it describes what the ledger holds now (the
+    same run, the same counts); {} otherwise (killed before writing it, resumed since...)."""
+    try:
+        found = read_summary(run_dir)
+    except RunStateError:
+        return {}
+    counts = {s.value: 0 for s in RowStatus} | dict(ledger.counts())
+    same = found.get("run_id") == ledger.meta().get("run_id") and found.get("counts") == counts
+    return found if same else {}
 
 
 def _dump_summary(path: Path, summary: dict[str, Any]) -> None:

@@ -54,11 +54,11 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     ]
     led = make_ledger(tmp_path, HEADERS, "openid", "分组名称", rows)
     led.assign_groups({"市场部": 101}, {"销售, 北区": (None, "no such group")})
-    led.record_snapshot({2: 0, 3: 101, 7: 0})
+    led.snapshots.record_groups({2: 0, 3: 101, 7: 0})
     led.record_moved([2], 1)
     led.add_calls(Counter({"groups/members/batchupdate": 1, "user/info/batchget": 1}))
-    led.creation_started("市场部")
-    led.creation_finished("市场部", 101)
+    led.creations.started("市场部")
+    led.creations.finished("市场部", 101)
     yield led
     led.close()
 
