@@ -13,7 +13,7 @@ none of the dependencies installed yet (it sets them up).
 import importlib as _importlib
 import typing as _typing
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -29,6 +29,15 @@ _EXPORTS = {
     "job_spec": "batchmove.api",
     "export": "batchmove.api",
     "export_async": "batchmove.api",
+    "list_accounts": "batchmove.api",
+    "sync_accounts": "batchmove.api",
+    "AccountInfo": "batchmove.flows.agency",
+    "account_status": "batchmove.api",
+    "claim_run": "batchmove.api",
+    "release_run": "batchmove.api",
+    "AccountStatus": "batchmove.results",
+    "AccountRun": "batchmove.results",
+    "Overlap": "batchmove.results",
     "ExportResult": "batchmove.flows.export",
     "JobSpec": "batchmove.models",
     "Events": "batchmove.results",
@@ -64,6 +73,9 @@ __all__ = [
     "EXIT_SIGTERM",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "AccountInfo",
+    "AccountRun",
+    "AccountStatus",
     "ApiError",
     "BatchmoveError",
     "ConfirmationRequired",
@@ -74,6 +86,7 @@ __all__ = [
     "InputError",
     "JobFileError",
     "JobSpec",
+    "Overlap",
     "Plan",
     "Progress",
     "ReportFiles",
@@ -85,15 +98,20 @@ __all__ = [
     "UsageError",
     "VerifyResult",
     "__version__",
+    "account_status",
+    "claim_run",
     "export",
     "export_async",
     "job_spec",
+    "list_accounts",
     "notify",
     "plan",
     "plan_async",
+    "release_run",
     "rollback",
     "run",
     "run_async",
+    "sync_accounts",
     "verify",
     "verify_async",
     "write_reports",
@@ -115,14 +133,20 @@ def __dir__() -> list[str]:
 
 if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from batchmove.api import (
+        account_status,
+        claim_run,
         export,
         export_async,
         job_spec,
+        list_accounts,
+        notify,
         plan,
         plan_async,
+        release_run,
         rollback,
         run,
         run_async,
+        sync_accounts,
         verify,
         verify_async,
         write_reports,
@@ -144,11 +168,15 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         RunStateError,
         UsageError,
     )
+    from batchmove.flows.agency import AccountInfo
     from batchmove.flows.export import ExportResult
     from batchmove.models import JobSpec
     from batchmove.results import (
+        AccountRun,
+        AccountStatus,
         Counts,
         Events,
+        Overlap,
         Plan,
         Progress,
         ReportFiles,

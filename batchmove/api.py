@@ -20,6 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from batchmove.engine import sharing
+from batchmove.flows import agency
+from batchmove.flows.agency import AccountInfo
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
 from batchmove.flows.run import RunOptions, rewrite_reports, run_job
@@ -29,7 +32,9 @@ from batchmove.models import JobSpec
 from batchmove.output.notify import resend
 from batchmove.output.review import write_rollback
 from batchmove.results import (
+    AccountStatus,
     Events,
+    Overlap,
     Plan,
     Progress,
     ReportFiles,
@@ -57,7 +62,7 @@ async def run_async(job: Job, *, events: Events | None = None,
                     confirm: Callable[[Plan], bool] | None = None,
                     **overrides: Any) -> RunResult:
     """`run` for callers that have an event loop."""
-    spec = job_spec(job, **overrides)
+    spec = agency.account_input(job_spec(job, **overrides))
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
     return await run_job(spec, options, _watcher(events, on_progress))
 
@@ -81,7 +86,8 @@ def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback
 
 async def plan_async(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
-    return await plan_job(job_spec(job, **overrides), _watcher(events, None))
+    return await plan_job(agency.account_input(job_spec(job, **overrides)),
+                          _watcher(events, None))
 
 
 def plan(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
@@ -140,10 +146,43 @@ def export(out: str | os.PathLike[str], *, backend: str | None = None,
         handle_signals=handle_signals, **overrides))
 
 
+def account_status(job: Job, **overrides: Any) -> AccountStatus:
+    """What this machine's account registry knows of the job's account: the runs registered
+    on it (who moves whom, in what state; `ahead_of(run_dir)` for "queued behind"), how many
+    runs share its rate now, the calls/s its endpoints last ran clean at, and the calls this
+    machine's runs spent on it today."""
+    return sharing.account_status(job_spec(job, **overrides))
+
+
+def claim_run(job: Job, *, state: str = "pending", **overrides: Any) -> list[Overlap]:
+    """Register the job's run (its run directory) on its account before it starts, as the
+    console does for an upload waiting for approval ("pending", "approved"); returns the
+    live runs it overlaps. A later `run` of the same run directory replaces the claim;
+    `release_run` removes it. Claims that are not running lapse after a week."""
+    return sharing.claim_job(job_spec(job, **overrides), state)
+
+
+def release_run(job: Job, **overrides: Any) -> None:
+    """Remove the claim of the job's run directory (an upload discarded before it ran)."""
+    sharing.release_job(job_spec(job, **overrides))
+
+
 def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Send a finished run's notifications again (its job's [notify]), whatever `on` says;
     one record per channel, as in summary.json's `notifications`."""
     return _blocking(lambda: resend(Path(run_dir)))
+
+
+def list_accounts(job: Job, **overrides: Any) -> list[AccountInfo]:
+    """The accounts that authorised the job's third-party platform (`[credentials] component
+    = true`), each with its name and today's quota of the move endpoint."""
+    return _blocking(lambda: agency.list_accounts(job_spec(job, **overrides)))
+
+
+def sync_accounts(job: Job, **overrides: Any) -> list[str]:
+    """Store every authorizer's refresh token from WeChat's list (the machine's platform
+    store, shared by every process); the appids."""
+    return _blocking(lambda: agency.sync_accounts(job_spec(job, **overrides)))
 
 
 class _Watcher(Events):

@@ -132,6 +132,10 @@ class TokenError(ApiError):
 class MinuteQuotaError(ApiError):
     """45011: the per-minute quota is used up; wait for the next minute."""
 
+    #: the client's rate gate holds every call of the endpoint until the window turns: retry
+    #: at once (the retry waits in the gate) instead of sleeping to the next minute
+    managed = False
+
 
 class DailyQuotaError(ApiError):
     """45009: the daily quota is used up; stop and resume after it resets."""

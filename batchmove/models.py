@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -29,6 +30,9 @@ MAX_USER_INFO_BATCH = 100
 MAX_GROUP_NAME_CHARS = 30
 XLSX_ROW_LIMIT = 1_048_575  # Excel's rows, less the header
 SANDBOX = "sandbox"
+AUTO: Literal["auto"] = "auto"  # rate = "auto"
+DEFAULT_CONCURRENCY = 8  # with a fixed rate
+AUTO_CONCURRENCY = 32  # with rate = "auto": the ceiling of the adapted concurrency
 
 
 class RowStatus(StrEnum):
@@ -65,6 +69,13 @@ class Credentials:
     token_env: str = "WECHAT_ACCESS_TOKEN"
     token_command: str | None = None
     token_kind: TokenKind = "stable"
+    #: a third-party platform's account: component appid and secret from these variables,
+    #: the ticket from `ticket_file`, `ticket_command` or the machine's ticket store
+    component: bool = False
+    component_appid_env: str = "WECHAT_COMPONENT_APPID"
+    component_secret_env: str = "WECHAT_COMPONENT_SECRET"
+    ticket_file: str | None = None
+    ticket_command: str | None = None
 
 
 SelectKind = Literal["all", "group", "tag"]
@@ -117,8 +128,11 @@ class JobSpec:
     untag: tuple[str, ...] | Literal["others"] = ()  # tags backend: tags to remove on a move
     api_base: str = "https://api.weixin.qq.com"
     credentials: Credentials = field(default_factory=Credentials)
-    rate: float = 20.0  # API calls per second, every attempt and token fetch included
-    concurrency: int = 8
+    #: "auto": as fast as the account allows (AIMD, shared with the account's other runs);
+    #: a number: API calls per second, every attempt and token fetch included (0 = no limit)
+    rate: float | Literal["auto"] = AUTO
+    max_rate: float = 200.0  # rate = "auto" never goes above this
+    concurrency: int | None = None  # None: 8 with a fixed rate; up to 32, adapted, with "auto"
     batch_size: int = MAX_BATCH
     retries: int = 6  # attempts per call for transient failures
     timeout: float = 15.0  # seconds per HTTP request
@@ -126,6 +140,7 @@ class JobSpec:
     failure_sample: int = 200  # ...once at least this many rows have had a final answer
     create_groups: bool = False
     allow_blacklist: bool = False
+    allow_overlap: bool = False  # run even when another run on the account moves some users
     out: Path | None = None  # None: runs/<name> under the current directory
     confirm: bool = True  # ask before sending (on a TTY); without a TTY refuse unless False
     snapshot: bool = True  # record every user's current group before moving
@@ -137,6 +152,9 @@ class JobSpec:
     sandbox: dict[str, Any] = field(default_factory=dict)  # settings of the embedded sandbox
     select: Selection | None = None  # a segment job: `input` is then RUN_DIR/input.csv
     notify: Notify = field(default_factory=Notify)  # [notify]: robot, webhook, pings
+    #: several accounts of a platform ([credentials] component): appids, or "all" authorised
+    accounts: tuple[str, ...] | Literal["all"] = ()
+    account: str | None = None  # the one account of the platform this run moves
 
     def __post_init__(self) -> None:
         if not self.name:  # like a spreadsheet run on its own: named after the file
@@ -149,11 +167,31 @@ class JobSpec:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @property
+    def single_account(self) -> str | None:
+        """The platform account this run moves: `account`, or the only one of `accounts`."""
+        if self.account:
+            return self.account
+        if isinstance(self.accounts, tuple) and len(self.accounts) == 1:
+            return self.accounts[0]
+        return None
+
+    @property
+    def auto_rate(self) -> bool:
+        return self.rate == AUTO
+
+    @property
+    def workers(self) -> int:
+        """Calls in flight at most (the worker pool's size)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return AUTO_CONCURRENCY if self.auto_rate else DEFAULT_CONCURRENCY
+
+    @property
     def out_dir(self) -> Path:
         return self.out if self.out is not None else Path("runs") / (self.name or "run")
 
 
-_NUMBERS = ("rate", "concurrency", "batch_size", "retries", "timeout", "max_failure_rate",
+_NUMBERS = ("max_rate", "batch_size", "retries", "timeout", "max_failure_rate",
             "failure_sample", "xlsx_max_rows")
 
 
@@ -163,9 +201,17 @@ def _check_ranges(spec: JobSpec) -> None:
         value = getattr(spec, key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UsageError(f"{key} must be a number, got {show(value)}")
-    _range("rate", spec.rate, spec.rate >= 0 and math.isfinite(spec.rate),
-           ">= 0 (0 = no limit)")
-    _range("concurrency", spec.concurrency, spec.concurrency >= 1, ">= 1")
+    if spec.rate != AUTO:
+        if isinstance(spec.rate, bool) or not isinstance(spec.rate, int | float):
+            raise UsageError(f'rate must be a number or "auto", got {show(spec.rate)}')
+        _range("rate", spec.rate, spec.rate >= 0 and math.isfinite(spec.rate),
+               '>= 0 (0 = no limit) or "auto"')
+    _range("max_rate", spec.max_rate, spec.max_rate >= 1 and math.isfinite(spec.max_rate),
+           ">= 1")
+    if spec.concurrency is not None:
+        if isinstance(spec.concurrency, bool) or not isinstance(spec.concurrency, int):
+            raise UsageError(f"concurrency must be a number, got {show(spec.concurrency)}")
+        _range("concurrency", spec.concurrency, spec.concurrency >= 1, ">= 1")
     _range("batch_size", spec.batch_size, 1 <= spec.batch_size <= MAX_BATCH, f"1..{MAX_BATCH}")
     _range("retries", spec.retries, spec.retries >= 1, ">= 1")
     _range("timeout", spec.timeout, spec.timeout > 0 and math.isfinite(spec.timeout), "> 0")
@@ -199,9 +245,24 @@ def _check_choices(spec: JobSpec) -> None:
                          f"got {show(spec.api_base)}")
     if not spec.name.strip() or spec.name in (".", "..") or any(c in spec.name for c in "/\\"):
         raise UsageError(f"name must be usable as a directory name, got {show(spec.name)}")
+    _check_accounts(spec)
     if spec.credentials.token_kind not in ("stable", "classic"):
         raise UsageError(f'token_kind must be "stable" or "classic", '
                          f"got {show(spec.credentials.token_kind)}")
+
+
+APPID = re.compile(r"wx[0-9A-Za-z]{6,30}")
+
+
+def _check_accounts(spec: JobSpec) -> None:
+    if (spec.accounts or spec.account) and not spec.credentials.component:
+        raise UsageError("accounts and --account name accounts of a third-party platform: "
+                         "they need [credentials] component = true")
+    named = () if spec.accounts == "all" else spec.accounts
+    for appid in (*named, *([spec.account] if spec.account else [])):
+        if not isinstance(appid, str) or not APPID.fullmatch(appid):
+            raise UsageError(f"{show(appid)} is not an appid (wx followed by letters and "
+                             "digits)")
 
 
 def _range(key: str, value: float, ok: bool, wanted: str) -> None:

@@ -67,6 +67,8 @@ class Summary(TypedDict, total=False):
     verify: dict[str, Any]
     snapshot_source: str | None
     notifications: list[dict[str, Any]]
+    rate: float | str  # the job's rate: "auto" or calls per second
+    rate_found: dict[str, float]  # "auto": calls/s each endpoint ran at last
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,46 @@ class QuotaFit(TypedDict):
 
 
 @dataclass(frozen=True, slots=True)
+class Overlap:
+    """Another run on the account that moves some of the same users (`Plan.overlaps`)."""
+
+    run_dir: str
+    job: str
+    state: str  # "running", or (console) "pending" / "approved"
+    users: int  # users both runs move
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRun:
+    """A run registered on an account in the machine's registry (`batchmove.account_runs`)."""
+
+    run_dir: str
+    job: str
+    state: str  # "running", "pending" or "approved"
+    users: int
+    registered_at: float  # wall-clock seconds
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """What the machine's registry knows of the account a job talks to: the runs registered on
+    it, how many runs share its rate right now, the rate each endpoint last ran clean at, and
+    the calls this machine's runs spent on it today (WeChat's day)."""
+
+    runs: list[AccountRun]
+    sharing: int  # runs holding a share of the account's rate now
+    rates: dict[str, float]  # endpoint -> calls/s it last ran clean at (rate = "auto")
+    spent_today: dict[str, int]  # endpoint -> calls (or "*" for fixed-rate runs' totals)
+
+    def ahead_of(self, run_dir: str) -> list[AccountRun]:
+        """Runs registered before this one and still on (the console's "queued behind")."""
+        mine = next((r for r in self.runs if r.run_dir == run_dir), None)
+        return [r for r in self.runs if r.run_dir != run_dir
+                and (mine is None or r.registered_at <= mine.registered_at)]
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What a run would do (`batchmove plan`); `as_dict()` is `plan.json`."""
 
@@ -159,6 +201,14 @@ class Plan:
     snapshot_source: str | None = None
     #: tags backend: what the source not chosen would have cost, {endpoint: calls}
     snapshot_alternative: dict[str, int] = field(default_factory=dict)
+    #: other runs on the account moving some of the same users (`run` refuses them unless
+    #: `allow_overlap`)
+    overlaps: list[Overlap] = field(default_factory=list)
+    #: the job's rate ("auto" or calls/s), and under "auto" the calls/s per endpoint the ETA
+    #: assumes: the account's history, else quota/get's rate_limit, else the safe start
+    rate: float | str = "auto"
+    rates: dict[str, float] = field(default_factory=dict)
+    sharing: int = 0  # other runs sharing the account's rate now (the ETA divides by them)
 
     @property
     def exit_code(self) -> int:

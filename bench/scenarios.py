@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.account import account
 from bench.harness import (
     BENCH_DIR,
     MOVE_ENDPOINT,
@@ -365,4 +366,5 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "scale": scale,
     "console": web_console,
     "tagsnap": tag_snapshot,
+    "account": account,
 }

@@ -7,6 +7,7 @@
 - `fake_clock`: a `FakeClock` to pass as `clock=`; `.advance(seconds)` moves time on.
 - `sandbox_process`: `sandbox_process("--users", "50", ...)` -> base_url of a separate
   `python -m batchmove sandbox --port 0 ...` process, terminated after the test.
+- `state_dir` (autouse): a fresh `BATCHMOVE_STATE_DIR` (the account registry) for each test.
 """
 
 from __future__ import annotations
@@ -19,11 +20,21 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 
 from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 from tests.support.sandboxes import LISTENING, REPO_ROOT, FakeClock, SandboxFactory
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own account registry (`BATCHMOVE_STATE_DIR`), inherited by the
+    processes it starts: no test touches the user's state or sees another test's runs."""
+    path = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("BATCHMOVE_STATE_DIR", str(path))
+    return path
 
 
 @pytest.fixture

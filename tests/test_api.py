@@ -3,6 +3,7 @@ polite with the caller's signal handlers. Runs against real sandboxes over loopb
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import dataclasses
 import json
@@ -43,6 +44,23 @@ def test_all_is_exactly_what_is_exported() -> None:
         assert getattr(batchmove, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = batchmove.nope  # type: ignore[attr-defined]
+
+
+def test_all_the_lazy_table_and_the_type_checking_imports_agree() -> None:
+    """`__all__`, `_EXPORTS` and the TYPE_CHECKING imports list the same names, each from the
+    module the lazy table says: a name added to one and not the others fails here."""
+    tree = ast.parse(Path(batchmove.__file__).read_text(encoding="utf-8"))
+    checked: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.If) and isinstance(node.test, ast.Attribute)
+                and node.test.attr == "TYPE_CHECKING"):
+            for stmt in node.body:
+                assert isinstance(stmt, ast.ImportFrom)
+                assert stmt.module is not None
+                checked |= {alias.name: stmt.module for alias in stmt.names}
+    exported = {n for n in batchmove.__all__ if not n.startswith("__")}
+    assert set(batchmove._EXPORTS) == exported
+    assert checked == batchmove._EXPORTS
 
 
 def test_importing_batchmove_loads_no_dependency() -> None:

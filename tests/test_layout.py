@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("batchmove.wechat",),
     ("batchmove.sandbox",),
     ("batchmove.intake",),
-    ("batchmove.ledger",),
+    ("batchmove.ledger", "batchmove.registry"),
     ("batchmove.engine",),
     ("batchmove.output",),
     ("batchmove.flows.export", "batchmove.flows"),  # export: the listing segment jobs share
@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("batchmove.cli", "batchmove.console", "batchmove.__main__", "batchmove"),
 ]
 FORBIDDEN = {
-    "batchmove.engine.runner": ("batchmove.ledger",),
+    "batchmove.engine.runner": ("batchmove.ledger", "batchmove.registry"),
     "batchmove.intake": ("batchmove.engine.runner",),
     "batchmove.output": ("batchmove.engine.runner",),
     "batchmove.dev": ("batchmove",),

@@ -35,6 +35,24 @@ def test_cronjob_yaml_forbids_overlap_and_keeps_runs_on_a_volume() -> None:
     assert mounts["runs"] == container["workingDir"]
 
 
+def test_cronjob_yaml_is_valid_against_the_kubernetes_schemas() -> None:
+    """kubernetes-validate (PyPI) carries the API's JSON schemas: strict mode refuses unknown
+    fields too. 1.27 is the first release with CronJob's timeZone as stable."""
+    import kubernetes_validate
+
+    documents = list(yaml.safe_load_all((EXAMPLES / "cronjob.yaml").read_text()))
+    for version in ("1.27.0", kubernetes_validate.latest_version()):
+        for document in documents:
+            kubernetes_validate.validate(document, version, strict=True)
+    cronjob = documents[1]
+    env = {e["name"]: e["value"] for e in
+           cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env == {"BATCHMOVE_RUNS_DIR": "/data/runs", "BATCHMOVE_STATE_DIR": "/data/state"}
+    cronjob["spec"]["concurencyPolicy"] = cronjob["spec"].pop("concurrencyPolicy")  # a typo
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(cronjob, kubernetes_validate.latest_version(), strict=True)
+
+
 def test_crontab_line_is_five_fields_and_a_batchmove_run() -> None:
     [line] = [s for s in (EXAMPLES / "crontab").read_text().splitlines()
               if s.strip() and not s.startswith("#")]

@@ -2,7 +2,7 @@
 
 The only package that parses argv, prints for humans or sets exit codes. Each module adds its
 commands to the one group (`app.cli`): jobs (run, plan), review (rollback, verify, report),
-export, sandbox, serve (the web console).
+export, sandbox, serve (the web console), agency (accounts, ticket).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import NoReturn
 
 import click
 
-from batchmove.cli import export, jobs, review, sandbox, serve
+from batchmove.cli import agency, export, jobs, review, sandbox, serve
 from batchmove.cli.app import cli, fail
 from batchmove.errors import EXIT_SIGINT, EXIT_USAGE, redact
 from batchmove.ledger.storage import STORAGE_ERRNOS, storage_error
 
-__all__ = ["cli", "export", "jobs", "main", "review", "sandbox", "serve"]
+__all__ = ["agency", "cli", "export", "jobs", "main", "review", "sandbox", "serve"]
 
 
 def main() -> None:

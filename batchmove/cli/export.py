@@ -26,7 +26,8 @@ from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_opti
 @click.option("--job", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Take api_base, [credentials], rate, [sandbox]... (and [select]) from a job.")
 @click.option("--api-base", help='WeChat API base URL, or "sandbox" (embedded).')
-@click.option("--rate", type=float, help="API calls per second (0 = unlimited).")
+@click.option("--rate", metavar="N|auto",
+              help='API calls per second (0 = unlimited), or "auto" (the default).')
 @click.option("--concurrency", type=int, help="Calls in flight at most.")
 @click.option("--retries", type=int, help="Attempts per call for transient failures.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final line (and errors).")

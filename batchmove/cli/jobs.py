@@ -12,13 +12,18 @@ from batchmove import api
 from batchmove.cli.app import F, clear_errors, cli
 from batchmove.cli.display import Terminal, format_plan
 from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_option
-from batchmove.cli.parallel import run_many
+from batchmove.cli.parallel import run_accounts, run_many
 
 
 def _job_options(func: F) -> F:
     """Options that override job file keys (shared by `run` and `plan`)."""
     options = [
         click.option("--api-base", help='WeChat API base URL, or "sandbox" (embedded).'),
+        click.option("--input", type=click.Path(dir_okay=False),
+                     help="The spreadsheet to load, instead of the job file's input."),
+        click.option("--account", metavar="APPID",
+                     help="A platform job ([credentials] component): the one account to "
+                          "move."),
         click.option("--backend", type=click.Choice(["groups", "tags"]),
                      help="Move users between groups (default) or tag them."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -27,8 +32,12 @@ def _job_options(func: F) -> F:
         click.option("--encoding", help="Input encoding, overriding detection (e.g. gb18030)."),
         click.option("--target", type=click.Choice(["id", "name", "set"]),
                      help="Whether the target column holds ids, names, or (tags) id sets."),
-        click.option("--rate", type=float, help="API calls per second (0 = unlimited)."),
-        click.option("--concurrency", type=int, help="Calls in flight at most."),
+        click.option("--rate", metavar="N|auto",
+                     help='API calls per second (0 = unlimited), or "auto" (the default): as '
+                          "fast as the account allows, shared with its other runs."),
+        click.option("--max-rate", type=float, help='The most calls per second "auto" tries.'),
+        click.option("--concurrency", type=int,
+                     help='Calls in flight at most (with "auto": the ceiling it adapts under).'),
         click.option("--batch-size", type=int, help="Users per move call, 1..50."),
         click.option("--retries", type=int, help="Attempts per call for transient failures."),
         click.option("--max-failure-rate", type=float,
@@ -37,6 +46,9 @@ def _job_options(func: F) -> F:
                      help="Create target groups that do not exist yet."),
         click.option("--allow-blacklist/--no-allow-blacklist", default=None,
                      help="Allow group 1 (黑名单, the blacklist) as a target."),
+        click.option("--allow-overlap/--no-allow-overlap", default=None,
+                     help="Run even when another run on the account moves some of the "
+                          "same users."),
         click.option("--snapshot/--no-snapshot", default=None,
                      help="Record every user's current group first (default on)."),
         click.option("--verify/--no-verify", default=None,
@@ -66,13 +78,19 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
                 quiet: bool, parallel: int | None, log_format: str, **overrides: Any) -> None:
     """Move the users listed in JOB (a .toml job file, or a CSV/Excel file) to their groups.
 
-    Several JOBS (one per account, say) run side by side with --parallel N, one line per job.
+    Several JOBS (one per account, say) run side by side with --parallel N, one line per job;
+    so do the accounts of a platform job (accounts = [...] or "all"), one process each.
     """
-    if len(jobs) > 1 or parallel is not None:
-        passed = {**overrides, "log_format": log_format if log_format != "text" else None}
-        sys.exit(run_many(jobs, parallel or 1, passed, json_logs=log_format == "json",
-                          yes=yes, restart=restart, retry_failed=retry_failed))
+    passed = {**overrides, "log_format": log_format if log_format != "text" else None}
+    flags = {"yes": yes, "restart": restart, "retry_failed": retry_failed}
+    if len(jobs) > 1:
+        sys.exit(run_many(jobs, parallel or 1, passed, json_logs=log_format == "json", **flags))
     spec = api.job_spec(jobs[0], **overrides)
+    if spec.credentials.component and spec.single_account is None:
+        sys.exit(run_accounts(spec, jobs[0], parallel or 1, passed,
+                              json_logs=log_format == "json", **flags))
+    if parallel is not None:
+        sys.exit(run_many(jobs, parallel, passed, json_logs=log_format == "json", **flags))
     log = JsonLog(spec.name, spec.out_dir) if log_format == "json" else None
     events = JsonEvents(log) if log is not None else Terminal(quiet=quiet)
     ask = events.confirm if spec.confirm and not yes else None

@@ -32,6 +32,8 @@ import click
 
 from batchmove.cli.logs import JsonLog
 from batchmove.errors import EXIT_SIGINT, EXIT_SIGTERM, UsageError
+from batchmove.flows import agency
+from batchmove.models import JobSpec
 
 _RANK = {0: 0, 1: 1, 2: 2, 3: 3, EXIT_SIGTERM: 5, EXIT_SIGINT: 6}
 _WORDS = {0: "done", 1: "finished with row failures", 2: "refused, nothing sent",
@@ -59,9 +61,11 @@ class ChildPool:
     """Runs the children, at most `parallel` at a time, and relays signals to them."""
 
     def __init__(self, parallel: int, child_args: Sequence[str], *, forward_stderr: bool,
-                 echo: Callable[[JobEnd], None]) -> None:
+                 echo: Callable[[JobEnd], None],
+                 argv: Callable[[str], list[str]] = lambda job: [job]) -> None:
         self.slots = asyncio.Semaphore(parallel)
         self.child_args = list(child_args)
+        self.argv = argv  # a job's own arguments to `run` (its job file, --account...)
         self.forward_stderr = forward_stderr
         self.echo = echo
         self.children: set[asyncio.subprocess.Process] = set()
@@ -95,7 +99,7 @@ class ChildPool:
 
     async def _child(self, job: str) -> JobEnd:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "batchmove", "run", job, *self.child_args,
+            sys.executable, "-m", "batchmove", "run", *self.argv(job), *self.child_args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True)
         self.children.add(proc)
@@ -156,6 +160,31 @@ def run_many(jobs: Sequence[str], parallel: int, overrides: dict[str, Any], *,
                   echo=_json_end if json_logs else lambda end: click.echo(end.line))
     ends = asyncio.run(batch.run(jobs))
     return worst([end.exit_code for end in ends])
+
+
+def run_accounts(spec: JobSpec, job: str, parallel: int, overrides: dict[str, Any], *,
+                 json_logs: bool = False, **flags: bool) -> int:
+    """A platform job naming several accounts: one `run JOB --account APPID` process per
+    account (at most `parallel` at once), each in `OUT/<appid>` (reading its own rows of an
+    input that has an `appid` column); the batch's summary.json and accounts.csv in OUT; the
+    worst exit code."""
+    appids = asyncio.run(agency.accounts_of(spec))
+    out = spec.out_dir.absolute()
+    if spec.select is None:
+        agency.check_input(spec, appids)
+
+    def argv(appid: str) -> list[str]:  # each run directory: OUT/<appid> (jobfile.spec_for)
+        return [job, "--account", appid, "--out", str(out)]
+
+    passed = {k: v for k, v in overrides.items() if k not in ("out", "account")}
+    batch = ChildPool(parallel, child_args(passed, **flags), forward_stderr=json_logs,
+                  echo=_json_end if json_logs else lambda end: click.echo(end.line), argv=argv)
+    ends = asyncio.run(batch.run(appids))
+    code = worst([end.exit_code for end in ends])
+    summary = agency.combine(out, [(e.job, e.exit_code, e.message) for e in ends], code)
+    if not json_logs:
+        click.echo(f"summary: {summary}")
+    return code
 
 
 def _json_end(end: JobEnd) -> None:

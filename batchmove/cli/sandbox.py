@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -65,15 +66,29 @@ def _parse_daily_quotas(values: tuple[str, ...]) -> dict[str, int]:
               help="Override one endpoint's daily quota (repeatable).")
 @click.option("--page-size", type=int, default=10_000, show_default=True,
               help="Followers per user/get page.")
+@click.option("--platform", "authorizers", type=int, default=None, metavar="N",
+              help="Imitate a third-party platform with N authorizer accounts, each with the "
+                   "followers and settings above (appids wxauth0000000000001...).")
+@click.option("--push-ticket-to", metavar="URL",
+              help="With --platform: push a fresh encrypted ticket to this receiver every "
+                   "10 minutes, as WeChat does.")
 @clear_errors
 def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str | None,
                     secret: str | None, users_file: str | None, groups: tuple[str, ...],
                     tags: tuple[str, ...], daily_quota: tuple[str, ...],
+                    authorizers: int | None, push_ticket_to: str | None,
                     **settings: Any) -> None:
     """Serve a local imitation of WeChat's group and tag APIs (with faults), and of a WeCom
-    group robot and a ping receiver (for [notify]), until Ctrl-C."""
+    group robot and a ping receiver (for [notify]), until Ctrl-C; with --platform, of a
+    third-party platform and its authorizer accounts."""
 
-    from batchmove.sandbox import SandboxConfig, SandboxConfigError, is_loopback, serve
+    from batchmove.sandbox import (
+        PlatformConfig,
+        SandboxConfig,
+        SandboxConfigError,
+        is_loopback,
+        serve,
+    )
 
     if not is_loopback(host) and not allow_non_loopback:
         raise UsageError(f"refusing to bind non-loopback address {host} "
@@ -89,10 +104,20 @@ def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str |
                                daily_quota=_parse_daily_quotas(daily_quota), **settings)
         if users_file:
             config.follower_openids()  # an unreadable file fails before binding
+        platform = None
+        if authorizers is not None:
+            if appid is not None or secret is not None:
+                raise UsageError("--appid and --secret name one account: with --platform "
+                                 "each authorizer has its own")
+            shared = {k: v for k, v in asdict(config).items() if k not in ("appid", "secret",
+                                                                          "seed")}
+            platform = PlatformConfig(authorizers=authorizers, account=shared)
+        elif push_ticket_to:
+            raise UsageError("--push-ticket-to needs --platform N")
     except SandboxConfigError as exc:
         raise UsageError(str(exc)) from exc
     try:
-        serve(config, host, port)
+        serve(config, host, port, platform, push_ticket_to)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 

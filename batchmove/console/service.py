@@ -138,7 +138,7 @@ class Console:
         child = read_state(run_dir).get("child")
         return isinstance(child, dict) and child.get("kind") == "verify"
 
-    def default_rate(self) -> float:
+    def default_rate(self) -> float | str:
         """The rate an upload gets when the form leaves it empty."""
         try:
             rate = read_defaults(self.config.defaults_path).get("rate")

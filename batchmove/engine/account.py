@@ -86,5 +86,8 @@ async def fetch_quotas(client: WeChatClient, endpoints: list[str],
         quota = await with_retries(partial(client.get_quota, endpoint), policy)
         found[endpoint] = {"daily_limit": quota.daily_limit, "used": quota.used,
                            "remain": quota.remain}
+        if quota.call_count and quota.refresh_second:  # the frequency limit, when reported
+            found[endpoint] |= {"call_count": quota.call_count,
+                                "refresh_second": quota.refresh_second}
     return found
 

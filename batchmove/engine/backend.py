@@ -6,6 +6,7 @@ sandbox's own account) and its rate limiter, which every HTTP attempt passes thr
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from batchmove.errors import JobFileError
 from batchmove.ledger.store import Ledger
 from batchmove.models import JobSpec
+from batchmove.registry import Registry, SharedGate, SharedTokens, account_of, shared_gate
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.token import SecretTokenSource, TokenSource, token_source_from
 
@@ -24,7 +26,8 @@ LIMITER_BURST = 2
 
 
 def make_limiter(rate: float) -> AsyncLimiter | None:
-    """At most `rate` calls in any one-second window, sustaining rate - LIMITER_BURST.
+    """At most `rate` calls in any one-second window, sustaining rate - LIMITER_BURST, within
+    this process only (runs use the account's shared gate, `registry.SharedGate`).
 
     A bucket of k calls draining at (rate - k)/s lets through at most k + (rate - k) = rate
     calls in any second, and a worker woken late takes a slot the bucket kept for it. A bucket of
@@ -51,20 +54,55 @@ async def api_client(spec: JobSpec, ledger: Ledger) -> AsyncIterator[WeChatClien
 @asynccontextmanager
 async def client_for(spec: JobSpec, default_openids: Callable[[], list[str]] | None = None
                      ) -> AsyncIterator[WeChatClient]:
-    """The client for a job's settings (`api_base`, credentials, rate, timeout, `[sandbox]`).
-    `default_openids` gives an embedded sandbox its followers when `[sandbox]` names none."""
-    async with _backend(spec, default_openids) as (base_url, source):
-        client = WeChatClient(base_url, source, timeout=spec.timeout,
-                              limiter=make_limiter(spec.rate))
-        async with client:
-            yield client
+    """The client for a job's settings (`api_base`, credentials, rate, timeout, `[sandbox]`),
+    sharing the account's token and rate with its other runs through the registry. An
+    embedded sandbox is an account of its own, forgotten when the run ends."""
+    registry = Registry()
+    async with _backend(spec, default_openids, registry) as (base_url, source, account):
+        gate = shared_gate(registry, account, spec)
+        try:
+            client = WeChatClient(base_url, source, timeout=spec.timeout, gate=gate,
+                                  token_store=SharedTokens(registry, account, _kind(source)),
+                                  connector_limit=max(100, spec.workers))
+            async with client:
+                yield client
+        finally:
+            if gate is not None:
+                gate.close()
+            if spec.api_base == "sandbox":
+                registry.forget(account)
+            registry.close()
+
+
+def _kind(source: TokenSource) -> str:
+    """The store's slot: a secret source's token is shared only by runs with that secret."""
+    if isinstance(source, SecretTokenSource):
+        return f"access:{source.fingerprint}"
+    return "access"
+
+
+def gate_of(client: WeChatClient) -> SharedGate | None:
+    """The client's shared gate, when the job has a rate (None at `--rate 0`)."""
+    return client.gate if isinstance(client.gate, SharedGate) else None
+
+
+def source_for(spec: JobSpec, registry: Registry) -> TokenSource:
+    """The job's token source: an account of a third-party platform (its tokens kept in the
+    registry), or the account's own."""
+    if spec.credentials.component:
+        from batchmove.registry.platform import RegistryPlatformStore
+        from batchmove.wechat.tickets import component_source
+
+        return component_source(spec.credentials, spec.single_account,
+                                RegistryPlatformStore(registry))
+    return token_source_from(spec.credentials)
 
 
 @asynccontextmanager
-async def _backend(spec: JobSpec, default_openids: Callable[[], list[str]] | None
-                   ) -> AsyncIterator[tuple[str, TokenSource]]:
+async def _backend(spec: JobSpec, default_openids: Callable[[], list[str]] | None,
+                   registry: Registry) -> AsyncIterator[tuple[str, TokenSource, str]]:
     if spec.api_base != "sandbox":
-        yield spec.api_base, token_source_from(spec.credentials)
+        yield spec.api_base, source_for(spec, registry), account_of(spec)
         return
     from batchmove.sandbox import SandboxConfig, running_sandbox
 
@@ -76,4 +114,5 @@ async def _backend(spec: JobSpec, default_openids: Callable[[], list[str]] | Non
     except (TypeError, ValueError) as exc:  # unknown key, or SandboxConfigError
         raise JobFileError(f"[sandbox] in {spec.job_path or 'the job'}: {exc}") from None
     async with running_sandbox(config, host="127.0.0.1", port=0) as sandbox:
-        yield sandbox.base_url, SecretTokenSource(config.appid, config.secret)
+        account = f"sandbox-{secrets.token_hex(8)}"  # ephemeral: never shared
+        yield sandbox.base_url, SecretTokenSource(config.appid, config.secret), account

@@ -57,7 +57,7 @@ async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
         return targets.send(batch, spec.batch_size)
 
     runner: Runner[Any] = Runner(
-        send=send, on_done=flow.done, on_failed=flow.failed, concurrency=spec.concurrency,
+        send=send, on_done=flow.done, on_failed=flow.failed, concurrency=spec.workers,
         policy=RetryPolicy(attempts=spec.retries),
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     flow.runner = runner
@@ -65,7 +65,7 @@ async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
     try:
         with Checkpointer(ledger.path):
             return await stop.watch(runner, flow.batches(),
-                                    lookahead=2 * max(1, spec.concurrency))
+                                    lookahead=2 * max(1, spec.workers))
     finally:
         flow.commit_snapshot(release=False)
         commit(force=True)

@@ -64,7 +64,7 @@ async def read_users(client: WeChatClient, moves: list[Move], spec: JobSpec,
     batches = [Batch.of(0, part) for part in chunked(moves, MAX_USER_INFO_BATCH)]
     runner: Runner[list[dict[str, Any]]] = Runner(
         send=lambda b: client.batch_get_user_info(b.openids), on_done=done,
-        on_failed=lambda failures: None, concurrency=spec.concurrency,
+        on_failed=lambda failures: None, concurrency=spec.workers,
         policy=RetryPolicy(attempts=spec.retries), bisect=False)
     outcome = await stop.watch(runner, batches)
     return found, outcome
@@ -103,13 +103,13 @@ async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSi
 
     runner: Runner[object] = Runner(
         send=lambda batch: targets.send(batch, spec.batch_size), on_done=done,
-        on_failed=failed, concurrency=spec.concurrency,
+        on_failed=failed, concurrency=spec.workers,
         policy=RetryPolicy(attempts=spec.retries),
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     events.progress(commit.clock.report(0, 0))
     try:
         with Checkpointer(ledger.path):
-            return await stop.watch(runner, batches, lookahead=2 * max(1, spec.concurrency))
+            return await stop.watch(runner, batches, lookahead=2 * max(1, spec.workers))
     finally:
         commit(force=True)
 

@@ -22,6 +22,7 @@ from batchmove.models import (
     Move,
     Target,
 )
+from batchmove.registry.aimd import SAFE_START
 from batchmove.results import Plan, PlanGroups, QuotaFit
 
 T = TypeVar("T")
@@ -174,6 +175,8 @@ def summarize_plan(
     quotas: Mapping[str, Mapping[str, int]] | None = None,
     invalid_by_reason: Mapping[str, int] | None = None,
     tags: Sequence[Target] | None = None,
+    rates: Mapping[str, float] | None = None,
+    sharing: int = 0,
 ) -> Plan:
     """What a run would do: rows, groups, API calls per endpoint, duration, quota fit, warnings.
 
@@ -198,12 +201,31 @@ def summarize_plan(
     total = sum(calls.values())
     return Plan(
         rows=dict(rows), users_to_move=users, groups=groups, calls={**calls, "total": total},
-        estimated_duration_s=round(total / spec.rate, 1) if spec.rate > 0 else None,
+        estimated_duration_s=_eta(calls, spec, rates or {}, sharing),
         warnings=_warnings(groups, spec), invalid_by_reason=dict(invalid_by_reason or {}),
         quota=_quota_fit(calls, quotas) if quotas is not None else {},
         snapshot_source=snapshot.source if snapshot else None,
         snapshot_alternative={snapshot.other: snapshot.other_calls}
-        if snapshot and tags is not None else {})
+        if snapshot and tags is not None else {},
+        rate=spec.rate, rates=_rates(calls, spec, rates or {}), sharing=sharing)
+
+
+def _rates(calls: Mapping[str, int], spec: JobSpec, rates: Mapping[str, float]
+           ) -> dict[str, float]:
+    if not spec.auto_rate:
+        return {}
+    return {e: round(min(rates.get(e, SAFE_START), spec.max_rate), 1) for e in calls}
+
+
+def _eta(calls: Mapping[str, int], spec: JobSpec, rates: Mapping[str, float],
+         sharing: int) -> float | None:
+    """Seconds the calls take: at the fixed rate, or at each endpoint's expected rate shared
+    with the account's other runs (endpoints in turn: a bound from above)."""
+    if not spec.auto_rate:
+        rate = float(spec.rate)
+        return round(sum(calls.values()) / rate, 1) if rate > 0 else None
+    per = _rates(calls, spec, rates)
+    return round(sum(n * (1 + sharing) / per[e] for e, n in calls.items()), 1)
 
 
 def _quota_fit(calls: Mapping[str, int],

@@ -3,7 +3,11 @@ reports every batch's fate through callbacks. It knows nothing of files or ledge
 
 What each failure does (the classes come from the errcode table):
 - TransientError: tenacity retries with exponential backoff and full jitter, capped attempts.
-- MinuteQuotaError (45011): wait for the next minute, then retry (a separate, larger cap).
+- MinuteQuotaError (45011): wait for the next minute, then retry (a separate, larger cap); under
+  `rate = "auto"` the client's gate holds the account's calls until the window turns, so the
+  retry goes at once and waits there (`MANAGED_MINUTE_ATTEMPTS`).
+- RowError 45159 on a (un)tagging call: a tag created a moment ago; tried again after 0.5, 1 and
+  2 s before it becomes the rows' verdict.
 - RowError 40003/46004/43004 on a batch of several users: split it in halves (bisection) so the
   good openids still move and the bad ones are isolated; on a single user: that row fails.
 - Other RowError and unknown errcodes: every row of the batch fails with that errcode.
@@ -43,6 +47,13 @@ T = TypeVar("T")
 
 #: errcodes that blame one openid of a batch: bisect to find it
 BISECT_ERRCODES = frozenset({40003, 46004, 43004, 45059})
+#: 45159 "invalid tag id" right after tags/create: the new id is not visible everywhere yet;
+#: a (un)tagging call is tried again after each of these pauses before it becomes a verdict
+TAG_VISIBLE_DELAYS = (0.5, 1.0, 2.0)
+INVALID_TAG_ID = 45159
+#: 45011 attempts of one call when the rate gate holds the calls until the window turns (each
+#: attempt is a probe of the window, never a lost row); 45011 without a gate: the policy's cap
+MANAGED_MINUTE_ATTEMPTS = 200
 
 
 @dataclass(frozen=True)
@@ -196,7 +207,7 @@ class Runner(Generic[T]):
                 raise _Abandoned
             attempts += 1
             self.calls_made += 1
-            return await self.send(batch)
+            return await self._send_visible(batch)
 
         try:
             result: T = await self._with_retries(attempt)
@@ -225,6 +236,19 @@ class Runner(Generic[T]):
         self.on_done(batch, result, attempts)
         if batch.op != "read":  # a snapshot read settles nothing: its users' moves will
             self._count(len(batch), 0)
+
+    async def _send_visible(self, batch: Batch) -> T:
+        """`send`, with a short, bounded wait for a tag WeChat does not see yet (45159)."""
+        for delay in (*TAG_VISIBLE_DELAYS, None):
+            try:
+                return await self.send(batch)
+            except RowError as exc:
+                if (exc.errcode != INVALID_TAG_ID or delay is None or self.stopping
+                        or batch.op not in ("tag", "untag")):
+                    raise
+                self.calls_made += 1
+                await self.policy.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _fail(self, batch: Batch, exc: ApiError, attempts: int, prefix: str = "") -> None:
         self.on_failed([RowFailure(row, exc.errcode, prefix + exc.errmsg, attempts)
@@ -264,14 +288,15 @@ def retrying(policy: RetryPolicy, stopping: Callable[[], bool] = lambda: False,
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, MinuteQuotaError):
-            return policy.seconds_to_next_minute()
+        if isinstance(exc, MinuteQuotaError):  # the gate holds the retry until the window turns
+            return 0.0 if exc.managed else policy.seconds_to_next_minute()
         return float(backoff(state))
 
     def give_up(state: RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None
-        cap = (policy.minute_quota_attempts if isinstance(exc, MinuteQuotaError)
-               else policy.attempts)
+        cap = policy.attempts
+        if isinstance(exc, MinuteQuotaError):
+            cap = MANAGED_MINUTE_ATTEMPTS if exc.managed else policy.minute_quota_attempts
         return stopping() or state.attempt_number >= cap
 
     async def sleep(seconds: float) -> None:

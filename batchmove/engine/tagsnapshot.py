@@ -76,7 +76,7 @@ async def _list(client: WeChatClient, listing: TagListing, todo: list[tuple[int,
             tag_id, cursor = queue.pop(0)
             await _list_tag(client, listing, tag_id, cursor, policy, stop)
 
-    tasks = [asyncio.create_task(worker()) for _ in range(min(len(queue), spec.concurrency))]
+    tasks = [asyncio.create_task(worker()) for _ in range(min(len(queue), spec.workers))]
     try:
         await asyncio.gather(*tasks)
     finally:

@@ -228,7 +228,7 @@ async def _list(client: WeChatClient, spec: ExportSpec, streams: Streams,
         progress.add(openids)
 
     settings = spec.settings
-    lister = Lister(client, streams, on_page, stop, concurrency=settings.concurrency,
+    lister = Lister(client, streams, on_page, stop, concurrency=settings.workers,
                     retries=settings.retries, on_first_page=first_page)
     outcome = await lister.run(checkpoint.cursor())
     return outcome.reason, outcome.error

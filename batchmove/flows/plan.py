@@ -12,9 +12,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from batchmove.engine.account import fetch_quotas, resolve_targets, target_summary
-from batchmove.engine.backend import api_client
+from batchmove.engine.backend import api_client, gate_of
 from batchmove.engine.planner import summarize_plan
 from batchmove.engine.resolver import Resolution
+from batchmove.engine.sharing import (
+    account_status,
+    describe_overlap,
+    expected_rates,
+    overlaps_of,
+)
 from batchmove.errors import DailyQuotaError, FatalApiError, TokenError, TransientError, UsageError
 from batchmove.flows import segments
 from batchmove.intake import loader
@@ -41,6 +47,7 @@ async def _plan_input(spec: JobSpec, events: Events) -> Plan:
             Ledger(Path(scratch)).open() as ledger:
         load(ledger, source, spec, "", events.info)
         blocked = None
+        overlaps = overlaps_of(spec, ledger, Path(scratch))
         async with api_client(spec, ledger) as client:
             try:
                 resolution, groups = await resolve_targets(client, ledger, spec)
@@ -48,8 +55,11 @@ async def _plan_input(spec: JobSpec, events: Events) -> Plan:
                     DailyQuotaError) as exc:  # e.g. a blacklist target: the run would refuse
                 resolution, groups, blocked = Resolution(), [], exc.message
             plan = await plan_of(client, ledger, spec, resolution, groups, quotas=not blocked)
+    if overlaps and not spec.allow_overlap and blocked is None:
+        blocked = describe_overlap(overlaps) + " (--allow-overlap runs it all the same)"
     path = spec.out_dir / "plan.json"
-    return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path)
+    return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path,
+                   overlaps=overlaps)
 
 
 async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,
@@ -59,8 +69,11 @@ async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolutio
     counts, targets = ledger.counts(), target_summary(resolution, ledger, groups)
     invalid = ledger.meta().get("invalid_by_reason", {})
     tags = groups if spec.backend == "tags" else None  # their counts price a member listing
-    plan = summarize_plan(counts, targets, spec, invalid_by_reason=invalid, tags=tags)
+    others = max(0, account_status(spec).sharing - (gate_of(client) is not None))
+    plan = summarize_plan(counts, targets, spec, invalid_by_reason=invalid, tags=tags,
+                          rates=expected_rates(spec), sharing=others)
     if not quotas:
         return plan
     found = await fetch_quotas(client, [e for e in plan.calls if e != "total"], spec)
-    return summarize_plan(counts, targets, spec, found, invalid, tags)
+    return summarize_plan(counts, targets, spec, found, invalid, tags,
+                          expected_rates(spec, found), others)

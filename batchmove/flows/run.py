@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from batchmove.engine.account import resolve_targets
-from batchmove.engine.backend import api_client
+from batchmove.engine.backend import api_client, gate_of
 from batchmove.engine.flow import send_stages
 from batchmove.engine.resolver import create_missing
 from batchmove.engine.runner import RunOutcome, StopSignals, signal_stop
+from batchmove.engine.sharing import claimed, seed_rates, sending_endpoints
 from batchmove.engine.targets import TargetApi
 from batchmove.errors import (
     EXIT_OK,
@@ -66,6 +67,7 @@ from batchmove.results import (
     Summary,
     counts_of,
 )
+from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.errcodes import ERRCODES
 
 _STOP_MESSAGES = {
@@ -119,16 +121,19 @@ async def _select_and_move(spec: JobSpec, options: RunOptions, events: Events) -
         load_or_resume(ledger, source, spec, restart=options.restart,
                        reset_failed=_retry_failed if options.retry_failed else None,
                        info=events.info)
-        outcome = RunOutcome(StopReason.DONE)
+        outcome, rates = RunOutcome(StopReason.DONE), dict[str, float]()
         if stop.reason is None:  # not interrupted while loading: nothing was sent yet
-            outcome = await _send(ledger, spec, options, events, stop)
-        return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error)
+            with claimed(spec, ledger):  # who this run moves, on the account's registry
+                outcome, rates = await _send(ledger, spec, options, events, stop)
+        return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error,
+                       rates)
 
 
 async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Events,
-                stop: StopSignals) -> RunOutcome:
-    """Resolve, confirm, create, snapshot, move, verify: everything that calls WeChat."""
-    outcome = RunOutcome(StopReason.DONE)
+                stop: StopSignals) -> tuple[RunOutcome, dict[str, float]]:
+    """Resolve, confirm, create, snapshot, move, verify: everything that calls WeChat. Also
+    the rate each endpoint ran at last (rate = "auto")."""
+    outcome, rates = RunOutcome(StopReason.DONE), dict[str, float]()
     async with api_client(spec, ledger) as client:
         try:
             resolution, groups = await resolve_targets(client, ledger, spec)
@@ -141,6 +146,7 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
                                      sleep=asyncio.sleep)
             ledger.creations.settle(resolution.resolved)
             ledger.assign_groups(resolution.resolved, resolution.failed)
+            await seed_rates(client, spec, sending_endpoints(spec))
             for stage in send_stages(spec):
                 if outcome.reason is StopReason.DONE and stop.reason is None:
                     outcome = await stage(client, ledger, spec, stop, events)
@@ -155,11 +161,23 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
             outcome = RunOutcome(StopReason.STORAGE)
         finally:
             ledger.add_calls(client.calls)
-    return outcome
+            rates = _rates_found(client, events)
+    return outcome, rates
+
+
+def _rates_found(client: WeChatClient, events: Events) -> dict[str, float]:
+    """Under rate = "auto": the rate each endpoint ran at last, said once."""
+    gate = gate_of(client)
+    if gate is None or not gate.auto:
+        return {}
+    rates = gate.rates()
+    if rates:
+        events.info("rate found: " + ", ".join(f"{e} {r:g}/s" for e, r in rates.items()))
+    return rates
 
 
 def _finish(ledger: Ledger, spec: JobSpec, started: tuple[float, float], reason: StopReason,
-            error: ApiError | None) -> RunResult:
+            error: ApiError | None, rates: dict[str, float]) -> RunResult:
     """The verdict, the reports, and the result every caller gets."""
     counts = ledger.counts()
     ledger.storage.check(ledger.conn)  # the ledger deleted since the last commit?
@@ -173,7 +191,8 @@ def _finish(ledger: Ledger, spec: JobSpec, started: tuple[float, float], reason:
         job=spec.name, run_id=ledger.meta().get("run_id"), exit_code=code,
         stop_reason=reason.value, message=message, started_at=_iso(started[0]),
         finished_at=_iso(time.time()), duration_s=round(seconds, 3),
-        users_moved_per_s=round(counts.get(RowStatus.MOVED, 0) / max(seconds, 1e-9), 1))
+        users_moved_per_s=round(counts.get(RowStatus.MOVED, 0) / max(seconds, 1e-9), 1),
+        rate=spec.rate, rate_found=rates)
     run_dir = spec.out_dir
     try:
         report.write_reports(ledger, run_dir, dict(summary), xlsx_max_rows=spec.xlsx_max_rows)

@@ -10,7 +10,6 @@ overrides are relative to the current directory.
 from __future__ import annotations
 
 import codecs
-import difflib
 import os
 import re
 import tomllib
@@ -20,8 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.errors import JobFileError, UsageError
+from batchmove.intake.jobvalues import (
+    absolute,
+    is_int,
+    is_name_or_id,
+    is_number,
+    is_outcomes,
+    is_sheet,
+    is_untag,
+    suggest,
+)
+from batchmove.intake.placement import placed
 from batchmove.models import (
-    NOTIFY_OUTCOMES,
+    AUTO,
     SNAPSHOT_SOURCES,
     ColumnMap,
     Credentials,
@@ -32,14 +42,13 @@ from batchmove.models import (
 )
 
 JOB_SUFFIX = ".toml"
-
 _INT = ("concurrency", "batch_size", "retries", "failure_sample", "xlsx_max_rows")
-_FLOAT = ("rate", "timeout", "max_failure_rate")
-_BOOL = ("create_groups", "allow_blacklist", "confirm", "snapshot", "verify")
+_FLOAT = ("max_rate", "timeout", "max_failure_rate")
+_BOOL = ("create_groups", "allow_blacklist", "allow_overlap", "confirm", "snapshot", "verify")
 _STR = ("name", "encoding", "api_base")
 _PATHS = ("input", "out")
-_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "sheet", "target", "backend", "untag",
-        "snapshot_source")
+_TOP = (*_STR, *_PATHS, *_INT, *_FLOAT, *_BOOL, "rate", "sheet", "target", "backend", "untag",
+        "snapshot_source", "accounts", "account")
 _TABLES = ("columns", "credentials", "sandbox", "select", "notify")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
 #: every key a job file (or an override) may set
@@ -67,8 +76,9 @@ def spec_for(job: Path, **overrides: Any) -> JobSpec:
     if job.suffix.lower() == JOB_SUFFIX:
         values = load_job(job)
     else:
-        values = {"input": _absolute(job), "name": job.stem}
-    return JobSpec(**(values | read_overrides(overrides)))
+        values = {"input": absolute(job), "name": job.stem}
+    spec = JobSpec(**(values | read_overrides(overrides)))
+    return placed(spec)
 
 
 def read_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,7 +133,7 @@ class _Reader:
         self.path = path
         self.label = label or str(path)
         self.overrides = bool(label)  # keys given as options: tables only when given
-        self.base = _absolute(path) if self.overrides else _absolute(path).parent
+        self.base = absolute(path) if self.overrides else absolute(path).parent
         self.data = data
 
     def fail(self, message: str) -> JobFileError:
@@ -133,7 +143,7 @@ class _Reader:
         for key, value in self.data.items():
             self._refuse_secret(key, "")
             if key not in _TOP and key not in _TABLES:
-                raise self.fail(f"unknown key {key!r}{_suggest(key, JOB_KEYS)}")
+                raise self.fail(f"unknown key {key!r}{suggest(key, JOB_KEYS)}")
             if key in _TABLES and not isinstance(value, dict):
                 raise self.fail(f"{key} must be a table ([{key}]), got {show(value)}")
             if key not in _TABLES and isinstance(value, dict):
@@ -148,13 +158,16 @@ class _Reader:
                 values[key] = self._get(key, data[key], str, "a string")
         for key in _INT:
             if key in data:
-                values[key] = self._get(key, data[key], _is_int, "an integer")
+                values[key] = self._get(key, data[key], is_int, "an integer")
         for key in _FLOAT:
             if key in data:
-                values[key] = float(self._get(key, data[key], _is_number, "a number"))
+                values[key] = float(self._get(key, data[key], is_number, "a number"))
         for key in _BOOL:
             if key in data:
                 values[key] = self._get(key, data[key], bool, "true or false")
+        if "rate" in data:
+            values["rate"] = _rate(self._get("rate", data["rate"], _is_rate,
+                                             'a number or "auto"'))
         values |= self._choices()
         if "out" in data:
             values["out"] = self._path("out", data["out"])
@@ -171,7 +184,7 @@ class _Reader:
             sheet = data["sheet"]
             if isinstance(sheet, str) and sheet.isdigit() and self.overrides:
                 sheet = int(sheet)  # `--sheet 2` is the third sheet
-            values["sheet"] = self._get("sheet", sheet, _is_sheet,
+            values["sheet"] = self._get("sheet", sheet, is_sheet,
                                         "a sheet name or a number counted from 0")
         if "target" in data:
             values["target"] = self._get("target", data["target"],
@@ -185,8 +198,15 @@ class _Reader:
             values["snapshot_source"] = self._get(
                 "snapshot_source", data["snapshot_source"], lambda v: v in SNAPSHOT_SOURCES,
                 '"auto", "batchget" or "members"')
+        if "accounts" in data:
+            accounts = self._get("accounts", data["accounts"], lambda v: v == "all" or (
+                isinstance(v, list) and all(isinstance(a, str) for a in v)),
+                '"all" or a list of appids')
+            values["accounts"] = "all" if accounts == "all" else tuple(accounts)
+        if "account" in data:
+            values["account"] = self._get("account", data["account"], str, "an appid")
         if "untag" in data:
-            untag = self._get("untag", data["untag"], _is_untag,
+            untag = self._get("untag", data["untag"], is_untag,
                               '"others" or a list of tag names or ids')
             values["untag"] = "others" if untag == "others" else tuple(map(str, untag))
         return values
@@ -241,7 +261,7 @@ class _Reader:
         if kind == "all" and value["all"] is not True:
             raise self.fail(f"select.all must be true, got {show(value['all'])}")
         if kind != "all":
-            picked = str(self._get(f"select.{kind}", value[kind], _is_name_or_id,
+            picked = str(self._get(f"select.{kind}", value[kind], is_name_or_id,
                                    "a name or an id (a whole number >= 0)")).strip()
         if ("to" in value) == ("to_id" in value):
             raise self.fail('[select] needs a target: to = "name" or to_id = 120 (one of them)')
@@ -249,7 +269,7 @@ class _Reader:
             to = self._get("select.to", value["to"], lambda v: isinstance(v, str) and bool(
                 v.strip()), "a group or tag name (a non-empty string)")
             return Selection(kind, picked, to=to.strip())
-        to_id = self._get("select.to_id", value["to_id"], lambda v: _is_int(v) and v >= 0,
+        to_id = self._get("select.to_id", value["to_id"], lambda v: is_int(v) and v >= 0,
                           "an id (a whole number >= 0)")
         return Selection(kind, picked, to_id=to_id)
 
@@ -267,7 +287,7 @@ class _Reader:
         for key in value:
             self._refuse_secret(key, table)
             if key not in known:
-                raise self.fail(f"[{table}] unknown key {key!r}{_suggest(key, known)}")
+                raise self.fail(f"[{table}] unknown key {key!r}{suggest(key, known)}")
 
     def _refuse_secret(self, key: str, table: str) -> None:
         use = _SECRETS.get(key.lower())
@@ -298,6 +318,10 @@ class _Reader:
             elif key == "token_kind":
                 options[key] = self._get(label, item, lambda v: v in ("stable", "classic"),
                                          '"stable" or "classic"')
+            elif key == "component":
+                options[key] = self._get(label, item, bool, "true or false")
+            elif key == "ticket_file":
+                options[key] = str(self._path(label, item))
             else:
                 options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
                     v.strip()), "a command line (a non-empty string)")
@@ -319,7 +343,7 @@ class _Reader:
         for key, item in value.items():
             label = f"notify.{key}"
             if key == "on":
-                options[key] = tuple(self._get(label, item, _is_outcomes, "a list of "
+                options[key] = tuple(self._get(label, item, is_outcomes, "a list of "
                                                '"finish", "stop" and "failure"'))
             elif isinstance(item, str) and "://" in item:
                 raise self.fail(f"{label} must be the NAME of an environment variable, not a "
@@ -337,35 +361,22 @@ class _Reader:
         return settings
 
 
-def _is_untag(value: Any) -> bool:
-    return value == "others" or (isinstance(value, list) and all(
-        isinstance(v, str) or _is_int(v) for v in value))
+def _is_rate(value: Any) -> bool:
+    return value == AUTO or is_number(value) or (
+        isinstance(value, str) and _as_number(value) is not None)
 
 
-def _is_name_or_id(value: Any) -> bool:
-    return (isinstance(value, str) and bool(value.strip())) or (_is_int(value) and value >= 0)
+def _rate(value: Any) -> float | str:
+    """ "auto", or calls per second (`--rate 50` arrives as text from the command line)."""
+    if value == AUTO:
+        return AUTO
+    number = _as_number(value) if isinstance(value, str) else float(value)
+    assert number is not None
+    return number
 
 
-def _is_outcomes(value: Any) -> bool:
-    return isinstance(value, list | tuple) and all(v in NOTIFY_OUTCOMES for v in value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_sheet(value: Any) -> bool:
-    return (isinstance(value, str) and bool(value.strip())) or (_is_int(value) and value >= 0)
-
-
-def _suggest(key: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _absolute(path: Path) -> Path:
-    return Path(os.path.normpath(path.expanduser().absolute()))
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

@@ -74,6 +74,16 @@ def damaged(path: Path, why: str, what: str = "damaged") -> LedgerDamagedError:
         f"copy, or move {path.parent} aside to start the job again")
 
 
+def refusal(exc: sqlite3.Error | OSError, path: Path) -> BatchmoveError:
+    """Opening the ledger at `path` failed: a damaged file or a full disk as `storage_error`
+    says; anything else means the run directory cannot be used (exit 2, nothing was sent)."""
+    error = storage_error(exc, path)
+    if isinstance(error, RunStateError) or disk_full(exc):
+        return error
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return RunStateError(f"cannot use run directory {path.parent}: {why}")
+
+
 def _undecodable(exc: BaseException) -> bool:
     """Text cells that are not UTF-8: bytes of garbage where a row's values were."""
     return isinstance(exc, sqlite3.OperationalError) and "could not decode" in str(exc).lower()

@@ -38,7 +38,7 @@ from batchmove.ledger.storage import (
     STORAGE_ERRNOS,
     Storage,
     damaged,
-    disk_full,
+    refusal,
     storage_error,
     writes,
 )
@@ -105,7 +105,7 @@ class Ledger:
             raise
         except (sqlite3.Error, OSError) as exc:
             self.close()
-            raise self._refusal(exc) from exc
+            raise refusal(exc, self.path) from exc
         return self
 
     def _connect(self, *, writer: bool) -> None:
@@ -129,15 +129,6 @@ class Ledger:
         if fresh:
             self.set_meta(schema=schema.SCHEMA_VERSION)
         self.storage.remember()
-
-    def _refusal(self, exc: sqlite3.Error | OSError) -> BatchmoveError:
-        """Opening failed: a damaged file or a full disk as `storage_error` says; anything
-        else means the run directory cannot be used (exit 2, nothing was sent)."""
-        error = storage_error(exc, self.path)
-        if isinstance(error, RunStateError) or disk_full(exc):
-            return error
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        return RunStateError(f"cannot use run directory {self.run_dir}: {why}")
 
     def on_trouble(self, stop: Callable[[], None]) -> None:
         """`stop` is called once when the disk fills up or the ledger is deleted under the
@@ -281,6 +272,16 @@ class Ledger:
                 (after, page)).fetchall():
             yield from found
             after = found[-1][1]
+
+    def pending_openids(self, page: int = 20_000) -> Iterator[list[str]]:
+        """The openids of every pending row, a page at a time (the account registry's claim
+        of who this run moves; a 10M-row run holds one page)."""
+        after = 0
+        while found := self.conn.execute(
+                f"SELECT row, openid FROM rows WHERE row > ? AND status = {PENDING} "
+                "ORDER BY row LIMIT ?", (after, page)).fetchall():
+            yield [openid for _, openid in found]
+            after = found[-1][0]
 
     def pending_count(self) -> int:
         """Pending rows whose group is resolved: what the move stage has to send."""

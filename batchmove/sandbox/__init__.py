@@ -5,7 +5,8 @@ and benchmarks.
     async with running_sandbox(SandboxConfig(users=1000)) as sb:
         ...  # point a client at sb.base_url; inspect sb.state
 
-Imports nothing from batchmove but the errcode table (for its errmsgs).
+Imports nothing from batchmove but the errcode table (for its errmsgs) and, for the
+third-party platform's ticket push, `wechat.msgcrypt`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from batchmove.sandbox.config import (
     is_loopback,
     sandbox_openids,
 )
+from batchmove.sandbox.platform import PlatformConfig, PlatformState, authorizer_appid
 from batchmove.sandbox.robot import RobotState, key_hash, robot_app
 from batchmove.sandbox.server import RunningSandbox, build_app, running_sandbox, serve
 from batchmove.sandbox.state import SandboxGroup, SandboxState
@@ -34,6 +36,8 @@ __all__ = [
     "DEFAULT_SECRET",
     "ENDPOINTS",
     "Faults",
+    "PlatformConfig",
+    "PlatformState",
     "RobotState",
     "RunningSandbox",
     "SandboxConfig",
@@ -42,6 +46,7 @@ __all__ = [
     "SandboxState",
     "SandboxTag",
     "TagBook",
+    "authorizer_appid",
     "build_app",
     "is_loopback",
     "key_hash",

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from batchmove.sandbox.pushback import check_rate_limits
 from batchmove.sandbox.tags import RESERVED_TAGS, tag_name_errcode
 
 DEFAULT_APPID = "wxsandbox0000000001"
@@ -105,8 +106,24 @@ class Faults:
     daily_quota: Mapping[str, int] = field(default_factory=dict)
     token_ttl: float = 7200.0
     fault_endpoints: tuple[str, ...] = ()  # faults hit only these endpoints; () = all
+    # pushback like a real account (sandbox/pushback.py); all off by default
+    rate_limit: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    rate_limit_hidden: bool = False  # enforce the limits, but quota/get does not report them
+    latency_tail: float = 0.0  # > 1: lognormal latency, p99 = this x the median latency_ms
+    busy_above: int | None = None  # calls arriving within 1 s beyond this are answered -1
+    tag_visible_after: float = 0.0  # seconds a new tag answers 45159 to (un)tagging
 
     def __post_init__(self) -> None:
+        try:
+            check_rate_limits(self.rate_limit, ENDPOINTS)
+        except ValueError as exc:
+            raise SandboxConfigError(str(exc)) from None
+        if self.busy_above is not None and (isinstance(self.busy_above, bool) or not isinstance(
+                self.busy_above, int) or self.busy_above < 1):
+            raise SandboxConfigError(f"busy_above must be an integer >= 1, got "
+                                     f"{self.busy_above!r}")
+        if self.latency_tail < 0 or self.tag_visible_after < 0:
+            raise SandboxConfigError("latency_tail and tag_visible_after must be >= 0")
         for endpoint in self.fault_endpoints:
             if endpoint not in ENDPOINTS:
                 raise SandboxConfigError(f"fault_endpoints: unknown endpoint {endpoint!r}")
@@ -146,7 +163,8 @@ class Faults:
                 raise SandboxConfigError("fault_endpoints must be a list of endpoints")
             values["fault_endpoints"] = tuple(chosen)
         for name, value in values.items():
-            if name in ("daily_quota", "minute_quota", "fault_endpoints"):
+            if name in ("daily_quota", "minute_quota", "fault_endpoints", "rate_limit",
+                        "rate_limit_hidden", "busy_above"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise SandboxConfigError(f"{name} must be a number, got {value!r}")
@@ -158,6 +176,7 @@ class Faults:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["daily_quota"] = dict(self.daily_quota)
+        data["rate_limit"] = {e: list(v) for e, v in self.rate_limit.items()}
         data["fault_endpoints"] = list(self.fault_endpoints)
         return data
 
@@ -196,6 +215,11 @@ class SandboxConfig:
     daily_quota: Mapping[str, int] = field(default_factory=dict)
     fault_endpoints: Sequence[str] = ()  # faults hit only these endpoints; () = all
     timeline_max: int = 5_000_000  # oldest arrivals are forgotten beyond this many
+    rate_limit: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    rate_limit_hidden: bool = False
+    latency_tail: float = 0.0
+    busy_above: int | None = None
+    tag_visible_after: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.appid or not self.secret:
@@ -241,6 +265,11 @@ class SandboxConfig:
             daily_quota=dict(self.daily_quota),
             token_ttl=self.token_ttl,
             fault_endpoints=tuple(self.fault_endpoints),
+            rate_limit={e: tuple(v) for e, v in self.rate_limit.items()},
+            rate_limit_hidden=self.rate_limit_hidden,
+            latency_tail=self.latency_tail,
+            busy_above=self.busy_above,
+            tag_visible_after=self.tag_visible_after,
         )
 
     def follower_openids(self) -> list[str]:

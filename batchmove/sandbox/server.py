@@ -4,6 +4,10 @@ Admin endpoints (never faulted, no token): `GET /sandbox/state`, `GET /sandbox/t
 `GET|POST /sandbox/faults`, `POST /sandbox/move`, `GET /sandbox/moves?since=N`,
 `POST /sandbox/tag`, `GET /sandbox/tag_log?since=N`, `POST /sandbox/expire_tokens`; and the
 WeCom robot, ping and webhook receivers of `batchmove.sandbox.robot` (for notifications).
+With a third-party platform (`platform=`), /cgi-bin/component/ is the platform, every other
+/cgi-bin/ call goes to the authorizer whose token it carries, the admin endpoints take
+`?appid=` to pick an account, and `GET|POST /sandbox/platform` reads and steers the platform
+(`platweb.py`).
 
 Faults (latency, errcode -1, HTTP 5xx, dropped connections, hung responses) apply to /cgi-bin/
 only, drawn from an RNG seeded by `SandboxConfig.seed`. Nothing is logged per request and no
@@ -25,6 +29,9 @@ import orjson
 from aiohttp import web
 
 from batchmove.sandbox.config import DEFAULT_PORT, ENDPOINTS, Faults, SandboxConfig
+from batchmove.sandbox.platform import PlatformConfig, PlatformState
+from batchmove.sandbox.platweb import PLATFORM, add_platform_routes, routed
+from batchmove.sandbox.pushback import latency_s
 from batchmove.sandbox.robot import RobotState, add_robot_routes
 from batchmove.sandbox.state import SandboxState
 from batchmove.sandbox.wire import ApiFault, error_body
@@ -62,18 +69,25 @@ def _drop(request: web.Request) -> NoReturn:
 
 async def _cgi(request: web.Request) -> web.StreamResponse:
     endpoint = request.match_info["endpoint"]
+    raw = await request.read()
+    state: SandboxState | None = request.app[_STATE]
+    if PLATFORM in request.app:
+        state, answer = routed(request.app[PLATFORM], endpoint, request, raw)
+        if state is None:
+            return json_response(answer)
+    assert state is not None
     if endpoint not in ENDPOINTS:
         return json_response({"errcode": 404, "errmsg": "not found"}, status=404)
-    state = request.app[_STATE]
     rng = request.app[_RNG]
     state.record_arrival(endpoint)
-    raw = await request.read()
     faults = state.faults
+    if state.pushback.busy(faults.busy_above):  # overloaded: the excess is answered -1
+        return json_response(error_body(-1))
     if faults.fault_endpoints and endpoint not in faults.fault_endpoints:
         return json_response(state.handle(endpoint, request.method, request.query, raw))
     if faults.latency_ms or faults.jitter_ms:
-        jitter = rng.uniform(0.0, faults.jitter_ms) if faults.jitter_ms else 0.0
-        await asyncio.sleep((faults.latency_ms + jitter) / 1000.0)
+        await asyncio.sleep(latency_s(faults.latency_ms, faults.jitter_ms, faults.latency_tail,
+                                      rng))
     if faults.drop_rate and rng.random() < faults.drop_rate:
         _drop(request)
     if faults.http_error_rate and rng.random() < faults.http_error_rate:
@@ -94,30 +108,41 @@ async def _hang(request: web.Request, seconds: float) -> None:
     _drop(request)
 
 
+def _state(request: web.Request) -> SandboxState:
+    """The account an admin call is about: `?appid=` on a platform, else the only one."""
+    appid = request.query.get("appid")
+    if appid and PLATFORM in request.app:
+        state = request.app[PLATFORM].account_for_appid(appid)
+        if state is None:
+            raise web.HTTPNotFound(text=f"no authorizer {appid}")
+        return state
+    return request.app[_STATE]
+
+
 async def _admin_state(request: web.Request) -> web.Response:
-    return json_response(request.app[_STATE].snapshot())
+    return json_response(_state(request).snapshot())
 
 
 async def _admin_timeline(request: web.Request) -> web.Response:
-    return json_response({"calls": request.app[_STATE].timeline_calls()})
+    return json_response({"calls": _state(request).timeline_calls()})
 
 
 async def _admin_moves(request: web.Request) -> web.Response:
     """Openids applied by move calls since position `since` (default 0), in order."""
-    state = request.app[_STATE]
+    state = _state(request)
     since = int(request.query.get("since", "0") or 0)
     return json_response({"openids": state.move_log[since:], "next": len(state.move_log)})
 
 
 async def _admin_tag_log(request: web.Request) -> web.Response:
     """(action, openid, tagid) applied by (un)tagging calls since position `since`, in order."""
-    log = request.app[_STATE].tag_log
+    log = _state(request).tag_log
     since = int(request.query.get("since", "0") or 0)
     return json_response({"entries": log[since:], "next": len(log)})
 
 
 async def _admin_faults(request: web.Request) -> web.Response:
-    state = request.app[_STATE]
+    state = _state(request)
     if request.method == "POST":
         try:
             changes = await request.json()
@@ -132,7 +157,7 @@ async def _admin_faults(request: web.Request) -> web.Response:
 async def _admin_move(request: web.Request) -> web.Response:
     try:
         body = await request.json()
-        request.app[_STATE].move_directly(str(body["openid"]), int(body["to_groupid"]))
+        _state(request).move_directly(str(body["openid"]), int(body["to_groupid"]))
     except (ValueError, KeyError, TypeError):
         return json_response(error_body(47001), status=400)
     except ApiFault as fault:
@@ -147,7 +172,7 @@ async def _admin_tag(request: web.Request) -> web.Response:
         untag = body.get("untag", False)
         if not isinstance(untag, bool):
             raise TypeError("untag must be true or false")
-        request.app[_STATE].tag_directly(str(body["openid"]), int(body["tagid"]), untag)
+        _state(request).tag_directly(str(body["openid"]), int(body["tagid"]), untag)
     except (ValueError, KeyError, TypeError, AttributeError):
         return json_response(error_body(47001), status=400)
     except ApiFault as fault:
@@ -156,7 +181,7 @@ async def _admin_tag(request: web.Request) -> web.Response:
 
 
 async def _admin_expire(request: web.Request) -> web.Response:
-    request.app[_STATE].expire_tokens()
+    _state(request).expire_tokens()
     return json_response({"errcode": 0, "errmsg": "ok"})
 
 
@@ -172,10 +197,15 @@ async def _swallow_drops(
     return response
 
 
-def build_app(state: SandboxState, robot: RobotState | None = None) -> web.Application:
-    """The aiohttp application serving `state` (for embedding in other aiohttp servers)."""
+def build_app(state: SandboxState, robot: RobotState | None = None,
+              platform: PlatformState | None = None,
+              push_to: str | None = None) -> web.Application:
+    """The aiohttp application serving `state` (for embedding in other aiohttp servers), or
+    `platform` and its authorizers (`state` is then the first of them)."""
     app = web.Application(middlewares=[_swallow_drops], client_max_size=4 * 1024 * 1024)
     add_robot_routes(app, robot or RobotState())  # before the /cgi-bin/ catch-all
+    if platform is not None:
+        add_platform_routes(app, platform, push_to)
     app[_STATE] = state
     app[_CLOSING] = asyncio.Event()
     app[_RNG] = random.Random(state.config.seed)
@@ -200,6 +230,7 @@ class RunningSandbox:
     host: str
     port: int
     robot: RobotState = field(default_factory=RobotState)
+    platform: PlatformState | None = None
 
     def robot_url(self, key: str) -> str:
         """The webhook URL of the robot with this key, as WeCom gives it out."""
@@ -222,34 +253,42 @@ async def running_sandbox(
     port: int = 0,
     *,
     clock: Callable[[], float] = time.monotonic,
+    platform: PlatformConfig | None = None,
+    push_to: str | None = None,
 ) -> AsyncIterator[RunningSandbox]:
-    """Serve a fresh sandbox on host:port (0 = any free port) for the `async with` block."""
-    state = SandboxState(config, clock)
+    """Serve a fresh sandbox on host:port (0 = any free port) for the `async with` block;
+    with `platform`, a third-party platform and its authorizers (`config` is then unused)."""
+    plat = PlatformState(platform, clock) if platform is not None else None
+    state = plat.first if plat is not None else SandboxState(config, clock)
     robot = RobotState(clock=clock)
-    app = build_app(state, robot)
+    app = build_app(state, robot, plat, push_to)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound_port = int(runner.addresses[0][1])
-        yield RunningSandbox(state=state, host=host, port=bound_port, robot=robot)
+        yield RunningSandbox(state=state, host=host, port=bound_port, robot=robot,
+                             platform=plat)
     finally:
         app[_CLOSING].set()
         await runner.cleanup()
 
 
 def serve(config: SandboxConfig | None = None, host: str = "127.0.0.1",
-          port: int = DEFAULT_PORT) -> None:
+          port: int = DEFAULT_PORT, platform: PlatformConfig | None = None,
+          push_to: str | None = None) -> None:
     """Run until SIGINT/SIGTERM; prints `listening on http://HOST:PORT` once bound."""
-    asyncio.run(_serve(config, host, port))
+    asyncio.run(_serve(config, host, port, platform, push_to))
 
 
-async def _serve(config: SandboxConfig | None, host: str, port: int) -> None:
+async def _serve(config: SandboxConfig | None, host: str, port: int,
+                 platform: PlatformConfig | None, push_to: str | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with running_sandbox(config, host, port) as sandbox:
+    async with running_sandbox(config, host, port, platform=platform,
+                               push_to=push_to) as sandbox:
         print(f"listening on {sandbox.base_url}", flush=True)
         await stop.wait()

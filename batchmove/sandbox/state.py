@@ -3,9 +3,8 @@
 No I/O and no aiohttp here: `SandboxState.handle` takes an endpoint, the method, the query and the
 raw body, and returns the JSON object WeChat would answer. Time comes from an injectable clock, so
 tests check token expiry and quota windows without sleeping. Every call is O(1) or O(batch)
-(deleting a group excepted): each group keeps its live count, and each follower's group is one
-int in an array by follower position, so 10M followers fit in ~1.5 GB.
-Tags live in their own `TagBook` (tags.py, where their rules are documented).
+(deleting a group excepted): a group keeps its live count, a follower's group is one int in an
+array by position (10M followers: ~1.5 GB). Tags: `TagBook` (tags.py); pushback: pushback.py.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Any
 
 from batchmove.sandbox.config import ENDPOINTS, Faults, SandboxConfig, SandboxConfigError
 from batchmove.sandbox.members import Members
+from batchmove.sandbox.pushback import Pushback
 from batchmove.sandbox.quotas import QuotaBook
 from batchmove.sandbox.tags import TagBook
 from batchmove.sandbox.tokens import TokenBook
@@ -83,6 +83,7 @@ class SandboxState:
         self.timeline: deque[tuple[float, str]] = deque(maxlen=self.config.timeline_max)
         self.tokens = TokenBook(clock, self.config.token_grace)
         self.quotas = QuotaBook(clock)
+        self.pushback = Pushback(clock)
         self._handlers: dict[str, Handler] = {
             "groups/create": self._create_group,
             "groups/get": self._get_groups,
@@ -181,12 +182,16 @@ class SandboxState:
             if ENDPOINTS[endpoint][1]:
                 if method != "POST":
                     raise ApiFault(43002)
-                return self._handlers[endpoint](parse_body(raw))
+                body = parse_body(raw)
+                self.pushback.check_visible(endpoint, body, self.faults.tag_visible_after)
+                answer = self._handlers[endpoint](body)
+                return self.pushback.created(answer) if endpoint == "tags/create" else answer
             return self._handlers[endpoint](None)
         except ApiFault as fault:
             return error_body(fault.code)
 
     def _admit(self, endpoint: str) -> None:
+        self._raise_if(self.pushback.admit(endpoint, self.faults.rate_limit))
         minute = self.faults.minute_quota
         self._raise_if(self.quotas.admit(endpoint, self.daily_limit(endpoint), minute))
 
@@ -350,7 +355,7 @@ class SandboxState:
             raise ApiFault(76021)
         limit, used = self.daily_limit(endpoint), self.quotas.used_today(endpoint)
         quota = {"daily_limit": limit, "used": used, "remain": max(0, limit - used)}
-        return {**OK, "quota": quota}
+        return self.pushback.reported({**OK, "quota": quota}, endpoint, self.faults)
 
     def _clear_quota(self, body: Json) -> Json:
         appid = body.get("appid")

@@ -1,6 +1,7 @@
 """The async WeChat client: the only module that speaks HTTP to WeChat.
 
-Each HTTP attempt (token fetches included) waits on the rate limiter, is counted in `calls`, and
+Each HTTP attempt (token fetches included) passes the rate gate (`wechat.gate.RateGate`: the
+account's budget shared with its other runs; none at `--rate 0`), is counted in `calls`, and
 has its failures translated here, at one boundary, into the `batchmove.errors` tree:
 
     errcode != 0                    -> errcodes.error_for(errcode, errmsg, endpoint)
@@ -23,6 +24,7 @@ import json as jsonlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -40,10 +42,14 @@ from batchmove.errors import (
 )
 from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Target
 from batchmove.wechat.errcodes import error_for
-from batchmove.wechat.token import TokenManager, TokenSource
+from batchmove.wechat.gate import RateGate, TokenStore, gated
+from batchmove.wechat.quota import Quota, quota_of
+from batchmove.wechat.token import HttpFetch, TokenManager, TokenSource
 
 if TYPE_CHECKING:
     from aiolimiter import AsyncLimiter
+
+__all__ = ["FollowerPage", "Quota", "WeChatClient"]
 
 MAX_TOKEN_RETRIES = 2  # retries of one call after token errors; then the token problem is fatal
 
@@ -59,15 +65,6 @@ class FollowerPage:
     next_openid: str
 
 
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """`openapi/quota/get` for one endpoint: whether a job fits in today's calls."""
-
-    daily_limit: int
-    used: int
-    remain: int
-
-
 class WeChatClient:
     """One aiohttp session, every endpoint batchmove uses, and `call()` underneath them all."""
 
@@ -80,15 +77,20 @@ class WeChatClient:
         limiter: AsyncLimiter | None = None,
         max_refreshes: int = 10,
         connector_limit: int = 100,
+        gate: RateGate | None = None,
+        token_store: TokenStore | None = None,
     ) -> None:
         if token_source is None:
             raise TypeError("WeChatClient needs a token_source")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.limiter = limiter
+        self.gate = gate
         self.connector_limit = connector_limit
         self.calls: Counter[str] = Counter()
-        self.tokens = TokenManager(token_source, self._request, max_refreshes=max_refreshes)
+        self.raw: HttpFetch = self._request  # no access token: component endpoints' own
+        self.tokens = TokenManager(token_source, self._request, max_refreshes=max_refreshes,
+                                   store=token_store)
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, URL] = {}  # endpoint -> URL with `_urls_token` in its query
         self._urls_token: str | None = None
@@ -154,28 +156,35 @@ class WeChatClient:
         json: Mapping[str, Any] | None = None,
         access_token: str | None = None,
     ) -> dict[str, Any]:
-        """One HTTP attempt: limiter, counter, and every foreign failure translated."""
+        """One HTTP attempt: gate (or limiter), counter, and every foreign failure translated."""
         if self._session is None:
             raise RuntimeError("use `async with WeChatClient(...)` before calling it")
+        attempt = partial(self._attempt, method, endpoint, params, json, access_token)
+        if self.gate is not None:
+            return await gated(self.gate, endpoint, attempt)
+        async with self.limiter or contextlib.nullcontext():  # --rate 0: nothing per call
+            return await attempt()
+
+    async def _attempt(self, method: str, endpoint: str, params: Mapping[str, str] | None,
+                       json: Mapping[str, Any] | None, access_token: str | None
+                       ) -> dict[str, Any]:
+        assert self._session is not None
         url = self._url(endpoint, access_token, params)
         headers = {}
         body: bytes | None = None
         if json is not None:
             body = orjson.dumps(json if isinstance(json, dict) else dict(json))
             headers["Content-Type"] = "application/json"
-        async with self.limiter or contextlib.nullcontext():
-            self.calls[endpoint] += 1
-            try:
-                async with self._session.request(method, url, data=body,
-                                                 headers=headers) as resp:
-                    status, reason = resp.status, resp.reason or _reason(resp.status)
-                    content_type = resp.content_type
-                    raw = await resp.read()
-            except TimeoutError:
-                raise TransientError(None, f"no answer within {self.timeout:g}s",
-                                     endpoint) from None
-            except aiohttp.ClientError as exc:
-                raise TransientError(None, _describe(exc), endpoint) from None
+        self.calls[endpoint] += 1
+        try:
+            async with self._session.request(method, url, data=body, headers=headers) as resp:
+                status, reason = resp.status, resp.reason or _reason(resp.status)
+                content_type = resp.content_type
+                raw = await resp.read()
+        except TimeoutError:
+            raise TransientError(None, f"no answer within {self.timeout:g}s", endpoint) from None
+        except aiohttp.ClientError as exc:
+            raise TransientError(None, _describe(exc), endpoint) from None
         return _decode(status, reason, content_type, raw, endpoint)
 
     def _url(self, endpoint: str, access_token: str | None,
@@ -308,10 +317,7 @@ class WeChatClient:
     async def get_quota(self, cgi_path: str) -> Quota:
         """Today's quota of one endpoint (`groups/get` or `/cgi-bin/groups/get`)."""
         path = cgi_path if cgi_path.startswith("/") else f"/cgi-bin/{cgi_path}"
-        data = await self.call("POST", "openapi/quota/get", json={"cgi_path": path})
-        quota = data.get("quota") or {}
-        return Quota(int(quota.get("daily_limit", 0)), int(quota.get("used", 0)),
-                     int(quota.get("remain", 0)))
+        return quota_of(await self.call("POST", "openapi/quota/get", json={"cgi_path": path}))
 
     async def clear_quota(self, appid: str) -> None:
         """Resets the account's quotas (10 times a month): only ever on a human's request."""

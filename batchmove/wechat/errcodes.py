@@ -75,6 +75,17 @@ _TABLE = [
             "the endpoint was called with GET instead of POST: a bug"),
     Errcode(76021, "cgi_path not found, please check", FatalApiError,
             "quota/get was asked about an unknown API path"),
+    # third-party platforms (component): each one stops this account's run (exit 3)
+    Errcode(61003, "component is not authorized by this account", FatalApiError,
+            "the account has not authorised this third-party platform (or revoked it)"),
+    Errcode(61004, "access clientip is not registered", FatalApiError,
+            "this machine's IP is not on the third-party platform's whitelist"),
+    Errcode(61005, "component ticket is expired", FatalApiError,
+            "the component_verify_ticket is over 12 hours old: wait for WeChat's next push"),
+    Errcode(61006, "component ticket is invalid", FatalApiError,
+            "the component_verify_ticket is not one WeChat pushed to this platform"),
+    Errcode(61023, "refresh_token is invalid", FatalApiError,
+            "the authorizer_refresh_token is no longer valid: the account must authorise again"),
 ]
 
 ERRCODES: dict[int, Errcode] = {entry.code: entry for entry in _TABLE}

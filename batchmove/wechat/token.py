@@ -8,7 +8,9 @@ rotates it, and wechatpy was seen refreshing 138 times in a row on a persistent 
   token; we only re-read it, never fetch from WeChat);
 - `TokenManager` caches the token, fetches it single-flight (one lock: fifty workers that see an
   expired token cause one fetch), refreshes at most once per rejected token, and gives up with
-  `FatalApiError` instead of looping.
+  `FatalApiError` instead of looping. With a `TokenStore` (`batchmove.registry`), the token is
+  shared by every run of the account on the machine: a run adopts the stored token when it is
+  still good, and fetches only inside the store's cross-process flight, after reading again.
 
 Secrets and tokens never appear in a repr or a message.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shlex
 import signal
@@ -28,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 from batchmove.errors import ApiError, FatalApiError, TokenError, UsageError
 from batchmove.models import Credentials
+from batchmove.wechat.gate import StoredToken, TokenStore
 
 TokenKind = Literal["stable", "classic"]
 TOKEN_EXPIRED = 42001  # the errcode of a token past its lifetime
@@ -88,6 +92,13 @@ class SecretTokenSource(TokenSource):
     @property
     def describe(self) -> str:
         return f"appid={self.appid!r}, kind={self.kind!r}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Tells this secret from another without holding it: a job with a wrong secret must
+        not be handed the token fetched with the right one."""
+        return hashlib.blake2b(f"{self.kind}:{self.__secret}".encode(), digest_size=8,
+                               person=b"bm-secret").hexdigest()
 
     async def fetch(self, http: HttpFetch, *, force: bool = False) -> Token:
         try:
@@ -223,16 +234,21 @@ class TokenManager:
     """
 
     def __init__(self, source: TokenSource, http: HttpFetch, *, max_refreshes: int = 10,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, store: TokenStore | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.source = source
+        self.store = store
+        self.adopted = 0  # tokens taken from the store instead of fetched
         self.max_refreshes = max_refreshes
         self.refreshes = 0  # fetches caused by rejected tokens (proactive renewals not counted)
         self.fetches = 0
         self._http = http
         self._clock = clock
+        self._wall = wall
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._renew_at: float | None = None
+        self._expires_in: float | None = None
         self._from_refresh = False
         self._confirmed = False
 
@@ -251,7 +267,7 @@ class TokenManager:
             return self._token
         async with self._lock:
             if not self._valid():
-                await self._fetch(force=False)
+                await self._obtain(force=False)
             assert self._token is not None
             return self._token
 
@@ -266,10 +282,13 @@ class TokenManager:
         async with self._lock:
             if self._token is not None and self._token != failing_token:
                 return self._token
+            if self._adopt(self._shared(failing_token)):
+                assert self._token is not None  # another run of the account replaced it
+                return self._token
             if code == TOKEN_EXPIRED and self._renew_at is not None \
                     and self._clock() >= self._renew_at - 1.0:
                 # it expired when we expected it to: an ordinary renewal, not a refresh
-                await self._fetch(force=False)
+                await self._obtain(force=False, failing=failing_token)
                 if self._token != failing_token:
                     assert self._token is not None
                     return self._token
@@ -284,8 +303,8 @@ class TokenManager:
                     f"the access token was refreshed {self.refreshes} times in this run, the"
                     f" limit (max_refreshes={self.max_refreshes}); stopping instead of looping"),
                     error.endpoint if error else "")
-            await self._fetch(force=True)
-            self.refreshes += 1
+            if await self._obtain(force=True, failing=failing_token):
+                self.refreshes += 1
             if self._token == failing_token:
                 raise FatalApiError(code, (
                     f"the token from {self.source.describe} was rejected{why} and the source"
@@ -294,11 +313,50 @@ class TokenManager:
             assert self._token is not None
             return self._token
 
+    def _shared(self, failing: str | None) -> StoredToken | None:
+        """The store's token when it is one to use now: not `failing`, not due for renewal."""
+        shared = self.store.read() if self.store is not None else None
+        if shared is None or shared.value == failing:
+            return None
+        if shared.renew_at is not None and self._wall() >= shared.renew_at:
+            return None
+        return shared
+
+    def _adopt(self, shared: StoredToken | None) -> bool:
+        if shared is None or shared.value == self._token:
+            return False
+        self.adopted += 1
+        self._token = shared.value
+        self._renew_at = None if shared.renew_at is None else \
+            self._clock() + shared.renew_at - self._wall()
+        self._from_refresh = self._confirmed = False
+        return True
+
+    async def _obtain(self, *, force: bool, failing: str | None = None) -> bool:
+        """A token for the account (caller holds the lock): the store's if another run has a
+        good one, else fetched inside the store's flight. True when this run fetched."""
+        if self.store is None:
+            await self._fetch(force=force)
+            return True
+        if self._adopt(self._shared(failing)):
+            return False
+        async with self.store.flight():
+            if self._adopt(self._shared(failing)):
+                return False
+            await self._fetch(force=force)
+            assert self._token is not None
+            wall = self._wall()
+            renew = None if self._renew_at is None else wall + self._renew_at - self._clock()
+            expires = None if self._expires_in is None else wall + self._expires_in
+            self.store.save(StoredToken(self._token, renew, expires))
+        return True
+
     async def _fetch(self, *, force: bool) -> None:
         """Fetch (caller holds the lock) and schedule a renewal before the server expires it."""
         self.fetches += 1
         token = await self.source.fetch(self._http, force=force)
         now = self._clock()
+        self._expires_in = token.expires_in
         if token.expires_in is None:
             self._renew_at = None
         elif token.value == self._token:

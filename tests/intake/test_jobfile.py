@@ -96,8 +96,8 @@ groups = 100
     ("wibble = 1", "unknown key 'wibble'"),
     ("[columns]\nopen_id = 'x'", "[columns] unknown key 'open_id' (did you mean 'openid'?)"),
     ("[credentials]\nappid = 'x'", "[credentials] unknown key 'appid' (did you mean 'appid_env'?)"),
-    ('rate = "fast"', 'rate must be a number, got "fast"'),
-    ("rate = true", "rate must be a number, got true"),
+    ('rate = "fast"', 'rate must be a number or "auto", got "fast"'),
+    ("rate = true", 'rate must be a number or "auto", got true'),
     ("batch_size = 10.5", "batch_size must be an integer, got 10.5"),
     ('confirm = "no"', 'confirm must be true or false, got "no"'),
     ('target = "tag"', 'target must be "id", "name" or "set", got "tag"'),
@@ -171,8 +171,8 @@ def test_spec_for(job_dir: Path) -> None:
 @pytest.mark.parametrize(("changes", "message"), [
     ({"batch_size": 80}, "batch_size must be 1..50, got 80"),
     ({"batch_size": 0}, "batch_size must be 1..50, got 0"),
-    ({"rate": -1.0}, "rate must be >= 0 (0 = no limit), got -1"),
-    ({"rate": float("inf")}, "rate must be >= 0 (0 = no limit), got inf"),
+    ({"rate": -1.0}, 'rate must be >= 0 (0 = no limit) or "auto", got -1'),
+    ({"rate": float("inf")}, 'rate must be >= 0 (0 = no limit) or "auto", got inf'),
     ({"concurrency": 0}, "concurrency must be >= 1, got 0"),
     ({"retries": 0}, "retries must be >= 1, got 0"),
     ({"timeout": -1.0}, "timeout must be > 0, got -1"),
@@ -206,7 +206,7 @@ def test_override_fixes_a_file_value(job_dir: Path) -> None:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"batchsize": 10}, "override: unknown key 'batchsize' (did you mean 'batch_size'?)"),
-    ({"rate": "fast"}, 'override: rate must be a number, got "fast"'),
+    ({"rate": "fast"}, 'override: rate must be a number or "auto", got "fast"'),
     ({"create_groups": "yes"}, 'override: create_groups must be true or false, got "yes"'),
     ({"backend": "tag"}, 'override: backend must be "groups" or "tags", got "tag"'),
     ({"snapshot_source": 1},
@@ -226,7 +226,7 @@ def test_overrides_take_paths_tables_and_sheet_numbers(job_dir: Path, tmp_path: 
                     columns=ColumnMap(openid="粉丝"), sandbox={"users": 5}, rate=None)
     assert (spec.out, spec.sheet, spec.columns.openid) == (tmp_path / "r", 2, "粉丝")
     assert spec.sandbox == {"users": 5}
-    assert spec.rate == 20.0  # None: not given
+    assert spec.rate == "auto"  # None: not given
 
 
 def test_example_job_documents_every_key() -> None:
@@ -279,3 +279,48 @@ def test_notify_mistakes(job_dir: Path, body: str, message: str) -> None:
     text = failure(write_job(job_dir, body))
     assert message in text
     assert "abc-secret-key" not in text
+
+
+def test_a_platform_job(job_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BATCHMOVE_RUNS_DIR", raising=False)
+    path = write_job(job_dir, """
+accounts = "all"
+[credentials]
+component = true
+component_secret_env = "AGENCY_SECRET"
+ticket_file = "state/ticket"
+""")
+    spec = spec_for(path)
+    assert spec.credentials == Credentials(component=True, component_secret_env="AGENCY_SECRET",
+                                           ticket_file=str(job_dir / "jobs" / "state" / "ticket"))
+    assert (spec.accounts, spec.single_account) == ("all", None)
+    one = spec_for(path, account="wxauth0000000000002")
+    assert one.single_account == "wxauth0000000000002"
+    assert one.out_dir == Path("runs") / spec.name / "wxauth0000000000002"
+    listed = spec_for(write_job(job_dir, 'accounts = ["wxauth0000000000001"]\n'
+                                         "[credentials]\ncomponent = true\n"))
+    assert (listed.single_account, listed.out_dir) == ("wxauth0000000000001",
+                                                       Path("runs") / listed.name)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('accounts = ["wx1234567890"]\n', "need [credentials] component = true"),
+    ('accounts = "some"\n[credentials]\ncomponent = true\n', 'accounts must be "all" or a '
+                                                              "list of appids"),
+    ('accounts = ["gh_123"]\n[credentials]\ncomponent = true\n', '"gh_123" is not an appid'),
+    ('[credentials]\ncomponent = "yes"\n', "credentials.component must be true or false"),
+])
+def test_bad_platform_jobs(job_dir: Path, body: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        spec_for(write_job(job_dir, body))
+
+
+def test_runs_dir_from_the_environment(job_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                       tmp_path: Path) -> None:
+    monkeypatch.setenv("BATCHMOVE_RUNS_DIR", str(tmp_path / "volume"))
+    assert spec_for(write_job(job_dir, "")).out == tmp_path / "volume" / "seg"
+    given = spec_for(write_job(job_dir, 'out = "mine"\n'))
+    assert given.out == job_dir / "jobs" / "mine"  # the job's own out wins, relative to it
+    monkeypatch.setenv("BATCHMOVE_RUNS_DIR", "relative")
+    with pytest.raises(UsageError, match="must be an absolute path"):
+        spec_for(write_job(job_dir, ""))

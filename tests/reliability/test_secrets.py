@@ -32,7 +32,7 @@ import pytest
 from batchmove.errors import ApiError
 from batchmove.flows.run import RunOptions, run_job
 from batchmove.models import JobSpec
-from batchmove.sandbox import SandboxConfig, sandbox_openids
+from batchmove.sandbox import PlatformConfig, SandboxConfig, authorizer_appid, sandbox_openids
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.token import EnvTokenSource, SecretTokenSource
 from tests.support.engine import QuietEvents
@@ -210,6 +210,50 @@ def test_run_job_in_process_when_every_token_fetch_fails(
     found = leaks(secrets_of(sandbox.state), texts, [tmp_path / "run"])
     assert not found, found
     assert "message" in texts, texts
+
+
+def test_third_party_platform_paths(tmp_path: Path) -> None:
+    """A platform's component secret, tickets, component and authorizer tokens and refresh
+    tokens (rotated ones included) stay out of every output: a good run, `accounts sync`
+    and `accounts list`, a wrong component secret, a stale ticket, a revoked account. The
+    machine's state directory is the one place they live (mode 600), so it is not audited."""
+    config = PlatformConfig(authorizers=2, account={"users": 300, "groups": ["A"]})
+    with ThreadedSandbox(platform=config) as sandbox:
+        platform = sandbox.sb.platform if sandbox.sb else None
+        assert platform is not None
+        (tmp_path / "ticket").write_text(platform.latest_ticket)
+        rows = [(o, "A") for o in sandbox_openids(300, 0)]
+        write_csv(tmp_path / "in.csv", ["openid", "to_group_name"], rows)
+        job = tmp_path / "job.toml"
+        job.write_text(f'input = "in.csv"\napi_base = "{sandbox.base_url}"\nout = "runs/a"\n'
+                       f'accounts = ["{authorizer_appid(0)}"]\n[credentials]\ncomponent = true'
+                       '\nticket_file = "ticket"\n', encoding="utf-8")
+        env = cli_env(WECHAT_COMPONENT_APPID=config.component_appid,
+                      WECHAT_COMPONENT_SECRET=config.component_secret,
+                      BATCHMOVE_STATE_DIR=str(tmp_path / "state"))
+        audit = LeakAudit(roots=[tmp_path / "runs"])
+        steps = [("run", ["run", str(job), "--yes"], env, 0),
+                 ("sync", ["accounts", "sync", str(job)], env, 0),
+                 ("list", ["accounts", "list", str(job), "--json"], env, 0),
+                 ("wrong secret", ["accounts", "sync", str(job)],
+                  {**env, "WECHAT_COMPONENT_SECRET": WRONG_SECRET,
+                   "BATCHMOVE_STATE_DIR": str(tmp_path / "state2")}, 3)]
+        for label, args, step_env, code in steps:
+            child = batchmove(*args, env=step_env)
+            assert child.returncode == code, (label, child.stderr)
+            audit.add_child(label, child)
+        sandbox.call(platform.expire_tickets)
+        stale = batchmove("run", str(job), "--yes", "--out", str(tmp_path / "runs/b"),
+                          env={**env, "BATCHMOVE_STATE_DIR": str(tmp_path / "state3")})
+        assert stale.returncode == 3, stale.stderr
+        audit.add_child("stale ticket", stale)
+        sandbox.call(lambda: platform.revoke(authorizer_appid(0)))
+        sandbox.call(platform.accounts[authorizer_appid(0)].state.expire_tokens)
+        revoked = batchmove("run", str(job), "--yes", "--restart", env=env)
+        audit.add_child("revoked", revoked)
+        assert revoked.returncode == 3, revoked.stderr
+        audit.extra_secrets += [*platform.secrets, WRONG_SECRET]
+        audit.check(platform.first)
 
 
 def test_the_audit_finds_a_planted_secret(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+from batchmove.sandbox import PlatformConfig, RunningSandbox, SandboxConfig, running_sandbox
 from tests.support.sandboxes import REPO_ROOT
 
 T = TypeVar("T")
@@ -67,8 +67,10 @@ class ThreadedSandbox:
     anything that must not interleave with a request goes through `call`.
     """
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig | None = None,
+                 platform: PlatformConfig | None = None) -> None:
         self.config = config
+        self.platform = platform  # a third-party platform and its authorizers instead
         self.loop = asyncio.new_event_loop()
         self._ready: Future[RunningSandbox] = Future()
         self._stop: asyncio.Event | None = None
@@ -83,7 +85,8 @@ class ThreadedSandbox:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         try:
-            async with running_sandbox(self.config, host="127.0.0.1", port=0) as sb:
+            async with running_sandbox(self.config, host="127.0.0.1", port=0,
+                                       platform=self.platform) as sb:
                 self._ready.set_result(sb)
                 await self._stop.wait()
         except BaseException as exc:  # surface start-up failures in the test thread

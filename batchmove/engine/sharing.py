@@ -1,0 +1,181 @@
+"""What a run shares with the other runs of its account: who it moves, and its rate's start.
+
+- `claimed`: a run registers its pending users in the registry before it sends anything and
+  removes the registration when it ends, however it ends (a SIGKILLed run's registration lapses
+  with its pid). Another live run on the account moving any of the same users refuses the run
+  (UsageError, exit 2, nothing sent) unless `allow_overlap`.
+- `seed_rates`: under `rate = "auto"`, one `openapi/quota/get` per endpoint about to be used:
+  its `rate_limit` (when WeChat reports one) is where the endpoint's rate starts, and its
+  `remain` is today's quota view (0 for the move endpoint stops the run before it starts).
+- `account_status`: what the registry knows of the account (runs, sharers, rates, spent).
+
+An embedded sandbox (`api_base = "sandbox"`) is an account of its own for one run: nothing is
+claimed for it and nothing overlaps it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from batchmove.engine.backend import gate_of
+from batchmove.engine.planner import backend_endpoints, move_calls
+from batchmove.engine.runner import RetryPolicy, with_retries
+from batchmove.errors import ApiError, DailyQuotaError, UsageError
+from batchmove.intake import loader
+from batchmove.ledger.rundir import load
+from batchmove.ledger.store import Ledger
+from batchmove.models import SANDBOX, JobSpec
+from batchmove.registry import Claims, Registry, account_of
+from batchmove.registry.aimd import start_rate
+from batchmove.registry.budget import history, sharing, spent_today
+from batchmove.results import AccountStatus, Overlap
+from batchmove.wechat.client import WeChatClient
+from batchmove.wechat.quota import Quota
+
+
+@contextmanager
+def claimed(spec: JobSpec, ledger: Ledger) -> Iterator[list[Overlap]]:
+    """The run's users registered on its account while the block runs; refused on overlap."""
+    if spec.api_base == SANDBOX:
+        yield []
+        return
+    registry = Registry()
+    claims = Claims(registry, account_of(spec))
+    run_dir = spec.out_dir
+    try:
+        overlaps = claims.register(run_dir, spec.name, ledger.pending_openids(),
+                                   planned=_planned(spec, ledger))
+        if overlaps and not spec.allow_overlap:
+            raise UsageError(describe_overlap(overlaps) + "; nothing was sent. Wait for it to "
+                             "end, or pass --allow-overlap (allow_overlap = true) if both "
+                             "runs are meant")
+        yield overlaps
+    finally:
+        claims.release(run_dir)
+        registry.close()
+
+
+def overlaps_of(spec: JobSpec, ledger: Ledger, scratch: Path) -> list[Overlap]:
+    """The live runs on the account that would move some of this plan's users (the plan is
+    registered under `scratch` for the count, then removed)."""
+    if spec.api_base == SANDBOX:
+        return []
+    registry = Registry()
+    claims = Claims(registry, account_of(spec))
+    try:
+        return [o for o in claims.register(scratch, spec.name, ledger.pending_openids())
+                if o.run_dir != str(Path(spec.out_dir).absolute())]
+    finally:
+        claims.release(scratch)
+        registry.close()
+
+
+def claim_job(spec: JobSpec, state: str) -> list[Overlap]:
+    """Register a run that waits for approval ("pending", "approved": the console), its users
+    read from its input; the live runs it overlaps. `release_job` removes it."""
+    if spec.api_base == SANDBOX:
+        return []
+    source = loader.open_input(spec)
+    registry = Registry()
+    with tempfile.TemporaryDirectory(prefix="batchmove-claim-") as scratch, \
+            Ledger(Path(scratch)).open() as ledger:
+        load(ledger, source, spec, "", lambda _: None)
+        try:
+            return Claims(registry, account_of(spec)).register(
+                spec.out_dir, spec.name, ledger.pending_openids(), state=state,
+                planned=_planned(spec, ledger))
+        finally:
+            registry.close()
+
+
+def release_job(spec: JobSpec) -> None:
+    """Remove the registration of the job's run directory (a discarded or finished run)."""
+    registry = Registry()
+    try:
+        Claims(registry, account_of(spec)).release(spec.out_dir)
+    finally:
+        registry.close()
+
+
+def describe_overlap(overlaps: list[Overlap]) -> str:
+    first = overlaps[0]
+    more = f" (and {len(overlaps) - 1} more runs)" if len(overlaps) > 1 else ""
+    return (f"{first.users} of these users are also moved by the {first.state} run "
+            f"{first.job!r} in {first.run_dir}{more}")
+
+
+def _planned(spec: JobSpec, ledger: Ledger) -> dict[str, int]:
+    endpoint = backend_endpoints(spec)["move"]
+    return {endpoint: move_calls(ledger.pending_targets(), spec.batch_size)}
+
+
+async def seed_rates(client: WeChatClient, spec: JobSpec, endpoints: list[str]) -> None:
+    """`rate = "auto"`: each endpoint's start from quota/get (see the module docstring)."""
+    gate = gate_of(client)
+    if gate is None or not spec.auto_rate:
+        return
+    alone = gate.budget.fixed_rate is None and sharing(gate.budget.registry,
+                                                        gate.budget.account) <= 1
+    move = backend_endpoints(spec)["move"]
+    for endpoint in endpoints:
+        try:
+            quota: Quota | None = await with_retries(partial(client.get_quota, endpoint),
+                                                     RetryPolicy(attempts=spec.retries))
+        except DailyQuotaError:
+            raise
+        except ApiError:  # not every account may read its quotas: the safe start
+            quota = None
+        if quota is not None and endpoint == move and quota.daily_limit and not quota.remain:
+            raise DailyQuotaError(45009, "today's quota of this endpoint is used up "
+                                         "(openapi/quota/get)", endpoint)
+        rate, ceiling = start_rate(quota.call_count if quota else None,
+                                   quota.refresh_second if quota else None)
+        gate.seed(endpoint, min(rate, spec.max_rate), ceiling,
+                  quota.refresh_second if quota else None, alone=alone)
+
+
+def sending_endpoints(spec: JobSpec) -> list[str]:
+    """The endpoints a run sends most of its calls to (their rates are seeded)."""
+    endpoints = backend_endpoints(spec)
+    sending = [endpoints["move"]]
+    if spec.backend == "tags" and spec.untag:
+        sending.append(endpoints["untag"])
+    if spec.snapshot:
+        sending.append("user/info/batchget")
+    return sending
+
+
+def account_status(spec: JobSpec) -> AccountStatus:
+    """The registry's view of the job's account."""
+    if spec.api_base == SANDBOX:
+        return AccountStatus([], 0, {}, {})
+    registry = Registry()
+    account = account_of(spec)
+    try:
+        return AccountStatus(Claims(registry, account).runs(), sharing(registry, account),
+                             history(registry, account), spent_today(registry, account))
+    finally:
+        registry.close()
+
+
+def expected_rates(spec: JobSpec, quotas: Mapping[str, Mapping[str, Any]] | None = None
+                   ) -> dict[str, float]:
+    """Calls/s per endpoint the plan's ETA assumes: the account's history on this machine,
+    else quota/get's rate_limit, else the safe start."""
+    if spec.api_base == SANDBOX:
+        return {}
+    registry = Registry()
+    try:
+        found = history(registry, account_of(spec))
+    finally:
+        registry.close()
+    for endpoint, quota in (quotas or {}).items():
+        count, seconds = quota.get("call_count"), quota.get("refresh_second")
+        if endpoint not in found and count and seconds:
+            found[endpoint] = start_rate(int(count), float(seconds))[0]
+    return found

@@ -1,0 +1,128 @@
+"""`rate = "auto"`: how an account's rate for one endpoint moves (pure: no I/O, no clock).
+
+AIMD, as in Netflix's concurrency-limits, with TCP's slow start in front:
+
+- start from `quota/get`'s `rate_limit` (call_count / refresh_second, less 2% so a token
+  bucket's burst never tips a window over) when WeChat reports one, else from `SAFE_START`;
+- slow start: +1 call/s per clean answer (the rate doubles every second) until the first sign
+  of congestion, then additive increase: +`ADDITIVE` calls/s per second of clean answers;
+- on 45011, -1 or latency that has doubled: halve, at most once per `COOLDOWN`, and never below
+  90% of the goodput of the last `GOODPUT_S` seconds (a limit enforced in fixed windows fills its
+  window whatever the rate, so its goodput *is* the limit: halving below it only loses time);
+- never above `max_rate`, nor above the reported (or configured) ceiling.
+
+A 45011 is also a pause: every sender of the endpoint holds until `paused_until`, first
+`PROBE_START` seconds, doubling while the answers stay 45011, never longer than the window (the
+next minute where the window is unknown); the call that got it is retried, never lost.
+
+The state lives in the registry (`BucketState`), shared by every process of the account; each
+process reports what it saw (`Report`) when it takes its next slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+SAFE_START = 20.0  # calls/s: yesterday's default rate
+MIN_RATE = 1.0
+ADDITIVE = 5.0  # calls/s gained per second of clean answers
+COOLDOWN = 1.0  # seconds: one cut per congestion episode
+PROBE_START = 0.25  # seconds: the first pause after a 45011
+GOODPUT_S = 5.0
+CEILING_SHARE = 0.98  # of a reported rate_limit
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    """One account's rate for one endpoint (scope), as the registry keeps it."""
+
+    rate: float
+    tat: float = 0.0  # the next free slot (monotonic seconds)
+    paused_until: float = 0.0
+    probe_delay: float = 0.0
+    last_cut: float = 0.0
+    ceiling: float | None = None  # calls/s never to exceed (reported rate_limit)
+    window: float | None = None  # refresh_second, when reported
+    found: float | None = None  # the last rate that ran clean (the account's history)
+    slow_start: bool = True
+    ok_since: float = 0.0
+    ok_now: int = 0
+    ok_before: int = 0
+
+
+@dataclass(slots=True)
+class Report:
+    """What one process saw since it last took slots."""
+
+    ok: int = 0  # clean answers
+    throttled: bool = False  # 45011
+    busy: bool = False  # -1
+    slow: bool = False  # median latency doubled
+
+    def congested(self) -> bool:
+        return self.throttled or self.busy or self.slow
+
+
+def start_rate(call_count: int | None, refresh_second: float | None) -> tuple[float, float | None]:
+    """The first rate and the ceiling: from a reported rate_limit, or the safe start."""
+    if call_count and refresh_second:
+        ceiling = CEILING_SHARE * call_count / refresh_second
+        return ceiling, ceiling
+    return SAFE_START, None
+
+
+def goodput(state: BucketState, now: float) -> float:
+    """Clean answers per second over about the last `GOODPUT_S` seconds."""
+    elapsed = max(now - state.ok_since, 0.0)
+    weight = max(0.0, 1.0 - elapsed / GOODPUT_S)
+    return (state.ok_before * weight + state.ok_now) / GOODPUT_S
+
+
+def apply(state: BucketState, report: Report, now: float, max_rate: float,
+          to_next_minute: float) -> BucketState:
+    """The bucket after one process's report."""
+    state = _count(state, report.ok, now)
+    if report.throttled:
+        state = _pause(state, report, now, to_next_minute)
+    elif report.ok:
+        state = replace(state, probe_delay=0.0)
+    if report.congested():
+        state = _cut(state, now)
+    elif report.ok:
+        state = _grow(state, report.ok)
+    cap = min(max_rate, state.ceiling) if state.ceiling else max_rate
+    return replace(state, rate=max(MIN_RATE, min(state.rate, cap)))
+
+
+def _count(state: BucketState, ok: int, now: float) -> BucketState:
+    if now - state.ok_since >= GOODPUT_S:
+        before = state.ok_now if now - state.ok_since < 2 * GOODPUT_S else 0
+        state = replace(state, ok_since=now, ok_before=before, ok_now=0)
+    return replace(state, ok_now=state.ok_now + ok)
+
+
+def _pause(state: BucketState, report: Report, now: float, to_next_minute: float
+           ) -> BucketState:
+    if now < state.paused_until:  # already paused: calls that were in flight
+        return state
+    again = state.probe_delay > 0 and not report.ok
+    delay = 2 * state.probe_delay if again else PROBE_START
+    limit = state.window if state.window else to_next_minute
+    delay = min(delay, max(limit, PROBE_START))
+    return replace(state, paused_until=now + delay, probe_delay=delay, tat=max(state.tat, now))
+
+
+def _cut(state: BucketState, now: float) -> BucketState:
+    if now - state.last_cut < COOLDOWN:
+        return state
+    floor = 0.9 * goodput(state, now)
+    rate = min(state.rate, max(state.rate / 2, floor, MIN_RATE))
+    return replace(state, rate=rate, last_cut=now, slow_start=False)
+
+
+def _grow(state: BucketState, ok: int) -> BucketState:
+    if state.slow_start:
+        rate = state.rate + ok
+    else:
+        rate = state.rate + ADDITIVE * ok / max(state.rate, MIN_RATE)
+    return replace(state, rate=rate, found=state.rate)

@@ -1,0 +1,281 @@
+"""The fourth token source: an account's token through a third-party platform (component).
+
+An agency's platform holds, per authorised account, an `authorizer_refresh_token`; WeChat
+turns it into that account's access token (`api_authorizer_token`, 2 h), given the platform's
+own `component_access_token` (`api_component_token`, 2 h), which needs the latest
+`component_verify_ticket` WeChat pushed (every 10 min, valid 12 h). Pitfalls users of the SDKs
+report, and what this module does about each:
+
+- tokens fetched again by every process, burning the daily quota: both tokens are cached in
+  a `PlatformStore` shared by every process of the machine (the account registry's,
+  `registry.platform`) until shortly before they expire, and fetched under its cross-process
+  lock (single-flight across processes; `TokenManager` does it within one);
+- a refresh token lost on restart (61023): it lives in the store and is replaced the moment
+  WeChat returns a new one; a platform with none stored seeds them from
+  `api_get_authorizer_list` (also `batchmove accounts sync`);
+- a stale ticket: one older than 12 h is never sent; the run stops with one line (exit 3) and
+  the same command resumes once a fresh ticket arrives (61005/61006 from WeChat likewise);
+- keys colliding between platforms: every key carries the component appid.
+
+Every answer is checked: a missing or mistyped field is a protocol error, never a default.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from batchmove.errors import ApiError, FatalApiError, TokenError
+from batchmove.wechat.token import HttpFetch, Token, TokenSource
+
+TICKET_LIFETIME = 12 * 3600.0
+STORE_MARGIN = 300.0  # a stored token this close to its expiry is fetched again
+LIST_PAGE = 500
+_TICKET_CODES = (61005, 61006)
+
+
+class PlatformStore(Protocol):
+    """Where a platform's tickets, tokens and refresh tokens live, shared by every process of
+    the machine; every method names the platform (its component appid). Token kinds:
+    "component" and "authorizer:<appid>"; times are wall-clock seconds."""
+
+    @property
+    def where(self) -> str:
+        """Where the store is, for messages."""
+
+    def token(self, component: str, kind: str) -> tuple[str, float] | None:
+        """A stored token and when it expires."""
+
+    def put_token(self, component: str, kind: str, value: str, expires_at: float) -> None: ...
+
+    def locked(self, component: str, kind: str) -> AbstractAsyncContextManager[None]:
+        """The machine-wide single flight of one token: re-read inside it before fetching."""
+
+    def refresh_token(self, component: str, authorizer: str) -> str | None: ...
+
+    def put_refresh_tokens(self, component: str, tokens: Mapping[str, str]) -> None:
+        """Store or replace refresh tokens (authorizer appid -> token) at once."""
+
+    def authorizers(self, component: str) -> list[str]:
+        """The authorizer appids with a stored refresh token, sorted."""
+
+    def ticket(self, component: str) -> tuple[str, float] | None:
+        """The latest ticket received and when it arrived."""
+
+    def put_ticket(self, component: str, ticket: str, pushed_at: float) -> None: ...
+
+
+class TicketSource(Protocol):
+    """The latest `component_verify_ticket` and when it was pushed (None: unknown)."""
+
+    @property
+    def describe(self) -> str: ...
+
+    async def read(self) -> tuple[str, float | None]: ...
+
+
+def protocol_error(endpoint: str, what: str) -> FatalApiError:
+    return FatalApiError(None, f"WeChat's answer {what}: not what the API documents", endpoint)
+
+
+def text_field(data: Mapping[str, Any], key: str, endpoint: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise protocol_error(endpoint, f"has no {key} (a non-empty string)")
+    return value
+
+
+def int_field(data: Mapping[str, Any], key: str, endpoint: str, minimum: int = 0) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise protocol_error(endpoint, f"has no {key} (a whole number >= {minimum})")
+    return value
+
+
+class ComponentClient:
+    """A platform's component endpoints over the client's raw `HttpFetch`, tokens cached."""
+
+    def __init__(self, component_appid: str, secret: str, ticket: TicketSource,
+                 store: PlatformStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.appid = component_appid
+        self.__secret = secret
+        self.ticket = ticket
+        self.store = store
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"ComponentClient({self.appid!r}, {self.ticket.describe})"
+
+    def cached(self, kind: str) -> tuple[str, float] | None:
+        """A stored token still good for STORE_MARGIN seconds, and its remaining life."""
+        found = self.store.token(self.appid, kind)
+        if found is None:
+            return None
+        left = found[1] - self.clock()
+        return (found[0], left) if left > STORE_MARGIN else None
+
+    async def token(self, http: HttpFetch, *, rejected: str | None = None) -> str:
+        """The component_access_token: cached, else fetched once for every process.
+        `rejected`: WeChat just refused this one, so it is not reused."""
+        found = self.cached("component")
+        if found is not None and found[0] != rejected:
+            return found[0]
+        async with self.store.locked(self.appid, "component"):
+            found = self.cached("component")
+            if found is not None and found[0] != rejected:
+                return found[0]
+            return await self._fetch(http)
+
+    async def _fetch(self, http: HttpFetch) -> str:
+        endpoint = "component/api_component_token"
+        ticket = await self._fresh_ticket()
+        body = {"component_appid": self.appid, "component_appsecret": self.__secret,
+                "component_verify_ticket": ticket}
+        try:
+            data = await http("POST", endpoint, json=body)
+        except ApiError as exc:
+            raise self._refused(exc) from None
+        value = text_field(data, "component_access_token", endpoint)
+        expires_in = int_field(data, "expires_in", endpoint, 1)
+        self.store.put_token(self.appid, "component", value, self.clock() + expires_in)
+        return value
+
+    async def _fresh_ticket(self) -> str:
+        ticket, pushed_at = await self.ticket.read()
+        if pushed_at is not None:
+            age = self.clock() - pushed_at
+            if age >= TICKET_LIFETIME:
+                raise FatalApiError(61005, (
+                    f"the component_verify_ticket from {self.ticket.describe} is "
+                    f"{age / 3600:.1f} h old (WeChat accepts 12 h): check the ticket receiver; "
+                    "run the same command again once a fresh ticket has arrived"),
+                    "component/api_component_token")
+        return ticket
+
+    def _refused(self, exc: ApiError) -> FatalApiError:
+        endpoint = "component/api_component_token"
+        if exc.errcode in _TICKET_CODES:
+            return FatalApiError(exc.errcode, (
+                f"WeChat refused the component_verify_ticket from {self.ticket.describe} "
+                f"({exc.errmsg}): check the ticket receiver; run the same command again once "
+                "a fresh ticket has arrived"), endpoint)
+        if isinstance(exc, TokenError) or exc.errcode in (40013, 40125):
+            return FatalApiError(exc.errcode, (
+                f"WeChat refused the component appid/secret ({exc.errmsg}): check the "
+                "platform's appid and secret"), endpoint)
+        return exc if isinstance(exc, FatalApiError) else FatalApiError(
+            exc.errcode, exc.errmsg, endpoint)
+
+    async def call(self, http: HttpFetch, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`component/<name>` with the component token; once more with a new one if refused."""
+        rejected: str | None = None
+        for attempt in range(2):
+            token = await self.token(http, rejected=rejected)
+            try:
+                return await http("POST", f"component/{name}",
+                                  params={"component_access_token": token},
+                                  json={"component_appid": self.appid, **body})
+            except TokenError:
+                if attempt:
+                    raise
+                rejected = token
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def authorizer_list(self, http: HttpFetch) -> dict[str, str]:
+        """Every authorizer's refresh token (authorizer appid -> token), 500 a page."""
+        endpoint = "component/api_get_authorizer_list"
+        found: dict[str, str] = {}
+        while True:
+            data = await self.call(http, "api_get_authorizer_list",
+                                   {"offset": len(found), "count": LIST_PAGE})
+            total = int_field(data, "total_count", endpoint)
+            page = data.get("list")
+            if not isinstance(page, list):
+                raise protocol_error(endpoint, "has no list (an array)")
+            for item in page:
+                if not isinstance(item, dict):
+                    raise protocol_error(endpoint, "lists something that is not an object")
+                found[text_field(item, "authorizer_appid", endpoint)] = text_field(
+                    item, "refresh_token", endpoint)
+            if not page or len(found) >= total:
+                return found
+
+    async def seed(self, http: HttpFetch) -> dict[str, str]:
+        """Store every authorizer's refresh token from WeChat's list; the list."""
+        tokens = await self.authorizer_list(http)
+        self.store.put_refresh_tokens(self.appid, tokens)
+        return tokens
+
+    async def authorizer_name(self, http: HttpFetch, authorizer: str) -> str:
+        endpoint = "component/api_get_authorizer_info"
+        data = await self.call(http, "api_get_authorizer_info", {"authorizer_appid": authorizer})
+        info = data.get("authorizer_info")
+        if not isinstance(info, dict):
+            raise protocol_error(endpoint, "has no authorizer_info (an object)")
+        return text_field(info, "nick_name", endpoint)
+
+
+class ComponentTokenSource(TokenSource):
+    """One authorizer account's access token through its platform (see the module docstring)."""
+
+    external = False
+
+    def __init__(self, component: ComponentClient, authorizer_appid: str) -> None:
+        self.component = component
+        self.authorizer = authorizer_appid
+        self.kind = f"authorizer:{authorizer_appid}"
+        self._last: str | None = None
+
+    @property
+    def describe(self) -> str:
+        return f"component={self.component.appid!r}, authorizer={self.authorizer!r}"
+
+    async def fetch(self, http: HttpFetch, *, force: bool = False) -> Token:
+        rejected = self._last if force else None
+        found = self.component.cached(self.kind)
+        if found is None or found[0] == rejected:
+            async with self.component.store.locked(self.component.appid, self.kind):
+                found = self.component.cached(self.kind)
+                if found is None or found[0] == rejected:
+                    found = await self._fetch(http)
+        self._last = found[0]
+        return Token(found[0], found[1])
+
+    async def _fetch(self, http: HttpFetch) -> tuple[str, float]:
+        endpoint = "component/api_authorizer_token"
+        store, appid = self.component.store, self.component.appid
+        refresh = store.refresh_token(appid, self.authorizer)
+        if refresh is None:
+            refresh = (await self.component.seed(http)).get(self.authorizer)
+        if refresh is None:
+            raise FatalApiError(61003, (
+                f"the account {self.authorizer} is not among the authorizers of the platform "
+                f"{appid} (api_get_authorizer_list): it must authorise the platform first"),
+                endpoint)
+        try:
+            data = await self._exchange(http, refresh)
+        except FatalApiError as exc:
+            if exc.errcode != 61023:
+                raise
+            # rotated by another tool of the agency? WeChat's list has the current one
+            again = (await self.component.seed(http)).get(self.authorizer)
+            if again is None or again == refresh:
+                raise FatalApiError(61023, (
+                    f"WeChat no longer accepts the refresh token of {self.authorizer} "
+                    "(61023): the account must authorise the platform again"),
+                    endpoint) from None
+            refresh = again
+            data = await self._exchange(http, refresh)
+        value = text_field(data, "authorizer_access_token", endpoint)
+        expires_in = int_field(data, "expires_in", endpoint, 1)
+        rotated = text_field(data, "authorizer_refresh_token", endpoint)
+        if rotated != refresh:
+            store.put_refresh_tokens(appid, {self.authorizer: rotated})
+        store.put_token(appid, self.kind, value, self.component.clock() + expires_in)
+        return value, float(expires_in)
+
+    async def _exchange(self, http: HttpFetch, refresh: str) -> dict[str, Any]:
+        return await self.component.call(http, "api_authorizer_token", {
+            "authorizer_appid": self.authorizer, "authorizer_refresh_token": refresh})
