@@ -106,7 +106,8 @@ class _Flow:
         if rows:
             yield Batch(0, tuple(rows), tuple(openids), "read")
         self.exhausted = True
-        if not self.reading:  # nothing out: the last partial batches go now
+        if not self.reading:  # nothing out: users read and not released yet, then the last
+            self.commit_snapshot(release=True)  # partial batches go now
             yield from self.batcher.rest()
 
     def done(self, batch: Batch, result: Any, attempts: int) -> None:

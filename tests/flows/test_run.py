@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,28 @@ async def test_resume_never_resends_moved_rows(tmp_path: Path,
     assert not moved_before & set(moves_applied(sb, backend)[mark:])
     assert len(moves_applied(sb, backend)) == n
     assert_state_matches(sb, rows, backend)
+
+
+async def test_resume_moves_users_read_after_the_recorded_ones(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    """A resumed run whose first pending users have no snapshot yet (read again) and whose
+    later ones have one (moved at once): the reads finish while the moves are still being
+    handed out, and the users they read go too (they were left pending: exit 3)."""
+    n = 2_500
+    sb = await sandbox_factory(SandboxConfig(users=n, groups=["A"],
+                                             daily_quota={"groups/members/batchupdate": 1}))
+    rows = spread(n, ["A"])
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                    concurrency=2)
+    assert (await run(spec)).exit_code == 3  # one batch moved, the rest pending
+    with Ledger(tmp_path / "run").open() as ledger:
+        pending = [row for _, row, _, _ in ledger.pending_stream()]
+        ledger.snapshots.record_previous({0: pending[500:]}, [])  # a killed run's snapshot
+    next_day(sb)
+    result = await run(replace(spec, snapshot=True))
+    assert result.exit_code == 0, result.message
+    assert sb.state.calls["user/info/batchget"] == 5
+    assert_state_matches(sb, rows)
 
 
 async def test_input_changed_while_unfinished_needs_restart(
