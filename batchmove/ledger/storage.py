@@ -75,10 +75,11 @@ def damaged(path: Path, why: str, what: str = "damaged") -> LedgerDamagedError:
 
 
 def refusal(exc: sqlite3.Error | OSError, path: Path) -> BatchmoveError:
-    """Opening the ledger at `path` failed: a damaged file or a full disk as `storage_error`
-    says; anything else means the run directory cannot be used (exit 2, nothing was sent)."""
+    """Opening the ledger at `path` failed: a damaged file, a full disk, or a run to resume
+    that cannot be written now (read-only, I/O error: exit 3) as `storage_error` says;
+    anything else means the run directory cannot be used (exit 2, nothing was sent)."""
     error = storage_error(exc, path)
-    if isinstance(error, RunStateError) or disk_full(exc):
+    if isinstance(error, RunStateError) or disk_full(exc) or path.exists():
         return error
     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
     return RunStateError(f"cannot use run directory {path.parent}: {why}")
