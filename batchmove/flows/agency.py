@@ -26,6 +26,7 @@ from batchmove.errors import ApiError, UsageError
 from batchmove.intake.split import split_rows
 from batchmove.ledger.rundir import write_json
 from batchmove.models import JobSpec
+from batchmove.output.report import neutral
 from batchmove.registry import Registry
 from batchmove.registry.platform import RegistryPlatformStore
 from batchmove.wechat.client import WeChatClient
@@ -129,9 +130,9 @@ def account_input(spec: JobSpec) -> JobSpec:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     temporary = path.with_name(f".input.{os.getpid()}.tmp")
     with temporary.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows.get(spec.single_account, []))
+        writer = csv.writer(handle)  # every cell neutralised: the loader takes it off again
+        writer.writerow(neutral(header))
+        writer.writerows(map(neutral, rows.get(spec.single_account, [])))
     os.replace(temporary, path)
     return replace(spec, input=path.absolute())
 
@@ -153,8 +154,9 @@ def combine(out: Path, ends: Sequence[tuple[str, int, str]], exit_code: int) -> 
         writer = csv.writer(handle)
         writer.writerow(["appid", "exit_code", "message", *keys, "run_dir"])
         for item in accounts:
-            writer.writerow([item["appid"], item["exit_code"], item["message"],
-                             *(item["counts"].get(k, 0) for k in keys), item["run_dir"]])
+            writer.writerow(neutral([item["appid"], item["exit_code"], item["message"],
+                                     *(item["counts"].get(k, 0) for k in keys),
+                                     item["run_dir"]]))
     return write_json(out / "summary.json", {
         "kind": "accounts", "exit_code": exit_code, "accounts": accounts, "counts": totals,
         "accounts_csv": str((out / ACCOUNTS_CSV).absolute())})

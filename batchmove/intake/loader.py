@@ -36,6 +36,7 @@ from batchmove.intake.rowcheck import (
     RepeatFinder,
     check_chunk,
     input_rows,
+    unneutralise,
 )
 from batchmove.intake.sniff import Sniffed, sniff_file
 from batchmove.intake.workbook import Sheet, open_sheet
@@ -65,7 +66,7 @@ def open_input(spec: JobSpec) -> LoadedInput:
         if sniffed.format == "xlsx":
             sheet = open_sheet(path, spec)
             return LoadedInput(path, sniffed, sheet.headers, sheet.columns, spec, sheet)
-        headers = [h.strip(BLANK) for h in sniffed.headers]
+        headers = unneutralise([h.strip(BLANK) for h in sniffed.headers])
         check_headers(path, headers)
         columns = resolve(path, headers, spec.columns, spec.target)
         if columns is None:

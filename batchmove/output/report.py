@@ -3,8 +3,9 @@
 Every file is written to a temporary name in the run directory and renamed into place, so a
 kill mid-write leaves the previous version or none, never half a file. They hold follower ids,
 so they are created readable by the owner only. Text cells that Excel would run as a formula
-get a leading `'` (CSV injection). `failed.csv` keeps the input's own header row verbatim (the
-loader must recognise its columns) so it can be fixed and fed straight back as the next input.
+get a leading `'` (CSV injection), headers included. `failed.csv` keeps the input's own header
+row (the loader takes the `'` off again and recognises its columns) so it can be fixed and
+fed straight back as the next input.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
             with suppress(FileNotFoundError):
                 (run_dir / REPORT_XLSX).unlink()
         with atomic_text(files.failed_csv) as out:
-            write_csv(out, [*headers, *unique_names(headers, FAILED_COLUMNS)],
-                       ledger.review.report_rows(cells, failed_only=True))
+            write_csv(out, neutral([*headers, *unique_names(headers, FAILED_COLUMNS)]),
+                      ledger.review.report_rows(cells, failed_only=True))
         _write_summary(ledger, plan, summary)
     except OSError as exc:
         why = getattr(exc, "strerror", None) or str(exc)
@@ -195,6 +196,13 @@ def neutralize(cell: str) -> str:
     return cell
 
 
+def neutral(cells: Iterable[Any]) -> list[Any]:
+    """Every text cell through `neutralize` (headers too); numbers stay numbers. For the
+    CSV files batchmove writes cell by cell (failed.csv's header, rollback.csv, a platform
+    batch's files); the report's rows are neutralised by SQLite as they are read."""
+    return [neutralize(c) if isinstance(c, str) else c for c in cells]
+
+
 def csv_writer(out: IO[str]) -> Any:
     return csv.writer(out, lineterminator="\r\n")
 
@@ -233,9 +241,11 @@ def _temp_name(path: Path) -> tuple[str, str]:
     return f".{path.name}.", ".tmp"
 
 
-def remove_stale_temps(run_dir: Path) -> None:
-    """Temp files a killed earlier run left behind hold follower ids too: delete them."""
-    for name in (REPORT_CSV, REPORT_XLSX, FAILED_CSV, SUMMARY_JSON):
+def remove_stale_temps(run_dir: Path, names: Iterable[str] = (
+        REPORT_CSV, REPORT_XLSX, FAILED_CSV, SUMMARY_JSON)) -> None:
+    """Temp files a killed earlier run (or export) left behind hold follower ids too: delete
+    them. Only under the lock of whatever writes these files."""
+    for name in names:
         prefix, suffix = _temp_name(run_dir / name)
         for stale in run_dir.glob(f"{prefix}*{suffix}"):
             with suppress(FileNotFoundError):

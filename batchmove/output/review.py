@@ -19,6 +19,7 @@ from batchmove.engine.targets import group_verdict, parse_tag_set, tag_verdict
 from batchmove.errors import UsageError
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import BLACKLIST_GROUP_ID, Move
+from batchmove.output.report import neutral
 from batchmove.results import RollbackFile
 
 ROLLBACK_NAME = "rollback.csv"
@@ -60,7 +61,7 @@ def write_rollback(run_dir: Path, out: Path | None = None) -> RollbackFile:
     with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(TAG_ROLLBACK_HEADER if tags else ROLLBACK_HEADER)
-        writer.writerows((r.openid, r.previous, r.row, r.status) for r in rows)
+        writer.writerows(neutral((r.openid, r.previous, r.row, r.status)) for r in rows)
     blacklisted = not tags and any(r.previous == BLACKLIST_GROUP_ID for r in rows)
     return RollbackFile(path, run_dir, len(rows), blacklisted, "tags" if tags else "groups")
 

@@ -171,8 +171,10 @@ def test_formulas_are_neutralised_everywhere(tmp_path: Path) -> None:
     assert read_csv(tmp_path / "report.csv")[:2] == [
         [*headers[:-1], "'=d", *OURS],
         [*cells, "2", "invalid", "", "", "'-bad openid", "0"]]
-    assert read_csv(tmp_path / "failed.csv") == [  # the header stays as the loader must see it
-        [*headers, "source_row", "reason"], [*cells, "2", "'-bad openid"]]
+    assert read_csv(tmp_path / "failed.csv") == [  # the header too: the loader takes ' off
+        [*headers[:-1], "'=d", "source_row", "reason"], [*cells, "2", "'-bad openid"]]
+    again = open_input(JobSpec(input=tmp_path / "failed.csv"))
+    assert again.headers == [*headers, "source_row", "reason"]
     sheet = openpyxl.load_workbook(tmp_path / "report.xlsx")["report"]
     assert sheet["F1"].value == "'=d"
     values = [c.value for c in sheet[2]]
