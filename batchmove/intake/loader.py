@@ -199,6 +199,9 @@ class LoadedInput:
                 yield first, [list(column) for column in zip(*block, strict=True)] \
                     if block else [[] for _ in range(width)], None
             return
+        if self._sniffed.long_lines:  # a parser would make millions of cells of a long row
+            yield from self._tolerant_chunks(size, self._sniffed.header_index + 2)
+            return
         small = self.path.stat().st_size < SMALL_CSV_BYTES
         for first, columns in (self._small_chunks if small else self._fast_chunks)(size):
             if columns is None:  # pandas refused a chunk: the rest goes the tolerant way
