@@ -131,6 +131,14 @@ def _earlier_run_id(run_dir: Path) -> str:
         f"{run_id()}-earlier"
 
 
+def fresh_dir(folder: Path) -> Path:
+    """`folder` (mode 700) without a ledger in it: an earlier one's files are removed."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in LEDGER_FILES:
+        (folder / name).unlink(missing_ok=True)
+    return folder
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
