@@ -12,18 +12,11 @@ import time
 from typing import Any
 
 from batchmove.ledger.rows import Creation
-from batchmove.ledger.storage import LedgerConnection, Storage, writes
+from batchmove.ledger.storage import Part, writes
 
 
-class Creations:
+class Creations(Part):
     """`ledger.creations`: the journal of the groups (or tags) this run creates."""
-
-    def __init__(self, ledger: LedgerConnection) -> None:
-        self.ledger = ledger
-
-    @property
-    def storage(self) -> Storage:
-        return self.ledger.storage
 
     def get(self, name: str) -> Creation | None:
         got = self.ledger.conn.execute(

@@ -12,18 +12,11 @@ from typing import Any
 from batchmove.ledger.cells import ReportCells
 from batchmove.ledger.rows import MovedRow, RollbackRow
 from batchmove.ledger.schema import FAILED, INVALID, MOVED, PENDING
-from batchmove.ledger.storage import LedgerConnection, Storage, writes
+from batchmove.ledger.storage import Part, writes
 
 
-class Review:
+class Review(Part):
     """`ledger.review`: a run's rows as the files and checks after it see them."""
-
-    def __init__(self, ledger: LedgerConnection) -> None:
-        self.ledger = ledger
-
-    @property
-    def storage(self) -> Storage:
-        return self.ledger.storage
 
     def report_rows(self, cells: ReportCells, *, failed_only: bool = False
                     ) -> Iterator[tuple[Any, ...]]:

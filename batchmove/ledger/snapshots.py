@@ -13,22 +13,15 @@ import time
 from collections.abc import Mapping, Sequence
 
 from batchmove.ledger.schema import ALREADY, PENDING
-from batchmove.ledger.storage import LedgerConnection, Storage, writes
+from batchmove.ledger.storage import Part, writes
 from batchmove.models import Move
 
 #: a WHERE clause picking the rows whose numbers are in a JSON array (the statement's last `?`)
 ROWS_IN_JSON = "WHERE row IN (SELECT value FROM json_each(?))"
 
 
-class Snapshots:
+class Snapshots(Part):
     """`ledger.snapshots`: where each pending user was before the run."""
-
-    def __init__(self, ledger: LedgerConnection) -> None:
-        self.ledger = ledger
-
-    @property
-    def storage(self) -> Storage:
-        return self.ledger.storage
 
     def missing(self, column: str = "prev_group") -> list[Move]:
         """Pending rows whose user's state before the run is not recorded yet."""

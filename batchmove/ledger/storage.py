@@ -231,6 +231,18 @@ class LedgerConnection(Stored, Protocol):
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
 
+class Part:
+    """A part of the `Ledger` (`ledger.snapshots`, ...): it works through the ledger's one
+    connection and transactions, and its writes (`@writes`) share the ledger's storage."""
+
+    def __init__(self, ledger: LedgerConnection) -> None:
+        self.ledger = ledger
+
+    @property
+    def storage(self) -> Storage:
+        return self.ledger.storage
+
+
 S = TypeVar("S", bound=Stored)
 
 

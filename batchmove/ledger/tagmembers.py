@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from batchmove.ledger.schema import PENDING
-from batchmove.ledger.storage import LedgerConnection, Storage, writes
+from batchmove.ledger.storage import Part, writes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snap_users (
@@ -49,19 +49,12 @@ def tag_json(tags: str) -> str:
     return "[" + ", ".join(map(str, sorted({int(t) for t in tags.split(",")}))) + "]"
 
 
-class TagListing:
+class TagListing(Part):
     """The member listing of one run's snapshot: begun, fed page by page, finished once."""
-
-    def __init__(self, ledger: LedgerConnection) -> None:
-        self.ledger = ledger
 
     @property
     def conn(self) -> sqlite3.Connection:
         return self.ledger.conn
-
-    @property
-    def storage(self) -> Storage:
-        return self.ledger.storage
 
     def todo_count(self) -> int:
         """Pending users whose tags before the run are not recorded yet."""
