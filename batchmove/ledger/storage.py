@@ -62,6 +62,9 @@ def storage_error(exc: BaseException, path: Path) -> BatchmoveError:
     if name.startswith("SQLITE_READONLY") or code in _READ_ONLY_ERRNOS:
         return StorageError(f"cannot write {path}: it or its directory is read-only or not "
                             f"ours ({_why(exc)}): make it writable, {resume}")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StorageError(f"{path} is busy: another process held it longer than batchmove "
+                            f"waits ({_why(exc)}); {resume}")
     if name.startswith("SQLITE_IOERR") or code == errno.EIO:
         return StorageError(f"I/O error on {path} ({_why(exc)}): check the disk, {resume} "
                             "(the ledger is checked when it resumes)")
@@ -94,6 +97,15 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def foreign(exc: BaseException) -> bool:
+    """Was this SQLite error raised by code of another SQLite file than the ledger (the
+    account registry), judging by the innermost frame it went through?"""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}registry{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def disk_full(exc: BaseException) -> bool:

@@ -38,6 +38,7 @@ from batchmove.ledger.storage import (
     STORAGE_ERRNOS,
     Storage,
     damaged,
+    foreign,
     refusal,
     storage_error,
     writes,
@@ -153,9 +154,10 @@ class Ledger:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        """Closes; an SQLite or disk error that got this far leaves as one BatchmoveError."""
+        """Closes; an SQLite error of this ledger's (or a disk error) that got this far leaves
+        as one BatchmoveError naming it. Another SQLite file's is not named as the ledger."""
         self.close()
-        if isinstance(exc, sqlite3.Error) or (
+        if (isinstance(exc, sqlite3.Error) and not foreign(exc)) or (
                 isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS):
             raise storage_error(exc, self.path) from exc
 

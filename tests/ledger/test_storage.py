@@ -58,6 +58,7 @@ def _sqlite_error(name: str, text: str) -> sqlite3.Error:
      LedgerDamagedError, "is damaged"),
     (_sqlite_error("SQLITE_CANTOPEN", "unable to open database file"), StorageError,
      "cannot use"),
+    (_sqlite_error("SQLITE_BUSY", "database is locked"), StorageError, "is busy"),
 ])
 def test_errors_are_one_line_naming_the_file(exc: BaseException, kind: type, words: str) -> None:
     error = storage_error(exc, PATH)
