@@ -220,6 +220,10 @@ def _verdict(counts: Counter[str], reason: StopReason,
         code = {StopReason.SIGINT: EXIT_SIGINT, StopReason.SIGTERM: EXIT_SIGTERM}.get(
             reason, EXIT_STOPPED)
         return code, f"{_STOP_MESSAGES[reason]} ({tally})"
+    if counts.get(RowStatus.UNKNOWN):
+        return EXIT_STOPPED, (f"stopped: WeChat never answered the moves of "
+                              f"{counts[RowStatus.UNKNOWN]} rows and reading them back failed; "
+                              f"run the same command again to read them back ({tally})")
     if counts.get(RowStatus.PENDING):
         return EXIT_STOPPED, f"stopped with rows still pending; run again to resume ({tally})"
     if counts.get("failed") or counts.get("invalid"):
@@ -230,15 +234,15 @@ def _verdict(counts: Counter[str], reason: StopReason,
 def rewrite_reports(run_dir: Path) -> ReportFiles:
     """`batchmove report`: the report files again from the ledger alone, with a complete
     summary.json: the run's own if it describes the ledger as it is, else one rebuilt from
-    the ledger (a killed run wrote none: stop reason "unknown", the verdict from the counts)."""
+    the ledger (a killed run wrote none: stop reason "unrecorded", the verdict from the counts)."""
     with open_run(run_dir, lock=False) as ledger:
         summary = report.earlier_summary(ledger, run_dir)
         if not summary:
             meta, counts = ledger.meta(), ledger.counts()
-            code, message = _verdict(counts, StopReason.UNKNOWN, None)
+            code, message = _verdict(counts, StopReason.UNRECORDED, None)
             summary = dict(Summary(
                 job=str(meta.get("job") or run_dir.name), run_id=meta.get("run_id"),
-                exit_code=code, stop_reason=StopReason.UNKNOWN.value, message=message,
+                exit_code=code, stop_reason=StopReason.UNRECORDED.value, message=message,
                 started_at=str(meta.get("started_at") or ""),
                 finished_at=str(meta.get("finished_at") or "")))
         return report.write_reports(ledger, run_dir, summary)

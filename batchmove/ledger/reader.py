@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.errors import RunStateError
-from batchmove.ledger.schema import FAILED, PENDING, literal
+from batchmove.ledger.schema import FAILED, PENDING, UNKNOWN, literal
 from batchmove.ledger.store import LEDGER_NAME
 from batchmove.models import RowStatus
 from batchmove.results import Answered, Counts, ListedRow, counts_of
@@ -30,7 +30,8 @@ _BY_TARGET = f"SELECT target, {_PER_STATUS} FROM rows GROUP BY target"
 _TOTALS = f"SELECT {_PER_STATUS} FROM rows"
 
 _ANSWERED = (f"SELECT count(*) FILTER (WHERE status = {PENDING}), "
-             f"count(*) FILTER (WHERE status = {FAILED}), count(*) FROM rows")
+             f"count(*) FILTER (WHERE status = {FAILED}), count(*), "
+             f"count(*) FILTER (WHERE status = {UNKNOWN}) FROM rows")
 #: rows never sent, so never a target's: left out of the per-target counts
 _UNSENT = frozenset({RowStatus.INVALID.value, RowStatus.DUPLICATE.value})
 
@@ -94,10 +95,10 @@ class LedgerReader:
         return counts_of({s.value: int(c) for s, c in zip(RowStatus, found, strict=True)})
 
     def answered(self) -> Answered:
-        """(pending, failed, all rows): while a run moves users only these change, and they
-        cost half a full count (`count(*)` alone reads no row)."""
+        """(pending, failed, all rows, unknown): while a run moves users only these change,
+        and they cost half a full count (`count(*)` alone reads no row)."""
         found = self.conn.execute(_ANSWERED).fetchone()
-        return Answered(int(found[0]), int(found[1]), int(found[2]))
+        return Answered(int(found[0]), int(found[1]), int(found[2]), int(found[3]))
 
     def targets(self) -> dict[str, Counts]:
         """{target as typed: rows per status} for every target a row is sent to (invalid and

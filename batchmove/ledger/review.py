@@ -11,7 +11,7 @@ from typing import Any
 
 from batchmove.ledger.cells import ReportCells
 from batchmove.ledger.rows import MovedRow, RollbackRow
-from batchmove.ledger.schema import FAILED, INVALID, MOVED, PENDING
+from batchmove.ledger.schema import FAILED, INVALID, MOVED, PENDING, UNKNOWN
 from batchmove.ledger.storage import Part, writes
 
 
@@ -32,14 +32,13 @@ class Review(Part):
         """Every user the run may have moved, with where the snapshot saw them before: the
         group id, or (tags) the tag set as `101;102`.
 
-        Pending and unanswered rows are included: their call may have been applied just before
-        a kill. Restoring a user already in their old group is harmless (and the rollback run's
-        own snapshot skips it).
-        """
+        Pending, failed and unknown rows are included: their call may have been applied (just
+        before a kill, or never answered). Restoring a user already in their old group is
+        harmless (and the rollback run's own snapshot skips it)."""
         column = "prev_tags" if tags else "prev_group"
         cur = self.ledger.conn.execute(
             f"SELECT row, openid, {column}, status FROM rows WHERE {column} IS NOT NULL "
-            f"AND status IN ({MOVED}, {PENDING}, {FAILED}) ORDER BY row")
+            f"AND status IN ({MOVED}, {PENDING}, {FAILED}, {UNKNOWN}) ORDER BY row")
         if not tags:
             return list(map(RollbackRow._make, cur))
         return [RollbackRow(row, openid, ";".join(map(str, json.loads(prev))), status)

@@ -30,7 +30,8 @@ def literal(status: RowStatus) -> str:
 
 #: the statuses the queries pick rows by, as SQL literals
 PENDING, MOVED, ALREADY = map(literal, (RowStatus.PENDING, RowStatus.MOVED, RowStatus.ALREADY))
-FAILED, INVALID = map(literal, (RowStatus.FAILED, RowStatus.INVALID))
+FAILED, INVALID, UNKNOWN = map(literal, (RowStatus.FAILED, RowStatus.INVALID,
+                                         RowStatus.UNKNOWN))
 KNOWN = "(" + ", ".join(map(literal, RowStatus)) + ")"
 STATUS_CHECK = f"CHECK (status IN {KNOWN})"
 
@@ -63,6 +64,11 @@ CREATE TABLE IF NOT EXISTS created_groups (
 );
 CREATE TABLE IF NOT EXISTS calls (endpoint TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
+
+#: the rows whose move was never answered, found without a scan (`outcomes`); made after a
+#: migration too (rebuilding `rows` drops its indexes)
+UNKNOWN_INDEX = (f"CREATE INDEX IF NOT EXISTS rows_unknown ON rows (row) "
+                 f"WHERE status = {UNKNOWN}")
 
 # No index on status: keeping one up to date cost more than every query it served (1M rows:
 # +2.6 s of results, +0.5 s of load, against ~0.2 s per full scan). Ledgers of batchmove 0.1

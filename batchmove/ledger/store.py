@@ -8,9 +8,10 @@ are sent again, which is harmless because moves are idempotent.
 
 The `Ledger` owns the one connection and lends it to its parts: `ledger.snapshots` (where each
 user was before the run), `ledger.creations` (the creation journal), `ledger.review` (what the
-reports, rollback and verify read) and the tags backend's member listing (`TagListing`). The
-tables and the check a resumed ledger passes are in `schema`; what a full disk, a read-only or
-damaged file, or a ledger deleted under the run does is in `storage`.
+reports, rollback and verify read), `ledger.outcomes` (rows whose move was never answered)
+and the tags backend's member listing (`TagListing`). The tables and the check a resumed ledger
+passes are in `schema`; what a full disk, a read-only or damaged file, or a ledger deleted
+under the run does is in `storage`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from batchmove.errors import BatchmoveError, RunStateError
 from batchmove.ledger import schema
 from batchmove.ledger.creations import Creations
 from batchmove.ledger.lock import DirectoryLock
+from batchmove.ledger.outcomes import UnknownOutcomes
 from batchmove.ledger.review import Review
 from batchmove.ledger.rows import LedgerRow, TagRow
 from batchmove.ledger.schema import ALREADY, FAILED, INVALID, MOVED, PENDING
@@ -83,6 +85,7 @@ class Ledger:
         self.snapshots = Snapshots(self)
         self.creations = Creations(self)
         self.review = Review(self)
+        self.outcomes = UnknownOutcomes(self)
         self.restored = False  # opened from the copy saved when the ledger was deleted
         self.db: sqlite3.Connection | None = None
         self._lock = DirectoryLock(run_dir, f"another batchmove process is running this job "
@@ -127,6 +130,7 @@ class Ledger:
         if writer:
             db.execute(schema.OLD_STATUS_INDEX)
             schema.migrate(db, self.path)
+        db.execute(schema.UNKNOWN_INDEX)
         if fresh:
             self.set_meta(schema=schema.SCHEMA_VERSION)
         self.storage.remember()

@@ -94,8 +94,11 @@ class Registry:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            if not self.path.exists():  # made 600; never open() and close() it once it exists:
+                # closing any descriptor of the file drops every POSIX lock this process holds
+                # on it, SQLite's too, and another process's last close may then checkpoint
+                # and delete the WAL under our other connection ("disk image is malformed")
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")

@@ -442,7 +442,7 @@ async def test_report_rebuilds_the_summary_a_killed_run_never_wrote(
         run_id = ledger.meta()["run_id"]
     assert summary["run_id"] == run_id
     assert summary["job"] == "t"
-    assert (summary["exit_code"], summary["stop_reason"]) == (3, "unknown")
+    assert (summary["exit_code"], summary["stop_reason"]) == (3, "unrecorded")
     assert summary["message"] == ("stopped with rows still pending; run again to resume "
                                   "(50 moved, 150 pending)")
     assert summary["counts"]["pending"] == 150
