@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from batchmove.errors import RunStateError
 from batchmove.ledger.lock import DirectoryLock
+from batchmove.ledger.storage import storage_error
 
 CHECKPOINT_NAME = "checkpoint.sqlite"
 _SCHEMA = """
@@ -105,8 +106,12 @@ class ExportCheckpoint:
     def __enter__(self) -> ExportCheckpoint:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Closes; an SQLite error of the checkpoint's (a full disk...) leaves as one line
+        naming it (exit 3: the export resumes from its last page)."""
         self.close()
+        if isinstance(exc, sqlite3.Error):
+            raise storage_error(exc, self.path) from exc
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -143,10 +148,11 @@ class ExportCheckpoint:
                 db.execute("INSERT INTO pages (followers) VALUES (?)", (
                     "\n".join([f"{o}\t{g}\t{t}" for o, g, t in followers]),))
             self._set(cursor=list(cursor), listed=listed)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def count(self) -> int:
         """Followers recorded (a duplicate counts twice until the file is written)."""
