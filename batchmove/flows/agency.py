@@ -5,7 +5,8 @@
 - `list_accounts`: the authorizers, each with its name and today's quota of the job's move
   endpoint, through that account's own (cached) authorizer token.
 - `accounts_of`: the appids a job names (`accounts = [...]`, or `"all"`: every authorizer in
-  the store, synced first when it holds none).
+  the store), synced first when the store lacks a refresh token of one of them, so the
+  accounts' processes never each read WeChat's list at once.
 - `account_input`: a run of one account whose input has an `appid` column reads that
   account's rows only (written to its run directory, in the input's order, every column kept).
 - `combine`: the batch's own `summary.json` and `accounts.csv`, from the accounts' summaries.
@@ -21,15 +22,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from batchmove.engine.backend import make_limiter, source_for
+from batchmove.engine.backend import client_for, make_limiter
 from batchmove.errors import ApiError, UsageError
 from batchmove.intake.split import split_rows
 from batchmove.ledger.rundir import write_json
 from batchmove.models import JobSpec
-from batchmove.registry import Registry
 from batchmove.registry.platform import RegistryPlatformStore
 from batchmove.wechat.client import WeChatClient
-from batchmove.wechat.component import ComponentClient
+from batchmove.wechat.component import ComponentClient, ComponentTokenSource
 from batchmove.wechat.tickets import component_of
 from batchmove.wechat.token import TokenSource
 
@@ -74,37 +74,41 @@ async def list_accounts(spec: JobSpec) -> list[AccountInfo]:
 
 
 async def _info(spec: JobSpec, appid: str) -> AccountInfo:
-    registry = Registry()
-    try:
-        source = source_for(spec.with_overrides(account=appid), registry)
-        async with _client(spec, source) as client:
-            name = await _component(spec, registry).authorizer_name(client.raw, appid)
-            try:
-                quota = await client.get_quota(_MOVE_PATH[spec.backend])
-            except ApiError as exc:
-                return AccountInfo(appid, name, problem=exc.message)
-    finally:
-        registry.close()
+    """One account's name and quota, through the client a run of it would have (its token
+    cached in the account's slot of the registry, its rate shared)."""
+    _need_real_base(spec)
+    async with client_for(spec.with_overrides(account=appid)) as client:
+        source = client.tokens.source
+        assert isinstance(source, ComponentTokenSource)
+        name = await source.component.authorizer_name(client.raw, appid)
+        try:
+            quota = await client.get_quota(_MOVE_PATH[spec.backend])
+        except ApiError as exc:
+            return AccountInfo(appid, name, problem=exc.message)
     return AccountInfo(appid, name, quota.daily_limit, quota.used, quota.remain)
 
 
-def _component(spec: JobSpec, registry: Registry | None = None) -> ComponentClient:
-    return component_of(spec.credentials, RegistryPlatformStore(registry))
+def _component(spec: JobSpec) -> ComponentClient:
+    return component_of(spec.credentials, RegistryPlatformStore())
 
 
 async def accounts_of(spec: JobSpec, *, every: bool = False) -> list[str]:
     """The appids the job moves (every authorizer with `every` or `accounts = "all"`)."""
     _need_component(spec)
-    if not every and spec.accounts != "all":
-        if spec.account:
-            return [spec.account]
-        if not spec.accounts:
-            raise UsageError("the job names no accounts: set accounts = [\"wx...\"] or "
-                             "accounts = \"all\" (or give --account APPID)")
-        return list(dict.fromkeys(spec.accounts))
+    every = every or spec.accounts == "all"
+    if spec.account and not every:
+        return [spec.account]
+    if not spec.accounts and not every:
+        raise UsageError("the job names no accounts: set accounts = [\"wx...\"] or "
+                         "accounts = \"all\" (or give --account APPID)")
     component = _component(spec)
     found = component.store.authorizers(component.appid)
-    return found or await sync_accounts(spec)
+    if every:
+        return found or await sync_accounts(spec)
+    named = list(dict.fromkeys(spec.accounts))
+    if set(named) - set(found):  # seeded once here, not by each account's process
+        await sync_accounts(spec)
+    return named
 
 
 def check_input(spec: JobSpec, appids: Sequence[str]) -> None:
@@ -186,9 +190,13 @@ class _NoToken(TokenSource):
         raise UsageError("component endpoints need no account token")  # pragma: no cover
 
 
-def _client(spec: JobSpec, source: TokenSource) -> WeChatClient:
+def _need_real_base(spec: JobSpec) -> None:
     if spec.api_base == "sandbox":
         raise UsageError('accounts of a platform need a real api_base (or a `batchmove sandbox '
                          '--platform N` address), not the embedded "sandbox"')
+
+
+def _client(spec: JobSpec, source: TokenSource) -> WeChatClient:
+    _need_real_base(spec)
     rate = 0.0 if spec.auto_rate else float(spec.rate)  # a few calls: no shared gate needed
     return WeChatClient(spec.api_base, source, timeout=spec.timeout, limiter=make_limiter(rate))

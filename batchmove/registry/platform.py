@@ -5,9 +5,13 @@ platform is filed under the account `account_key("component", <component appid>)
 platforms on one machine never share a row, with kinds
 
     "component"            the component_access_token (expires_at: when WeChat drops it)
-    "authorizer:<appid>"   an authorised account's authorizer_access_token
-    "refresh:<appid>"      its authorizer_refresh_token (no expiry: valid until revoked)
+    "refresh:<appid>"      an authorised account's authorizer_refresh_token (no expiry: valid
+                           until revoked)
     "ticket"               the latest component_verify_ticket, `saved_at` when it arrived
+
+An authorised account's `authorizer_access_token` is not filed here: it is that account's
+access token, kept once in the account's own slot (`registry.account_of`, kind "access") by
+the client's `TokenManager`, like any account's token.
 
 Tokens go through `SharedTokens` (one indexed read; `flight()` is the cross-process lock of
 the single-flight fetch); the list of authorizers and the ticket's arrival time are read here.

@@ -6,10 +6,11 @@ own `component_access_token` (`api_component_token`, 2 h), which needs the lates
 `component_verify_ticket` WeChat pushed (every 10 min, valid 12 h). Pitfalls users of the SDKs
 report, and what this module does about each:
 
-- tokens fetched again by every process, burning the daily quota: both tokens are cached in
-  a `PlatformStore` shared by every process of the machine (the account registry's,
-  `registry.platform`) until shortly before they expire, and fetched under its cross-process
-  lock (single-flight across processes; `TokenManager` does it within one);
+- tokens fetched again by every process, burning the daily quota: the component token is
+  cached in a `PlatformStore` shared by every process of the machine (the account registry's,
+  `registry.platform`) until shortly before it expires, and fetched under its cross-process
+  lock; an authorizer's token is an account's access token like any other, cached once, by
+  the client's `TokenManager` in the account's `TokenStore` (single-flight across processes);
 - a refresh token lost on restart (61023): it lives in the store and is replaced the moment
   WeChat returns a new one; a platform with none stored seeds them from
   `api_get_authorizer_list` (also `batchmove accounts sync`);
@@ -39,7 +40,8 @@ _TICKET_CODES = (61005, 61006)
 class PlatformStore(Protocol):
     """Where a platform's tickets, tokens and refresh tokens live, shared by every process of
     the machine; every method names the platform (its component appid). Token kinds:
-    "component" and "authorizer:<appid>"; times are wall-clock seconds."""
+    "component" (an authorizer's token is not kept here: it is the account's own access
+    token, in the client's `TokenStore`); times are wall-clock seconds."""
 
     @property
     def where(self) -> str:
@@ -218,32 +220,24 @@ class ComponentClient:
 
 
 class ComponentTokenSource(TokenSource):
-    """One authorizer account's access token through its platform (see the module docstring)."""
+    """One authorizer account's access token through its platform (see the module docstring).
+
+    It only fetches: the client's `TokenManager` caches the token, in the account's slot of
+    the registry (`engine.backend`: the same `TokenStore` as any account's token, keyed by the
+    API address, the component appid and the authorizer appid), and fetches it single-flight
+    across processes. A source used without a store fetches once per client."""
 
     external = False
 
     def __init__(self, component: ComponentClient, authorizer_appid: str) -> None:
         self.component = component
         self.authorizer = authorizer_appid
-        self.kind = f"authorizer:{authorizer_appid}"
-        self._last: str | None = None
 
     @property
     def describe(self) -> str:
         return f"component={self.component.appid!r}, authorizer={self.authorizer!r}"
 
     async def fetch(self, http: HttpFetch, *, force: bool = False) -> Token:
-        rejected = self._last if force else None
-        found = self.component.cached(self.kind)
-        if found is None or found[0] == rejected:
-            async with self.component.store.locked(self.component.appid, self.kind):
-                found = self.component.cached(self.kind)
-                if found is None or found[0] == rejected:
-                    found = await self._fetch(http)
-        self._last = found[0]
-        return Token(found[0], found[1])
-
-    async def _fetch(self, http: HttpFetch) -> tuple[str, float]:
         endpoint = "component/api_authorizer_token"
         store, appid = self.component.store, self.component.appid
         refresh = store.refresh_token(appid, self.authorizer)
@@ -273,8 +267,7 @@ class ComponentTokenSource(TokenSource):
         rotated = text_field(data, "authorizer_refresh_token", endpoint)
         if rotated != refresh:
             store.put_refresh_tokens(appid, {self.authorizer: rotated})
-        store.put_token(appid, self.kind, value, self.component.clock() + expires_in)
-        return value, float(expires_in)
+        return Token(value, float(expires_in))
 
     async def _exchange(self, http: HttpFetch, refresh: str) -> dict[str, Any]:
         return await self.component.call(http, "api_authorizer_token", {
