@@ -63,7 +63,7 @@ async def run_async(job: Job, *, events: Events | None = None,
                     confirm: Callable[[Plan], bool] | None = None,
                     **overrides: Any) -> RunResult:
     """`run` for callers that have an event loop."""
-    spec = agency.account_input(job_spec(job, **overrides))
+    spec = job_spec(job, **overrides)
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
     return await run_job(spec, options, _watcher(events, on_progress))
 
@@ -87,8 +87,7 @@ def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback
 
 async def plan_async(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
-    return await plan_job(agency.account_input(job_spec(job, **overrides)),
-                          _watcher(events, None))
+    return await plan_job(job_spec(job, **overrides), _watcher(events, None))
 
 
 def plan(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
@@ -176,13 +175,21 @@ def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def list_accounts(job: Job, **overrides: Any) -> list[AccountInfo]:
     """The accounts that authorised the job's third-party platform (`[credentials] component
     = true`), each with its name and today's quota of the move endpoint."""
-    return _blocking(lambda: agency.list_accounts(job_spec(job, **overrides)))
+    return _blocking(lambda: agency.list_accounts(_settings(job, **overrides)))
 
 
 def sync_accounts(job: Job, **overrides: Any) -> list[str]:
     """Store every authorizer's refresh token from WeChat's list (the machine's platform
     store, shared by every process); the appids."""
-    return _blocking(lambda: agency.sync_accounts(job_spec(job, **overrides)))
+    return _blocking(lambda: agency.sync_accounts(_settings(job, **overrides)))
+
+
+def _settings(job: Job, **overrides: Any) -> JobSpec:
+    """A job's settings without its input, which need not exist yet (an agency lists its
+    accounts before it writes their spreadsheet)."""
+    if isinstance(job, JobSpec):
+        return job_spec(job, **overrides)
+    return jobfile.settings_for(Path(job), **overrides)
 
 
 class _Watcher(Events):

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import openpyxl
 import pytest
 
 from batchmove.sandbox import PlatformConfig, RunningSandbox, authorizer_appid, running_sandbox
@@ -102,6 +103,44 @@ async def test_several_accounts_one_line_each_and_the_worst_exit_code(
     summary = json.loads((tmp_path / "runs/job/summary.json").read_text())
     assert [(a["appid"], a["exit_code"]) for a in summary["accounts"]] == [(A, 0), (B, 3)]
     assert (tmp_path / "runs/job" / A / "report.csv").exists()
+    # the totals are the sum of what each account's own summary.json says
+    reported = [json.loads((tmp_path / "runs/job" / a["appid"] / "summary.json").read_text())
+                for a in summary["accounts"] if a["reported"]]
+    assert summary["counts"] == {k: sum(r["counts"][k] for r in reported)
+                                 for k in summary["counts"]}
+    assert summary["rows"] == sum(r["rows"] for r in reported) == sum(
+        summary["counts"].values())
+    assert summary["counts"]["moved"] == 5
+
+
+async def test_an_appid_column_keeps_the_analysts_row_numbers(
+        tmp_path: Path, platform: RunningSandbox) -> None:
+    a, b = openids(20, 0), openids(20, 1)
+    rows = [[A, a[0], "A"], [B, b[0], "A"], [A, a[1], "A"], [B, "not-an-openid!", "A"],
+            ["", "", ""], [B, b[1], "A"], [A, a[2], "A"]]  # rows 2..8 of in.csv
+    path = job(tmp_path, platform, f'["{A}", "{B}"]', rows=rows)
+    code, out, err = await batchmove_async("run", str(path), "--parallel", "2",
+                                           env=env(tmp_path))
+    assert code == 1, err
+    runs = tmp_path / "runs/job"
+    assert [(r["row"], r["status"]) for r in read_rows(runs / B / "report.csv")] == [
+        ("3", "moved"), ("5", "invalid"), ("7", "moved")]
+    assert [(r["row"], r["status"]) for r in read_rows(runs / A / "report.csv")] == [
+        ("2", "moved"), ("4", "moved"), ("8", "moved")]
+    assert [(r["appid"], r["openid"], r["source_row"]) for r in read_rows(
+        runs / B / "failed.csv")] == [(B, "not-an-openid!", "5")]
+    sheet = openpyxl.load_workbook(runs / B / "report.xlsx", read_only=True).active
+    assert sheet is not None
+    assert [r[3] for r in sheet.iter_rows(min_row=2, values_only=True)] == [3, 5, 7]
+    assert [(r["appid"], r["row"]) for r in read_rows(runs / "report.csv")] == [
+        (A, "2"), (B, "3"), (A, "4"), (B, "5"), (B, "7"), (A, "8")]
+    assert [r["source_row"] for r in read_rows(runs / "failed.csv")] == ["5"]
+    assert not (runs / B / "input.csv").exists()  # each account reads the analyst's file
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 async def test_a_platform_job_needs_its_accounts(tmp_path: Path,
