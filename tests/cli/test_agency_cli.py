@@ -119,7 +119,7 @@ async def test_an_appid_column_keeps_the_analysts_row_numbers(
     rows = [[A, a[0], "A"], [B, b[0], "A"], [A, a[1], "A"], [B, "not-an-openid!", "A"],
             ["", "", ""], [B, b[1], "A"], [A, a[2], "A"]]  # rows 2..8 of in.csv
     path = job(tmp_path, platform, f'["{A}", "{B}"]', rows=rows)
-    code, out, err = await batchmove_async("run", str(path), "--parallel", "2",
+    code, _, err = await batchmove_async("run", str(path), "--parallel", "2",
                                            env=env(tmp_path))
     assert code == 1, err
     runs = tmp_path / "runs/job"

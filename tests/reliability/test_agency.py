@@ -9,7 +9,8 @@ process per account against the platform's 20 accounts, each with its own follow
 - one `api_component_token` for the whole batch (4 processes at once share it through the
   machine's store), one `api_authorizer_token` per account, one authorizer list (the seed);
 - every rotated refresh token is the one stored;
-- the batch's summary.json counts 40,000 moved, accounts.csv has one line per account;
+- the batch's summary.json counts 40,000 moved (the sum of the accounts' own summaries),
+  accounts.csv has one line per account, and its report.csv is in.csv row for row;
 - no secret, token, ticket or refresh token in any output, run directory or report;
 - the same command again (a restart) fetches no token at all and moves no one twice.
 About 30 s on 2 cores.
@@ -17,6 +18,7 @@ About 30 s on 2 cores.
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import sqlite3
@@ -119,9 +121,7 @@ def test_twenty_accounts_in_one_command(platform: ThreadedSandbox, tmp_path: Pat
     assert dict(plat.authorizer_tokens) == {authorizer_appid(i): 1 for i in range(ACCOUNTS)}
     _assert_exact(platform, expected)
     _assert_refresh_tokens_stored(plat, tmp_path / "state")
-    summary = json.loads((tmp_path / "runs/nightly/summary.json").read_text())
-    assert (summary["exit_code"], summary["counts"]["moved"]) == (0, ACCOUNTS * USERS)
-    assert len((tmp_path / "runs/nightly/accounts.csv").read_text().splitlines()) == 21
+    _assert_batch_files(tmp_path / "runs/nightly")
 
     again = batchmove("run", str(job), "--parallel", "4", env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -134,6 +134,20 @@ def test_twenty_accounts_in_one_command(platform: ThreadedSandbox, tmp_path: Pat
         audit.add_child(label, child)
     audit.texts["receiver"] = said
     audit.check(plat.first)
+
+
+def _assert_batch_files(out: Path) -> None:
+    """The batch's totals are its accounts' own; its report is the input, row for row."""
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["exit_code"], summary["counts"]["moved"]) == (0, ACCOUNTS * USERS)
+    mine = [json.loads((out / a["appid"] / "summary.json").read_text())
+            for a in summary["accounts"]]
+    assert summary["counts"] == {k: sum(m["counts"][k] for m in mine) for k in summary["counts"]}
+    assert summary["rows"] == sum(m["rows"] for m in mine) == ACCOUNTS * USERS
+    assert len((out / "accounts.csv").read_text().splitlines()) == ACCOUNTS + 1
+    with (out / "report.csv").open(encoding="utf-8-sig", newline="") as handle:
+        numbers = [int(r["row"]) for r in csv.DictReader(handle)]
+    assert numbers == list(range(2, ACCOUNTS * USERS + 2))  # in.csv's own row numbers
 
 
 def _assert_exact(platform: ThreadedSandbox, expected: dict[tuple[str, str], str]) -> None:
