@@ -86,6 +86,14 @@ async def test_accounts_sync_then_list_names_and_quota(tmp_path: Path,
     assert platform.platform is not None
     assert "refreshtoken" not in out + err
     assert platform.platform.calls["api_component_token"] == 1
+    (tmp_path / "in.csv").unlink()  # listing accounts needs no spreadsheet yet
+    code, out, err = await batchmove_async("accounts", "list", str(path), env=env(tmp_path))
+    assert (code, len(out.splitlines())) == (0, 2), err
+    code, out, err = await batchmove_async("export", "--job", str(path), "--account", B,
+                                           "--out", str(tmp_path / "b.csv"), env=env(tmp_path))
+    assert code == 0, err
+    assert {r["openid"] for r in read_rows(tmp_path / "b.csv")} == set(openids(20, 1))
+    assert dict(platform.platform.authorizer_tokens) == {A: 1, B: 1}  # cached since `list`
 
 
 async def test_several_accounts_one_line_each_and_the_worst_exit_code(
