@@ -63,7 +63,7 @@ async def run_async(job: Job, *, events: Events | None = None,
                     confirm: Callable[[Plan], bool] | None = None,
                     **overrides: Any) -> RunResult:
     """`run` for callers that have an event loop."""
-    spec = job_spec(job, **overrides)
+    spec = agency.check_one(job_spec(job, **overrides))
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
     return await run_job(spec, options, _watcher(events, on_progress))
 
@@ -87,7 +87,8 @@ def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback
 
 async def plan_async(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
-    return await plan_job(job_spec(job, **overrides), _watcher(events, None))
+    return await plan_job(agency.check_one(job_spec(job, **overrides)),
+                          _watcher(events, None))
 
 
 def plan(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:

@@ -7,8 +7,9 @@
 - `accounts_of`: the appids a job names (`accounts = [...]`, or `"all"`: every authorizer in
   the store), synced first when the store lacks a refresh token of one of them, so the
   accounts' processes never each read WeChat's list at once.
-- `check_input`: an input with an `appid` column names no account the job does not move (a
-  run of one account reads its own rows of it, with their row numbers: `intake.loader`).
+- `check_input`, `check_one`: an input with an `appid` column names no account the job does
+  not move (a run of one account reads its own rows of it, with their row numbers:
+  `intake.loader`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,15 @@ async def accounts_of(spec: JobSpec, *, every: bool = False) -> list[str]:
     if set(named) - set(found):  # seeded once here, not by each account's process
         await sync_accounts(spec)
     return named
+
+
+def check_one(spec: JobSpec) -> JobSpec:
+    """The spec, once checked: a job naming one account (`accounts = ["wx..."]`, no
+    `--account`) moves all of its input, so an `appid` column names that account only."""
+    if spec.credentials.component and spec.account is None and spec.single_account \
+            and spec.select is None:
+        check_input(spec, [spec.single_account])
+    return spec
 
 
 def check_input(spec: JobSpec, appids: Sequence[str]) -> None:

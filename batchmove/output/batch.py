@@ -15,18 +15,22 @@ Only what an account's run wrote during this batch counts: an account refused be
 loaded (or never started) has `"reported": false`, null counts and no rows here, so a
 summary.json left by an earlier night never slips into tonight's totals. An account's
 summary.json is its run's if its file changed while the batch ran (`stamps` before, compared
-after: no clock is trusted, a shared volume's included).
+after: no clock is trusted, a shared volume's included). The rows are read from the accounts'
+ledgers once their processes have ended; if that fails (a damaged ledger), summary.json says
+so in `reports_problem` and the accounts' own files stand.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from batchmove.errors import BatchmoveError, redact
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import STATUSES
 from batchmove.output.report import (
@@ -63,14 +67,19 @@ def write_batch(out: Path, ends: Ends, exit_code: int, before: Mapping[str, Stam
     entries = [_entry(out, appid, code, message, before.get(appid))
                for appid, code, message in ends]
     reported = [e for e in entries if e["reported"]]
-    files = _write_rows(out, [(e["appid"], out / e["appid"]) for e in reported], xlsx_max_rows)
+    problem = None
+    try:
+        files = _write_rows(out, [(e["appid"], out / e["appid"]) for e in reported],
+                            xlsx_max_rows)
+    except (BatchmoveError, OSError, sqlite3.Error) as exc:  # the accounts' own files stand
+        files, problem = [], redact(str(getattr(exc, "message", None) or exc))
     _write_accounts(out / ACCOUNTS_CSV, entries)
     summary = {"kind": "accounts", "exit_code": exit_code, **about,
                "accounts": entries, "accounts_reported": len(reported),
-               "counts": _total([e["counts"] for e in reported]),
+               "counts": _total([e["counts"] for e in reported], STATUSES),
                "rows": sum(e["rows"] for e in reported),
                "calls": _total([e["calls"] for e in reported]),
-               "files": [ACCOUNTS_CSV, *files, SUMMARY_JSON]}
+               "files": [ACCOUNTS_CSV, *files, SUMMARY_JSON], "reports_problem": problem}
     with atomic_text(out / SUMMARY_JSON, bom=False) as handle:
         json.dump(summary, handle, ensure_ascii=False, indent=2, default=str)
         handle.write("\n")
@@ -109,9 +118,8 @@ def _numbers(value: Any) -> bool:
         isinstance(n, int) and not isinstance(n, bool) for n in value.values())
 
 
-def _total(parts: Sequence[Mapping[str, int]]) -> dict[str, int]:
-    totals = {status: 0 for status in STATUSES} if parts and set(parts[0]) <= set(
-        STATUSES) else {}
+def _total(parts: Sequence[Mapping[str, int]], keys: Sequence[str] = ()) -> dict[str, int]:
+    totals = dict.fromkeys(keys, 0)
     for part in parts:
         for key, value in part.items():
             totals[key] = totals.get(key, 0) + value
@@ -129,7 +137,13 @@ def _write_accounts(path: Path, entries: Sequence[Mapping[str, Any]]) -> None:
 
 
 def _write_rows(out: Path, runs: Sequence[tuple[str, Path]], xlsx_max_rows: int) -> list[str]:
-    """report.csv, failed.csv and (when it fits) report.xlsx of every account's rows."""
+    """report.csv, failed.csv and (when it fits) report.xlsx of every account's rows; none
+    when no account reported (an earlier batch's would contradict this one's summary)."""
+    if not runs:
+        for name in (REPORT_CSV, FAILED_CSV, REPORT_XLSX):
+            with suppress(FileNotFoundError):
+                (out / name).unlink()
+        return []
     with ExitStack() as stack:
         parts = []
         for appid, run_dir in runs:

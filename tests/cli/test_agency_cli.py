@@ -151,6 +151,22 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+async def test_rows_of_an_account_the_job_does_not_move_are_refused(
+        tmp_path: Path, platform: RunningSandbox) -> None:
+    rows = [[A, openids(20, 0)[0], "A"], [B, openids(20, 1)[0], "A"], ["", "", ""]]
+    for accounts, options in ((f'["{A}"]', ()), (f'["{A}", "{A}9"]', ("--parallel", "2"))):
+        path = job(tmp_path, platform, accounts, rows=rows)
+        code, _, err = await batchmove_async("run", str(path), *options, env=env(tmp_path))
+        assert (code, err.strip()) == (2, f"batchmove: {tmp_path / 'in.csv'}: the appid column "
+                                          f"names account(s) the job does not move: {B}")
+    rows.append(["", openids(20, 0)[1], "A"])  # row 5: cells but no appid
+    path = job(tmp_path, platform, f'["{A}"]', rows=rows)
+    code, _, err = await batchmove_async("plan", str(path), env=env(tmp_path))
+    assert (code, err.strip()) == (2, f"batchmove: {tmp_path / 'in.csv'}: row 5 has no appid")
+    assert platform.platform is not None
+    assert not any(len(a.state.move_log) for a in platform.platform.accounts.values())
+
+
 async def test_a_platform_job_needs_its_accounts(tmp_path: Path,
                                                  platform: RunningSandbox) -> None:
     path = job(tmp_path, platform, '["not-an-appid"]')

@@ -137,3 +137,29 @@ def test_report_xlsx_only_up_to_xlsx_max_rows(tmp_path: Path) -> None:
     assert not (tmp_path / "report.xlsx").exists()
     assert summary["files"] == ["accounts.csv", "report.csv", "failed.csv", "summary.json"]
     assert os.stat(tmp_path / "report.csv").st_mode & 0o777 == 0o600
+
+
+def test_no_account_reported_leaves_no_rows_of_an_earlier_batch(tmp_path: Path) -> None:
+    before = stamps(tmp_path, [WA])
+    account_run(tmp_path, WA, [2])
+    write_batch(tmp_path, [(WA, 0, "done")], 0, before, xlsx_max_rows=100, about=ABOUT)
+    again = stamps(tmp_path, [WA])  # tonight: WA's run is refused before it writes anything
+    summary = summary_of(write_batch(tmp_path, [(WA, 2, "locked")], 2, again,
+                                     xlsx_max_rows=100, about=ABOUT))
+    assert (summary["accounts_reported"], summary["rows"]) == (0, 0)
+    assert summary["counts"] == dict.fromkeys(STATUSES, 0)
+    assert summary["files"] == ["accounts.csv", "summary.json"]
+    assert not [p.name for p in tmp_path.glob("*.*") if p.name.startswith(("report", "failed"))]
+
+
+def test_a_damaged_ledger_is_said_and_the_rest_still_written(tmp_path: Path) -> None:
+    before = stamps(tmp_path, [WA])
+    account_run(tmp_path, WA, [2])
+    for name in ("ledger.sqlite-wal", "ledger.sqlite-shm"):
+        (tmp_path / WA / name).unlink(missing_ok=True)
+    (tmp_path / WA / "ledger.sqlite").write_bytes(b"not a database" * 100)
+    summary = summary_of(write_batch(tmp_path, [(WA, 0, "done")], 0, before,
+                                     xlsx_max_rows=100, about=ABOUT))
+    assert "is not a batchmove ledger" in summary["reports_problem"]
+    assert summary["files"] == ["accounts.csv", "summary.json"]
+    assert read_csv(tmp_path / "accounts.csv")[1][:2] == [WA, "0"]
