@@ -28,6 +28,7 @@ from batchmove.registry.store import Registry, account_key
 from batchmove.registry.tokens import SharedTokens
 from batchmove.wechat.gate import StoredToken
 
+_COMPONENT = "component"
 _REFRESH = "refresh:"
 _TICKET = "ticket"
 
@@ -51,17 +52,17 @@ class RegistryPlatformStore:
         return SharedTokens(self.registry, account_key("component", component), kind,
                             wall=self._wall)
 
-    def token(self, component: str, kind: str) -> tuple[str, float] | None:
-        found = self._tokens(component, kind).read()
+    def token(self, component: str) -> tuple[str, float] | None:
+        found = self._tokens(component, _COMPONENT).read()
         if found is None or found.expires_at is None:
             return None
         return found.value, found.expires_at
 
-    def put_token(self, component: str, kind: str, value: str, expires_at: float) -> None:
-        self._tokens(component, kind).save(StoredToken(value, None, expires_at))
+    def put_token(self, component: str, value: str, expires_at: float) -> None:
+        self._tokens(component, _COMPONENT).save(StoredToken(value, None, expires_at))
 
-    def locked(self, component: str, kind: str) -> AbstractAsyncContextManager[None]:
-        return self._tokens(component, kind).flight()
+    def locked(self, component: str) -> AbstractAsyncContextManager[None]:
+        return self._tokens(component, _COMPONENT).flight()
 
     def refresh_token(self, component: str, authorizer: str) -> str | None:
         found = self._tokens(component, _REFRESH + authorizer).read()

@@ -38,22 +38,23 @@ _TICKET_CODES = (61005, 61006)
 
 
 class PlatformStore(Protocol):
-    """Where a platform's tickets, tokens and refresh tokens live, shared by every process of
-    the machine; every method names the platform (its component appid). Token kinds:
-    "component" (an authorizer's token is not kept here: it is the account's own access
-    token, in the client's `TokenStore`); times are wall-clock seconds."""
+    """Where a platform's ticket, component token and refresh tokens live, shared by every
+    process of the machine; every method names the platform (its component appid). An
+    authorizer's token is not kept here: it is that account's own access token, in the
+    client's `TokenStore`. Times are wall-clock seconds."""
 
     @property
     def where(self) -> str:
         """Where the store is, for messages."""
 
-    def token(self, component: str, kind: str) -> tuple[str, float] | None:
-        """A stored token and when it expires."""
+    def token(self, component: str) -> tuple[str, float] | None:
+        """The stored component token and when it expires."""
 
-    def put_token(self, component: str, kind: str, value: str, expires_at: float) -> None: ...
+    def put_token(self, component: str, value: str, expires_at: float) -> None: ...
 
-    def locked(self, component: str, kind: str) -> AbstractAsyncContextManager[None]:
-        """The machine-wide single flight of one token: re-read inside it before fetching."""
+    def locked(self, component: str) -> AbstractAsyncContextManager[None]:
+        """The machine-wide single flight of the component token: re-read inside it before
+        fetching."""
 
     def refresh_token(self, component: str, authorizer: str) -> str | None: ...
 
@@ -110,9 +111,9 @@ class ComponentClient:
     def __repr__(self) -> str:
         return f"ComponentClient({self.appid!r}, {self.ticket.describe})"
 
-    def cached(self, kind: str) -> tuple[str, float] | None:
-        """A stored token still good for STORE_MARGIN seconds, and its remaining life."""
-        found = self.store.token(self.appid, kind)
+    def cached(self) -> tuple[str, float] | None:
+        """The stored token if still good for STORE_MARGIN seconds, and its remaining life."""
+        found = self.store.token(self.appid)
         if found is None:
             return None
         left = found[1] - self.clock()
@@ -121,11 +122,11 @@ class ComponentClient:
     async def token(self, http: HttpFetch, *, rejected: str | None = None) -> str:
         """The component_access_token: cached, else fetched once for every process.
         `rejected`: WeChat just refused this one, so it is not reused."""
-        found = self.cached("component")
+        found = self.cached()
         if found is not None and found[0] != rejected:
             return found[0]
-        async with self.store.locked(self.appid, "component"):
-            found = self.cached("component")
+        async with self.store.locked(self.appid):
+            found = self.cached()
             if found is not None and found[0] != rejected:
                 return found[0]
             return await self._fetch(http)
@@ -141,7 +142,7 @@ class ComponentClient:
             raise self._refused(exc) from None
         value = text_field(data, "component_access_token", endpoint)
         expires_in = int_field(data, "expires_in", endpoint, 1)
-        self.store.put_token(self.appid, "component", value, self.clock() + expires_in)
+        self.store.put_token(self.appid, value, self.clock() + expires_in)
         return value
 
     async def _fresh_ticket(self) -> str:
