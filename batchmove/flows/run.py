@@ -194,7 +194,7 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
 
 def _verdict(counts: Counter[str], reason: StopReason,
              error: ApiError | None) -> tuple[int, str]:
-    tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
+    tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)) or "no rows"
     if reason is StopReason.FATAL and error is not None:
         return EXIT_STOPPED, f"stopped: {error.message} ({tally})"
     if reason in _STOP_MESSAGES:

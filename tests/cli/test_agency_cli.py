@@ -144,6 +144,11 @@ async def test_an_appid_column_keeps_the_analysts_row_numbers(
         (A, "2"), (B, "3"), (A, "4"), (B, "5"), (B, "7"), (A, "8")]
     assert [r["source_row"] for r in read_rows(runs / "failed.csv")] == ["5"]
     assert not (runs / B / "input.csv").exists()  # each account reads the analyst's file
+    rows = [[A, a[3], "A"]]  # the next night: no row for B
+    path = job(tmp_path, platform, f'["{A}", "{B}"]', rows=rows)
+    code, out, err = await batchmove_async("run", str(path), env=env(tmp_path))
+    assert code == 0, err
+    assert f"{B}: exit 0 (done): finished (no rows)" in out.splitlines()
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
