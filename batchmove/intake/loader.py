@@ -63,6 +63,8 @@ SMALL_CSV_BYTES = 8 << 20
 Chunk = tuple[Sequence[int], list[list[str]], list[str] | None]
 #: the column by which one input holds the rows of several accounts of a platform
 APPID_COLUMN = "appid"
+#: one account's rows up to this many are kept from the fingerprint's read for the load
+OWN_ROWS_KEPT = 100_000
 
 
 def open_input(spec: JobSpec) -> LoadedInput:
@@ -145,6 +147,7 @@ class LoadedInput:
         self.target_kind: TargetKind = columns.kind
         self._own = _own_rows(spec, headers)
         self._fingerprint = None if self._own else sniffed.fingerprint
+        self._kept: list[Chunk] | None = None  # one account's rows, read with the fingerprint
         self.amendments: list[tuple[int, RowStatus, str]] = []
         self.stats = LoadStats()
         self._repeats = RepeatFinder()
@@ -163,7 +166,7 @@ class LoadedInput:
         self._repeats = RepeatFinder()
         blacklisted: list[int] = []
         blacklist_count = 0
-        chunks = self._chunks(max(1, chunk_size))
+        chunks = iter(self._kept) if self._kept is not None else self._chunks(max(1, chunk_size))
         while True:
             try:
                 with _gc_paused():
@@ -192,14 +195,20 @@ class LoadedInput:
     @property
     def fingerprint(self) -> str:
         """The content the run is known by: the file's, or one account's rows (with their
-        numbers and reading problems) when it reads only those."""
+        numbers and reading problems) when it reads only those. Those rows, when no more
+        than a chunk, are kept for `rows()`, which then need not read the file again."""
         if self._fingerprint is None:
             digest = hashlib.sha256("\x1f".join(self.headers).encode())
-            for numbers, columns, problems in map(self._mine, self._read(100_000)):
+            kept: list[Chunk] | None = []
+            count = 0
+            for chunk in map(self._mine, self._read(100_000)):
+                numbers, columns, problems = chunk
                 for row in zip(numbers, *columns, problems or [""] * len(numbers),
                                strict=True):
                     digest.update(("\x1f".join(map(str, row)) + "\x1e").encode())
-            self._fingerprint = digest.hexdigest()
+                count += len(numbers)
+                kept = [*kept, chunk] if kept is not None and count <= OWN_ROWS_KEPT else None
+            self._fingerprint, self._kept = digest.hexdigest(), kept
         return self._fingerprint
 
     def appids(self) -> set[str] | None:

@@ -27,6 +27,8 @@ import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, suppress
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,7 +37,9 @@ from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import STATUSES
 from batchmove.output.report import (
     EXCEL_MAX_ROWS,
+    FAILED_COLUMNS,
     FAILED_CSV,
+    OUR_COLUMNS,
     REPORT_CSV,
     REPORT_XLSX,
     SUMMARY_JSON,
@@ -44,6 +48,8 @@ from batchmove.output.report import (
     atomic_text,
     csv_writer,
     layout,
+    neutralize,
+    unique_names,
     write_xlsx,
 )
 
@@ -180,37 +186,47 @@ class _Part(NamedTuple):
 
 
 class _Merge:
-    """Several accounts' rows (each in row order) as one table in row order: one header (an
-    `appid` column first when the input has none; a column only some accounts have, such
-    as `verified`, blank for the others)."""
+    """Several accounts' rows (each in row order) as one table in row order, merged by row
+    number (`heapq.merge` over the ledgers' cursors: an account's rows pass through untouched
+    when its columns are the batch's). The header: an `appid` column first when the input has
+    none, the inputs' columns, then ours (`verified` blank for an account that has none)."""
 
     def __init__(self, parts: Sequence[_Part], *, failed: bool) -> None:
-        self.prefix = not any(h.strip().casefold() == APPID
-                              for part in parts for h in part.plan.input_headers)
-        self.header: list[str] = [APPID] if self.prefix else []
+        inputs: list[str] = []
         for part in parts:
-            self.header += [name for name in part.header(failed) if name not in self.header]
-        self.parts = parts
-        self.failed = failed
+            inputs += [h for h in part.plan.input_headers if h not in inputs]
+        self.prefix = not any(h.strip().casefold() == APPID for h in inputs)
+        widest = max(len(p.header(failed)) - len(p.plan.input_headers) for p in parts)
+        ours = unique_names(inputs, (FAILED_COLUMNS if failed else
+                                     (*OUR_COLUMNS, "verified"))[:widest])
+        shown = inputs if failed else [neutralize(h) for h in inputs]
+        self.header = [APPID] * self.prefix + shown + ours
+        self.number = self.prefix + len(inputs)  # row (report) or source_row (failed)
+        self.inputs, self.parts, self.failed = inputs, parts, failed
 
     def rows(self) -> Iterator[Cells]:
-        streams = [self._keyed(order, part) for order, part in enumerate(self.parts)]
-        for _, _, cells in heapq.merge(*streams):
-            yield cells
+        return heapq.merge(*map(self._projected, self.parts), key=itemgetter(self.number))
 
-    def _keyed(self, order: int, part: _Part) -> Iterator[tuple[int, int, Cells]]:
-        """(row number, account's place, cells in the batch's columns) of one account."""
-        header = part.header(self.failed)
-        at = len(part.plan.input_headers)  # our first column: row (report), source_row (failed)
-        place = [self.header.index(name) for name in header]
-        same = place == list(range(self.prefix, len(self.header)))
-        blank: list[Any] = [part.appid if self.prefix else None] + [None] * (
-            len(self.header) - 1)
-        for row in part.rows(self.failed):
-            if same:
-                cells: Cells = (part.appid, *row) if self.prefix else row
-            else:
-                cells = blank.copy()
-                for index, value in zip(place, row, strict=True):
-                    cells[index] = value
-            yield row[at], order, cells
+    def _projected(self, part: _Part) -> Iterator[Cells]:
+        """One account's rows in the batch's columns."""
+        rows = part.rows(self.failed)
+        own = part.plan.input_headers
+        width = len(part.header(self.failed))
+        if own == self.inputs and self.prefix + width == len(self.header):
+            return map(partial(_prefixed, part.appid), rows) if self.prefix else rows
+        place = [self.inputs.index(h) + self.prefix for h in own] + list(
+            range(self.number, self.number + width - len(own)))
+        blank: list[Any] = [part.appid] * self.prefix + [None] * (len(self.header) -
+                                                                  self.prefix)
+        return map(partial(_placed, blank, place), rows)
+
+
+def _prefixed(appid: str, row: Cells) -> Cells:
+    return (appid, *row)
+
+
+def _placed(blank: list[Any], place: list[int], row: Cells) -> Cells:
+    cells = blank.copy()
+    for index, value in zip(place, row, strict=True):
+        cells[index] = value
+    return cells

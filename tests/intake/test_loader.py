@@ -578,6 +578,20 @@ def test_one_accounts_fingerprint_is_of_its_own_rows(tmp_path: Path) -> None:
         path.read_bytes()).hexdigest()  # not one account's run: the file's
 
 
+@pytest.mark.parametrize("kept", [1, 100_000])
+def test_one_accounts_rows_are_read_once_when_few(tmp_path: Path, kept: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "OWN_ROWS_KEPT", kept)
+    path = write(tmp_path / "in.csv", f"appid,openid,group\n{WX_A},{A},x\n{WX_B},{B},y\n"
+                 f"{WX_A},{C},z\n{WX_B},{C},w\n")
+    source = open_input(JobSpec(input=path, **one_account()))
+    assert source.fingerprint
+    if kept > 2:
+        path.unlink()  # its two rows were kept from the fingerprint's read of the file
+    rows = [r for chunk in source.rows(1) for r in chunk]
+    assert [(r.row, r.openid) for r in rows] == [(3, B), (5, C)]
+
+
 def test_the_appids_an_input_names(tmp_path: Path) -> None:
     path = write(tmp_path / "in.csv", f"openid,group, AppId \n{A},x,{WX_A}\n,,\n{B},y,{WX_B}\n")
     assert open_input(JobSpec(input=path)).appids() == {WX_A, WX_B}
