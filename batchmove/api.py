@@ -15,19 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from batchmove.engine import sharing
+from batchmove.errors import RunStateError
 from batchmove.flows import agency
 from batchmove.flows.agency import AccountInfo
+
+# offered here too, for watchers such as the console: EXPORT_KEYS (the job keys an export
+# takes), `now` (the timestamp every batchmove file carries), `run_locked(run_dir)` (is a
+# process running that run now?)
+from batchmove.flows.export import EXPORT_KEYS as EXPORT_KEYS
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
 from batchmove.flows.run import RunOptions, run_job
 from batchmove.flows.verify import verify_run
 from batchmove.intake import jobfile
+from batchmove.ledger.reader import LedgerReader, ledger_changed_at
+from batchmove.ledger.reader import run_locked as run_locked
+from batchmove.ledger.rundir import now as now
 from batchmove.models import JobSpec
 from batchmove.output import report
 from batchmove.output.notify import resend
@@ -41,19 +50,37 @@ from batchmove.results import (
     ReportFiles,
     RollbackFile,
     RunResult,
+    RunView,
+    RunWatch,
+    Summary,
     VerifyResult,
+    counts_of,
 )
 
 T = TypeVar("T")
 Job = str | os.PathLike[str] | JobSpec
 ProgressCallback = Callable[[Progress], None]
+PathLike = str | os.PathLike[str]
 
 
-def job_spec(job: Job, **overrides: Any) -> JobSpec:
-    """The validated spec of a job file or spreadsheet (or of a `JobSpec`) with job keys
-    overridden: what `run` and `plan` will do, before they do it."""
+def job_spec(job: Job | Mapping[str, Any], *, source: PathLike | None = None,
+             need_input: bool = True, **overrides: Any) -> JobSpec:
+    """The validated spec of a job file or spreadsheet (or of a `JobSpec`, or of job keys in
+    a mapping) with job keys overridden: what `run` and `plan` will do, before they do it.
+
+    A mapping is checked exactly as a job file holding it would be; `source` is the file it
+    came from (messages name it; relative paths are relative to its folder; default: a
+    `job.toml` in the current folder). `need_input=False` checks a job's settings alone
+    (neither `input` nor `[select]` required), as for a file of defaults."""
     if isinstance(job, JobSpec):
         return job.with_overrides(**jobfile.read_overrides(overrides))
+    if isinstance(job, Mapping):
+        where = Path(source) if source is not None else Path("job.toml")
+        values = jobfile.job_values(job, where.absolute(), need_input=need_input)
+        return JobSpec(**(values | jobfile.read_overrides(overrides)))
+    if not need_input:
+        values = jobfile.load_job(Path(job), need_input=False)
+        return JobSpec(**(values | jobfile.read_overrides(overrides)))
     return jobfile.spec_for(Path(job), **overrides)
 
 
@@ -85,17 +112,22 @@ def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback
         **overrides))
 
 
-async def plan_async(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
+async def plan_async(job: Job, *, events: Events | None = None,
+                     rows_dir: PathLike | None = None, **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
     return await plan_job(agency.check_one(job_spec(job, **overrides)),
-                          _watcher(events, None))
+                          _watcher(events, None),
+                          Path(rows_dir) if rows_dir is not None else None)
 
 
-def plan(job: Job, *, events: Events | None = None, **overrides: Any) -> Plan:
+def plan(job: Job, *, events: Events | None = None, rows_dir: PathLike | None = None,
+         **overrides: Any) -> Plan:
     """The dry run: validate, resolve targets, count calls and check today's quota, with
     read-only calls only; writes `plan.json` to the run directory. `Plan.can_run` says
-    whether `run` would start (`blocked` says why not)."""
-    return _blocking(lambda: plan_async(job, events=events, **overrides))
+    whether `run` would start (`blocked` says why not). `rows_dir` keeps the plan's row
+    ledger there (`Plan.rows_dir`), so `watch_run(rows_dir).rows(...)` pages the invalid
+    and duplicate rows without reading the input again."""
+    return _blocking(lambda: plan_async(job, events=events, rows_dir=rows_dir, **overrides))
 
 
 async def verify_async(run_dir: str | os.PathLike[str], api_base: str | None = None, *,
@@ -154,12 +186,16 @@ def account_status(job: Job, **overrides: Any) -> AccountStatus:
     return sharing.account_status(job_spec(job, **overrides))
 
 
-def claim_run(job: Job, *, state: str = "pending", **overrides: Any) -> list[Overlap]:
+def claim_run(job: Job, *, state: str = "pending", rows_dir: PathLike | None = None,
+              **overrides: Any) -> list[Overlap]:
     """Register the job's run (its run directory) on its account before it starts, as the
     console does for an upload waiting for approval ("pending", "approved"); returns the
-    live runs it overlaps. A later `run` of the same run directory replaces the claim;
-    `release_run` removes it. Claims that are not running lapse after a week."""
-    return sharing.claim_job(job_spec(job, **overrides), state)
+    live runs it overlaps. Its users are read from the input, or from the row ledger a plan
+    kept (`rows_dir`, `plan(..., rows_dir=...)`: the input is not read again). A later `run`
+    of the same run directory replaces the claim; `release_run` removes it. Claims that are
+    not running lapse after a week."""
+    return sharing.claim_job(job_spec(job, **overrides), state,
+                             Path(rows_dir) if rows_dir is not None else None)
 
 
 def release_run(job: Job, **overrides: Any) -> None:
@@ -171,6 +207,59 @@ def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Send a finished run's notifications again (its job's [notify]), whatever `on` says;
     one record per channel, as in summary.json's `notifications`."""
     return _blocking(lambda: resend(Path(run_dir)))
+
+
+def watch_run(run_dir: PathLike) -> RunWatch:
+    """A read-only live view of a run's ledger (or of a plan's kept rows) for pollers: it
+    takes no lock and never slows the run; `close()` it when done. RunStateError when there
+    is no ledger (yet)."""
+    return LedgerReader(Path(run_dir)).__enter__()
+
+
+def view_run(run_dir: PathLike, *, recount: bool = False) -> RunView:
+    """What a run directory says about its run now, without disturbing it: its ledger's
+    facts, its summary.json, and whether a process runs it. The counts come from the summary
+    when it is newer than the ledger and nothing runs (no scan of a million rows for each
+    line of a history), else from the ledger (`recount=True`: always)."""
+    folder = Path(run_dir)
+    summary = _summary_of(folder)
+    running = run_locked(folder)
+    meta: dict[str, Any] = {}
+    counts = None
+    changed = ledger_changed_at(folder)
+    if changed is not None:
+        try:
+            with LedgerReader(folder) as reader:
+                meta = reader.meta()
+                fresh = _summary_is_fresh(folder, changed) and "counts" in summary
+                if fresh and not running and not recount:
+                    counts = counts_of(cast(Mapping[str, int], summary["counts"]))
+                else:
+                    counts = reader.counts()
+        except RunStateError:
+            pass
+    return RunView(
+        run_dir=folder, running=running, counts=counts,
+        job=summary.get("job") or meta.get("job"),
+        input_name=Path(str(meta["input"])).name if meta.get("input") else None,
+        backend=meta.get("backend"), api_base=meta.get("api_base"),
+        started_at=summary.get("started_at") or meta.get("started_at"),
+        finished_at=None if running else summary.get("finished_at"), summary=summary)
+
+
+def _summary_of(run_dir: Path) -> Summary:
+    try:
+        found: Summary = Summary(**report.read_summary(run_dir))  # type: ignore[typeddict-item]
+        return found
+    except RunStateError:
+        return Summary()
+
+
+def _summary_is_fresh(run_dir: Path, ledger_changed: float) -> bool:
+    try:
+        return (run_dir / report.SUMMARY_JSON).stat().st_mtime >= ledger_changed
+    except OSError:
+        return False
 
 
 def list_accounts(job: Job, **overrides: Any) -> list[AccountInfo]:

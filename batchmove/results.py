@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, Protocol, TypedDict
 
 
 class StopReason(StrEnum):
@@ -198,6 +198,8 @@ class Plan:
     snapshot_source: str | None = None
     #: tags backend: what the source not chosen would have cost, {endpoint: calls}
     snapshot_alternative: dict[str, int] = field(default_factory=dict)
+    #: where the plan's row ledger was kept (`plan(..., rows_dir=...)`); None: not kept
+    rows_dir: Path | None = None
     #: other runs on the account moving some of the same users (`run` refuses them unless
     #: `allow_overlap`)
     overlaps: list[Overlap] = field(default_factory=list)
@@ -218,6 +220,7 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["plan_json"] = str(self.plan_json) if self.plan_json else None
+        data["rows_dir"] = str(self.rows_dir) if self.rows_dir else None
         if self.blocked is None:
             del data["blocked"]
         return data
@@ -278,3 +281,66 @@ class Events:
     def progress(self, progress: Progress) -> None:
         """Rows moved so far; called after every group commit of results (~5 times a second
         at most in a fast run)."""
+
+
+class ListedRow(NamedTuple):
+    """One row a watcher pages through (`RunWatch.rows`), by its spreadsheet row number."""
+
+    row: int
+    openid: str
+    target: str
+    status: str
+    reason: str  # why invalid/duplicate, or the errcode and WeChat's message
+
+
+class Answered(NamedTuple):
+    """While users move only these change (`RunWatch.answered`): half a full count's cost."""
+
+    pending: int
+    failed: int
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """A run directory as a watcher sees it (`batchmove.api.view_run`), read without a lock
+    and without slowing the run: its ledger's facts, its summary, and whether a process is
+    running it now."""
+
+    run_dir: Path
+    running: bool  # a process holds the run's lock (this console's child, a CLI run...)
+    counts: Counts | None  # None: no ledger yet
+    job: str | None
+    input_name: str | None  # the input's file name, without its folder
+    backend: str | None
+    api_base: str | None
+    started_at: str | None
+    finished_at: str | None  # None while running or unfinished
+    summary: Summary  # {} before the first summary.json
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.summary.get("exit_code")
+
+
+class RunWatch(Protocol):
+    """A read-only live view of a run's ledger (`batchmove.api.watch_run`), for pollers."""
+
+    def version(self) -> int:
+        """Changes whenever the run commits: skip re-counting while it has not."""
+
+    def counts(self) -> Counts:
+        """Rows per status (one pass over the rows)."""
+
+    def answered(self) -> Answered:
+        """Pending, failed and all rows."""
+
+    def targets(self) -> dict[str, Counts]:
+        """Rows per status for each target of the input (invalid and duplicate rows, which
+        are never sent, are not counted here)."""
+
+    def rows(self, statuses: tuple[str, ...], offset: int, limit: int) -> list[ListedRow]:
+        """A page of the invalid, duplicate or failed rows, in the spreadsheet's order."""
+
+    def close(self) -> None:
+        """Close the connection."""

@@ -197,3 +197,53 @@ def signal_handlers() -> Iterator[list[Any]]:
     yield [mine, mine]
     for sig, handler in zip((signal.SIGINT, signal.SIGTERM), before, strict=True):
         signal.signal(sig, handler)
+
+
+# --- what watchers (the console) use ------------------------------------------------------------
+def test_a_job_spec_from_a_mapping_is_checked_as_a_job_file(tmp_path: Path) -> None:
+    source = tmp_path / "defaults.toml"
+    (tmp_path / "in.csv").write_text("openid,group_name\n", encoding="utf-8")
+    spec = batchmove.job_spec({"input": "in.csv", "rate": 5}, source=source)
+    assert (spec.input, spec.rate) == (tmp_path / "in.csv", 5.0)
+    settings = batchmove.job_spec({"rate": 7}, source=source, need_input=False)
+    assert settings.rate == 7.0
+    with pytest.raises(batchmove.JobFileError) as info:
+        batchmove.job_spec({"rate": "fast"}, source=source, need_input=False)
+    assert info.value.message.startswith(f"{source}: rate must be a number")
+    with pytest.raises(batchmove.JobFileError, match="missing required key 'input'"):
+        batchmove.job_spec({"rate": 7}, source=source)
+
+
+async def test_a_plan_keeps_its_rows_and_a_watch_pages_them(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    sb = await sandbox_factory(SandboxConfig(users=30, groups=["A"]))
+    job = write_moves(tmp_path / "in.csv", [*spread(30, ["A"]), ("bad id!", "A"), ("", "A")])
+    plan = await batchmove.plan_async(job, api_base=sb.base_url, out=tmp_path / "run",
+                                      rows_dir=tmp_path / "rows")
+    assert plan.rows_dir == tmp_path / "rows"
+    watch = batchmove.watch_run(tmp_path / "rows")
+    try:
+        assert watch.counts()["invalid"] == 2
+        assert [(r.row, r.status) for r in watch.rows(("invalid",), 0, 10)] == [
+            (32, "invalid"), (33, "invalid")]
+        assert set(watch.targets()) == {"A"}
+    finally:
+        watch.close()
+    again = await batchmove.plan_async(job, api_base=sb.base_url, out=tmp_path / "run",
+                                       rows_dir=tmp_path / "rows")  # replaces the rows
+    assert again.rows == plan.rows
+
+
+async def test_view_run_of_a_finished_run_and_of_none(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    empty = batchmove.view_run(tmp_path / "nothing")
+    assert (empty.counts, empty.running, empty.summary) == (None, False, {})
+    sb = await sandbox_factory(SandboxConfig(users=20, groups=["A"]))
+    job = write_moves(tmp_path / "in.csv", spread(20, ["A"]))
+    result = await batchmove.run_async(job, api_base=sb.base_url, out=tmp_path / "run", rate=0)
+    view = batchmove.view_run(tmp_path / "run")
+    assert view.counts == result.counts
+    assert (view.running, view.exit_code, view.input_name, view.job) == (False, 0, "in.csv", "in")
+    assert view.api_base == sb.base_url
+    assert view.finished_at == result.summary["finished_at"]
+    assert batchmove.view_run(tmp_path / "run", recount=True).counts == result.counts

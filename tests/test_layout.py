@@ -40,6 +40,9 @@ FORBIDDEN = {
     "batchmove.output": ("batchmove.engine.runner",),
     "batchmove.dev": ("batchmove",),
 }
+#: all the web console may import of batchmove: it is a client of the public API, like the CLI
+CONSOLE_MAY_IMPORT = ("batchmove.api", "batchmove.results", "batchmove.errors",
+                      "batchmove.models", "batchmove.console")
 MAX_LINES = 400
 MAX_FUNCTION_LINES = 50
 
@@ -92,6 +95,13 @@ def test_forbidden_imports(owner: str, banned: str) -> None:
         if under(name, owner):
             hits = [t for t in imports(path) if under(t, banned)]
             assert not hits, f"{name} must not import {banned}: {hits}"
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if under(n, "batchmove.console")])
+def test_the_console_uses_only_the_public_api(name: str) -> None:
+    inner = [t for t in imports(MODULES[name])
+             if t != "batchmove" and not any(under(t, ok) for ok in CONSOLE_MAY_IMPORT)]
+    assert not inner, f"{name} reaches into {inner}: give the public API what it needs"
 
 
 @pytest.mark.parametrize("name", list(MODULES))

@@ -12,16 +12,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+from batchmove.api import EXPORT_KEYS
 from batchmove.console.runfiles import CHILD_LOG, JOB_TOML
-from batchmove.errors import UsageError
-from batchmove.flows.export import EXPORT_KEYS
+from batchmove.errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_STOPPED, UsageError
 
 #: what the export form may set
 EXPORT_FIELDS = ("backend", "groups", "tags", "format")
 _FORMATS = ("csv", "xlsx")
 #: the files an export offers for download
 EXPORT_FILES = tuple(f"followers.{f}" for f in _FORMATS)
-_EXIT_STOPPED = (3, 130, 143)
+_EXIT_STOPPED = (EXIT_STOPPED, EXIT_SIGINT, EXIT_SIGTERM)
 
 
 def read_export_settings(form: dict[str, Any]) -> dict[str, Any]:

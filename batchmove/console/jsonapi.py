@@ -16,9 +16,14 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from batchmove.console.exports import EXPORT_FIELDS, read_export_settings
+from batchmove.console.i18n import language
+from batchmove.console.login import AUDIT, audit
+from batchmove.console.messages import say
+from batchmove.console.people import Person
 from batchmove.console.planning import UPLOAD_SETTINGS, read_settings
 from batchmove.console.runfiles import display_name, job_name, safe_suffix
-from batchmove.console.service import Console, NotFound, Refused, upload_path
+from batchmove.console.security import PERSON
+from batchmove.console.service import Console, Forbidden, NotFound, Refused, upload_path
 from batchmove.errors import BatchmoveError
 
 #: a page gets an event this often: under a second with the scheduler's jitter (a 1.0 s
@@ -47,22 +52,47 @@ def _ok(data: dict[str, Any] | list[Any]) -> web.Response:
 
 @web.middleware
 async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """The console's own exceptions -> their status codes, with one readable line."""
+    """The console's own exceptions -> their status codes, with one readable line (`error`,
+    English, for scripts) and the same in the page's language (`text`, for people)."""
+    lang = language(request.headers.get("Accept-Language", ""))
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except NotFound as exc:
-        return _error(404, str(exc))
+        return _error(404, str(exc), text=say(str(exc), lang))
+    except Forbidden as exc:
+        return _error(403, str(exc), text=say(str(exc), lang))
     except Refused as exc:
-        return _error(409, exc.message, run=exc.info, digest=(exc.info or {}).get("digest"),
-                      plan=(exc.info or {}).get("plan"))
+        info = exc.info or {}
+        return _error(409, exc.message, text=say(exc.message, lang), run=info,
+                      digest=info.get("digest"), plan=info.get("plan"),
+                      overlaps=info.get("overlaps", []))
     except TooLarge:
-        return _error(413, "the file is larger than the console accepts (--max-upload-mb)")
+        limit = request.app[CONSOLE].config.max_upload >> 20
+        message = "the file is larger than the console accepts"
+        return _error(413, f"{message} ({limit} MB)", text=say(message, lang, limit=limit))
     except BatchmoveError as exc:
-        return _error(400, exc.message)
+        return _error(400, exc.message, text=say(exc.message, lang))
+
+
+def allow(request: web.Request, action: str) -> Person:
+    """The request's person, if their role allows `action` (Forbidden, 403, otherwise)."""
+    person = request[PERSON]
+    if not person.may(action):
+        raise Forbidden(f"{person.name} ({person.role}) may not {action}: it needs an "
+                        f"{'admin' if action == 'settings' else 'approver'}")
+    return person
+
+
+def _planned(request: web.Request, action: str, info: dict[str, Any]) -> web.Response:
+    """A new planned run: audited, then {"id", "plan", "digest", "run"}."""
+    audit(request, action, run=info["id"], digest=info["digest"],
+          counts=(info["plan"] or {}).get("rows"))
+    return _ok({"id": info["id"], "plan": info["plan"], "digest": info["digest"], "run": info})
 
 
 async def upload(request: web.Request) -> web.Response:
     """Multipart `file` plus settings -> a planned run: {"id", "plan", "digest", "run"}."""
+    person = allow(request, "upload")
     console = request.app[CONSOLE]
     limit = console.config.max_upload
     if request.content_length is not None and request.content_length > limit + _CHUNK:
@@ -75,7 +105,7 @@ async def upload(request: web.Request) -> web.Response:
             if not isinstance(part, BodyPartReader):
                 continue
             if part.name == "file" and run_dir is None:
-                run_dir = await _store(console, part, limit)
+                run_dir = await _store(console, part, limit, person)
             elif part.name in UPLOAD_SETTINGS:
                 fields[part.name] = await _field(part)
             else:
@@ -85,18 +115,18 @@ async def upload(request: web.Request) -> web.Response:
         info = await console.plan_upload(run_dir, read_settings(fields))
     except (TooLarge, BatchmoveError):
         if run_dir is not None:
-            console.discard(run_dir)
+            console.remove(run_dir)
         raise
-    return _ok({"id": info["id"], "plan": info["plan"], "digest": info["digest"], "run": info})
+    return _planned(request, "upload", info)
 
 
-async def _store(console: Console, part: BodyPartReader, limit: int) -> Any:
+async def _store(console: Console, part: BodyPartReader, limit: int, person: Person) -> Any:
     """Stream the file to the run directory under a generated name, mode 600."""
     filename = part.filename or ""
     suffix = safe_suffix(filename)
     if suffix is None:
         raise BatchmoveError("choose a spreadsheet: .csv .tsv .txt .xlsx or .xlsm")
-    run_dir = console.new_run(source="upload", input_name=display_name(filename),
+    run_dir = console.new_run(person, source="upload", input_name=display_name(filename),
                               name=job_name(filename), input_file=f"input{suffix}")
     fd = os.open(upload_path(run_dir, suffix), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     size = 0
@@ -108,7 +138,7 @@ async def _store(console: Console, part: BodyPartReader, limit: int) -> Any:
                     raise TooLarge
                 f.write(chunk)
     except BaseException:
-        console.discard(run_dir)
+        console.remove(run_dir)
         raise
     return run_dir
 
@@ -123,8 +153,9 @@ async def _field(part: BodyPartReader) -> str:
 
 
 async def plan_job_file(request: web.Request) -> web.Response:
-    info = await request.app[CONSOLE].plan_jobfile(request.match_info["name"])
-    return _ok({"id": info["id"], "plan": info["plan"], "digest": info["digest"], "run": info})
+    person = allow(request, "plan")
+    info = await request.app[CONSOLE].plan_jobfile(request.match_info["name"], person)
+    return _planned(request, "plan", info)
 
 
 async def start_export(request: web.Request) -> web.Response:
@@ -133,8 +164,10 @@ async def start_export(request: web.Request) -> web.Response:
         fields: dict[str, Any] = await _body(request)
     else:
         fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    person = allow(request, "export")
     settings = read_export_settings({k: fields.get(k) for k in EXPORT_FIELDS})
-    info = await asyncio.to_thread(request.app[CONSOLE].start_export, settings)
+    info = await asyncio.to_thread(request.app[CONSOLE].start_export, settings, person)
+    audit(request, "export", run=info["id"], detail=json.dumps(settings, ensure_ascii=False))
     return _ok({"id": info["id"], "run": info})
 
 
@@ -158,22 +191,44 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 async def approve(request: web.Request) -> web.Response:
-    digest = str((await _body(request)).get("digest", ""))
-    return _ok(await request.app[CONSOLE].approve(request.match_info["id"], digest))
+    """The one approval of a plan (four eyes, digest, overlaps: service.approve), audited
+    when it starts the run and when it is refused."""
+    body = await _body(request)
+    digest, acknowledge = str(body.get("digest", "")), body.get("acknowledge") is True
+    run_id = request.match_info["id"]
+    try:
+        info = await request.app[CONSOLE].approve(run_id, digest, allow(request, "approve"),
+                                                  acknowledge)
+    except (Refused, Forbidden) as exc:
+        audit(request, "approve_refused", run=run_id, digest=digest or None,
+              detail=getattr(exc, "message", str(exc)))
+        raise
+    overlaps = "; ".join(f"{o['users']} users also moved by {o['job']} ({o['state']})"
+                         for o in info["overlaps"])
+    audit(request, "approve", run=run_id, digest=digest, counts=(info["plan"] or {}).get("rows"),
+          detail=f"overlap acknowledged: {overlaps}" if overlaps else None)
+    return _ok(info)
 
 
 async def action(request: web.Request) -> web.Response:
     console, run_id = request.app[CONSOLE], request.match_info["id"]
     verb = request.match_info["action"]
     if verb in ("rollback", "plan"):
-        info = await (console.rollback(run_id) if verb == "rollback"
-                      else console.plan_export(run_id))
-        return _ok({"id": info["id"], "plan": info["plan"], "digest": info["digest"],
-                    "run": info})
+        person = allow(request, "rollback" if verb == "rollback" else "plan")
+        info = await (console.rollback(run_id, person) if verb == "rollback"
+                      else console.plan_export(run_id, person))
+        return _planned(request, verb, info)
+    if verb == "discard":
+        info = await console.discard(run_id, allow(request, "discard"))
+        audit(request, "discard", run=run_id, digest=info["digest"])
+        return _ok({"id": run_id, "discarded": True})
     handlers = {"stop": console.stop, "resume": console.resume, "verify": console.verify}
     if verb not in handlers:
         raise NotFound(f"no action {verb!r}")
-    return _ok(await asyncio.to_thread(handlers[verb], run_id))
+    allow(request, verb)
+    info = await asyncio.to_thread(handlers[verb], run_id)
+    audit(request, verb, run=run_id, counts=info["counts"] or None)
+    return _ok(info)
 
 
 async def rows(request: web.Request) -> web.Response:
@@ -187,11 +242,16 @@ async def rows(request: web.Request) -> web.Response:
     console = request.app[CONSOLE]
     page = await asyncio.to_thread(console.listed_rows, request.match_info["id"], statuses,
                                    offset, limit)
+    lang = language(request.headers.get("Accept-Language", ""))
+    for row in page["rows"]:
+        row["reason_text"] = say(row["reason"], lang)
     return _ok(page)
 
 
 async def download(request: web.Request) -> web.FileResponse:
+    allow(request, "download")
     path = request.app[CONSOLE].file(request.match_info["id"], request.match_info["name"])
+    audit(request, "download", run=request.match_info["id"], detail=path.name)
     return web.FileResponse(path, headers={
         "Content-Disposition": f'attachment; filename="{path.name}"',
         "Cache-Control": "no-store"})
@@ -212,7 +272,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             hint = "verifying" if live and console.verifying(run_dir) else ""
             figures = await console.watcher.poll(run_dir, live=live, phase_hint=hint)
             if not live:
-                info = await asyncio.to_thread(console.describe, run_dir)
+                info = await asyncio.to_thread(console.record, run_dir)
                 figures |= {k: info[k] for k in ("state", "exit_code", "message")}
             else:
                 figures["state"] = "running"
@@ -256,3 +316,36 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/runs/{id}/events", events)
     app.router.add_get("/api/runs/{id}/rows", rows)
     app.router.add_get("/api/runs/{id}/files/{name}", download)
+    app.router.add_get("/api/audit", audit_entries)
+    app.router.add_get("/api/audit/download", audit_file)
+    app.router.add_get("/api/me", me)
+
+
+async def audit_entries(request: web.Request) -> web.Response:
+    """GET /api/audit?run=&who=&action=&offset=&limit= -> {"total", "entries", "intact"}."""
+    query = request.query
+    try:
+        offset, limit = int(query.get("offset", "0")), int(query.get("limit", "100"))
+    except ValueError:
+        raise BatchmoveError("offset and limit must be integers") from None
+    log = request.app[AUDIT]
+    total, entries = await asyncio.to_thread(
+        log.search, run=query.get("run") or None, who=query.get("who") or None,
+        action=query.get("action") or None, offset=offset, limit=limit)
+    broken = await asyncio.to_thread(log.verify_chain)
+    return _ok({"total": total, "offset": offset, "entries": entries,
+                "intact": broken is None, "broken_at": broken})
+
+
+async def audit_file(request: web.Request) -> web.StreamResponse:
+    """The whole audit log as a download (audit.jsonl)."""
+    path = request.app[AUDIT].path
+    if not path.exists():
+        raise NotFound("the audit log is empty")
+    return web.FileResponse(path, headers={
+        "Content-Disposition": 'attachment; filename="audit.jsonl"', "Cache-Control": "no-store"})
+
+
+async def me(request: web.Request) -> web.Response:
+    person = request[PERSON]
+    return _ok({"name": person.name, "role": person.role})

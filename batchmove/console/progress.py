@@ -18,11 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from batchmove import api
 from batchmove.errors import RunStateError
-from batchmove.ledger.reader import LedgerReader
-from batchmove.ledger.store import LEDGER_NAME
+from batchmove.results import Counts, RunWatch
 
 RATE_WINDOW_S = 10.0
 TOTALS_SHARE = 0.08  # a full count may take this share of the time at most...
@@ -33,14 +33,14 @@ FULL_EVERY_S = 10.0  # while moving, every status is counted this often (else tw
 @dataclass
 class Watch:
     run_dir: Path
-    reader: LedgerReader | None = None
+    reader: RunWatch | None = None
     version: int | None = None
-    counts: dict[str, int] | None = None
-    full: dict[str, int] | None = None  # the last count of every status
+    counts: Counts | None = None
+    full: Counts | None = None  # the last count of every status
     full_at: float = -1e9
     counted_at: float = -1e9
     count_cost: float = 0.0
-    targets: dict[str, dict[str, int]] = field(default_factory=dict)
+    targets: dict[str, Counts] = field(default_factory=dict)
     targets_at: float = -1e9
     targets_cost: float = 0.0
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
@@ -96,7 +96,7 @@ class Watcher:
         if reader is None:
             return
         try:
-            version = reader.data_version()
+            version = reader.version()
             if watch.counts is None or (version != watch.version and self._due(
                     watch.counted_at, watch.count_cost, TOTALS_SHARE)):
                 started = time.perf_counter()
@@ -106,33 +106,33 @@ class Watcher:
                 watch.samples.append((self.clock(), c["moved"] + c["failed"] + c["already"]))
             if self._due(watch.targets_at, watch.targets_cost, TARGET_SHARE):
                 started = time.perf_counter()
-                watch.targets = reader.by_target()
+                watch.targets = reader.targets()
                 watch.targets_cost, watch.targets_at = time.perf_counter() - started, self.clock()
         except Exception:  # the run replaced its ledger (a restart): open it again next time
             watch.close()
             watch.version = None
 
-    def _count(self, watch: Watch, reader: LedgerReader) -> dict[str, int]:
+    def _count(self, watch: Watch, reader: RunWatch) -> Counts:
         """Every status; once users are moving only pending and failed change, so those two
         are counted (half the cost) and a full count corrects the rest every FULL_EVERY_S."""
         full = watch.full
         if full is None or not full["moved"] or self.clock() - watch.full_at >= FULL_EVERY_S:
-            watch.full, watch.full_at = reader.totals(), self.clock()
-            return dict(watch.full)
+            watch.full, watch.full_at = reader.counts(), self.clock()
+            return Counts(**watch.full)
         pending, failed, rows = reader.answered()
         fixed = full["already"] + full["invalid"] + full["duplicate"]
-        return full | {"pending": pending, "failed": failed,
-                       "moved": rows - pending - failed - fixed}
+        return Counts(**(full | {"pending": pending, "failed": failed,
+                                 "moved": rows - pending - failed - fixed}))
 
     @staticmethod
-    def _reader(watch: Watch) -> LedgerReader | None:
-        if watch.reader is None and (watch.run_dir / LEDGER_NAME).exists():
+    def _reader(watch: Watch) -> RunWatch | None:
+        if watch.reader is None:
             with contextlib.suppress(RunStateError):
-                watch.reader = LedgerReader(watch.run_dir).__enter__()
+                watch.reader = api.watch_run(watch.run_dir)
         return watch.reader
 
     def _figures(self, watch: Watch, live: bool, hint: str) -> dict[str, Any]:
-        counts = dict(watch.counts or {})
+        counts = cast(dict[str, int], dict(watch.counts or {}))
         pending = counts.get("pending", 0)
         rate = _rate(watch.samples)
         return {
@@ -150,11 +150,12 @@ class Watcher:
         }
 
 
-def _target(name: str, counts: dict[str, int]) -> dict[str, Any]:
-    done = counts.get("moved", 0) + counts.get("already", 0) + counts.get("duplicate", 0)
-    return {"target": name, "done": done, "failed": counts.get("failed", 0),
-            "pending": counts.get("pending", 0),
-            "total": sum(v for k, v in counts.items() if k != "invalid")}
+def _target(name: str, counts: Counts) -> dict[str, Any]:
+    """One target's columns: moved + already + failed + pending = its rows, and each column
+    summed over the targets is the run's own figure."""
+    return {"target": name, "moved": counts["moved"], "already": counts["already"],
+            "failed": counts["failed"], "pending": counts["pending"],
+            "total": counts["moved"] + counts["already"] + counts["failed"] + counts["pending"]}
 
 
 def _rate(samples: deque[tuple[float, int]]) -> float:

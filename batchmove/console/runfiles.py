@@ -1,6 +1,7 @@
 """The console's files inside a run directory, beside the run's own.
 
-    <workspace>/<id>/console.json   what the console knows: source, settings, digest, approval
+    <workspace>/<id>/console.json   what the console knows: source, settings, digest, people
+                    approval.json    who approved (or discarded) the plan: created once
                     input.csv|xlsx   the analyst's bytes, under a generated name (mode 600)
                     job.toml         the job the child runs (`batchmove run job.toml --out .`)
                     plan/            the plan's scratch ledger (invalid rows, paged)
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 CONSOLE_JSON = "console.json"
+APPROVAL = "approval.json"  # created once, O_EXCL: the one approval (or discard) of a plan
 JOB_TOML = "job.toml"
 PLAN_DIR = "plan"
 CHILD_LOG = "console.log"
@@ -81,6 +83,18 @@ def write_private(path: Path, data: bytes) -> Path:
     return path
 
 
+def claim(path: Path, data: dict[str, Any]) -> bool:
+    """Create `path` holding `data` unless it exists: True for the one caller that created
+    it (O_CREAT | O_EXCL is atomic across threads and processes)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False)
+    return True
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a file; {} when it is missing, damaged or not an object."""
     try:
@@ -100,10 +114,6 @@ def update_state(run_dir: Path, **changes: Any) -> dict[str, Any]:
     write_private(run_dir / CONSOLE_JSON,
                   json.dumps(state, ensure_ascii=False, indent=2).encode())
     return state
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --- job.toml -----------------------------------------------------------------------------------

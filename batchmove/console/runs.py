@@ -11,30 +11,20 @@ keeps the child's exit code.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from batchmove import api
 from batchmove.console.exports import export_state, last_line
-from batchmove.console.runfiles import (
-    CHILD_LOG,
-    JOB_TOML,
-    read_json,
-    read_state,
-    update_state,
-)
-from batchmove.errors import RunStateError
-from batchmove.ledger.reader import LedgerReader
-from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME
-from batchmove.output.report import SUMMARY_JSON
+from batchmove.console.runfiles import CHILD_LOG, JOB_TOML, read_state, update_state
+from batchmove.errors import EXIT_USAGE
 
 STATES = ("planned", "running", "finished", "stopped", "failed")
-EXIT_USAGE = 2
 
 
 @dataclass
@@ -68,6 +58,11 @@ class Supervisor:
         if found is None or found[0].poll() is None:
             return
         proc, kind = self.children.pop(run_dir)
+        if proc.returncode == EXIT_USAGE and api.run_locked(run_dir):
+            # refused by the lock: another process runs it, so it is running, not failed
+            update_state(run_dir, child=None, exit_code=None,
+                         refused="another process is running this run")
+            return
         key = "verify_exit_code" if kind == "verify" else "exit_code"
         update_state(run_dir, child=None, **{key: proc.returncode})
 
@@ -81,7 +76,7 @@ class Supervisor:
             if _is_our_child(child.get("pid"), run_dir):
                 return int(child["pid"])
             update_state(run_dir, child=None)  # an earlier console's child, ended since
-        return -1 if _locked(run_dir) else None
+        return -1 if api.run_locked(run_dir) else None
 
     def stop(self, run_dir: Path) -> bool:
         """SIGTERM: the run records what it has and stops, resumable."""
@@ -109,54 +104,38 @@ def _is_our_child(pid: Any, run_dir: Path) -> bool:
     return not zombie and b"batchmove" in argv and os.fsencode(run_dir) in b"".join(argv)
 
 
-def _locked(run_dir: Path) -> bool:
-    """Is some process holding the run's lock (a run from the CLI, say)?"""
-    try:
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops our shared lock at once
-    return False
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    return read_json(run_dir / SUMMARY_JSON)
-
-
-def describe(run_dir: Path, live: bool) -> dict[str, Any]:
+def run_record(run_dir: Path, live: bool) -> dict[str, Any]:
     """A run as the history and `GET /api/runs/{id}` show it."""
     state = read_state(run_dir)
     if state.get("source") == "export":
-        return _describe_export(run_dir, state, live)
-    summary = read_summary(run_dir)
-    meta, counts = _ledger_facts(run_dir, summary, live)
+        return _export_record(run_dir, state, live)
+    view = api.view_run(run_dir, recount=live)
+    summary = view.summary
+    counts = cast(dict[str, int], dict(view.counts or summary.get("counts") or {}))
     exit_code = state.get("exit_code")
     if exit_code is None and not live:  # ended while no console watched it: its summary says
         exit_code = summary.get("exit_code")
     return {
         "id": run_dir.name,
         "state": _state(state, counts, exit_code, live),
-        "counts": counts or summary.get("counts") or {},
+        "counts": counts,
         "exit_code": exit_code,
         "message": summary.get("message") or state.get("error"),
-        "job": summary.get("job") or meta.get("job") or state.get("name") or run_dir.name,
-        "input_name": state.get("input_name") or Path(str(meta.get("input", ""))).name,
+        "job": view.job or state.get("name") or run_dir.name,
+        "input_name": state.get("input_name") or view.input_name or "",
         "source": state.get("source", "cli"),
-        "created_at": state.get("created_at") or meta.get("started_at"),
-        "started_at": summary.get("started_at") or meta.get("started_at"),
-        "finished_at": summary.get("finished_at") if not live else None,
-        "backend": meta.get("backend") or state.get("backend") or "groups",
+        "created_at": state.get("created_at") or view.started_at,
+        "started_at": view.started_at,
+        "finished_at": None if live else view.finished_at,
+        "backend": view.backend or state.get("backend") or "groups",
         "verify": summary.get("verify"),
         "kind": "run",
+        "submitted_by": state.get("submitted_by"), "approved_by": state.get("approved_by"),
+        "stop_reason": summary.get("stop_reason"),
     }
 
 
-def _describe_export(run_dir: Path, state: dict[str, Any], live: bool) -> dict[str, Any]:
+def _export_record(run_dir: Path, state: dict[str, Any], live: bool) -> dict[str, Any]:
     """An export started from the console: state from its child's exit code, message from
     its last line (the result, or the one-line error: a group that does not exist...)."""
     settings = state.get("settings") or {}
@@ -169,32 +148,9 @@ def _describe_export(run_dir: Path, state: dict[str, Any], live: bool) -> dict[s
         "created_at": state.get("created_at"), "started_at": state.get("created_at"),
         "finished_at": None, "backend": settings.get("backend", "groups"), "verify": None,
         "export": settings,
+        "submitted_by": state.get("submitted_by"), "approved_by": None,
+        "stop_reason": None,
     }
-
-
-def _ledger_facts(run_dir: Path, summary: dict[str, Any],
-                  live: bool) -> tuple[dict[str, Any], dict[str, int]]:
-    """The ledger's meta and counts; a finished run's counts come from its summary (no scan
-    of a million rows for each line of the history)."""
-    ledger = run_dir / LEDGER_NAME
-    if not ledger.exists():
-        return {}, {}
-    with contextlib.suppress(RunStateError), LedgerReader(run_dir) as reader:
-        meta = reader.meta()
-        if not live and summary.get("counts") and _newer(run_dir / SUMMARY_JSON, ledger):
-            return meta, dict(summary["counts"])
-        return meta, reader.totals()
-    return {}, {}
-
-
-def _newer(path: Path, ledger: Path) -> bool:
-    try:
-        written = path.stat().st_mtime
-        wal = Path(f"{ledger}-wal")
-        changed = max(ledger.stat().st_mtime, wal.stat().st_mtime if wal.exists() else 0)
-    except OSError:
-        return False
-    return written >= changed
 
 
 def _state(console: dict[str, Any], counts: dict[str, int], exit_code: Any,

@@ -1,55 +1,61 @@
-"""What the console does, apart from HTTP: plan, approve, start, stop, resume, verify, roll back.
+"""What the console does, apart from HTTP: plan, approve, start, stop, resume, verify, roll back,
+discard, each on behalf of a person.
 
 The pages and the JSON API are two thin skins over one `Console`. A run directory holds every
 fact (console.json, job.toml, the ledger, the reports), so a console started again later finds
 every run where the previous one left it.
+
+An approval is an atomic state change: the approver's claim is `approval.json`, created with
+O_EXCL, so of N simultaneous approvals (in one console or in two on one workspace) exactly one
+starts a run and the others are refused with the run as it is; a discard claims the same file,
+so a plan is either discarded or approved, never both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import tomllib
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from batchmove import api
 from batchmove.console import planning
 from batchmove.console.exports import EXPORT_FILES, export_args, export_job
+from batchmove.console.people import Person
+from batchmove.console.planning import Planner, read_defaults
 from batchmove.console.progress import Watcher
 from batchmove.console.runfiles import (
+    APPROVAL,
     JOB_TOML,
     PLAN_DIR,
+    claim,
     dump_toml,
     new_id,
-    now,
     private_dir,
+    read_json,
     read_state,
     run_path,
     update_state,
     write_private,
 )
-from batchmove.console.runs import Supervisor, describe
-from batchmove.errors import BatchmoveError, JobFileError, RunStateError, UsageError
-from batchmove.intake import jobfile
-from batchmove.ledger.reader import LedgerReader
-from batchmove.ledger.store import LEDGER_NAME
-from batchmove.models import JobSpec
+from batchmove.console.runs import Supervisor, run_record
+from batchmove.errors import BatchmoveError, RunStateError
 
 MB = 1 << 20
 #: the files a run's page offers for download
 DOWNLOADS = ("report.xlsx", "report.csv", "failed.csv", "summary.json", *EXPORT_FILES)
 _ALSO_SERVED = ("rollback.csv", "plan.json")
-#: job keys a rollback keeps from the run it undoes (where to send, how fast, as whom)
-_ROLLBACK_KEEPS = ("api_base", "credentials", "rate", "concurrency", "retries", "timeout",
-                   "backend", "sandbox", "max_failure_rate")
+NO_TARGET = "no target of this plan can be used"
 
 
 class NotFound(Exception):
     """No such run, job file or file."""
+
+
+class Forbidden(Exception):
+    """This person may not do this (a role too low, the four-eyes rule)."""
 
 
 class Refused(Exception):
@@ -69,35 +75,32 @@ class ConsoleConfig:
     max_upload: int = 200 * MB
     host: str = "127.0.0.1"
     port: int = 8700
+    four_eyes: bool = False  # a plan is approved by someone other than its submitter
+    public_urls: tuple[str, ...] = ()
 
 
-def read_defaults(path: Path | None) -> dict[str, Any]:
-    """The defaults file's job keys, checked like a job file's (a bad key is refused)."""
-    if path is None:
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise JobFileError(f"{path}: cannot read the defaults file ({exc})") from None
-    data.pop("input", None)
-    probe = path.parent / f".{path.name}.check.toml"
-    try:
-        probe.write_text(dump_toml(planning.upload_job(data, {}, "check", str(path))),
-                         encoding="utf-8")
-        jobfile.spec_for(probe)
-    finally:
-        probe.unlink(missing_ok=True)
-    return data
+def blocked(plan: dict[str, Any] | None) -> str | None:
+    """Why a plan offers no approval (None: it may be approved)."""
+    if not plan:
+        return "no plan"
+    if not plan.get("can_run"):
+        return str(plan.get("blocked") or "the plan cannot run")
+    groups = plan.get("groups") or {}
+    if not (groups.get("users_per_group") or groups.get("create")):
+        return NO_TARGET
+    return None
 
 
 @dataclass
 class Console:
     config: ConsoleConfig
+    executor: Executor | None = None  # the planning processes (given: shared, in tests)
     supervisor: Supervisor = field(default_factory=Supervisor)
     watcher: Watcher = field(default_factory=Watcher)
-    planner: Executor | None = None  # given: shared (tests); None: our own, made on demand
-    _own_pool: ProcessPoolExecutor | None = None
-    _scratch: dict[Path, asyncio.Future[str | None]] = field(default_factory=dict)
+    _locks: dict[Path, asyncio.Lock] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.planner = Planner(self.config.jobs, self.config.defaults_path, self.executor)
 
     # --- reading ---------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -112,26 +115,47 @@ class Console:
         for path in self.config.workspace.iterdir():
             if run_path(self.config.workspace, path.name) is None or not path.is_dir():
                 continue
-            if (path / LEDGER_NAME).exists() or read_state(path):
+            if read_state(path) or api.view_run(path).counts is not None:
                 found.append((path.stat().st_mtime, path))
         found.sort(reverse=True)
-        return [self.describe(path) for _, path in found]
+        return [self.record(path) for _, path in found]
 
-    def describe(self, run_dir: Path) -> dict[str, Any]:
-        return describe(run_dir, self.supervisor.live_pid(run_dir) is not None)
+    def record(self, run_dir: Path) -> dict[str, Any]:
+        return run_record(run_dir, self.supervisor.live_pid(run_dir) is not None)
 
     def info(self, run_id: str) -> dict[str, Any]:
-        """The run with its plan (while planned) and the files it offers."""
+        """The run with its plan (while planned), the people and the files it offers."""
         run_dir = self.run_dir(run_id)
-        info = self.describe(run_dir)
+        info = self.record(run_dir)
         state = read_state(run_dir)
-        info["plan"] = state.get("plan")
-        info["digest"] = state.get("digest") if info["state"] == "planned" else None
-        info["can_run"] = bool((state.get("plan") or {}).get("can_run"))
-        info["files"] = [n for n in DOWNLOADS if (run_dir / n).is_file()]
-        info["resumable"] = bool(state.get("approved_at")) and (run_dir / JOB_TOML).exists()
-        info["verifying"] = info["state"] == "running" and self.verifying(run_dir)
+        approval = read_json(run_dir / APPROVAL)
+        why_not = blocked(state.get("plan"))
+        info |= {
+            "plan": state.get("plan"),
+            "digest": state.get("digest") if info["state"] == "planned" else None,
+            "can_run": why_not is None, "blocked": why_not,
+            "files": [n for n in DOWNLOADS if (run_dir / n).is_file()],
+            "resumable": bool(state.get("approved_at")) and (run_dir / JOB_TOML).exists()
+            and not (info["kind"] == "export" and info["state"] == "failed"),
+            "verifying": info["state"] == "running" and self.verifying(run_dir),
+            "submitted_by": state.get("submitted_by"),
+            "approved_by": approval.get("by") or state.get("approved_by"),
+            "approved_at": state.get("approved_at"),
+            "overlaps": [self._linked(o) for o in state.get("overlaps") or []],
+        }
         return info
+
+    def account(self, run_id: str) -> dict[str, Any]:
+        """Who shares the run's account now (`sharing`, `ahead`: planning.account_view)."""
+        return planning.account_view(self.run_dir(run_id), self.config.workspace)
+
+    def _linked(self, overlap: dict[str, Any]) -> dict[str, Any]:
+        """An overlap as the page shows it: the other run's id when it is in the workspace,
+        never its path."""
+        path = Path(str(overlap.get("run_dir", "")))
+        here = path.parent == self.config.workspace
+        return {"id": path.name if here else None, "job": overlap.get("job"),
+                "state": overlap.get("state"), "users": overlap.get("users")}
 
     def verifying(self, run_dir: Path) -> bool:
         """Is the live process a `verify` (not the run itself)?"""
@@ -139,12 +163,7 @@ class Console:
         return isinstance(child, dict) and child.get("kind") == "verify"
 
     def default_rate(self) -> float | str:
-        """The rate an upload gets when the form leaves it empty."""
-        try:
-            rate = read_defaults(self.config.defaults_path).get("rate")
-        except BatchmoveError:
-            rate = None
-        return float(rate) if isinstance(rate, int | float) else JobSpec(Path()).rate
+        return self.planner.default_rate()
 
     def jobs(self) -> list[str]:
         folder = self.config.jobs
@@ -154,21 +173,21 @@ class Console:
 
     def listed_rows(self, run_id: str, statuses: tuple[str, ...], offset: int,
                     limit: int) -> dict[str, Any]:
-        """A page of invalid/duplicate (or failed) rows, from the run's ledger or the plan's
-        (`loading` while the plan's is still being filled)."""
+        """A page of invalid/duplicate (or failed) rows, from the run's ledger or the plan's."""
         run_dir = self.run_dir(run_id)
-        source = run_dir if (run_dir / LEDGER_NAME).exists() else run_dir / PLAN_DIR
-        loading = self._scratch.get(run_dir)
-        if source != run_dir and loading is not None and not loading.done():
-            return {"total": 0, "offset": offset, "rows": [], "loading": True}
-        try:
-            with LedgerReader(source) as reader:
-                counts = reader.totals()
-                rows = reader.listed(statuses, offset, limit)
-        except RunStateError:
-            return {"total": 0, "offset": offset, "rows": []}
-        return {"total": sum(counts.get(s, 0) for s in set(statuses)), "offset": offset,
-                "rows": [r._asdict() for r in rows]}
+        for source in (run_dir, run_dir / PLAN_DIR):  # the run's ledger, else the plan's
+            try:
+                watch = api.watch_run(source)
+            except RunStateError:
+                continue
+            try:
+                counts = cast(dict[str, int], watch.counts())
+                rows = watch.rows(statuses, offset, limit)
+            finally:
+                watch.close()
+            return {"total": sum(counts.get(s, 0) for s in set(statuses)), "offset": offset,
+                    "rows": [r._asdict() for r in rows]}
+        return {"total": 0, "offset": offset, "rows": []}
 
     def file(self, run_id: str, name: str) -> Path:
         path = self.run_dir(run_id) / name
@@ -177,103 +196,119 @@ class Console:
         return path
 
     # --- planning --------------------------------------------------------------------------
-    def new_run(self, **state: Any) -> Path:
+    def new_run(self, by: Person, **state: Any) -> Path:
         run_dir = private_dir(self.config.workspace / new_id())
-        update_state(run_dir, created_at=now(), **state)
+        update_state(run_dir, created_at=api.now(), submitted_by=by.name, **state)
         return run_dir
 
-    def discard(self, run_dir: Path) -> None:
+    def remove(self, run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
     async def plan_upload(self, run_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
         update_state(run_dir, settings=settings)
-        return await self._plan(run_dir)
-
-    async def plan_jobfile(self, name: str) -> dict[str, Any]:
-        if name not in self.jobs() or self.config.jobs is None:
-            raise NotFound(f"no job file {name!r} in the jobs folder")
-        run_dir = self.new_run(source="job", job_file=name, name=Path(name).stem,
-                               input_name=name)
-        try:
-            return await self._plan(run_dir)
-        except BatchmoveError:
-            self.discard(run_dir)
-            raise
-
-    def _job(self, run_dir: Path) -> tuple[dict[str, Any], Path | None]:
-        """The job as it would be planned now, and the file to copy in as its input."""
-        state = read_state(run_dir)
-        if state.get("source") == "job" and self.config.jobs is not None:
-            return planning.jobfile_job(self.config.jobs / state["job_file"])
-        if state.get("source") == "rollback":
-            return state["job"], None
-        job = planning.upload_job(read_defaults(self.config.defaults_path),
-                                  state.get("settings", {}), state.get("name", "upload"),
-                                  state["input_file"])
-        return job, None
-
-    def _current_digest(self, run_dir: Path) -> str:
-        job, source = self._job(run_dir)
-        if source is not None:
-            return planning.digest_of(source, job)
-        return planning.digest_of(run_dir / job["input"] if "input" in job else None, job)
-
-    async def _plan(self, run_dir: Path) -> dict[str, Any]:
-        """job.toml from the sources, its digest, then the plan (in the planning process)."""
-        job, source = self._job(run_dir)
-        planning.write_job(run_dir, job, source)
-        digest = await asyncio.to_thread(self._current_digest, run_dir)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._planner(), planning.plan_in_worker,
-                                            str(run_dir))
-        if not result["ok"]:
-            update_state(run_dir, error=result["error"], plan=None, digest=None)
-            raise UsageError(result["error"])
-        update_state(run_dir, plan=result["plan"], digest=digest, error=None,
-                     plan_message=result["message"], planned_at=now())
-        self._load_scratch(run_dir, result["plan"])
+        await self.planner.plan(run_dir)
         return self.info(run_dir.name)
 
-    def _load_scratch(self, run_dir: Path, plan: dict[str, Any]) -> None:
-        """Start loading the rows the plan page lists, if it lists any (in the background)."""
-        rows = plan.get("rows", {})
-        if not (rows.get("invalid") or rows.get("duplicate")):
-            return
-        loop = asyncio.get_running_loop()
-        self._scratch[run_dir] = loop.run_in_executor(
-            self._planner(), planning.scratch_in_worker, str(run_dir))
+    async def plan_jobfile(self, name: str, by: Person) -> dict[str, Any]:
+        if name not in self.jobs() or self.config.jobs is None:
+            raise NotFound(f"no job file {name!r} in the jobs folder")
+        run_dir = self.new_run(by, source="job", job_file=name, name=Path(name).stem,
+                               input_name=name)
+        return await self._plan_new(run_dir)
 
-    def _planner(self) -> Executor:
-        """Two planning processes: a plan never waits behind the scratch load of another."""
-        if self.planner is None:
-            self._own_pool = ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn"))
-            self.planner = self._own_pool
-        return self.planner
+    async def _plan_new(self, run_dir: Path) -> dict[str, Any]:
+        try:
+            await self.planner.plan(run_dir)
+        except BatchmoveError:
+            self.remove(run_dir)
+            raise
+        return self.info(run_dir.name)
 
-    def warm_up(self) -> None:
-        """Start the planning processes now, so the first upload does not wait for imports."""
-        pool = self._planner()
-        for _ in range(2):
-            pool.submit(planning.warm_up)
+    async def plan_export(self, run_id: str, by: Person) -> dict[str, Any]:
+        """A finished export's file becomes the input of a new planned run (a no-op as it is;
+        people edit the file and upload it, or plan it here to see that it moves nobody)."""
+        info = self.info(run_id)
+        files = [n for n in EXPORT_FILES if n in info["files"]]
+        if info.get("kind") != "export" or info["state"] != "finished" or not files:
+            raise Refused("only a finished export's file can be planned", info)
+        suffix = Path(files[0]).suffix
+        new_dir = self.new_run(by, source="upload", input_name=files[0], name="followers",
+                               input_file=f"input{suffix}",
+                               settings={"backend": info["backend"]})
+        shutil.copyfile(self.run_dir(run_id) / files[0], upload_path(new_dir, suffix))
+        upload_path(new_dir, suffix).chmod(0o600)
+        return await self._plan_new(new_dir)
 
-    # --- acting ----------------------------------------------------------------------------
-    async def approve(self, run_id: str, digest: str) -> dict[str, Any]:
-        """Start the run, if the digest is the plan's and the sources still match it."""
+    async def rollback(self, run_id: str, by: Person) -> dict[str, Any]:
+        """rollback.csv of the run becomes the input of a new planned run."""
         run_dir = self.run_dir(run_id)
         info = self.info(run_id)
-        if info["state"] != "planned":
-            raise Refused(f"the run is {info['state']}, not awaiting approval", info)
-        if not info["can_run"]:
-            why = (info["plan"] or {}).get("blocked") or info["message"] or "no plan"
-            raise Refused(f"this plan cannot run: {why}", info)
-        current = await asyncio.to_thread(self._current_digest, run_dir)
-        if current != info["digest"]:
-            raise Refused("stale", await self._plan(run_dir))
-        if digest != info["digest"]:
-            raise Refused("stale", info)
-        update_state(run_dir, approved_at=now(), approved_digest=digest)
-        self.supervisor.start(run_dir)
-        return self.info(run_id)
+        if info["state"] not in ("finished", "stopped"):
+            raise Refused(f"the run is {info['state']}: wait for it to end", info)
+        new_dir = self.new_run(by, source="rollback", rollback_of=run_id,
+                               name=f"{info['job']}-rollback", input_name="rollback.csv")
+        try:
+            undo = await asyncio.to_thread(api.rollback, run_dir, new_dir / "input.csv")
+            job = self.planner.rollback_job(run_dir, info, undo.needs_blacklist)
+            update_state(new_dir, job=job, input_file="input.csv")
+        except BatchmoveError:
+            self.remove(new_dir)
+            raise
+        return await self._plan_new(new_dir)
+
+    # --- acting ----------------------------------------------------------------------------
+    def _lock(self, run_dir: Path) -> asyncio.Lock:
+        """One action at a time on a run, in this console (approval.json across consoles)."""
+        return self._locks.setdefault(run_dir, asyncio.Lock())
+
+    async def approve(self, run_id: str, digest: str, by: Person,
+                      acknowledge: bool = False) -> dict[str, Any]:
+        """Start the run, if the digest is the plan's, the sources still match it, no
+        approval came first, and any overlap with another run on the account (counted now)
+        was acknowledged. The run's info, with `overlaps` acknowledged."""
+        run_dir = self.run_dir(run_id)
+        async with self._lock(run_dir):
+            info = self.info(run_id)
+            if info["state"] != "planned" or (run_dir / APPROVAL).exists():
+                raise Refused(f"the run is {info['state']}, not awaiting approval", info)
+            if self.config.four_eyes and info["submitted_by"] == by.name:
+                raise Forbidden("four eyes: a plan is approved by someone other than the "
+                                "person who submitted it")
+            if info["blocked"]:
+                raise Refused(f"this plan cannot run: {info['blocked']}", info)
+            if await asyncio.to_thread(self.planner.digest, run_dir) != info["digest"]:
+                await self.planner.plan(run_dir)
+                raise Refused("stale", self.info(run_id))
+            if digest != info["digest"]:
+                raise Refused("stale", info)
+            overlaps = await asyncio.to_thread(planning.claim, run_dir, "pending")
+            if overlaps and not acknowledge:
+                raise Refused("overlap", info | {"overlaps": [self._linked(o) for o in overlaps]})
+            if not claim(run_dir / APPROVAL, {"by": by.name, "at": api.now(),
+                                              "digest": digest, "overlaps": overlaps}):
+                raise Refused("the run was approved by someone else meanwhile",
+                              self.info(run_id))
+            update_state(run_dir, approved_at=api.now(), approved_by=by.name,
+                         approved_digest=digest, overlaps_acknowledged=overlaps)
+            await asyncio.to_thread(planning.claim, run_dir, "approved")
+            self._start(run_dir, *(("--allow-overlap",) if overlaps else ()))
+            return self.info(run_id) | {"overlaps": [self._linked(o) for o in overlaps]}
+
+    async def discard(self, run_id: str, by: Person) -> dict[str, Any]:
+        """A planned run goes away (its upload with it); the audit log keeps the record."""
+        run_dir = self.run_dir(run_id)
+        async with self._lock(run_dir):
+            info = self.info(run_id)
+            if info["state"] != "planned" and not (info["state"] == "failed"
+                                                   and not info["approved_at"]):
+                raise Refused(f"the run is {info['state']}: only a plan can be discarded", info)
+            if info["submitted_by"] != by.name and not by.may("discard_any"):
+                raise Forbidden("only its submitter or an approver can discard a plan")
+            if not claim(run_dir / APPROVAL, {"discarded_by": by.name, "at": api.now()}):
+                raise Refused("the run was approved meanwhile", self.info(run_id))
+            await asyncio.to_thread(planning.release, run_dir)
+            self.remove(run_dir)
+            return info
 
     def stop(self, run_id: str) -> dict[str, Any]:
         if not self.supervisor.stop(self.run_dir(run_id)):
@@ -284,45 +319,31 @@ class Console:
         run_dir = self.run_dir(run_id)
         info = self.info(run_id)
         if info["state"] not in ("stopped", "failed") or not info["resumable"]:
-            raise Refused("only a stopped run started from this console can be resumed here "
-                          "(resume a command-line run with the same command)", info)
+            raise Refused("only a stopped run started from this console can be resumed here",
+                          info)
         self._start(run_dir)
         return self.info(run_id)
 
-    def start_export(self, settings: dict[str, Any]) -> dict[str, Any]:
+    def start_export(self, settings: dict[str, Any], by: Person) -> dict[str, Any]:
         """A new run directory whose child is `batchmove export` (settings: exports.py)."""
-        run_dir = self.new_run(source="export", name="followers", settings=settings,
-                               approved_at=now())
+        run_dir = self.new_run(by, source="export", name="followers", settings=settings,
+                               approved_at=api.now())
         write_private(run_dir / JOB_TOML,
                       dump_toml(export_job(read_defaults(self.config.defaults_path))).encode())
         self._start(run_dir)
         return self.info(run_dir.name)
 
-    async def plan_export(self, run_id: str) -> dict[str, Any]:
-        """A finished export's file becomes the input of a new planned run (a no-op as it is;
-        people edit the file and upload it, or plan it here to see that it moves nobody)."""
-        info = self.info(run_id)
-        files = [n for n in EXPORT_FILES if n in info["files"]]
-        if info.get("kind") != "export" or info["state"] != "finished" or not files:
-            raise Refused("only a finished export's file can be planned", info)
-        suffix = Path(files[0]).suffix
-        new_dir = self.new_run(source="upload", input_name=files[0], name="followers",
-                               input_file=f"input{suffix}")
-        shutil.copyfile(self.run_dir(run_id) / files[0], upload_path(new_dir, suffix))
-        upload_path(new_dir, suffix).chmod(0o600)
-        try:
-            return await self.plan_upload(new_dir, {"backend": info["backend"]})
-        except BatchmoveError:
-            self.discard(new_dir)
-            raise
-
-    def _start(self, run_dir: Path) -> None:
-        """Start (or resume: the same command) the run's child, a run or an export."""
+    def _start(self, run_dir: Path, *extra: str) -> None:
+        """Start (or resume: the same command) the run's child, a run or an export; never
+        beside a process that already runs it (a command-line run, another console's)."""
+        if api.run_locked(run_dir):
+            raise Refused("another process is running this run", self.info(run_dir.name))
         state = read_state(run_dir)
         if state.get("source") == "export":
             self.supervisor.start(run_dir, "export", *export_args(run_dir, state["settings"]))
         else:
-            self.supervisor.start(run_dir)
+            acknowledged = ("--allow-overlap",) if state.get("overlaps_acknowledged") else ()
+            self.supervisor.start(run_dir, "run", *(extra or acknowledged))
 
     def verify(self, run_id: str) -> dict[str, Any]:
         run_dir = self.run_dir(run_id)
@@ -332,48 +353,10 @@ class Console:
         self.supervisor.start(run_dir, "verify")
         return self.info(run_id)
 
-    async def rollback(self, run_id: str) -> dict[str, Any]:
-        """rollback.csv of the run becomes the input of a new planned run."""
-        run_dir = self.run_dir(run_id)
-        info = self.info(run_id)
-        if info["state"] not in ("finished", "stopped"):
-            raise Refused(f"the run is {info['state']}: wait for it to end", info)
-        new_dir = self.new_run(source="rollback", rollback_of=run_id,
-                               name=f"{info['job']}-rollback", input_name="rollback.csv")
-        try:
-            undo = await asyncio.to_thread(api.rollback, run_dir, new_dir / "input.csv")
-            job = self._rollback_job(run_dir, info, undo.needs_blacklist)
-            update_state(new_dir, job=job, input_file="input.csv")
-            return await self._plan(new_dir)
-        except BatchmoveError:
-            self.discard(new_dir)
-            raise
-
-    def _rollback_job(self, run_dir: Path, info: dict[str, Any],
-                      blacklist: bool) -> dict[str, Any]:
-        base: dict[str, Any] = read_defaults(self.config.defaults_path)
-        if (run_dir / JOB_TOML).exists():
-            with (run_dir / JOB_TOML).open("rb") as f:
-                base |= {k: v for k, v in tomllib.load(f).items() if k in _ROLLBACK_KEEPS}
-        base = {k: v for k, v in base.items() if k in _ROLLBACK_KEEPS}
-        if "api_base" not in base and (run_dir / LEDGER_NAME).exists():
-            with LedgerReader(run_dir) as reader:  # a run from the CLI: its own API
-                api_base = reader.meta().get("api_base")
-            if api_base:
-                base["api_base"] = api_base
-        job = base | {"name": f"{info['job']}-rollback", "input": "input.csv",
-                      "backend": info["backend"]}
-        if blacklist:
-            job["allow_blacklist"] = True
-        return job
-
     def close(self) -> None:
         self.watcher.close()
         self.supervisor.shutdown()
-        if self._own_pool is not None:
-            self._own_pool.shutdown(wait=False, cancel_futures=True)
-            self._own_pool = self.planner = None
-
+        self.planner.close()
 
 
 def upload_path(run_dir: Path, suffix: str) -> Path:

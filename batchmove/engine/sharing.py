@@ -15,6 +15,7 @@ claimed for it and nothing overlaps it.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from batchmove.engine.runner import RetryPolicy, with_retries
 from batchmove.errors import ApiError, DailyQuotaError, UsageError
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load
-from batchmove.ledger.store import Ledger
+from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import SANDBOX, JobSpec
 from batchmove.registry import Claims, Registry, account_of
 from batchmove.registry.aimd import start_rate
@@ -75,16 +76,20 @@ def overlaps_of(spec: JobSpec, ledger: Ledger, scratch: Path) -> list[Overlap]:
         registry.close()
 
 
-def claim_job(spec: JobSpec, state: str) -> list[Overlap]:
+def claim_job(spec: JobSpec, state: str, rows_dir: Path | None = None) -> list[Overlap]:
     """Register a run that waits for approval ("pending", "approved": the console), its users
-    read from its input; the live runs it overlaps. `release_job` removes it."""
+    read from its input (or from the row ledger a plan kept in `rows_dir`); the live runs it
+    overlaps. `release_job` removes it."""
     if spec.api_base == SANDBOX:
         return []
-    source = loader.open_input(spec)
     registry = Registry()
-    with tempfile.TemporaryDirectory(prefix="batchmove-claim-") as scratch, \
-            Ledger(Path(scratch)).open() as ledger:
-        load(ledger, source, spec, "", lambda _: None)
+    with contextlib.ExitStack() as stack:
+        if rows_dir is not None and (rows_dir / LEDGER_NAME).exists():
+            ledger = stack.enter_context(Ledger(rows_dir).open())
+        else:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="batchmove-claim-"))
+            ledger = stack.enter_context(Ledger(Path(scratch)).open())
+            load(ledger, loader.open_input(spec), spec, "", lambda _: None)
         try:
             return Claims(registry, account_of(spec)).register(
                 spec.out_dir, spec.name, ledger.pending_openids(), state=state,

@@ -7,6 +7,7 @@ job's selection is listed (read-only) into a scratch directory, never frozen.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,27 +25,34 @@ from batchmove.engine.sharing import (
 from batchmove.errors import DailyQuotaError, FatalApiError, TokenError, TransientError, UsageError
 from batchmove.flows import segments
 from batchmove.intake import loader
-from batchmove.ledger.rundir import load, write_json
+from batchmove.ledger.rundir import fresh_dir, load, write_json
 from batchmove.ledger.store import Ledger
 from batchmove.models import JobSpec, Target
 from batchmove.results import Events, Plan
 from batchmove.wechat.client import WeChatClient
 
 
-async def plan_job(spec: JobSpec, events: Events) -> Plan:
-    """select -> load -> resolve -> count and price: the plan, also written as `plan.json`."""
+async def plan_job(spec: JobSpec, events: Events, rows_dir: Path | None = None) -> Plan:
+    """select -> load -> resolve -> count and price: the plan, also written as `plan.json`.
+    The rows are loaded into a scratch ledger, kept in `rows_dir` when given (a watcher pages
+    them by row number without parsing the input again), else deleted."""
     async with segments.planned(spec, events) as (spec, listed):
-        plan = await _plan_input(spec, events)
+        plan = await _plan_input(spec, events, rows_dir)
     if listed is not None and spec.select is not None:
         plan = segments.with_listing(plan, listed, spec.select)
     write_json(spec.out_dir / "plan.json", plan.as_dict())
     return plan
 
 
-async def _plan_input(spec: JobSpec, events: Events) -> Plan:
+async def _plan_input(spec: JobSpec, events: Events, rows_dir: Path | None) -> Plan:
     source = loader.open_input(spec)
-    with tempfile.TemporaryDirectory(prefix="batchmove-plan-") as scratch, \
-            Ledger(Path(scratch)).open() as ledger:
+    with contextlib.ExitStack() as stack:
+        if rows_dir is None:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="batchmove-plan-")))
+        else:
+            scratch = fresh_dir(rows_dir)
+        ledger = stack.enter_context(Ledger(scratch).open())
         load(ledger, source, spec, "", events.info)
         blocked = None
         overlaps = overlaps_of(spec, ledger, Path(scratch))
@@ -59,7 +67,7 @@ async def _plan_input(spec: JobSpec, events: Events) -> Plan:
         blocked = describe_overlap(overlaps) + " (--allow-overlap runs it all the same)"
     path = spec.out_dir / "plan.json"
     return replace(plan, can_run=blocked is None, blocked=blocked, plan_json=path,
-                   overlaps=overlaps)
+                   rows_dir=rows_dir, overlaps=overlaps)
 
 
 async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolution: Resolution,

@@ -114,9 +114,8 @@ def _table_of(value: Any) -> Any:
 
 
 def load_job(path: Path, *, need_input: bool = True) -> dict[str, Any]:
-    """Parse and type-check a job file into `JobSpec` keyword arguments. `need_input=False`
-    (export --job, accounts list|sync) reads its settings only: neither `input` nor `[select]`
-    is required."""
+    """A job file -> `JobSpec` kwargs; `need_input=False`: its settings alone (export --job,
+    accounts list|sync)."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -128,10 +127,15 @@ def load_job(path: Path, *, need_input: bool = True) -> dict[str, Any]:
         raise JobFileError(f"{path}: the job file is not UTF-8 text") from exc
     except OSError as exc:
         raise JobFileError(f"{path}: cannot read the job file: {exc.strerror or exc}") from exc
+    return {"job_path": path} | job_values(data, path, need_input=need_input)
+
+
+def job_values(data: Mapping[str, Any], path: Path, *, need_input: bool = True) -> dict[str, Any]:
+    """Job keys as a job file at `path` holds them (paths relative to it) -> `JobSpec` kwargs."""
     reader = _Reader(path, data)
     reader.check_keys()
     source = reader.source(need_input)  # before the other keys: the first thing to get right
-    values: dict[str, Any] = {"job_path": path, "name": path.stem}
+    values: dict[str, Any] = {"name": path.stem}
     values |= reader.values()
     values["input"], values["select"] = source
     return values

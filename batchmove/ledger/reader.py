@@ -9,15 +9,18 @@ the 2-core bench machine; per target (a sort by target) 0.6-1 s.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections import Counter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from batchmove.errors import RunStateError
-from batchmove.ledger.store import LEDGER_NAME
+from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME
 from batchmove.models import RowStatus
+from batchmove.results import Answered, Counts, ListedRow, counts_of
 
 #: statuses a watcher can page through (rows that will never be sent)
 LISTABLE = ("invalid", "duplicate", "failed")
@@ -31,18 +34,40 @@ _TOTALS = ("SELECT " + ", ".join(
 
 _ANSWERED = ("SELECT count(*) FILTER (WHERE status = 'pending'), "
              "count(*) FILTER (WHERE status = 'failed'), count(*) FROM rows")
+#: rows never sent, so never a target's: left out of the per-target counts
+_UNSENT = frozenset({RowStatus.INVALID.value, RowStatus.DUPLICATE.value})
 
 
-class ListedRow(NamedTuple):
-    row: int
-    openid: str
-    target: str
-    status: str
-    reason: str  # why invalid/duplicate, or the errcode and WeChat's message
+def run_locked(run_dir: Path) -> bool:
+    """Is a process running this run now (holding the lock `Ledger.open` takes)? Asked with
+    a shared lock dropped at once, so it never stands in a run's way."""
+    try:
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def ledger_changed_at(run_dir: Path) -> float | None:
+    """When the ledger last changed (its WAL included), or None without a ledger."""
+    ledger = run_dir / LEDGER_NAME
+    try:
+        changed = ledger.stat().st_mtime
+    except OSError:
+        return None
+    wal = Path(f"{ledger}-wal")
+    return max(changed, wal.stat().st_mtime) if wal.exists() else changed
 
 
 class LedgerReader:
-    """`with LedgerReader(run_dir) as r:` cheap read-only queries over the ledger."""
+    """`with LedgerReader(run_dir) as r:` cheap read-only queries over the ledger (the
+    `batchmove.results.RunWatch` a watcher polls)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LEDGER_NAME
@@ -75,28 +100,31 @@ class LedgerReader:
             raise RunStateError("the ledger reader is closed")
         return self.db
 
-    def data_version(self) -> int:
+    def version(self) -> int:
         """Changes whenever another connection commits: skip re-counting when it has not."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def meta(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
 
-    def totals(self) -> dict[str, int]:
-        """Rows per status, every RowStatus value included (zeros too)."""
+    def counts(self) -> Counts:
+        """Rows per status, every status included (zeros too)."""
         found = self.conn.execute(_TOTALS).fetchone()
-        return {s.value: int(c) for s, c in zip(RowStatus, found, strict=True)}
+        return counts_of({s.value: int(c) for s, c in zip(RowStatus, found, strict=True)})
 
-    def answered(self) -> tuple[int, int, int]:
+    def answered(self) -> Answered:
         """(pending, failed, all rows): while a run moves users only these change, and they
         cost half a full count (`count(*)` alone reads no row)."""
         found = self.conn.execute(_ANSWERED).fetchone()
-        return int(found[0]), int(found[1]), int(found[2])
+        return Answered(int(found[0]), int(found[1]), int(found[2]))
 
-    def by_target(self) -> dict[str, dict[str, int]]:
-        """{target as typed: {status: rows}} for every target of the input."""
-        return {target: {s.value: int(c) for s, c in zip(RowStatus, found, strict=True) if c}
-                for target, *found in self.conn.execute(_BY_TARGET)}
+    def targets(self) -> dict[str, Counts]:
+        """{target as typed: rows per status} for every target a row is sent to (invalid and
+        duplicate rows are never sent: they are nobody's target)."""
+        found = {target: {s.value: int(c) for s, c in zip(RowStatus, row, strict=True)
+                          if s.value not in _UNSENT}
+                 for target, *row in self.conn.execute(_BY_TARGET)}
+        return {t: counts_of(c) for t, c in found.items() if any(c.values())}
 
     def created(self) -> set[str]:
         return {name for (name,) in self.conn.execute(
@@ -105,7 +133,7 @@ class LedgerReader:
     def calls(self) -> Counter[str]:
         return Counter(dict(self.conn.execute("SELECT endpoint, n FROM calls")))
 
-    def listed(self, statuses: tuple[str, ...], offset: int, limit: int) -> list[ListedRow]:
+    def rows(self, statuses: tuple[str, ...], offset: int, limit: int) -> list[ListedRow]:
         """One page of the rows with these statuses, in the spreadsheet's order."""
         wanted = [s for s in statuses if s in LISTABLE] or ["invalid"]
         marks = ", ".join("?" * len(wanted))

@@ -104,6 +104,14 @@ def archive(ledger: Ledger, meta: dict[str, Any]) -> None:
     ledger.open(lock=False)
 
 
+def fresh_dir(folder: Path) -> Path:
+    """`folder` (mode 700) without a ledger in it: an earlier one's files are removed."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in RUN_FILES[:3]:
+        (folder / name).unlink(missing_ok=True)
+    return folder
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from batchmove.console import ConsoleConfig, make_app
+from batchmove.console import ConsoleConfig, add_person, make_app, read_people
+from batchmove.console.login import GATE
 from batchmove.console.security import allowed_hosts
 from batchmove.sandbox import DEFAULT_APPID, DEFAULT_SECRET, SandboxConfig, running_sandbox
 from tests.support.console import (
@@ -33,6 +34,7 @@ from tests.support.console import (
     KEY,
     ConsoleUnderTest,
     Stage,
+    Team,
     write_defaults,
 )
 
@@ -69,8 +71,43 @@ async def console_app(tmp_path: Path, aiohttp_client: Any, credentials: None,
         app = make_app(console, KEY, lambda: allowed_hosts("127.0.0.1", port[0]), planner)
         client = await aiohttp_client(app)
         port.append(client.server.port)
+        app[GATE].port = client.server.port
         yield ConsoleUnderTest(client, workspace, f"http://127.0.0.1:{port[0]}", sb.base_url,
                                sb)
+
+
+@pytest.fixture(scope="session")
+def team_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A users file (four eyes) of two submitters, two approvers and an admin, and their
+    secrets (scrypt costs ~70 ms a person: made once a session)."""
+    path = tmp_path_factory.mktemp("people") / "users.toml"
+    roles = {"alice": "submitter", "dave": "submitter", "bob": "approver",
+             "erin": "approver", "carol": "admin"}
+    secrets = {name: add_person(path, name, role, four_eyes=True)
+               for name, role in roles.items()}
+    return path, secrets
+
+
+@pytest.fixture
+async def team_app(tmp_path: Path, aiohttp_client: Any, credentials: None,
+                   planner: ProcessPoolExecutor,
+                   team_file: tuple[Path, dict[str, str]]) -> AsyncIterator[Team]:
+    """The console in --users mode (four eyes) over a real sandbox, with signed-in clients."""
+    config = SandboxConfig(users=300, groups=("销售",))
+    people = read_people(team_file[0])
+    async with running_sandbox(config, host="127.0.0.1", port=0) as sb:
+        workspace = tmp_path / "runs"
+        workspace.mkdir(mode=0o700)
+        console = ConsoleConfig(workspace=workspace, defaults_path=write_defaults(
+            tmp_path, sb.base_url), max_upload=1 << 20, four_eyes=True)
+        port: list[int] = []
+        app = make_app(console, None, lambda: allowed_hosts("127.0.0.1", port[0]), planner,
+                       people=people)
+        client = await aiohttp_client(app)
+        port.append(client.server.port)
+        app[GATE].port = client.server.port
+        yield Team(client, workspace, f"http://127.0.0.1:{port[0]}", sb.base_url, sb,
+                   team_file[1])
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -178,6 +179,8 @@ def test_a_console_restart_finds_the_running_run(browser: Any, stage: Stage) -> 
         moving(page)
         assert stage.console is not None
         stage.console.stop()  # SIGTERM to the console; the run goes on in its own session
+        expect(page.locator("#conn-banner")).to_have_text(re.compile("连接已断开"))
+        shot(page, "9a-connection-lost-zh")
         stage.start_console()
         page.goto(stage.console.url)
         row = page.locator(f"tr[data-run='{run_id}'] .state")
@@ -199,7 +202,8 @@ def test_without_the_key_nothing_is_shown(browser: Any, stage: Stage) -> None:
     try:
         response = page.goto(stage.base + "/")
         assert response.status == 401
-        assert "needs its key" in page.inner_text("body")
+        assert page.locator("#login-submit").count() == 1  # the login form, nothing else
+        assert page.locator("#upload-form, #history").count() == 0
         shot(page, "11-no-key")
         assert page.goto(stage.base + "/api/runs").status == 401
     finally:

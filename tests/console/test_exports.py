@@ -94,6 +94,7 @@ async def test_bad_group_name_fails_with_a_clear_message(console_app: ConsoleUnd
     assert info["message"].startswith("batchmove: ")
     assert "没有这个组" in info["message"]
     assert info["files"] == []
+    assert info["resumable"] is False  # resuming would fail the same way
 
 
 async def test_bad_fields_are_400_and_foreign_origin_403(console_app: ConsoleUnderTest) -> None:
@@ -106,7 +107,7 @@ async def test_bad_fields_are_400_and_foreign_origin_403(console_app: ConsoleUnd
     assert "format" in (await r.json())["error"]
     r = await c.client.post("/api/exports", json={}, headers=c.auth(Origin="http://evil.test"))
     assert r.status == 403
-    assert not list(c.workspace.iterdir())
+    assert not [p for p in c.workspace.iterdir() if p.is_dir()]
 
 
 async def test_a_stopped_export_resumes_to_every_follower_once(

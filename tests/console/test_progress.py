@@ -14,7 +14,7 @@ from tests.support.sandboxes import FakeClock
 def _ledger(run_dir: Path, n: int = 100) -> Ledger:
     rows = [InputRow(i + 2, f"o{i}", "A" if i % 2 else "B", "pending", "", None)
             for i in range(n)]
-    rows.append(InputRow(n + 2, "", "A", "invalid", "missing openid", None))
+    rows.append(InputRow(n + 2, "", "", "invalid", "missing openid", None))
     ledger = Ledger(run_dir).open()
     ledger.load_rows([rows], lambda _: [])
     return ledger
@@ -40,11 +40,14 @@ async def test_figures_follow_the_ledger(tmp_path: Path, fake_clock: FakeClock) 
         assert figures["phase"] == "moving"
         assert figures["users_per_s"] == 10.0
         assert figures["eta_s"] == 6
-        assert {t["target"]: t["done"] for t in figures["targets"]} == {"A": 20, "B": 20}
+        assert {t["target"]: t["moved"] for t in figures["targets"]} == {"A": 20, "B": 20}
+        for column in ("moved", "already", "failed", "pending"):  # the columns add up
+            assert sum(t[column] for t in figures["targets"]) == figures["counts"][column]
         ended = await watcher.poll(tmp_path, live=False)
         assert ended["phase"] == "stopped"
         assert ended["moved"] == 40
-        assert sum(t["done"] for t in ended["targets"]) == 40
+        assert sum(t["moved"] for t in ended["targets"]) == 40
+        assert "" not in {t["target"] for t in ended["targets"]}  # the invalid row's
     assert tmp_path not in watcher.watches  # the run ended: its connection is closed
 
 

@@ -56,6 +56,22 @@ class ConsoleUnderTest:
         return {"Authorization": f"Bearer {KEY}", **headers}
 
 
+@dataclass
+class Team(ConsoleUnderTest):
+    """A console in --users mode: `login(name)` gives that person's Bearer headers."""
+
+    secrets: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    async def login(self, name: str) -> dict[str, str]:
+        if name not in self.tokens:
+            r = await self.client.post("/api/login", json={
+                "name": name, "secret": self.secrets[name]})
+            assert r.status == 200, await r.text()
+            self.tokens[name] = (await r.json())["token"]
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+
 # --- real processes ---------------------------------------------------------------------------
 def _line(proc: subprocess.Popen[str], timeout: float) -> str:
     assert proc.stdout is not None
@@ -129,7 +145,7 @@ class Stage:
     @property
     def base(self) -> str:
         assert self.console is not None
-        return self.console.url.split("/?key=")[0]
+        return self.console.url.split("?key=")[0].rstrip("/")
 
     def sandbox_state(self) -> dict[str, Any]:
         assert self.sandbox is not None
@@ -147,6 +163,26 @@ def expect(locator: Any) -> Any:
     from playwright.sync_api import expect as playwright_expect
 
     return playwright_expect(locator)
+
+
+def sign_in(page: Any, base: str, name: str, secret: str) -> None:
+    """Through the login page, as a person does."""
+    page.goto(base + "/login")
+    page.fill("#name", name)
+    page.fill("#secret", secret)
+    page.click("#login-submit")
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def run_axe(page: Any) -> list[dict[str, Any]]:
+    """axe-core (vendored under tests/vendor/) on the page as it is: the violations of impact
+    serious or critical. The context must bypass the page's CSP (`bypass_csp=True`)."""
+    source = (REPO_ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js").read_text()
+    page.evaluate(source)
+    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']}))"
+                          ".violations.map(v => ({id: v.id, impact: v.impact, help: v.help, "
+                          "nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}))")
+    return [v for v in found if v["impact"] in ("serious", "critical")]
 
 
 def shot(page: Any, name: str) -> Path:

@@ -6,6 +6,7 @@
   function t(key) { return T[key] || key; }
   function $(id) { return document.getElementById(id); }
   function show(el, text) { if (el) { el.textContent = text; el.hidden = false; } }
+  function said(data) { return (data && (data.text || data.error)) || ""; }
   function cell(row, text, cls) {
     var td = document.createElement("td");
     td.textContent = text === null || text === undefined ? "" : String(text);
@@ -63,7 +64,7 @@
         if (r.status === 200) { location.href = runUrl(r.data.id); return; }
         $("upload-busy").hidden = true;
         $("upload-submit").disabled = false;
-        show($("upload-error"), r.data.error);
+        show($("upload-error"), said(r.data));
       });
     });
   }
@@ -78,7 +79,7 @@
       post("/api/exports", new FormData(form)).then(function (r) {
         if (r.status === 200) { location.href = runUrl(r.data.id); return; }
         $("export-submit").disabled = false;
-        show($("export-error"), r.data.error);
+        show($("export-error"), said(r.data));
       });
     });
   }
@@ -91,10 +92,23 @@
         post("/api/jobs/" + encodeURIComponent(name) + "/plan").then(function (r) {
           button.disabled = false;
           if (r.status === 200) { location.href = runUrl(r.data.id); return; }
-          show($("jobs-error"), r.data.error);
+          show($("jobs-error"), said(r.data));
         });
       });
     });
+  }
+
+  function showOverlaps(overlaps) {  // counted at approval: shown, to be acknowledged
+    var list = $("overlap-list");
+    if (!list) { return; }
+    list.textContent = "";
+    overlaps.forEach(function (o) {
+      var li = document.createElement("li");
+      li.textContent = (t("overlap.line") || "").replace("{users}", o.users) + " " + o.job +
+        " (" + t("overlap.state." + o.state) + ")";
+      list.appendChild(li);
+    });
+    $("overlaps").hidden = false;
   }
 
   function setupActions(runId) {
@@ -102,12 +116,14 @@
     if (approve) {
       approve.addEventListener("click", function () {
         approve.disabled = true;
+        var ack = $("acknowledge");
         post("/api/runs/" + encodeURIComponent(runId) + "/approve",
-             { digest: approve.getAttribute("data-digest") }).then(function (r) {
+             { digest: approve.getAttribute("data-digest"), acknowledge: !!(ack && ack.checked) }).then(function (r) {
           if (r.status === 200) { location.href = runUrl(runId); return; }
           if (r.status === 409 && r.data.error === "stale") { location.href = runUrl(runId, "?stale=1"); return; }
+          if (r.status === 409 && r.data.error === "overlap") { showOverlaps(r.data.overlaps || []); }
           approve.disabled = false;
-          show($("action-error"), r.data.error);
+          show($("action-error"), said(r.data));
         });
       });
     }
@@ -116,9 +132,10 @@
         var verb = button.getAttribute("data-action");
         button.disabled = true;
         post("/api/runs/" + encodeURIComponent(runId) + "/" + verb).then(function (r) {
+          if (r.status === 200 && verb === "discard") { location.href = "/"; return; }
           if (r.status === 200) { location.href = runUrl(verb === "rollback" || verb === "plan" ? r.data.id : runId); return; }
           button.disabled = false;
-          show($("action-error"), r.data.error);
+          show($("action-error"), said(r.data));
         });
       });
     });
@@ -134,6 +151,7 @@
       fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); })
         .then(function (page) {
           if (page.loading) { setTimeout(load, 1000); return; }
+          if (page.error) { return; }
           total = page.total || 0;
           $("rows-card").hidden = total === 0;
           var body = table.tBodies[0];
@@ -142,7 +160,7 @@
             var tr = document.createElement("tr");
             cell(tr, row.row, "num"); cell(tr, row.openid, "mono"); cell(tr, row.target);
             cell(tr, t("plan." + row.status) === "plan." + row.status ? row.status : t("plan." + row.status));
-            cell(tr, row.reason);
+            cell(tr, row.reason_text || row.reason);
             body.appendChild(tr);
           });
           $("rows-range").textContent = total ? (offset + 1) + "–" + Math.min(offset + size, total) + " / " + total : "";
@@ -164,9 +182,11 @@
       var tr = document.createElement("tr");
       cell(tr, x.target, "target-name");
       var bar = document.createElement("progress");
-      bar.max = x.total || 1; bar.value = x.done + x.failed;
+      bar.max = x.total || 1; bar.value = x.total - x.pending;
+      bar.setAttribute("aria-label", x.target + ": " + (x.total - x.pending) + " / " + x.total);
       cell(tr, "").appendChild(bar);
-      cell(tr, x.done, "num"); cell(tr, x.failed, "num"); cell(tr, x.pending, "num");
+      cell(tr, x.moved, "num"); cell(tr, x.already, "num"); cell(tr, x.failed, "num");
+      cell(tr, x.pending, "num");
       body.appendChild(tr);
     });
   }
@@ -182,6 +202,19 @@
       return;
     }
     var source = new EventSource("/api/runs/" + encodeURIComponent(runId) + "/events");
+    var banner = $("conn-banner"), lost = false;
+    source.onerror = function () {  // the console went away: the browser retries by itself
+      lost = true;
+      banner.className = "banner conn";
+      show(banner, t("conn.lost"));
+    };
+    source.onopen = function () {
+      if (!lost) { return; }
+      lost = false;
+      banner.className = "banner conn ok";
+      show(banner, t("conn.back"));
+      setTimeout(function () { if (!lost) { banner.hidden = true; } }, 3000);
+    };
     source.onmessage = function (ev) {
       var d = JSON.parse(ev.data), c = d.counts || {};
       $("fig-phase").textContent = t("phase." + d.phase);
@@ -201,9 +234,34 @@
     };
   }
 
+  function localTimes() {  // UTC from the server, shown in the reader's own time zone
+    document.querySelectorAll("time[datetime]").forEach(function (el) {
+      var d = new Date(el.getAttribute("datetime"));
+      if (!isNaN(d.getTime())) {
+        el.textContent = d.toLocaleString(document.documentElement.lang || undefined,
+          { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+      }
+    });
+  }
+
+  function setupSettings() {
+    document.querySelectorAll("[data-end-sessions]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        button.disabled = true;
+        post("/api/sessions/end", { name: button.getAttribute("data-end-sessions") }).then(function (r) {
+          if (r.status === 200) { location.reload(); return; }
+          button.disabled = false;
+          show($("action-error"), said(r.data));
+        });
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var data = $("i18n");
     T = data ? JSON.parse(data.textContent) : {};
+    localTimes();
+    setupSettings();
     setupUpload();
     setupJobs();
     setupExport();

@@ -1,0 +1,138 @@
+"""Signing in and out: the login page and form, `POST /api/login` for API clients, logout.
+
+A login checks the key (key mode) or a person's name and secret (`--users`, scrypt in a
+thread), opens a session and sets its cookie; a failure is audited (`login_failed`, with the
+name tried and the client's address) and counted against the address (429 once throttled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from batchmove.api import now
+from batchmove.console.audit import AuditLog
+from batchmove.console.i18n import language, translator
+from batchmove.console.people import Person
+from batchmove.console.security import PERSON, Gate
+from batchmove.errors import BatchmoveError
+
+GATE: web.AppKey[Gate] = web.AppKey("gate", Gate)
+AUDIT: web.AppKey[AuditLog] = web.AppKey("audit", AuditLog)
+_FIELD_MAX = 200
+
+
+def audit(request: web.Request, action: str, person: Person | None = None,
+          **fields: Any) -> None:
+    """One audit entry for this request's person (or `person`) and client address."""
+    who = person or request.get(PERSON)
+    request.app[AUDIT].add(action, who=who.name if who else str(fields.pop("who", "?")),
+                           role=who.role if who else "", client=request.remote, at=now(),
+                           **fields)
+
+
+def login_page(request: web.Request, *, status: int = 200, error: str = "") -> web.Response:
+    lang = language(request.headers.get("Accept-Language", ""))
+    gate = request.app[GATE]
+    nxt = request.query.get("next", "/")
+    page = aiohttp_jinja2.render_template("login.html", request, {
+        "t": translator(lang), "lang": lang, "people": gate.people is not None,
+        "next": nxt if _local(nxt) else "/", "error": error}, status=status)
+    page.headers["Content-Security-Policy"] = ("default-src 'none'; style-src 'unsafe-inline'; "
+                                               "form-action 'self'; frame-ancestors 'none'")
+    page.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" makes a form's Origin null
+    return page
+
+
+def _local(path: str) -> bool:
+    return path.startswith("/") and not path.startswith("//") and "\\" not in path
+
+
+async def unauthorized(request: web.Request) -> web.StreamResponse:
+    if request.path.startswith("/api/"):
+        return web.json_response({"error": "sign in first (the console's key or your name "
+                                  "and secret)"}, status=401)
+    return login_page(request, status=401)
+
+
+async def _check(request: web.Request, fields: dict[str, str]) -> Person | None:
+    """The person these credentials are, or None (audited, counted against the address)."""
+    gate, client = request.app[GATE], request.remote or "?"
+    name = fields.get("name", "")[:_FIELD_MAX]
+    secret = fields.get("secret", "")[:_FIELD_MAX] or fields.get("key", "")[:_FIELD_MAX]
+    if gate.people is not None:
+        people = gate.people
+        person = await asyncio.to_thread(people.check, name, secret) if name else None
+    else:
+        person = gate.with_key(secret)
+    if person is None:
+        gate.throttle.failed(client)
+        audit(request, "login_failed", who=name or "(key)")
+    else:
+        audit(request, "login", person)
+    return person
+
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    """POST /login (the form): a session cookie and on to `next`, or the form again."""
+    t = translator(language(request.headers.get("Accept-Language", "")))
+    if request.app[GATE].throttle.blocked(request.remote or "?"):
+        return login_page(request, status=429, error=t("login.throttled"))
+    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    person = await _check(request, form)
+    if person is None:
+        return login_page(request, status=401, error=t("login.wrong"))
+    nxt = form.get("next", "/")
+    moved = web.Response(status=303, headers={"Location": nxt if _local(nxt) else "/"})
+    gate = request.app[GATE]
+    gate.set_cookie(moved, gate.sessions.open(person))
+    return moved
+
+
+async def api_login(request: web.Request) -> web.Response:
+    """POST /api/login {"name", "secret"} (or {"key"}) -> {"token", "name", "role",
+    "expires_in"}: the token is the Bearer of the API calls that follow."""
+    gate = request.app[GATE]
+    if gate.throttle.blocked(request.remote or "?"):
+        return web.json_response({"error": "too many failed logins: wait a few minutes"},
+                                 status=429)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BatchmoveError("the body must be a JSON object") from None
+    fields = {k: v for k, v in body.items() if isinstance(v, str)} if isinstance(body, dict) \
+        else {}
+    person = await _check(request, fields)
+    if person is None:
+        return web.json_response({"error": "wrong name, secret or key"}, status=401)
+    return web.json_response({"token": gate.sessions.open(person), "name": person.name,
+                              "role": person.role, "expires_in": int(gate.sessions.ttl)})
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """POST /logout (the page's button) or /api/logout (a Bearer token): the session ends."""
+    gate = request.app[GATE]
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() \
+        or request.cookies.get(gate.cookie, "")
+    gate.sessions.close(token)
+    audit(request, "logout")
+    if request.path.startswith("/api/"):
+        return web.json_response({"ok": True})
+    moved = web.Response(status=303, headers={"Location": "/login"})
+    gate.clear_cookie(moved)
+    return moved
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/login", _page)
+    app.router.add_post("/login", login_form)
+    app.router.add_post("/logout", logout)
+    app.router.add_post("/api/login", api_login)
+    app.router.add_post("/api/logout", logout)
+
+
+async def _page(request: web.Request) -> web.Response:
+    return login_page(request)

@@ -1,0 +1,89 @@
+"""The library's messages, as the page shows them: every one the library writes for a row, a
+target, a plan or a run has a catalogue entry, in both languages, with no server path and no
+command-line wording."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from batchmove.console import messages
+from batchmove.console.messages import CATALOGUE, known, result, say, strip_paths
+from batchmove.intake import rowcheck, tolerant
+
+ROW_REASONS = [v for k, v in vars(rowcheck).items()
+               if k.isupper() and isinstance(v, str) and " " in v and k != "BLANK"]
+LIBRARY = [
+    *ROW_REASONS, tolerant.UNCLOSED, tolerant.too_many_cells(5, 3)
+    if hasattr(tolerant, "too_many_cells") else "row has 5 cells, the header has 3",
+    "same as row 12", "conflict: row 7 asks for group 销售",
+    "group id 9 does not exist on this account", "ambiguous group name 'A': held by groups [3, 4]",
+    "tag ids [7] do not exist on this account",
+    "group '新组' does not exist; allow creating it with --create-groups",
+    "cannot create group '新组': invalid group name",
+    "untagging adds calls that depend on the users' current tags (one tag at a time)",
+    "some rows target group 1 (黑名单, the blacklist)", "3 new groups would be created",
+    "40 rows have a target group that cannot be used",
+    "the account would have 98 groups, close to the limit",
+    "5 rows target group 1 (黑名单, the blacklist) via '黑名单'; nothing was sent. Pass "
+    "--allow-blacklist (or allow_blacklist = true) if that is really meant",
+    "stopped: WeChat errcode 40164 from token: invalid ip 1.2.3.4 (12 moved, 3 pending)",
+    "errcode 40003: invalid openid", "no target of this plan can be used",
+    "batchmove: no group named 没有这个组",
+]
+_CLI = re.compile(r"--[a-z]|run the same command|batchmove (run|plan|serve)")
+_LATIN_WORD = re.compile(r"[A-Za-z]{3,}")
+# what the Chinese page may keep in Latin letters: names of things, not sentences
+ALLOWED_LATIN = {"openid", "errcode", "failed", "csv", "tsv", "txt", "xlsx", "xlsm", "CSV",
+                 "XLSX", "API", "ID", "invalid"}
+
+
+@pytest.mark.parametrize("text", LIBRARY)
+def test_every_library_message_is_in_the_catalogue(text: str) -> None:
+    assert known(text), text
+    for lang in ("en", "zh"):
+        shown = say(text, lang)
+        assert not _CLI.search(shown), shown
+    zh = say(text, "zh")
+    latin = set(_LATIN_WORD.findall(re.sub(r"'[^']*'|\S+/\S+|\[[^]]*\]", "", zh)))
+    assert latin <= ALLOWED_LATIN | {"WeChat"} | set(_LATIN_WORD.findall(text)) & {
+        "token", "invalid", "openid", "name", "group", "ip"}, (text, zh)
+
+
+def test_the_catalogue_has_both_languages_and_places() -> None:
+    for pattern, en, zh in CATALOGUE:
+        names = set(re.findall(r"\?P<(\w+)>", pattern))
+        assert set(re.findall(r"{(\w+)}", en)) <= names | {"limit"}, pattern
+        assert set(re.findall(r"{(\w+)}", zh)) <= names | {"limit"}, pattern
+        assert re.search(r"[\u4e00-\u9fff]", zh), pattern
+
+
+def test_server_paths_become_file_names() -> None:
+    text = "cannot read /srv/batchmove/runs/20261201-104512-3f9a/input.xlsx: bad zip"
+    assert strip_paths(text) == "cannot read input.xlsx: bad zip"
+    assert "/srv" not in say(text, "en")
+
+
+def test_an_unknown_message_is_english_or_a_chinese_sentence() -> None:
+    assert say("something nobody wrote down", "en") == "something nobody wrote down"
+    assert re.search(r"[\u4e00-\u9fff]", say("something nobody wrote down", "zh"))
+
+
+@pytest.mark.parametrize(("run", "en", "zh"), [
+    ({"state": "finished", "counts": {"moved": 3}}, "Finished.", "已完成。"),
+    ({"state": "finished", "counts": {"failed": 1}}, "some rows failed", "部分行失败"),
+    ({"state": "stopped", "stop_reason": "daily_quota"}, "Press Resume", "继续"),
+    ({"state": "stopped", "stop_reason": "sigterm"}, "Press Resume", "继续"),
+    ({"state": "running"}, "", "")])
+def test_a_runs_result_is_a_sentence_for_a_person(run: dict[str, object], en: str,
+                                                   zh: str) -> None:
+    assert en in result(run, "en")
+    assert zh in result(run, "zh")
+    assert not _CLI.search(result(run, "en"))
+
+
+def test_the_module_names_no_command_line_option_in_what_it_shows() -> None:
+    shown = [en for _, en, _ in CATALOGUE] + [zh for _, _, zh in CATALOGUE]
+    assert not [s for s in shown if _CLI.search(s)]
+    assert messages.LOG.name == "batchmove.console"
