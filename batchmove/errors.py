@@ -10,7 +10,10 @@
     ├── ConfirmationRequired       a run needs a yes that nobody can give (no TTY) (exit 2)
     ├── StoppedEarly               the run stopped but can resume with the same command (exit 3)
     └── ApiError                   WeChat answered with an errcode, or did not answer at all
-        ├── TransientError         retry with backoff: -1, HTTP 5xx, timeouts, dropped connections
+        ├── TransientError         retry with backoff: -1, HTTP 5xx, refused connections
+        │   └── OutcomeUnknownError  sent, no usable answer: retry; if never answered, read back
+        │       └── ProtocolError    an answer without a field its endpoint must return: retry,
+        │                            then stop the run (exit 3) naming the endpoint and the field
         ├── TokenError             refresh the token once (single-flight), then retry
         ├── MinuteQuotaError       45011: wait for the next minute, then retry
         ├── DailyQuotaError        45009: stop dispatching, keep the checkpoint, resume tomorrow
@@ -24,6 +27,7 @@ module may hold a token or secret: messages are built from errcodes, endpoints a
 from __future__ import annotations
 
 import re
+from typing import Any
 
 EXIT_OK = 0
 EXIT_ROW_FAILURES = 1
@@ -97,19 +101,46 @@ class ApiError(BatchmoveError):
         self.errcode = errcode
         self.errmsg = redact(errmsg)
         self.endpoint = redact(endpoint)
-        where = f" from {endpoint}" if endpoint else ""
-        code = f"errcode {errcode}" if errcode is not None else "no errcode"
-        super().__init__(f"WeChat {code}{where}: {self.errmsg}")
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where = f" from {self.endpoint}" if self.endpoint else ""
+        code = f"errcode {self.errcode}" if self.errcode is not None else "no errcode"
+        return f"WeChat {code}{where}: {self.errmsg}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(errcode={self.errcode!r}, endpoint={self.endpoint!r})"
 
-    def __reduce__(self) -> tuple[type[ApiError], tuple[int | None, str, str]]:
+    def __reduce__(self) -> tuple[type[ApiError], tuple[Any, ...]]:
         return (type(self), (self.errcode, self.errmsg, self.endpoint))
 
 
 class TransientError(ApiError):
     """A passing failure (-1, HTTP 5xx, timeout, dropped connection): retry with backoff."""
+
+
+class OutcomeUnknownError(TransientError):
+    """The call was sent but no usable answer came back (a timeout, a cut-off body, a dropped
+    connection, a malformed answer): it may have been applied. Retried like any transient
+    failure; a move never answered is settled by reading the users back, never reported as
+    failed unread."""
+
+
+class ProtocolError(OutcomeUnknownError):
+    """WeChat answered without a field its endpoint must return, or with it of the wrong type:
+    retried like a transient failure, then the run stops (exit 3), naming the endpoint and the
+    field (`field`, e.g. `groups` or `user_info_list[3].groupid`)."""
+
+    def __init__(self, errcode: int | None, errmsg: str, endpoint: str = "",
+                 field: str = "") -> None:
+        self.field = field
+        super().__init__(errcode, errmsg, endpoint)
+
+    def _describe(self) -> str:
+        return f"unexpected answer from {self.endpoint or 'WeChat'}: {self.errmsg}"
+
+    def __reduce__(self) -> tuple[type[ApiError], tuple[Any, ...]]:
+        return (type(self), (self.errcode, self.errmsg, self.endpoint, self.field))
 
 
 class TokenError(ApiError):

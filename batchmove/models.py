@@ -44,6 +44,8 @@ class RowStatus(StrEnum):
     FAILED = "failed"  # WeChat refused it, or its group could not be resolved
     INVALID = "invalid"  # rejected by validation; never sent
     DUPLICATE = "duplicate"  # same openid and target as an earlier row; moved with it
+    #: its move was sent but never answered (it may have been applied): read back to settle
+    UNKNOWN = "unknown"
     PENDING = "pending"  # valid, not yet moved
 
 

@@ -25,21 +25,23 @@ class StopReason(StrEnum):
     SIGTERM = "sigterm"
 
 class Counts(TypedDict):
-    """Rows per status; all six are always present."""
+    """Rows per status; all seven are always present."""
 
     moved: int
     already: int
     failed: int
     invalid: int
     duplicate: int
+    unknown: int
     pending: int
 
 
 def counts_of(found: Mapping[str, int]) -> Counts:
-    """All six statuses, zero where `found` has none."""
+    """All seven statuses, zero where `found` has none."""
     return Counts(moved=found.get("moved", 0), already=found.get("already", 0),
                   failed=found.get("failed", 0), invalid=found.get("invalid", 0),
-                  duplicate=found.get("duplicate", 0), pending=found.get("pending", 0))
+                  duplicate=found.get("duplicate", 0), unknown=found.get("unknown", 0),
+                  pending=found.get("pending", 0))
 
 
 class Summary(TypedDict, total=False):
@@ -299,6 +301,7 @@ class Answered(NamedTuple):
     pending: int
     failed: int
     rows: int
+    unknown: int = 0  # moves never answered, not read back yet
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,7 @@ async def test_run_from_a_worker_thread_without_a_loop(
     assert result.ok
     assert result.stop_reason == "done"
     assert result.counts == {"moved": 240, "already": 0, "failed": 0, "invalid": 0,
-                             "duplicate": 0, "pending": 0}
+                             "duplicate": 0, "unknown": 0, "pending": 0}
     assert result.calls["groups/members/batchupdate"] == 6
     assert result.run_dir == tmp_path / "run"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))

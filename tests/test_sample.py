@@ -17,7 +17,8 @@ from tests.support.sandboxes import REPO_ROOT, SandboxFactory
 
 SAMPLES = {"groups": REPO_ROOT / "jobs" / "sample.toml",
            "tags": REPO_ROOT / "jobs" / "sample-tags.toml"}
-EXPECTED = {"moved": 52, "failed": 1, "invalid": 6, "duplicate": 1, "already": 0, "pending": 0}
+EXPECTED = {"moved": 52, "failed": 1, "invalid": 6, "duplicate": 1, "already": 0, "unknown": 0,
+            "pending": 0}
 
 
 @pytest.mark.parametrize("backend", sorted(SAMPLES))

@@ -121,6 +121,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "count.failed": ("failed", "失败"),
     "count.invalid": ("invalid", "无效"),
     "count.duplicate": ("duplicate", "重复"),
+    "count.unknown": ("unknown, to read back", "结果未知，待回读"),
     "count.pending": ("pending", "待处理"),
     "upload.limit": ("CSV, TSV or XLSX, up to {n} MB", "CSV、TSV 或 XLSX，最大 {n} MB"),
     "upload.file": ("Spreadsheet", "表格文件"),

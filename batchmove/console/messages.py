@@ -94,6 +94,30 @@ CATALOGUE: list[tuple[str, str, str]] = [
      "{n} 行经由 {t} 指向分组 1（黑名单）；未发送任何请求。移入黑名单须在任务设置中允许"),
     (r"no plan", "no plan", "没有计划"),
     (r"the plan cannot run", "the plan cannot run", "此计划无法运行"),
+    # rows WeChat's answers settled (engine/moves.py, engine/settle.py, wechat/answers.py)
+    (r"(?:errcode 43004: )?not a follower of this account \(user/info/batchget answered "
+     r"subscribe 0\); not moved", "not a follower of this account: not moved",
+     "不是此公众号的关注者：未移动"),
+    (r"(?:errcode (?P<code>-?\d+): )?not moved: the snapshot could not read this user "
+     r"\((?P<why>.*)\)", "not moved: the user's group or tags before the run could not be "
+     "read ({why})", "未移动：无法读取该用户移动前的分组或标签"),
+    (r"(?:errcode (?P<code>-?\d+): )?sent (?P<n>\d+) times, never answered as WeChat "
+     r"documents \((?P<why>.*?)\); read back: (?P<now>.*)",
+     "sent {n} times, never answered ({why}); read back: {now}",
+     "已发送 {n} 次，均未获应答；回读结果：'{now}'"),
+    (r"(?:errcode (?P<code>-?\d+): )?sent (?P<n>\d+) times, never answered as WeChat "
+     r"documents \((?P<why>.*)\)", "sent {n} times, never answered ({why}): to be read back",
+     "已发送 {n} 次，均未获应答：待回读确认"),
+    (r"(?:stopped: )?unexpected answer from (?P<where>\S+): `(?P<field>[^`]+)` (?P<what>.*?)"
+     r"(?: \((?P<tally>[^)]*)\))?", "WeChat's answer from {where} is not what it must be: "
+     "`{field}` {what}", "微信接口 {where} 的应答不符合约定：字段 '{field}' 缺失或类型不符"),
+    (r"(?:stopped: )?unexpected answer from (?P<where>\S+): (?P<what>.*?)"
+     r"(?: \((?P<tally>[^)]*)\))?", "WeChat's answer from {where} is not what it must be: "
+     "{what}", "微信接口 {where} 的应答不符合约定"),
+    (r"stopped: WeChat never answered the moves of (?P<n>\d+) rows and reading them back "
+     r"failed.*", "WeChat never answered the moves of {n} rows and reading them back failed: "
+     "press Resume to read them back",
+     "微信未应答 {n} 行的移动请求，回读也失败：请按“继续”回读确认"),
     # WeChat and the network (errors.ApiError)
     (r"(?:stopped: )?WeChat errcode (?P<code>-?\d+)(?: from (?P<where>\S+))?: (?P<msg>.*?)"
      r"(?: \((?P<tally>[^)]*)\))?",

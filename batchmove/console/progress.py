@@ -119,10 +119,10 @@ class Watcher:
         if full is None or not full["moved"] or self.clock() - watch.full_at >= FULL_EVERY_S:
             watch.full, watch.full_at = reader.counts(), self.clock()
             return Counts(**watch.full)
-        pending, failed, rows = reader.answered()
+        pending, failed, rows, unknown = reader.answered()
         fixed = full["already"] + full["invalid"] + full["duplicate"]
-        return Counts(**(full | {"pending": pending, "failed": failed,
-                                 "moved": rows - pending - failed - fixed}))
+        return Counts(**(full | {"pending": pending, "failed": failed, "unknown": unknown,
+                                 "moved": rows - pending - failed - unknown - fixed}))
 
     @staticmethod
     def _reader(watch: Watch) -> RunWatch | None:
@@ -174,7 +174,7 @@ def _phase(counts: dict[str, int], live: bool, hint: str) -> str:
     if not sum(counts.values()):
         return "loading" if live else "waiting"
     if not live:
-        return "done" if not counts["pending"] else "stopped"
+        return "stopped" if counts["pending"] or counts.get("unknown") else "done"
     if not counts["pending"]:
         return "reports"
     answered = counts["moved"] + counts["failed"] + counts["already"]

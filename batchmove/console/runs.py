@@ -164,4 +164,4 @@ def _state(console: dict[str, Any], counts: dict[str, int], exit_code: Any,
         return "failed" if console.get("approved_at") else "planned"
     if exit_code == EXIT_USAGE:
         return "failed"
-    return "stopped" if counts.get("pending") else "finished"
+    return "stopped" if counts.get("pending") or counts.get("unknown") else "finished"

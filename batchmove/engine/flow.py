@@ -5,9 +5,11 @@ every user's info at once. Here the pending rows are read a page at a time: 100 
 one `user/info/batchget`; once answered, their previous groups are committed to the ledger
 (`record_previous_groups`) and only then are they batched by target group and moved, while
 later users are still being read. Every moved user's previous group is in the ledger before
-the call that moves them is sent, so `rollback` is exact however the run ends; a user whose
-read fails is not moved (the row fails with the read's errcode, and `--retry-failed` tries
-again). Rows that already have a snapshot (a resumed run) are moved without a new read.
+the call that moves them is sent, so `rollback` is exact however the run ends. The snapshot is
+all or nothing per user: a user whose read fails is not moved (the row fails with the read's
+reason, and `--retry-failed` tries again), nor is a user the read shows not following the
+account (failed, 43004, without a move call). Rows that already have a snapshot (a resumed run)
+are moved without a new read.
 
 100,000 users, 8 groups, 20 ms, concurrency 16: snapshot and moves take 3,000 calls in
 ~3.9 s (bound 3.75 s) instead of 2.2 s + 0.4 s idle + 3.2 s.
@@ -18,15 +20,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from batchmove.engine.moves import Committer, ProgressClock, move
+from batchmove.engine.moves import (
+    Committer,
+    ProgressClock,
+    move,
+    not_following,
+    snapshot_failed,
+)
 from batchmove.engine.planner import Batcher
 from batchmove.engine.runner import Limits, RetryPolicy, Runner, RunOutcome, StopSignals
+from batchmove.engine.settle import settle_unknown
 from batchmove.engine.tagsnapshot import tag_snapshot
 from batchmove.engine.targets import TargetApi
 from batchmove.ledger.buffer import Checkpointer, ResultBuffer
 from batchmove.ledger.store import Ledger
 from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, RowFailure
 from batchmove.results import Events
+from batchmove.wechat.answers import Follower, UserInfo
 from batchmove.wechat.client import WeChatClient
 
 Stage = Callable[[WeChatClient, Ledger, JobSpec, StopSignals, Events], Awaitable[RunOutcome]]
@@ -37,10 +47,13 @@ SNAPSHOT_COMMIT_ROWS = 1_000
 
 def send_stages(spec: JobSpec) -> list[Stage]:
     """The stages that send, in order: the groups backend overlaps its snapshot and moves;
-    the tags backend reads every user's tags first (its moves are planned from them)."""
+    the tags backend reads every user's tags first (its moves are planned from them). Last,
+    moves never answered are read back (`settle`), this run's and a stopped run's."""
     if not spec.snapshot:
-        return [move]
-    return [snapshot_and_move] if spec.backend == "groups" else [tag_snapshot, move]
+        return [move, settle_unknown]
+    if spec.backend == "groups":
+        return [snapshot_and_move, settle_unknown]
+    return [tag_snapshot, move, settle_unknown]
 
 
 async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
@@ -57,7 +70,8 @@ async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,
         return targets.send(batch, spec.batch_size)
 
     runner: Runner[Any] = Runner(
-        send=send, on_done=flow.done, on_failed=flow.failed, concurrency=spec.workers,
+        send=send, on_done=flow.done, on_failed=flow.failed, on_unknown=flow.unknown,
+        concurrency=spec.workers,
         policy=RetryPolicy(attempts=spec.retries),
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     flow.runner = runner
@@ -114,31 +128,42 @@ class _Flow:
             self.commit.buffer.moved(batch.rows, attempts)
             self.commit()
             return
-        infos = {i.get("openid"): i for i in result if isinstance(i, dict)}
+        infos: dict[str, UserInfo] = {i.openid: i for i in result}  # each asked: checked
+        strangers = []
         for row, openid in zip(batch.rows, batch.openids, strict=True):
             target = self.reading.pop(row)
-            info = infos.get(openid, {})
-            previous = info.get("groupid") if info.get("subscribe") == 1 else None
-            if isinstance(previous, int):
-                self._previous.setdefault(previous, []).append(row)
-                if previous == target:
-                    self._already.append(row)
-                    continue
-            users = self._ready.get(target)  # not a follower: its move will say
+            info = infos[openid]
+            if not isinstance(info, Follower):
+                strangers.append(not_following(row))
+                continue
+            self._previous.setdefault(info.groupid, []).append(row)
+            if info.groupid == target:
+                self._already.append(row)
+                continue
+            users = self._ready.get(target)
             if users is None:
                 users = self._ready[target] = ([], [])
             users[0].append(row)
             users[1].append(openid)
+        if strangers:
+            self.commit.buffer.failed(strangers)
         self._maybe_commit()
         self.commit()  # move results wait at most their 0.2 s while reads come back
 
     def failed(self, failures: list[RowFailure]) -> None:
         """A move's rows, or a read's: either way they fail (a user not read is not moved)."""
-        for failure in failures:
-            self.reading.pop(failure.row, None)
+        read = [self.reading.pop(f.row, None) is not None for f in failures]
+        if any(read):
+            failures = [snapshot_failed(f) if r else f
+                        for f, r in zip(failures, read, strict=True)]
         self.commit.buffer.failed(failures)
         self.commit()
         self._maybe_commit()
+
+    def unknown(self, rows: list[RowFailure]) -> None:
+        """A move's rows whose call was never answered: read back at the end of the run."""
+        self.commit.buffer.unknown(rows)
+        self.commit()
 
     def _maybe_commit(self) -> None:
         last = self.exhausted and not self.reading

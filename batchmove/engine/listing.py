@@ -31,6 +31,8 @@ from batchmove.errors import ApiError, TransientError
 from batchmove.ledger.checkpoint import Cursor, Follower
 from batchmove.models import MAX_USER_INFO_BATCH, Batch, RowFailure
 from batchmove.results import StopReason
+from batchmove.wechat import answers
+from batchmove.wechat.answers import UserInfo
 from batchmove.wechat.client import FollowerPage, WeChatClient
 
 
@@ -109,10 +111,10 @@ class Lister:
 
     async def _read(self, openids: Sequence[str]) -> tuple[list[Follower], RunOutcome]:
         """Every openid's group and tags (100 a call); unsubscribed users are left out."""
-        infos: dict[int, list[dict[str, Any]]] = {}
+        infos: dict[int, list[UserInfo]] = {}
         batches = [Batch(0, (i,), tuple(part))
                    for i, part in enumerate(chunked(list(openids), MAX_USER_INFO_BATCH))]
-        runner: Runner[list[dict[str, Any]]] = Runner(
+        runner: Runner[list[UserInfo]] = Runner(
             send=lambda b: self.client.batch_get_user_info(b.openids),
             on_done=lambda b, found, _: infos.__setitem__(b.rows[0], found),
             on_failed=lambda failures: _give_up(runner, failures),
@@ -123,11 +125,10 @@ class Lister:
         keep = self.streams.keep_groups
         followers = []
         for i in range(len(batches)):
-            for info in infos.get(i, ()):
-                groupid, tags = info.get("groupid") or 0, info.get("tagid_list")
-                if info.get("subscribe") == 1 and (keep is None or groupid in keep):
-                    followers.append((info["openid"], groupid,
-                                      ";".join(map(str, tags)) if tags else ""))
+            for info in infos.get(i, ()):  # non-followers (subscribe 0) are left out
+                if isinstance(info, answers.Follower) and (keep is None or info.groupid in keep):
+                    followers.append((info.openid, info.groupid,
+                                      ";".join(map(str, info.tagid_list))))
         return followers, outcome
 
 

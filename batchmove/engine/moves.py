@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from batchmove.engine.planner import chunked, plan_tag_batches, stream_batches
 from batchmove.engine.runner import (
@@ -24,49 +23,68 @@ from batchmove.ledger.buffer import Checkpointer, ResultBuffer
 from batchmove.ledger.store import Ledger
 from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, Move, RowFailure
 from batchmove.results import Events, Progress, StopReason
+from batchmove.wechat.answers import Follower, UserInfo
 from batchmove.wechat.client import WeChatClient
 
 
 async def snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,
                    events: Events) -> RunOutcome:
     """Record every pending user's current group (or tags); users already where the row asks
-    become `already` and are not moved."""
+    become `already` and are not moved. All or nothing per user: a user whose read failed, or
+    who does not follow the account, gets a row verdict and is never moved unrecorded."""
     tags = spec.backend == "tags"
     todo = ledger.pending_without_snapshot("prev_tags" if tags else "prev_group")
     if not todo:
         return RunOutcome(StopReason.DONE)
-    found, outcome = await read_users(client, todo, spec, stop)
-    followers = {row: info for row, info in found.items() if info.get("subscribe") == 1}
+    found, unread, outcome = await read_users(client, todo, spec, stop)
+    followers = {row: info for row, info in found.items() if isinstance(info, Follower)}
+    ledger.record_failed([*map(snapshot_failed, unread), *(
+        not_following(row) for row, info in found.items() if not isinstance(info, Follower))])
     if tags:
-        ledger.record_tag_snapshot({row: [t for t in info.get("tagid_list", [])
-                                          if isinstance(t, int)]
-                                    for row, info in followers.items()})
+        ledger.record_tag_snapshot({row: info.tagid_list for row, info in followers.items()})
         return outcome
-    already = ledger.record_snapshot({row: info["groupid"] for row, info in followers.items()
-                                     if isinstance(info.get("groupid"), int)})
+    already = ledger.record_snapshot({row: info.groupid for row, info in followers.items()})
     if already:
         events.info(f"{already} users are already in their target group: not moved")
     return outcome
 
 
-async def read_users(client: WeChatClient, moves: list[Move], spec: JobSpec,
-                     stop: StopSignals) -> tuple[dict[int, dict[str, Any]], RunOutcome]:
-    """Each row's user as `user/info/batchget` describes them (100 users a call); rows whose
-    call never got an answer are missing from the result."""
-    found: dict[int, dict[str, Any]] = {}
+#: the errcode of a row whose user does not follow the account (`user/info/batchget` said so)
+NOT_FOLLOWING = 43004
 
-    def done(batch: Batch, infos: list[dict[str, Any]], attempts: int) -> None:
-        by_openid = {i.get("openid"): i for i in infos}
+
+def not_following(row: int) -> RowFailure:
+    """The verdict of a row whose user `user/info/batchget` answered with subscribe 0: WeChat
+    would refuse the move, and there is nothing to snapshot or roll back."""
+    return RowFailure(row, NOT_FOLLOWING, "not a follower of this account (user/info/batchget"
+                                          " answered subscribe 0); not moved", 0)
+
+
+def snapshot_failed(failure: RowFailure) -> RowFailure:
+    """A row whose user's group or tags before the run could not be read: not moved."""
+    return failure._replace(errmsg=f"not moved: the snapshot could not read this user "
+                                   f"({failure.errmsg})")
+
+
+async def read_users(client: WeChatClient, moves: list[Move], spec: JobSpec, stop: StopSignals
+                     ) -> tuple[dict[int, UserInfo], list[RowFailure], RunOutcome]:
+    """Each row's user as `user/info/batchget` describes them (100 users a call), and the rows
+    whose call failed for good; rows of calls never made (a stop) are in neither."""
+    found: dict[int, UserInfo] = {}
+    failures: list[RowFailure] = []
+
+    def done(batch: Batch, infos: list[UserInfo], attempts: int) -> None:
+        by_openid = {i.openid: i for i in infos}  # every openid asked: the client checked
         for row, openid in zip(batch.rows, batch.openids, strict=True):
-            found[row] = by_openid.get(openid, {})
+            found[row] = by_openid[openid]
 
-    batches = [Batch.of(0, part) for part in chunked(moves, MAX_USER_INFO_BATCH)]
-    runner: Runner[list[dict[str, Any]]] = Runner(
+    batches = [Batch.of(0, part, "read") for part in chunked(moves, MAX_USER_INFO_BATCH)]
+    runner: Runner[list[UserInfo]] = Runner(
         send=lambda b: client.batch_get_user_info(b.openids), on_done=done,
-        on_failed=lambda failures: None, concurrency=spec.workers,
+        on_failed=failures.extend, concurrency=spec.workers,
         policy=RetryPolicy(attempts=spec.retries), bisect=False)
     outcome = await stop.watch(runner, batches)
-    return found, outcome
+    return found, failures, outcome
 
 
 async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSignals,
@@ -93,16 +111,24 @@ async def move(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: StopSi
         commit.buffer.moved(rows if tracker is None else tracker.complete(rows), attempts)
         commit()
 
+    def first(failures: list[RowFailure]) -> list[RowFailure]:
+        """A tags row is settled (failed, or unknown) by the first of its calls to end so."""
+        if tracker is None:
+            return failures
+        once = set(tracker.fail(f.row for f in failures))
+        return [f for f in failures if f.row in once]
+
     def failed(failures: list[RowFailure]) -> None:
-        if tracker is not None:
-            first = set(tracker.fail(f.row for f in failures))
-            failures = [f for f in failures if f.row in first]
-        commit.buffer.failed(failures)
+        commit.buffer.failed(first(failures))
+        commit()
+
+    def unknown(failures: list[RowFailure]) -> None:
+        commit.buffer.unknown(first(failures))
         commit()
 
     runner: Runner[object] = Runner(
         send=lambda batch: targets.send(batch, spec.batch_size), on_done=done,
-        on_failed=failed, concurrency=spec.workers,
+        on_failed=failed, on_unknown=unknown, concurrency=spec.workers,
         policy=RetryPolicy(attempts=spec.retries),
         limits=Limits(spec.max_failure_rate, spec.failure_sample))
     events.progress(commit.clock.report(0, 0))

@@ -1,8 +1,12 @@
 """The worker pool: sends batches through the client, retries what is worth retrying, and
 reports every batch's fate through callbacks. It knows nothing of files or ledgers.
 
-What each failure does (the classes come from the errcode table):
+What each failure does (the classes come from the errcode table and the client's boundary):
 - TransientError: tenacity retries with exponential backoff and full jitter, capped attempts.
+- OutcomeUnknownError (sent, never answered): retried likewise; a move never answered may
+  have been applied: its rows go to `on_unknown` (read back later), never to `on_failed`.
+- ProtocolError (an answer out of contract): retried likewise, then the run stops (FATAL):
+  not a row's fault, and failing row after row on it would only burn the quota.
 - MinuteQuotaError (45011): wait for the next minute, then retry (a separate, larger cap); under
   `rate = "auto"` the client's gate holds the account's calls until the window turns, so the
   retry goes at once and waits there (`MANAGED_MINUTE_ATTEMPTS`).
@@ -36,6 +40,8 @@ from batchmove.errors import (
     DailyQuotaError,
     FatalApiError,
     MinuteQuotaError,
+    OutcomeUnknownError,
+    ProtocolError,
     RowError,
     TokenError,
     TransientError,
@@ -106,6 +112,9 @@ class Runner(Generic[T]):
     send: Callable[[Batch], Awaitable[T]]
     on_done: Callable[[Batch, T, int], None]
     on_failed: Callable[[list[RowFailure]], None]
+    #: rows of a batch (not a read) whose call may have been applied but was never answered;
+    #: None: they go to `on_failed`
+    on_unknown: Callable[[list[RowFailure]], None] | None = None
     concurrency: int = 8
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits | None = None
@@ -200,22 +209,31 @@ class Runner(Generic[T]):
 
     async def _process(self, batch: Batch) -> None:
         attempts = 0
+        unanswered = False  # an attempt was sent and never answered: it may have been applied
 
         async def attempt() -> T:
-            nonlocal attempts
+            nonlocal attempts, unanswered
             if self.stopping:
                 raise _Abandoned
             attempts += 1
             self.calls_made += 1
-            return await self._send_visible(batch)
+            try:
+                return await self._send_visible(batch)
+            except OutcomeUnknownError:
+                unanswered = True
+                raise
 
         try:
             result: T = await self._with_retries(attempt)
         except _Abandoned:
             return
         except (TransientError, MinuteQuotaError) as exc:
-            if not self.stopping:
+            if unanswered and self.on_unknown is not None and batch.op != "read":
+                self._unknown(batch, exc, attempts)
+            elif not self.stopping and not isinstance(exc, ProtocolError):
                 self._fail(batch, exc, attempts, f"gave up after {attempts} attempts: ")
+            if isinstance(exc, ProtocolError):
+                self.stop(StopReason.FATAL, exc, now=True)
             return
         except DailyQuotaError as exc:
             self.stop(StopReason.DAILY_QUOTA, exc)
@@ -254,6 +272,13 @@ class Runner(Generic[T]):
         self.on_failed([RowFailure(row, exc.errcode, prefix + exc.errmsg, attempts)
                         for row in batch.rows])
         self._count(len(batch), len(batch))
+
+    def _unknown(self, batch: Batch, exc: ApiError, attempts: int) -> None:
+        """Rows whose move may have been applied: not failed (nor counted so) until read back."""
+        assert self.on_unknown is not None
+        why = f"sent {attempts} times, never answered as WeChat documents ({exc.errmsg})"
+        self.on_unknown([RowFailure(row, exc.errcode, why, attempts) for row in batch.rows])
+        self._count(len(batch), 0)
 
     def _count(self, settled: int, failed: int) -> None:
         if self.limits is not None and self.limits.add(settled, failed):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from batchmove.ledger.rows import TagRow
 from batchmove.models import Batch, Move, Target
+from batchmove.wechat.answers import Follower, UserInfo
 from batchmove.wechat.client import WeChatClient
 
 
@@ -81,12 +81,12 @@ def parse_tag_set(text: str) -> frozenset[int]:
     return frozenset(int(p) for p in text.split(";") if p)
 
 
-def tag_verdict(target: int | frozenset[int], info: dict[str, Any] | None,
+def tag_verdict(target: int | frozenset[int], info: UserInfo | None,
                 untag: frozenset[int] | None) -> str:
     """`ok`, or what is wrong with a user's tags now."""
-    if info is None or info.get("subscribe") != 1:
+    if not isinstance(info, Follower):
         return "mismatch: no longer a follower"
-    tags = [t for t in info.get("tagid_list", []) if isinstance(t, int)]
+    tags = info.tagid_list
     add, remove = tag_changes(target, tags, untag)
     if not add and not remove:
         return "ok"
@@ -94,10 +94,10 @@ def tag_verdict(target: int | frozenset[int], info: dict[str, Any] | None,
     return f"mismatch: tags now {shown}"
 
 
-def group_verdict(group_id: int, info: dict[str, Any] | None) -> str:
-    if info is None or info.get("subscribe") != 1:
+def group_verdict(group_id: int, info: UserInfo | None) -> str:
+    if not isinstance(info, Follower):
         return "mismatch: no longer a follower"
-    now = info.get("groupid")
+    now = info.groupid
     return "ok" if now == group_id else f"mismatch: now in group {now}"
 
 

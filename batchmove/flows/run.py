@@ -201,6 +201,10 @@ def _verdict(counts: Counter[str], reason: StopReason,
         code = {StopReason.SIGINT: EXIT_SIGINT, StopReason.SIGTERM: EXIT_SIGTERM}.get(
             reason, EXIT_STOPPED)
         return code, f"{_STOP_MESSAGES[reason]} ({tally})"
+    if counts.get("unknown"):
+        return EXIT_STOPPED, (f"stopped: WeChat never answered the moves of {counts['unknown']}"
+                              " rows and reading them back failed; run the same command again"
+                              f" to read them back ({tally})")
     if counts.get("pending"):
         return EXIT_STOPPED, f"stopped with rows still pending; run again to resume ({tally})"
     if counts.get("failed") or counts.get("invalid"):

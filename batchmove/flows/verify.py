@@ -20,6 +20,7 @@ from batchmove.models import JobSpec, Move
 from batchmove.output import report
 from batchmove.output.review import open_run, verify_moves
 from batchmove.results import Events, StopReason, VerifyResult
+from batchmove.wechat.answers import UserInfo
 from batchmove.wechat.client import WeChatClient
 
 
@@ -52,8 +53,8 @@ async def read_back(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: S
                   events: Events) -> RunOutcome:
     outcomes: list[RunOutcome] = []
 
-    async def read(moves: list[Move]) -> dict[int, dict[str, Any]]:
-        found, outcome = await read_users(client, moves, spec, stop)
+    async def read(moves: list[Move]) -> dict[int, UserInfo]:
+        found, _, outcome = await read_users(client, moves, spec, stop)  # unread: unverified
         outcomes.append(outcome)
         return found
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from batchmove.ledger.outcomes import UnknownOutcomes
 from batchmove.ledger.store import Ledger
 from batchmove.models import RowFailure
 
@@ -30,6 +31,7 @@ class ResultBuffer:
         self._moved: dict[int, list[int]] = {}  # attempts -> rows
         self._count = 0
         self._failed: list[RowFailure] = []
+        self._unknown: list[RowFailure] = []
         self._since: float | None = None
 
     def moved(self, rows: Sequence[int], attempts: int) -> None:
@@ -42,6 +44,12 @@ class ResultBuffer:
         self._count += len(failures)
         self._mark()
 
+    def unknown(self, rows: list[RowFailure]) -> None:
+        """Rows whose call may have been applied but was never answered (read back later)."""
+        self._unknown += rows
+        self._count += len(rows)
+        self._mark()
+
     def _mark(self) -> None:
         if self._since is None:
             self._since = self.clock()
@@ -52,12 +60,15 @@ class ResultBuffer:
             or self.clock() - self._since >= self.max_delay)
 
     def flush(self) -> tuple[int, int]:
-        """Commit what is buffered; returns (moved, failed) rows written."""
-        moved, failed = self._moved, self._failed
+        """Commit what is buffered; returns (moved, not moved) rows written, the rows of
+        unknown outcome counted with the failed until they are read back."""
+        moved, failed, unknown = self._moved, self._failed, self._unknown
         if moved or failed:
             self.ledger.record_results(moved, failed)
-        self._moved, self._failed, self._count, self._since = {}, [], 0, None
-        return sum(map(len, moved.values())), len(failed)
+        UnknownOutcomes(self.ledger).record(unknown)  # rare: a transaction of its own
+        self._moved, self._failed, self._unknown, self._count = {}, [], [], 0
+        self._since = None
+        return sum(map(len, moved.values())), len(failed) + len(unknown)
 
 
 class Checkpointer:

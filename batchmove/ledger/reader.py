@@ -33,7 +33,8 @@ _TOTALS = ("SELECT " + ", ".join(
     f"count(*) FILTER (WHERE status = '{s.value}')" for s in RowStatus) + " FROM rows")
 
 _ANSWERED = ("SELECT count(*) FILTER (WHERE status = 'pending'), "
-             "count(*) FILTER (WHERE status = 'failed'), count(*) FROM rows")
+             "count(*) FILTER (WHERE status = 'failed'), count(*), "
+             "count(*) FILTER (WHERE status = 'unknown') FROM rows")
 #: rows never sent, so never a target's: left out of the per-target counts
 _UNSENT = frozenset({RowStatus.INVALID.value, RowStatus.DUPLICATE.value})
 
@@ -113,10 +114,10 @@ class LedgerReader:
         return counts_of({s.value: int(c) for s, c in zip(RowStatus, found, strict=True)})
 
     def answered(self) -> Answered:
-        """(pending, failed, all rows): while a run moves users only these change, and they
-        cost half a full count (`count(*)` alone reads no row)."""
+        """(pending, failed, all rows, unknown): while a run moves users only these change,
+        and they cost half a full count (`count(*)` alone reads no row)."""
         found = self.conn.execute(_ANSWERED).fetchone()
-        return Answered(int(found[0]), int(found[1]), int(found[2]))
+        return Answered(int(found[0]), int(found[1]), int(found[2]), int(found[3]))
 
     def targets(self) -> dict[str, Counts]:
         """{target as typed: rows per status} for every target a row is sent to (invalid and

@@ -24,12 +24,8 @@ from typing import Any
 from batchmove.errors import RunLockedError, RunStateError
 from batchmove.ledger.cells import ReportCells
 from batchmove.ledger.creations import CreationJournal
-from batchmove.ledger.rows import (
-    LedgerRow,
-    MovedRow,
-    RollbackRow,
-    TagRow,
-)
+from batchmove.ledger.outcomes import INDEX as UNKNOWN_INDEX
+from batchmove.ledger.rows import LedgerRow, MovedRow, RollbackRow, TagRow
 from batchmove.ledger.snapshots import ROWS_IN_JSON, SnapshotRecords
 from batchmove.models import InputRow, RowFailure, RowStatus
 
@@ -126,6 +122,7 @@ class Ledger(CreationJournal, SnapshotRecords):
             # held ~450 MB in an in-memory temp store
             self.db.execute("PRAGMA temp_store=FILE")
             self.db.executescript(_SCHEMA)
+            self.db.execute(UNKNOWN_INDEX)
             if lock:
                 self.db.execute(_OLD_STATUS_INDEX)
             if fresh:
@@ -285,14 +282,13 @@ class Ledger(CreationJournal, SnapshotRecords):
         """Every user the run may have moved, with where the snapshot saw them before: the
         group id, or (tags) the tag set as `101;102`.
 
-        Pending and unanswered rows are included: their call may have been applied just before
-        a kill. Restoring a user already in their old group is harmless (and the rollback run's
-        own snapshot skips it).
-        """
+        Pending, failed and unknown rows are included: their call may have been applied (just
+        before a kill, or never answered). Restoring a user already in their old group is
+        harmless (and the rollback run's own snapshot skips it)."""
         column = "prev_tags" if tags else "prev_group"
         cur = self.conn.execute(
             f"SELECT row, openid, {column}, status FROM rows WHERE {column} IS NOT NULL "
-            "AND status IN ('moved', 'pending', 'failed') ORDER BY row")
+            "AND status IN ('moved', 'pending', 'failed', 'unknown') ORDER BY row")
         if not tags:
             return list(map(RollbackRow._make, cur))
         return [RollbackRow(row, openid, ";".join(map(str, json.loads(prev))), status)

@@ -13,13 +13,13 @@ import csv
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from batchmove.engine.targets import group_verdict, parse_tag_set, tag_verdict
 from batchmove.errors import UsageError
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import BLACKLIST_GROUP_ID, Move
 from batchmove.results import RollbackFile
+from batchmove.wechat.answers import UserInfo
 
 ROLLBACK_NAME = "rollback.csv"
 ROLLBACK_HEADER = ("openid", "to_groupid", "source_row", "status_in_run")
@@ -27,7 +27,7 @@ ROLLBACK_HEADER = ("openid", "to_groupid", "source_row", "status_in_run")
 TAG_ROLLBACK_HEADER = ("openid", "tagid_list", "source_row", "status_in_run")
 
 #: reads users as `user/info/batchget` describes them: {row: info}; unanswered rows missing
-UserReader = Callable[[list[Move]], Awaitable[dict[int, dict[str, Any]]]]
+UserReader = Callable[[list[Move]], Awaitable[dict[int, UserInfo]]]
 
 
 def open_run(run_dir: Path, *, lock: bool = True) -> Ledger:

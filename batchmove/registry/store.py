@@ -93,7 +93,11 @@ class Registry:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)
-            _create(self.path)
+            if not self.path.exists():  # made 600; never open() and close() it once it exists:
+                # closing any descriptor of the file drops every POSIX lock this process holds
+                # on it, SQLite's too, and another process's last close may then checkpoint
+                # and delete the WAL under our other connection ("disk image is malformed")
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -152,15 +156,3 @@ def pid_alive(pid: int | None) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
-
-
-def _create(path: Path) -> None:
-    """The registry file, mode 600, if it does not exist yet. Never an open-and-close of an
-    existing one: closing any descriptor of a file drops every POSIX lock this process holds
-    on it, those of its SQLite connections included, and the other processes then checkpoint
-    and delete the WAL under them (the registry was seen "malformed" with 4 runs at once)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)

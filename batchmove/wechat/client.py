@@ -5,8 +5,11 @@ account's budget shared with its other runs; none at `--rate 0`), is counted in 
 has its failures translated here, at one boundary, into the `batchmove.errors` tree:
 
     errcode != 0                    -> errcodes.error_for(errcode, errmsg, endpoint)
-    timeout, dropped or refused     -> TransientError(None, "<what happened>", endpoint)
-    HTTP 5xx, 408, 429, non-JSON    -> TransientError
+    a field missing or mistyped     -> ProtocolError naming the field (`answers`: each endpoint's
+                                       answer declared once, decoded and checked in one pass)
+    sent, never answered: timeout,  -> OutcomeUnknownError (it may have been applied)
+      dropped, cut off, HTTP 500/502/504
+    refused, HTTP 503, 408, 429     -> TransientError (not applied)
     other HTTP 4xx                  -> FatalApiError (wrong base URL or a proxy refusing us)
 
 aiohttp's exception strings carry the request URL, and the URL carries the access token, so
@@ -20,28 +23,22 @@ call after a token error, at most twice, through `TokenManager`, which refuses t
 from __future__ import annotations
 
 import contextlib
-import json as jsonlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from batchmove.errors import (
-    ApiError,
-    FatalApiError,
-    TokenError,
-    TransientError,
-    redact,
-)
+from batchmove.errors import FatalApiError, OutcomeUnknownError, TokenError, TransientError, redact
 from batchmove.models import MAX_BATCH, MAX_USER_INFO_BATCH, Target
-from batchmove.wechat.errcodes import error_for
+from batchmove.wechat import answers
+from batchmove.wechat.answers import Ack, UserInfo
 from batchmove.wechat.gate import RateGate, TokenStore, gated
 from batchmove.wechat.quota import Quota, quota_of
 from batchmove.wechat.token import HttpFetch, TokenManager, TokenSource
@@ -50,6 +47,8 @@ if TYPE_CHECKING:
     from aiolimiter import AsyncLimiter
 
 __all__ = ["FollowerPage", "Quota", "WeChatClient"]
+
+A = TypeVar("A", bound="answers.Answer | Ack")
 
 MAX_TOKEN_RETRIES = 2  # retries of one call after token errors; then the token problem is fatal
 
@@ -127,15 +126,17 @@ class WeChatClient:
         method: str,
         endpoint: str,
         *,
+        answer: type[A],
         json: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """One API call with the access token; refreshes it (bounded) when WeChat rejects it."""
+    ) -> A:
+        """One API call with the access token; refreshes it (bounded) when WeChat rejects it.
+        `answer` declares what the endpoint must return (`batchmove.wechat.answers`)."""
         token = await self.tokens.get()
         for attempt in range(MAX_TOKEN_RETRIES + 1):
             try:
-                data = await self._request(method, endpoint, params=params, json=json,
-                                           access_token=token)
+                data = await self._request(method, endpoint, answer=answer, params=params,
+                                           json=json, access_token=token)
             except TokenError as exc:
                 if attempt == MAX_TOKEN_RETRIES:
                     raise FatalApiError(exc.errcode, (
@@ -152,22 +153,23 @@ class WeChatClient:
         method: str,
         endpoint: str,
         *,
+        answer: type[A],
         params: Mapping[str, str] | None = None,
         json: Mapping[str, Any] | None = None,
         access_token: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> A:
         """One HTTP attempt: gate (or limiter), counter, and every foreign failure translated."""
         if self._session is None:
             raise RuntimeError("use `async with WeChatClient(...)` before calling it")
-        attempt = partial(self._attempt, method, endpoint, params, json, access_token)
+        attempt = partial(self._attempt, method, endpoint, answer, params, json, access_token)
         if self.gate is not None:
             return await gated(self.gate, endpoint, attempt)
         async with self.limiter or contextlib.nullcontext():  # --rate 0: nothing per call
             return await attempt()
 
-    async def _attempt(self, method: str, endpoint: str, params: Mapping[str, str] | None,
-                       json: Mapping[str, Any] | None, access_token: str | None
-                       ) -> dict[str, Any]:
+    async def _attempt(self, method: str, endpoint: str, answer: type[A],
+                       params: Mapping[str, str] | None, json: Mapping[str, Any] | None,
+                       access_token: str | None) -> A:
         assert self._session is not None
         url = self._url(endpoint, access_token, params)
         headers = {}
@@ -182,10 +184,12 @@ class WeChatClient:
                 content_type = resp.content_type
                 raw = await resp.read()
         except TimeoutError:
-            raise TransientError(None, f"no answer within {self.timeout:g}s", endpoint) from None
+            raise OutcomeUnknownError(None, f"no answer within {self.timeout:g}s",
+                                      endpoint) from None
         except aiohttp.ClientError as exc:
-            raise TransientError(None, _describe(exc), endpoint) from None
-        return _decode(status, reason, content_type, raw, endpoint)
+            kind = TransientError if _not_sent(exc) else OutcomeUnknownError
+            raise kind(None, _describe(exc), endpoint) from None
+        return _decode(status, reason, content_type, raw, endpoint, answer)
 
     def _url(self, endpoint: str, access_token: str | None,
              params: Mapping[str, str] | None) -> URL:
@@ -209,81 +213,82 @@ class WeChatClient:
     # -- groups -----------------------------------------------------------------------------
 
     async def get_groups(self) -> list[Target]:
-        data = await self.call("GET", "groups/get")
-        return [Target(int(g["id"]), str(g["name"]), int(g.get("count", 0)))
-                for g in data.get("groups", [])]
+        """Every group of the account, from an answer read whole (`answers.GroupList`)."""
+        found = await self.call("GET", "groups/get", answer=answers.GroupList)
+        return [Target(g.id, g.name, g.count) for g in found.groups]
 
     async def create_group(self, name: str) -> Target:
         """Not idempotent: two creates make two groups (callers look the name up first)."""
-        data = await self.call("POST", "groups/create", json={"group": {"name": name}})
-        group = data.get("group") or {}
-        return Target(int(group["id"]), str(group.get("name", name)))
+        found = await self.call("POST", "groups/create", answer=answers.GroupCreated,
+                                json={"group": {"name": name}})
+        return Target(found.group.id, found.group.name)
 
     async def update_group(self, group_id: int, name: str) -> None:
-        await self.call("POST", "groups/update", json={"group": {"id": group_id, "name": name}})
+        await self.call("POST", "groups/update", answer=Ack,
+                        json={"group": {"id": group_id, "name": name}})
 
     async def delete_group(self, group_id: int) -> None:
-        await self.call("POST", "groups/delete", json={"group": {"id": group_id}})
+        await self.call("POST", "groups/delete", answer=Ack, json={"group": {"id": group_id}})
 
     async def get_user_group(self, openid: str) -> int:
-        data = await self.call("POST", "groups/getid", json={"openid": openid})
-        return int(data["groupid"])
+        found = await self.call("POST", "groups/getid", answer=answers.GroupOfUser,
+                                json={"openid": openid})
+        return found.groupid
 
     async def move_user(self, openid: str, to_groupid: int) -> None:
-        await self.call("POST", "groups/members/update",
+        await self.call("POST", "groups/members/update", answer=Ack,
                         json={"openid": openid, "to_groupid": to_groupid})
 
     async def move_users(self, openids: Sequence[str], to_groupid: int) -> None:
         """Up to 50 users in one call; larger batches are a bug, refused before any I/O."""
         _check_size(openids, MAX_BATCH, "move_users")
-        await self.call("POST", "groups/members/batchupdate",
+        await self.call("POST", "groups/members/batchupdate", answer=Ack,
                         json={"openid_list": list(openids), "to_groupid": to_groupid})
 
     # -- tags (what replaced groups in 2016) ------------------------------------------------
 
     async def get_tags(self) -> list[Target]:
         """Every tag, the reserved ones (0, 1, 2) included, with its live member count."""
-        data = await self.call("GET", "tags/get")
-        return [Target(int(t["id"]), str(t["name"]), int(t.get("count", 0)))
-                for t in data.get("tags", [])]
+        found = await self.call("GET", "tags/get", answer=answers.TagList)
+        return [Target(t.id, t.name, t.count) for t in found.tags]
 
     async def create_tag(self, name: str) -> Target:
         """Names are unique per account (45157 for a taken one), so a retried create that had
         succeeded fails instead of duplicating; callers look the name up first all the same."""
-        data = await self.call("POST", "tags/create", json={"tag": {"name": name}})
-        tag = data.get("tag") or {}
-        return Target(int(tag["id"]), str(tag.get("name", name)))
+        found = await self.call("POST", "tags/create", answer=answers.TagCreated,
+                                json={"tag": {"name": name}})
+        return Target(found.tag.id, found.tag.name)
 
     async def update_tag(self, tag_id: int, name: str) -> None:
-        await self.call("POST", "tags/update", json={"tag": {"id": tag_id, "name": name}})
+        await self.call("POST", "tags/update", answer=Ack,
+                        json={"tag": {"id": tag_id, "name": name}})
 
     async def delete_tag(self, tag_id: int) -> None:
         """Removes the tag from every user; refused (45057) above 100,000 members."""
-        await self.call("POST", "tags/delete", json={"tag": {"id": tag_id}})
+        await self.call("POST", "tags/delete", answer=Ack, json={"tag": {"id": tag_id}})
 
     async def tag_users(self, openids: Sequence[str], tag_id: int) -> None:
         """Tag up to 50 users in one call (idempotent); larger batches are refused before I/O.
         All or nothing on WeChat's side: one user with 20 other tags fails the call (45059)."""
         _check_size(openids, MAX_BATCH, "tag_users")
-        await self.call("POST", "tags/members/batchtagging",
+        await self.call("POST", "tags/members/batchtagging", answer=Ack,
                         json={"openid_list": list(openids), "tagid": tag_id})
 
     async def untag_users(self, openids: Sequence[str], tag_id: int) -> None:
         """Untag up to 50 users in one call; a user without the tag is no error."""
         _check_size(openids, MAX_BATCH, "untag_users")
-        await self.call("POST", "tags/members/batchuntagging",
+        await self.call("POST", "tags/members/batchuntagging", answer=Ack,
                         json={"openid_list": list(openids), "tagid": tag_id})
 
     async def get_user_tags(self, openid: str) -> list[int]:
-        data = await self.call("POST", "tags/getidlist", json={"openid": openid})
-        return [int(t) for t in data.get("tagid_list") or []]
+        found = await self.call("POST", "tags/getidlist", answer=answers.TagsOfUser,
+                                json={"openid": openid})
+        return found.tagid_list
 
     async def get_tag_followers(self, tag_id: int, next_openid: str = "") -> FollowerPage:
-        data = await self.call("POST", "user/tag/get",
-                               json={"tagid": tag_id, "next_openid": next_openid})
-        openids = (data.get("data") or {}).get("openid") or []
-        return FollowerPage(int(data.get("total", 0)), [str(o) for o in openids],
-                            str(data.get("next_openid") or ""))
+        found = await self.call("POST", "user/tag/get", answer=answers.TagFollowerList,
+                                json={"tagid": tag_id, "next_openid": next_openid})
+        return FollowerPage(0, answers.openids_of(found, "user/tag/get"), found.next_openid)
 
     async def iter_tag_followers(self, tag_id: int) -> AsyncIterator[str]:
         """Every openid carrying the tag, page by page."""
@@ -293,10 +298,10 @@ class WeChatClient:
     # -- followers and users ----------------------------------------------------------------
 
     async def get_followers(self, next_openid: str = "") -> FollowerPage:
-        data = await self.call("GET", "user/get", params={"next_openid": next_openid})
-        openids = (data.get("data") or {}).get("openid") or []
-        return FollowerPage(int(data.get("total", 0)), [str(o) for o in openids],
-                            str(data.get("next_openid") or ""))
+        found = await self.call("GET", "user/get", answer=answers.FollowerList,
+                                params={"next_openid": next_openid})
+        return FollowerPage(found.total, answers.openids_of(found, "user/get"),
+                            found.next_openid)
 
     async def iter_followers(self) -> AsyncIterator[str]:
         """Every follower's openid, page by page, until WeChat says there are no more."""
@@ -304,24 +309,26 @@ class WeChatClient:
             yield openid
 
     async def batch_get_user_info(self, openids: Sequence[str],
-                                  lang: str = "zh_CN") -> list[dict[str, Any]]:
-        """Up to 100 users' info (including `groupid` and `tagid_list`) in one call."""
+                                  lang: str = "zh_CN") -> list[UserInfo]:
+        """Up to 100 users in one call: each a `Follower` (with `groupid` and `tagid_list`) or
+        a `NotFollower`; an answer that leaves out a user asked is a `ProtocolError`."""
         _check_size(openids, MAX_USER_INFO_BATCH, "batch_get_user_info")
-        data = await self.call("POST", "user/info/batchget", json={
-            "user_list": [{"openid": o, "lang": lang} for o in openids]})
-        users = data.get("user_info_list") or []
-        return [u for u in users if isinstance(u, dict)]  # fresh from JSON: no copy needed
+        asked = list(openids)
+        found = await self.call("POST", "user/info/batchget", answer=answers.UserInfoList,
+                                json={"user_list": [{"openid": o, "lang": lang} for o in asked]})
+        return answers.answered_for(found.user_info_list, asked, "user/info/batchget")
 
     # -- quotas -----------------------------------------------------------------------------
 
     async def get_quota(self, cgi_path: str) -> Quota:
         """Today's quota of one endpoint (`groups/get` or `/cgi-bin/groups/get`)."""
         path = cgi_path if cgi_path.startswith("/") else f"/cgi-bin/{cgi_path}"
-        return quota_of(await self.call("POST", "openapi/quota/get", json={"cgi_path": path}))
+        return quota_of(await self.call("POST", "openapi/quota/get", answer=answers.QuotaAnswer,
+                                        json={"cgi_path": path}))
 
     async def clear_quota(self, appid: str) -> None:
         """Resets the account's quotas (10 times a month): only ever on a human's request."""
-        await self.call("POST", "clear_quota", json={"appid": appid})
+        await self.call("POST", "clear_quota", answer=Ack, json={"appid": appid})
 
 
 async def _walk(fetch: Callable[[str], Awaitable[FollowerPage]]) -> AsyncIterator[str]:
@@ -368,30 +375,23 @@ def _describe(exc: aiohttp.ClientError) -> str:
     return f"HTTP request failed ({name})"
 
 
+def _not_sent(exc: aiohttp.ClientError) -> bool:
+    """The request never reached the server (nothing can have been applied)."""
+    return isinstance(exc, aiohttp.ClientConnectorError)
+
+
+#: HTTP errors after which the call may have been applied (a gateway gave up waiting)
+_MAYBE_APPLIED = frozenset({500, 502, 504})
+
+
 def _decode(status: int, reason: str, content_type: str, raw: bytes,
-            endpoint: str) -> dict[str, Any]:
-    """The JSON object of an answer (WeChat may label it text/plain), or the matching error."""
+            endpoint: str, answer: type[A]) -> A:
+    """The endpoint's checked answer (WeChat may label it text/plain), or the matching error."""
     if status != 200:
         text = f"HTTP {status} {reason}".strip()
+        if status in _MAYBE_APPLIED:
+            raise OutcomeUnknownError(None, text, endpoint)
         if status >= 500 or status in (408, 429):
             raise TransientError(None, text, endpoint)
         raise FatalApiError(None, f"{text}: check the API base URL", endpoint)
-    try:  # orjson: 3x json's speed on user/info/batchget's 33 kB answers (export, snapshot)
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:  # bad UTF-8, raw control characters: the tolerant way
-        try:
-            data = jsonlib.loads(raw.decode("utf-8", errors="replace"), strict=False)
-        except ValueError:
-            data = None
-    if not isinstance(data, dict):
-        raise TransientError(None, (
-            f"the answer is not a JSON object (HTTP 200, {content_type or 'no content type'},"
-            f" {len(raw)} bytes)"), endpoint)
-    errcode = data.get("errcode", 0)
-    if errcode not in (0, None):
-        try:
-            code = int(errcode)
-        except (TypeError, ValueError):
-            raise ApiError(None, f"unreadable errcode {errcode!r}", endpoint) from None
-        raise error_for(code, str(data.get("errmsg", "")), endpoint)
-    return data
+    return answers.decode(raw, answer, endpoint, content_type)

@@ -18,7 +18,8 @@ report, and what this module does about each:
   the same command resumes once a fresh ticket arrives (61005/61006 from WeChat likewise);
 - keys colliding between platforms: every key carries the component appid.
 
-Every answer is checked: a missing or mistyped field is a protocol error, never a default.
+Every answer is checked (`wechat.answers`): each endpoint's answer is declared below, and a
+missing or mistyped field is a `ProtocolError` naming it, never a default.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
 
 from batchmove.errors import ApiError, FatalApiError, TokenError
+from batchmove.wechat.answers import Answer, NonEmpty
 from batchmove.wechat.token import HttpFetch, Token, TokenSource
 
 TICKET_LIFETIME = 12 * 3600.0
@@ -79,22 +84,45 @@ class TicketSource(Protocol):
     async def read(self) -> tuple[str, float | None]: ...
 
 
-def protocol_error(endpoint: str, what: str) -> FatalApiError:
-    return FatalApiError(None, f"WeChat's answer {what}: not what the API documents", endpoint)
+Lifetime = Annotated[int, Meta(ge=1)]
+C = TypeVar("C", bound=Answer)
 
 
-def text_field(data: Mapping[str, Any], key: str, endpoint: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise protocol_error(endpoint, f"has no {key} (a non-empty string)")
-    return value
+class ComponentToken(Answer, frozen=True, gc=False, kw_only=True):
+    """`component/api_component_token`."""
+
+    component_access_token: NonEmpty
+    expires_in: Lifetime
 
 
-def int_field(data: Mapping[str, Any], key: str, endpoint: str, minimum: int = 0) -> int:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise protocol_error(endpoint, f"has no {key} (a whole number >= {minimum})")
-    return value
+class AuthorizerToken(Answer, frozen=True, gc=False, kw_only=True):
+    """`component/api_authorizer_token`: the refresh token may come back rotated."""
+
+    authorizer_access_token: NonEmpty
+    expires_in: Lifetime
+    authorizer_refresh_token: NonEmpty
+
+
+class Authorizer(Struct, frozen=True, gc=False):
+    authorizer_appid: NonEmpty
+    refresh_token: NonEmpty
+
+
+class AuthorizerList(Answer, frozen=True, gc=False, kw_only=True):
+    """`component/api_get_authorizer_list`, one page."""
+
+    total_count: Annotated[int, Meta(ge=0)]
+    authorizers: list[Authorizer] = msgspec.field(name="list")  # WeChat's key is `list`
+
+
+class Nick(Struct, frozen=True, gc=False):
+    nick_name: NonEmpty
+
+
+class AuthorizerInfo(Answer, frozen=True, gc=False, kw_only=True):
+    """`component/api_get_authorizer_info` (the fields batchmove reads)."""
+
+    authorizer_info: Nick
 
 
 class ComponentClient:
@@ -137,12 +165,11 @@ class ComponentClient:
         body = {"component_appid": self.appid, "component_appsecret": self.__secret,
                 "component_verify_ticket": ticket}
         try:
-            data = await http("POST", endpoint, json=body)
+            found = await http("POST", endpoint, answer=ComponentToken, json=body)
         except ApiError as exc:
             raise self._refused(exc) from None
-        value = text_field(data, "component_access_token", endpoint)
-        expires_in = int_field(data, "expires_in", endpoint, 1)
-        self.store.put_token(self.appid, value, self.clock() + expires_in)
+        value = found.component_access_token
+        self.store.put_token(self.appid, value, self.clock() + found.expires_in)
         return value
 
     async def _fresh_ticket(self) -> str:
@@ -171,13 +198,14 @@ class ComponentClient:
         return exc if isinstance(exc, FatalApiError) else FatalApiError(
             exc.errcode, exc.errmsg, endpoint)
 
-    async def call(self, http: HttpFetch, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def call(self, http: HttpFetch, name: str, body: Mapping[str, Any],
+                   answer: type[C]) -> C:
         """`component/<name>` with the component token; once more with a new one if refused."""
         rejected: str | None = None
         for attempt in range(2):
             token = await self.token(http, rejected=rejected)
             try:
-                return await http("POST", f"component/{name}",
+                return await http("POST", f"component/{name}", answer=answer,
                                   params={"component_access_token": token},
                                   json={"component_appid": self.appid, **body})
             except TokenError:
@@ -188,21 +216,12 @@ class ComponentClient:
 
     async def authorizer_list(self, http: HttpFetch) -> dict[str, str]:
         """Every authorizer's refresh token (authorizer appid -> token), 500 a page."""
-        endpoint = "component/api_get_authorizer_list"
         found: dict[str, str] = {}
         while True:
-            data = await self.call(http, "api_get_authorizer_list",
-                                   {"offset": len(found), "count": LIST_PAGE})
-            total = int_field(data, "total_count", endpoint)
-            page = data.get("list")
-            if not isinstance(page, list):
-                raise protocol_error(endpoint, "has no list (an array)")
-            for item in page:
-                if not isinstance(item, dict):
-                    raise protocol_error(endpoint, "lists something that is not an object")
-                found[text_field(item, "authorizer_appid", endpoint)] = text_field(
-                    item, "refresh_token", endpoint)
-            if not page or len(found) >= total:
+            page = await self.call(http, "api_get_authorizer_list",
+                                   {"offset": len(found), "count": LIST_PAGE}, AuthorizerList)
+            found.update((a.authorizer_appid, a.refresh_token) for a in page.authorizers)
+            if not page.authorizers or len(found) >= page.total_count:
                 return found
 
     async def seed(self, http: HttpFetch) -> dict[str, str]:
@@ -212,12 +231,9 @@ class ComponentClient:
         return tokens
 
     async def authorizer_name(self, http: HttpFetch, authorizer: str) -> str:
-        endpoint = "component/api_get_authorizer_info"
-        data = await self.call(http, "api_get_authorizer_info", {"authorizer_appid": authorizer})
-        info = data.get("authorizer_info")
-        if not isinstance(info, dict):
-            raise protocol_error(endpoint, "has no authorizer_info (an object)")
-        return text_field(info, "nick_name", endpoint)
+        found = await self.call(http, "api_get_authorizer_info",
+                                {"authorizer_appid": authorizer}, AuthorizerInfo)
+        return found.authorizer_info.nick_name
 
 
 class ComponentTokenSource(TokenSource):
@@ -263,13 +279,11 @@ class ComponentTokenSource(TokenSource):
                     endpoint) from None
             refresh = again
             data = await self._exchange(http, refresh)
-        value = text_field(data, "authorizer_access_token", endpoint)
-        expires_in = int_field(data, "expires_in", endpoint, 1)
-        rotated = text_field(data, "authorizer_refresh_token", endpoint)
-        if rotated != refresh:
-            store.put_refresh_tokens(appid, {self.authorizer: rotated})
-        return Token(value, float(expires_in))
+        if data.authorizer_refresh_token != refresh:
+            store.put_refresh_tokens(appid, {self.authorizer: data.authorizer_refresh_token})
+        return Token(data.authorizer_access_token, float(data.expires_in))
 
-    async def _exchange(self, http: HttpFetch, refresh: str) -> dict[str, Any]:
+    async def _exchange(self, http: HttpFetch, refresh: str) -> AuthorizerToken:
         return await self.component.call(http, "api_authorizer_token", {
-            "authorizer_appid": self.authorizer, "authorizer_refresh_token": refresh})
+            "authorizer_appid": self.authorizer, "authorizer_refresh_token": refresh},
+            AuthorizerToken)

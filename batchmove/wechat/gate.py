@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 from batchmove.errors import ApiError, MinuteQuotaError
+
+T = TypeVar("T")
 
 #: what `RateGate.leave` is told when no errcode came back (timeout, dropped connection)
 NO_ANSWER = None
@@ -62,8 +64,7 @@ class TokenStore(Protocol):
         """The cross-process single flight around a fetch: re-read inside it before fetching."""
 
 
-async def gated(gate: RateGate, endpoint: str,
-                attempt: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+async def gated(gate: RateGate, endpoint: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """One HTTP attempt through the gate, which hears what came back."""
     started = await gate.enter(endpoint)
     errcode: int | None = NO_ANSWER

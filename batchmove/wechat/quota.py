@@ -5,11 +5,10 @@ frequency limit (`rate_limit`: `call_count` calls per `refresh_second` seconds),
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from batchmove.errors import ApiError
+from msgspec import UnsetType
 
-ENDPOINT = "openapi/quota/get"
+from batchmove.wechat.answers import QuotaAnswer
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +30,11 @@ class Quota:
         return None
 
 
-def quota_of(data: dict[str, Any]) -> Quota:
-    quota = data.get("quota") or {}
-    limit = data.get("rate_limit")
-    count = seconds = None
-    if limit is not None:  # optional; when present it must make sense
-        count, seconds = limit.get("call_count") if isinstance(limit, dict) else None, \
-            limit.get("refresh_second") if isinstance(limit, dict) else None
-        if not (_positive(count) and _positive(seconds)):
-            raise ApiError(None, f"rate_limit is not {{call_count, refresh_second}} > 0: "
-                                 f"{str(limit)[:80]}", ENDPOINT)
-    return Quota(int(quota.get("daily_limit", 0)), int(quota.get("used", 0)),
-                 int(quota.get("remain", 0)), None if count is None else int(count),
-                 None if seconds is None else float(seconds))
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+def quota_of(found: QuotaAnswer) -> Quota:
+    """The checked answer (`answers.QuotaAnswer`: `rate_limit` is optional, and when present
+    both its figures must be > 0) as a `Quota`."""
+    figures, limit = found.quota, found.rate_limit
+    if isinstance(limit, UnsetType):
+        return Quota(figures.daily_limit, figures.used, figures.remain)
+    return Quota(figures.daily_limit, figures.used, figures.remain, limit.call_count,
+                 float(limit.refresh_second))

@@ -57,7 +57,7 @@ class CommandTicket(CommandTokenSource):
         return token.value, None
 
 
-async def _no_http(*_: Any, **__: Any) -> dict[str, Any]:
+async def _no_http(*_: Any, **__: Any) -> Any:
     raise AssertionError("a ticket command makes no API call")  # pragma: no cover
 
 

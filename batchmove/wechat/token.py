@@ -27,11 +27,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from batchmove.errors import ApiError, FatalApiError, TokenError, UsageError
 from batchmove.models import Credentials
+from batchmove.wechat.answers import Ack, Answer, TokenAnswer
 from batchmove.wechat.gate import StoredToken, TokenStore
+
+A = TypeVar("A", bound=Answer | Ack)
 
 TokenKind = Literal["stable", "classic"]
 TOKEN_EXPIRED = 42001  # the errcode of a token past its lifetime
@@ -46,9 +49,10 @@ class HttpFetch(Protocol):
         method: str,
         endpoint: str,
         *,
+        answer: type[A],
         params: Mapping[str, str] | None = None,
         json: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]: ...
+    ) -> A: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +113,14 @@ class SecretTokenSource(TokenSource):
                     "secret": self.__secret,
                     "force_refresh": force,
                 }
-                data = await http("POST", "stable_token", json=body)
+                found = await http("POST", "stable_token", answer=TokenAnswer, json=body)
             else:
                 query = {
                     "grant_type": "client_credential",
                     "appid": self.appid,
                     "secret": self.__secret,
                 }
-                data = await http("GET", "token", params=query)
+                found = await http("GET", "token", answer=TokenAnswer, params=query)
         except TokenError as exc:
             # The token endpoint answers 40001 to a wrong secret: refreshing cannot help.
             raise FatalApiError(
@@ -124,12 +128,7 @@ class SecretTokenSource(TokenSource):
                 f"WeChat refused the appid/secret ({exc.errmsg}): check the app secret",
                 exc.endpoint,
             ) from None
-        value = data.get("access_token")
-        if not isinstance(value, str) or not value:
-            raise FatalApiError(None, "the token endpoint answered without an access_token",
-                                "stable_token" if self.kind == "stable" else "token")
-        expires_in = data.get("expires_in")
-        return Token(value, float(expires_in) if isinstance(expires_in, int | float) else None)
+        return Token(found.access_token, float(found.expires_in))
 
 
 class EnvTokenSource(TokenSource):

@@ -31,6 +31,17 @@ LIBRARY = [
     "stopped: WeChat errcode 40164 from token: invalid ip 1.2.3.4 (12 moved, 3 pending)",
     "errcode 40003: invalid openid", "no target of this plan can be used",
     "batchmove: no group named 没有这个组",
+    "errcode 43004: not a follower of this account (user/info/batchget answered subscribe 0);"
+    " not moved",
+    "not moved: the snapshot could not read this user (gave up after 6 attempts: system error)",
+    "sent 2 times, never answered as WeChat documents (no answer within 1s); read back: now in"
+    " group 0",
+    "sent 2 times, never answered as WeChat documents (no answer within 1s)",
+    "stopped: unexpected answer from groups/get: `groups` is missing (300 pending)",
+    "stopped: unexpected answer from groups/get: the body is not a JSON object (HTTP 200, "
+    "text/html, 80 bytes) (300 pending)",
+    "stopped: WeChat never answered the moves of 300 rows and reading them back failed; run the"
+    " same command again to read them back (300 unknown)",
 ]
 _CLI = re.compile(r"--[a-z]|run the same command|batchmove (run|plan|serve)")
 _LATIN_WORD = re.compile(r"[A-Za-z]{3,}")

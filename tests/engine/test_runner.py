@@ -25,6 +25,8 @@ from batchmove.errors import (
     DailyQuotaError,
     FatalApiError,
     MinuteQuotaError,
+    OutcomeUnknownError,
+    ProtocolError,
     RowError,
     TokenError,
     TransientError,
@@ -556,3 +558,60 @@ async def test_callback_error_propagates_instead_of_hanging() -> None:
                                  policy=RetryPolicy(sleep=Sleeps()))
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
         await asyncio.wait_for(runner.run(plan_batches(moves(10), 5)), timeout=1.0)
+
+
+# --- calls never answered, answers out of contract ------------------------------------------
+def unanswered() -> OutcomeUnknownError:
+    return OutcomeUnknownError(None, "no answer within 1s", "groups/members/batchupdate")
+
+
+def out_of_contract() -> ProtocolError:
+    return ProtocolError(None, "`errcode` is missing", "groups/members/batchupdate", "errcode")
+
+
+async def test_a_move_never_answered_goes_to_on_unknown_not_on_failed() -> None:
+    server, results = FakeServer(faults={1: unanswered(), 2: transient()}), Results()
+    unknown: list[RowFailure] = []
+    first, second = plan_batches(moves(3) + moves(2, 102, first_row=10))
+    outcome = await make_runner(server, results, attempts=2, concurrency=1,
+                                on_unknown=unknown.extend).run([first, second])
+    assert outcome.reason is StopReason.DONE
+    assert results.failed == []  # one attempt was never answered: it may have been applied
+    assert unknown == [RowFailure(r, -1, "sent 2 times, never answered as WeChat documents "
+                                         "(system error)", 2) for r in (2, 3, 4)]
+    assert results.done == [(second, 1)]
+
+
+async def test_a_read_never_answered_fails_its_rows_as_before() -> None:
+    server, results = FakeServer(faults={1: unanswered(), 2: unanswered()}), Results()
+    unknown: list[RowFailure] = []
+    read = Batch(0, (2, 3), ("o2", "o3"), "read")
+    await make_runner(server, results, attempts=2, concurrency=1,
+                      on_unknown=unknown.extend).run([read])
+    assert unknown == []
+    assert [f.row for f in results.failed] == [2, 3]
+
+
+async def test_refusals_only_fail_rows_even_with_on_unknown() -> None:
+    server, results = FakeServer(faults={1: transient(), 2: transient()}), Results()
+    unknown: list[RowFailure] = []
+    await make_runner(server, results, attempts=2, concurrency=1,
+                      on_unknown=unknown.extend).run(plan_batches(moves(2)))
+    assert unknown == []
+    assert [f.errmsg for f in results.failed] == ["gave up after 2 attempts: system error"] * 2
+
+
+async def test_an_answer_out_of_contract_is_retried_then_stops_the_run() -> None:
+    faults = {1: out_of_contract(), 2: out_of_contract()}
+    server, results = FakeServer(faults=faults), Results()
+    unknown: list[RowFailure] = []
+    first, second = plan_batches(moves(3) + moves(2, 102, first_row=10))
+    outcome = await make_runner(server, results, attempts=2, concurrency=1,
+                                on_unknown=unknown.extend).run([first, second])
+    assert outcome.reason is StopReason.FATAL
+    assert isinstance(outcome.error, ProtocolError)
+    assert outcome.error.field == "errcode"
+    assert [f.row for f in unknown] == [2, 3, 4]  # the move may have been applied
+    assert results.failed == []
+    assert results.done == []
+    assert len(server.calls) == 2  # the second batch is never sent

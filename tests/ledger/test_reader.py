@@ -32,7 +32,7 @@ def test_totals_targets_and_pages(tmp_path: Path) -> None:
         assert totals["moved"] == 3
         assert totals["pending"] == 27
         assert sum(totals.values()) == 32
-        assert reader.answered() == (27, 0, 32)
+        assert reader.answered() == (27, 0, 32, 0)
         targets = reader.targets()
         assert targets["B"] == counts_of({"moved": 1, "pending": 9})
         assert targets["A"] == counts_of({"moved": 2, "pending": 18})  # no invalid, duplicate

@@ -276,7 +276,7 @@ def test_summary_adds_counts_calls_groups_and_files(ledger: Ledger, tmp_path: Pa
     assert read_summary(tmp_path) == {
         "job": "春季活动", "exit_code": 1,
         "counts": {"pending": 1, "moved": 1, "already": 1, "failed": 1, "invalid": 1,
-                   "duplicate": 1},
+                   "duplicate": 1, "unknown": 0},
         "rows": 6,
         "calls": {"groups/members/batchupdate": 1, "user/info/batchget": 1},
         "groups_created": [{"name": "市场部", "id": 101}],

@@ -24,6 +24,7 @@ from batchmove.errors import (
 )
 from batchmove.models import Target
 from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox, sandbox_openids
+from batchmove.wechat.answers import Ack, Follower, GroupCreated
 from batchmove.wechat.client import FollowerPage, Quota, WeChatClient
 from batchmove.wechat.token import CommandTokenSource, EnvTokenSource, SecretTokenSource
 
@@ -82,8 +83,9 @@ async def test_followers_paging_and_user_info() -> None:
         assert client.calls["user/get"] == 1 + 4  # 3 pages + the empty one that ends the list
 
         infos = await client.batch_get_user_info(sandbox_openids(25))
-        assert [i["openid"] for i in infos] == sandbox_openids(25)
-        assert {i["groupid"] for i in infos} == {0}
+        assert [i.openid for i in infos] == sandbox_openids(25)
+        assert {i.groupid for i in infos if isinstance(i, Follower)} == {0}
+        assert all(isinstance(i, Follower) for i in infos)
 
 
 async def test_quota_endpoints() -> None:
@@ -98,8 +100,9 @@ async def test_quota_endpoints() -> None:
 
 async def test_call_sends_utf8_json_unescaped() -> None:
     async with sandbox_with(users=1) as sb, client_for(sb) as client:
-        data = await client.call("POST", "groups/create", json={"group": {"name": "三十个字以内"}})
-        assert data["group"]["name"] == "三十个字以内"
+        data = await client.call("POST", "groups/create", answer=GroupCreated,
+                                 json={"group": {"name": "三十个字以内"}})
+        assert data.group.name == "三十个字以内"
 
 
 @pytest.mark.parametrize(
@@ -207,7 +210,7 @@ async def test_connection_refused_is_transient() -> None:
 async def test_unknown_endpoint_http_404_is_fatal() -> None:
     async with sandbox_with(users=1) as sb, client_for(sb) as client:
         with pytest.raises(FatalApiError, match="HTTP 404"):
-            await client.call("GET", "no/such/endpoint")
+            await client.call("GET", "no/such/endpoint", answer=Ack)
 
 
 # -- tokens ---------------------------------------------------------------------------------
@@ -336,7 +339,7 @@ async def test_no_secret_or_token_leaks(caplog: Any, capsys: Any) -> None:
                 try:
                     await other.get_groups()
                     await expire_tokens(sb)
-                    await other.call("GET", "no/such/endpoint")
+                    await other.call("GET", "no/such/endpoint", answer=Ack)
                 except ApiError as exc:
                     record(exc)
         issued = list(sb.state.issued_tokens)

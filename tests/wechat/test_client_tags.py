@@ -11,6 +11,7 @@ import pytest
 from batchmove.errors import DailyQuotaError, RowError, TransientError
 from batchmove.models import Target
 from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox, sandbox_openids
+from batchmove.wechat.answers import Follower
 from batchmove.wechat.client import FollowerPage, WeChatClient
 from batchmove.wechat.token import SecretTokenSource
 
@@ -52,7 +53,7 @@ async def test_tagging_untagging_and_reading_back() -> None:
         await client.untag_users(USERS[10:20], 100)
         assert {t.id: t.count for t in await client.get_tags()}[100] == 40
         infos = await client.batch_get_user_info(USERS[9:11])
-        assert [i["tagid_list"] for i in infos] == [[100], []]
+        assert [i.tagid_list for i in infos if isinstance(i, Follower)] == [[100], []]
         assert sb.state.tag_log[-1] == ("untag", USERS[19], 100)
         assert client.calls["tags/members/batchtagging"] == 3
 

@@ -18,6 +18,8 @@ from batchmove.errors import (
     InputError,
     JobFileError,
     MinuteQuotaError,
+    OutcomeUnknownError,
+    ProtocolError,
     RowError,
     RunLockedError,
     RunStateError,
@@ -115,7 +117,8 @@ def test_redact_hides_tokens_and_secrets_in_urls(text: str, expected: str) -> No
 
 
 @pytest.mark.parametrize("kind", [ApiError, TransientError, TokenError, MinuteQuotaError,
-                                  DailyQuotaError, RowError, FatalApiError])
+                                  DailyQuotaError, RowError, FatalApiError,
+                                  OutcomeUnknownError, ProtocolError])
 def test_api_error_never_shows_a_token_from_its_errmsg(kind: type[ApiError]) -> None:
     errmsg = (f"GET https://api.weixin.qq.com/cgi-bin/groups/get?access_token={TOKEN} failed; "
               f"token url was /cgi-bin/token?appid=wx1&secret={TOKEN}")
@@ -160,6 +163,8 @@ def test_api_error_redacts_a_url_given_as_endpoint() -> None:
     (DailyQuotaError, EXIT_STOPPED),
     (RowError, EXIT_STOPPED),
     (FatalApiError, EXIT_STOPPED),
+    (OutcomeUnknownError, EXIT_STOPPED),
+    (ProtocolError, EXIT_STOPPED),
 ])
 def test_exit_codes(kind: type[BatchmoveError], code: int) -> None:
     assert kind.exit_code == code
@@ -170,6 +175,8 @@ def test_exit_codes(kind: type[BatchmoveError], code: int) -> None:
     (JobFileError, UsageError),
     (RunLockedError, RunStateError),
     (InputChangedError, RunStateError),
+    (OutcomeUnknownError, TransientError),  # retried with backoff like any transient failure
+    (ProtocolError, OutcomeUnknownError),  # ...and, on a move, its rows are read back
     *[(k, ApiError) for k in (TransientError, TokenError, MinuteQuotaError, DailyQuotaError,
                               RowError, FatalApiError)],
     *[(k, BatchmoveError) for k in (UsageError, InputError, RunStateError,
@@ -178,3 +185,12 @@ def test_exit_codes(kind: type[BatchmoveError], code: int) -> None:
 def test_exception_tree(kind: type[BatchmoveError], parent: type[BatchmoveError]) -> None:
     assert issubclass(kind, parent)
     assert kind.__doc__
+
+
+def test_protocol_error_names_the_endpoint_and_the_field() -> None:
+    exc = ProtocolError(None, "`groups` is missing", "groups/get", "groups")
+    assert str(exc) == "unexpected answer from groups/get: `groups` is missing"
+    assert (exc.endpoint, exc.field, exc.errcode) == ("groups/get", "groups", None)
+    assert repr(exc) == "ProtocolError(errcode=None, endpoint='groups/get')"
+    clone = pickle.loads(pickle.dumps(exc))
+    assert (type(clone), clone.field, str(clone)) == (ProtocolError, "groups", str(exc))

@@ -15,6 +15,7 @@ from batchmove.models import Credentials
 from batchmove.sandbox import SandboxConfig, running_sandbox
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.token import (
+    A,
     CommandTokenSource,
     EnvTokenSource,
     HttpFetch,
@@ -48,8 +49,9 @@ class FakeSource(TokenSource):
         return Token(self.fixed or f"t{len(self.forced)}", self.expires_in)
 
 
-async def no_http(method: str, endpoint: str, *, params: Mapping[str, str] | None = None,
-                  json: Mapping[str, Any] | None = None) -> dict[str, Any]:
+async def no_http(method: str, endpoint: str, *, answer: type[A],
+                  params: Mapping[str, str] | None = None,
+                  json: Mapping[str, Any] | None = None) -> A:
     raise AssertionError("no HTTP expected")
 
 
@@ -215,11 +217,12 @@ async def test_stable_refresh_after_rejection_forces_a_new_token() -> None:
         async with WeChatClient(sb.base_url, source) as client:
             bodies: list[Any] = []
 
-            async def recording(method: str, endpoint: str, *,
+            async def recording(method: str, endpoint: str, *, answer: type[A],
                                 params: Mapping[str, str] | None = None,
-                                json: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                                json: Mapping[str, Any] | None = None) -> A:
                 bodies.append(dict(json or {}))
-                return await client._request(method, endpoint, params=params, json=json)
+                return await client._request(method, endpoint, answer=answer, params=params,
+                                             json=json)
 
             first = await source.fetch(recording)
             again = await source.fetch(recording)  # stable: a valid token is not rotated
