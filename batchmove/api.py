@@ -31,6 +31,7 @@ from batchmove.flows.agency import AccountInfo
 from batchmove.flows.export import EXPORT_KEYS as EXPORT_KEYS
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
+from batchmove.flows.rollback import apply_rollback
 from batchmove.flows.run import RunOptions, run_job
 from batchmove.flows.verify import verify_run
 from batchmove.intake import jobfile
@@ -113,21 +114,27 @@ def run(job: Job, *, events: Events | None = None, on_progress: ProgressCallback
 
 
 async def plan_async(job: Job, *, events: Events | None = None,
-                     rows_dir: PathLike | None = None, **overrides: Any) -> Plan:
+                     rows_dir: PathLike | None = None, count_moves: bool = False,
+                     **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
     return await plan_job(agency.check_one(job_spec(job, **overrides)),
                           _watcher(events, None),
-                          Path(rows_dir) if rows_dir is not None else None)
+                          Path(rows_dir) if rows_dir is not None else None,
+                          count_moves=count_moves)
 
 
 def plan(job: Job, *, events: Events | None = None, rows_dir: PathLike | None = None,
-         **overrides: Any) -> Plan:
+         count_moves: bool = False, **overrides: Any) -> Plan:
     """The dry run: validate, resolve targets, count calls and check today's quota, with
     read-only calls only; writes `plan.json` to the run directory. `Plan.can_run` says
     whether `run` would start (`blocked` says why not). `rows_dir` keeps the plan's row
     ledger there (`Plan.rows_dir`), so `watch_run(rows_dir).rows(...)` pages the invalid
-    and duplicate rows without reading the input again."""
-    return _blocking(lambda: plan_async(job, events=events, rows_dir=rows_dir, **overrides))
+    and duplicate rows without reading the input again. Who will really move is known from
+    an exported input's current groups or tags, or with `count_moves=True` by reading every
+    user now (`user/info/batchget`, 100 a call: `Plan.count_calls`); otherwise
+    `Plan.moves_exact` is False and `users_to_move` is an upper bound."""
+    return _blocking(lambda: plan_async(job, events=events, rows_dir=rows_dir,
+                                        count_moves=count_moves, **overrides))
 
 
 async def verify_async(run_dir: str | os.PathLike[str], api_base: str | None = None, *,
@@ -142,11 +149,33 @@ def verify(run_dir: str | os.PathLike[str], api_base: str | None = None, *,
     return _blocking(lambda: verify_async(run_dir, api_base, events=events))
 
 
-def rollback(run_dir: str | os.PathLike[str],
-             out: str | os.PathLike[str] | None = None) -> RollbackFile:
+async def rollback_async(run_dir: str | os.PathLike[str],
+                         out: str | os.PathLike[str] | None = None, *, apply: bool = False,
+                         events: Events | None = None,
+                         on_progress: ProgressCallback | None = None, restart: bool = False,
+                         handle_signals: bool = False,
+                         confirm: Callable[[Plan], bool] | None = None) -> RollbackFile:
+    """`rollback` for callers that have an event loop."""
+    path = Path(out) if out is not None else None
+    if not apply:
+        return write_rollback(Path(run_dir), path)
+    options = RunOptions(restart, False, confirm, handle_signals)
+    return await apply_rollback(Path(run_dir), path, options, _watcher(events, on_progress))
+
+
+def rollback(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+             apply: bool = False, events: Events | None = None,
+             on_progress: ProgressCallback | None = None, restart: bool = False,
+             handle_signals: bool = False,
+             confirm: Callable[[Plan], bool] | None = None) -> RollbackFile:
     """Write `rollback.csv` (or `out`): every user the run moved, back where the snapshot saw
-    them. It is an ordinary input: `run(rollback.path, out=...)` undoes the run."""
-    return write_rollback(Path(run_dir), Path(out) if out is not None else None)
+    them. With `apply=True`, also run it: with the run's own settings (API address,
+    credentials source, backend, limits: what its ledger recorded, never this process's
+    defaults), in its own run directory `RUN_DIR/rollback/`; `applied` holds that run's
+    `RunResult`, and the same call resumes it. `confirm`, `restart`, `events`...: as `run`."""
+    return _blocking(lambda: rollback_async(
+        run_dir, out, apply=apply, events=events, on_progress=on_progress, restart=restart,
+        handle_signals=handle_signals, confirm=confirm))
 
 
 def write_reports(run_dir: str | os.PathLike[str]) -> ReportFiles:

@@ -7,6 +7,7 @@ caller reading the attribute see the same names. Nothing here does I/O.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -200,6 +201,16 @@ class Plan:
     snapshot_source: str | None = None
     #: tags backend: what the source not chosen would have cost, {endpoint: calls}
     snapshot_alternative: dict[str, int] = field(default_factory=dict)
+    #: users already in their target, as far as the plan knows (not in `users_to_move`)
+    already: int = 0
+    #: how `already` is known: "input" (an exported file's current group or tags column),
+    #: "count" (read now: `plan --count-moves`), or None (not known)
+    already_source: str | None = None
+    #: `users_to_move` and the move calls are exact (True) or an upper bound ("up to": the
+    #: run's snapshot skips users already in their target, which the plan could not know)
+    moves_exact: bool = True
+    #: the read-only calls the plan made to count the moves ({"user/info/batchget": n})
+    count_calls: dict[str, int] = field(default_factory=dict)
     #: where the plan's row ledger was kept (`plan(..., rows_dir=...)`); None: not kept
     rows_dir: Path | None = None
     #: other runs on the account moving some of the same users (`run` refuses them unless
@@ -241,20 +252,25 @@ class VerifyResult:
 
 @dataclass(frozen=True, slots=True)
 class RollbackFile:
-    """The spreadsheet that undoes a run (an ordinary input for `run`)."""
+    """The spreadsheet that undoes a run (an ordinary input for `run`), and, once applied
+    (`rollback(..., apply=True)`), how the undo ran."""
 
     path: Path
     run_dir: Path  # the run it undoes
     users: int
     needs_blacklist: bool  # some users were in group 1 before: the undo run must allow it
     backend: str
+    #: applied: the undo's run directory (RUN_DIR/rollback) and its result
+    undo_dir: Path | None = None
+    applied: RunResult | None = None
+    #: applied: what the undo could not do (an embedded-sandbox run: nothing to restore)
+    caveat: str | None = None
 
     @property
     def command(self) -> str:
-        """The command that runs the undo."""
-        flags = (" --backend tags" if self.backend == "tags" else "") + (
-            " --allow-blacklist" if self.needs_blacklist else "")
-        return f"batchmove run {self.path} --out {self.run_dir}-rollback{flags}"
+        """The command that runs the undo with the run's own settings (API address,
+        credentials source, backend), in its own run directory."""
+        return f"batchmove rollback {shlex.quote(str(self.run_dir))} --apply"
 
 
 @dataclass(frozen=True, slots=True)

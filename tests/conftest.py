@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox
-from tests.support.sandboxes import LISTENING, REPO_ROOT, FakeClock, SandboxFactory
+from tests.support.sandboxes import ENV, LISTENING, REPO_ROOT, FakeClock, SandboxFactory
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +34,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     processes it starts: no test touches the user's state or sees another test's runs."""
     path = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("BATCHMOVE_STATE_DIR", str(path))
+    monkeypatch.setitem(ENV, "BATCHMOVE_STATE_DIR", str(path))  # copied from os.environ early
     return path
 
 

@@ -178,7 +178,7 @@ async def test_the_embedded_sandbox_rollback_and_reports(tmp_path: Path) -> None
     undo = batchmove.rollback(tmp_path / "run")
     assert (undo.path, undo.users, undo.backend) == (tmp_path / "run" / "rollback.csv", 60,
                                                      "groups")
-    assert undo.command.startswith(f"batchmove run {undo.path} --out ")
+    assert undo.command == f"batchmove rollback {tmp_path / 'run'} --apply"
     (tmp_path / "run" / "report.csv").unlink()
     files = batchmove.write_reports(tmp_path / "run")
     assert files.report_csv.exists()

@@ -7,12 +7,13 @@ renders them (relative paths, and `#anchors` by GitHub's heading slugs).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import re
 import shutil
 import unicodedata
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 
@@ -20,8 +21,10 @@ import click
 import pytest
 
 from batchmove.cli import cli
-from batchmove.intake import jobfile
+from batchmove.intake import jobfile, jobtables
 from batchmove.sandbox import SandboxConfig
+from tests.support import docrun
+from tests.support.sandboxes import SandboxFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -104,8 +107,8 @@ def test_every_command_is_in_the_readme_command_table() -> None:
 def job_keys() -> list[str]:
     """Every key a job file accepts: top-level keys, tables, and each table's keys."""
     keys = [*jobfile._TOP, *(f"[{t}]" for t in jobfile._TABLES)]
-    keys += [f"columns.{k}" for k in jobfile._COLUMN_KEYS]
-    keys += [f"credentials.{k}" for k in jobfile._CREDENTIAL_KEYS]
+    keys += [f"columns.{k}" for k in jobtables.COLUMN_KEYS]
+    keys += [f"credentials.{k}" for k in jobtables.CREDENTIAL_KEYS]
     keys += [f"sandbox.{f.name}" for f in fields(SandboxConfig)]
     return keys
 
@@ -275,6 +278,94 @@ def test_library_example_runs(number: int, tmp_path: Path,
         assert "next task: review_failures" in output
     assert (tmp_path / "runs" / "sample" / "ledger.sqlite").exists() or \
         (tmp_path / "runs" / "library-errors" / "ledger.sqlite").exists()
+
+
+# --- (e) every fenced example runs here, or says it is an excerpt ------------------------------
+#
+# A block a reader may paste must work when pasted. So every fence in README.md and docs/ is one
+# of three kinds:
+# - runnable (```python, ```toml, ```sh, unmarked): run below, against a sandbox, in a copy of
+#   the checkout's jobs/ and sample_data/;
+# - `<!-- file: PATH -->` on the line before: the block's lines are lines of PATH (relative to
+#   the page), in order; the file itself is run by its own test (tests/test_scheduling.py);
+# - `<!-- excerpt -->` (or `<!-- excerpt: why -->`) on the line before: output, a synopsis, a
+#   diagram, or a command that needs what only the reader has (their accounts, a cluster).
+
+_BLOCK = re.compile(r"^(```|~~~)([^\n]*)\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
+_MARK = re.compile(r"^<!--\s*(excerpt\b[^>]*|file:\s*\S+)\s*-->$")
+RUNNABLE = ("python", "toml", "sh")
+
+
+@dataclass(frozen=True)
+class Fence:
+    page: Path
+    line: int
+    lang: str
+    body: str
+    mark: str | None  # "excerpt...", "file: PATH", or None
+
+    def __str__(self) -> str:
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+
+def fences() -> list[Fence]:
+    found = []
+    for page in pages():
+        text = text_of(page)
+        for match in _BLOCK.finditer(text):
+            before = text[:match.start()].rstrip("\n").rpartition("\n")[2].strip()
+            mark = _MARK.match(before)
+            found.append(Fence(page, text.count("\n", 0, match.start()) + 1,
+                               match.group(2).strip(), match.group(3),
+                               mark.group(1) if mark else None))
+    return found
+
+
+def runnable() -> list[Fence]:
+    """What the run test runs: unmarked blocks, but library.md's Python, which
+    `test_library_example_runs` runs and checks more closely."""
+    return [f for f in fences() if f.mark is None
+            and not (f.page.name == "library.md" and f.lang == "python")]
+
+
+def test_there_are_fences_of_every_kind() -> None:
+    found = fences()
+    assert len(found) >= 40
+    assert {f.lang for f in runnable()} == set(RUNNABLE)
+    assert any(f.mark and f.mark.startswith("file:") for f in found)
+
+
+@pytest.mark.parametrize("fence", fences(), ids=str)
+def test_every_fence_runs_here_or_is_marked(fence: Fence) -> None:
+    if fence.mark is None:
+        assert fence.lang in RUNNABLE, (
+            f"{fence}: a ```{fence.lang} block is neither run by tests/test_docs.py nor marked: "
+            "put `<!-- excerpt -->` (or `<!-- file: PATH -->`) on the line before it")
+    elif fence.mark.startswith("file:"):
+        path = (fence.page.parent / fence.mark.partition(":")[2].strip()).resolve()
+        assert path.is_file(), f"{fence}: {path} does not exist"
+        lines = iter(path.read_text(encoding="utf-8").splitlines())
+        missing = [line for line in fence.body.splitlines()
+                   if line.strip() and not any(line == other for other in lines)]
+        assert not missing, f"{fence}: not lines of {path.name}, in order: {missing[:3]}"
+
+
+@pytest.mark.parametrize("fence", runnable(), ids=str)
+async def test_fenced_example_runs(fence: Fence, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch,
+                                   sandbox_factory: SandboxFactory) -> None:
+    for folder in ("jobs", "sample_data"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WECHAT_APPID", SandboxConfig().appid)
+    monkeypatch.setenv("WECHAT_APPSECRET", SandboxConfig().secret)
+    monkeypatch.delenv("WECHAT_ACCESS_TOKEN", raising=False)
+    if fence.lang == "python":
+        await asyncio.to_thread(docrun.run_python, fence.body, str(fence))
+    elif fence.lang == "toml":
+        await docrun.run_toml(fence.body, tmp_path, sandbox_factory)
+    else:
+        await asyncio.to_thread(docrun.run_sh, fence.body, tmp_path)
 
 
 # --- (d) the README stays a front page ----------------------------------------------------------

@@ -3,7 +3,8 @@
 Layers, low to high (a module may import its own layer or lower):
 
     errors, models, results  <  wechat  <  sandbox  <  intake  <  ledger  <  engine  <  output
-        <  flows (export < segments < plan, verify < run)  <  api  <  cli, console, the package
+        <  flows (export < segments < plan, verify < run < rollback)  <  api
+        <  cli, console, the package
 
 plus three rules the layers alone do not say: the runner never imports the ledger (results
 leave it through callbacks), intake and output never import the runner (they never call the
@@ -31,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("batchmove.flows.segments",),
     ("batchmove.flows.plan", "batchmove.flows.verify"),
     ("batchmove.flows.run",),
+    ("batchmove.flows.rollback",),  # the undo: rollback.csv run as a run
     ("batchmove.api",),
     ("batchmove.cli", "batchmove.console", "batchmove.__main__", "batchmove"),
 ]

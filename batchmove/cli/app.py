@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
 from batchmove import __version__
-from batchmove.errors import BatchmoveError
+from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, BatchmoveError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,6 +23,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 def fail(message: str, code: int) -> NoReturn:
     click.echo(f"batchmove: {message}", err=True)
     sys.exit(code)
+
+
+def verdict(message: str, code: int, *files: tuple[str, Path]) -> None:
+    """A command's last words: its verdict, and the files it wrote (`report: PATH`, only when
+    PATH exists). Done (0) and row failures (1) are plain lines; any other end (stopped,
+    interrupted, refused) is one `batchmove: ...` line on stderr, the last one printed."""
+    written = [f"{label}: {path}" for label, path in files if path.exists()]
+    if code in (EXIT_OK, EXIT_ROW_FAILURES):
+        click.echo("\n".join([message, *written]), err=code != EXIT_OK)
+        return
+    for line in written:
+        click.echo(line, err=True)
+    click.echo(f"batchmove: {message.removeprefix('batchmove: ')}", err=True)
 
 
 def clear_errors(func: F) -> F:

@@ -3,6 +3,7 @@ log line every 10 s otherwise)."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import click
 
 from batchmove.errors import ConfirmationRequired
+from batchmove.models import MAX_USER_INFO_BATCH
 from batchmove.results import Events, Plan, Progress
 
 
@@ -99,7 +101,7 @@ def format_plan(plan: Plan) -> str:
         how = "frozen in input.csv" if plan.selection["frozen"] else f"listed with {listed}"
         lines.append(f"  selection: {plan.selection['select']}: "
                      f"{plan.selection['followers']} followers ({how})")
-    lines.append(f"  users to move: {plan.users_to_move}")
+    lines.append(f"  users to move: {_users_line(plan)}")
     for target, g in plan.groups.get("users_per_group", {}).items():
         lines.append(f"    -> {target} (group {g['group_id']}): {g['users']} users")
     for new in plan.groups.get("create", []):
@@ -107,7 +109,8 @@ def format_plan(plan: Plan) -> str:
     for u in plan.groups.get("unresolved", []):
         lines.append(f"    !! {u['target']}: {u['users']} rows will fail: {u['reason']}")
     calls = ", ".join(f"{n} {ep}" for ep, n in plan.calls.items() if ep != "total")
-    lines.append(f"  API calls: {plan.calls['total']} ({calls})")
+    up_to = "" if plan.moves_exact else "up to "
+    lines.append(f"  API calls: {up_to}{plan.calls['total']} ({calls})")
     lines += _snapshot_line(plan)
     if plan.estimated_duration_s is not None:
         lines.append(f"  estimated duration: {plan.estimated_duration_s} s")
@@ -117,6 +120,21 @@ def format_plan(plan: Plan) -> str:
                      f"today: {verdict}")
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def _users_line(plan: Plan) -> str:
+    """How many users will move, and how the plan knows (or that it cannot know)."""
+    if plan.already_source == "input":
+        return (f"{plan.users_to_move} ({plan.already} already in their target, by the "
+                "input's current group or tags, as exported)")
+    if plan.already_source == "count":
+        read = ", ".join(f"{n} {ep}" for ep, n in plan.count_calls.items())
+        return f"{plan.users_to_move} ({plan.already} already in their target: read now, {read})"
+    if plan.moves_exact:
+        return str(plan.users_to_move)
+    reads = math.ceil(plan.users_to_move / MAX_USER_INFO_BATCH)
+    return (f"up to {plan.users_to_move} (the snapshot skips users already in their target; "
+            f"`plan --count-moves` counts them now with {reads} user/info/batchget calls)")
 
 
 def _snapshot_line(plan: Plan) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from batchmove import api
-from batchmove.cli.app import clear_errors, cli
+from batchmove.cli.app import clear_errors, cli, verdict
 from batchmove.cli.display import Terminal
 from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_option
 
@@ -58,5 +58,5 @@ def export_command(out: Path, backend: str | None, groups: tuple[str, ...],
                      calls=result.calls, stop_reason=result.stop_reason,
                      backend=result.backend)
     else:
-        click.echo(result.message, err=result.exit_code != 0)
+        verdict(result.message, result.exit_code)
     sys.exit(result.exit_code)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from batchmove import api
-from batchmove.cli.app import F, clear_errors, cli
+from batchmove.cli.app import F, clear_errors, cli, verdict
 from batchmove.cli.display import Terminal, format_plan
 from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_option
 from batchmove.cli.parallel import run_accounts, run_many
@@ -110,8 +110,7 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
                      notifications=summary.get("notifications", []))
     else:
         _unsent(result.summary.get("notifications", []))
-        click.echo(f"{result.message}\nreport: {result.run_dir / 'report.csv'}",
-                   err=result.exit_code != 0)
+        verdict(result.message, result.exit_code, ("report", result.run_dir / "report.csv"))
     sys.exit(result.exit_code)
 
 
@@ -126,26 +125,33 @@ def _unsent(records: list[dict[str, Any]]) -> None:
 @cli.command("plan")
 @click.argument("job", type=click.Path(dir_okay=False))
 @_job_options
+@click.option("--count-moves", is_flag=True,
+              help="Read every user now (user/info/batchget, 100 a call) to count those "
+                   "already in their target.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the verdict line.")
 @log_format_option
 @clear_errors
 @json_errors
-def plan_command(job: str, quiet: bool, log_format: str, **overrides: Any) -> None:
+def plan_command(job: str, count_moves: bool, quiet: bool, log_format: str,
+                 **overrides: Any) -> None:
     """Dry run: validate JOB, resolve its groups and count the calls; sends no change.
 
-    Uses only read-only calls (token, groups/get, openapi/quota/get). Writes plan.json to the
-    run directory. Exit 0 when the job can run, 2 when it cannot.
+    Uses only read-only calls (token, groups/get, openapi/quota/get; with --count-moves also
+    user/info/batchget). Writes plan.json to the run directory. Exit 0 when the job can run,
+    2 when it cannot.
     """
     spec = api.job_spec(job, **overrides)
     log = JsonLog(spec.name) if log_format == "json" else None
-    plan = api.plan(spec, events=JsonEvents(log) if log else Terminal(quiet=quiet))
+    plan = api.plan(spec, events=JsonEvents(log) if log else Terminal(quiet=quiet),
+                    count_moves=count_moves)
     if log is not None:
         log.finished("plan_finished", plan.exit_code, plan.message, can_run=plan.can_run,
                      blocked=plan.blocked, rows=plan.rows, users_to_move=plan.users_to_move,
+                     moves_exact=plan.moves_exact, already=plan.already,
                      calls=plan.calls, estimated_duration_s=plan.estimated_duration_s,
                      warnings=plan.warnings, plan_json=str(plan.plan_json))
         sys.exit(plan.exit_code)
     if not quiet:
         click.echo(format_plan(plan))
-    click.echo(f"{plan.message}\nplan: {plan.plan_json}", err=plan.exit_code != 0)
+    verdict(plan.message, plan.exit_code, *([("plan", plan.plan_json)] if plan.plan_json else []))
     sys.exit(plan.exit_code)

@@ -57,7 +57,8 @@ class JobEnd:
     @property
     def line(self) -> str:
         words = _WORDS.get(self.exit_code, "killed")
-        return f"{self.job}: exit {self.exit_code} ({words}): {self.message}"
+        said = self.message.removeprefix("stopped: ")  # the words say it already
+        return f"{self.job}: exit {self.exit_code} ({words}): {said}"
 
 
 class ChildPool:

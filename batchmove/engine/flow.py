@@ -28,8 +28,8 @@ from batchmove.engine.moves import (
     snapshot_failed,
 )
 from batchmove.engine.planner import Batcher
-from batchmove.engine.runner import Limits, RetryPolicy, Runner, RunOutcome, StopSignals
-from batchmove.engine.settle import settle_unknown
+from batchmove.engine.runner import Limits, RetryPolicy, Runner, RunOutcome
+from batchmove.engine.signals import StopSignals
 from batchmove.engine.tagsnapshot import tag_snapshot
 from batchmove.engine.targets import TargetApi
 from batchmove.ledger.buffer import Checkpointer, ResultBuffer
@@ -47,13 +47,14 @@ SNAPSHOT_COMMIT_ROWS = 1_000
 
 def send_stages(spec: JobSpec) -> list[Stage]:
     """The stages that send, in order: the groups backend overlaps its snapshot and moves;
-    the tags backend reads every user's tags first (its moves are planned from them). Last,
-    moves never answered are read back (`settle`), this run's and a stopped run's."""
+    the tags backend reads every user's tags first (its moves are planned from them). After
+    them the caller reads back the moves never answered (`settle_unknown`), this run's and a
+    stopped run's, even when a quota or the failure threshold stopped the moves."""
     if not spec.snapshot:
-        return [move, settle_unknown]
+        return [move]
     if spec.backend == "groups":
-        return [snapshot_and_move, settle_unknown]
-    return [tag_snapshot, move, settle_unknown]
+        return [snapshot_and_move]
+    return [tag_snapshot, move]
 
 
 async def snapshot_and_move(client: WeChatClient, ledger: Ledger, spec: JobSpec,

@@ -20,13 +20,8 @@ from functools import partial
 from typing import Any
 
 from batchmove.engine.planner import chunked
-from batchmove.engine.runner import (
-    RetryPolicy,
-    Runner,
-    RunOutcome,
-    StopSignals,
-    with_retries,
-)
+from batchmove.engine.runner import RetryPolicy, Runner, RunOutcome, with_retries
+from batchmove.engine.signals import StopSignals
 from batchmove.errors import ApiError, TransientError
 from batchmove.ledger.checkpoint import Cursor, Follower
 from batchmove.models import MAX_USER_INFO_BATCH, Batch, RowFailure

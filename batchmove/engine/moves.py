@@ -11,13 +11,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from batchmove.engine.planner import chunked, plan_tag_batches, stream_batches
-from batchmove.engine.runner import (
-    Limits,
-    RetryPolicy,
-    Runner,
-    RunOutcome,
-    StopSignals,
-)
+from batchmove.engine.runner import Limits, RetryPolicy, Runner, RunOutcome
+from batchmove.engine.signals import StopSignals
 from batchmove.engine.targets import RowOps, TargetApi, tag_operations
 from batchmove.ledger.buffer import Checkpointer, ResultBuffer
 from batchmove.ledger.store import Ledger

@@ -8,9 +8,11 @@ A batch refused because of one bad openid is bisected, so k bad openids among n 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import zip_longest
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from batchmove.engine.snapshotsource import choose_source
 from batchmove.models import (
@@ -26,6 +28,19 @@ from batchmove.registry.aimd import SAFE_START
 from batchmove.results import Plan, PlanGroups, QuotaFit
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MoveCount:
+    """Who will really move (`engine/movecount.py`): users per target as typed, and (tags)
+    users per (operation, tag); `source` says how it is known: "input" (an exported file's
+    current group or tags) or "count" (read now, `calls` being those reads)."""
+
+    source: Literal["input", "count"]
+    already: int
+    moving: Counter[str]
+    tag_ops: Counter[tuple[str, str]] = field(default_factory=Counter)  # ("tag", "101"): n
+    calls: dict[str, int] = field(default_factory=dict)
 #: WeChat's documented group limit for an account (the planner warns when close to it)
 WECHAT_MAX_GROUPS = 500
 TAG_ENDPOINT = "tags/members/batchtagging"
@@ -177,13 +192,17 @@ def summarize_plan(
     tags: Sequence[Target] | None = None,
     rates: Mapping[str, float] | None = None,
     sharing: int = 0,
+    count: MoveCount | None = None,
 ) -> Plan:
     """What a run would do: rows, groups, API calls per endpoint, duration, quota fit, warnings.
 
     `groups` holds `users_per_group` ({target: {"group_id", "users"}}), `create` ([{"name",
     "users"}]) and `unresolved` ([{"target", "users", "reason"}]); `quotas` maps an endpoint to
     WeChat's {"daily_limit", "used", "remain"} when it was asked; `tags` (the tags backend's
-    `tags/get`, with counts) lets the snapshot read tag member lists when that is cheaper.
+    `tags/get`, with counts) lets the snapshot read tag member lists when that is cheaper;
+    `count` says who will really move. Without it, and with the snapshot on, the users and
+    move calls are an upper bound (`moves_exact` False): the snapshot skips users already in
+    their target.
     """
     movable = [g["users"] for g in groups.get("users_per_group", {}).values()]
     movable += [g["users"] for g in groups.get("create", [])]
@@ -196,18 +215,37 @@ def summarize_plan(
                 if spec.snapshot and users else None)
     if snapshot is not None and snapshot.calls:  # no tag has members: nothing to list
         calls[snapshot.source] = snapshot.calls
-    if users:
-        calls[endpoints["move"]] = move_calls(movable, spec.batch_size)
+    moving = users if count is None else sum(count.moving.values())
+    calls |= _move_calls(movable, spec, endpoints, count)
     total = sum(calls.values())
     return Plan(
-        rows=dict(rows), users_to_move=users, groups=groups, calls={**calls, "total": total},
+        rows=dict(rows), users_to_move=moving, groups=groups, calls={**calls, "total": total},
         estimated_duration_s=_eta(calls, spec, rates or {}, sharing),
-        warnings=_warnings(groups, spec), invalid_by_reason=dict(invalid_by_reason or {}),
+        warnings=_warnings(groups, spec, count), invalid_by_reason=dict(invalid_by_reason or {}),
         quota=_quota_fit(calls, quotas) if quotas is not None else {},
         snapshot_source=snapshot.source if snapshot else None,
         snapshot_alternative={snapshot.other: snapshot.other_calls}
         if snapshot and tags is not None else {},
-        rate=spec.rate, rates=_rates(calls, spec, rates or {}), sharing=sharing)
+        rate=spec.rate, rates=_rates(calls, spec, rates or {}), sharing=sharing,
+        already=count.already if count else 0, already_source=count.source if count else None,
+        moves_exact=(count is not None or not spec.snapshot  # nobody can be in a new group
+                     or not any(g["users"] for g in groups.get("users_per_group", {}).values())),
+        count_calls=dict(count.calls) if count else {})
+
+
+def _move_calls(movable: list[int], spec: JobSpec, endpoints: dict[str, str],
+                count: MoveCount | None) -> dict[str, int]:
+    """The move (tag, untag) calls: per target, or per tag when the count knows the users'
+    tags."""
+    if count is None:
+        return {endpoints["move"]: move_calls(movable, spec.batch_size)} if sum(movable) else {}
+    if spec.backend != "tags":
+        n = move_calls(count.moving.values(), spec.batch_size)
+        return {endpoints["move"]: n} if n else {}
+    found = {endpoint: move_calls([n for (op, _), n in count.tag_ops.items() if op == kind],
+                                  spec.batch_size)
+             for endpoint, kind in ((TAG_ENDPOINT, "tag"), (UNTAG_ENDPOINT, "untag"))}
+    return {endpoint: n for endpoint, n in found.items() if n}
 
 
 def _rates(calls: Mapping[str, int], spec: JobSpec, rates: Mapping[str, float]
@@ -247,9 +285,9 @@ def _quota_fit(calls: Mapping[str, int],
     return fit
 
 
-def _warnings(groups: PlanGroups, spec: JobSpec) -> list[str]:
+def _warnings(groups: PlanGroups, spec: JobSpec, count: MoveCount | None) -> list[str]:
     warnings = []
-    if spec.backend == "tags" and (spec.untag or spec.target == "set"):
+    if spec.backend == "tags" and (spec.untag or spec.target == "set") and count is None:
         warnings.append("untagging adds calls that depend on the users' current tags "
                         "(read by the snapshot); they are not counted above")
     targets = groups.get("users_per_group", {})

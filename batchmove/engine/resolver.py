@@ -20,6 +20,9 @@ from batchmove.ledger.rows import Creation
 from batchmove.models import Target, TargetKind
 
 TargetFailure = tuple[int | None, str]  # (errcode, reason) for every row of a target
+#: how a missing name's rows end their reason (errcode None): what `--retry-failed
+#: --create-groups` repairs, as the run's hint says (`output/advice.py`)
+MISSING_GROUP = "does not exist; allow creating it with --create-groups"
 
 
 class TargetClient(Protocol):
@@ -88,7 +91,7 @@ def refuse_missing(resolution: Resolution) -> None:
     """Without permission to create groups, a missing name fails its rows."""
     for name in resolution.missing:
         resolution.failed[name] = (
-            None, f"group {name!r} does not exist; allow creating it with --create-groups")
+            None, f"group {name!r} {MISSING_GROUP}")
     resolution.missing = []
 
 

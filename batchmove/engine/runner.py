@@ -3,15 +3,14 @@ reports every batch's fate through callbacks. It knows nothing of files or ledge
 
 What each failure does (the classes come from the errcode table and the client's boundary):
 - TransientError: tenacity retries with exponential backoff and full jitter, capped attempts.
-- OutcomeUnknownError (sent, never answered): retried likewise; a move never answered may
-  have been applied: its rows go to `on_unknown` (read back later), never to `on_failed`.
+- OutcomeUnknownError (sent, never answered): retried likewise. A move with an attempt never
+  answered may have been applied, however its later attempts ended (a quota, a stop, a
+  refusal): its rows go to `on_unknown` (read back later), never to `on_failed` or pending.
 - ProtocolError (an answer out of contract): retried likewise, then the run stops (FATAL):
   not a row's fault, and failing row after row on it would only burn the quota.
-- MinuteQuotaError (45011): wait for the next minute, then retry (a separate, larger cap); under
-  `rate = "auto"` the client's gate holds the account's calls until the window turns, so the
-  retry goes at once and waits there (`MANAGED_MINUTE_ATTEMPTS`).
-- RowError 45159 on a (un)tagging call: a tag created a moment ago; tried again after 0.5, 1 and
-  2 s before it becomes the rows' verdict.
+- MinuteQuotaError (45011): wait for the next minute (under `rate = "auto"`, in the client's
+  gate), then retry (a separate, larger cap: `MANAGED_MINUTE_ATTEMPTS`).
+- RowError 45159 on (un)tagging: a new tag; tried again after 0.5, 1 and 2 s (a verdict after).
 - RowError 40003/46004/43004 on a batch of several users: split it in halves (bisection) so the
   good openids still move and the bad ones are isolated; on a single user: that row fails.
 - Other RowError and unknown errcodes: every row of the batch fails with that errcode.
@@ -24,13 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
@@ -102,7 +98,7 @@ class RunOutcome:
 
 
 class _Abandoned(Exception):
-    """The run is stopping: leave this batch pending."""
+    """The run is stopping: leave this batch pending (unless an attempt went unanswered)."""
 
 
 @dataclass
@@ -209,51 +205,53 @@ class Runner(Generic[T]):
 
     async def _process(self, batch: Batch) -> None:
         attempts = 0
-        unanswered = False  # an attempt was sent and never answered: it may have been applied
+        unanswered: list[OutcomeUnknownError] = []  # sent, never answered: may have applied
 
         async def attempt() -> T:
-            nonlocal attempts, unanswered
+            nonlocal attempts
             if self.stopping:
                 raise _Abandoned
             attempts += 1
             self.calls_made += 1
             try:
                 return await self._send_visible(batch)
-            except OutcomeUnknownError:
-                unanswered = True
+            except OutcomeUnknownError as exc:
+                unanswered.append(exc)
                 raise
 
         try:
             result: T = await self._with_retries(attempt)
-        except _Abandoned:
-            return
-        except (TransientError, MinuteQuotaError) as exc:
+        except (_Abandoned, ApiError) as exc:
             if unanswered and self.on_unknown is not None and batch.op != "read":
-                self._unknown(batch, exc, attempts)
-            elif not self.stopping and not isinstance(exc, ProtocolError):
-                self._fail(batch, exc, attempts, f"gave up after {attempts} attempts: ")
-            if isinstance(exc, ProtocolError):
-                self.stop(StopReason.FATAL, exc, now=True)
-            return
-        except DailyQuotaError as exc:
-            self.stop(StopReason.DAILY_QUOTA, exc)
-            return
-        except (FatalApiError, TokenError) as exc:
-            self.stop(StopReason.FATAL, exc, now=True)
-            return
-        except RowError as exc:
-            if self.bisect and exc.errcode in BISECT_ERRCODES and len(batch) > 1:
-                for half in split(batch):
-                    self._queue.put_nowait(half)
-                return
-            self._fail(batch, exc, attempts)
-            return
-        except ApiError as exc:  # an errcode missing from the table: report it, go on
-            self._fail(batch, exc, attempts)
+                self._unknown(batch, exc if isinstance(exc, ApiError) else unanswered[-1], attempts)
+                self._stop_for(exc)
+            elif not isinstance(exc, _Abandoned):
+                self._settle_error(batch, exc, attempts)
             return
         self.on_done(batch, result, attempts)
         if batch.op != "read":  # a snapshot read settles nothing: its users' moves will
             self._count(len(batch), 0)
+
+    def _stop_for(self, exc: Exception) -> bool:  # True when `exc` stops the run
+        if isinstance(exc, DailyQuotaError):
+            self.stop(StopReason.DAILY_QUOTA, exc)
+        elif isinstance(exc, ProtocolError | FatalApiError | TokenError):
+            self.stop(StopReason.FATAL, exc, now=True)
+        return isinstance(exc, DailyQuotaError | ProtocolError | FatalApiError | TokenError)
+
+    def _settle_error(self, batch: Batch, exc: ApiError, attempts: int) -> None:
+        """A batch whose every attempt was answered, and answered with an error."""
+        if self._stop_for(exc):
+            return
+        if isinstance(exc, TransientError | MinuteQuotaError):
+            if not self.stopping:
+                self._fail(batch, exc, attempts, f"gave up after {attempts} attempts: ")
+        elif (isinstance(exc, RowError) and self.bisect and exc.errcode in BISECT_ERRCODES
+              and len(batch) > 1):
+            for half in split(batch):
+                self._queue.put_nowait(half)
+        else:  # a RowError, or an errcode missing from the table: report it, go on
+            self._fail(batch, exc, attempts)
 
     async def _send_visible(self, batch: Batch) -> T:
         """`send`, with a short, bounded wait for a tag WeChat does not see yet (45159)."""
@@ -274,7 +272,7 @@ class Runner(Generic[T]):
         self._count(len(batch), len(batch))
 
     def _unknown(self, batch: Batch, exc: ApiError, attempts: int) -> None:
-        """Rows whose move may have been applied: not failed (nor counted so) until read back."""
+        """Rows whose move may have been applied: not failed (nor counted) until read back."""
         assert self.on_unknown is not None
         why = f"sent {attempts} times, never answered as WeChat documents ({exc.errmsg})"
         self.on_unknown([RowFailure(row, exc.errcode, why, attempts) for row in batch.rows])
@@ -352,49 +350,3 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy) ->
     """One call outside the worker pool (e.g. `groups/get`), under the same retry policy."""
     result: T = await retrying(policy)(call)
     return result
-
-
-@dataclass
-class StopSignals:  # SIGINT/SIGTERM -> the runner of the current stage
-    """SIGINT/SIGTERM while the pipeline runs: ask the current runner to stop."""
-
-    reason: StopReason | None = None
-    runner: Runner[Any] | None = None
-
-    def request(self, reason: StopReason) -> None:
-        self.reason = self.reason or reason
-        if self.runner is not None:
-            self.runner.stop(reason)
-
-    async def watch(self, runner: Runner[Any], batches: Iterable[Batch],
-                    lookahead: int = 0) -> RunOutcome:
-        self.runner = runner
-        if self.reason is not None:
-            runner.stop(self.reason)
-        try:
-            return await runner.run(batches, lookahead)
-        finally:
-            self.runner = None
-
-
-@contextmanager
-def signal_stop(install: bool = False) -> Iterator[StopSignals]:
-    """A `StopSignals` for one run; with `install`, SIGINT/SIGTERM request the stop.
-
-    Handlers are installed only when asked (the CLI asks): a library call must leave its
-    caller's handlers alone, and a loop outside the main thread cannot take them at all.
-    """
-    stop = StopSignals()
-    loop = asyncio.get_running_loop()
-    install = install and threading.current_thread() is threading.main_thread()
-    signals = ((signal.SIGINT, StopReason.SIGINT), (signal.SIGTERM, StopReason.SIGTERM))
-    before = {sig: signal.getsignal(sig) for sig, _ in signals} if install else {}
-    for sig, reason in signals if install else ():
-        loop.add_signal_handler(sig, stop.request, reason)
-    try:
-        yield stop
-    finally:
-        for sig, handler in before.items():  # the loop would leave SIG_DFL behind
-            with suppress(Exception):
-                loop.remove_signal_handler(sig)
-                signal.signal(sig, handler)

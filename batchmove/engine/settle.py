@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from batchmove.engine.moves import read_users
-from batchmove.engine.runner import RunOutcome, StopSignals
+from batchmove.engine.runner import RunOutcome
+from batchmove.engine.signals import StopSignals
 from batchmove.engine.targets import group_verdict, parse_tag_set, tag_verdict
 from batchmove.ledger.outcomes import UnknownOutcomes, UnknownRow
 from batchmove.ledger.store import Ledger

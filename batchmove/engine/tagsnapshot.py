@@ -21,7 +21,8 @@ import asyncio
 from functools import partial
 
 from batchmove.engine.moves import snapshot
-from batchmove.engine.runner import RetryPolicy, RunOutcome, StopSignals, with_retries
+from batchmove.engine.runner import RetryPolicy, RunOutcome, with_retries
+from batchmove.engine.signals import StopSignals
 from batchmove.engine.snapshotsource import BATCHGET, MEMBERS, choose_source, listed_tags
 from batchmove.errors import FatalApiError, RowError
 from batchmove.ledger.store import Ledger

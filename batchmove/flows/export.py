@@ -27,7 +27,8 @@ from typing import Any
 from batchmove.engine.backend import client_for
 from batchmove.engine.listing import Lister, Streams
 from batchmove.engine.moves import ProgressClock
-from batchmove.engine.runner import RetryPolicy, StopSignals, signal_stop, with_retries
+from batchmove.engine.runner import RetryPolicy, with_retries
+from batchmove.engine.signals import StopSignals, signal_stop
 from batchmove.errors import (
     EXIT_OK,
     EXIT_SIGINT,

@@ -26,8 +26,10 @@ from batchmove.engine.account import resolve_targets
 from batchmove.engine.backend import api_client, gate_of
 from batchmove.engine.flow import send_stages
 from batchmove.engine.resolver import create_missing
-from batchmove.engine.runner import RunOutcome, StopSignals, signal_stop
+from batchmove.engine.runner import RunOutcome
+from batchmove.engine.settle import settle_unknown
 from batchmove.engine.sharing import claimed, seed_rates, sending_endpoints
+from batchmove.engine.signals import StopSignals, signal_stop
 from batchmove.engine.targets import TargetApi
 from batchmove.errors import (
     EXIT_OK,
@@ -53,6 +55,7 @@ from batchmove.ledger.rundir import load_or_resume, now
 from batchmove.ledger.store import Ledger
 from batchmove.models import STATUSES, JobSpec
 from batchmove.output import report
+from batchmove.output.advice import RetryAdvice, retry_advice, retryable
 from batchmove.output.notify import Notifier, notify_refused, notify_result
 from batchmove.results import (
     Events,
@@ -63,7 +66,6 @@ from batchmove.results import (
     counts_of,
 )
 from batchmove.wechat.client import WeChatClient
-from batchmove.wechat.errcodes import ERRCODES
 
 _STOP_MESSAGES = {
     StopReason.DAILY_QUOTA: "the daily API quota is used up (45009); run the same command "
@@ -73,6 +75,9 @@ _STOP_MESSAGES = {
     StopReason.SIGINT: "interrupted; run the same command again to resume",
     StopReason.SIGTERM: "terminated; run the same command again to resume",
 }
+#: stops after which the moves never answered are still read back before the run ends: the
+#: account still answers (a daily quota is per endpoint; the read has its own)
+_SETTLE_AFTER = (StopReason.DONE, StopReason.DAILY_QUOTA, StopReason.THRESHOLD)
 #: what stops a run but leaves it resumable, rather than failing rows
 _STOPPING = (FatalApiError, TokenError, TransientError, MinuteQuotaError)
 
@@ -134,6 +139,7 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
                 plan = await plan_of(client, ledger, spec, resolution, groups)
                 if not options.confirm(plan):
                     raise ConfirmationRequired("not confirmed: nothing was sent")
+            ledger.set_meta(nothing_sent=False)  # from here on a change may reach WeChat
             if resolution.missing and stop.reason is None:
                 await create_missing(TargetApi(client, spec.backend), resolution, ledger,
                                      sleep=asyncio.sleep)
@@ -143,6 +149,9 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
             for stage in send_stages(spec):
                 if outcome.reason is StopReason.DONE and stop.reason is None:
                     outcome = await stage(client, ledger, spec, stop, events)
+            if outcome.reason in _SETTLE_AFTER and stop.reason is None:  # may have moved:
+                settled = await settle_unknown(client, ledger, spec, stop, events)  # read back
+                outcome = settled if outcome.reason is StopReason.DONE else outcome
             if spec.verify and outcome.reason is StopReason.DONE and stop.reason is None:
                 outcome = await read_back(client, ledger, spec, stop, events)
         except DailyQuotaError as exc:
@@ -170,7 +179,8 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
             error: ApiError | None, rates: dict[str, float]) -> RunResult:
     """The verdict, the reports, and the result every caller gets."""
     counts = ledger.counts()
-    code, message = _verdict(counts, reason, error)
+    advice = retry_advice(ledger.failures_by_answer()) if counts.get("failed") else None
+    code, message = _verdict(counts, reason, error, advice)
     finished = time.time()
     if code in (EXIT_OK, EXIT_ROW_FAILURES):
         ledger.set_meta(finished_at=now())
@@ -192,8 +202,8 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
                      ledger.calls(), summary)
 
 
-def _verdict(counts: Counter[str], reason: StopReason,
-             error: ApiError | None) -> tuple[int, str]:
+def _verdict(counts: Counter[str], reason: StopReason, error: ApiError | None,
+             advice: RetryAdvice | None = None) -> tuple[int, str]:
     tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)) or "no rows"
     if reason is StopReason.FATAL and error is not None:
         return EXIT_STOPPED, f"stopped: {error.message} ({tally})"
@@ -208,7 +218,9 @@ def _verdict(counts: Counter[str], reason: StopReason,
     if counts.get("pending"):
         return EXIT_STOPPED, f"stopped with rows still pending; run again to resume ({tally})"
     if counts.get("failed") or counts.get("invalid"):
-        return EXIT_ROW_FAILURES, f"finished with row failures ({tally}); see failed.csv"
+        hint = advice.hint() if advice is not None else ""
+        return EXIT_ROW_FAILURES, (f"finished with row failures ({tally}); see failed.csv"
+                                   + (f"; {hint}" if hint else ""))
     return EXIT_OK, f"finished ({tally})"
 
 
@@ -216,14 +228,6 @@ def _verdict(counts: Counter[str], reason: StopReason,
 def _retry_failed(ledger: Ledger) -> int:
     """`--retry-failed`: the failed rows worth another try, pending again."""
     return ledger.reset_failed(retryable(ledger.failed_errcodes()))
-
-
-def retryable(errcodes: set[int | None]) -> list[int | None]:
-    """No answer (None: also unusable groups, which are resolved afresh), transient and quota
-    errcodes, and errcodes missing from the table."""
-    again = (TransientError, MinuteQuotaError, DailyQuotaError)
-    return [c for c in errcodes
-            if c is None or c not in ERRCODES or issubclass(ERRCODES[c].kind, again)]
 
 
 def _iso(timestamp: float) -> str:

@@ -57,7 +57,7 @@ async def freeze(spec: JobSpec, events: Events, *, restart: bool = False,
         return spec, None
     frozen = spec.out_dir / FROZEN_INPUT
     job = replace(spec, input=frozen.absolute())
-    if frozen.exists() and not restart:
+    if frozen.exists() and not restart and _rows(frozen):
         return job, None
     spec.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     result = await export_followers(listing_spec(spec, frozen), events,
@@ -65,6 +65,9 @@ async def freeze(spec: JobSpec, events: Events, *, restart: bool = False,
     if result.exit_code != 0:
         return job, _stopped(spec, result)
     what = describe_selection(spec.select)
+    if not result.rows:  # nothing frozen: the next run lists the selection afresh
+        frozen.unlink(missing_ok=True)
+        return job, _empty(spec, result.calls)
     events.info(f"selected {result.rows:,} followers ({what}) into {frozen}")
     return job, None
 
@@ -88,6 +91,15 @@ async def planned(spec: JobSpec, events: Events) -> AsyncIterator[tuple[JobSpec,
         yield replace(spec, input=path), Listed(result.rows, result.calls)
 
 
+def empty_plan(spec: JobSpec) -> Plan:
+    """The plan of a selection with nobody in it: the run would move nobody (exit 0)."""
+    assert spec.select is not None
+    return Plan(rows={}, users_to_move=0, groups={}, calls={"total": 0},
+                estimated_duration_s=0.0, warnings=[
+                    f"the selection is empty ({describe_selection(spec.select)}: no follower "
+                    "matches): the run would move nobody"])
+
+
 def with_listing(plan: Plan, listed: Listed, select: Selection) -> Plan:
     """The plan of a segment job: the selection's size, and its listing calls counted in."""
     calls = dict(plan.calls)
@@ -109,11 +121,21 @@ def listing_spec(spec: JobSpec, out: Path) -> ExportSpec:
 
 
 def _stopped(spec: JobSpec, listing: ExportResult) -> RunResult:
-    message = f"listing the selection stopped: {listing.message}"
+    message = f"listing the selection stopped: {listing.message.removeprefix('stopped: ')}"
     summary = Summary(job=spec.name, exit_code=listing.exit_code,
                       stop_reason=listing.stop_reason, message=message, calls=listing.calls)
     return RunResult(listing.exit_code, message, spec.out_dir, counts_of({}),
                      StopReason(listing.stop_reason), listing.calls, summary)
+
+
+def _empty(spec: JobSpec, calls: dict[str, int]) -> RunResult:
+    """A selection with nobody in it: nothing to move, and that is not an error (exit 0)."""
+    assert spec.select is not None
+    message = (f"the selection is empty ({describe_selection(spec.select)}: no follower "
+               "matches): nothing to move")
+    summary = Summary(job=spec.name, exit_code=0, stop_reason=StopReason.DONE.value,
+                      message=message, calls=calls, counts=counts_of({}))
+    return RunResult(0, message, spec.out_dir, counts_of({}), StopReason.DONE, calls, summary)
 
 
 def _rows(path: Path) -> int:

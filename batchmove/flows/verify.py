@@ -12,7 +12,8 @@ from typing import Any
 
 from batchmove.engine.backend import api_client
 from batchmove.engine.moves import read_users
-from batchmove.engine.runner import RunOutcome, StopSignals, signal_stop
+from batchmove.engine.runner import RunOutcome
+from batchmove.engine.signals import StopSignals, signal_stop
 from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, EXIT_STOPPED, UsageError
 from batchmove.intake import jobfile
 from batchmove.ledger.store import Ledger

@@ -10,21 +10,19 @@ overrides are relative to the current directory.
 from __future__ import annotations
 
 import codecs
-import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from batchmove.errors import JobFileError, UsageError
+from batchmove.intake.jobtables import TableReader
 from batchmove.intake.jobvalues import (
     absolute,
     is_int,
     is_name_or_id,
     is_number,
-    is_outcomes,
     is_sheet,
     is_untag,
     suggest,
@@ -33,10 +31,7 @@ from batchmove.intake.placement import placed
 from batchmove.models import (
     AUTO,
     SNAPSHOT_SOURCES,
-    ColumnMap,
-    Credentials,
     JobSpec,
-    Notify,
     Selection,
     show,
 )
@@ -53,18 +48,6 @@ _TABLES = ("columns", "credentials", "sandbox", "select", "notify")
 _SELECT_KEYS = ("tag", "group", "all", "to", "to_id")
 #: every key a job file (or an override) may set
 JOB_KEYS = (*_TOP, *_TABLES)
-_COLUMN_KEYS = tuple(f.name for f in fields(ColumnMap))
-_CREDENTIAL_KEYS = tuple(f.name for f in fields(Credentials))
-_SECRETS = {"appsecret": "secret_env", "app_secret": "secret_env", "secret": "secret_env",
-            "access_token": "token_env", "token": "token_env", "accesstoken": "token_env"}
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NOTIFY_KEYS = tuple(f.name for f in fields(Notify))
-# [notify] keys that would hold a URL (a robot's URL carries its key): refused like secrets
-_NOTIFY_URLS = {"wecom_webhook": "wecom_webhook_env", "wecom": "wecom_webhook_env",
-                "robot": "wecom_webhook_env", "webhook": "webhook_env",
-                "webhook_url": "webhook_env", "url": "webhook_env", "ping": "ping_env",
-                "ping_url": "ping_env"}
-
 
 def spec_for(job: Path, **overrides: Any) -> JobSpec:
     """The job's spec: a job file's keys, or a spreadsheet run with the defaults, with the
@@ -141,7 +124,7 @@ def job_values(data: Mapping[str, Any], path: Path, *, need_input: bool = True) 
     return values
 
 
-class _Reader:
+class _Reader(TableReader):
     """One source's keys, checked one by one, its name (file or "option") in every message."""
 
     def __init__(self, path: Path, data: Mapping[str, Any], label: str = "") -> None:
@@ -150,9 +133,6 @@ class _Reader:
         self.overrides = bool(label)  # keys given as options: tables only when given
         self.base = absolute(path) if self.overrides else absolute(path).parent
         self.data = data
-
-    def fail(self, message: str) -> JobFileError:
-        return JobFileError(f"{self.label}: {message}")
 
     def check_keys(self) -> None:
         for key, value in self.data.items():
@@ -226,22 +206,6 @@ class _Reader:
             values["untag"] = "others" if untag == "others" else tuple(map(str, untag))
         return values
 
-    def _get(self, key: str, value: Any, accept: Callable[[Any], bool] | type,
-             what: str) -> Any:
-        ok = isinstance(value, accept) if isinstance(accept, type) else accept(value)
-        if not ok:
-            raise self.fail(f"{key} must be {what}, got {show(value)}")
-        return value
-
-    def _path(self, key: str, value: Any) -> Path:
-        if isinstance(value, Path):
-            value = str(value)
-        text = self._get(key, value, str, "a path (a string)")
-        if not text.strip():
-            raise self.fail(f"{key} must not be empty")
-        path = Path(text).expanduser()
-        return path if path.is_absolute() else Path(os.path.normpath(self.base / path))
-
     def input(self, value: Any) -> Path:
         path = self._path("input", value)
         if not path.exists():
@@ -297,83 +261,6 @@ class _Reader:
             except LookupError:
                 raise self.fail(f"encoding {values['encoding']!r} is not an encoding "
                                 "Python knows (try \"gb18030\" or \"utf-8\")") from None
-
-    def _table(self, table: str, value: dict[str, Any], known: tuple[str, ...]) -> None:
-        for key in value:
-            self._refuse_secret(key, table)
-            if key not in known:
-                raise self.fail(f"[{table}] unknown key {key!r}{suggest(key, known)}")
-
-    def _refuse_secret(self, key: str, table: str) -> None:
-        use = _SECRETS.get(key.lower())
-        if use is not None:
-            where = f"[{table}] " if table else ""
-            raise self.fail(f"{where}{key!r} would put a secret in the job file: keep it in an "
-                            f"environment variable and name the variable with [credentials] "
-                            f"{use} = \"...\"")
-
-    def _columns(self, value: dict[str, Any]) -> ColumnMap:
-        self._table("columns", value, _COLUMN_KEYS)
-        names: dict[str, str] = {}
-        for key, name in value.items():
-            text = self._get(f"columns.{key}", name, str, "a column header (a string)")
-            if not text.strip():
-                raise self.fail(f"columns.{key} must not be empty")
-            names[key] = text
-        return ColumnMap(**names)
-
-    def _credentials(self, value: dict[str, Any]) -> Credentials:
-        self._table("credentials", value, _CREDENTIAL_KEYS)
-        options: dict[str, Any] = {}
-        for key, item in value.items():
-            label = f"credentials.{key}"
-            if key.endswith("_env"):
-                options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
-                    _ENV_NAME.fullmatch(v)), "the NAME of an environment variable")
-            elif key == "token_kind":
-                options[key] = self._get(label, item, lambda v: v in ("stable", "classic"),
-                                         '"stable" or "classic"')
-            elif key == "component":
-                options[key] = self._get(label, item, bool, "true or false")
-            elif key == "ticket_file":
-                options[key] = str(self._path(label, item))
-            else:
-                options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
-                    v.strip()), "a command line (a non-empty string)")
-        return Credentials(**options)
-
-    def _notify(self, value: dict[str, Any]) -> Notify:
-        for key, item in value.items():
-            use = _NOTIFY_URLS.get(key.lower())
-            if use is None and not key.endswith("_env") and isinstance(item, str) \
-                    and "://" in item:
-                use = f"{key}_env"
-            if use is not None:
-                raise self.fail(f"[notify] {key!r} would put a URL in the job file; a webhook "
-                                "URL is a secret (it carries the robot's key): keep it in an "
-                                f"environment variable and name the variable with [notify] "
-                                f"{use} = \"...\"")
-        self._table("notify", value, _NOTIFY_KEYS)
-        options: dict[str, Any] = {}
-        for key, item in value.items():
-            label = f"notify.{key}"
-            if key == "on":
-                options[key] = tuple(self._get(label, item, is_outcomes, "a list of "
-                                               '"finish", "stop" and "failure"'))
-            elif isinstance(item, str) and "://" in item:
-                raise self.fail(f"{label} must be the NAME of an environment variable, not a "
-                                "URL: a webhook URL is a secret; put it in the environment")
-            elif item is not None:
-                options[key] = self._get(label, item, lambda v: isinstance(v, str) and bool(
-                    _ENV_NAME.fullmatch(v)), "the NAME of an environment variable")
-        return Notify(**options)
-
-    def _sandbox(self, value: dict[str, Any]) -> dict[str, Any]:
-        settings = dict(value)
-        if "users_file" in settings:
-            settings["users_file"] = str(self._path("sandbox.users_file",
-                                                    settings["users_file"]))
-        return settings
 
 
 def _is_rate(value: Any) -> bool:

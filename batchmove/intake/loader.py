@@ -265,8 +265,13 @@ class LoadedInput:
         return self.amendments
 
     def _refuse_unreadable(self) -> None:
-        """Ragged rows are row verdicts, unless no row at all could be read safely."""
+        """Ragged rows are row verdicts, unless no row at all could be read safely; a file
+        with no data row at all is refused too (exit 2: there is nothing to move)."""
         stats = self.stats
+        if not stats.rows:
+            blank = f" and {stats.blank} blank rows" if stats.blank else ""
+            raise InputError(f"{self.path}: no data rows (a header{blank} only): nothing "
+                             "to move")
         if stats.rows and stats.unreadable == stats.rows:
             raise InputError(f"{self.path}: no row could be read: row {stats.unreadable_example}")
 

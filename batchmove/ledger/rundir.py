@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from batchmove.models import JobSpec
 
 #: files of a run directory that move to history/ when a finished run makes way for a new one
 RUN_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", "report.csv",
-             "report.xlsx", "failed.csv", "summary.json", "plan.json")
+             "report.xlsx", "failed.csv", "summary.json", "plan.json", "rollback.csv",
+             "rollback")  # rollback/: the run's undo (`rollback --apply`) goes with it
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -61,13 +63,17 @@ def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restar
             if reset_failed is not None:
                 info(f"retrying {reset_failed(ledger)} failed rows")
             counts = ledger.counts()
+            ledger.set_meta(settings=run_settings(spec))  # as this run sends: its hints too
             if counts.get("pending"):
                 ledger.set_meta(finished_at=None)
             done = sum(n for status, n in counts.items() if status != "pending")
             info(f"resuming {ledger.run_dir}: {done} rows done, {counts.get('pending', 0)} "
                  "remain")
             return
-        if not same and meta.get("finished_at") is None and not restart:
+        # an unfinished run that never sent a change (refused before: no credentials, not
+        # confirmed) protects nothing: new settings start afresh without --restart
+        if not same and meta.get("finished_at") is None and not restart \
+                and not meta.get("nothing_sent"):
             raise InputChangedError(
                 f"the input or settings changed since the unfinished run in {ledger.run_dir}; "
                 "run with --restart to discard its progress and start again, or restore the "
@@ -76,17 +82,36 @@ def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restar
     load(ledger, source, spec, digest, info)
 
 
+def run_settings(spec: JobSpec) -> dict[str, Any]:
+    """What a run records of its settings (ledger meta `settings`), so that a hint, and
+    `rollback --apply`, can act as the run did: where it sent its calls, as whom (the names of
+    the credential variables, never a secret; a token or ticket command, which may hold one,
+    only as "the job file's"), how fast. The embedded sandbox's own secret and explicit
+    follower list are left out."""
+    sandbox = {k: v for k, v in spec.sandbox.items() if k not in ("secret", "openids")}
+    credentials = {k: v for k, v in asdict(spec.credentials).items() if v is not None}
+    commands = sorted(k for k in credentials if k.endswith("_command"))  # may hold a secret
+    return {"api_base": spec.api_base, "backend": spec.backend, "sheet": spec.sheet,
+            "encoding": spec.encoding, "target": spec.target,
+            "credentials": {k: v for k, v in credentials.items() if k not in commands},
+            "commands": commands,  # the job file's: read from it again when needed
+            "rate": spec.rate, "max_rate": spec.max_rate, "concurrency": spec.concurrency,
+            "retries": spec.retries,
+            "timeout": spec.timeout, "max_failure_rate": spec.max_failure_rate,
+            "sandbox": sandbox, "account": spec.single_account}
+
+
 def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,
          info: Callable[[str], None]) -> None:
     """A new run: every input row into the ledger, in one transaction."""
-    ledger.set_meta(fingerprint=digest, run_id=run_id(), finished_at=None,
+    ledger.set_meta(fingerprint=digest, run_id=run_id(), finished_at=None, nothing_sent=True,
                     started_at=now(), input=str(source.path), headers=source.headers,
                     openid_column=source.openid_column, target_column=source.target_column,
                     target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)
     total = ledger.load_rows(source.rows(), source.settle)
     ledger.set_meta(invalid_by_reason=dict(source.stats.invalid_by_reason),
                     blank_rows=source.stats.blank, job_path=str(spec.job_path or ""),
-                    snapshot=spec.snapshot, backend=spec.backend)
+                    snapshot=spec.snapshot, backend=spec.backend, settings=run_settings(spec))
     info(f"loaded {total} rows from {source.path}")
 
 

@@ -75,8 +75,9 @@ def format_message(summary: Mapping[str, Any], run_dir: Path, reasons: list[tupl
         f"**Duration:** {duration(float(summary.get('duration_s') or 0))}",
         f"**Run directory:** `{_short(str(run_dir.absolute()), _LINE_MAX)}`",
     ]
-    if resume:
-        lines.append(f"**Resume:** `{_short(resume, 1000)}`")
+    if resume:  # row failures: the rows worth sending again; otherwise the resume
+        label = "Retry" if code == EXIT_ROW_FAILURES else "Resume"
+        lines.append(f"**{label}:** `{_short(resume, 1000)}`")
     if reasons:
         lines.append("**Top failure reasons:**")
     text = "\n".join(lines)

@@ -39,6 +39,7 @@ from batchmove.ledger.rundir import read_meta
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import JobSpec, Notify
 from batchmove.output import report
+from batchmove.output.advice import RetryAdvice, rerun_command, retry_advice
 from batchmove.output.message import format_message, outcome_of
 from batchmove.wechat.robot import Answer, HttpSender
 
@@ -249,25 +250,32 @@ def _result(task: asyncio.Future[tuple[Answer, int]]) -> tuple[Answer, int]:
 
 
 # --- what a run's end is made of ------------------------------------------------------------
-def failure_reasons(run_dir: Path, limit: int = TOP_REASONS) -> list[tuple[str, int]]:
-    """The most common reasons rows failed or were refused, with their counts."""
+def failure_reasons(run_dir: Path, limit: int = TOP_REASONS
+                    ) -> tuple[list[tuple[str, int]], RetryAdvice]:
+    """The most common reasons rows failed or were refused, with their counts; and what
+    `--retry-failed` would send again."""
     if not (run_dir / LEDGER_NAME).exists():
-        return []
+        return [], RetryAdvice()
     with Ledger(run_dir).open(lock=False) as ledger:
         tally: Counter[str] = Counter(ledger.meta().get("invalid_by_reason") or {})
-        for (errcode, errmsg), n in ledger.failures_by_answer().items():
+        failures = ledger.failures_by_answer()
+        for (errcode, errmsg), n in failures.items():
             reason = f"errcode {errcode}" if errcode is not None else "no answer"
             tally[f"{reason}: {errmsg}" if errmsg else reason] += n
-    return tally.most_common(limit)
+    return tally.most_common(limit), retry_advice(failures)
 
 
-def resume_command(run_dir: Path, meta: Mapping[str, Any], exit_code: int) -> str | None:
-    """The command that resumes (exit 3, 130, 143) or retries the failed rows (exit 1)."""
-    job = meta.get("job_path") or meta.get("input")
-    if not job or exit_code in (EXIT_OK, 2):
+def resume_command(run_dir: Path, meta: Mapping[str, Any], exit_code: int,
+                   advice: RetryAdvice | None = None) -> str | None:
+    """The command that resumes (exit 3, 130, 143), or that retries the failed rows (exit 1)
+    when some would really be sent again."""
+    if exit_code in (EXIT_OK, 2):
         return None
-    command = f"batchmove run {job} --out {run_dir.absolute()}"
-    return command + " --retry-failed" if exit_code == EXIT_ROW_FAILURES else command
+    if exit_code == EXIT_ROW_FAILURES:
+        if advice is None or not advice.retryable:
+            return None
+        return rerun_command(run_dir, meta, advice.flags)
+    return rerun_command(run_dir, meta)
 
 
 def run_meta(run_dir: Path) -> dict[str, Any]:
@@ -282,11 +290,12 @@ async def notify_finished(notifier: Notifier, run_dir: Path, summary: Mapping[st
     is this run's). Never raises: an unreadable ledger only costs the message its reasons."""
     meta: dict[str, Any] = {}
     reasons: list[tuple[str, int]] = []
+    advice = RetryAdvice()
     with suppress(BatchmoveError, OSError, sqlite3.Error):
-        meta, reasons = read_meta(run_dir), failure_reasons(run_dir)
+        meta, (reasons, advice) = read_meta(run_dir), failure_reasons(run_dir)
     code = int(summary.get("exit_code", 2))
     await notifier.finish(summary, run_dir, reasons=reasons, force=force,
-                          resume=resume_command(run_dir, meta, code))
+                          resume=resume_command(run_dir, meta, code, advice))
     with suppress(BatchmoveError, OSError):
         if report.read_summary(run_dir).get("run_id") == summary.get("run_id"):
             report.update_summary(run_dir, notifications=notifier.records)

@@ -46,8 +46,10 @@ async def test_export_of_every_follower_downloads_with_true_groups(
     planned = await r.json()
     assert planned["run"]["state"] == "planned"
     assert planned["run"]["input_name"] == "followers.csv"
-    # every follower valid, each to its current group (found "already" there when it runs)
-    assert planned["plan"]["users_to_move"] == len(OPENIDS)
+    # every follower valid, each to its current group: the plan knows from the file's
+    # current_groupid that nobody moves (and the run finds them "already" there)
+    assert (planned["plan"]["users_to_move"], planned["plan"]["already"]) == (0, len(OPENIDS))
+    assert planned["plan"]["already_source"] == "input"
     assert planned["plan"]["can_run"]
     r = await c.client.post(f"/api/runs/{planned['id']}/approve",
                             json={"digest": planned["digest"]}, headers=c.auth())

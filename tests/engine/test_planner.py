@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from batchmove.engine.planner import (
     Batcher,
+    MoveCount,
     chunked,
     move_calls,
     move_endpoint,
@@ -211,6 +212,25 @@ def test_summarize_plan_with_nothing_to_move_only_reads_groups() -> None:
     assert plan.calls == {"groups/get": 1, "total": 1}
     assert plan.users_to_move == 0
     assert plan.warnings == ["4 rows have a target group that cannot be used"]
+
+
+@pytest.mark.parametrize(("groups", "changes", "exact"), [
+    (JOB, {}, False),  # the snapshot may find users already in 101 or 102: "up to"
+    (JOB, {"snapshot": False}, True),  # without it, every user is sent
+    (groups_of({}, create={"新组": 60}), {}, True),  # nobody is in a group not created yet
+])
+def test_summarize_plan_says_when_its_moves_are_an_upper_bound(
+        groups: dict[str, Any], changes: dict[str, Any], exact: bool) -> None:
+    assert summarize_plan({}, groups, spec(**changes)).moves_exact is exact
+
+
+def test_summarize_plan_counts_the_moves_it_knows() -> None:
+    count = MoveCount("input", 150, Counter({"101": 20, "新组": 60}))
+    plan = summarize_plan({"pending": 181}, JOB, spec(), count=count)
+    assert (plan.users_to_move, plan.already, plan.already_source) == (80, 150, "input")
+    assert plan.moves_exact
+    assert plan.calls["groups/members/batchupdate"] == 1 + 2  # 20 to 101, 60 to 新组
+    assert plan.calls["user/info/batchget"] == 2  # the snapshot still reads all 181
 
 
 def test_summarize_plan_without_rate_has_no_duration() -> None:

@@ -136,3 +136,17 @@ def test_outcomes_record_list_and_settle(tmp_path: Path) -> None:
         assert ledger.conn.execute("EXPLAIN QUERY PLAN SELECT row FROM rows "
                                    "WHERE status = 'unknown'").fetchone()[-1].endswith(
             "USING INDEX rows_unknown")
+
+
+async def test_a_daily_quota_stop_still_reads_back_what_may_have_moved(tmp_path: Path) -> None:
+    """The move quota is used up right after a move that was never answered: the read back
+    (another endpoint, its own quota) settles that batch before the run ends, exit 3."""
+    rows = rows_for(("老客户",))
+    async with running_fault_server(SandboxConfig(users=N, groups=("老客户",))) as fs:
+        fs.set(Fault(MOVE, "cut", times=1), Fault(MOVE, "errcode", errcode=45009))
+        stopped = await run(job(fs, tmp_path, rows, concurrency=1))
+        moved = sum(1 for g in fs.sandbox.state.members.values() if g != 0)
+    assert (stopped.exit_code, stopped.stop_reason) == (3, "daily_quota"), stopped.message
+    assert stopped.counts["unknown"] == 0, (stopped.counts, moved)
+    assert stopped.counts["moved"] == moved == 50, (stopped.counts, moved, fs.state.calls)
+    assert stopped.counts["pending"] == N - 50

@@ -72,7 +72,7 @@ token_command = "get-token --main"
 token_kind = "classic"
 [sandbox]
 users_file = "../data/users.csv"
-groups = 100
+groups = ["A"]
 ''')
     spec = spec_for(path)
     assert spec == JobSpec(
@@ -85,7 +85,7 @@ groups = 100
         failure_sample=10, create_groups=True, allow_blacklist=True,
         out=job_dir / "runs" / "segment", confirm=False, snapshot=False, verify=True,
         xlsx_max_rows=0, sandbox={"users_file": str(job_dir / "data" / "users.csv"),
-                                  "groups": 100},
+                                  "groups": ["A"]},
     )
     assert isinstance(spec.rate, float)
 
@@ -114,10 +114,23 @@ groups = 100
     ('encoding = "klingon"',
      "encoding 'klingon' is not an encoding Python knows (try \"gb18030\" or \"utf-8\")"),
     ("[sandbox]\nusers_file = 3", "sandbox.users_file must be a path (a string), got 3"),
+    ("[sandbox]\nuser = 100", "[sandbox] unknown key 'user' (did you mean 'users'?)"),
+    ("[sandbox]\nerror_rat = 0.1",
+     "[sandbox] unknown key 'error_rat' (did you mean 'error_rate'?)"),
+    ("[sandbox]\ngroups = 100", "sandbox.groups must be a list of strings, got 100"),
+    ('[sandbox]\nusers = "many"', 'sandbox.users must be an integer, got "many"'),
+    ("[sandbox]\nerror_rate = 3", "[sandbox] error_rate must be between 0 and 1, got 3"),
+    ("[sandbox]\nminute_quota = 2.5", "sandbox.minute_quota must be an integer, got 2.5"),
+    ("[sandbox]\ndaily_quota = 5",
+     "sandbox.daily_quota must be a table of endpoint = calls, got 5"),
+    ('[sandbox]\nusers_file = "none.txt"', "sandbox.users_file: no such file: {d}/jobs/none.txt"),
+    ('[notify]\nping_evn = "X"', "[notify] unknown key 'ping_evn' (did you mean 'ping_env'?)"),
+    ('[credentials]\ntoken_comand = "x"',
+     "[credentials] unknown key 'token_comand' (did you mean 'token_command'?)"),
 ])
 def test_bad_keys(job_dir: Path, body: str, message: str) -> None:
     path = write_job(job_dir, body + "\n")
-    assert failure(path) == f"{path}: {message}"
+    assert failure(path) == f"{path}: {message.format(d=job_dir)}"
 
 
 @pytest.mark.parametrize(("body", "key", "use"), [
@@ -149,6 +162,17 @@ def test_input_errors(job_dir: Path, body: str, message: str) -> None:
     path = job_dir / "jobs" / "seg.toml"
     path.write_text(body + "\n", encoding="utf-8")
     assert failure(path) == f"{path}: {message.format(d=job_dir)}"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('tga = "x"\nto = "A"', "[select] unknown key 'tga' (did you mean 'tag'?)"),
+    ('all = true\ntoo = "A"', "[select] unknown key 'too' (did you mean 'to'?)"),
+    ('groups = "x"\nto = "A"', "[select] unknown key 'groups' (did you mean 'group'?)"),
+])
+def test_select_typos_get_a_suggestion(job_dir: Path, body: str, message: str) -> None:
+    path = job_dir / "jobs" / "seg.toml"
+    path.write_text(f"[select]\n{body}\n", encoding="utf-8")
+    assert failure(path) == f"{path}: {message}"
 
 
 def test_unreadable_job_files(tmp_path: Path) -> None:

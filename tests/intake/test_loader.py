@@ -516,9 +516,14 @@ def test_missing_or_not_a_file(tmp_path: Path, name: str) -> None:
 
 def test_fingerprint_and_header_only(tmp_path: Path) -> None:
     path = write(tmp_path / "in.csv", "openid,group\n")
-    source, rows = load(path)
-    assert rows == []
+    source = open_input(JobSpec(input=path))
     assert source.fingerprint == hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(InputError) as info:  # nothing to move: exit 2, one line
+        load(path)
+    assert info.value.message == f"{path}: no data rows (a header only): nothing to move"
+    blank = write(tmp_path / "blank.csv", "openid,group\n\n , \n")
+    with pytest.raises(InputError, match=r"no data rows \(a header and 2 blank rows only\)"):
+        load(blank)
 
 
 def test_rows_can_be_read_twice(tmp_path: Path) -> None:

@@ -82,8 +82,12 @@ def test_text_round_trips_through_csv(tmp_path: Path, table: list[list[str]], en
     assume(encoding != "gb18030" or not _also_utf8(data))
     path.write_bytes(data)
     source = open_input(JobSpec(input=path))
-    rows = [row for chunk in source.rows(4) for row in chunk]
     expected = [(n, [cell.strip(BLANK) for cell in cells]) for n, cells in
                 enumerate(table, start=2) if any(cell.strip(BLANK) for cell in cells)]
+    if not expected:  # no data row: refused as a whole (exit 2), not an empty run
+        with pytest.raises(InputError, match="no data rows"):
+            [row for chunk in source.rows(4) for row in chunk]
+        return
+    rows = [row for chunk in source.rows(4) for row in chunk]
     assert [(r.row, [r.openid, r.target, *(r.extra or ())]) for r in rows] == expected
     assert source.stats.blank == len(table) - len(expected)

@@ -52,7 +52,8 @@ async def sigint_after(sb: RunningSandbox, calls: int) -> None:
 
 @pytest.mark.parametrize(("case", "code", "words", "resume"), [
     ("done", 0, "done", None),
-    ("invalid rows", 1, "finished with row failures", "--retry-failed"),
+    ("invalid rows", 1, "finished with row failures", None),  # --retry-failed retries none
+    ("missing group", 1, "finished with row failures", "--retry-failed --create-groups"),
     ("daily quota", 3, "stopped by the daily quota, resumable", "batchmove run"),
     ("wrong secret", 3, "stopped: fatal configuration error", "batchmove run"),
     ("sigint", 130, "interrupted, resumable", "batchmove run"),
@@ -68,8 +69,10 @@ async def test_each_outcome_sends_its_message_and_pings(
     rows = spread(n, ["A"]) + ([("bad openid!", "A")] if case == "invalid rows" else [])
     if case == "wrong secret":
         monkeypatch.setenv("WECHAT_APPSECRET", "wrong-secret")
+    if case == "missing group":
+        rows = [(o, "A" if i % 2 else "Nope") for i, (o, _) in enumerate(rows)]
     spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
-                    notify=NOTIFY, concurrency=1)
+                    notify=NOTIFY, concurrency=1, create_groups=case != "missing group")
     if case == "sigint":
         stopper = asyncio.create_task(sigint_after(sb, 2))
     result = await run(spec)
@@ -80,10 +83,12 @@ async def test_each_outcome_sends_its_message_and_pings(
     assert f"{words}</font>" in message["content"]
     assert f"exit {code}" in message["content"]
     assert f"`{(tmp_path / 'run').absolute()}`" in message["content"]
+    label = "**Retry:**" if code == 1 else "**Resume:**"
     if resume:
-        assert resume in message["content"].split("**Resume:**")[1]
+        assert resume in message["content"].split(label)[1]
+        assert "--out" in message["content"].split(label)[1]
     else:
-        assert "**Resume:**" not in message["content"]
+        assert label not in message["content"]
     assert [p["what"] for p in sb.robot.pings] == ["start", str(code)]
     assert sb.robot.hooks[0]["body"]["exit_code"] == code
     summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))

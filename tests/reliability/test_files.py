@@ -93,9 +93,10 @@ def test_everything_a_run_writes_is_owner_only(written: dict[str, dict[str, int]
     modes = written["run"]
     (history,) = {name.split("/")[1] for name in modes if name.startswith("history/")}
     expected_files = {"ledger.sqlite", "report.csv", "report.xlsx", "failed.csv",
-                      "summary.json", "rollback.csv", ".lock"}
+                      "summary.json", ".lock"}
     assert expected_files <= set(modes)
-    assert {f"history/{history}/{f}" for f in ("ledger.sqlite", "report.csv")} <= set(modes)
+    assert {f"history/{history}/{f}" for f in ("ledger.sqlite", "report.csv",
+                                                 "rollback.csv")} <= set(modes)
     files = {name: modes[name] for name in written["files"]}
     assert files == dict.fromkeys(files, 0o600), files
     assert modes["."] == 0o700

@@ -426,6 +426,10 @@ def _non_blank(table: list[tuple[str, str, str]]) -> list[int]:
 def test_generated_tables_give_one_verdict_per_row(tmp_path: Path, suffix: str,
                                                    table: list[tuple[str, str, str]]) -> None:
     path = _write_table(tmp_path / f"in{suffix}", table)
+    if not _non_blank(table):  # no data row at all: refused as a whole (exit 2), one line
+        with pytest.raises(InputError, match=r": no data rows \(a header"):
+            _load(path)
+        return
     rows = _load(path)
     _check_rows(rows)
     assert [r[0] for r in rows] == _non_blank(table)
