@@ -13,15 +13,21 @@ process per account against the platform's 20 accounts, each with its own follow
   accounts.csv has one line per account, and its report.csv is in.csv row for row;
 - no secret, token, ticket or refresh token in any output, run directory or report;
 - the same command again (a restart) fetches no token at all and moves no one twice.
-About 30 s on 2 cores.
+About 30 s on 2 cores. Then docs/credentials.md's rehearsal (sandbox with --platform 3, ticket
+receive, accounts sync and list, a job for every account with --parallel 2, export --account)
+runs block by block as written, in one shell (about 7 s).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -45,6 +51,7 @@ from tests.support.processes import (
     spawn,
     write_csv,
 )
+from tests.support.sandboxes import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -171,3 +178,48 @@ def _assert_refresh_tokens_stored(plat: object, state_dir: Path) -> None:
     assert stored == {appid: plat.refresh_token_of(appid)  # type: ignore[attr-defined]
                       for appid in plat.accounts}  # type: ignore[attr-defined]
     assert (state_dir / "registry.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+# --- docs/credentials.md's rehearsal, as a new agency user pastes it ----------------------------
+WAIT_FOR_BOTH = ("for i in $(seq 120); do curl -s -o /dev/null http://127.0.0.1:{0}/sandbox/platform"
+                 " && curl -s -o /dev/null http://127.0.0.1:{1}/ && break; sleep 0.5; done")
+
+
+def rehearsal_script(sandbox_port: int, receiver_port: int) -> str:
+    """The rehearsal's blocks in order, in one shell, as written but for two free ports; after
+    the first, the wait a person does for both `listening on` lines; then `kill %1 %2`."""
+    text = (REPO_ROOT / "docs" / "credentials.md").read_text(encoding="utf-8")
+    section = text.partition("### Try it first against the sandbox")[2]
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    assert [lang for lang, _ in blocks] == ["sh", "sh", "toml", "sh", "sh"]
+    lines = ["set -m"]
+    for number, (lang, body) in enumerate(blocks):
+        body = body.replace("8791", str(sandbox_port)).replace("8766", str(receiver_port))
+        lines.append(f"cat > rehearsal.toml <<'TOML'\n{body}TOML" if lang == "toml" else body)
+        if number == 0:
+            lines.append(WAIT_FOR_BOTH.format(sandbox_port, receiver_port))
+    lines.append("status=$?; kill %1 %2; wait; exit $status")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_rehearsal_in_docs_credentials_runs_as_written(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WECHAT_", "BATCHMOVE_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(["bash", "-c", rehearsal_script(free_port(), free_port())],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-3000:]
+    assert "ticket received for wxcomponent000000001 at " in said
+    assert '"push":{"status":200,"answer":"success"}' in said
+    assert ("3 account(s) authorised the platform: wxauth0000000000001, wxauth0000000000002, "
+            "wxauth0000000000003") in said
+    assert "wxauth0000000000001  沙盒公众号1  0 of 100,000 used today, 100,000 left" in said
+    assert sorted(s for s in said.splitlines() if s.startswith("wxauth") and "exit" in s) == [
+        f"{authorizer_appid(i)}: exit 0 (done): finished (200 moved)" for i in range(3)]
+    assert "exported 200 followers to wxauth2.csv" in said
+    assert not [s for s in said.splitlines() if s.startswith("batchmove: ") or "Traceback" in s]
+    summary = json.loads((tmp_path / "runs/rehearsal/summary.json").read_text())
+    assert (summary["exit_code"], summary["counts"]["moved"], summary["rows"]) == (0, 600, 600)
+    assert (tmp_path / "rehearsal-state/registry.sqlite").stat().st_mode & 0o777 == 0o600
