@@ -170,12 +170,11 @@ def run_accounts(spec: JobSpec, job: str, parallel: int, overrides: dict[str, An
                  json_logs: bool = False, **flags: bool) -> int:
     """A platform job naming several accounts: one `run JOB --account APPID` process per
     account (at most `parallel` at once), each in `OUT/<appid>` (reading its own rows of an
-    input that has an `appid` column); the batch's own files in OUT (`output.batch`); the
-    worst exit code."""
+    input that has an `appid` column; an account with no row in it is not started); the
+    batch's own files in OUT (`output.batch`); the worst exit code."""
     appids = asyncio.run(agency.accounts_of(spec))
     out = spec.out_dir.absolute()
-    if spec.select is None:
-        agency.check_input(spec, appids)
+    named = agency.check_input(spec, appids) if spec.select is None else None
 
     def argv(appid: str) -> list[str]:  # each run directory: OUT/<appid> (jobfile.spec_for)
         return [job, "--account", appid, "--out", str(out)]
@@ -185,7 +184,12 @@ def run_accounts(spec: JobSpec, job: str, parallel: int, overrides: dict[str, An
                   echo=_json_end if json_logs else lambda end: click.echo(end.line), argv=argv)
     before, started = stamps(out, appids), time.monotonic()
     about: dict[str, Any] = {"job": spec.name, "started_at": now()}
-    ends = asyncio.run(batch.run(appids))
+    idle = {a: JobEnd(a, 0, f"no row in {spec.input.name}'s appid column: not started")
+            for a in appids if named is not None and a not in named}  # nothing to do tonight
+    for end in idle.values():
+        batch.echo(end)
+    ran = {e.job: e for e in asyncio.run(batch.run([a for a in appids if a not in idle]))}
+    ends = [idle.get(a) or ran[a] for a in appids]
     code = worst([end.exit_code for end in ends])
     about |= {"finished_at": now(), "duration_s": round(time.monotonic() - started, 3)}
     summary = write_batch(out, [(e.job, e.exit_code, e.message) for e in ends], code, before,

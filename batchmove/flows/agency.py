@@ -113,14 +113,16 @@ def check_one(spec: JobSpec) -> JobSpec:
     return spec
 
 
-def check_input(spec: JobSpec, appids: Sequence[str]) -> None:
+def check_input(spec: JobSpec, appids: Sequence[str]) -> set[str] | None:
     """An input with an `appid` column names only accounts the job moves, in every row (each
-    account's run then reads its own rows: `intake.loader`)."""
+    account's run then reads its own rows: `intake.loader`); the appids it names (None: it
+    has no such column, every account moves all of it)."""
     found = loader.open_input(spec).appids()
     unknown = sorted((found or set()) - set(appids))
     if unknown:
         raise UsageError(f"{spec.input}: the appid column names account(s) the job does not "
                          f"move: {', '.join(unknown[:5])}")
+    return found
 
 
 def as_rows(infos: Sequence[AccountInfo]) -> list[dict[str, Any]]:

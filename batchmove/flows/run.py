@@ -204,7 +204,7 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
 
 def _verdict(counts: Counter[str], reason: StopReason, error: ApiError | None,
              advice: RetryAdvice | None = None) -> tuple[int, str]:
-    tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)) or "no rows"
+    tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
     if reason is StopReason.FATAL and error is not None:
         return EXIT_STOPPED, f"stopped: {error.message} ({tally})"
     if reason in _STOP_MESSAGES:

@@ -268,6 +268,9 @@ class LoadedInput:
         """Ragged rows are row verdicts, unless no row at all could be read safely; a file
         with no data row at all is refused too (exit 2: there is nothing to move)."""
         stats = self.stats
+        if not stats.rows and self._own is not None:
+            raise InputError(f"{self.path}: no row for {self._own[1]} in its {APPID_COLUMN} "
+                             "column: nothing to move")
         if not stats.rows:
             blank = f" and {stats.blank} blank rows" if stats.blank else ""
             raise InputError(f"{self.path}: no data rows (a header{blank} only): nothing "

@@ -144,11 +144,17 @@ async def test_an_appid_column_keeps_the_analysts_row_numbers(
         (A, "2"), (B, "3"), (A, "4"), (B, "5"), (B, "7"), (A, "8")]
     assert [r["source_row"] for r in read_rows(runs / "failed.csv")] == ["5"]
     assert not (runs / B / "input.csv").exists()  # each account reads the analyst's file
-    rows = [[A, a[3], "A"]]  # the next night: no row for B
+    rows = [[A, a[3], "A"]]  # the next night: no row for B, whose process is not started
     path = job(tmp_path, platform, f'["{A}", "{B}"]', rows=rows)
     code, out, err = await batchmove_async("run", str(path), env=env(tmp_path))
     assert code == 0, err
-    assert f"{B}: exit 0 (done): finished (no rows)" in out.splitlines()
+    assert (f"{B}: exit 0 (done): no row in in.csv's appid column: not started"
+            in out.splitlines())
+    summary = json.loads((runs / "summary.json").read_text())
+    assert [(e["appid"], e["reported"]) for e in summary["accounts"]] == [(A, True), (B, False)]
+    code, _, err = await batchmove_async("run", str(path), "--account", B, env=env(tmp_path))
+    assert (code, err.strip()) == (2, f"batchmove: {tmp_path / 'in.csv'}: no row for {B} in "
+                                      "its appid column: nothing to move")
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
