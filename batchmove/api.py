@@ -57,6 +57,7 @@ from batchmove.results import (
     VerifyResult,
     counts_of,
 )
+from batchmove.wechat.errcodes import ERRCODES
 
 T = TypeVar("T")
 Job = str | os.PathLike[str] | JobSpec
@@ -236,6 +237,13 @@ def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Send a finished run's notifications again (its job's [notify]), whatever `on` says;
     one record per channel, as in summary.json's `notifications`."""
     return _blocking(lambda: resend(Path(run_dir)))
+
+
+def errcode_meaning(errcode: int) -> str | None:
+    """What a WeChat errcode means, in English, from the one errcode table (the client, the
+    sandbox and the reports read it too); None for a code the table does not know."""
+    entry = ERRCODES.get(errcode)
+    return entry.meaning if entry is not None else None
 
 
 def watch_run(run_dir: PathLike) -> RunWatch:
