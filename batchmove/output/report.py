@@ -55,6 +55,11 @@ class Layout:
     cells: ReportCells
     counts: dict[str, int]
 
+    @property
+    def failed_header(self) -> list[str]:
+        """failed.csv's: the input's own header verbatim (the file is fed back as an input)."""
+        return [*self.input_headers, *unique_names(self.input_headers, FAILED_COLUMNS)]
+
 
 def layout(ledger: Ledger, run_dir: Path, *, xlsx_max_rows: int = 200_000) -> Layout:
     meta = ledger.meta()
@@ -76,7 +81,7 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
                   xlsx_max_rows: int = 200_000) -> ReportFiles:
     """Write all four files from the ledger; an unwritable run_dir is a `RunStateError`."""
     plan = layout(ledger, run_dir, xlsx_max_rows=xlsx_max_rows)
-    files, cells, headers = plan.files, plan.cells, plan.input_headers
+    files, cells = plan.files, plan.cells
     try:
         remove_stale_temps(run_dir)
         with atomic_text(files.report_csv) as out:
@@ -88,8 +93,7 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
             with suppress(FileNotFoundError):
                 (run_dir / REPORT_XLSX).unlink()
         with atomic_text(files.failed_csv) as out:
-            write_csv(out, [*headers, *unique_names(headers, FAILED_COLUMNS)],
-                       ledger.report_rows(cells, failed_only=True))
+            write_csv(out, plan.failed_header, ledger.report_rows(cells, failed_only=True))
         _write_summary(ledger, plan, summary)
     except OSError as exc:
         why = getattr(exc, "strerror", None) or str(exc)
