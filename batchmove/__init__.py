@@ -32,6 +32,7 @@ _EXPORTS = {
     "export_async": "batchmove.api",
     "view_run": "batchmove.api",
     "watch_run": "batchmove.api",
+    "errcode_meaning": "batchmove.api",
     "list_accounts": "batchmove.api",
     "sync_accounts": "batchmove.api",
     "AccountInfo": "batchmove.flows.agency",
@@ -109,6 +110,7 @@ __all__ = [
     "__version__",
     "account_status",
     "claim_run",
+    "errcode_meaning",
     "export",
     "export_async",
     "job_spec",
@@ -147,6 +149,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from batchmove.api import (
         account_status,
         claim_run,
+        errcode_meaning,
         export,
         export_async,
         job_spec,

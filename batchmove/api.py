@@ -57,6 +57,7 @@ from batchmove.results import (
     VerifyResult,
     counts_of,
 )
+from batchmove.wechat.errcodes import ERRCODES
 
 T = TypeVar("T")
 #: is a process running that run now (holding its lock)? For watchers such as the console.
@@ -93,7 +94,7 @@ async def run_async(job: Job, *, events: Events | None = None,
                     confirm: Callable[[Plan], bool] | None = None,
                     **overrides: Any) -> RunResult:
     """`run` for callers that have an event loop."""
-    spec = agency.account_input(job_spec(job, **overrides))
+    spec = agency.check_one(job_spec(job, **overrides))
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
     return await run_job(spec, options, _watcher(events, on_progress))
 
@@ -119,7 +120,7 @@ async def plan_async(job: Job, *, events: Events | None = None,
                      rows_dir: PathLike | None = None, count_moves: bool = False,
                      **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
-    return await plan_job(agency.account_input(job_spec(job, **overrides)),
+    return await plan_job(agency.check_one(job_spec(job, **overrides)),
                           _watcher(events, None),
                           Path(rows_dir) if rows_dir is not None else None,
                           count_moves=count_moves)
@@ -241,6 +242,13 @@ def notify(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return _blocking(lambda: resend(Path(run_dir)))
 
 
+def errcode_meaning(errcode: int) -> str | None:
+    """What a WeChat errcode means, in English, from the one errcode table (the client, the
+    sandbox and the reports read it too); None for a code the table does not know."""
+    entry = ERRCODES.get(errcode)
+    return entry.meaning if entry is not None else None
+
+
 def watch_run(run_dir: PathLike) -> RunWatch:
     """A read-only live view of a run's ledger (or of a plan's kept rows) for pollers: it
     takes no lock and never slows the run; `close()` it when done. RunStateError when there
@@ -297,13 +305,21 @@ def _summary_is_fresh(run_dir: Path, ledger_changed: float) -> bool:
 def list_accounts(job: Job, **overrides: Any) -> list[AccountInfo]:
     """The accounts that authorised the job's third-party platform (`[credentials] component
     = true`), each with its name and today's quota of the move endpoint."""
-    return _blocking(lambda: agency.list_accounts(job_spec(job, **overrides)))
+    return _blocking(lambda: agency.list_accounts(_settings(job, **overrides)))
 
 
 def sync_accounts(job: Job, **overrides: Any) -> list[str]:
     """Store every authorizer's refresh token from WeChat's list (the machine's platform
     store, shared by every process); the appids."""
-    return _blocking(lambda: agency.sync_accounts(job_spec(job, **overrides)))
+    return _blocking(lambda: agency.sync_accounts(_settings(job, **overrides)))
+
+
+def _settings(job: Job, **overrides: Any) -> JobSpec:
+    """A job's settings without its input, which need not exist yet (an agency lists its
+    accounts before it writes their spreadsheet)."""
+    if isinstance(job, JobSpec):
+        return job_spec(job, **overrides)
+    return jobfile.settings_for(Path(job), **overrides)
 
 
 class _Watcher(Events):

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.harness import (
     REPO_ROOT,
@@ -40,14 +41,16 @@ class Console:
 
     def __init__(self, proc: subprocess.Popen[str], url: str, key: str) -> None:
         self.proc = proc
-        self.port = int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+        address = urlsplit(url)
+        self.port = address.port
+        self.prefix = address.path.rstrip("/")  # the console's own address, /c/<id>
         self.key = key
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None, timeout: float = 600) -> Any:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request(method, path, body=body, headers={
+            conn.request(method, self.prefix + path, body=body, headers={
                 "Authorization": f"Bearer {self.key}", **(headers or {})})
             response = conn.getresponse()
             data = response.read()
@@ -69,7 +72,7 @@ class Console:
     def events(self, run_id: str) -> list[tuple[float, dict[str, Any]]]:
         """Every server-sent event of the run, with its arrival time, until the stream ends."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        conn.request("GET", f"/api/runs/{run_id}/events",
+        conn.request("GET", f"{self.prefix}/api/runs/{run_id}/events",
                      headers={"Authorization": f"Bearer {self.key}"})
         response = conn.getresponse()
         found = []
@@ -89,10 +92,11 @@ def console(box: Sandbox, name: str) -> Iterator[Console]:
     defaults.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items()))
     key = secrets.token_urlsafe(24)
     env = {**batchmove_env(), "BENCH_CONSOLE_KEY": key}
-    proc = subprocess.Popen([sys.executable, "-m", "batchmove", "serve", "--port", "0",
-                             "--workspace", str(root / "runs"), "--defaults", str(defaults),
-                             "--key-env", "BENCH_CONSOLE_KEY"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with (root / "console.log").open("w") as log:  # the console's own stderr, if it fails
+        proc = subprocess.Popen([sys.executable, "-m", "batchmove", "serve", "--port", "0",
+                                 "--workspace", str(root / "runs"), "--defaults", str(defaults),
+                                 "--key-env", "BENCH_CONSOLE_KEY"], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -118,7 +122,8 @@ def _probe(c: Console, stop: threading.Event, waits: list[float]) -> None:
 def plan_and_watch(box: Sandbox, data: Path, i: int) -> dict[str, float]:
     """One upload -> plan (timed, probed) -> approve -> events to the end."""
     with console(box, f"console-{i}") as c:
-        c.upload(moves_csv(100))  # a console is up long before its first big upload
+        warm = c.upload(moves_csv(100))  # a console is up long before its first big upload
+        c.request("POST", f"/api/runs/{warm['id']}/discard")  # (its users would overlap)
         stop, waits = threading.Event(), list[float]()
         prober = threading.Thread(target=_probe, args=(c, stop, waits), daemon=True)
         prober.start()
@@ -153,6 +158,21 @@ def _cpu_s(pid: int) -> float:
 
 def console_scenario(box: Sandbox, n: int, repeats: int,
                      log: Any) -> list[Row]:
+    """The console's runs and their CLI twins keep their account registry to themselves (the
+    machine's own, shared with every other batchmove on it, answered "database is locked" to
+    a 1,000,000-user claim while other sessions ran)."""
+    before = os.environ.get("BATCHMOVE_STATE_DIR")
+    os.environ["BATCHMOVE_STATE_DIR"] = str(fresh_dir("console-state"))
+    try:
+        return _console_scenario(box, n, repeats, log)
+    finally:
+        if before is None:
+            os.environ.pop("BATCHMOVE_STATE_DIR", None)
+        else:
+            os.environ["BATCHMOVE_STATE_DIR"] = before
+
+
+def _console_scenario(box: Sandbox, n: int, repeats: int, log: Any) -> list[Row]:
     data = moves_csv(n)
     watched, alone = [], []
     for i in range(repeats):

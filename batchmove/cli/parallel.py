@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ import click
 from batchmove.cli.logs import JsonLog
 from batchmove.errors import EXIT_SIGINT, EXIT_SIGTERM, UsageError
 from batchmove.flows import agency
+from batchmove.ledger.rundir import now
 from batchmove.models import JobSpec
+from batchmove.output.batch import stamps, write_batch
 
 #: the parent's pid, for its children (`die_with_parent`)
 PARENT_ENV = "BATCHMOVE_PARALLEL_PARENT"
@@ -193,12 +196,11 @@ def run_accounts(spec: JobSpec, job: str, parallel: int, overrides: dict[str, An
                  json_logs: bool = False, **flags: bool) -> int:
     """A platform job naming several accounts: one `run JOB --account APPID` process per
     account (at most `parallel` at once), each in `OUT/<appid>` (reading its own rows of an
-    input that has an `appid` column); the batch's summary.json and accounts.csv in OUT; the
-    worst exit code."""
+    input that has an `appid` column; an account with no row in it is not started); the
+    batch's own files in OUT (`output.batch`); the worst exit code."""
     appids = asyncio.run(agency.accounts_of(spec))
     out = spec.out_dir.absolute()
-    if spec.select is None:
-        agency.check_input(spec, appids)
+    named = agency.check_input(spec, appids) if spec.select is None else None
 
     def argv(appid: str) -> list[str]:  # each run directory: OUT/<appid> (jobfile.spec_for)
         return [job, "--account", appid, "--out", str(out)]
@@ -206,9 +208,18 @@ def run_accounts(spec: JobSpec, job: str, parallel: int, overrides: dict[str, An
     passed = {k: v for k, v in overrides.items() if k not in ("out", "account")}
     batch = ChildPool(parallel, child_args(passed, **flags), forward_stderr=json_logs,
                   echo=_json_end if json_logs else lambda end: click.echo(end.line), argv=argv)
-    ends = asyncio.run(batch.run(appids))
+    before, started = stamps(out, appids), time.monotonic()
+    about: dict[str, Any] = {"job": spec.name, "started_at": now()}
+    idle = {a: JobEnd(a, 0, f"no row in {spec.input.name}'s appid column: not started")
+            for a in appids if named is not None and a not in named}  # nothing to do tonight
+    for end in idle.values():
+        batch.echo(end)
+    ran = {e.job: e for e in asyncio.run(batch.run([a for a in appids if a not in idle]))}
+    ends = [idle.get(a) or ran[a] for a in appids]
     code = worst([end.exit_code for end in ends])
-    summary = agency.combine(out, [(e.job, e.exit_code, e.message) for e in ends], code)
+    about |= {"finished_at": now(), "duration_s": round(time.monotonic() - started, 3)}
+    summary = write_batch(out, [(e.job, e.exit_code, e.message) for e in ends], code, before,
+                          xlsx_max_rows=spec.xlsx_max_rows, about=about)
     if not json_logs:
         click.echo(f"summary: {summary}")
     return code

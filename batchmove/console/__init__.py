@@ -13,6 +13,7 @@ its reports, and the audit log says who did what.
     service    the actions (plan, approve, discard, stop, resume, verify, rollback)
     history    the history's filters and pages; planview: the plan page's figures
     i18n       the page's words; messages: the library's messages, in both languages
+    errtext    what a WeChat errcode means, in both languages (not WeChat's own errmsg)
     jsonapi    /api/ (the pages use it too); pages: the pages; app: the app and `serve`
 """
 

@@ -24,7 +24,15 @@ from batchmove.console.audit import AUDIT_FILE, AuditLog
 from batchmove.console.jsonapi import CONSOLE
 from batchmove.console.login import AUDIT, GATE, unauthorized
 from batchmove.console.people import People
-from batchmove.console.security import Gate, QuietAccessLogger, allowed_hosts, guard
+from batchmove.console.runfiles import instance_id
+from batchmove.console.security import (
+    Gate,
+    Handler,
+    QuietAccessLogger,
+    allowed_hosts,
+    guard,
+    host_guard,
+)
 from batchmove.console.service import Console, ConsoleConfig
 
 HERE = Path(__file__).parent
@@ -35,13 +43,16 @@ def make_app(config: ConsoleConfig, key: str | None,
              hosts: Callable[[], frozenset[str]] | None = None,
              planner: Executor | None = None, people: People | None = None,
              tls: bool = False) -> web.Application:
-    """The application. `key`: the key mode's key (None with `people`, the --users mode);
-    `hosts` gives the Host names to accept (by default the configured address, so a port the
-    OS chose is passed in once known: set `app[GATE].port` too); `planner` runs the plans
-    (default: two planning processes of the console's own, started at once)."""
+    """The application: the console under its prefix `/c/<id>/` (a sub-application: pages,
+    the JSON API, static files), and around it the host's other paths, which only redirect
+    there. `key`: the key mode's key (None with `people`, the --users mode); `hosts` gives
+    the Host names to accept (by default the configured address, so a port the OS chose is
+    passed in once known: set `app[GATE].port` too); `planner` runs the plans (default: two
+    planning processes of the console's own, started at once)."""
     allowed = hosts or (lambda: allowed_hosts(config.host, config.port, config.public_urls))
-    gate = Gate(key if people is None else None, people, config.port, tls)
-    app = web.Application(middlewares=[guard(gate, allowed, unauthorized), jsonapi.api_errors],
+    prefix = f"/c/{instance_id(config.workspace)}/"
+    gate = Gate(key if people is None else None, people, config.port, tls, prefix=prefix)
+    app = web.Application(middlewares=[host_guard(gate, allowed), _with_slash],
                           client_max_size=config.max_upload + (1 << 20))
     app[CONSOLE] = Console(config, planner)
     app[GATE] = gate
@@ -50,11 +61,14 @@ def make_app(config: ConsoleConfig, key: str | None,
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"),
                          autoescape=jinja2.select_autoescape(default=True),
                          undefined=jinja2.StrictUndefined)
-    app[aiohttp_jinja2.static_root_key] = "/static"
-    app.router.add_static("/static/", HERE / "static")
-    pages.add_routes(app)
-    login.add_routes(app)
-    jsonapi.add_routes(app)
+    app[aiohttp_jinja2.static_root_key] = prefix + "static"
+    console = web.Application(middlewares=[guard(gate, unauthorized), jsonapi.api_errors])
+    console.router.add_static("/static/", HERE / "static")
+    pages.add_routes(console)
+    login.add_routes(console)
+    jsonapi.add_routes(console)
+    app.add_subapp(prefix, console)
+    app.router.add_route("*", "/{tail:.*}", elsewhere)
 
     async def starting(app: web.Application) -> None:
         if planner is None:
@@ -66,6 +80,35 @@ def make_app(config: ConsoleConfig, key: str | None,
     app.on_startup.append(starting)
     app.on_cleanup.append(closing)
     return app
+
+
+@web.middleware
+async def _with_slash(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`/c/<id>` (no slash) is the console's address too: to `/c/<id>/`, which the
+    sub-application answers (it never sees its prefix without the slash)."""
+    prefix = request.config_dict[GATE].prefix
+    if request.path == prefix.rstrip("/"):
+        query = request.rel_url.raw_query_string
+        return web.Response(status=307, headers={"Location": prefix + (f"?{query}" if query
+                                                                       else "")})
+    return await handler(request)
+
+
+async def elsewhere(request: web.Request) -> web.Response:
+    """A path outside the console's prefix: to the same path under it (307 keeps the method
+    and body; `/` and old bookmarks land on the console). The API's old paths also say in
+    the body where the API is now."""
+    prefix = request.config_dict[GATE].prefix
+    path = request.rel_url.raw_path
+    if path.startswith("/c/"):  # another console's address (another workspace's)
+        return web.Response(status=404, text=f"batchmove console: this console is at {prefix}\n")
+    target = prefix + path.lstrip("/")
+    if request.rel_url.raw_query_string:
+        target += "?" + request.rel_url.raw_query_string
+    if not path.startswith("/api/"):
+        return web.Response(status=307, headers={"Location": target})
+    return web.json_response({"error": f"the API is under the console's address: {prefix}api/",
+                              "api": f"{prefix}api/"}, status=307, headers={"Location": target})
 
 
 def tls_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
@@ -94,8 +137,10 @@ async def serve(config: ConsoleConfig, key: str | None, announce: Callable[[str]
         sockets = getattr(site._server, "sockets", None) or []
         port = sockets[0].getsockname()[1] if sockets else config.port
         bound.append(port)
-        app[GATE].port = port
-        announce(address(config, port, tls is not None, key if people is None else None))
+        gate = app[GATE]
+        gate.port = port
+        announce(address(config, port, tls is not None, key if people is None else None,
+                         gate.prefix))
         done = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -105,12 +150,12 @@ async def serve(config: ConsoleConfig, key: str | None, announce: Callable[[str]
         await runner.cleanup()
 
 
-def address(config: ConsoleConfig, port: int, tls: bool, key: str | None) -> str:
-    """`console on URL`: the first --public-url, else the address it listens on; `?key=`
-    in key mode."""
+def address(config: ConsoleConfig, port: int, tls: bool, key: str | None, prefix: str) -> str:
+    """`console on URL`: the first --public-url, else the address it listens on, with the
+    console's prefix; `?key=` in key mode."""
     if config.public_urls:
         base = config.public_urls[0].rstrip("/")
     else:
         shown = f"[{config.host}]" if ":" in config.host else config.host
         base = f"{'https' if tls else 'http'}://{shown}:{port}"
-    return f"console on {base}/" + (f"?key={key}" if key else "")
+    return f"console on {base}{prefix}" + (f"?key={key}" if key else "")

@@ -218,9 +218,11 @@ _TEXT: dict[str, tuple[str, str]] = {
     "settings.people": ("People", "人员"),
     "settings.sessions": ("open sessions", "活动会话"),
     "settings.end": ("End sessions", "结束会话"),
-    "settings.key_mode": ("One key, one admin: start the console with --users to name people.",
-                          "单一访问密钥，仅一名管理员：使用 --users 启动控制台"
-                          "即可为每人设置账号。"),
+    "settings.key_mode": ("One access key, one admin. For people with their own names and "
+                          "roles, whoever runs the console lists them in a people file and "
+                          "starts it again with that file.",
+                          "单一访问密钥，仅一名管理员。如需让每个人用自己的名字和角色登录，"
+                          "请由运行控制台的人把他们写进人员名单文件，再用该文件重新启动控制台。"),
     "settings.four_eyes": ("Four eyes", "四眼原则"),
     "settings.tls": ("TLS", "TLS 加密"),
     "settings.on": ("on", "开启"),

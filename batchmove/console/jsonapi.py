@@ -67,7 +67,7 @@ async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
                       digest=info.get("digest"), plan=info.get("plan"),
                       overlaps=info.get("overlaps", []))
     except TooLarge:
-        limit = request.app[CONSOLE].config.max_upload >> 20
+        limit = request.config_dict[CONSOLE].config.max_upload >> 20
         message = "the file is larger than the console accepts"
         return _error(413, f"{message} ({limit} MB)", text=say(message, lang, limit=limit))
     except BatchmoveError as exc:
@@ -93,7 +93,7 @@ def _planned(request: web.Request, action: str, info: dict[str, Any]) -> web.Res
 async def upload(request: web.Request) -> web.Response:
     """Multipart `file` plus settings -> a planned run: {"id", "plan", "digest", "run"}."""
     person = allow(request, "upload")
-    console = request.app[CONSOLE]
+    console = request.config_dict[CONSOLE]
     limit = console.config.max_upload
     if request.content_length is not None and request.content_length > limit + _CHUNK:
         raise TooLarge
@@ -154,7 +154,7 @@ async def _field(part: BodyPartReader) -> str:
 
 async def plan_job_file(request: web.Request) -> web.Response:
     person = allow(request, "plan")
-    info = await request.app[CONSOLE].plan_jobfile(request.match_info["name"], person)
+    info = await request.config_dict[CONSOLE].plan_jobfile(request.match_info["name"], person)
     return _planned(request, "plan", info)
 
 
@@ -166,18 +166,18 @@ async def start_export(request: web.Request) -> web.Response:
         fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
     person = allow(request, "export")
     settings = read_export_settings({k: fields.get(k) for k in EXPORT_FIELDS})
-    info = await asyncio.to_thread(request.app[CONSOLE].start_export, settings, person)
+    info = await asyncio.to_thread(request.config_dict[CONSOLE].start_export, settings, person)
     audit(request, "export", run=info["id"], detail=json.dumps(settings, ensure_ascii=False))
     return _ok({"id": info["id"], "run": info})
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    runs = await asyncio.to_thread(request.app[CONSOLE].runs)
+    runs = await asyncio.to_thread(request.config_dict[CONSOLE].runs)
     return _ok({"runs": runs})
 
 
 async def get_run(request: web.Request) -> web.Response:
-    return _ok(await asyncio.to_thread(request.app[CONSOLE].info, request.match_info["id"]))
+    return _ok(await asyncio.to_thread(request.config_dict[CONSOLE].info, request.match_info["id"]))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -197,7 +197,7 @@ async def approve(request: web.Request) -> web.Response:
     digest, acknowledge = str(body.get("digest", "")), body.get("acknowledge") is True
     run_id = request.match_info["id"]
     try:
-        info = await request.app[CONSOLE].approve(run_id, digest, allow(request, "approve"),
+        info = await request.config_dict[CONSOLE].approve(run_id, digest, allow(request, "approve"),
                                                   acknowledge)
     except (Refused, Forbidden) as exc:
         audit(request, "approve_refused", run=run_id, digest=digest or None,
@@ -211,7 +211,7 @@ async def approve(request: web.Request) -> web.Response:
 
 
 async def action(request: web.Request) -> web.Response:
-    console, run_id = request.app[CONSOLE], request.match_info["id"]
+    console, run_id = request.config_dict[CONSOLE], request.match_info["id"]
     verb = request.match_info["action"]
     if verb in ("rollback", "plan"):
         person = allow(request, "rollback" if verb == "rollback" else "plan")
@@ -239,7 +239,7 @@ async def rows(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "50"))
     except ValueError:
         raise BatchmoveError("offset and limit must be integers") from None
-    console = request.app[CONSOLE]
+    console = request.config_dict[CONSOLE]
     page = await asyncio.to_thread(console.listed_rows, request.match_info["id"], statuses,
                                    offset, limit)
     lang = language(request.headers.get("Accept-Language", ""))
@@ -250,7 +250,7 @@ async def rows(request: web.Request) -> web.Response:
 
 async def download(request: web.Request) -> web.FileResponse:
     allow(request, "download")
-    path = request.app[CONSOLE].file(request.match_info["id"], request.match_info["name"])
+    path = request.config_dict[CONSOLE].file(request.match_info["id"], request.match_info["name"])
     audit(request, "download", run=request.match_info["id"], detail=path.name)
     return web.FileResponse(path, headers={
         "Content-Disposition": f'attachment; filename="{path.name}"',
@@ -260,7 +260,7 @@ async def download(request: web.Request) -> web.FileResponse:
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the run's figures once a second (from one shared ledger poll),
     until the run is no longer running (then one last event and the stream ends)."""
-    console = request.app[CONSOLE]
+    console = request.config_dict[CONSOLE]
     run_dir = console.run_dir(request.match_info["id"])
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
@@ -293,7 +293,7 @@ def _until_next(ticks: list[float], interval: float) -> float:
 
 async def _closing(request: web.Request, wait: float) -> bool:
     """Sleep `wait` seconds, or less when the console shuts down (then True)."""
-    closing = request.app[CLOSING]
+    closing = request.config_dict[CLOSING]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(closing.wait(), wait)
     return closing.is_set()
@@ -328,7 +328,7 @@ async def audit_entries(request: web.Request) -> web.Response:
         offset, limit = int(query.get("offset", "0")), int(query.get("limit", "100"))
     except ValueError:
         raise BatchmoveError("offset and limit must be integers") from None
-    log = request.app[AUDIT]
+    log = request.config_dict[AUDIT]
     total, entries = await asyncio.to_thread(
         log.search, run=query.get("run") or None, who=query.get("who") or None,
         action=query.get("action") or None, offset=offset, limit=limit)
@@ -339,7 +339,7 @@ async def audit_entries(request: web.Request) -> web.Response:
 
 async def audit_file(request: web.Request) -> web.StreamResponse:
     """The whole audit log as a download (audit.jsonl)."""
-    path = request.app[AUDIT].path
+    path = request.config_dict[AUDIT].path
     if not path.exists():
         raise NotFound("the audit log is empty")
     return web.FileResponse(path, headers={

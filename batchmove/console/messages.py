@@ -18,6 +18,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from batchmove.console import errtext
+
 LOG = logging.getLogger("batchmove.console")
 _PATH = re.compile(r"(?<![\w.])/(?:[^\s/:;,'\"()]+/)+([^\s/:;,'\"()]+)")
 _BATCHMOVE = re.compile(r"^batchmove: ")
@@ -119,13 +121,16 @@ CATALOGUE: list[tuple[str, str, str]] = [
      "press Resume to read them back",
      "微信未应答 {n} 行的移动请求，回读也失败：请按“继续”回读确认"),
     # WeChat and the network (errors.ApiError)
+    # ({meaning}: the errcode's, from the one errcode table, in the page's language; WeChat's
+    # own errmsg stays in the downloads and the message's tooltip)
     (r"(?:stopped: )?WeChat errcode (?P<code>-?\d+)(?: from (?P<where>\S+))?: (?P<msg>.*?)"
      r"(?: \((?P<tally>[^)]*)\))?",
-     "WeChat answered errcode {code}: {msg}", "微信返回错误码 {code}：{msg}"),
+     "WeChat answered errcode {code}: {meaning}", "微信返回错误码 {code}：{meaning}"),
     (r"(?:stopped: )?WeChat no errcode(?: from (?P<where>\S+))?: (?P<msg>.*?)"
      r"(?: \((?P<tally>[^)]*)\))?",
-     "WeChat did not answer: {msg}", "微信没有应答：{msg}"),
-    (r"errcode (?P<code>-?\d+): (?P<msg>.*)", "errcode {code}: {msg}", "错误码 {code}：{msg}"),
+     "WeChat did not answer: {msg}", "微信没有应答（网络或微信服务器出了问题）"),
+    (r"errcode (?P<code>-?\d+): (?P<msg>.*)", "errcode {code}: {meaning}",
+     "错误码 {code}：{meaning}"),
     # the console's own refusals
     (r"overlap", "other runs on this account move some of these users: acknowledge it to "
      "approve", "此公众号上的其他任务也在移动其中部分用户：确认知悉后才能批准"),
@@ -191,17 +196,25 @@ def say(text: str | None, lang: str, **context: Any) -> str:
     """A message of the library (or of the console) as the page shows it in `lang`."""
     if not text:
         return ""
-    clean = _BATCHMOVE.sub("", strip_paths(str(text)).strip())
+    clean = original(text)
     for pattern, en, zh in _COMPILED:
         found = pattern.fullmatch(clean)
         if found:
             groups = {k: v for k, v in found.groupdict().items() if v}
             if "why" in groups:  # a message inside a message: said in the language too
                 groups["why"] = say(groups["why"], lang)
+            if "code" in groups:
+                groups["meaning"] = errtext.meaning(groups["code"], lang)
             values = _Values({**context, **groups})
             return (zh if lang == "zh" else en).format_map(values)
     LOG.info("no catalogue entry for a message: %s", clean[:200])
     return clean if lang != "zh" else _UNKNOWN[1]
+
+
+def original(text: str | None) -> str:
+    """A message as the library wrote it (WeChat's errmsg included), without server paths:
+    for a tooltip beside what `say` shows."""
+    return _BATCHMOVE.sub("", strip_paths(str(text or "")).strip())
 
 
 def known(text: str) -> bool:
@@ -250,3 +263,9 @@ def result(run: Mapping[str, Any], lang: str) -> str:
         key = reason if reason in _RESULTS else "pending"
         return _RESULTS[key][index]
     return _RESULTS["failures" if counts.get("failed") or counts.get("invalid") else "done"][index]
+
+
+def detail(run: Mapping[str, Any]) -> str:
+    """The tooltip of a run's result: the run's own message as it was written (WeChat's
+    errmsg in it), "" when there is no result to explain."""
+    return original(run.get("message")) if result(run, "en") else ""

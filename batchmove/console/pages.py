@@ -25,13 +25,15 @@ def context(request: web.Request, **values: Any) -> dict[str, Any]:
     lang = language(request.headers.get("Accept-Language", ""))
     t = translator(lang)
     return {"t": t, "lang": lang, "js": js_strings(lang), "version": __version__,
+            "base": request.config_dict[GATE].prefix,
             "duration": planview.duration, "when": planview.when, "me": request.get(PERSON),
             "say": lambda text, **more: messages.say(text, lang, **more),
-            "result": lambda run: messages.result(run, lang), **values}
+            "result": lambda run: messages.result(run, lang), "detail": messages.detail,
+            "original": messages.original, **values}
 
 
 async def home(request: web.Request) -> web.Response:
-    console = request.app[CONSOLE]
+    console = request.config_dict[CONSOLE]
     runs = await asyncio.to_thread(console.runs)
     filters = history.read_filters(request.query)
     shown, page, pages = history.page_of(runs, filters, request.query.get("page", "1"))
@@ -42,13 +44,14 @@ async def home(request: web.Request) -> web.Response:
 
 
 async def run_page(request: web.Request) -> web.Response:
-    console = request.app[CONSOLE]
+    console = request.config_dict[CONSOLE]
     try:
         info = await asyncio.to_thread(console.info, request.match_info["id"])
     except NotFound:
         return error_page(request, "error.no_run", 404)
     plan = planview.view(info["plan"]) if info.get("plan") else None
-    _, entries = await asyncio.to_thread(request.app[AUDIT].search, run=info["id"], limit=50)
+    log = request.config_dict[AUDIT]
+    _, entries = await asyncio.to_thread(log.search, run=info["id"], limit=50)
     shared = (await asyncio.to_thread(console.account, info["id"])
               if info["state"] in ("planned", "running") and info["kind"] == "run" else None)
     return aiohttp_jinja2.render_template("run.html", request, context(
@@ -57,7 +60,7 @@ async def run_page(request: web.Request) -> web.Response:
 
 
 async def audit_page(request: web.Request) -> web.Response:
-    log, query = request.app[AUDIT], request.query
+    log, query = request.config_dict[AUDIT], request.query
     try:
         offset = max(0, int(query.get("offset", "0")))
     except ValueError:
@@ -74,7 +77,7 @@ async def audit_page(request: web.Request) -> web.Response:
 async def settings_page(request: web.Request) -> web.Response:
     if not request[PERSON].may("settings"):
         return error_page(request, "error.forbidden", 403)
-    console, gate = request.app[CONSOLE], request.app[GATE]
+    console, gate = request.config_dict[CONSOLE], request.config_dict[GATE]
     config = console.config
     return aiohttp_jinja2.render_template("settings.html", request, context(
         request, config=config, people=gate.people.roles() if gate.people else {},
@@ -86,7 +89,7 @@ async def end_sessions(request: web.Request) -> web.Response:
     allow(request, "settings")
     body = await request.json()
     name = str(body.get("name", "")) if isinstance(body, dict) else ""
-    ended = request.app[GATE].sessions.close_all(name)
+    ended = request.config_dict[GATE].sessions.close_all(name)
     audit(request, "end_sessions", detail=f"{name}: {ended}")
     return web.json_response({"name": name, "ended": ended})
 

@@ -1,12 +1,18 @@
 """Live progress of a run, read from its ledger, shared by however many pages watch it.
 
 One `Watch` per run directory keeps a read-only connection open and a short history of counts
-(for users/s and the ETA). A poll costs one `PRAGMA data_version` when the run committed
-nothing, else one pass over the rows (0.1-0.2 s per 1,000,000 rows on the 2-core bench
-machine), in a thread, so the console's event loop keeps answering. Counting must not slow the
-run it watches: the totals are re-counted at most once a second and at most `TOTALS_SHARE` of
-the time, the per-target counts (a sort, 5x dearer) at most `TARGET_SHARE` of it. Pages get the
-latest figures every second either way, with their age (`age_s`).
+(for users/s and the ETA). The headline and the per-target table come from one read, the
+per-target counts (moved, already, failed and pending summed over the targets are the run's
+own; invalid and duplicate rows are nobody's target, and fixed once the rows are loaded, so
+they are counted again only when the loaded rows change): the page never shows a headline
+the table does not add up to. A poll costs one `PRAGMA data_version` when the run committed
+nothing, else that read (a sort by target: 0.6-1 s per 1,000,000 rows on the 2-core bench
+machine, 0.8-1.4 s under a load average of 5), in a thread, so the console's event loop keeps
+answering. Counting must not slow the run it watches: it is done at most once a second and
+at most `COUNT_SHARE` of the time (1,000,000 rows: every 6-14 s; 100,000 rows: every second;
+before, the headline was counted apart, cheaper, at most 8% of the time, and the table at
+most 5%, so the two could disagree for seconds). Pages get the latest figures every second
+either way, with their age (`age_s`).
 """
 
 from __future__ import annotations
@@ -25,9 +31,7 @@ from batchmove.errors import RunStateError
 from batchmove.results import Counts, RunWatch
 
 RATE_WINDOW_S = 10.0
-TOTALS_SHARE = 0.08  # a full count may take this share of the time at most...
-TARGET_SHARE = 0.05  # ...and the per-target counts this share
-FULL_EVERY_S = 10.0  # while moving, every status is counted this often (else two)
+COUNT_SHARE = 0.10  # counting may take this share of the time at most
 
 
 @dataclass
@@ -36,13 +40,11 @@ class Watch:
     reader: RunWatch | None = None
     version: int | None = None
     counts: Counts | None = None
-    full: Counts | None = None  # the last count of every status
-    full_at: float = -1e9
+    targets: dict[str, Counts] = field(default_factory=dict)
+    sent: int = -1  # rows sent to a target (changes only when rows are loaded)...
+    unsent: tuple[int, int] = (0, 0)  # ...and then invalid and duplicate are counted again
     counted_at: float = -1e9
     count_cost: float = 0.0
-    targets: dict[str, Counts] = field(default_factory=dict)
-    targets_at: float = -1e9
-    targets_cost: float = 0.0
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
@@ -66,7 +68,7 @@ class Watcher:
         slow count on a loaded machine delays no page). A run that ended is counted afresh."""
         watch = self.watches.setdefault(run_dir, Watch(run_dir))
         if not live:
-            watch.counted_at = watch.targets_at = watch.full_at = -1e9
+            watch.counted_at = -1e9
             async with watch.lock:
                 await asyncio.to_thread(self._refresh, watch)
                 figures = self._figures(watch, live, phase_hint)
@@ -88,8 +90,9 @@ class Watcher:
             watch.close()
         self.watches.clear()
 
-    def _due(self, last: float, cost: float, share: float) -> bool:
-        return self.clock() - last >= max(self.interval, cost / share)
+    def _due(self, watch: Watch) -> bool:
+        return self.clock() - watch.counted_at >= max(self.interval,
+                                                      watch.count_cost / COUNT_SHARE)
 
     def _refresh(self, watch: Watch) -> None:
         reader = self._reader(watch)
@@ -97,32 +100,22 @@ class Watcher:
             return
         try:
             version = reader.version()
-            if watch.counts is None or (version != watch.version and self._due(
-                    watch.counted_at, watch.count_cost, TOTALS_SHARE)):
-                started = time.perf_counter()
-                watch.version, watch.counts = version, self._count(watch, reader)
-                watch.count_cost, watch.counted_at = time.perf_counter() - started, self.clock()
-                c = watch.counts
-                watch.samples.append((self.clock(), c["moved"] + c["failed"] + c["already"]))
-            if self._due(watch.targets_at, watch.targets_cost, TARGET_SHARE):
-                started = time.perf_counter()
-                watch.targets = reader.targets()
-                watch.targets_cost, watch.targets_at = time.perf_counter() - started, self.clock()
+            if watch.counts is not None and (version == watch.version or not self._due(watch)):
+                return
+            started = time.perf_counter()
+            targets = reader.targets()
+            sent = sum(_target(name, c)["total"] for name, c in targets.items())
+            if sent != watch.sent:  # rows loaded (or the ledger replaced): count the rest
+                full = reader.counts()
+                watch.sent, watch.unsent = sent, (full["invalid"], full["duplicate"])
+            watch.version, watch.targets = version, targets
+            watch.counts = _headline(targets, watch.unsent)
+            watch.count_cost, watch.counted_at = time.perf_counter() - started, self.clock()
+            c = watch.counts
+            watch.samples.append((self.clock(), c["moved"] + c["failed"] + c["already"]))
         except Exception:  # the run replaced its ledger (a restart): open it again next time
             watch.close()
             watch.version = None
-
-    def _count(self, watch: Watch, reader: RunWatch) -> Counts:
-        """Every status; once users are moving only pending and failed change, so those two
-        are counted (half the cost) and a full count corrects the rest every FULL_EVERY_S."""
-        full = watch.full
-        if full is None or not full["moved"] or self.clock() - watch.full_at >= FULL_EVERY_S:
-            watch.full, watch.full_at = reader.counts(), self.clock()
-            return Counts(**watch.full)
-        pending, failed, rows, unknown = reader.answered()
-        fixed = full["already"] + full["invalid"] + full["duplicate"]
-        return Counts(**(full | {"pending": pending, "failed": failed, "unknown": unknown,
-                                 "moved": rows - pending - failed - unknown - fixed}))
 
     @staticmethod
     def _reader(watch: Watch) -> RunWatch | None:
@@ -150,12 +143,24 @@ class Watcher:
         }
 
 
+def _headline(targets: dict[str, Counts], unsent: tuple[int, int]) -> Counts:
+    """The run's counts from its per-target counts (one read: they add up by construction)."""
+    return Counts(moved=sum(c["moved"] for c in targets.values()),
+                  already=sum(c["already"] for c in targets.values()),
+                  failed=sum(c["failed"] for c in targets.values()),
+                  pending=sum(c["pending"] for c in targets.values()),
+                  unknown=sum(c["unknown"] for c in targets.values()),
+                  invalid=unsent[0], duplicate=unsent[1])
+
+
 def _target(name: str, counts: Counts) -> dict[str, Any]:
-    """One target's columns: moved + already + failed + pending = its rows, and each column
-    summed over the targets is the run's own figure."""
+    """One target's columns: moved + already + failed + unknown (sent, not answered yet) +
+    pending = its rows, and each column summed over the targets is the run's own figure."""
     return {"target": name, "moved": counts["moved"], "already": counts["already"],
-            "failed": counts["failed"], "pending": counts["pending"],
-            "total": counts["moved"] + counts["already"] + counts["failed"] + counts["pending"]}
+            "failed": counts["failed"], "unknown": counts["unknown"],
+            "pending": counts["pending"],
+            "total": counts["moved"] + counts["already"] + counts["failed"] + counts["unknown"]
+            + counts["pending"]}
 
 
 def _rate(samples: deque[tuple[float, int]]) -> float:

@@ -6,6 +6,7 @@
                     job.toml         the job the child runs (`batchmove run job.toml --out .`)
                     plan/            the plan's scratch ledger (invalid rows, paged)
                     console.log      the child's stdout and stderr
+    <workspace>/console-id          the console's own id: its address is /c/<id>/
 
 Ids are generated (`20261201-104512-3f9a`) or, for runs started from the CLI, the directory's
 own name; either way only `[A-Za-z0-9._-]` and never a path, so no id reaches outside the
@@ -14,6 +15,7 @@ workspace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from batchmove.errors import UsageError
+
 CONSOLE_JSON = "console.json"
 APPROVAL = "approval.json"  # created once, O_EXCL: the one approval (or discard) of a plan
 JOB_TOML = "job.toml"
@@ -31,6 +35,8 @@ CHILD_LOG = "console.log"
 INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+INSTANCE_FILE = "console-id"
+_INSTANCE = re.compile(r"[0-9a-f]{16}")
 
 
 def new_id() -> str:
@@ -81,6 +87,27 @@ def write_private(path: Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def instance_id(workspace: Path) -> str:
+    """The console's id in this workspace (its pages live under `/c/<id>/`): made once at
+    random and kept, so a console started again keeps its address and bookmarks keep working.
+    Published with a hard link, so two consoles starting at once agree on one id."""
+    path = private_dir(workspace) / INSTANCE_FILE
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=workspace, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(secrets.token_hex(8) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    found = path.read_text(encoding="ascii", errors="replace").strip()
+    if not _INSTANCE.fullmatch(found):
+        raise UsageError(f"{path} does not hold a console id (16 hex digits): remove it and "
+                         "a new one is made (the console's address changes)")
+    return found
 
 
 def claim(path: Path, data: dict[str, Any]) -> bool:

@@ -4,6 +4,11 @@
   (`--users`) for a session (sessions.py); the cookie holds only the session's random token.
   API clients send `Authorization: Bearer TOKEN` (from `POST /api/login`) or, in key mode,
   the key itself. Without it: 401 (pages show the login form), no data.
+- The console lives under its own path, `/c/<id>/` (the id is kept in the workspace), and
+  the session cookie's `Path` is that prefix: browsers send a host's cookies to every port,
+  but only to the paths a cookie's `Path` matches, so another server on this host (another
+  console, any program on another port) is not sent it. The rest of the host's paths only
+  redirect there (app.py).
 - `Host` must name this console: `--host`, a `--public-url`, a loopback name, or an IP address
   (a DNS-rebinding page always names a host name of its own, never an address); 400 otherwise.
 - A POST must come from the console's own origin (`Origin`, CSRF); a client that sends no
@@ -33,7 +38,8 @@ from batchmove.errors import UsageError
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PERSON: web.RequestKey[Person] = web.RequestKey("person", Person)
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-#: reachable without a session: the login page and form, the API's login, the tab's icon
+#: reachable without a session (paths under the console's prefix): the login page and form,
+#: the API's login, the tab's icon
 PUBLIC = frozenset({"/login", "/api/login", "/favicon.ico"})
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
@@ -95,6 +101,8 @@ class Gate:
     people: People | None
     port: int
     tls: bool = False
+    #: the console's prefix, `/c/<id>/`: every page, the API and the cookie's Path
+    prefix: str = "/"
     sessions: Sessions = field(default_factory=Sessions)
     throttle: Throttle = field(default_factory=Throttle)
     #: told of each login by the key in the address (the audit log)
@@ -102,7 +110,7 @@ class Gate:
 
     @property
     def cookie(self) -> str:
-        return cookie_name(self.port)
+        return cookie_name(self.port, self.prefix.strip("/").removeprefix("c/"))
 
     def with_key(self, given: str) -> Person | None:
         return Person(KEY_HOLDER, "admin") if self.key and _same(given, self.key) else None
@@ -115,35 +123,51 @@ class Gate:
             return self.with_key(token) or self.sessions.find(token), True
         return self.sessions.find(request.cookies.get(self.cookie, "")), False
 
+    def local(self, request: web.BaseRequest) -> str:
+        """The request's path inside the console (`/c/<id>/api/runs` -> `/api/runs`)."""
+        return "/" + request.path.removeprefix(self.prefix)
+
     def set_cookie(self, response: web.StreamResponse, token: str) -> None:
-        response.set_cookie(self.cookie, token, httponly=True, samesite="Strict", path="/",
-                            secure=self.tls or None, max_age=int(self.sessions.ttl))
+        response.set_cookie(self.cookie, token, httponly=True, samesite="Strict",
+                            path=self.prefix, secure=self.tls or None,
+                            max_age=int(self.sessions.ttl))
 
     def clear_cookie(self, response: web.StreamResponse) -> None:
-        response.del_cookie(self.cookie, path="/")
+        response.del_cookie(self.cookie, path=self.prefix)
 
 
-def guard(gate: Gate, hosts: Callable[[], frozenset[str]],
-          unauthorized: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Middleware:
-    """The middleware that refuses requests without a session, the right Host or Origin."""
+def host_guard(gate: Gate, hosts: Callable[[], frozenset[str]]) -> Middleware:
+    """The outer middleware (every path of the host): the right Host, and hardening headers."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not host_ok(request.host.lower(), hosts(), gate.port):
             return web.Response(status=400, text="batchmove console: unexpected Host header\n")
+        response = await handler(request)
+        _harden(response)
+        return response
+
+    return check
+
+
+def guard(gate: Gate,
+          unauthorized: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Middleware:
+    """The console's middleware (paths under its prefix): refuses requests without a session
+    or from another origin, and exchanges `?key=` for a session."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         person, by_bearer = gate.signed_in(request)
         if request.method == "GET" and "key" in request.query:
             exchanged = _exchange_key(request, gate)
             return exchanged or await unauthorized(request)
         if request.method in _UNSAFE and not _same_origin(request, by_bearer, gate.cookie):
             return web.json_response({"error": "cross-origin request refused"}, status=403)
-        if person is None and request.path not in PUBLIC:
+        if person is None and gate.local(request) not in PUBLIC:
             return await unauthorized(request)
         if person is not None:
             request[PERSON] = person
-        response = await handler(request)
-        _harden(response)
-        return response
+        return await handler(request)
 
     return check
 

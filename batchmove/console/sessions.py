@@ -5,9 +5,11 @@ a cookie (or a Bearer header) ever carries.
   restarts signs everyone out, and nothing on disk can be replayed.
 - A session ends at logout, after `ttl` (12 h by default), or when an admin ends a person's
   sessions from the settings page.
-- The cookie is named for the console's port (`batchmove_8700`), HttpOnly, SameSite=Strict,
-  Secure under TLS, with Max-Age: two consoles on one host never overwrite each other's
-  session, and the key itself is never a cookie.
+- The cookie is named for the console's port and id (`batchmove_8700_5e0c3a91d27f4b68`), its
+  Path is the console's address (`/c/<id>/`), HttpOnly, SameSite=Strict, Secure under TLS,
+  with Max-Age: two consoles on one host never overwrite each other's session, a cookie of
+  an older console (Path=/, named for the port alone) is never mistaken for this one's, and
+  the key itself is never a cookie.
 - Failed logins are counted per client address: after `Throttle.limit` in `window` seconds the
   address is refused (429) until the window passes, so a secret cannot be guessed at speed.
 """
@@ -26,8 +28,8 @@ from batchmove.console.people import Person
 SESSION_TTL_S = 12 * 3600
 
 
-def cookie_name(port: int) -> str:
-    return f"batchmove_{port}"
+def cookie_name(port: int, instance: str) -> str:
+    return f"batchmove_{port}_{instance}"
 
 
 @dataclass

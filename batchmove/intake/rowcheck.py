@@ -94,7 +94,7 @@ def _cap(cells: list[str], lengths: list[int]) -> list[str]:
     return [c if len(c) <= MAX_CELL_CHARS else c[:MAX_CELL_CHARS] + TRUNCATED for c in cells]
 
 
-def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
+def check_chunk(columns: Sequence[list[str]], numbers: Sequence[int], wanted: Columns,
                 stats: LoadStats, problems: list[str] | None = None) -> Checked:
     """Trim every cell, drop fully blank rows, and give each row its first failure (or "").
 
@@ -103,7 +103,7 @@ def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
     cells = [unneutralise(list(map(str.strip, column, repeat(BLANK)))) for column in columns]
     lengths = [_lengths(column) for column in cells]
     count = len(cells[0]) if cells else 0
-    numbers = list(range(first, first + count))
+    numbers = list(numbers)  # each row's number in the file
     keep = _not_blank(cells, problems)
     if keep is not None:
         stats.blank += count - sum(keep)

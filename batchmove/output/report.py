@@ -56,6 +56,12 @@ class Layout:
     cells: ReportCells
     counts: dict[str, int]
 
+    @property
+    def failed_header(self) -> list[str]:
+        """failed.csv's: the input's own header, neutralised as every cell (the loader takes
+        the `'` off again: the file is fed back as an input)."""
+        return neutral([*self.input_headers, *unique_names(self.input_headers, FAILED_COLUMNS)])
+
 
 def layout(ledger: Ledger, run_dir: Path, *, xlsx_max_rows: int = 200_000) -> Layout:
     meta = ledger.meta()
@@ -77,7 +83,7 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
                   xlsx_max_rows: int = 200_000) -> ReportFiles:
     """Write all four files from the ledger; an unwritable run_dir is a `RunStateError`."""
     plan = layout(ledger, run_dir, xlsx_max_rows=xlsx_max_rows)
-    files, cells, headers = plan.files, plan.cells, plan.input_headers
+    files, cells = plan.files, plan.cells
     try:
         remove_stale_temps(run_dir)
         with atomic_text(files.report_csv) as out:
@@ -89,7 +95,7 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
             with suppress(FileNotFoundError):
                 (run_dir / REPORT_XLSX).unlink()
         with atomic_text(files.failed_csv) as out:
-            write_csv(out, neutral([*headers, *unique_names(headers, FAILED_COLUMNS)]),
+            write_csv(out, plan.failed_header,
                       ledger.review.report_rows(cells, failed_only=True))
         _write_summary(ledger, plan, summary)
     except OSError as exc:
@@ -199,7 +205,7 @@ def neutralize(cell: str) -> str:
 def neutral(cells: Iterable[Any]) -> list[Any]:
     """Every text cell through `neutralize` (headers too); numbers stay numbers. For the
     CSV files batchmove writes cell by cell (failed.csv's header, rollback.csv, a platform
-    batch's files); the report's rows are neutralised by SQLite as they are read."""
+    batch's accounts.csv); the report's rows are neutralised by SQLite as they are read."""
     return [neutralize(c) if isinstance(c, str) else c for c in cells]
 
 

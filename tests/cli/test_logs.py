@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -155,5 +156,7 @@ def test_serve_logs_json_lines_and_keeps_its_address_on_stdout(tmp_path: Path) -
     records = parse_lines((tmp_path / "console.log").read_text(encoding="utf-8"))
     assert records[0]["event"] == "console_ready"
     assert records[0]["url"] == base + "/"
-    assert any(r["event"] == "log" and "GET /api/runs 200" in r["message"] for r in records)
+    path = urllib.parse.urlsplit(base).path  # the console's own address, /c/<id>
+    assert any(r["event"] == "log" and f"GET {path}/api/runs 200" in r["message"]
+               for r in records)
     assert KEY not in (tmp_path / "console.log").read_text(encoding="utf-8")

@@ -33,6 +33,7 @@ from tests.support.console import (
     CHROMIUM_FLAGS,
     KEY,
     ConsoleUnderTest,
+    Prefixed,
     Stage,
     Team,
     write_defaults,
@@ -72,8 +73,8 @@ async def console_app(tmp_path: Path, aiohttp_client: Any, credentials: None,
         client = await aiohttp_client(app)
         port.append(client.server.port)
         app[GATE].port = client.server.port
-        yield ConsoleUnderTest(client, workspace, f"http://127.0.0.1:{port[0]}", sb.base_url,
-                               sb)
+        yield ConsoleUnderTest(Prefixed(client, app[GATE].prefix), workspace,
+                               f"http://127.0.0.1:{port[0]}", sb.base_url, sb)
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +107,8 @@ async def team_app(tmp_path: Path, aiohttp_client: Any, credentials: None,
         client = await aiohttp_client(app)
         port.append(client.server.port)
         app[GATE].port = client.server.port
-        yield Team(client, workspace, f"http://127.0.0.1:{port[0]}", sb.base_url, sb,
-                   team_file[1])
+        yield Team(Prefixed(client, app[GATE].prefix), workspace,
+                   f"http://127.0.0.1:{port[0]}", sb.base_url, sb, team_file[1])
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -20,6 +21,7 @@ from tests.support.console import KEY, XSS, ConsoleUnderTest, sheet, wait_state
 from tests.support.sandboxes import REPO_ROOT
 
 OPENIDS = sandbox_openids(300, 0)
+STRANGER = "oNotAFollowerOfThisAccount00"  # a well-formed openid the account does not have
 
 
 def form(data: bytes, filename: str = "users.csv", **settings: str) -> aiohttp.FormData:
@@ -37,11 +39,13 @@ async def upload(c: ConsoleUnderTest, data: bytes, filename: str = "users.csv",
     return r.status, await r.json()
 
 
-async def listed(c: ConsoleUnderTest, run_id: str, query: str) -> dict[str, Any]:
+async def listed(c: ConsoleUnderTest, run_id: str, query: str,
+                 lang: str = "en") -> dict[str, Any]:
     """A page of listed rows, once the plan's scratch ledger is loaded."""
     for _ in range(300):
         page: dict[str, Any] = await (await c.client.get(
-            f"/api/runs/{run_id}/rows?{query}", headers=c.auth())).json()
+            f"/api/runs/{run_id}/rows?{query}",
+            headers=c.auth(**{"Accept-Language": lang}))).json()
         if not page.get("loading"):
             return page
         await asyncio.sleep(0.1)
@@ -54,7 +58,7 @@ async def listed(c: ConsoleUnderTest, run_id: str, query: str) -> dict[str, Any]
 async def test_no_key_is_401_and_no_data(console_app: ConsoleUnderTest, path: str) -> None:
     r = await console_app.client.get(path)
     assert r.status == 401
-    body = await r.text()
+    body = re.sub(r'name="next" value="[^"]*"', "", await r.text())  # where a login goes
     assert "console.js" not in body
     assert "runs" not in body.lower().replace("api/runs", "")
 
@@ -68,13 +72,15 @@ async def test_wrong_key_is_401(console_app: ConsoleUnderTest) -> None:
 
 async def test_key_in_query_sets_strict_httponly_cookie_and_leaves_the_address(
         console_app: ConsoleUnderTest) -> None:
+    prefix = console_app.client.prefix
+    assert re.fullmatch(r"/c/[0-9a-f]{16}/", prefix)
     r = await console_app.client.get(f"/?key={KEY}&x=1", allow_redirects=False)
     assert r.status == 303
-    assert r.headers["Location"] == "/?x=1"
+    assert r.headers["Location"] == f"{prefix}?x=1"
     cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
-    assert "Path=/" in cookie
+    assert f"Path={prefix}" in cookie  # sent to the console's own paths only
     r = await console_app.client.get("/")  # the cookie jar now holds it
     assert r.status == 200
     assert "batchmove" in await r.text()
@@ -192,11 +198,12 @@ async def test_no_secret_reaches_the_api(console_app: ConsoleUnderTest) -> None:
 # --- the story over the API ------------------------------------------------------------------
 async def test_plan_invalid_rows_approve_run_and_download(console_app: ConsoleUnderTest) -> None:
     c = console_app
-    data = sheet(OPENIDS[:40], ["销售", "新组"], extra="not-an-openid!,销售\n,销售\n")
+    data = sheet(OPENIDS[:40], ["销售", "新组"],
+                 extra=f"not-an-openid!,销售\n,销售\n{STRANGER},销售\n")
     status, body = await upload(c, data, create_groups="1")
     assert status == 200, body
     run_id, plan = body["id"], body["plan"]
-    assert plan["rows"] == {"pending": 40, "invalid": 2}
+    assert plan["rows"] == {"pending": 41, "invalid": 2}
     assert [g["name"] for g in plan["groups"]["create"]] == ["新组"]
     rows = await listed(c, run_id, "limit=1&offset=1")
     assert rows["total"] == 2
@@ -210,8 +217,11 @@ async def test_plan_invalid_rows_approve_run_and_download(console_app: ConsoleUn
     assert r.status == 200
     info = await wait_state(c, run_id, "finished", "failed", "stopped")
     assert info["state"] == "finished"
-    assert info["counts"]["moved"] == 40
+    assert (info["counts"]["moved"], info["counts"]["failed"]) == (40, 1)
     assert info["exit_code"] == 1
+    [failed] = (await listed(c, run_id, "status=failed", lang="zh-CN"))["rows"]
+    assert failed["reason"].startswith("errcode 43004: not a follower")  # as written (tooltip)
+    assert failed["reason_text"] == "不是此公众号的关注者：未移动"  # in the page's language
     r = await c.client.get(f"/api/runs/{run_id}/files/summary.json", headers=c.auth())
     assert r.status == 200
     assert "attachment" in r.headers["Content-Disposition"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from batchmove.console.i18n import js_strings, language, translator
@@ -23,3 +25,12 @@ def test_every_word_has_both_languages() -> None:
     assert en("no.such.key") == "no.such.key"
     assert set(js_strings("zh")) == set(js_strings("en"))
     assert all(js_strings("zh")[k] != k for k in js_strings("zh"))
+
+
+def test_no_word_of_the_page_is_command_line_wording() -> None:
+    from batchmove.console.i18n import _TEXT
+
+    cli = re.compile(r"(?<![\w-])--[a-z]|command line|命令行参数|batchmove (?:run|serve|plan)")
+    for key, pair in _TEXT.items():
+        if key != "source.cli":  # where a run came from: "the command line" is a place
+            assert not [text for text in pair if cli.search(text)], key

@@ -8,9 +8,12 @@ import re
 
 import pytest
 
-from batchmove.console import messages
-from batchmove.console.messages import CATALOGUE, known, result, say, strip_paths
+from batchmove import api
+from batchmove.console import errtext, messages
+from batchmove.console.errtext import MEANING_ZH
+from batchmove.console.messages import CATALOGUE, detail, known, result, say, strip_paths
 from batchmove.intake import rowcheck, tolerant
+from batchmove.wechat.errcodes import ERRCODES
 
 ROW_REASONS = [v for k, v in vars(rowcheck).items()
                if k.isupper() and isinstance(v, str) and " " in v and k != "BLANK"]
@@ -58,15 +61,51 @@ def test_every_library_message_is_in_the_catalogue(text: str) -> None:
         assert not _CLI.search(shown), shown
     zh = say(text, "zh")
     latin = set(_LATIN_WORD.findall(re.sub(r"'[^']*'|\S+/\S+|\[[^]]*\]", "", zh)))
-    assert latin <= ALLOWED_LATIN | {"WeChat"} | set(_LATIN_WORD.findall(text)) & {
-        "token", "invalid", "openid", "name", "group", "ip"}, (text, zh)
+    assert latin <= ALLOWED_LATIN, (text, zh)  # WeChat's own errmsg included: never shown
+
+
+def test_every_errcode_of_the_table_has_its_meaning_in_both_languages() -> None:
+    assert set(MEANING_ZH) == set(ERRCODES)
+    for code, entry in ERRCODES.items():
+        assert errtext.meaning(code, "en") == entry.meaning == api.errcode_meaning(code)
+        zh = errtext.meaning(code, "zh")
+        assert re.search(r"[\u4e00-\u9fff]", zh), code
+        assert set(_LATIN_WORD.findall(zh)) <= {"openid", "AppID", "AppSecret", "POST"}, zh
+    assert api.errcode_meaning(99999) is None
+    assert "不认识" in errtext.meaning(99999, "zh")
+
+
+@pytest.mark.parametrize(("text", "en", "zh"), [
+    ("stopped: WeChat errcode 40164 from token: invalid ip 1.2.3.4, not in whitelist "
+     "(12 moved, 3 pending)", "errcode 40164: this machine's IP is not on the account's "
+     "whitelist", "微信返回错误码 40164：本机的 IP 地址不在公众号的 IP 白名单中"),
+    ("errcode 46004: 不存在的用户", "errcode 46004: the user does not exist",
+     "错误码 46004：用户不存在"),
+    ("errcode 88888: something new", "errcode 88888: a code batchmove does not know",
+     "错误码 88888：本工具不认识此错误码"),
+    ("WeChat no errcode from groups/get: HTTP 502 Bad Gateway", "HTTP 502 Bad Gateway",
+     "微信没有应答")])
+def test_wechats_errors_say_what_the_code_means_not_its_errmsg(text: str, en: str,
+                                                               zh: str) -> None:
+    assert en in say(text, "en")
+    assert say(text, "zh").startswith(zh)
+    assert not re.search(r"invalid|whitelist|Bad Gateway|something", say(text, "zh"))
+
+
+def test_the_tooltip_keeps_what_wechat_said_without_server_paths() -> None:
+    run = {"state": "failed", "message": "batchmove: WeChat errcode 40164 from token: invalid "
+           "ip (see /srv/runs/20261201-104512-3f9a/console.log)"}
+    assert "本机的 IP 地址" in result(run, "zh")
+    assert detail(run) == "WeChat errcode 40164 from token: invalid ip (see console.log)"
+    assert detail({"state": "running", "message": "x"}) == ""
 
 
 def test_the_catalogue_has_both_languages_and_places() -> None:
     for pattern, en, zh in CATALOGUE:
         names = set(re.findall(r"\?P<(\w+)>", pattern))
-        assert set(re.findall(r"{(\w+)}", en)) <= names | {"limit"}, pattern
-        assert set(re.findall(r"{(\w+)}", zh)) <= names | {"limit"}, pattern
+        given = names | {"limit"} | ({"meaning"} if "code" in names else set())
+        assert set(re.findall(r"{(\w+)}", en)) <= given, pattern
+        assert set(re.findall(r"{(\w+)}", zh)) <= given, pattern
         assert re.search(r"[\u4e00-\u9fff]", zh), pattern
 
 

@@ -1,23 +1,24 @@
-"""`batchmove serve` as a process for a team: TLS with a self-signed certificate made here,
-`serve adduser`, the users file's checks, --public-url, and the plain-HTTP warning."""
+"""`batchmove serve` for a team: TLS with a self-signed certificate made here and the plain-HTTP
+warning with --public-url (real processes); `serve adduser` and the users file's checks
+(in-process: they come before the console listens)."""
 
 from __future__ import annotations
 
 import datetime
 import http.client
 import ipaddress
-import os
+import re
 import ssl
 import stat
-import subprocess
-import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from click.testing import CliRunner, Result
 
+from batchmove.cli import cli
 from batchmove.console import read_people
 from tests.support.console import KEY, start_process
-from tests.support.sandboxes import REPO_ROOT
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -46,10 +47,10 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return certfile, keyfile
 
 
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "batchmove", *args], cwd=REPO_ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
+def run_cli(*args: str, **env: str) -> Result:
+    """`batchmove ARGS` in this process (click's runner): `serve adduser`, and `serve`'s
+    refusals, which come before it listens."""
+    return CliRunner().invoke(cli, list(args), env=env)
 
 
 def test_tls_serves_the_page_with_a_secure_cookie(tmp_path: Path) -> None:
@@ -58,23 +59,24 @@ def test_tls_serves_the_page_with_a_secure_cookie(tmp_path: Path) -> None:
                              "--key-env", "BATCHMOVE_TEST_KEY", "--certfile", str(certfile),
                              "--keyfile", str(keyfile)], "console on ", tmp_path / "err.log")
     try:
-        assert console.url.startswith("https://127.0.0.1:")
-        port = int(console.url.split(":")[2].split("/")[0])
+        url = urlsplit(console.url)
+        assert (url.scheme, url.hostname, url.query) == ("https", "127.0.0.1", f"key={KEY}")
+        assert re.fullmatch(r"/c/[0-9a-f]{16}/", url.path)
         context = ssl.create_default_context(cafile=str(certfile))
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-        conn.request("GET", f"/?key={KEY}")
+        conn = http.client.HTTPSConnection("127.0.0.1", url.port, context=context, timeout=10)
+        conn.request("GET", f"{url.path}?key={KEY}")
         moved = conn.getresponse()
         moved.read()
         assert moved.status == 303
         cookie = moved.getheader("Set-Cookie") or ""
         assert "Secure" in cookie
         assert KEY not in cookie
-        conn.request("GET", "/", headers={"Cookie": cookie.split(";")[0]})
+        conn.request("GET", url.path, headers={"Cookie": cookie.split(";")[0]})
         page = conn.getresponse()
         assert page.status == 200
         assert b'id="upload-form"' in page.read()
         conn.close()
-        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        plain = http.client.HTTPConnection("127.0.0.1", url.port, timeout=10)
         plain.request("GET", "/")
         with pytest.raises((http.client.HTTPException, ConnectionError)):
             plain.getresponse()
@@ -85,13 +87,13 @@ def test_tls_serves_the_page_with_a_secure_cookie(tmp_path: Path) -> None:
 def test_adduser_writes_a_private_file_and_the_console_reads_it(tmp_path: Path) -> None:
     users = tmp_path / "users.toml"
     done = run_cli("serve", "adduser", "alice", "--role", "submitter", "--users", str(users))
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     secret = done.stdout.splitlines()[-1].rsplit(" ", 1)[-1]
     assert stat.S_IMODE(users.stat().st_mode) == 0o600
     assert secret not in users.read_text()  # only its hash
     done = run_cli("serve", "adduser", "bob", "--role", "approver", "--users", str(users),
                    "--four-eyes", "--secret-env", "BOB_SECRET", BOB_SECRET="bob's long secret")
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     assert "bob's long secret" not in done.stdout + users.read_text()
     people = read_people(users)
     assert people.roles() == {"alice": "submitter", "bob": "approver"}
@@ -114,10 +116,10 @@ def test_a_bad_users_file_is_refused_before_listening(tmp_path: Path, content: s
     users.chmod(mode)
     done = run_cli("serve", "--port", "0", "--workspace", str(tmp_path / "runs"),
                    "--users", str(users))
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert done.stderr.startswith("batchmove: ")
     assert says in done.stderr.splitlines()[0]
-    assert "hunter2" not in done.stderr
+    assert "hunter2" not in done.output
     assert done.stdout == ""
 
 
@@ -126,7 +128,7 @@ def test_a_bad_users_file_is_refused_before_listening(tmp_path: Path, content: s
     (["--certfile", "pyproject.toml"], "batchmove: --certfile and --keyfile go together")])
 def test_bad_lan_options_are_refused(tmp_path: Path, args: list[str], first_line: str) -> None:
     done = run_cli("serve", "--port", "0", "--workspace", str(tmp_path / "runs"), *args)
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert done.stderr.splitlines()[0].startswith(first_line)
 
 
@@ -136,7 +138,8 @@ def test_plain_http_beyond_loopback_warns_and_prints_the_public_url(tmp_path: Pa
                              "--public-url", "http://moves.lan:8700/", "--key-env",
                              "BATCHMOVE_TEST_KEY"], "console on ", tmp_path / "err.log")
     try:
-        assert console.url == f"http://moves.lan:8700/?key={KEY}"
+        prefix = (tmp_path / "runs" / "console-id").read_text().strip()
+        assert console.url == f"http://moves.lan:8700/c/{prefix}/?key={KEY}"
     finally:
         console.stop()
     warning = (tmp_path / "err.log").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -128,17 +129,19 @@ async def test_discard_a_plan(team_app: Team) -> None:
 async def test_login_sets_a_port_named_session_cookie_that_holds_no_secret(
         team_app: Team) -> None:
     t = team_app
+    prefix = t.client.prefix
     r = await t.client.post("/login", data={"name": "alice", "secret": t.secrets["alice"],
-                                            "next": "/audit"},
+                                            "next": f"{prefix}audit"},
                             headers={"Origin": t.base_url}, allow_redirects=False)
     assert r.status == 303
-    assert r.headers["Location"] == "/audit"
+    assert r.headers["Location"] == f"{prefix}audit"
     cookie = r.headers["Set-Cookie"]
     name, value = cookie.split(";")[0].split("=", 1)
-    assert name == f"batchmove_{t.client.server.port}"
+    assert name == f"batchmove_{t.client.server.port}_{prefix.strip('/').removeprefix('c/')}"
     assert t.secrets["alice"] not in cookie
     assert value not in t.secrets.values()
-    for flag in ("HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"):
+    assert re.search(r"Path=([^;]+)", cookie)[1] == prefix  # type: ignore[index]
+    for flag in ("HttpOnly", "SameSite=Strict", "Max-Age=43200"):
         assert flag in cookie
     assert "Secure" not in cookie  # plain HTTP on loopback
     page = await t.client.get("/audit")  # the jar sends it
@@ -260,7 +263,7 @@ async def test_key_mode_is_one_admin_and_the_cookie_is_a_session(
     c = console_app
     r = await c.client.get(f"/?key={KEY}", allow_redirects=False)
     cookie = r.headers["Set-Cookie"]
-    assert cookie.startswith(f"batchmove_{c.client.server.port}=")
+    assert cookie.startswith(f"batchmove_{c.client.server.port}_")
     assert KEY not in cookie
     me = await (await c.client.get("/api/me")).json()
     assert me == {"name": "admin", "role": "admin"}
@@ -290,7 +293,7 @@ async def test_overlapping_plans_show_the_overlap_and_need_the_acknowledgement(
         (first["id"], 50, "pending")]
     headers = await t.login("bob")
     page = await (await t.client.get(f"/runs/{second['id']}", headers=headers)).text()
-    assert f'<a href="/runs/{first["id"]}">' in page  # the other run, linked
+    assert f'<a href="{t.client.prefix}runs/{first["id"]}">' in page  # the other run, linked
     assert 'id="acknowledge"' in page
     assert str(t.workspace) not in page  # no server path
     r = await approve(t, "bob", second)

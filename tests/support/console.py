@@ -10,7 +10,11 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +48,32 @@ def sheet(openids: list[str], targets: list[str], extra: str = "") -> bytes:
     return ("\n".join(lines) + "\n" + extra).encode()
 
 
+class Prefixed:
+    """An aiohttp TestClient whose paths are the console's own: `get("/api/runs")` asks for
+    `/c/<id>/api/runs`. `raw` is the client itself (paths as given: the host's other paths)."""
+
+    def __init__(self, raw: Any, prefix: str) -> None:
+        self.raw = raw
+        self.prefix = prefix
+        self.server = raw.server
+        self.session = raw.session
+
+    def path(self, path: str) -> str:
+        return self.prefix + path.lstrip("/")
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.raw.get(self.path(path), **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.raw.post(self.path(path), **kwargs)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.raw.request(method, self.path(path), **kwargs)
+
+
 @dataclass
 class ConsoleUnderTest:
-    client: Any  # aiohttp TestClient
+    client: Prefixed
     workspace: Path
     base_url: str
     sandbox_url: str
@@ -156,6 +183,48 @@ class Stage:
         for p in (self.console, self.sandbox):
             if p is not None:
                 p.stop()
+
+
+@contextmanager
+def console_in_thread(workspace: Path, defaults: Path, cookies: list[str]) -> Iterator[str]:
+    """A console (key mode) served by a thread of this process, every request's Cookie
+    header kept in `cookies` (what its server received); yields its printed address."""
+    from aiohttp import web
+
+    from batchmove.console import ConsoleConfig, make_app
+    from batchmove.console.login import GATE
+    from batchmove.console.security import allowed_hosts
+
+    port: list[int] = []
+    app = make_app(ConsoleConfig(workspace=workspace, defaults_path=defaults), KEY,
+                   lambda: allowed_hosts("127.0.0.1", port[0]), ThreadPoolExecutor(1))
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        cookies.append(request.headers.get("Cookie", ""))
+        return await handler(request)  # type: ignore[no-any-return]
+
+    app.middlewares.insert(0, record)
+    ready, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:  # in the thread's own loop (the browser's holds this thread)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port.append(runner.addresses[0][1])
+        app[GATE].port = port[0]
+        ready.set()
+        await asyncio.to_thread(stop.wait)
+        await runner.cleanup()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(timeout=30), "the console in a thread did not start"
+        yield f"http://127.0.0.1:{port[0]}{app[GATE].prefix}?key={KEY}"
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def expect(locator: Any) -> Any:

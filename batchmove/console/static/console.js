@@ -2,7 +2,7 @@
    Vendored, no dependencies. Text from the server is only ever set with textContent. */
 (function () {
   "use strict";
-  var T = {};
+  var T = {}, BASE = "/";  // BASE: the console's address, /c/<id>/ (data-base of <body>)
   function t(key) { return T[key] || key; }
   function $(id) { return document.getElementById(id); }
   function show(el, text) { if (el) { el.textContent = text; el.hidden = false; } }
@@ -14,7 +14,8 @@
     row.appendChild(td);
     return td;
   }
-  function runUrl(id, extra) { return "/runs/" + encodeURIComponent(id) + (extra || ""); }
+  function runUrl(id, extra) { return BASE + "runs/" + encodeURIComponent(id) + (extra || ""); }
+  function api(path) { return BASE + "api/" + path; }
   function post(url, body) {
     var init = { method: "POST", credentials: "same-origin", headers: {} };
     if (body instanceof FormData) { init.body = body; }
@@ -60,7 +61,7 @@
       $("upload-error").hidden = true;
       $("upload-busy").hidden = false;
       $("upload-submit").disabled = true;
-      post("/api/uploads", new FormData(form)).then(function (r) {
+      post(api("uploads"), new FormData(form)).then(function (r) {
         if (r.status === 200) { location.href = runUrl(r.data.id); return; }
         $("upload-busy").hidden = true;
         $("upload-submit").disabled = false;
@@ -76,7 +77,7 @@
       e.preventDefault();
       $("export-error").hidden = true;
       $("export-submit").disabled = true;
-      post("/api/exports", new FormData(form)).then(function (r) {
+      post(api("exports"), new FormData(form)).then(function (r) {
         if (r.status === 200) { location.href = runUrl(r.data.id); return; }
         $("export-submit").disabled = false;
         show($("export-error"), said(r.data));
@@ -89,7 +90,7 @@
       button.addEventListener("click", function () {
         button.disabled = true;
         var name = button.getAttribute("data-plan-job");
-        post("/api/jobs/" + encodeURIComponent(name) + "/plan").then(function (r) {
+        post(api("jobs/" + encodeURIComponent(name) + "/plan")).then(function (r) {
           button.disabled = false;
           if (r.status === 200) { location.href = runUrl(r.data.id); return; }
           show($("jobs-error"), said(r.data));
@@ -117,7 +118,7 @@
       approve.addEventListener("click", function () {
         approve.disabled = true;
         var ack = $("acknowledge");
-        post("/api/runs/" + encodeURIComponent(runId) + "/approve",
+        post(api("runs/" + encodeURIComponent(runId) + "/approve"),
              { digest: approve.getAttribute("data-digest"), acknowledge: !!(ack && ack.checked) }).then(function (r) {
           if (r.status === 200) { location.href = runUrl(runId); return; }
           if (r.status === 409 && r.data.error === "stale") { location.href = runUrl(runId, "?stale=1"); return; }
@@ -131,8 +132,8 @@
       button.addEventListener("click", function () {
         var verb = button.getAttribute("data-action");
         button.disabled = true;
-        post("/api/runs/" + encodeURIComponent(runId) + "/" + verb).then(function (r) {
-          if (r.status === 200 && verb === "discard") { location.href = "/"; return; }
+        post(api("runs/" + encodeURIComponent(runId) + "/" + verb)).then(function (r) {
+          if (r.status === 200 && verb === "discard") { location.href = BASE; return; }
           if (r.status === 200) { location.href = runUrl(verb === "rollback" || verb === "plan" ? r.data.id : runId); return; }
           button.disabled = false;
           show($("action-error"), said(r.data));
@@ -146,7 +147,7 @@
     if (!table) { return; }
     var status = table.getAttribute("data-status"), offset = 0, size = 50, total = 0;
     function load() {
-      var url = "/api/runs/" + encodeURIComponent(runId) + "/rows?status=" +
+      var url = api("runs/" + encodeURIComponent(runId) + "/rows?status=") +
         encodeURIComponent(status) + "&offset=" + offset + "&limit=" + size;
       fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); })
         .then(function (page) {
@@ -160,7 +161,8 @@
             var tr = document.createElement("tr");
             cell(tr, row.row, "num"); cell(tr, row.openid, "mono"); cell(tr, row.target);
             cell(tr, t("plan." + row.status) === "plan." + row.status ? row.status : t("plan." + row.status));
-            cell(tr, row.reason_text || row.reason);
+            var why = cell(tr, row.reason_text || row.reason);
+            if (row.reason && row.reason !== why.textContent) { why.title = row.reason; }  // as written
             body.appendChild(tr);
           });
           $("rows-range").textContent = total ? (offset + 1) + "–" + Math.min(offset + size, total) + " / " + total : "";
@@ -191,17 +193,29 @@
     });
   }
 
+  function showFigures(d) {  // the headline and the table, from one event (one count)
+    var c = d.counts || {};
+    $("fig-moved").textContent = d.moved;
+    $("fig-already").textContent = c.already || 0;
+    $("fig-failed").textContent = d.failed;
+    $("fig-pending").textContent = d.pending;
+    var bar = $("progress-bar");
+    bar.max = d.total || 1; bar.value = d.total - d.pending;
+    showTargets(d.targets);
+  }
+
   function setupProgress(runId, state) {
     if (!$("progress")) { return; }
-    if (state !== "running") {
-      fetch("/api/runs/" + encodeURIComponent(runId) + "/events", { credentials: "same-origin" })
+    var events = api("runs/" + encodeURIComponent(runId) + "/events");
+    if (state !== "running") {  // the stream's one last event: the figures as they ended
+      fetch(events, { credentials: "same-origin" })
         .then(function (r) { return r.text(); }).then(function (text) {
           var line = text.split("\n").filter(function (l) { return l.indexOf("data: ") === 0; }).pop();
-          if (line) { var d = JSON.parse(line.slice(6)); showTargets(d.targets); }
+          if (line) { showFigures(JSON.parse(line.slice(6))); }
         });
       return;
     }
-    var source = new EventSource("/api/runs/" + encodeURIComponent(runId) + "/events");
+    var source = new EventSource(events);
     var banner = $("conn-banner"), lost = false;
     source.onerror = function () {  // the console went away: the browser retries by itself
       lost = true;
@@ -216,17 +230,11 @@
       setTimeout(function () { if (!lost) { banner.hidden = true; } }, 3000);
     };
     source.onmessage = function (ev) {
-      var d = JSON.parse(ev.data), c = d.counts || {};
+      var d = JSON.parse(ev.data);
       $("fig-phase").textContent = t("phase." + d.phase);
-      $("fig-moved").textContent = d.moved;
-      $("fig-already").textContent = c.already || 0;
-      $("fig-failed").textContent = d.failed;
-      $("fig-pending").textContent = d.pending;
       $("fig-speed").textContent = d.users_per_s;
       $("fig-eta").textContent = seconds(d.eta_s);
-      var bar = $("progress-bar");
-      bar.max = d.total || 1; bar.value = d.total - d.pending;
-      showTargets(d.targets);
+      showFigures(d);
       if (d.state !== "running") {
         source.close();
         setTimeout(function () { location.href = runUrl(runId); }, 300);
@@ -248,7 +256,7 @@
     document.querySelectorAll("[data-end-sessions]").forEach(function (button) {
       button.addEventListener("click", function () {
         button.disabled = true;
-        post("/api/sessions/end", { name: button.getAttribute("data-end-sessions") }).then(function (r) {
+        post(api("sessions/end"), { name: button.getAttribute("data-end-sessions") }).then(function (r) {
           if (r.status === 200) { location.reload(); return; }
           button.disabled = false;
           show($("action-error"), said(r.data));
@@ -260,6 +268,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     var data = $("i18n");
     T = data ? JSON.parse(data.textContent) : {};
+    BASE = document.body.getAttribute("data-base") || "/";
     localTimes();
     setupSettings();
     setupUpload();
