@@ -32,11 +32,11 @@ from batchmove.flows.export import EXPORT_KEYS as EXPORT_KEYS
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
 from batchmove.flows.rollback import apply_rollback
-from batchmove.flows.run import RunOptions, run_job
+from batchmove.flows.run import RunOptions, rewrite_reports, run_job
 from batchmove.flows.verify import verify_run
 from batchmove.intake import jobfile
+from batchmove.ledger.lock import is_locked
 from batchmove.ledger.reader import LedgerReader, ledger_changed_at
-from batchmove.ledger.reader import run_locked as run_locked
 from batchmove.ledger.rundir import now as now
 from batchmove.models import JobSpec
 from batchmove.output import report
@@ -60,6 +60,8 @@ from batchmove.results import (
 from batchmove.wechat.errcodes import ERRCODES
 
 T = TypeVar("T")
+#: is a process running that run now (holding its lock)? For watchers such as the console.
+run_locked = is_locked
 Job = str | os.PathLike[str] | JobSpec
 ProgressCallback = Callable[[Progress], None]
 PathLike = str | os.PathLike[str]
@@ -180,8 +182,9 @@ def rollback(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
 
 
 def write_reports(run_dir: str | os.PathLike[str]) -> ReportFiles:
-    """Write a run's report files again from its ledger alone."""
-    return report.rewrite_reports(Path(run_dir))
+    """Write a run's report files again from its ledger alone (summary.json complete: rebuilt
+    from the ledger when the run wrote none of its own)."""
+    return rewrite_reports(Path(run_dir))
 
 
 async def export_async(out: str | os.PathLike[str], *, backend: str | None = None,

@@ -4,7 +4,9 @@ Each job runs as its own `batchmove run JOB` process, so each has its own token,
 quota, ledger, lock and notifications, and a crash or a wrong secret in one cannot touch the
 others. The children run in their own session: a Ctrl-C reaches this process only, which
 passes the signal on once to every running child (each checkpoints and exits 130/143) and
-starts no further job. One line per job is printed as it ends.
+starts no further job. If this process dies without a word (`kill -9`, the OOM killer), each
+child gets SIGTERM from the kernel (`die_with_parent`) and stops the same way. One line per
+job is printed as it ends.
 
 The exit code is the worst of the jobs' codes, ranked
 
@@ -20,7 +22,9 @@ with the signals.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
+import os
 import signal
 import sys
 import time
@@ -38,6 +42,9 @@ from batchmove.ledger.rundir import now
 from batchmove.models import JobSpec
 from batchmove.output.batch import stamps, write_batch
 
+#: the parent's pid, for its children (`die_with_parent`)
+PARENT_ENV = "BATCHMOVE_PARALLEL_PARENT"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _RANK = {0: 0, 1: 1, 2: 2, 3: 3, EXIT_SIGTERM: 5, EXIT_SIGINT: 6}
 _WORDS = {0: "done", 1: "finished with row failures", 2: "refused, nothing sent",
           3: "stopped early, resumable", EXIT_SIGINT: "interrupted", EXIT_SIGTERM: "terminated"}
@@ -105,7 +112,8 @@ class ChildPool:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "batchmove", "run", *self.argv(job), *self.child_args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            env={**os.environ, PARENT_ENV: str(os.getpid())})
         self.children.add(proc)
         try:
             assert proc.stdout is not None
@@ -124,6 +132,24 @@ class ChildPool:
             if self.forward_stderr:
                 print(line, file=sys.stderr, flush=True)
         return lines
+
+
+def die_with_parent() -> None:
+    """In a child of `--parallel`: be sent SIGTERM when the parent dies, however it dies
+    (`kill -9` included), so the child stops as it would on Ctrl-C (its results recorded,
+    exit 143, the same command resumes) instead of sending on alone. Linux's
+    `PR_SET_PDEATHSIG`, asked through libc; elsewhere nothing (SIGINT and SIGTERM to the
+    parent still reach every child)."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0
+    except (OSError, AttributeError):
+        return
+    if not failed and os.getppid() != int(parent):  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _final_line(out: str, err: list[str]) -> str:

@@ -3,7 +3,7 @@
 Two phases (read every user, then move every user) left the pool idle between them and held
 every user's info at once. Here the pending rows are read a page at a time: 100 users go to
 one `user/info/batchget`; once answered, their previous groups are committed to the ledger
-(`record_previous_groups`) and only then are they batched by target group and moved, while
+(`ledger.snapshots.record_previous`) and only then are they batched by target group and moved, while
 later users are still being read. Every moved user's previous group is in the ledger before
 the call that moves them is sent, so `rollback` is exact however the run ends. The snapshot is
 all or nothing per user: a user whose read fails is not moved (the row fails with the read's
@@ -121,7 +121,8 @@ class _Flow:
         if rows:
             yield Batch(0, tuple(rows), tuple(openids), "read")
         self.exhausted = True
-        if not self.reading:  # nothing out: the last partial batches go now
+        if not self.reading:  # nothing out: users read and not released yet, then the last
+            self.commit_snapshot(release=True)  # partial batches go now
             yield from self.batcher.rest()
 
     def done(self, batch: Batch, result: Any, attempts: int) -> None:
@@ -178,7 +179,7 @@ class _Flow:
     def commit_snapshot(self, *, release: bool) -> None:
         """Commit the answers read so far; with `release`, hand their users to the moves."""
         if self._previous or self._already:
-            self.ledger.record_previous_groups(self._previous, self._already)
+            self.ledger.snapshots.record_previous(self._previous, self._already)
             self.already += len(self._already)
             self.commit.clock.total -= len(self._already)  # progress counts what moves
         self._previous, self._already = {}, []

@@ -42,6 +42,7 @@ from batchmove.intake.rowcheck import (
     RepeatFinder,
     check_chunk,
     input_rows,
+    unneutralise,
 )
 from batchmove.intake.sniff import Sniffed, sniff_file
 from batchmove.intake.workbook import Sheet, open_sheet
@@ -75,7 +76,7 @@ def open_input(spec: JobSpec) -> LoadedInput:
         if sniffed.format == "xlsx":
             sheet = open_sheet(path, spec)
             return LoadedInput(path, sniffed, sheet.headers, sheet.columns, spec, sheet)
-        headers = [h.strip(BLANK) for h in sniffed.headers]
+        headers = unneutralise([h.strip(BLANK) for h in sniffed.headers])
         check_headers(path, headers)
         columns = resolve(path, headers, spec.columns, spec.target)
         if columns is None:
@@ -296,6 +297,9 @@ class LoadedInput:
                 yield range(first, first + len(block)), [
                     list(column) for column in zip(*block, strict=True)] \
                     if block else [[] for _ in range(width)], None
+            return
+        if self._sniffed.long_lines:  # a parser would make millions of cells of a long row
+            yield from self._tolerant_chunks(size, self._sniffed.header_index + 2)
             return
         small = self.path.stat().st_size < SMALL_CSV_BYTES
         for first, columns in (self._small_chunks if small else self._fast_chunks)(size):

@@ -100,7 +100,7 @@ def check_chunk(columns: Sequence[list[str]], numbers: Sequence[int], wanted: Co
 
     `problems`: per row, why its cells could not be read as the header says (the tolerant
     reader's verdict), which wins over every other reason."""
-    cells = [_unneutralise(list(map(str.strip, column, repeat(BLANK)))) for column in columns]
+    cells = [unneutralise(list(map(str.strip, column, repeat(BLANK)))) for column in columns]
     lengths = [_lengths(column) for column in cells]
     count = len(cells[0]) if cells else 0
     numbers = list(numbers)  # each row's number in the file
@@ -213,9 +213,10 @@ def _check_group_ids(raw: list[str], reasons: list[str]) -> list[str]:
     return canonical
 
 
-def _unneutralise(cells: list[str]) -> list[str]:
+def unneutralise(cells: list[str]) -> list[str]:
     """Undo the `'` our reports put before a cell Excel would run (`'@市场部` -> `@市场部`), so
-    failed.csv feeds straight back; a `'` before anything else is the user's and stays."""
+    failed.csv feeds straight back (its header included); a `'` before anything else is the
+    user's and stays."""
     if "'" not in "".join(cells):  # the usual chunk: one fast scan
         return cells
     return [c[1:] if c[:1] == "'" and c[1:2] in _NEUTRALISED else c for c in cells]

@@ -48,6 +48,7 @@ from batchmove.output.report import (
     atomic_text,
     csv_writer,
     layout,
+    neutral,
     neutralize,
     unique_names,
     write_xlsx,
@@ -139,7 +140,8 @@ def _write_accounts(path: Path, entries: Sequence[Mapping[str, Any]]) -> None:
         for e in entries:
             figures = ([e["counts"].get(s, 0) for s in STATUSES] + [e["rows"]]
                        if e["reported"] else [""] * (len(STATUSES) + 1))
-            writer.writerow([e["appid"], e["exit_code"], e["message"], *figures, e["run_dir"]])
+            writer.writerow(neutral([e["appid"], e["exit_code"], e["message"], *figures,
+                                     e["run_dir"]]))
 
 
 def _write_rows(out: Path, runs: Sequence[tuple[str, Path]], xlsx_max_rows: int) -> list[str]:
@@ -182,7 +184,7 @@ class _Part(NamedTuple):
         return self.plan.failed_header if failed else self.plan.header
 
     def rows(self, failed: bool) -> Iterator[Cells]:
-        return self.ledger.report_rows(self.plan.cells, failed_only=failed)
+        return self.ledger.review.report_rows(self.plan.cells, failed_only=failed)
 
 
 class _Merge:
@@ -199,7 +201,7 @@ class _Merge:
         widest = max(len(p.header(failed)) - len(p.plan.input_headers) for p in parts)
         ours = unique_names(inputs, (FAILED_COLUMNS if failed else
                                      (*OUR_COLUMNS, "verified"))[:widest])
-        shown = inputs if failed else [neutralize(h) for h in inputs]
+        shown = [neutralize(h) for h in inputs]  # failed.csv's too: the loader takes ' off
         self.header = [APPID] * self.prefix + shown + ours
         self.number = self.prefix + len(inputs)  # row (report) or source_row (failed)
         self.inputs, self.parts, self.failed = inputs, parts, failed

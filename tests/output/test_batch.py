@@ -46,7 +46,7 @@ def account_run(out: Path, appid: str, numbers: list[int], *, headers: list[str]
         ledger.record_moved(moved, 1)
         ledger.add_calls(Counter({"groups/members/batchupdate": 1, "groups/get": len(moved)}))
         if verified:
-            ledger.record_verified({n: "ok" for n in moved})
+            ledger.review.record_verified({n: "ok" for n in moved})
         write_reports(ledger, run_dir, {"job": "agency", "exit_code": 0})
     return run_dir
 
@@ -165,3 +165,16 @@ def test_a_damaged_ledger_is_said_and_the_rest_still_written(tmp_path: Path) -> 
     assert "is not a batchmove ledger" in summary["reports_problem"]
     assert summary["files"] == ["accounts.csv", "summary.json"]
     assert read_csv(tmp_path / "accounts.csv")[1][:2] == [WA, "0"]
+
+
+def test_the_batchs_csv_files_are_neutralised_headers_included(tmp_path: Path) -> None:
+    before = stamps(tmp_path, [WA, WB])
+    headers = ["appid", "openid", "group", "=HYPERLINK(1)"]
+    account_run(tmp_path, WA, [2, 3], headers=headers, bad=(3,))
+    account_run(tmp_path, WB, [4], headers=headers)
+    write_batch(tmp_path, [(WA, 1, "=cmd|' /C calc'!A0"), (WB, 0, "done")], 1, before,
+                xlsx_max_rows=100, about=ABOUT)
+    for name in ("report.csv", "failed.csv"):
+        assert read_csv(tmp_path / name)[0][3] == "'=HYPERLINK(1)", name
+    accounts = {r[0]: r for r in read_csv(tmp_path / "accounts.csv")[1:]}
+    assert accounts[WA][2] == "'=cmd|' /C calc'!A0"
