@@ -32,11 +32,11 @@ from batchmove.flows.export import EXPORT_KEYS as EXPORT_KEYS
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
 from batchmove.flows.rollback import apply_rollback
-from batchmove.flows.run import RunOptions, run_job
+from batchmove.flows.run import RunOptions, rewrite_reports, run_job
 from batchmove.flows.verify import verify_run
 from batchmove.intake import jobfile
+from batchmove.ledger.lock import is_locked
 from batchmove.ledger.reader import LedgerReader, ledger_changed_at
-from batchmove.ledger.reader import run_locked as run_locked
 from batchmove.ledger.rundir import now as now
 from batchmove.models import JobSpec
 from batchmove.output import report
@@ -60,6 +60,8 @@ from batchmove.results import (
 from batchmove.wechat.errcodes import ERRCODES
 
 T = TypeVar("T")
+#: is a process running that run now (holding its lock)? For watchers such as the console.
+run_locked = is_locked
 Job = str | os.PathLike[str] | JobSpec
 ProgressCallback = Callable[[Progress], None]
 PathLike = str | os.PathLike[str]
@@ -92,7 +94,7 @@ async def run_async(job: Job, *, events: Events | None = None,
                     confirm: Callable[[Plan], bool] | None = None,
                     **overrides: Any) -> RunResult:
     """`run` for callers that have an event loop."""
-    spec = agency.account_input(job_spec(job, **overrides))
+    spec = agency.check_one(job_spec(job, **overrides))
     options = RunOptions(restart, retry_failed, confirm, handle_signals)
     return await run_job(spec, options, _watcher(events, on_progress))
 
@@ -118,7 +120,7 @@ async def plan_async(job: Job, *, events: Events | None = None,
                      rows_dir: PathLike | None = None, count_moves: bool = False,
                      **overrides: Any) -> Plan:
     """`plan` for callers that have an event loop."""
-    return await plan_job(agency.account_input(job_spec(job, **overrides)),
+    return await plan_job(agency.check_one(job_spec(job, **overrides)),
                           _watcher(events, None),
                           Path(rows_dir) if rows_dir is not None else None,
                           count_moves=count_moves)
@@ -180,8 +182,9 @@ def rollback(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
 
 
 def write_reports(run_dir: str | os.PathLike[str]) -> ReportFiles:
-    """Write a run's report files again from its ledger alone."""
-    return report.rewrite_reports(Path(run_dir))
+    """Write a run's report files again from its ledger alone (summary.json complete: rebuilt
+    from the ledger when the run wrote none of its own)."""
+    return rewrite_reports(Path(run_dir))
 
 
 async def export_async(out: str | os.PathLike[str], *, backend: str | None = None,
@@ -302,13 +305,21 @@ def _summary_is_fresh(run_dir: Path, ledger_changed: float) -> bool:
 def list_accounts(job: Job, **overrides: Any) -> list[AccountInfo]:
     """The accounts that authorised the job's third-party platform (`[credentials] component
     = true`), each with its name and today's quota of the move endpoint."""
-    return _blocking(lambda: agency.list_accounts(job_spec(job, **overrides)))
+    return _blocking(lambda: agency.list_accounts(_settings(job, **overrides)))
 
 
 def sync_accounts(job: Job, **overrides: Any) -> list[str]:
     """Store every authorizer's refresh token from WeChat's list (the machine's platform
     store, shared by every process); the appids."""
-    return _blocking(lambda: agency.sync_accounts(job_spec(job, **overrides)))
+    return _blocking(lambda: agency.sync_accounts(_settings(job, **overrides)))
+
+
+def _settings(job: Job, **overrides: Any) -> JobSpec:
+    """A job's settings without its input, which need not exist yet (an agency lists its
+    accounts before it writes their spreadsheet)."""
+    if isinstance(job, JobSpec):
+        return job_spec(job, **overrides)
+    return jobfile.settings_for(Path(job), **overrides)
 
 
 class _Watcher(Events):

@@ -6,9 +6,12 @@
     ├── InputError                 the spreadsheet cannot be read as asked (exit 2, nothing sent)
     ├── RunStateError              the run directory refuses this run (exit 2, nothing sent)
     │   ├── RunLockedError         another process holds this run's ledger
-    │   └── InputChangedError      the input changed while a run is unfinished: offer --restart
+    │   ├── InputChangedError      the input changed while a run is unfinished: offer --restart
+    │   └── LedgerDamagedError     the ledger is not intact (malformed, statuses, counts): its path
     ├── ConfirmationRequired       a run needs a yes that nobody can give (no TTY) (exit 2)
     ├── StoppedEarly               the run stopped but can resume with the same command (exit 3)
+    │   └── StorageError           a file could not be written (disk full, read-only, I/O error,
+    │                              the ledger deleted): the ledger is intact, the command resumes
     └── ApiError                   WeChat answered with an errcode, or did not answer at all
         ├── TransientError         retry with backoff: -1, HTTP 5xx, refused connections
         │   └── OutcomeUnknownError  sent, no usable answer: retry; if never answered, read back
@@ -82,6 +85,11 @@ class InputChangedError(RunStateError):
     """The input or the settings changed while the previous run is unfinished."""
 
 
+class LedgerDamagedError(RunStateError):
+    """The ledger is damaged (not SQLite, malformed, unknown statuses, rows missing): exit 2,
+    naming its path; resuming from it could send or count rows wrongly."""
+
+
 class ConfirmationRequired(BatchmoveError):
     """The run must be confirmed, but there is no terminal to ask (use --yes)."""
 
@@ -90,6 +98,11 @@ class StoppedEarly(BatchmoveError):
     """The run stopped before finishing; the same command resumes it."""
 
     exit_code = EXIT_STOPPED
+
+
+class StorageError(StoppedEarly):
+    """A file of the run could not be written or read (disk full, read-only, I/O error, the
+    ledger deleted or replaced): the ledger holds every committed result; exit 3."""
 
 
 class ApiError(BatchmoveError):

@@ -24,6 +24,9 @@ class StopReason(StrEnum):
     THRESHOLD = "failure_threshold"
     SIGINT = "sigint"
     SIGTERM = "sigterm"
+    STORAGE = "storage"  # the disk filled up, a file became unwritable, the ledger was deleted
+    UNRECORDED = "unrecorded"  # `batchmove report` of a run that wrote no summary (killed)
+
 
 class Counts(TypedDict):
     """Rows per status; all seven are always present."""

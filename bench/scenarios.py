@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.account import account
+from bench.agency import agency
 from bench.harness import (
     BENCH_DIR,
     MOVE_ENDPOINT,
@@ -32,6 +33,7 @@ from bench.harness import (
     sandbox,
     since,
 )
+from bench.hostile import hostile
 from bench.peer import threaded
 from bench.scale import scale
 from bench.tagsnap import tag_snapshot
@@ -56,11 +58,14 @@ class Sizes:
     scale_small: int = 1_000_000
     scale_large: int = 10_000_000
     console: int = 1_000_000
+    agency: int = 1_000_000
+    hostile: int = 1 << 30
 
 
 QUICK = Sizes(intake_csv=2_000, intake_xlsx=2_000, raw=2_000, limit=2_000, sdk_single=200,
               sdk_lists=2_000, resume=2_000, resume_pending=20, export=2_000, threaded=2_000,
-              tagsnap=2_000, scale_small=2_000, scale_large=20_000, console=2_000)
+              tagsnap=2_000, scale_small=2_000, scale_large=20_000, console=2_000,
+              agency=2_000, hostile=32 << 20)
 
 RAW_CONCURRENCY = 16
 LIMIT_RATE = 100.0
@@ -367,4 +372,6 @@ SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "console": web_console,
     "tagsnap": tag_snapshot,
     "account": account,
+    "agency": agency,
+    "hostile": hostile,
 }

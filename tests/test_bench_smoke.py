@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_ROWS = ("1. Intake", "2. Raw engine", "3. At the limit", "4. Versus the usual script",
                  "5. Resume", "6. Under faults", "7. Threaded peer, 20 ms",
                  "7. Threaded peer, 0 ms", "8. Export", "9. Ten million rows", "10. Console",
-                 "11. Tag snapshot")
+                 "11. Tag snapshot", "13. Hostile input")
 
 
 @pytest.mark.slow  # every scenario at quick size: ~60 s, run by the full suite (CI)

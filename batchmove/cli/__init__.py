@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import atexit
 import os
+import sqlite3
 import sys
 import threading
+from pathlib import Path
 from typing import NoReturn
 
 import click
 
 from batchmove.cli import agency, export, jobs, review, sandbox, serve
 from batchmove.cli.app import cli, fail
-from batchmove.errors import EXIT_SIGINT, EXIT_USAGE
+from batchmove.errors import EXIT_SIGINT, EXIT_USAGE, redact
+from batchmove.ledger.storage import STORAGE_ERRNOS, storage_error
 
 __all__ = ["agency", "cli", "export", "jobs", "main", "review", "sandbox", "serve"]
 
@@ -36,8 +39,11 @@ def _main() -> None:
         fail("interrupted", EXIT_SIGINT)
     except click.exceptions.Exit:
         raise
-    except OSError as exc:  # broken pipe, unwritable file we did not anticipate
-        fail(str(exc), EXIT_USAGE)
+    except (OSError, sqlite3.Error) as exc:  # broken pipe, a file we did not anticipate
+        error = storage_error(exc, Path(getattr(exc, "filename", None) or "a file"))
+        if isinstance(exc, sqlite3.Error) or getattr(exc, "errno", None) in STORAGE_ERRNOS:
+            fail(error.message, error.exit_code)
+        fail(redact(str(exc)), EXIT_USAGE)
 
 
 def exit_now(done: SystemExit) -> NoReturn:

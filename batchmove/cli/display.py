@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from batchmove.errors import ConfirmationRequired
-from batchmove.models import MAX_USER_INFO_BATCH
+from batchmove.models import MAX_USER_INFO_BATCH, RowStatus
 from batchmove.results import Events, Plan, Progress
 
 
@@ -91,7 +91,7 @@ class Terminal(Events):
 def format_plan(plan: Plan) -> str:
     """The plan as a person reads it before saying yes."""
     rows = dict(plan.rows)
-    valid = rows.pop("pending", 0)
+    valid = rows.pop(RowStatus.PENDING, 0)
     tally = ", ".join([f"{valid} valid", *(f"{n} {status}" for status, n in sorted(rows.items()))])
     lines = ["Plan:", f"  rows: {tally}"]
     lines += [f"    invalid: {n} x {reason}"

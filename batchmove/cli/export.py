@@ -26,6 +26,8 @@ from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_opti
 @click.option("--job", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Take api_base, [credentials], rate, [sandbox]... (and [select]) from a job.")
 @click.option("--api-base", help='WeChat API base URL, or "sandbox" (embedded).')
+@click.option("--account", metavar="APPID",
+              help="With a platform job ([credentials] component): the account to export.")
 @click.option("--rate", metavar="N|auto",
               help='API calls per second (0 = unlimited), or "auto" (the default).')
 @click.option("--concurrency", type=int, help="Calls in flight at most.")

@@ -12,7 +12,7 @@ from batchmove import api
 from batchmove.cli.app import F, clear_errors, cli, verdict
 from batchmove.cli.display import Terminal, format_plan
 from batchmove.cli.logs import JsonEvents, JsonLog, json_errors, log_format_option
-from batchmove.cli.parallel import run_accounts, run_many
+from batchmove.cli.parallel import die_with_parent, run_accounts, run_many
 
 
 def _job_options(func: F) -> F:
@@ -81,6 +81,7 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
     Several JOBS (one per account, say) run side by side with --parallel N, one line per job;
     so do the accounts of a platform job (accounts = [...] or "all"), one process each.
     """
+    die_with_parent()  # a child of --parallel stops with its parent, however that one ends
     passed = {**overrides, "log_format": log_format if log_format != "text" else None}
     flags = {"yes": yes, "restart": restart, "retry_failed": retry_failed}
     if len(jobs) > 1:
@@ -100,17 +101,20 @@ def run_command(jobs: tuple[str, ...], yes: bool, restart: bool, retry_failed: b
     finally:
         if isinstance(events, Terminal):
             events.close()
+    # only a report this run wrote is named (the disk may have been full)
+    written = "report.csv" in result.summary.get("files", [])
+    report = str(result.run_dir / "report.csv") if written else None
     if log is not None:
         summary = result.summary
         log.finished("run_finished", result.exit_code, result.message,
                      stop_reason=result.stop_reason, counts=result.counts, calls=result.calls,
                      duration_s=summary.get("duration_s"),
                      rate=summary.get("users_moved_per_s"), run_dir=str(result.run_dir),
-                     report=str(result.run_dir / "report.csv"),
-                     notifications=summary.get("notifications", []))
+                     report=report, notifications=summary.get("notifications", []))
     else:
         _unsent(result.summary.get("notifications", []))
-        verdict(result.message, result.exit_code, ("report", result.run_dir / "report.csv"))
+        verdict(result.message, result.exit_code,
+                *([("report", result.run_dir / "report.csv")] if report else []))
     sys.exit(result.exit_code)
 
 

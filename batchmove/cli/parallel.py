@@ -4,7 +4,9 @@ Each job runs as its own `batchmove run JOB` process, so each has its own token,
 quota, ledger, lock and notifications, and a crash or a wrong secret in one cannot touch the
 others. The children run in their own session: a Ctrl-C reaches this process only, which
 passes the signal on once to every running child (each checkpoints and exits 130/143) and
-starts no further job. One line per job is printed as it ends.
+starts no further job. If this process dies without a word (`kill -9`, the OOM killer), each
+child gets SIGTERM from the kernel (`die_with_parent`) and stops the same way. One line per
+job is printed as it ends.
 
 The exit code is the worst of the jobs' codes, ranked
 
@@ -20,9 +22,12 @@ with the signals.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
+import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -33,8 +38,13 @@ import click
 from batchmove.cli.logs import JsonLog
 from batchmove.errors import EXIT_SIGINT, EXIT_SIGTERM, UsageError
 from batchmove.flows import agency
+from batchmove.ledger.rundir import now
 from batchmove.models import JobSpec
+from batchmove.output.batch import stamps, write_batch
 
+#: the parent's pid, for its children (`die_with_parent`)
+PARENT_ENV = "BATCHMOVE_PARALLEL_PARENT"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _RANK = {0: 0, 1: 1, 2: 2, 3: 3, EXIT_SIGTERM: 5, EXIT_SIGINT: 6}
 _WORDS = {0: "done", 1: "finished with row failures", 2: "refused, nothing sent",
           3: "stopped early, resumable", EXIT_SIGINT: "interrupted", EXIT_SIGTERM: "terminated"}
@@ -102,7 +112,8 @@ class ChildPool:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "batchmove", "run", *self.argv(job), *self.child_args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            env={**os.environ, PARENT_ENV: str(os.getpid())})
         self.children.add(proc)
         try:
             assert proc.stdout is not None
@@ -121,6 +132,24 @@ class ChildPool:
             if self.forward_stderr:
                 print(line, file=sys.stderr, flush=True)
         return lines
+
+
+def die_with_parent() -> None:
+    """In a child of `--parallel`: be sent SIGTERM when the parent dies, however it dies
+    (`kill -9` included), so the child stops as it would on Ctrl-C (its results recorded,
+    exit 143, the same command resumes) instead of sending on alone. Linux's
+    `PR_SET_PDEATHSIG`, asked through libc; elsewhere nothing (SIGINT and SIGTERM to the
+    parent still reach every child)."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0
+    except (OSError, AttributeError):
+        return
+    if not failed and os.getppid() != int(parent):  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _final_line(out: str, err: list[str]) -> str:
@@ -167,12 +196,11 @@ def run_accounts(spec: JobSpec, job: str, parallel: int, overrides: dict[str, An
                  json_logs: bool = False, **flags: bool) -> int:
     """A platform job naming several accounts: one `run JOB --account APPID` process per
     account (at most `parallel` at once), each in `OUT/<appid>` (reading its own rows of an
-    input that has an `appid` column); the batch's summary.json and accounts.csv in OUT; the
-    worst exit code."""
+    input that has an `appid` column; an account with no row in it is not started); the
+    batch's own files in OUT (`output.batch`); the worst exit code."""
     appids = asyncio.run(agency.accounts_of(spec))
     out = spec.out_dir.absolute()
-    if spec.select is None:
-        agency.check_input(spec, appids)
+    named = agency.check_input(spec, appids) if spec.select is None else None
 
     def argv(appid: str) -> list[str]:  # each run directory: OUT/<appid> (jobfile.spec_for)
         return [job, "--account", appid, "--out", str(out)]
@@ -180,9 +208,18 @@ def run_accounts(spec: JobSpec, job: str, parallel: int, overrides: dict[str, An
     passed = {k: v for k, v in overrides.items() if k not in ("out", "account")}
     batch = ChildPool(parallel, child_args(passed, **flags), forward_stderr=json_logs,
                   echo=_json_end if json_logs else lambda end: click.echo(end.line), argv=argv)
-    ends = asyncio.run(batch.run(appids))
+    before, started = stamps(out, appids), time.monotonic()
+    about: dict[str, Any] = {"job": spec.name, "started_at": now()}
+    idle = {a: JobEnd(a, 0, f"no row in {spec.input.name}'s appid column: not started")
+            for a in appids if named is not None and a not in named}  # nothing to do tonight
+    for end in idle.values():
+        batch.echo(end)
+    ran = {e.job: e for e in asyncio.run(batch.run([a for a in appids if a not in idle]))}
+    ends = [idle.get(a) or ran[a] for a in appids]
     code = worst([end.exit_code for end in ends])
-    summary = agency.combine(out, [(e.job, e.exit_code, e.message) for e in ends], code)
+    about |= {"finished_at": now(), "duration_s": round(time.monotonic() - started, 3)}
+    summary = write_batch(out, [(e.job, e.exit_code, e.message) for e in ends], code, before,
+                          xlsx_max_rows=spec.xlsx_max_rows, about=about)
     if not json_logs:
         click.echo(f"summary: {summary}")
     return code

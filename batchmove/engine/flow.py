@@ -1,15 +1,15 @@
 """The groups backend's snapshot and moves as one stream through one worker pool.
 
 Two phases (read every user, then move every user) left the pool idle between them and held
-every user's info at once. Here the pending rows are read a page at a time: 100 users go to
-one `user/info/batchget`; once answered, their previous groups are committed to the ledger
-(`record_previous_groups`) and only then are they batched by target group and moved, while
-later users are still being read. Moves go in the runner's first lane, before any read queued:
-what was read is moved at once, and reads (which the feeder queues up to its lookahead) take
-the workers the moves leave. A snapshot commit releases users every 1,000 users read
-(`SNAPSHOT_COMMIT_ROWS`: one ledger transaction for ten reads), and at once for the first
-1,000 (the first moves wait for no more than a batch's worth of reads) and whenever the pool
-is about to idle.
+every user's info at once. Here the pending rows are read a page at a time: 100 users go to one
+`user/info/batchget`; once answered, their previous groups are committed to the ledger
+(`ledger.snapshots.record_previous`) and only then are they batched by target group and moved,
+while later users are still being read. Moves go in the runner's first lane, before any read
+queued: what was read is moved at once, and reads (which the feeder queues up to its lookahead)
+take the workers the moves leave. A snapshot commit releases users every 1,000 users read
+(`SNAPSHOT_COMMIT_ROWS`: one ledger transaction for ten reads), and at once for the first 1,000
+(the first moves wait for no more than a batch's worth of reads) and whenever the pool is about
+to idle.
 Against a rate-limited move endpoint, moves queued behind ~64 reads waited ~2 s for their
 first call and ran dry whenever the reads' rate dipped (100,000 users, 100 moves/s: the move
 phase took 1.26x its bound; moves first, with the gate's latency signal fixed and the reads
@@ -132,7 +132,8 @@ class _Flow:
         if rows:
             yield Batch(0, tuple(rows), tuple(openids), "read")
         self.exhausted = True
-        if not self.reading:  # nothing out: the last partial batches go now
+        if not self.reading:  # nothing out: users read and not released yet, then the last
+            self.commit_snapshot(release=True)  # partial batches go now
             yield from self.batcher.rest()
 
     def done(self, batch: Batch, result: Any, attempts: int) -> None:
@@ -190,7 +191,7 @@ class _Flow:
     def commit_snapshot(self, *, release: bool) -> None:
         """Commit the answers read so far; with `release`, hand their users to the moves."""
         if self._previous or self._already:
-            self.ledger.record_previous_groups(self._previous, self._already)
+            self.ledger.snapshots.record_previous(self._previous, self._already)
             self.already += len(self._already)
             self.commit.clock.total -= len(self._already)  # progress counts what moves
         self._previous, self._already = {}, []

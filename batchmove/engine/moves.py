@@ -28,7 +28,7 @@ async def snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: St
     become `already` and are not moved. All or nothing per user: a user whose read failed, or
     who does not follow the account, gets a row verdict and is never moved unrecorded."""
     tags = spec.backend == "tags"
-    todo = ledger.pending_without_snapshot("prev_tags" if tags else "prev_group")
+    todo = ledger.snapshots.missing("prev_tags" if tags else "prev_group")
     if not todo:
         return RunOutcome(StopReason.DONE)
     found, unread, outcome = await read_users(client, todo, spec, stop)
@@ -36,9 +36,10 @@ async def snapshot(client: WeChatClient, ledger: Ledger, spec: JobSpec, stop: St
     ledger.record_failed([*map(snapshot_failed, unread), *(
         not_following(row) for row, info in found.items() if not isinstance(info, Follower))])
     if tags:
-        ledger.record_tag_snapshot({row: info.tagid_list for row, info in followers.items()})
+        ledger.snapshots.record_tags({row: info.tagid_list for row, info in followers.items()})
         return outcome
-    already = ledger.record_snapshot({row: info.groupid for row, info in followers.items()})
+    already = ledger.snapshots.record_groups({row: info.groupid
+                                              for row, info in followers.items()})
     if already:
         events.info(f"{already} users are already in their target group: not moved")
     return outcome

@@ -31,12 +31,12 @@ class TargetClient(Protocol):
 
 
 class CreationLog(Protocol):
-    """Where creations are recorded before they are attempted (the ledger)."""
+    """Where creations are recorded before they are attempted (`ledger.creations`)."""
 
-    def creation(self, name: str) -> Creation | None: ...
-    def creation_started(self, name: str) -> None: ...
-    def creation_finished(self, name: str, group_id: int) -> None: ...
-    def creation_failed(self, name: str, errcode: int | None, errmsg: str) -> None: ...
+    def get(self, name: str) -> Creation | None: ...
+    def started(self, name: str) -> None: ...
+    def finished(self, name: str, group_id: int) -> None: ...
+    def failed(self, name: str, errcode: int | None, errmsg: str) -> None: ...
 
 
 @dataclass
@@ -109,7 +109,7 @@ async def create_missing(
         try:
             group = await _create_once(client, name, journal, attempts, sleep)
         except RowError as exc:  # 45018 group limit, 45017 too long, 40051 invalid name
-            journal.creation_failed(name, exc.errcode, exc.errmsg)
+            journal.failed(name, exc.errcode, exc.errmsg)
             resolution.failed[name] = (exc.errcode, f"cannot create group {name!r}: {exc.errmsg}")
             continue
         resolution.resolved[name] = group.id
@@ -125,15 +125,15 @@ async def _create_once(
     attempts: int,
     sleep: Callable[[float], Awaitable[None]] | None,
 ) -> Target:
-    in_doubt = journal.creation(name) is not None  # a previous process may have created it
+    in_doubt = journal.get(name) is not None  # a previous process may have created it
     for attempt in range(1, attempts + 1):
         try:
             if in_doubt:
                 existing = await _lookup(client, name)
                 if existing is not None:
-                    journal.creation_finished(name, existing.id)
+                    journal.finished(name, existing.id)
                     return existing
-            journal.creation_started(name)
+            journal.started(name)
             in_doubt = True  # from here on, the group may exist even if we never hear back
             group = await client.create_target(name)
         except MinuteQuotaError:  # refused, nothing created: wait for the next minute
@@ -148,7 +148,7 @@ async def _create_once(
             if sleep is not None:
                 await sleep(min(8.0, 0.25 * 2 ** attempt))
             continue
-        journal.creation_finished(name, group.id)
+        journal.finished(name, group.id)
         return group
     raise AssertionError("unreachable")  # pragma: no cover
 

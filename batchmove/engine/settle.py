@@ -17,7 +17,7 @@ from batchmove.engine.moves import read_users
 from batchmove.engine.runner import RunOutcome
 from batchmove.engine.signals import StopSignals
 from batchmove.engine.targets import group_verdict, parse_tag_set, tag_verdict
-from batchmove.ledger.outcomes import UnknownOutcomes, UnknownRow
+from batchmove.ledger.outcomes import UnknownRow
 from batchmove.ledger.store import Ledger
 from batchmove.models import JobSpec, Move
 from batchmove.results import Events, StopReason
@@ -28,7 +28,7 @@ from batchmove.wechat.client import WeChatClient
 async def settle_unknown(client: WeChatClient, ledger: Ledger, spec: JobSpec,
                          stop: StopSignals, events: Events) -> RunOutcome:
     """Read back every `unknown` row's user; each becomes `moved` or `failed`."""
-    outcomes = UnknownOutcomes(ledger)
+    outcomes = ledger.outcomes
     rows = outcomes.rows()
     if not rows:
         return RunOutcome(StopReason.DONE)

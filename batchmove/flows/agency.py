@@ -5,36 +5,29 @@
 - `list_accounts`: the authorizers, each with its name and today's quota of the job's move
   endpoint, through that account's own (cached) authorizer token.
 - `accounts_of`: the appids a job names (`accounts = [...]`, or `"all"`: every authorizer in
-  the store, synced first when it holds none).
-- `account_input`: a run of one account whose input has an `appid` column reads that
-  account's rows only (written to its run directory, in the input's order, every column kept).
-- `combine`: the batch's own `summary.json` and `accounts.csv`, from the accounts' summaries.
+  the store), synced first when the store lacks a refresh token of one of them, so the
+  accounts' processes never each read WeChat's list at once.
+- `check_input`, `check_one`: an input with an `appid` column names no account the job does
+  not move (a run of one account reads its own rows of it, with their row numbers:
+  `intake.loader`).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from batchmove.engine.backend import make_limiter, source_for
+from batchmove.engine.backend import client_for, make_limiter
 from batchmove.errors import ApiError, UsageError
-from batchmove.intake.split import split_rows
-from batchmove.ledger.rundir import write_json
+from batchmove.intake import loader
 from batchmove.models import JobSpec
-from batchmove.registry import Registry
 from batchmove.registry.platform import RegistryPlatformStore
 from batchmove.wechat.client import WeChatClient
-from batchmove.wechat.component import ComponentClient
+from batchmove.wechat.component import ComponentClient, ComponentTokenSource
 from batchmove.wechat.tickets import component_of
 from batchmove.wechat.token import TokenSource
 
-APPID_COLUMN = "appid"
-ACCOUNTS_CSV = "accounts.csv"
 _MOVE_PATH = {"groups": "/cgi-bin/groups/members/batchupdate",
               "tags": "/cgi-bin/tags/members/batchtagging"}
 
@@ -74,101 +67,62 @@ async def list_accounts(spec: JobSpec) -> list[AccountInfo]:
 
 
 async def _info(spec: JobSpec, appid: str) -> AccountInfo:
-    registry = Registry()
-    try:
-        source = source_for(spec.with_overrides(account=appid), registry)
-        async with _client(spec, source) as client:
-            name = await _component(spec, registry).authorizer_name(client.raw, appid)
-            try:
-                quota = await client.get_quota(_MOVE_PATH[spec.backend])
-            except ApiError as exc:
-                return AccountInfo(appid, name, problem=exc.message)
-    finally:
-        registry.close()
+    """One account's name and quota, through the client a run of it would have (its token
+    cached in the account's slot of the registry, its rate shared)."""
+    _need_real_base(spec)
+    async with client_for(spec.with_overrides(account=appid)) as client:
+        source = client.tokens.source
+        assert isinstance(source, ComponentTokenSource)
+        name = await source.component.authorizer_name(client.raw, appid)
+        try:
+            quota = await client.get_quota(_MOVE_PATH[spec.backend])
+        except ApiError as exc:
+            return AccountInfo(appid, name, problem=exc.message)
     return AccountInfo(appid, name, quota.daily_limit, quota.used, quota.remain)
 
 
-def _component(spec: JobSpec, registry: Registry | None = None) -> ComponentClient:
-    return component_of(spec.credentials, RegistryPlatformStore(registry))
+def _component(spec: JobSpec) -> ComponentClient:
+    return component_of(spec.credentials, RegistryPlatformStore())
 
 
 async def accounts_of(spec: JobSpec, *, every: bool = False) -> list[str]:
     """The appids the job moves (every authorizer with `every` or `accounts = "all"`)."""
     _need_component(spec)
-    if not every and spec.accounts != "all":
-        if spec.account:
-            return [spec.account]
-        if not spec.accounts:
-            raise UsageError("the job names no accounts: set accounts = [\"wx...\"] or "
-                             "accounts = \"all\" (or give --account APPID)")
-        return list(dict.fromkeys(spec.accounts))
+    every = every or spec.accounts == "all"
+    if spec.account and not every:
+        return [spec.account]
+    if not spec.accounts and not every:
+        raise UsageError("the job names no accounts: set accounts = [\"wx...\"] or "
+                         "accounts = \"all\" (or give --account APPID)")
     component = _component(spec)
     found = component.store.authorizers(component.appid)
-    return found or await sync_accounts(spec)
+    if every:
+        return found or await sync_accounts(spec)
+    named = list(dict.fromkeys(spec.accounts))
+    if set(named) - set(found):  # seeded once here, not by each account's process
+        await sync_accounts(spec)
+    return named
 
 
-def check_input(spec: JobSpec, appids: Sequence[str]) -> None:
-    """An input with an `appid` column names only accounts the job moves."""
-    parts = split_rows(spec, APPID_COLUMN)
-    unknown = sorted(set(parts[1]) - set(appids)) if parts is not None else []
+def check_one(spec: JobSpec) -> JobSpec:
+    """The spec, once checked: a job naming one account (`accounts = ["wx..."]`, no
+    `--account`) moves all of its input, so an `appid` column names that account only."""
+    if spec.credentials.component and spec.account is None and spec.single_account \
+            and spec.select is None:
+        check_input(spec, [spec.single_account])
+    return spec
+
+
+def check_input(spec: JobSpec, appids: Sequence[str]) -> set[str] | None:
+    """An input with an `appid` column names only accounts the job moves, in every row (each
+    account's run then reads its own rows: `intake.loader`); the appids it names (None: it
+    has no such column, every account moves all of it)."""
+    found = loader.open_input(spec).appids()
+    unknown = sorted((found or set()) - set(appids))
     if unknown:
         raise UsageError(f"{spec.input}: the appid column names account(s) the job does not "
                          f"move: {', '.join(unknown[:5])}")
-
-
-def account_input(spec: JobSpec) -> JobSpec:
-    """The job for its one account: when the input has an `appid` column, that account's
-    rows (in the input's order, every column kept) as `RUN_DIR/input.csv`."""
-    if not spec.credentials.component or spec.single_account is None or spec.select:
-        return spec
-    parts = split_rows(spec, APPID_COLUMN)
-    if parts is None:
-        return spec
-    header, rows = parts
-    path = spec.out_dir / "input.csv"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".input.{os.getpid()}.tmp")
-    with temporary.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows.get(spec.single_account, []))
-    os.replace(temporary, path)
-    return replace(spec, input=path.absolute())
-
-
-def combine(out: Path, ends: Sequence[tuple[str, int, str]], exit_code: int) -> Path:
-    """`OUT/summary.json` and `OUT/accounts.csv` of the batch: each account's exit code,
-    message, run directory and counts (from its own summary.json), and the totals."""
-    accounts: list[dict[str, Any]] = []
-    totals: dict[str, int] = {}
-    for appid, code, message in ends:
-        counts = _counts(out / appid / "summary.json")
-        for key, value in counts.items():
-            totals[key] = totals.get(key, 0) + value
-        accounts.append({"appid": appid, "exit_code": code, "message": message,
-                         "run_dir": str((out / appid).absolute()), "counts": counts})
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    keys = sorted(totals)
-    with (out / ACCOUNTS_CSV).open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["appid", "exit_code", "message", *keys, "run_dir"])
-        for item in accounts:
-            writer.writerow([item["appid"], item["exit_code"], item["message"],
-                             *(item["counts"].get(k, 0) for k in keys), item["run_dir"]])
-    return write_json(out / "summary.json", {
-        "kind": "accounts", "exit_code": exit_code, "accounts": accounts, "counts": totals,
-        "accounts_csv": str((out / ACCOUNTS_CSV).absolute())})
-
-
-def _counts(summary: Path) -> dict[str, int]:
-    try:
-        data = json.loads(summary.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    counts = data.get("counts") if isinstance(data, dict) else None
-    if not isinstance(counts, dict):
-        return {}
-    return {str(k): v for k, v in counts.items() if isinstance(v, int)}
+    return found
 
 
 def as_rows(infos: Sequence[AccountInfo]) -> list[dict[str, Any]]:
@@ -186,9 +140,13 @@ class _NoToken(TokenSource):
         raise UsageError("component endpoints need no account token")  # pragma: no cover
 
 
-def _client(spec: JobSpec, source: TokenSource) -> WeChatClient:
+def _need_real_base(spec: JobSpec) -> None:
     if spec.api_base == "sandbox":
         raise UsageError('accounts of a platform need a real api_base (or a `batchmove sandbox '
                          '--platform N` address), not the embedded "sandbox"')
+
+
+def _client(spec: JobSpec, source: TokenSource) -> WeChatClient:
+    _need_real_base(spec)
     rate = 0.0 if spec.auto_rate else float(spec.rate)  # a few calls: no shared gate needed
     return WeChatClient(spec.api_base, source, timeout=spec.timeout, limiter=make_limiter(rate))

@@ -59,7 +59,7 @@ SUFFIXES = (".csv", ".xlsx")
 INFO_ENDPOINT = "user/info/batchget"
 #: job keys that mean something to an export (the others are a run's)
 EXPORT_KEYS = ("api_base", "credentials", "rate", "concurrency", "retries", "timeout",
-               "sandbox", "name")
+               "sandbox", "name", "account")
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,9 @@ class ExportSpec:
 
     def fingerprint(self) -> str:
         """A checkpoint belongs to one export: the same file, selection, backend and account."""
+        account = [self.settings.account] if self.settings.account else []  # a platform's
         blob = json.dumps([str(self.out.resolve()), self.backend, self.groups, self.tags,
-                           self.settings.api_base, self.target], ensure_ascii=False)
+                           self.settings.api_base, self.target, *account], ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -19,8 +19,10 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from batchmove.engine.account import resolve_targets
 from batchmove.engine.backend import api_client, gate_of
@@ -44,6 +46,7 @@ from batchmove.errors import (
     FatalApiError,
     MinuteQuotaError,
     RunStateError,
+    StorageError,
     TokenError,
     TransientError,
 )
@@ -53,13 +56,15 @@ from batchmove.flows.verify import read_back
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load_or_resume, now
 from batchmove.ledger.store import Ledger
-from batchmove.models import STATUSES, JobSpec
+from batchmove.models import STATUSES, JobSpec, RowStatus
 from batchmove.output import report
 from batchmove.output.advice import RetryAdvice, retry_advice, retryable
 from batchmove.output.notify import Notifier, notify_refused, notify_result
+from batchmove.output.review import open_run
 from batchmove.results import (
     Events,
     Plan,
+    ReportFiles,
     RunResult,
     StopReason,
     Summary,
@@ -109,13 +114,15 @@ async def run_job(spec: JobSpec, options: RunOptions, events: Events) -> RunResu
 
 
 async def _select_and_move(spec: JobSpec, options: RunOptions, events: Events) -> RunResult:
-    started = time.time()
+    started = time.time(), time.monotonic()  # the timestamp, and the clock of the duration
     spec, stopped = await segments.freeze(spec, events, restart=options.restart,
                                           handle_signals=options.handle_signals)
     if stopped is not None:  # a segment job whose listing stopped early: nothing moved
         return stopped
     source = loader.open_input(spec)
-    with Ledger(spec.out_dir).open() as ledger, signal_stop(options.handle_signals) as stop:
+    with Ledger(spec.out_dir).open(reserve=True) as ledger, \
+            signal_stop(options.handle_signals) as stop:
+        ledger.on_trouble(lambda: stop.request(StopReason.STORAGE))  # a full disk, say
         load_or_resume(ledger, source, spec, restart=options.restart,
                        reset_failed=_retry_failed if options.retry_failed else None,
                        info=events.info)
@@ -135,15 +142,15 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
     async with api_client(spec, ledger) as client:
         try:
             resolution, groups = await resolve_targets(client, ledger, spec)
-            if options.confirm is not None and ledger.counts().get("pending"):
+            if options.confirm is not None and ledger.counts().get(RowStatus.PENDING):
                 plan = await plan_of(client, ledger, spec, resolution, groups)
                 if not options.confirm(plan):
                     raise ConfirmationRequired("not confirmed: nothing was sent")
             ledger.set_meta(nothing_sent=False)  # from here on a change may reach WeChat
             if resolution.missing and stop.reason is None:
-                await create_missing(TargetApi(client, spec.backend), resolution, ledger,
+                await create_missing(TargetApi(client, spec.backend), resolution, ledger.creations,
                                      sleep=asyncio.sleep)
-            ledger.settle_creations(resolution.resolved)
+            ledger.creations.settle(resolution.resolved)
             ledger.assign_groups(resolution.resolved, resolution.failed)
             await seed_rates(client, spec, sending_endpoints(spec))
             for stage in send_stages(spec):
@@ -158,6 +165,9 @@ async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Even
             outcome = RunOutcome(StopReason.DAILY_QUOTA, exc)
         except _STOPPING as exc:
             outcome = RunOutcome(StopReason.FATAL, exc)
+        except StorageError as exc:  # the reserve is used up too: what is unwritten is lost
+            ledger.storage.report(exc)
+            outcome = RunOutcome(StopReason.STORAGE)
         finally:
             ledger.add_calls(client.calls)
             rates = _rates_found(client, events)
@@ -175,20 +185,24 @@ def _rates_found(client: WeChatClient, events: Events) -> dict[str, float]:
     return rates
 
 
-def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
+def _finish(ledger: Ledger, spec: JobSpec, started: tuple[float, float], reason: StopReason,
             error: ApiError | None, rates: dict[str, float]) -> RunResult:
     """The verdict, the reports, and the result every caller gets."""
     counts = ledger.counts()
-    advice = retry_advice(ledger.failures_by_answer()) if counts.get("failed") else None
-    code, message = _verdict(counts, reason, error, advice)
-    finished = time.time()
+    ledger.storage.check(ledger.conn)  # the ledger deleted since the last commit?
+    if ledger.storage.trouble is not None and reason is StopReason.DONE:
+        reason = StopReason.STORAGE
+    failed = counts.get(RowStatus.FAILED)
+    advice = retry_advice(ledger.review.failures_by_answer()) if failed else None
+    code, message = _verdict(counts, reason, error or ledger.storage.trouble, advice)
+    seconds = time.monotonic() - started[1]  # a clock stepped back an hour changes nothing
     if code in (EXIT_OK, EXIT_ROW_FAILURES):
         ledger.set_meta(finished_at=now())
     summary = Summary(
         job=spec.name, run_id=ledger.meta().get("run_id"), exit_code=code,
-        stop_reason=reason.value, message=message, started_at=_iso(started),
-        finished_at=_iso(finished), duration_s=round(finished - started, 3),
-        users_moved_per_s=round(counts.get("moved", 0) / max(finished - started, 1e-9), 1),
+        stop_reason=reason.value, message=message, started_at=_iso(started[0]),
+        finished_at=_iso(time.time()), duration_s=round(seconds, 3),
+        users_moved_per_s=round(counts.get(RowStatus.MOVED, 0) / max(seconds, 1e-9), 1),
         rate=spec.rate, rate_found=rates)
     run_dir = spec.out_dir
     try:
@@ -198,16 +212,23 @@ def _finish(ledger: Ledger, spec: JobSpec, started: float, reason: StopReason,
         code = EXIT_STOPPED
         message = (f"{message}; but {exc.message}; every result is in the ledger: "
                    f"`batchmove report {run_dir}` writes the reports again")
+    ledger.storage.check(ledger.conn)  # deleted while the reports were written?
+    if ledger.storage.trouble is not None and code in (EXIT_OK, EXIT_ROW_FAILURES):
+        code, message = EXIT_STOPPED, f"{message}; but {ledger.storage.trouble.message}"
+        with suppress(RunStateError):
+            summary = Summary(**report.update_summary(  # type: ignore[typeddict-item]
+                run_dir, exit_code=code, stop_reason=StopReason.STORAGE.value, message=message))
     return RunResult(code, message, run_dir, counts_of(counts), reason,
                      ledger.calls(), summary)
 
 
-def _verdict(counts: Counter[str], reason: StopReason, error: ApiError | None,
+def _verdict(counts: Counter[str], reason: StopReason, error: BatchmoveError | None,
              advice: RetryAdvice | None = None) -> tuple[int, str]:
     tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
-    if reason is StopReason.FATAL and error is not None:
+    if reason in (StopReason.FATAL, StopReason.STORAGE) and error is not None:
         return EXIT_STOPPED, f"stopped: {error.message} ({tally})"
-    if reason is StopReason.DAILY_QUOTA and error is not None and error.errcode is None:
+    if (reason is StopReason.DAILY_QUOTA and isinstance(error, ApiError)
+            and error.errcode is None):  # the quota view stopped it, not WeChat
         return EXIT_STOPPED, (f"stopped before moving anyone: {error.errmsg}; run the same "
                               f"command again once they are done (or tomorrow) to resume "
                               f"({tally})")
@@ -215,17 +236,34 @@ def _verdict(counts: Counter[str], reason: StopReason, error: ApiError | None,
         code = {StopReason.SIGINT: EXIT_SIGINT, StopReason.SIGTERM: EXIT_SIGTERM}.get(
             reason, EXIT_STOPPED)
         return code, f"{_STOP_MESSAGES[reason]} ({tally})"
-    if counts.get("unknown"):
-        return EXIT_STOPPED, (f"stopped: WeChat never answered the moves of {counts['unknown']}"
-                              " rows and reading them back failed; run the same command again"
-                              f" to read them back ({tally})")
-    if counts.get("pending"):
+    if counts.get(RowStatus.UNKNOWN):
+        return EXIT_STOPPED, (f"stopped: WeChat never answered the moves of "
+                              f"{counts[RowStatus.UNKNOWN]} rows and reading them back failed; "
+                              f"run the same command again to read them back ({tally})")
+    if counts.get(RowStatus.PENDING):
         return EXIT_STOPPED, f"stopped with rows still pending; run again to resume ({tally})"
     if counts.get("failed") or counts.get("invalid"):
         hint = advice.hint() if advice is not None else ""
         return EXIT_ROW_FAILURES, (f"finished with row failures ({tally}); see failed.csv"
                                    + (f"; {hint}" if hint else ""))
     return EXIT_OK, f"finished ({tally})"
+
+
+def rewrite_reports(run_dir: Path) -> ReportFiles:
+    """`batchmove report`: the report files again from the ledger alone, with a complete
+    summary.json: the run's own if it describes the ledger as it is, else one rebuilt from
+    the ledger (a killed run wrote none: stop reason "unrecorded", the verdict from the counts)."""
+    with open_run(run_dir, lock=False) as ledger:
+        summary = report.earlier_summary(ledger, run_dir)
+        if not summary:
+            meta, counts = ledger.meta(), ledger.counts()
+            code, message = _verdict(counts, StopReason.UNRECORDED, None)
+            summary = dict(Summary(
+                job=str(meta.get("job") or run_dir.name), run_id=meta.get("run_id"),
+                exit_code=code, stop_reason=StopReason.UNRECORDED.value, message=message,
+                started_at=str(meta.get("started_at") or ""),
+                finished_at=str(meta.get("finished_at") or "")))
+        return report.write_reports(ledger, run_dir, summary)
 
 
 # --- helpers ----------------------------------------------------------------------------------

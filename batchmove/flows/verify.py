@@ -32,7 +32,7 @@ async def verify_run(run_dir: Path, api_base: str | None, events: Events,
         spec = spec_of(ledger.meta(), api_base)
         async with api_client(spec, ledger) as client:
             outcome = await read_back(client, ledger, spec, stop, events)
-        checked, mismatches = ledger.counts()["moved"], ledger.mismatches()
+        checked, mismatches = ledger.counts()["moved"], ledger.review.mismatches()
         if outcome.reason is not StopReason.DONE or stop.reason is not None:
             why = outcome.error.message if outcome.error else (stop.reason or outcome.reason).value
             code, message = EXIT_STOPPED, f"verification stopped: {why}"

@@ -52,12 +52,22 @@ JOB_KEYS = (*_TOP, *_TABLES)
 def spec_for(job: Path, **overrides: Any) -> JobSpec:
     """The job's spec: a job file's keys, or a spreadsheet run with the defaults, with the
     overrides (job keys; None means "not given") applied on top."""
+    return _spec(job, overrides, need_input=True)
+
+
+def settings_for(job: Path, **overrides: Any) -> JobSpec:
+    """`spec_for` of a job file's settings only: its input neither required nor checked (an
+    agency lists its accounts before it writes their spreadsheet: `accounts list|sync`)."""
+    return _spec(job, overrides, need_input=False)
+
+
+def _spec(job: Path, overrides: Mapping[str, Any], *, need_input: bool) -> JobSpec:
     if not job.exists():
         raise UsageError(f"no such file: {job}")
     if not job.is_file():
         raise UsageError(f"not a file: {job}")
     if job.suffix.lower() == JOB_SUFFIX:
-        values = load_job(job)
+        values = load_job(job, need_input=need_input)
     else:
         values = {"input": absolute(job), "name": job.stem}
     spec = JobSpec(**(values | read_overrides(overrides)))
@@ -87,7 +97,8 @@ def _table_of(value: Any) -> Any:
 
 
 def load_job(path: Path, *, need_input: bool = True) -> dict[str, Any]:
-    """A job file -> `JobSpec` kwargs; `need_input=False`: its settings alone (export --job)."""
+    """A job file -> `JobSpec` kwargs; `need_input=False`: its settings alone (export --job,
+    accounts list|sync)."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)

@@ -9,18 +9,24 @@ ragged rows become row verdicts. Excel goes through
 validates them and marks duplicates. Rejected rows are yielded too, with a reason, so the
 report accounts for every row of the analyst's file. Parser, decoder, zip and calamine failures
 all leave this module as one `InputError`, translated in one place (`_translate`).
+
+One account of a third-party platform job (`[credentials] component`, one account) whose input
+has an `appid` column reads only that account's rows, keeping their row numbers in the file:
+its reports speak the analyst's own row numbers, and its fingerprint is of its own rows, so
+editing another account's rows never disturbs its run.
 """
 
 from __future__ import annotations
 
 import csv
 import gc
+import hashlib
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import islice
+from itertools import compress, islice
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +42,7 @@ from batchmove.intake.rowcheck import (
     RepeatFinder,
     check_chunk,
     input_rows,
+    unneutralise,
 )
 from batchmove.intake.sniff import Sniffed, sniff_file
 from batchmove.intake.workbook import Sheet, open_sheet
@@ -53,8 +60,12 @@ RowLookup = Callable[[list[int]], Iterable[tuple[int, str, str]]]
 #: below this size a CSV is read by Python's csv module: importing pandas costs more than
 #: it saves (100,000 rows, 4 MB: csv 0.12 s, against pandas 0.04 s + 0.3 s to import it)
 SMALL_CSV_BYTES = 8 << 20
-#: (row number of the first row, columns of text cells, each row's reading problem or None)
-Chunk = tuple[int, list[list[str]], list[str] | None]
+#: (each row's number in the file, columns of text cells, each row's reading problem or None)
+Chunk = tuple[Sequence[int], list[list[str]], list[str] | None]
+#: the column by which one input holds the rows of several accounts of a platform
+APPID_COLUMN = "appid"
+#: one account's rows up to this many are kept from the fingerprint's read for the load
+OWN_ROWS_KEPT = 100_000
 
 
 def open_input(spec: JobSpec) -> LoadedInput:
@@ -65,7 +76,7 @@ def open_input(spec: JobSpec) -> LoadedInput:
         if sniffed.format == "xlsx":
             sheet = open_sheet(path, spec)
             return LoadedInput(path, sniffed, sheet.headers, sheet.columns, spec, sheet)
-        headers = [h.strip(BLANK) for h in sniffed.headers]
+        headers = unneutralise([h.strip(BLANK) for h in sniffed.headers])
         check_headers(path, headers)
         columns = resolve(path, headers, spec.columns, spec.target)
         if columns is None:
@@ -91,6 +102,20 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _column(headers: Sequence[str], name: str) -> int | None:
+    """The index of the first header that is `name`, ignoring case and blanks."""
+    found = [i for i, h in enumerate(headers) if h.strip(BLANK).lower() == name]
+    return found[0] if found else None
+
+
+def _own_rows(spec: JobSpec, headers: Sequence[str]) -> tuple[int, str] | None:
+    """(the appid column, the account) when a run of one platform account reads an input
+    holding several accounts' rows."""
+    account = spec.single_account if spec.credentials.component and not spec.select else None
+    index = _column(headers, APPID_COLUMN) if account else None
+    return None if index is None or account is None else (index, account)
 
 
 def _translate(path: Path, exc: BaseException) -> InputError:
@@ -121,7 +146,9 @@ class LoadedInput:
         self.openid_column = headers[columns.openid]
         self.target_column = headers[columns.target]
         self.target_kind: TargetKind = columns.kind
-        self.fingerprint = sniffed.fingerprint
+        self._own = _own_rows(spec, headers)
+        self._fingerprint = None if self._own else sniffed.fingerprint
+        self._kept: list[Chunk] | None = None  # one account's rows, read with the fingerprint
         self.amendments: list[tuple[int, RowStatus, str]] = []
         self.stats = LoadStats()
         self._repeats = RepeatFinder()
@@ -140,13 +167,15 @@ class LoadedInput:
         self._repeats = RepeatFinder()
         blacklisted: list[int] = []
         blacklist_count = 0
-        chunks = self._chunks(max(1, chunk_size))
+        chunks = iter(self._kept) if self._kept is not None else self._chunks(max(1, chunk_size))
         while True:
             try:
                 with _gc_paused():
                     item = next(chunks, None)
                 if item is None:
                     break
+                if self._own is not None and not (item := self._mine(item))[0]:
+                    continue
                 with _gc_paused():
                     checked = check_chunk(item[1], item[0], self._columns, self.stats, item[2])
                     rows = input_rows(checked, self.stats)
@@ -164,6 +193,68 @@ class LoadedInput:
         if blacklist_count and not self._allow_blacklist:
             self._refuse_blacklist(blacklist_count, blacklisted)
 
+    @property
+    def fingerprint(self) -> str:
+        """The content the run is known by: the file's, or one account's rows (with their
+        numbers and reading problems) when it reads only those. Those rows, when no more
+        than a chunk, are kept for `rows()`, which then need not read the file again."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256("\x1f".join(self.headers).encode())
+            kept: list[Chunk] | None = []
+            count = 0
+            for chunk in map(self._mine, self._read(100_000)):
+                numbers, columns, problems = chunk
+                for row in zip(numbers, *columns, problems or [""] * len(numbers),
+                               strict=True):
+                    digest.update(("\x1f".join(map(str, row)) + "\x1e").encode())
+                count += len(numbers)
+                kept = [*kept, chunk] if kept is not None and count <= OWN_ROWS_KEPT else None
+            self._fingerprint, self._kept = digest.hexdigest(), kept
+        return self._fingerprint
+
+    def appids(self) -> set[str] | None:
+        """The values of the input's `appid` column (None: it has none); a row with cells
+        but a blank appid is an InputError naming it."""
+        index = _column(self.headers, APPID_COLUMN)
+        if index is None:
+            return None
+        found: set[str] = set()
+        for numbers, columns, problems in self._read(100_000):
+            values = [cell.strip(BLANK) for cell in columns[index]]
+            found.update(values)
+            if "" in values:
+                for i in (i for i, v in enumerate(values) if not v):
+                    if (problems and problems[i]) or any(c[i].strip(BLANK) for c in columns):
+                        raise InputError(f"{self.path}: row {numbers[i]} has no "
+                                         f"{APPID_COLUMN}")
+        found.discard("")
+        return found
+
+    def _mine(self, chunk: Chunk) -> Chunk:
+        """The chunk's rows of the one account this input is read for."""
+        assert self._own is not None
+        index, appid = self._own
+        numbers, columns, problems = chunk
+        keep = [cell.strip(BLANK) == appid for cell in columns[index]]
+        if all(keep):
+            return chunk
+        return (list(compress(numbers, keep)), [list(compress(c, keep)) for c in columns],
+                None if problems is None else list(compress(problems, keep)))
+
+    def _read(self, size: int) -> Iterator[Chunk]:
+        """The raw chunks (unchecked), foreign exceptions translated."""
+        chunks = self._chunks(size)
+        while True:
+            try:
+                item = next(chunks, None)
+            except InputError:
+                raise
+            except _FOREIGN as exc:
+                raise _translate(self.path, exc) from exc
+            if item is None:
+                return
+            yield item
+
     def settle(self, lookup: RowLookup) -> list[tuple[int, RowStatus, str]]:
         """Duplicates and conflicts, once every chunk was read: the rows whose openid may
         repeat are read back through `lookup` (row numbers -> (row, openid, target) in row
@@ -178,6 +269,9 @@ class LoadedInput:
         """Ragged rows are row verdicts, unless no row at all could be read safely; a file
         with no data row at all is refused too (exit 2: there is nothing to move)."""
         stats = self.stats
+        if not stats.rows and self._own is not None:
+            raise InputError(f"{self.path}: no row for {self._own[1]} in its {APPID_COLUMN} "
+                             "column: nothing to move")
         if not stats.rows:
             blank = f" and {stats.blank} blank rows" if stats.blank else ""
             raise InputError(f"{self.path}: no data rows (a header{blank} only): nothing "
@@ -200,15 +294,19 @@ class LoadedInput:
         if self._sheet is not None:
             width = len(self.headers)
             for first, block in self._sheet.chunks(size):
-                yield first, [list(column) for column in zip(*block, strict=True)] \
+                yield range(first, first + len(block)), [
+                    list(column) for column in zip(*block, strict=True)] \
                     if block else [[] for _ in range(width)], None
+            return
+        if self._sniffed.long_lines:  # a parser would make millions of cells of a long row
+            yield from self._tolerant_chunks(size, self._sniffed.header_index + 2)
             return
         small = self.path.stat().st_size < SMALL_CSV_BYTES
         for first, columns in (self._small_chunks if small else self._fast_chunks)(size):
             if columns is None:  # pandas refused a chunk: the rest goes the tolerant way
                 yield from self._tolerant_chunks(size, first)
                 return
-            yield first, columns, None
+            yield range(first, first + len(columns[0]) if columns else first), columns, None
 
     def _small_chunks(self, size: int) -> Iterator[tuple[int, list[list[str]] | None]]:
         """Python's csv module (strict quoting), as `_fast_chunks` reads: short rows padded,
@@ -280,5 +378,5 @@ class LoadedInput:
             number = start
             while block := list(islice(found, size)):
                 cells = [list(column) for column in zip(*(c for c, _ in block), strict=True)]
-                yield number, cells, [why for _, why in block]
+                yield range(number, number + len(block)), cells, [why for _, why in block]
                 number += len(block)

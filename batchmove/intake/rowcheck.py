@@ -94,16 +94,16 @@ def _cap(cells: list[str], lengths: list[int]) -> list[str]:
     return [c if len(c) <= MAX_CELL_CHARS else c[:MAX_CELL_CHARS] + TRUNCATED for c in cells]
 
 
-def check_chunk(columns: Sequence[list[str]], first: int, wanted: Columns,
+def check_chunk(columns: Sequence[list[str]], numbers: Sequence[int], wanted: Columns,
                 stats: LoadStats, problems: list[str] | None = None) -> Checked:
     """Trim every cell, drop fully blank rows, and give each row its first failure (or "").
 
     `problems`: per row, why its cells could not be read as the header says (the tolerant
     reader's verdict), which wins over every other reason."""
-    cells = [_unneutralise(list(map(str.strip, column, repeat(BLANK)))) for column in columns]
+    cells = [unneutralise(list(map(str.strip, column, repeat(BLANK)))) for column in columns]
     lengths = [_lengths(column) for column in cells]
     count = len(cells[0]) if cells else 0
-    numbers = list(range(first, first + count))
+    numbers = list(numbers)  # each row's number in the file
     keep = _not_blank(cells, problems)
     if keep is not None:
         stats.blank += count - sum(keep)
@@ -213,9 +213,10 @@ def _check_group_ids(raw: list[str], reasons: list[str]) -> list[str]:
     return canonical
 
 
-def _unneutralise(cells: list[str]) -> list[str]:
+def unneutralise(cells: list[str]) -> list[str]:
     """Undo the `'` our reports put before a cell Excel would run (`'@市场部` -> `@市场部`), so
-    failed.csv feeds straight back; a `'` before anything else is the user's and stays."""
+    failed.csv feeds straight back (its header included); a `'` before anything else is the
+    user's and stays."""
     if "'" not in "".join(cells):  # the usual chunk: one fast scan
         return cells
     return [c[1:] if c[:1] == "'" and c[1:2] in _NEUTRALISED else c for c in cells]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from batchmove.errors import InputError
+from batchmove.intake.shape import SheetRows, TextShape
 
 TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 EXCEL_SUFFIXES = frozenset({".xlsx", ".xlsm"})
@@ -71,6 +72,7 @@ class Sniffed:
     delimiter: str | None = None
     header_index: int = 0  # 0-based record of the header row (CSV: blank lines before it)
     headers: tuple[str, ...] = ()
+    long_lines: bool = False  # some line is over LONG_LINE_BYTES: read it the tolerant way
 
 
 def sniff_file(path: Path, encoding: str | None = None) -> Sniffed:
@@ -124,8 +126,11 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _detect_encoding(path: Path, head: bytes, override: str | None) -> tuple[str, str]:
-    """Decode the whole file once per candidate (streamed); returns (encoding, fingerprint)."""
+def _detect_encoding(path: Path, head: bytes, override: str | None
+                     ) -> tuple[str, str, TextShape]:
+    """Decode the whole file once per candidate (streamed), its shape watched as it goes
+    (`TextShape` refuses a line or quoted cell no parser can hold); returns (encoding,
+    fingerprint, shape)."""
     if override is not None:
         try:
             codecs.lookup(override)
@@ -140,10 +145,12 @@ def _detect_encoding(path: Path, head: bytes, override: str | None) -> tuple[str
     for encoding in candidates:
         decoder = codecs.getincrementaldecoder(encoding)("strict")
         digest = hashlib.sha256()
+        shape = TextShape(path)
         lines, non_ascii = 0, False
         try:
             with path.open("rb") as handle:
                 while block := handle.read(_BLOCK):
+                    shape.feed(block)
                     digest.update(block)
                     non_ascii = non_ascii or not decoder.decode(block).isascii()
                     lines += block.count(b"\n")
@@ -158,14 +165,14 @@ def _detect_encoding(path: Path, head: bytes, override: str | None) -> tuple[str
                         "the file mixes encodings (e.g. UTF-8 and GBK); save it again with one "
                         "encoding, or name it with --encoding") from None
             continue
-        return encoding, digest.hexdigest()
+        return encoding, digest.hexdigest(), shape
     tried = ", ".join(candidates)
     raise InputError(f"{path}: cannot decode the file as {tried}: "
                      "set `encoding` in the job file (or --encoding) to the file's encoding")
 
 
 def _sniff_text(path: Path, head: bytes, suffix: str, override: str | None) -> Sniffed:
-    encoding, digest = _detect_encoding(path, head, override)
+    encoding, digest, shape = _detect_encoding(path, head, override)
     text = head.decode(encoding, errors="ignore")
     if _CONTROL.search(text[:65536]):
         raise InputError(f"{path}: this looks like a binary file (control characters), "
@@ -191,7 +198,8 @@ def _sniff_text(path: Path, head: bytes, suffix: str, override: str | None) -> S
         header = next(csv.reader(rest, delimiter=delimiter), [])
     except csv.Error as exc:
         raise InputError(f"{path}: cannot read the header row: {exc}") from exc
-    return Sniffed("csv", digest, encoding, delimiter, header_index, tuple(header))
+    return Sniffed("csv", digest, encoding, delimiter, header_index, tuple(header),
+                   shape.long_lines)
 
 
 def check_workbook(path: Path) -> None:
@@ -240,13 +248,16 @@ def _check_dimension(path: Path, start: bytes, member: str) -> int:
 def _scan_cells(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
                 width: int = 1) -> None:
     """Stream a sheet's XML and refuse what would make calamine allocate a huge grid: cells
-    beyond Excel's rows or our columns, or a few far-away cells in an otherwise small sheet
-    (calamine builds a dense range up to the farthest one; a declared dimension can lie).
+    beyond Excel's rows or our columns, a row of more cells than our columns (`SheetRows`), or
+    a few far-away cells in an otherwise small sheet (calamine builds a dense range up to the
+    farthest one; a declared dimension can lie).
     Only rare references are matched (3+ letters, 7+ digits), so ordinary sheets cost one
     fast scan."""
     cells, rows, tail, far_col, far_row = 0, 0, b"", width, 0
+    widths = SheetRows(path, info.filename, MAX_COLUMNS)
     with archive.open(info) as member:
         while block := _read_member(path, member, info):
+            widths.feed(block)
             cells += block.count(b"<c ")
             rows += block.count(b"<row ") + block.count(b"<row>")
             data = tail + block

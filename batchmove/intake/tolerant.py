@@ -21,8 +21,12 @@ from itertools import islice
 from batchmove.intake.rowcheck import BLANK
 
 MAX_RECORD_LINES = 100
+#: a record's characters at most (a line is at most 16 MB: `sniff` refuses longer ones)
+MAX_RECORD_CHARS = 16 << 20
+#: a line with more delimiters than this is judged without being split into its cells
+MAX_ROW_CELLS = 10_000
 UNCLOSED = "a quoted cell is not closed on its line"
-_FIELD_LIMIT = 1 << 30  # a 64 MB cell is capped by rowcheck, not refused here
+_FIELD_LIMIT = MAX_RECORD_CHARS  # a long cell is capped by rowcheck, not refused here
 
 
 def too_many_cells(cells: int, width: int) -> str:
@@ -30,16 +34,22 @@ def too_many_cells(cells: int, width: int) -> str:
 
 
 class _TooLong(Exception):
-    """A record took more lines than a quoted cell may hold."""
+    """A record took more lines (or characters) than a quoted cell may hold."""
+
+
+class _TooWide(Exception):
+    """A line with more delimiters than MAX_ROW_CELLS: judged whole, never split."""
 
 
 class _Lines:
     """Physical lines with push-back, remembering the lines the current record took."""
 
-    def __init__(self, source: Iterator[str]) -> None:
+    def __init__(self, source: Iterator[str], delimiter: str) -> None:
         self._source = source
+        self._delimiter = delimiter
         self._back: list[str] = []
         self.taken: list[str] = []
+        self._chars = 0
 
     def __iter__(self) -> _Lines:
         return self
@@ -47,9 +57,17 @@ class _Lines:
     def __next__(self) -> str:
         line = self._back.pop() if self._back else next(self._source)
         self.taken.append(line)
-        if len(self.taken) > MAX_RECORD_LINES:
+        self._chars += len(line)
+        if len(self.taken) > MAX_RECORD_LINES or self._chars > MAX_RECORD_CHARS:
             raise _TooLong
+        if len(line) > MAX_ROW_CELLS and line.count(self._delimiter) >= MAX_ROW_CELLS:
+            raise _TooWide
         return line
+
+    def take(self) -> list[str]:
+        """The lines of the record just read; the next record starts empty."""
+        taken, self.taken, self._chars = self.taken, [], 0
+        return taken
 
     def push_back(self, lines: list[str]) -> None:
         self._back.extend(reversed(lines))
@@ -67,17 +85,16 @@ def _field_limit() -> Iterator[None]:
 
 def records(lines: Iterator[str], delimiter: str, width: int) -> Iterator[tuple[list[str], str]]:
     """(cells, reason) per record, cells padded or cut to `width`; reason "" when fine."""
-    source = _Lines(lines)
+    source = _Lines(lines, delimiter)
     with _field_limit():
         while True:
             reader = csv.reader(source, delimiter=delimiter, strict=True)
             try:
                 for cells in reader:
-                    taken, source.taken = source.taken, []
-                    yield _judge(cells, taken, width, delimiter, source)
+                    yield _judge(cells, source.take(), width, delimiter, source)
                 return
-            except (csv.Error, _TooLong):  # a strict-mode refusal: look at its first line alone
-                taken, source.taken = source.taken, []
+            except (csv.Error, _TooLong, _TooWide):  # look at the first line alone (a line
+                taken = source.take()                  # of many cells: judged, never split)
                 if taken:
                     source.push_back(taken[1:])
                     yield _one_line(taken[0], delimiter, width, alone=len(taken) == 1)
@@ -95,8 +112,19 @@ def _judge(cells: list[str], taken: list[str], width: int, delimiter: str,
     return cells[:width], too_many_cells(len(cells), width)
 
 
+def _wide(line: str, delimiter: str, width: int) -> tuple[list[str], str]:
+    """A row of a great many cells: its first `width` cells and its count, without making a
+    string of every cell (a 16 MB line of `ab,` would be 5.6 million of them, 300 MB)."""
+    cells = line.rstrip("\r\n").split(delimiter, width)[:width]
+    count = line.count(delimiter) + 1
+    about = "" if '"' not in line else "about "  # quoted delimiters are counted too
+    return (cells + [""] * width)[:width], f"row has {about}{count} cells, the header has {width}"
+
+
 def _one_line(line: str, delimiter: str, width: int, *, alone: bool) -> tuple[list[str], str]:
     """One physical line read on its own, without strict quoting (as pandas reads `"a"b`)."""
+    if line.count(delimiter) >= MAX_ROW_CELLS:
+        return _wide(line, delimiter, width)
     text = line.rstrip("\r\n")
     cells = next(csv.reader([text + "\n"], delimiter=delimiter, strict=False), [])
     if not alone or any("\n" in c for c in cells):  # the quote is still open at the line end

@@ -18,6 +18,7 @@ import python_calamine
 
 from batchmove.errors import InputError
 from batchmove.intake.columns import Columns, check_headers, listing, missing, resolve
+from batchmove.intake.rowcheck import unneutralise
 from batchmove.intake.sniff import MAX_COLUMNS
 from batchmove.models import JobSpec
 
@@ -119,7 +120,7 @@ def _named_sheet(path: Path, names: list[str], wanted: str | int) -> str:
 
 def _header(sheet: Any) -> tuple[int, list[str]]:
     for index, row in enumerate(islice(sheet.iter_rows(), HEADER_SEARCH_ROWS)):
-        cells = [cell_text(c).strip() for c in row]
+        cells = unneutralise([cell_text(c).strip() for c in row])
         if any(cells):
             return index, cells
     return 0, []

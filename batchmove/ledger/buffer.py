@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from batchmove.ledger.outcomes import UnknownOutcomes
 from batchmove.ledger.store import Ledger
 from batchmove.models import RowFailure
 
@@ -65,7 +64,7 @@ class ResultBuffer:
         moved, failed, unknown = self._moved, self._failed, self._unknown
         if moved or failed:
             self.ledger.record_results(moved, failed)
-        UnknownOutcomes(self.ledger).record(unknown)  # rare: a transaction of its own
+        self.ledger.outcomes.record(unknown)  # rare: a transaction of its own
         self._moved, self._failed, self._unknown, self._count = {}, [], [], 0
         self._since = None
         return sum(map(len, moved.values())), len(failed) + len(unknown)
@@ -101,8 +100,9 @@ class Checkpointer:
             self._thread = None
 
     def _run(self) -> None:
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None)
+        try:  # mode=rw: a ledger deleted under the run is never created again empty here
+            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=rw", uri=True,
+                                 isolation_level=None)
         except sqlite3.Error:  # the writer's own checkpoints still run
             return
         try:

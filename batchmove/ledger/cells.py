@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchmove.errors import RunStateError
+from batchmove.ledger.schema import INVALID
 
 _NEUTRALIZE = "batchmove_neutralize"
 # failed.csv's reason: why the row was refused, or the errcode and WeChat's message
-_FAILURE_REASON = """CASE WHEN status = 'invalid' THEN reason
+_FAILURE_REASON = f"""CASE WHEN status = {INVALID} THEN reason
     WHEN errcode IS NULL THEN COALESCE(NULLIF(errmsg, ''), 'no answer from WeChat')
     WHEN COALESCE(errmsg, '') != '' THEN 'errcode ' || errcode || ': ' || errmsg
     ELSE 'errcode ' || errcode END"""

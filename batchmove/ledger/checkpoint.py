@@ -17,7 +17,6 @@ mode 600, both hold follower ids) and is deleted once the output file is in plac
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -26,10 +25,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from batchmove.errors import RunLockedError, RunStateError
+from batchmove.errors import RunStateError
+from batchmove.ledger.lock import DirectoryLock
+from batchmove.ledger.storage import storage_error
 
 CHECKPOINT_NAME = "checkpoint.sqlite"
-_LOCK_NAME = ".lock"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pages (
@@ -65,14 +65,15 @@ class ExportCheckpoint:
     def __init__(self, out: Path) -> None:
         self.dir = checkpoint_dir(out)
         self.path = self.dir / CHECKPOINT_NAME
-        self._lock_fd: int | None = None
+        self._lock = DirectoryLock(self.dir, f"another batchmove export is writing this file "
+                                             f"(checkpoint {self.dir}); wait for it or stop it")
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> ExportCheckpoint:
         try:
             self.dir.mkdir(mode=0o700, exist_ok=True)
             os.chmod(self.dir, 0o700)
-            self._lock()
+            self._lock.acquire()
             old_umask = os.umask(0o077)
             try:
                 self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -91,23 +92,11 @@ class ExportCheckpoint:
             raise RunStateError(f"cannot use {self.dir}: {exc.strerror or exc}") from exc
         return self
 
-    def _lock(self) -> None:
-        fd = os.open(self.dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunLockedError(f"another batchmove export is writing this file "
-                                 f"(checkpoint {self.dir}); wait for it or stop it") from None
-        self._lock_fd = fd
-
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.release()
 
     def remove(self) -> None:
         """The output is in place: the checkpoint (and its follower ids) go."""
@@ -117,8 +106,12 @@ class ExportCheckpoint:
     def __enter__(self) -> ExportCheckpoint:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Closes; an SQLite error of the checkpoint's (a full disk...) leaves as one line
+        naming it (exit 3: the export resumes from its last page)."""
         self.close()
+        if isinstance(exc, sqlite3.Error):
+            raise storage_error(exc, self.path) from exc
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -155,10 +148,11 @@ class ExportCheckpoint:
                 db.execute("INSERT INTO pages (followers) VALUES (?)", (
                     "\n".join([f"{o}\t{g}\t{t}" for o, g, t in followers]),))
             self._set(cursor=list(cursor), listed=listed)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def count(self) -> int:
         """Followers recorded (a duplicate counts twice until the file is written)."""

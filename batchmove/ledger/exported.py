@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Literal, NamedTuple
 
 from batchmove.intake.columns import normalize
+from batchmove.ledger.schema import PENDING
 from batchmove.ledger.store import Ledger
 
 #: normalized header -> what the column says about each follower
@@ -44,4 +45,4 @@ def pending_by_current(ledger: Ledger, place: int) -> Counter[tuple[str, str]]:
     return Counter({(target, current if isinstance(current, str) else ""): n
                     for target, current, n in ledger.conn.execute(
                         "SELECT target, json_extract(extra, ?), count(*) FROM rows "
-                        "WHERE status = 'pending' GROUP BY 1, 2", (f"$[{place}]",))})
+                        f"WHERE status = {PENDING} GROUP BY 1, 2", (f"$[{place}]",))})

@@ -15,12 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from batchmove.ledger.schema import FAILED, MOVED, UNKNOWN
 from batchmove.ledger.snapshots import ROWS_IN_JSON
-from batchmove.ledger.tagmembers import LedgerConnection
+from batchmove.ledger.storage import Part, writes
 from batchmove.models import RowFailure
-
-INDEX = ("CREATE INDEX IF NOT EXISTS rows_unknown ON rows (row) "
-         "WHERE status = 'unknown'")
 
 
 class UnknownRow(NamedTuple):
@@ -33,12 +31,10 @@ class UnknownRow(NamedTuple):
     errmsg: str
 
 
-class UnknownOutcomes:
-    """The `unknown` rows of one ledger: recorded, listed, settled."""
+class UnknownOutcomes(Part):
+    """`ledger.outcomes`: the `unknown` rows of one ledger: recorded, listed, settled."""
 
-    def __init__(self, ledger: LedgerConnection) -> None:
-        self.ledger = ledger
-
+    @writes
     def record(self, rows: Sequence[RowFailure]) -> None:
         """These rows' calls may have been applied: `unknown`, with what went wrong."""
         if not rows:
@@ -46,7 +42,7 @@ class UnknownOutcomes:
         now = time.time()
         with self.ledger.transaction() as conn:
             conn.executemany(
-                "UPDATE rows SET status = 'unknown', errcode = ?, errmsg = ?, "
+                f"UPDATE rows SET status = {UNKNOWN}, errcode = ?, errmsg = ?, "
                 "attempts = attempts + ?, updated_at = ? WHERE row = ?",
                 [(f.errcode, f.errmsg, f.attempts, now, f.row) for f in rows])
 
@@ -54,17 +50,18 @@ class UnknownOutcomes:
         """Every `unknown` row, in input order (through the partial index)."""
         return list(map(UnknownRow._make, self.ledger.conn.execute(
             "SELECT row, openid, group_id, target, COALESCE(errmsg, '') FROM rows "
-            "WHERE status = 'unknown' ORDER BY row")))
+            f"WHERE status = {UNKNOWN} ORDER BY row")))
 
+    @writes
     def settle(self, moved: Sequence[int], not_moved: Sequence[tuple[int, str]]) -> None:
         """Read back: `moved` rows were applied; the others failed, each with what the read
         showed appended to the reason (`--retry-failed` sends them again)."""
         now = time.time()
         with self.ledger.transaction() as conn:
-            conn.execute("UPDATE rows SET status = 'moved', errcode = NULL, errmsg = NULL, "
-                         "updated_at = ? " + ROWS_IN_JSON + " AND status = 'unknown'",
+            conn.execute(f"UPDATE rows SET status = {MOVED}, errcode = NULL, errmsg = NULL, "
+                         "updated_at = ? " + ROWS_IN_JSON + f" AND status = {UNKNOWN}",
                          (now, json.dumps(list(moved))))
             conn.executemany(
-                "UPDATE rows SET status = 'failed', errmsg = COALESCE(errmsg, '') || ?, "
-                "updated_at = ? WHERE row = ? AND status = 'unknown'",
+                f"UPDATE rows SET status = {FAILED}, errmsg = COALESCE(errmsg, '') || ?, "
+                f"updated_at = ? WHERE row = ? AND status = {UNKNOWN}",
                 [(f"; read back: {why}", now, row) for row, why in not_moved])

@@ -2,7 +2,10 @@
 
 A run is known by its fingerprint: the input's content plus every setting that changes where
 rows go. A finished run whose job comes back with a new input (the nightly batch) is moved to
-`history/<run id>/` so the new run starts clean; its files are never deleted.
+`history/<run id>/` so the new run starts clean; its files are never deleted. Report files
+with no ledger of theirs (their ledger deleted, say) go there too before a new run writes its
+own: a new run never overwrites an earlier run's files. A run resumes only from a ledger
+that passes `Ledger.check` (exit 2 naming the file otherwise).
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from typing import Any
 
 from batchmove.errors import InputChangedError
 from batchmove.intake.loader import LoadedInput
+from batchmove.ledger.storage import SAVED_NAME
 from batchmove.ledger.store import LEDGER_NAME, Ledger
-from batchmove.models import JobSpec
+from batchmove.models import JobSpec, RowStatus
 
 #: files of a run directory that move to history/ when a finished run makes way for a new one
-RUN_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", "report.csv",
-             "report.xlsx", "failed.csv", "summary.json", "plan.json", "rollback.csv",
-             "rollback")  # rollback/: the run's undo (`rollback --apply`) goes with it
+LEDGER_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm")
+REPORT_FILES = ("report.csv", "report.xlsx", "failed.csv", "summary.json", "plan.json",
+                "rollback.csv", "rollback")  # rollback/: the run's undo (`rollback --apply`)
+RUN_FILES = LEDGER_FILES + REPORT_FILES
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -56,19 +61,15 @@ def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restar
     fingerprint resumes, a finished run with another moves to history/, an unfinished one
     with another refuses (InputChangedError) unless `restart`."""
     digest = fingerprint(spec, source.fingerprint)
+    if ledger.restored:
+        info(f"{ledger.path} was put back from {SAVED_NAME}, saved when it was deleted or "
+             "replaced during the last run")
     meta = ledger.meta()
     if not ledger.is_empty():
         same = meta.get("fingerprint") == digest
         if same and not restart:
-            if reset_failed is not None:
-                info(f"retrying {reset_failed(ledger)} failed rows")
-            counts = ledger.counts()
-            ledger.set_meta(settings=run_settings(spec))  # as this run sends: its hints too
-            if counts.get("pending"):
-                ledger.set_meta(finished_at=None)
-            done = sum(n for status, n in counts.items() if status != "pending")
-            info(f"resuming {ledger.run_dir}: {done} rows done, {counts.get('pending', 0)} "
-                 "remain")
+            ledger.check()
+            _resume(ledger, spec, reset_failed, info)
             return
         # an unfinished run that never sent a change (refused before: no credentials, not
         # confirmed) protects nothing: new settings start afresh without --restart
@@ -79,7 +80,21 @@ def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restar
                 "run with --restart to discard its progress and start again, or restore the "
                 "original input to resume")
         archive(ledger, meta)
+    elif any((ledger.run_dir / name).exists() for name in REPORT_FILES):
+        archive(ledger, {"run_id": _earlier_run_id(ledger.run_dir)}, REPORT_FILES)
     load(ledger, source, spec, digest, info)
+
+
+def _resume(ledger: Ledger, spec: JobSpec, reset_failed: Callable[[Ledger], int] | None,
+            info: Callable[[str], None]) -> None:
+    if reset_failed is not None:
+        info(f"retrying {reset_failed(ledger)} failed rows")
+    counts = ledger.counts()
+    ledger.set_meta(settings=run_settings(spec))  # as this run sends: its hints too
+    pending = counts.get(RowStatus.PENDING, 0)
+    if pending:
+        ledger.set_meta(finished_at=None)
+    info(f"resuming {ledger.run_dir}: {counts.total() - pending} rows done, {pending} remain")
 
 
 def run_settings(spec: JobSpec) -> dict[str, Any]:
@@ -109,30 +124,41 @@ def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,
                     openid_column=source.openid_column, target_column=source.target_column,
                     target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)
     total = ledger.load_rows(source.rows(), source.settle)
-    ledger.set_meta(invalid_by_reason=dict(source.stats.invalid_by_reason),
+    ledger.set_meta(rows=total, invalid_by_reason=dict(source.stats.invalid_by_reason),
                     blank_rows=source.stats.blank, job_path=str(spec.job_path or ""),
                     snapshot=spec.snapshot, backend=spec.backend, settings=run_settings(spec))
     info(f"loaded {total} rows from {source.path}")
 
 
-def archive(ledger: Ledger, meta: dict[str, Any]) -> None:
-    """Move a previous run's files to history/<run_id>/ and empty the ledger."""
+def archive(ledger: Ledger, meta: dict[str, Any], names: tuple[str, ...] = RUN_FILES) -> None:
+    """Move a previous run's files (`names`: all of them, the ledger included) to
+    history/<run_id>/; the ledger is then a new, empty one."""
     history = ledger.run_dir / "history"
     history.mkdir(exist_ok=True, mode=0o700)
     target = history / str(meta.get("run_id") or run_id())
     target.mkdir(exist_ok=True, mode=0o700)
     ledger.close_db()
-    for name in RUN_FILES:
+    for name in names:
         src = ledger.run_dir / name
         if src.exists():
             shutil.move(str(src), target / name)
     ledger.open(lock=False)
 
 
+def _earlier_run_id(run_dir: Path) -> str:
+    """The run id the reports of a run whose ledger is gone name, else a new one."""
+    try:
+        found = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        found = None
+    return found if isinstance(found, str) and found.replace("-", "").isalnum() else \
+        f"{run_id()}-earlier"
+
+
 def fresh_dir(folder: Path) -> Path:
     """`folder` (mode 700) without a ledger in it: an earlier one's files are removed."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name in RUN_FILES[:3]:
+    for name in LEDGER_FILES:
         (folder / name).unlink(missing_ok=True)
     return folder
 

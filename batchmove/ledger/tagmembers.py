@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
-from typing import Protocol
+
+from batchmove.ledger.schema import PENDING
+from batchmove.ledger.storage import Part, writes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snap_users (
@@ -35,32 +36,21 @@ CREATE TABLE IF NOT EXISTS snap_tags (
     done        INTEGER NOT NULL DEFAULT 0
 );
 """
-#: a user's tags as `record_tag_snapshot` writes them; SQL for none or one, Python to sort more
+#: a user's tags as `snapshots.record_tags` writes them; SQL for none or one, Python to sort more
 _TAGS = ("CASE count(m.tagid) WHEN 0 THEN '[]' WHEN 1 THEN '[' || min(m.tagid) || ']' "
          "ELSE tag_json(group_concat(m.tagid)) END")
-#: the rows `record_tag_snapshot` would cover: pending, target resolved, no snapshot yet
-_TODO = "status = 'pending' AND prev_tags IS NULL AND group_id IS NOT NULL"
-
-
-class LedgerConnection(Protocol):
-    """What the listing needs of `Ledger`: its connection and its transactions."""
-
-    @property
-    def conn(self) -> sqlite3.Connection: ...
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+#: the rows `snapshots.record_tags` would cover: pending, target resolved, no snapshot yet
+_TODO = f"status = {PENDING} AND prev_tags IS NULL AND group_id IS NOT NULL"
 
 
 def tag_json(tags: str) -> str:
-    """'102,101,102' -> '[101, 102]': the text `record_tag_snapshot` writes (json.dumps of the
+    """'102,101,102' -> '[101, 102]': the text `snapshots.record_tags` writes (json.dumps of the
     sorted ids), built by hand: ~1.7 s less for 437,500 users with two tags (2-core VM)."""
     return "[" + ", ".join(map(str, sorted({int(t) for t in tags.split(",")}))) + "]"
 
 
-class TagListing:
+class TagListing(Part):
     """The member listing of one run's snapshot: begun, fed page by page, finished once."""
-
-    def __init__(self, ledger: LedgerConnection) -> None:
-        self.ledger = ledger
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -81,6 +71,7 @@ class TagListing:
         return bool(self.conn.execute("SELECT 1 FROM snap_tags LIMIT 1").fetchone()) and \
             users == same == self.todo_count()
 
+    @writes
     def begin(self, tag_ids: Sequence[int], *, resume: bool) -> list[tuple[int, str]]:
         """(tag id, next_openid) of every tag left to list: with `resume` (the caller found
         `in_progress`, three counts of the table it need not repeat) the listing goes on, else
@@ -98,6 +89,7 @@ class TagListing:
         return list(self.conn.execute(
             "SELECT tagid, next_openid FROM snap_tags WHERE done = 0 ORDER BY tagid"))
 
+    @writes
     def record_page(self, tag_id: int, openids: Sequence[str], next_openid: str,
                     done: bool) -> None:
         """One page of a tag's members (those among the users to snapshot) and where its list
@@ -110,6 +102,7 @@ class TagListing:
             conn.execute("UPDATE snap_tags SET next_openid = ?, done = ? WHERE tagid = ?",
                          (next_openid, int(done), tag_id))
 
+    @writes
     def finish(self) -> int:
         """Every listed user's tags into `prev_tags` (`[]`: in no list), the listing dropped;
         returns the users recorded."""
@@ -124,6 +117,7 @@ class TagListing:
             self._drop(conn)
         return recorded
 
+    @writes
     def discard(self) -> None:
         """Drop a listing that will not be finished."""
         if self._exists():

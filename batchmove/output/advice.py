@@ -67,7 +67,7 @@ class RetryAdvice:
 
 
 def retry_advice(failures: Mapping[tuple[int | None, str], int]) -> RetryAdvice:
-    """From the failed rows counted by (errcode, errmsg) (`Ledger.failures_by_answer`)."""
+    """From the failed rows counted by (errcode, errmsg) (`ledger.review.failures_by_answer`)."""
     again = set(retryable({code for code, _ in failures}))
     count = sum(n for (code, _), n in failures.items() if code in again)
     missing = sum(n for (code, msg), n in failures.items()

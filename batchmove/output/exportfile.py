@@ -27,6 +27,7 @@ from batchmove.output.report import (
     EXCEL_MAX_ROWS,
     atomic_text,
     neutralize,
+    remove_stale_temps,
     write_csv,
     write_xlsx,
 )
@@ -46,6 +47,7 @@ class Columns(Protocol):
 def write_export(out: Path, checkpoint: ExportCheckpoint, columns: Columns) -> int:
     """Write every follower of the checkpoint (each openid once) to `out`; returns the rows."""
     xlsx = out.suffix.lower() == ".xlsx"
+    remove_stale_temps(out.parent, [out.name])  # a killed export's half file (its lock: ours)
     if xlsx and checkpoint.count() > EXCEL_MAX_ROWS:
         raise UsageError(f"{checkpoint.count():,} followers do not fit in one Excel sheet "
                          f"({EXCEL_MAX_ROWS:,} rows): export to a .csv file")

@@ -258,7 +258,7 @@ def failure_reasons(run_dir: Path, limit: int = TOP_REASONS
         return [], RetryAdvice()
     with Ledger(run_dir).open(lock=False) as ledger:
         tally: Counter[str] = Counter(ledger.meta().get("invalid_by_reason") or {})
-        failures = ledger.failures_by_answer()
+        failures = ledger.review.failures_by_answer()
         for (errcode, errmsg), n in failures.items():
             reason = f"errcode {errcode}" if errcode is not None else "no answer"
             tally[f"{reason}: {errmsg}" if errmsg else reason] += n

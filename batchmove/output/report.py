@@ -3,8 +3,9 @@
 Every file is written to a temporary name in the run directory and renamed into place, so a
 kill mid-write leaves the previous version or none, never half a file. They hold follower ids,
 so they are created readable by the owner only. Text cells that Excel would run as a formula
-get a leading `'` (CSV injection). `failed.csv` keeps the input's own header row verbatim (the
-loader must recognise its columns) so it can be fixed and fed straight back as the next input.
+get a leading `'` (CSV injection), headers included. `failed.csv` keeps the input's own header
+row (the loader takes the `'` off again and recognises its columns) so it can be fixed and
+fed straight back as the next input.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
 
-from batchmove.errors import RunStateError, UsageError
+from batchmove.errors import RunStateError
 from batchmove.ledger.cells import ReportCells, report_cells
-from batchmove.ledger.store import LEDGER_NAME, Ledger
+from batchmove.ledger.store import Ledger
 from batchmove.models import RowStatus
 from batchmove.output.xlsxfast import CHUNK_ROWS, RowCountError, write_sheet
 from batchmove.results import ReportFiles
@@ -55,10 +56,16 @@ class Layout:
     cells: ReportCells
     counts: dict[str, int]
 
+    @property
+    def failed_header(self) -> list[str]:
+        """failed.csv's: the input's own header, neutralised as every cell (the loader takes
+        the `'` off again: the file is fed back as an input)."""
+        return neutral([*self.input_headers, *unique_names(self.input_headers, FAILED_COLUMNS)])
+
 
 def layout(ledger: Ledger, run_dir: Path, *, xlsx_max_rows: int = 200_000) -> Layout:
     meta = ledger.meta()
-    verified = ledger.verified_any()
+    verified = ledger.review.verified_any()
     cells = report_cells(meta, verified=verified, triggers=_TRIGGERS, neutralize=neutralize)
     headers = list(meta["headers"])
     ours = (*OUR_COLUMNS, "verified") if verified else OUR_COLUMNS
@@ -76,20 +83,20 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
                   xlsx_max_rows: int = 200_000) -> ReportFiles:
     """Write all four files from the ledger; an unwritable run_dir is a `RunStateError`."""
     plan = layout(ledger, run_dir, xlsx_max_rows=xlsx_max_rows)
-    files, cells, headers = plan.files, plan.cells, plan.input_headers
+    files, cells = plan.files, plan.cells
     try:
         remove_stale_temps(run_dir)
         with atomic_text(files.report_csv) as out:
             if files.report_xlsx is None:
-                write_csv(out, plan.header, ledger.report_rows(cells))
+                write_csv(out, plan.header, ledger.review.report_rows(cells))
             else:
                 _write_both(ledger, plan, files.report_xlsx, out)
         if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
             with suppress(FileNotFoundError):
                 (run_dir / REPORT_XLSX).unlink()
         with atomic_text(files.failed_csv) as out:
-            write_csv(out, [*headers, *unique_names(headers, FAILED_COLUMNS)],
-                       ledger.report_rows(cells, failed_only=True))
+            write_csv(out, plan.failed_header,
+                      ledger.review.report_rows(cells, failed_only=True))
         _write_summary(ledger, plan, summary)
     except OSError as exc:
         why = getattr(exc, "strerror", None) or str(exc)
@@ -101,13 +108,13 @@ def _write_both(ledger: Ledger, plan: Layout, xlsx: Path, csv_out: IO[str]) -> N
     """report.csv and report.xlsx from one read of the ledger, each chunk of rows written to
     the CSV on its way to the sheet, which is deflated while it is rendered (100,000 rows:
     0.55 s instead of 1.1 s, 2 cores)."""
-    rows = ledger.report_rows(plan.cells)
+    rows = ledger.review.report_rows(plan.cells)
     writer = csv_writer(csv_out)
     writer.writerow(plan.header)
     try:
         write_xlsx(xlsx, plan.header, _copied(rows, writer), row_count=sum(plan.counts.values()))
     except RowCountError:  # rows came or went since they were counted: read them again
-        write_xlsx(xlsx, plan.header, ledger.report_rows(plan.cells))
+        write_xlsx(xlsx, plan.header, ledger.review.report_rows(plan.cells))
 
 
 def _copied(rows: Iterator[Cells], writer: Any) -> Iterator[Cells]:
@@ -120,7 +127,7 @@ def _copied(rows: Iterator[Cells], writer: Any) -> Iterator[Cells]:
 def _write_summary(ledger: Ledger, plan: Layout, summary: dict[str, Any]) -> None:
     files = plan.files
     full = {**summary, "counts": plan.counts, "rows": sum(plan.counts.values()),
-            "calls": ledger.calls(), "groups_created": ledger.created_groups(),
+            "calls": ledger.calls(), "groups_created": ledger.creations.created(),
             "report_xlsx": None if files.xlsx_skipped else REPORT_XLSX,
             "report_xlsx_skipped": files.xlsx_skipped,
             "files": [p.name for p in files.written]}
@@ -130,13 +137,16 @@ def _write_summary(ledger: Ledger, plan: Layout, summary: dict[str, Any]) -> Non
     _dump_summary(files.summary_json, full)
 
 
-def rewrite_reports(run_dir: Path) -> ReportFiles:
-    """`batchmove report`: the report files again, from the ledger alone."""
-    if not (run_dir / LEDGER_NAME).exists():
-        raise UsageError(f"{run_dir} has no {LEDGER_NAME}: not a batchmove run directory")
-    with Ledger(run_dir).open(lock=False) as ledger:
-        summary = read_summary(run_dir) if (run_dir / SUMMARY_JSON).exists() else {}
-        return write_reports(ledger, run_dir, summary)
+def earlier_summary(ledger: Ledger, run_dir: Path) -> dict[str, Any]:
+    """The summary.json the run itself wrote, if it describes what the ledger holds now (the
+    same run, the same counts); {} otherwise (killed before writing it, resumed since...)."""
+    try:
+        found = read_summary(run_dir)
+    except RunStateError:
+        return {}
+    counts = {s.value: 0 for s in RowStatus} | dict(ledger.counts())
+    same = found.get("run_id") == ledger.meta().get("run_id") and found.get("counts") == counts
+    return found if same else {}
 
 
 def _dump_summary(path: Path, summary: dict[str, Any]) -> None:
@@ -192,6 +202,13 @@ def neutralize(cell: str) -> str:
     return cell
 
 
+def neutral(cells: Iterable[Any]) -> list[Any]:
+    """Every text cell through `neutralize` (headers too); numbers stay numbers. For the
+    CSV files batchmove writes cell by cell (failed.csv's header, rollback.csv, a platform
+    batch's accounts.csv); the report's rows are neutralised by SQLite as they are read."""
+    return [neutralize(c) if isinstance(c, str) else c for c in cells]
+
+
 def csv_writer(out: IO[str]) -> Any:
     return csv.writer(out, lineterminator="\r\n")
 
@@ -230,9 +247,11 @@ def _temp_name(path: Path) -> tuple[str, str]:
     return f".{path.name}.", ".tmp"
 
 
-def remove_stale_temps(run_dir: Path) -> None:
-    """Temp files a killed earlier run left behind hold follower ids too: delete them."""
-    for name in (REPORT_CSV, REPORT_XLSX, FAILED_CSV, SUMMARY_JSON):
+def remove_stale_temps(run_dir: Path, names: Iterable[str] = (
+        REPORT_CSV, REPORT_XLSX, FAILED_CSV, SUMMARY_JSON)) -> None:
+    """Temp files a killed earlier run (or export) left behind hold follower ids too: delete
+    them. Only under the lock of whatever writes these files."""
+    for name in names:
         prefix, suffix = _temp_name(run_dir / name)
         for stale in run_dir.glob(f"{prefix}*{suffix}"):
             with suppress(FileNotFoundError):

@@ -18,6 +18,7 @@ from batchmove.engine.targets import group_verdict, parse_tag_set, tag_verdict
 from batchmove.errors import UsageError
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import BLACKLIST_GROUP_ID, Move
+from batchmove.output.report import neutral
 from batchmove.results import RollbackFile
 from batchmove.wechat.answers import UserInfo
 
@@ -31,17 +32,24 @@ UserReader = Callable[[list[Move]], Awaitable[dict[int, UserInfo]]]
 
 
 def open_run(run_dir: Path, *, lock: bool = True) -> Ledger:
-    """The ledger of an existing run directory (UsageError if there is none)."""
+    """The ledger of an existing run directory (UsageError if there is none), checked as a
+    resume checks it (LedgerDamagedError, exit 2, if it is not intact)."""
     if not (run_dir / LEDGER_NAME).exists():
         raise UsageError(f"{run_dir} has no {LEDGER_NAME}: not a batchmove run directory")
-    return Ledger(run_dir).open(lock=lock)
+    ledger = Ledger(run_dir).open(lock=lock)
+    try:
+        ledger.check()
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger
 
 
 def write_rollback(run_dir: Path, out: Path | None = None) -> RollbackFile:
     """Write the spreadsheet that undoes the run."""
     with open_run(run_dir) as ledger:
         tags = ledger.meta().get("backend") == "tags"
-        rows = ledger.rollback_rows(tags=tags)
+        rows = ledger.review.rollback_rows(tags=tags)
         if not rows:
             if not ledger.counts().get("moved"):
                 raise UsageError(f"{run_dir}: the run moved nobody; there is nothing to undo")
@@ -53,14 +61,14 @@ def write_rollback(run_dir: Path, out: Path | None = None) -> RollbackFile:
     with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(TAG_ROLLBACK_HEADER if tags else ROLLBACK_HEADER)
-        writer.writerows((r.openid, r.previous, r.row, r.status) for r in rows)
+        writer.writerows(neutral((r.openid, r.previous, r.row, r.status)) for r in rows)
     blacklisted = not tags and any(r.previous == BLACKLIST_GROUP_ID for r in rows)
     return RollbackFile(path, run_dir, len(rows), blacklisted, "tags" if tags else "groups")
 
 
 async def verify_moves(ledger: Ledger, read: UserReader) -> tuple[int, int]:
     """Read back every moved user; store each verdict. Returns (checked, mismatches)."""
-    moved = ledger.moved_rows()
+    moved = ledger.review.moved_rows()
     found = await read([Move(r.row, r.openid) for r in moved])
     meta = ledger.meta()
     tags = meta.get("backend") == "tags"
@@ -76,4 +84,4 @@ async def verify_moves(ledger: Ledger, read: UserReader) -> tuple[int, int]:
             verdicts[r.row] = tag_verdict(wanted, found[r.row], untag_ids)
         else:
             verdicts[r.row] = group_verdict(int(r.group_id or 0), found[r.row])
-    return len(verdicts), ledger.record_verified(verdicts)
+    return len(verdicts), ledger.review.record_verified(verdicts)

@@ -5,9 +5,13 @@ platform is filed under the account `account_key("component", <component appid>)
 platforms on one machine never share a row, with kinds
 
     "component"            the component_access_token (expires_at: when WeChat drops it)
-    "authorizer:<appid>"   an authorised account's authorizer_access_token
-    "refresh:<appid>"      its authorizer_refresh_token (no expiry: valid until revoked)
+    "refresh:<appid>"      an authorised account's authorizer_refresh_token (no expiry: valid
+                           until revoked)
     "ticket"               the latest component_verify_ticket, `saved_at` when it arrived
+
+An authorised account's `authorizer_access_token` is not filed here: it is that account's
+access token, kept once in the account's own slot (`registry.account_of`, kind "access") by
+the client's `TokenManager`, like any account's token.
 
 Tokens go through `SharedTokens` (one indexed read; `flight()` is the cross-process lock of
 the single-flight fetch); the list of authorizers and the ticket's arrival time are read here.
@@ -24,6 +28,7 @@ from batchmove.registry.store import Registry, account_key
 from batchmove.registry.tokens import SharedTokens
 from batchmove.wechat.gate import StoredToken
 
+_COMPONENT = "component"
 _REFRESH = "refresh:"
 _TICKET = "ticket"
 
@@ -47,17 +52,17 @@ class RegistryPlatformStore:
         return SharedTokens(self.registry, account_key("component", component), kind,
                             wall=self._wall)
 
-    def token(self, component: str, kind: str) -> tuple[str, float] | None:
-        found = self._tokens(component, kind).read()
+    def token(self, component: str) -> tuple[str, float] | None:
+        found = self._tokens(component, _COMPONENT).read()
         if found is None or found.expires_at is None:
             return None
         return found.value, found.expires_at
 
-    def put_token(self, component: str, kind: str, value: str, expires_at: float) -> None:
-        self._tokens(component, kind).save(StoredToken(value, None, expires_at))
+    def put_token(self, component: str, value: str, expires_at: float) -> None:
+        self._tokens(component, _COMPONENT).save(StoredToken(value, None, expires_at))
 
-    def locked(self, component: str, kind: str) -> AbstractAsyncContextManager[None]:
-        return self._tokens(component, kind).flight()
+    def locked(self, component: str) -> AbstractAsyncContextManager[None]:
+        return self._tokens(component, _COMPONENT).flight()
 
     def refresh_token(self, component: str, authorizer: str) -> str | None:
         found = self._tokens(component, _REFRESH + authorizer).read()

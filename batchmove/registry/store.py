@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from batchmove.errors import RunStateError
+from batchmove.ledger.storage import storage_error
 
 REGISTRY_NAME = "registry.sqlite"
 STATE_ENV = "BATCHMOVE_STATE_DIR"
@@ -116,15 +117,20 @@ class Registry:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """`BEGIN IMMEDIATE` ... COMMIT: one writer at a time across processes."""
+        """`BEGIN IMMEDIATE` ... COMMIT: one writer at a time across processes. An SQLite
+        error (busy past the 30 s wait, a full disk) leaves as one line naming the registry."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path) from exc
 
     def forget(self, account: str) -> None:
         """Drop everything kept for an account (an embedded sandbox's, when its run ends)."""

@@ -7,10 +7,10 @@ the lock when its holder dies, SIGKILL included, so a killed run never leaves th
 waiting. Inside the flight a run reads the store again before it fetches: N runs that find the
 token expired at once cause one fetch, and a run never refreshes over another's refresh.
 
-Kinds: "access" (an account's access token). Others are free-form text keys for tokens kept
-beside it, e.g. "component", "authorizer:<appid>", "refresh:<appid>" (a third-party platform's
-component token, an authorizer's token and its refresh token, which `save` replaces whenever
-WeChat hands back a new one). `forget()` drops one kind.
+Kinds: "access" (an account's access token, an authorizer account's of a third-party
+platform included). Others are free-form text keys for tokens kept beside it, e.g. a
+platform's "component" token and each account's "refresh:<appid>" token, which `save`
+replaces whenever WeChat hands back a new one. `forget()` drops one kind.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ own `component_access_token` (`api_component_token`, 2 h), which needs the lates
 `component_verify_ticket` WeChat pushed (every 10 min, valid 12 h). Pitfalls users of the SDKs
 report, and what this module does about each:
 
-- tokens fetched again by every process, burning the daily quota: both tokens are cached in
-  a `PlatformStore` shared by every process of the machine (the account registry's,
-  `registry.platform`) until shortly before they expire, and fetched under its cross-process
-  lock (single-flight across processes; `TokenManager` does it within one);
+- tokens fetched again by every process, burning the daily quota: the component token is
+  cached in a `PlatformStore` shared by every process of the machine (the account registry's,
+  `registry.platform`) until shortly before it expires, and fetched under its cross-process
+  lock; an authorizer's token is an account's access token like any other, cached once, by
+  the client's `TokenManager` in the account's `TokenStore` (single-flight across processes);
 - a refresh token lost on restart (61023): it lives in the store and is replaced the moment
   WeChat returns a new one; a platform with none stored seeds them from
   `api_get_authorizer_list` (also `batchmove accounts sync`);
@@ -42,21 +43,23 @@ _TICKET_CODES = (61005, 61006)
 
 
 class PlatformStore(Protocol):
-    """Where a platform's tickets, tokens and refresh tokens live, shared by every process of
-    the machine; every method names the platform (its component appid). Token kinds:
-    "component" and "authorizer:<appid>"; times are wall-clock seconds."""
+    """Where a platform's ticket, component token and refresh tokens live, shared by every
+    process of the machine; every method names the platform (its component appid). An
+    authorizer's token is not kept here: it is that account's own access token, in the
+    client's `TokenStore`. Times are wall-clock seconds."""
 
     @property
     def where(self) -> str:
         """Where the store is, for messages."""
 
-    def token(self, component: str, kind: str) -> tuple[str, float] | None:
-        """A stored token and when it expires."""
+    def token(self, component: str) -> tuple[str, float] | None:
+        """The stored component token and when it expires."""
 
-    def put_token(self, component: str, kind: str, value: str, expires_at: float) -> None: ...
+    def put_token(self, component: str, value: str, expires_at: float) -> None: ...
 
-    def locked(self, component: str, kind: str) -> AbstractAsyncContextManager[None]:
-        """The machine-wide single flight of one token: re-read inside it before fetching."""
+    def locked(self, component: str) -> AbstractAsyncContextManager[None]:
+        """The machine-wide single flight of the component token: re-read inside it before
+        fetching."""
 
     def refresh_token(self, component: str, authorizer: str) -> str | None: ...
 
@@ -136,9 +139,9 @@ class ComponentClient:
     def __repr__(self) -> str:
         return f"ComponentClient({self.appid!r}, {self.ticket.describe})"
 
-    def cached(self, kind: str) -> tuple[str, float] | None:
-        """A stored token still good for STORE_MARGIN seconds, and its remaining life."""
-        found = self.store.token(self.appid, kind)
+    def cached(self) -> tuple[str, float] | None:
+        """The stored token if still good for STORE_MARGIN seconds, and its remaining life."""
+        found = self.store.token(self.appid)
         if found is None:
             return None
         left = found[1] - self.clock()
@@ -147,11 +150,11 @@ class ComponentClient:
     async def token(self, http: HttpFetch, *, rejected: str | None = None) -> str:
         """The component_access_token: cached, else fetched once for every process.
         `rejected`: WeChat just refused this one, so it is not reused."""
-        found = self.cached("component")
+        found = self.cached()
         if found is not None and found[0] != rejected:
             return found[0]
-        async with self.store.locked(self.appid, "component"):
-            found = self.cached("component")
+        async with self.store.locked(self.appid):
+            found = self.cached()
             if found is not None and found[0] != rejected:
                 return found[0]
             return await self._fetch(http)
@@ -166,7 +169,7 @@ class ComponentClient:
         except ApiError as exc:
             raise self._refused(exc) from None
         value = found.component_access_token
-        self.store.put_token(self.appid, "component", value, self.clock() + found.expires_in)
+        self.store.put_token(self.appid, value, self.clock() + found.expires_in)
         return value
 
     async def _fresh_ticket(self) -> str:
@@ -234,32 +237,24 @@ class ComponentClient:
 
 
 class ComponentTokenSource(TokenSource):
-    """One authorizer account's access token through its platform (see the module docstring)."""
+    """One authorizer account's access token through its platform (see the module docstring).
+
+    It only fetches: the client's `TokenManager` caches the token, in the account's slot of
+    the registry (`engine.backend`: the same `TokenStore` as any account's token, keyed by the
+    API address, the component appid and the authorizer appid), and fetches it single-flight
+    across processes. A source used without a store fetches once per client."""
 
     external = False
 
     def __init__(self, component: ComponentClient, authorizer_appid: str) -> None:
         self.component = component
         self.authorizer = authorizer_appid
-        self.kind = f"authorizer:{authorizer_appid}"
-        self._last: str | None = None
 
     @property
     def describe(self) -> str:
         return f"component={self.component.appid!r}, authorizer={self.authorizer!r}"
 
     async def fetch(self, http: HttpFetch, *, force: bool = False) -> Token:
-        rejected = self._last if force else None
-        found = self.component.cached(self.kind)
-        if found is None or found[0] == rejected:
-            async with self.component.store.locked(self.component.appid, self.kind):
-                found = self.component.cached(self.kind)
-                if found is None or found[0] == rejected:
-                    found = await self._fetch(http)
-        self._last = found[0]
-        return Token(found[0], found[1])
-
-    async def _fetch(self, http: HttpFetch) -> tuple[str, float]:
         endpoint = "component/api_authorizer_token"
         store, appid = self.component.store, self.component.appid
         refresh = store.refresh_token(appid, self.authorizer)
@@ -286,9 +281,7 @@ class ComponentTokenSource(TokenSource):
             data = await self._exchange(http, refresh)
         if data.authorizer_refresh_token != refresh:
             store.put_refresh_tokens(appid, {self.authorizer: data.authorizer_refresh_token})
-        store.put_token(appid, self.kind, data.authorizer_access_token,
-                        self.component.clock() + data.expires_in)
-        return data.authorizer_access_token, float(data.expires_in)
+        return Token(data.authorizer_access_token, float(data.expires_in))
 
     async def _exchange(self, http: HttpFetch, refresh: str) -> AuthorizerToken:
         return await self.component.call(http, "api_authorizer_token", {

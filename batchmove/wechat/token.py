@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import shlex
 import signal
 import time
@@ -29,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
-from batchmove.errors import ApiError, FatalApiError, TokenError, UsageError
+from batchmove.errors import ApiError, FatalApiError, TokenError, UsageError, redact
 from batchmove.models import Credentials
 from batchmove.wechat.answers import Ack, Answer, TokenAnswer
 from batchmove.wechat.gate import StoredToken, TokenStore
@@ -153,7 +154,12 @@ class EnvTokenSource(TokenSource):
 
 
 class CommandTokenSource(TokenSource):
-    """Runs a shell command whose stdout is the token; its output never enters a message."""
+    """Runs a shell command whose stdout is the token; its stdout never enters a message.
+
+    Its stderr is read, never passed on: a helper that writes a secret (or anything) there
+    would otherwise land in batchmove's own stderr, in the middle of `--log-format json`, or
+    in a `--parallel` job's result line. A failing command is told by its exit status and its
+    last stderr line, redacted (`last_words`)."""
 
     def __init__(self, command: str, timeout: float = 30.0) -> None:
         self.command = command
@@ -177,12 +183,12 @@ class CommandTokenSource(TokenSource):
             # Its own process group, so a timeout kills the whole pipeline, not just the shell.
             proc = await asyncio.create_subprocess_shell(
                 self.command, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-                process_group=0)
+                stderr=asyncio.subprocess.PIPE, process_group=0)
         except OSError as exc:
             raise FatalApiError(None, f"{self.describe} could not start ({exc.strerror})",
                                 "token") from None
         try:
-            stdout, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), self.timeout)
         except TimeoutError:
             _kill_group(proc.pid)
             await proc.wait()
@@ -192,13 +198,27 @@ class CommandTokenSource(TokenSource):
             _kill_group(proc.pid)
             raise
         if proc.returncode != 0:
-            raise FatalApiError(None, f"{self.describe} exited with status {proc.returncode}",
-                                "token")
+            said = last_words(stderr)
+            raise FatalApiError(None, f"{self.describe} exited with status {proc.returncode}"
+                                + (f": {said}" if said else ""), "token")
         value = stdout.decode("utf-8", errors="replace").strip()
         if not value:
             raise FatalApiError(None, f"{self.describe} printed no token (exit status 0)",
                                 "token")
         return Token(value)
+
+
+#: what a secret looks like in a line of text: 16+ characters of a token's alphabet, with a
+#: letter and a digit (so long words and paths stay readable)
+_SECRET_LIKE = re.compile(r"(?=[\w+/-]*\d)(?=[\w+/-]*[A-Za-z])[\w+/-]{16,}={0,2}")
+
+
+def last_words(stderr: bytes, limit: int = 160) -> str:
+    """A failing helper's last stderr line, fit for a message: query-string secrets
+    redacted, anything shaped like a secret or a token masked, cut to `limit` characters."""
+    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    return _SECRET_LIKE.sub("***", redact(last))[:limit]
 
 
 def _kill_group(pid: int) -> None:

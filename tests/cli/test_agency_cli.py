@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import openpyxl
 import pytest
 
 from batchmove.sandbox import PlatformConfig, RunningSandbox, authorizer_appid, running_sandbox
@@ -85,6 +86,14 @@ async def test_accounts_sync_then_list_names_and_quota(tmp_path: Path,
     assert platform.platform is not None
     assert "refreshtoken" not in out + err
     assert platform.platform.calls["api_component_token"] == 1
+    (tmp_path / "in.csv").unlink()  # listing accounts needs no spreadsheet yet
+    code, out, err = await batchmove_async("accounts", "list", str(path), env=env(tmp_path))
+    assert (code, len(out.splitlines())) == (0, 2), err
+    code, out, err = await batchmove_async("export", "--job", str(path), "--account", B,
+                                           "--out", str(tmp_path / "b.csv"), env=env(tmp_path))
+    assert code == 0, err
+    assert {r["openid"] for r in read_rows(tmp_path / "b.csv")} == set(openids(20, 1))
+    assert dict(platform.platform.authorizer_tokens) == {A: 1, B: 1}  # cached since `list`
 
 
 async def test_several_accounts_one_line_each_and_the_worst_exit_code(
@@ -102,6 +111,71 @@ async def test_several_accounts_one_line_each_and_the_worst_exit_code(
     summary = json.loads((tmp_path / "runs/job/summary.json").read_text())
     assert [(a["appid"], a["exit_code"]) for a in summary["accounts"]] == [(A, 0), (B, 3)]
     assert (tmp_path / "runs/job" / A / "report.csv").exists()
+    # the totals are the sum of what each account's own summary.json says
+    reported = [json.loads((tmp_path / "runs/job" / a["appid"] / "summary.json").read_text())
+                for a in summary["accounts"] if a["reported"]]
+    assert summary["counts"] == {k: sum(r["counts"][k] for r in reported)
+                                 for k in summary["counts"]}
+    assert summary["rows"] == sum(r["rows"] for r in reported) == sum(
+        summary["counts"].values())
+    assert summary["counts"]["moved"] == 5
+
+
+async def test_an_appid_column_keeps_the_analysts_row_numbers(
+        tmp_path: Path, platform: RunningSandbox) -> None:
+    a, b = openids(20, 0), openids(20, 1)
+    rows = [[A, a[0], "A"], [B, b[0], "A"], [A, a[1], "A"], [B, "not-an-openid!", "A"],
+            ["", "", ""], [B, b[1], "A"], [A, a[2], "A"]]  # rows 2..8 of in.csv
+    path = job(tmp_path, platform, f'["{A}", "{B}"]', rows=rows)
+    code, _, err = await batchmove_async("run", str(path), "--parallel", "2",
+                                           env=env(tmp_path))
+    assert code == 1, err
+    runs = tmp_path / "runs/job"
+    assert [(r["row"], r["status"]) for r in read_rows(runs / B / "report.csv")] == [
+        ("3", "moved"), ("5", "invalid"), ("7", "moved")]
+    assert [(r["row"], r["status"]) for r in read_rows(runs / A / "report.csv")] == [
+        ("2", "moved"), ("4", "moved"), ("8", "moved")]
+    assert [(r["appid"], r["openid"], r["source_row"]) for r in read_rows(
+        runs / B / "failed.csv")] == [(B, "not-an-openid!", "5")]
+    sheet = openpyxl.load_workbook(runs / B / "report.xlsx", read_only=True).active
+    assert sheet is not None
+    assert [r[3] for r in sheet.iter_rows(min_row=2, values_only=True)] == [3, 5, 7]
+    assert [(r["appid"], r["row"]) for r in read_rows(runs / "report.csv")] == [
+        (A, "2"), (B, "3"), (A, "4"), (B, "5"), (B, "7"), (A, "8")]
+    assert [r["source_row"] for r in read_rows(runs / "failed.csv")] == ["5"]
+    assert not (runs / B / "input.csv").exists()  # each account reads the analyst's file
+    rows = [[A, a[3], "A"]]  # the next night: no row for B, whose process is not started
+    path = job(tmp_path, platform, f'["{A}", "{B}"]', rows=rows)
+    code, out, err = await batchmove_async("run", str(path), env=env(tmp_path))
+    assert code == 0, err
+    assert (f"{B}: exit 0 (done): no row in in.csv's appid column: not started"
+            in out.splitlines())
+    summary = json.loads((runs / "summary.json").read_text())
+    assert [(e["appid"], e["reported"]) for e in summary["accounts"]] == [(A, True), (B, False)]
+    code, _, err = await batchmove_async("run", str(path), "--account", B, env=env(tmp_path))
+    assert (code, err.strip()) == (2, f"batchmove: {tmp_path / 'in.csv'}: no row for {B} in "
+                                      "its appid column: nothing to move")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+async def test_rows_of_an_account_the_job_does_not_move_are_refused(
+        tmp_path: Path, platform: RunningSandbox) -> None:
+    rows = [[A, openids(20, 0)[0], "A"], [B, openids(20, 1)[0], "A"], ["", "", ""]]
+    for accounts, options in ((f'["{A}"]', ()), (f'["{A}", "{A}9"]', ("--parallel", "2"))):
+        path = job(tmp_path, platform, accounts, rows=rows)
+        code, _, err = await batchmove_async("run", str(path), *options, env=env(tmp_path))
+        assert (code, err.strip()) == (2, f"batchmove: {tmp_path / 'in.csv'}: the appid column "
+                                          f"names account(s) the job does not move: {B}")
+    rows.append(["", openids(20, 0)[1], "A"])  # row 5: cells but no appid
+    path = job(tmp_path, platform, f'["{A}"]', rows=rows)
+    code, _, err = await batchmove_async("plan", str(path), env=env(tmp_path))
+    assert (code, err.strip()) == (2, f"batchmove: {tmp_path / 'in.csv'}: row 5 has no appid")
+    assert platform.platform is not None
+    assert not any(len(a.state.move_log) for a in platform.platform.accounts.values())
 
 
 async def test_a_platform_job_needs_its_accounts(tmp_path: Path,

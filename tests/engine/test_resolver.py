@@ -9,6 +9,7 @@ import pytest
 
 from batchmove.engine.resolver import Resolution, create_missing, match_groups, refuse_missing
 from batchmove.errors import RowError, TransientError
+from batchmove.ledger.creations import Creations
 from batchmove.ledger.store import Ledger
 from batchmove.models import Target
 
@@ -63,9 +64,9 @@ class Sleeps:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Ledger]:
+def journal(tmp_path: Path) -> Iterator[Creations]:
     with Ledger(tmp_path / "run").open() as ledger:
-        yield ledger
+        yield ledger.creations
 
 
 GROUPS = [*RESERVED, Target(101, "VIP"), Target(102, "老客户"), Target(103, "重复"),
@@ -106,7 +107,7 @@ def test_refuse_missing_fails_every_missing_name() -> None:
 
 
 # --- create_missing ----------------------------------------------------------------------------
-async def test_creates_each_missing_name_once(journal: Ledger) -> None:
+async def test_creates_each_missing_name_once(journal: Creations) -> None:
     server = FakeGroups()
     resolution = Resolution(resolved={"VIP": 101}, missing=["新组", "另一个"])
     created = await create_missing(server, resolution, journal, sleep=Sleeps())
@@ -115,11 +116,11 @@ async def test_creates_each_missing_name_once(journal: Ledger) -> None:
     assert server.gets == 0  # nothing was in doubt: no lookup needed
     assert resolution.resolved == {"VIP": 101, "新组": 101, "另一个": 102}
     assert resolution.missing == []
-    assert journal.creation("新组") == ("created", 101)
-    assert journal.created_groups() == [{"name": "新组", "id": 101}, {"name": "另一个", "id": 102}]
+    assert journal.get("新组") == ("created", 101)
+    assert journal.created() == [{"name": "新组", "id": 101}, {"name": "另一个", "id": 102}]
 
 
-async def test_lost_answer_on_create_adopts_the_group_the_server_made(journal: Ledger) -> None:
+async def test_lost_answer_on_create_adopts_the_group_the_server_made(journal: Creations) -> None:
     server = FakeGroups(create_faults=["lost"])
     sleeps = Sleeps()
     resolution = Resolution(missing=["新组"])
@@ -129,11 +130,11 @@ async def test_lost_answer_on_create_adopts_the_group_the_server_made(journal: L
     assert server.gets == 1
     assert created == server.named("新组")
     assert resolution.resolved == {"新组": 101}
-    assert journal.creation("新组") == ("created", 101)
+    assert journal.get("新组") == ("created", 101)
     assert sleeps.delays == [0.5]
 
 
-async def test_refused_create_is_looked_up_then_created_once(journal: Ledger) -> None:
+async def test_refused_create_is_looked_up_then_created_once(journal: Creations) -> None:
     server = FakeGroups(create_faults=["refused", "refused"])
     sleeps = Sleeps()
     resolution = Resolution(missing=["新组"])
@@ -145,7 +146,7 @@ async def test_refused_create_is_looked_up_then_created_once(journal: Ledger) ->
     assert sleeps.delays == [0.5, 1.0]
 
 
-async def test_transient_lookup_is_retried(journal: Ledger) -> None:
+async def test_transient_lookup_is_retried(journal: Creations) -> None:
     server = FakeGroups(create_faults=["lost"], get_faults=["refused"])
     resolution = Resolution(missing=["新组"])
     await create_missing(server, resolution, journal, sleep=Sleeps())
@@ -155,40 +156,40 @@ async def test_transient_lookup_is_retried(journal: Ledger) -> None:
     assert resolution.resolved == {"新组": 101}
 
 
-async def test_crash_after_journal_with_group_created_is_adopted(journal: Ledger) -> None:
-    journal.creation_started("新组")  # the previous process died after the create call
+async def test_crash_after_journal_with_group_created_is_adopted(journal: Creations) -> None:
+    journal.started("新组")  # the previous process died after the create call
     server = FakeGroups([*RESERVED, Target(117, "新组")])
     resolution = Resolution(missing=["新组"])
     created = await create_missing(server, resolution, journal, sleep=Sleeps())
     assert server.creates == []
     assert created == [Target(117, "新组")]
     assert resolution.resolved == {"新组": 117}
-    assert journal.creation("新组") == ("created", 117)
+    assert journal.get("新组") == ("created", 117)
 
 
-async def test_crash_after_journal_with_group_absent_creates_once(journal: Ledger) -> None:
-    journal.creation_started("新组")  # the previous process died before the create call
+async def test_crash_after_journal_with_group_absent_creates_once(journal: Creations) -> None:
+    journal.started("新组")  # the previous process died before the create call
     server = FakeGroups()
     resolution = Resolution(missing=["新组"])
     await create_missing(server, resolution, journal, sleep=Sleeps())
     assert server.creates == ["新组"]
     assert server.gets == 1
     assert server.named("新组") == [Target(101, "新组")]
-    assert journal.creation("新组") == ("created", 101)
+    assert journal.get("新组") == ("created", 101)
 
 
 async def test_resumed_run_does_not_create_a_journaled_group_again(tmp_path: Path) -> None:
     server = FakeGroups()
     with Ledger(tmp_path / "run").open() as first:
-        await create_missing(server, Resolution(missing=["新组"]), first)
+        await create_missing(server, Resolution(missing=["新组"]), first.creations)
     with Ledger(tmp_path / "run").open() as second:  # a new process, same run directory
         resolution = Resolution(missing=["新组"])
-        await create_missing(server, resolution, second)
+        await create_missing(server, resolution, second.creations)
     assert server.creates == ["新组"]
     assert resolution.resolved == {"新组": 101}
 
 
-async def test_duplicate_missing_name_is_created_once(journal: Ledger) -> None:
+async def test_duplicate_missing_name_is_created_once(journal: Creations) -> None:
     server = FakeGroups()
     resolution = Resolution(missing=["新组", "新组"])
     await create_missing(server, resolution, journal, sleep=Sleeps())
@@ -196,7 +197,7 @@ async def test_duplicate_missing_name_is_created_once(journal: Ledger) -> None:
     assert len(server.named("新组")) == 1
 
 
-async def test_group_limit_fails_its_rows_and_goes_on(journal: Ledger) -> None:
+async def test_group_limit_fails_its_rows_and_goes_on(journal: Creations) -> None:
     limit = RowError(45018, "分组数量超过上限", "groups/create")
     server = FakeGroups(create_faults=[limit])
     resolution = Resolution(missing=["满", "下一个"])
@@ -205,14 +206,14 @@ async def test_group_limit_fails_its_rows_and_goes_on(journal: Ledger) -> None:
     assert resolution.resolved == {"下一个": 101}
     assert resolution.missing == []
     assert created == [Target(101, "下一个")]
-    assert journal.creation("满") == ("failed", None)
-    row = journal.conn.execute(
+    assert journal.get("满") == ("failed", None)
+    row = journal.ledger.conn.execute(
         "SELECT errcode, errmsg FROM created_groups WHERE name = '满'").fetchone()
     assert row == (45018, "分组数量超过上限")
     assert server.named("满") == []
 
 
-async def test_persistent_transient_error_raises_and_keeps_the_doubt(journal: Ledger) -> None:
+async def test_persistent_transient_error_raises_and_keeps_the_doubt(journal: Creations) -> None:
     server = FakeGroups(create_faults=["refused"] * 3)
     sleeps = Sleeps()
     with pytest.raises(TransientError, match="the server closed the connection"):
@@ -220,4 +221,4 @@ async def test_persistent_transient_error_raises_and_keeps_the_doubt(journal: Le
                              sleep=sleeps)
     assert server.creates == ["新组"] * 3
     assert sleeps.delays == [0.5, 1.0]
-    assert journal.creation("新组") == ("creating", None)  # the next run looks it up first
+    assert journal.get("新组") == ("creating", None)  # the next run looks it up first

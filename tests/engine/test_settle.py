@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from batchmove.ledger.outcomes import UnknownOutcomes
 from batchmove.ledger.store import Ledger
 from batchmove.models import JobSpec, RowFailure
 from batchmove.sandbox import SandboxConfig, sandbox_openids
@@ -67,7 +66,7 @@ async def test_unknown_rows_stay_unknown_until_a_read_back_succeeds(tmp_path: Pa
         assert "never answered the moves of 120 rows" in stopped.message
         assert {r["status"] for r in report_rows(tmp_path / "run")} == {"unknown"}
         with Ledger(tmp_path / "run").open(lock=False) as ledger:
-            assert len(ledger.rollback_rows()) == N  # they may have moved: undoable
+            assert len(ledger.review.rollback_rows()) == N  # they may have moved: undoable
         moves = fs.sandbox.state.calls[MOVE]
         fs.set()
         resumed = await run(spec)
@@ -116,7 +115,7 @@ async def test_a_user_whose_snapshot_read_failed_is_not_moved(tmp_path: Path) ->
     failed = {r["openid"] for r in report_rows(tmp_path / "run") if r["status"] == "failed"}
     assert not failed & moved
     with Ledger(tmp_path / "run").open(lock=False) as ledger:
-        assert {r.openid for r in ledger.rollback_rows()} == moved
+        assert {r.openid for r in ledger.review.rollback_rows()} == moved
 
 
 def test_outcomes_record_list_and_settle(tmp_path: Path) -> None:
@@ -124,7 +123,7 @@ def test_outcomes_record_list_and_settle(tmp_path: Path) -> None:
         ledger.conn.executemany("INSERT INTO rows (row, openid, target, status, group_id) "
                                 "VALUES (?, ?, 'g', 'pending', 101)",
                                 [(r, f"o{r}") for r in range(2, 6)])
-        outcomes = UnknownOutcomes(ledger)
+        outcomes = ledger.outcomes
         outcomes.record([RowFailure(r, None, "sent 2 times, never answered", 2)
                          for r in (3, 4, 5)])
         assert [r.row for r in outcomes.rows()] == [3, 4, 5]

@@ -61,6 +61,10 @@ def write_rows(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
 def group_name(sb: RunningSandbox, gid: int) -> str:
     name = sb.state.groups[gid].name
     return "'" + name if name.startswith("-") else name  # Excel-safe, as every report
@@ -230,9 +234,12 @@ async def test_daily_quota_stops_and_the_same_command_resumes(
     assert first.estimate["days"] > 1
     sb.state.quotas.clear()
     sb.set_faults(daily_quota={"user/get": 500})
+    stale = out.parent / f".{out.name}.k1ll3d.tmp"  # the half file of an export killed
+    stale.write_text("o" * 1_000_000)                 # while writing it (follower ids)
     second = await export(sb, out)
     assert second.exit_code == 0, second.message
     assert [r["openid"] for r in read_rows(out)] == sb.state.followers
+    assert files_in(tmp_path) == ["all.csv"]  # nothing else left
     pages = math.ceil(USERS / PAGE) + 1
     # no page is read twice: the quota-refused call and the first page of the estimate aside
     assert first.calls["user/get"] + second.calls["user/get"] <= pages + 2

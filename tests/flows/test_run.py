@@ -6,11 +6,15 @@ import asyncio
 import json
 import os
 import signal
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from batchmove import api
 from batchmove.errors import InputChangedError, RunLockedError, UsageError
+from batchmove.flows import run as run_flow
 from batchmove.ledger.store import Ledger
 from batchmove.sandbox import RunningSandbox, SandboxConfig, sandbox_openids
 from tests.support.engine import (
@@ -193,6 +197,28 @@ async def test_resume_never_resends_moved_rows(tmp_path: Path,
     assert_state_matches(sb, rows, backend)
 
 
+async def test_resume_moves_users_read_after_the_recorded_ones(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    """A resumed run whose first pending users have no snapshot yet (read again) and whose
+    later ones have one (moved at once): the reads finish while the moves are still being
+    handed out, and the users they read go too (they were left pending: exit 3)."""
+    n = 2_500
+    sb = await sandbox_factory(SandboxConfig(users=n, groups=["A"],
+                                             daily_quota={"groups/members/batchupdate": 1}))
+    rows = spread(n, ["A"])
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                    concurrency=2)
+    assert (await run(spec)).exit_code == 3  # one batch moved, the rest pending
+    with Ledger(tmp_path / "run").open() as ledger:
+        pending = [row for _, row, _, _ in ledger.pending_stream()]
+        ledger.snapshots.record_previous({0: pending[500:]}, [])  # a killed run's snapshot
+    next_day(sb)
+    result = await run(replace(spec, snapshot=True))
+    assert result.exit_code == 0, result.message
+    assert sb.state.calls["user/info/batchget"] == 5
+    assert_state_matches(sb, rows)
+
+
 async def test_input_changed_while_unfinished_needs_restart(
         tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
     sb = await sandbox_factory(SandboxConfig(users=200,
@@ -367,3 +393,57 @@ async def test_tags_already_tagged_users_are_not_sent(tmp_path: Path,
     assert (await run(spec)).exit_code == 0
     assert ledger_statuses(tmp_path / "run") == {"already": 30, "moved": 50}
     assert sb.state.calls["tags/members/batchtagging"] == 1
+
+
+class _SteppedBackClock:
+    """`time` for flows/run.py whose wall clock steps back an hour after its first reading
+    (an NTP correction mid-run); the monotonic clock goes on."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+
+    def time(self) -> float:
+        self.readings += 1
+        return time.time() - (3600 if self.readings > 1 else 0)
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic()
+
+
+async def test_durations_come_from_the_monotonic_clock(
+        tmp_path: Path, sandbox_factory: SandboxFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sb = await sandbox_factory(SandboxConfig(users=300, groups=["A"]))
+    rows = spread(300, ["A"])
+    clock = _SteppedBackClock()
+    monkeypatch.setattr(run_flow, "time", clock)
+    result = await run(spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run"))
+    assert result.exit_code == 0, result.message
+    assert clock.readings >= 2  # the wall clock was read after the step, for finished_at
+    assert 0 <= result.summary["duration_s"] < 60
+    assert 0 < result.summary["users_moved_per_s"] < 1e7
+
+
+async def test_report_rebuilds_the_summary_a_killed_run_never_wrote(
+        tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    sb = await sandbox_factory(SandboxConfig(users=200, groups=["A"],
+                                             daily_quota={"groups/members/batchupdate": 1}))
+    run_dir = tmp_path / "run"
+    stopped = await run(spec_for(sb, write_moves(tmp_path / "in.csv", spread(200, ["A"])),
+                                 run_dir))
+    assert (stopped.exit_code, stopped.summary["stop_reason"]) == (3, "daily_quota")
+    api.write_reports(run_dir)  # the run's own summary describes the ledger: kept
+    assert json.loads((run_dir / "summary.json").read_text())["stop_reason"] == "daily_quota"
+    (run_dir / "summary.json").unlink()  # as after a kill -9
+    api.write_reports(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    with Ledger(run_dir).open(lock=False) as ledger:
+        run_id = ledger.meta()["run_id"]
+    assert summary["run_id"] == run_id
+    assert summary["job"] == "t"
+    assert (summary["exit_code"], summary["stop_reason"]) == (3, "unrecorded")
+    assert summary["message"] == ("stopped with rows still pending; run again to resume "
+                                  "(50 moved, 150 pending)")
+    assert summary["counts"]["pending"] == 150
+    assert summary["files"] == ["report.csv", "report.xlsx", "failed.csv", "summary.json"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import zipfile
@@ -16,7 +17,7 @@ import xlsxwriter
 from batchmove.errors import InputError
 from batchmove.intake import loader, rowcheck
 from batchmove.intake.loader import LoadedInput, open_input
-from batchmove.models import ColumnMap, InputRow, JobSpec, RowStatus
+from batchmove.models import ColumnMap, Credentials, InputRow, JobSpec, RowStatus
 
 P, X, D = RowStatus.PENDING, RowStatus.INVALID, RowStatus.DUPLICATE
 A = "oAAAAAAAAAAAAAAAAAAAAAAAAAAA"  # 28 characters, like a real openid
@@ -514,8 +515,6 @@ def test_missing_or_not_a_file(tmp_path: Path, name: str) -> None:
 
 
 def test_fingerprint_and_header_only(tmp_path: Path) -> None:
-    import hashlib
-
     path = write(tmp_path / "in.csv", "openid,group\n")
     source = open_input(JobSpec(input=path))
     assert source.fingerprint == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -535,6 +534,77 @@ def test_rows_can_be_read_twice(tmp_path: Path) -> None:
     assert [r.status for r in settled(source, again)] == ["invalid", "invalid"]
     assert source.stats.invalid == 2
 
+
+
+# --- one account's rows of an input with an appid column (a platform job) ----------------------
+WX_A, WX_B = "wxauthaaaaaa01", "wxauthbbbbbb02"
+
+
+def one_account(appid: str = WX_B) -> dict[str, Any]:
+    """A run of one account of a platform job (as `run JOB --account APPID` is)."""
+    return {"credentials": Credentials(component=True), "account": appid}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 100])
+def test_one_accounts_rows_keep_their_numbers_in_the_file(tmp_path: Path,
+                                                          chunk_size: int) -> None:
+    path = write(tmp_path / "in.csv", f"appid,openid,group\n{WX_A},{A},x\n{WX_B},{B},y\n,,\n"
+                 f"{WX_A},{C},z\n{WX_B},bad!,y\n{WX_B},{C},w,extra\n{WX_B},{A},v\n")
+    source, rows = load(path, chunk_size, **one_account())
+    assert [(r.row, r.openid, r.status, r.reason) for r in rows] == [
+        (3, B, P, ""), (6, "bad!", X, "openid is shorter than 10 characters"),
+        (7, C, X, "row has 4 cells, the header has 3"), (8, A, P, "")]  # A: not row 2's
+    assert source.headers == ["appid", "openid", "group"]
+    assert all(r.extra == (WX_B,) for r in rows)
+    _, theirs = load(path, chunk_size, **one_account(WX_A))
+    assert [r.row for r in theirs] == [2, 5]
+
+
+def test_one_accounts_rows_of_a_workbook(tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "in.xlsx", {"s": [
+        [None], ["AppID", "openid", "group"], [WX_B, A, "x"], [WX_A, B, "y"], [], [WX_B, C, 7]]})
+    source, rows = load(path, **one_account())
+    assert [(r.row, r.openid, r.target) for r in rows] == [(3, A, "x"), (6, C, "7")]
+    assert source.appids() == {WX_A, WX_B}
+
+
+def test_one_accounts_fingerprint_is_of_its_own_rows(tmp_path: Path) -> None:
+    def fingerprint(text: str, appid: str = WX_B) -> str:
+        path = write(tmp_path / "in.csv", "appid,openid,group\n" + text)
+        return open_input(JobSpec(input=path, **one_account(appid))).fingerprint
+
+    base = fingerprint(f"{WX_A},{A},x\n{WX_B},{B},y\n")
+    assert fingerprint(f"{WX_A},{A},CHANGED\n{WX_B},{B},y\n") == base  # another's row
+    assert fingerprint(f"{WX_A},{A},x\n{WX_B},{B},z\n") != base  # its own row
+    assert fingerprint(f"{WX_A},{A},x\n{WX_A},{C},x\n{WX_B},{B},y\n") != base  # row 3 -> 4
+    assert fingerprint(f"{WX_A},{A},x\n{WX_B},{B},y\n", WX_A) != base
+    path = write(tmp_path / "in.csv", f"appid,openid,group\n{WX_B},{B},y\n")
+    assert open_input(JobSpec(input=path)).fingerprint == hashlib.sha256(
+        path.read_bytes()).hexdigest()  # not one account's run: the file's
+
+
+@pytest.mark.parametrize("kept", [1, 100_000])
+def test_one_accounts_rows_are_read_once_when_few(tmp_path: Path, kept: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "OWN_ROWS_KEPT", kept)
+    path = write(tmp_path / "in.csv", f"appid,openid,group\n{WX_A},{A},x\n{WX_B},{B},y\n"
+                 f"{WX_A},{C},z\n{WX_B},{C},w\n")
+    source = open_input(JobSpec(input=path, **one_account()))
+    assert source.fingerprint
+    if kept > 2:
+        path.unlink()  # its two rows were kept from the fingerprint's read of the file
+    rows = [r for chunk in source.rows(1) for r in chunk]
+    assert [(r.row, r.openid) for r in rows] == [(3, B), (5, C)]
+
+
+def test_the_appids_an_input_names(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.csv", f"openid,group, AppId \n{A},x,{WX_A}\n,,\n{B},y,{WX_B}\n")
+    assert open_input(JobSpec(input=path)).appids() == {WX_A, WX_B}
+    path = write(tmp_path / "in.csv", f"openid,group,appid\n{A},x,{WX_A}\n,,\n{B},y,\n")
+    with pytest.raises(InputError, match=f"^{path}: row 4 has no appid$"):
+        open_input(JobSpec(input=path)).appids()
+    path = write(tmp_path / "in.csv", f"openid,group\n{A},x\n")
+    assert open_input(JobSpec(input=path)).appids() is None
 
 # The start-up cost the first API call waits for (issue 15): neither numpy nor pandas is imported
 # to read, validate and de-duplicate a small CSV (numpy alone took ~0.08 s).

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from batchmove.errors import RunLockedError, RunStateError
+from batchmove.errors import LedgerDamagedError, RunLockedError, RunStateError
+from batchmove.ledger.lock import LOCK_NAME
 from batchmove.ledger.rows import LedgerRow
-from batchmove.ledger.store import LEDGER_NAME, LOCK_NAME, Ledger, RowLookup
+from batchmove.ledger.store import LEDGER_NAME, Ledger, RowLookup
 from batchmove.models import InputRow, Move, RowFailure, RowStatus
 
 
@@ -133,25 +134,25 @@ def test_pending_moves_in_input_order(loaded: Ledger) -> None:
 
 def test_record_snapshot_marks_users_already_in_their_target(loaded: Ledger) -> None:
     loaded.assign_groups({"101": 101, "102": 102, "999": 999}, {})
-    assert {m.row for m in loaded.pending_without_snapshot()} == {2, 3, 4, 6, 7}
-    already = loaded.record_snapshot({2: 101, 3: 0, 4: 102, 7: 102})
+    assert {m.row for m in loaded.snapshots.missing()} == {2, 3, 4, 6, 7}
+    already = loaded.snapshots.record_groups({2: 101, 3: 0, 4: 102, 7: 102})
     assert already == 2
     got = {r.row: (r.status, r.prev_group) for r in loaded.rows()}
     assert got == {2: ("already", 101), 3: ("pending", 0), 4: ("pending", 102),
                    5: ("invalid", None), 6: ("pending", None), 7: ("already", 102)}
-    assert loaded.pending_without_snapshot() == [Move(6, "oD")]
+    assert loaded.snapshots.missing() == [Move(6, "oD")]
     assert list(loaded.pending_moves()) == [(102, 3, "oB"), (101, 4, "oC"), (999, 6, "oD")]
 
 
 def test_record_previous_groups_touches_only_the_rows_given(loaded: Ledger) -> None:
     loaded.assign_groups({"101": 101, "102": 102, "999": 999}, {})
     loaded.record_moved([7], 1)
-    loaded.record_previous_groups({0: [3], 102: [4, 7], 101: [2]}, [2, 7])
+    loaded.snapshots.record_previous({0: [3], 102: [4, 7], 101: [2]}, [2, 7])
     got = {r.row: (r.status, r.prev_group) for r in loaded.rows()}
     assert got == {2: ("already", 101), 3: ("pending", 0), 4: ("pending", 102),
                    5: ("invalid", None), 6: ("pending", None), 7: ("moved", 102)}
-    loaded.record_previous_groups({}, [])  # nothing read back: nothing written
-    assert [(r.row, r.previous, r.status) for r in loaded.rollback_rows()] == [
+    loaded.snapshots.record_previous({}, [])  # nothing read back: nothing written
+    assert [(r.row, r.previous, r.status) for r in loaded.review.rollback_rows()] == [
         (3, 0, "pending"), (4, 102, "pending"), (7, 102, "moved")]
 
 
@@ -213,23 +214,23 @@ def test_calls_accumulate(ledger: Ledger) -> None:
 def test_meta_round_trips_json(ledger: Ledger) -> None:
     ledger.set_meta(fingerprint="abc", headers=["openid", "分组"], finished_at=None)
     ledger.set_meta(finished_at="2026-01-01T00:00:00+00:00")
-    assert ledger.meta() == {"schema": "1", "fingerprint": "abc", "headers": ["openid", "分组"],
+    assert ledger.meta() == {"schema": "2", "fingerprint": "abc", "headers": ["openid", "分组"],
                              "finished_at": "2026-01-01T00:00:00+00:00"}
 
 
 # --- creation journal --------------------------------------------------------------------------
 def test_creation_journal_states(ledger: Ledger) -> None:
-    assert ledger.creation("新组") is None
-    ledger.creation_started("新组")
-    assert ledger.creation("新组") == ("creating", None)
-    ledger.creation_finished("新组", 108)
-    assert ledger.creation("新组") == ("created", 108)
-    ledger.creation_started("满")
-    ledger.creation_failed("满", 45018, "分组数量超过上限")
-    assert ledger.creation("满") == ("failed", None)
-    ledger.creation_started("满")  # a later run tries again
-    assert ledger.creation("满") == ("creating", None)
-    assert ledger.created_groups() == [{"name": "新组", "id": 108}]
+    assert ledger.creations.get("新组") is None
+    ledger.creations.started("新组")
+    assert ledger.creations.get("新组") == ("creating", None)
+    ledger.creations.finished("新组", 108)
+    assert ledger.creations.get("新组") == ("created", 108)
+    ledger.creations.started("满")
+    ledger.creations.failed("满", 45018, "分组数量超过上限")
+    assert ledger.creations.get("满") == ("failed", None)
+    ledger.creations.started("满")  # a later run tries again
+    assert ledger.creations.get("满") == ("creating", None)
+    assert ledger.creations.created() == [{"name": "新组", "id": 108}]
 
 
 # --- lifecycle, lock, files --------------------------------------------------------------------
@@ -238,10 +239,10 @@ def test_second_open_on_the_same_dir_is_locked_out(tmp_path: Path) -> None:
     with pytest.raises(RunLockedError, match="another batchmove process is running this job"):
         Ledger(tmp_path / "run").open()
     with Ledger(tmp_path / "run").open(lock=False) as reader:  # reading without the lock is fine
-        assert reader.meta() == {"schema": "1"}
+        assert reader.meta() == {"schema": "2"}
     first.close()
     with Ledger(tmp_path / "run").open() as again:
-        assert again.meta() == {"schema": "1"}
+        assert again.meta() == {"schema": "2"}
 
 
 def test_files_are_private(tmp_path: Path) -> None:
@@ -265,7 +266,7 @@ def test_garbage_ledger_is_refused_and_releases_the_lock(tmp_path: Path) -> None
     (run_dir / LEDGER_NAME).write_bytes(b"this is not sqlite\n" * 64)
     with pytest.raises(RunStateError, match="is not a batchmove ledger") as caught:
         Ledger(run_dir).open()
-    assert type(caught.value) is RunStateError
+    assert type(caught.value) is LedgerDamagedError
     (run_dir / LEDGER_NAME).unlink()
     with Ledger(run_dir).open() as ledger:  # the failed open did not keep the lock
         assert ledger.is_empty()
@@ -289,7 +290,7 @@ def test_committed_results_are_visible_to_another_connection(loaded: Ledger) -> 
     loaded.assign_groups({"101": 101}, {})
     loaded.record_moved([2, 4], 1)
     loaded.record_failed([RowFailure(3, 40003, "invalid openid", 1)])
-    loaded.creation_started("新组")
+    loaded.creations.started("新组")
     other = sqlite3.connect(loaded.path)  # the first connection stays open (WAL)
     try:
         got = dict(other.execute("SELECT row, status FROM rows WHERE row IN (2, 3, 4)"))

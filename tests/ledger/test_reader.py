@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from batchmove.errors import RunStateError
-from batchmove.ledger.reader import LedgerReader, ledger_changed_at, run_locked
+from batchmove.ledger.lock import is_locked
+from batchmove.ledger.reader import LedgerReader, ledger_changed_at
 from batchmove.ledger.store import Ledger
 from batchmove.models import InputRow
 from batchmove.results import counts_of
@@ -63,9 +64,9 @@ def test_no_ledger_is_a_run_state_error(tmp_path: Path) -> None:
 
 
 def test_the_lock_is_seen_while_a_run_holds_it(tmp_path: Path) -> None:
-    assert not run_locked(tmp_path)
+    assert not is_locked(tmp_path)
     assert ledger_changed_at(tmp_path) is None
     with _ledger(tmp_path):
-        assert run_locked(tmp_path)
+        assert is_locked(tmp_path)
         assert ledger_changed_at(tmp_path) is not None
-    assert not run_locked(tmp_path)
+    assert not is_locked(tmp_path)

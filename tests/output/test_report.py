@@ -54,11 +54,11 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     ]
     led = make_ledger(tmp_path, HEADERS, "openid", "分组名称", rows)
     led.assign_groups({"市场部": 101}, {"销售, 北区": (None, "no such group")})
-    led.record_snapshot({2: 0, 3: 101, 7: 0})
+    led.snapshots.record_groups({2: 0, 3: 101, 7: 0})
     led.record_moved([2], 1)
     led.add_calls(Counter({"groups/members/batchupdate": 1, "user/info/batchget": 1}))
-    led.creation_started("市场部")
-    led.creation_finished("市场部", 101)
+    led.creations.started("市场部")
+    led.creations.finished("市场部", 101)
     yield led
     led.close()
 
@@ -171,8 +171,10 @@ def test_formulas_are_neutralised_everywhere(tmp_path: Path) -> None:
     assert read_csv(tmp_path / "report.csv")[:2] == [
         [*headers[:-1], "'=d", *OURS],
         [*cells, "2", "invalid", "", "", "'-bad openid", "0"]]
-    assert read_csv(tmp_path / "failed.csv") == [  # the header stays as the loader must see it
-        [*headers, "source_row", "reason"], [*cells, "2", "'-bad openid"]]
+    assert read_csv(tmp_path / "failed.csv") == [  # the header too: the loader takes ' off
+        [*headers[:-1], "'=d", "source_row", "reason"], [*cells, "2", "'-bad openid"]]
+    again = open_input(JobSpec(input=tmp_path / "failed.csv"))
+    assert again.headers == [*headers, "source_row", "reason"]
     sheet = openpyxl.load_workbook(tmp_path / "report.xlsx")["report"]
     assert sheet["F1"].value == "'=d"
     values = [c.value for c in sheet[2]]

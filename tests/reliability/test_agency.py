@@ -9,17 +9,25 @@ process per account against the platform's 20 accounts, each with its own follow
 - one `api_component_token` for the whole batch (4 processes at once share it through the
   machine's store), one `api_authorizer_token` per account, one authorizer list (the seed);
 - every rotated refresh token is the one stored;
-- the batch's summary.json counts 40,000 moved, accounts.csv has one line per account;
+- the batch's summary.json counts 40,000 moved (the sum of the accounts' own summaries),
+  accounts.csv has one line per account, and its report.csv is in.csv row for row;
 - no secret, token, ticket or refresh token in any output, run directory or report;
 - the same command again (a restart) fetches no token at all and moves no one twice.
-About 30 s on 2 cores.
+About 30 s on 2 cores. Then docs/credentials.md's rehearsal (sandbox with --platform 3, ticket
+receive, accounts sync and list, a job for every account with --parallel 2, export --account)
+runs block by block as written, in one shell (about 7 s).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -43,6 +51,7 @@ from tests.support.processes import (
     spawn,
     write_csv,
 )
+from tests.support.sandboxes import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -119,9 +128,7 @@ def test_twenty_accounts_in_one_command(platform: ThreadedSandbox, tmp_path: Pat
     assert dict(plat.authorizer_tokens) == {authorizer_appid(i): 1 for i in range(ACCOUNTS)}
     _assert_exact(platform, expected)
     _assert_refresh_tokens_stored(plat, tmp_path / "state")
-    summary = json.loads((tmp_path / "runs/nightly/summary.json").read_text())
-    assert (summary["exit_code"], summary["counts"]["moved"]) == (0, ACCOUNTS * USERS)
-    assert len((tmp_path / "runs/nightly/accounts.csv").read_text().splitlines()) == 21
+    _assert_batch_files(tmp_path / "runs/nightly")
 
     again = batchmove("run", str(job), "--parallel", "4", env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -134,6 +141,20 @@ def test_twenty_accounts_in_one_command(platform: ThreadedSandbox, tmp_path: Pat
         audit.add_child(label, child)
     audit.texts["receiver"] = said
     audit.check(plat.first)
+
+
+def _assert_batch_files(out: Path) -> None:
+    """The batch's totals are its accounts' own; its report is the input, row for row."""
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["exit_code"], summary["counts"]["moved"]) == (0, ACCOUNTS * USERS)
+    mine = [json.loads((out / a["appid"] / "summary.json").read_text())
+            for a in summary["accounts"]]
+    assert summary["counts"] == {k: sum(m["counts"][k] for m in mine) for k in summary["counts"]}
+    assert summary["rows"] == sum(m["rows"] for m in mine) == ACCOUNTS * USERS
+    assert len((out / "accounts.csv").read_text().splitlines()) == ACCOUNTS + 1
+    with (out / "report.csv").open(encoding="utf-8-sig", newline="") as handle:
+        numbers = [int(r["row"]) for r in csv.DictReader(handle)]
+    assert numbers == list(range(2, ACCOUNTS * USERS + 2))  # in.csv's own row numbers
 
 
 def _assert_exact(platform: ThreadedSandbox, expected: dict[tuple[str, str], str]) -> None:
@@ -157,3 +178,48 @@ def _assert_refresh_tokens_stored(plat: object, state_dir: Path) -> None:
     assert stored == {appid: plat.refresh_token_of(appid)  # type: ignore[attr-defined]
                       for appid in plat.accounts}  # type: ignore[attr-defined]
     assert (state_dir / "registry.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+# --- docs/credentials.md's rehearsal, as a new agency user pastes it ----------------------------
+WAIT_FOR_BOTH = ("for i in $(seq 120); do curl -s -o /dev/null http://127.0.0.1:{0}/sandbox/platform"
+                 " && curl -s -o /dev/null http://127.0.0.1:{1}/ && break; sleep 0.5; done")
+
+
+def rehearsal_script(sandbox_port: int, receiver_port: int) -> str:
+    """The rehearsal's blocks in order, in one shell, as written but for two free ports; after
+    the first, the wait a person does for both `listening on` lines; then `kill %1 %2`."""
+    text = (REPO_ROOT / "docs" / "credentials.md").read_text(encoding="utf-8")
+    section = text.partition("### Try it first against the sandbox")[2]
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    assert [lang for lang, _ in blocks] == ["sh", "sh", "toml", "sh", "sh"]
+    lines = ["set -m"]
+    for number, (lang, body) in enumerate(blocks):
+        body = body.replace("8791", str(sandbox_port)).replace("8766", str(receiver_port))
+        lines.append(f"cat > rehearsal.toml <<'TOML'\n{body}TOML" if lang == "toml" else body)
+        if number == 0:
+            lines.append(WAIT_FOR_BOTH.format(sandbox_port, receiver_port))
+    lines.append("status=$?; kill %1 %2; wait; exit $status")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_rehearsal_in_docs_credentials_runs_as_written(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WECHAT_", "BATCHMOVE_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(["bash", "-c", rehearsal_script(free_port(), free_port())],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-3000:]
+    assert "ticket received for wxcomponent000000001 at " in said
+    assert '"push":{"status":200,"answer":"success"}' in said
+    assert ("3 account(s) authorised the platform: wxauth0000000000001, wxauth0000000000002, "
+            "wxauth0000000000003") in said
+    assert "wxauth0000000000001  沙盒公众号1  0 of 100,000 used today, 100,000 left" in said
+    assert sorted(s for s in said.splitlines() if s.startswith("wxauth") and "exit" in s) == [
+        f"{authorizer_appid(i)}: exit 0 (done): finished (200 moved)" for i in range(3)]
+    assert "exported 200 followers to wxauth2.csv" in said
+    assert not [s for s in said.splitlines() if s.startswith("batchmove: ") or "Traceback" in s]
+    summary = json.loads((tmp_path / "runs/rehearsal/summary.json").read_text())
+    assert (summary["exit_code"], summary["counts"]["moved"], summary["rows"]) == (0, 600, 600)
+    assert (tmp_path / "rehearsal-state/registry.sqlite").stat().st_mode & 0o777 == 0o600

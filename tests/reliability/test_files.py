@@ -95,8 +95,8 @@ def test_everything_a_run_writes_is_owner_only(written: dict[str, dict[str, int]
     expected_files = {"ledger.sqlite", "report.csv", "report.xlsx", "failed.csv",
                       "summary.json", ".lock"}
     assert expected_files <= set(modes)
-    assert {f"history/{history}/{f}" for f in ("ledger.sqlite", "report.csv",
-                                                 "rollback.csv")} <= set(modes)
+    archived = ("ledger.sqlite", "report.csv", "rollback.csv")  # the first run's undo too
+    assert {f"history/{history}/{f}" for f in archived} <= set(modes)
     files = {name: modes[name] for name in written["files"]}
     assert files == dict.fromkeys(files, 0o600), files
     assert modes["."] == 0o700
@@ -208,11 +208,20 @@ def _refused_before_any_call(sandbox: ThreadedSandbox, tmp_path: Path, out: Path
 
 def test_report_failure_after_sending_is_not_exit_2(sandbox: ThreadedSandbox,
                                                     tmp_path: Path) -> None:
+    """report.csv cannot be written (a directory took its name while the run sent: made
+    before the run, it would be archived to history/ as an earlier run's report)."""
     run_dir = tmp_path / "run"
-    (run_dir / "report.csv").mkdir(parents=True)
     moves = sandbox.state.calls["groups/members/batchupdate"]
-    child = batchmove("run", str(_input(tmp_path, 100, "D")), "--api-base", sandbox.base_url,
-                      "--out", str(run_dir), "--yes", "--create-groups")
+    running = spawn("run", str(_input(tmp_path, 300, "D")), "--api-base", sandbox.base_url,
+                    "--out", str(run_dir), "--yes", "--create-groups", "--rate", "10")
+    while sandbox.state.calls["groups/members/batchupdate"] == moves:
+        assert running.alive()
+        time.sleep(0.01)
+    (run_dir / "report.csv").mkdir()
+    child = running.finish(120)
     sent = sandbox.state.calls["groups/members/batchupdate"] - moves
     assert "Traceback" not in child.output
-    assert child.returncode != 2 or sent == 0, (child.returncode, sent, child.stderr)
+    assert sent > 0
+    assert child.returncode == 3, child.output[-2000:]
+    assert "cannot write the reports" in child.stderr
+    assert "report: " not in child.output  # nothing claims a file it did not write

@@ -1,24 +1,29 @@
 """Hostile input: whatever the spreadsheet holds, a clear refusal or a per-row verdict.
 
 Figures:
-- 18 crafted files, each run by a real `batchmove run` process against the sandbox, with its
-  peak RSS measured by `wait4` (limit 500 MB; a watchdog kills a child past 600 MB, and an
-  address-space cap of 3 GB protects the machine): a CSV whose header has 1,000,000 columns,
-  a data row of 1,000,000 cells, a 64 MB cell, a 16 MB openid, a 60 MB unclosed quote, 16 MB
-  of quote characters, 15 MB of doubled quotes, NUL bytes at the start and after the first
-  MB, a UTF-8 file with one GBK line, formula cells (CSV and xlsx), an xlsx declaring
-  A1:XFD1048576, xlsx files with a cell at ALL1048576 or A4294967295 and no (or a false)
-  dimension, a 64 MB sheet deflated 1000:1 (zip bomb), a zip whose directory understates the
-  sheet's size, and a 3 MB workbook whose sheet unpacks to 2,000,000 rows.
+- 23 crafted files, each run by a real `batchmove run` process against the sandbox, with its
+  peak RSS measured (VmHWM; limit 500 MB; a watchdog kills a child past 600 MB, and an
+  address-space cap of 3 GB protects the machine), and every refusal within 10 s: a CSV whose
+  header has 1,000,000 columns, data rows of 1,000,000 and 7,000,000 cells, a 1 GiB line (of
+  29-byte cells), a 1 GiB cell, a quoted cell opened and never closed for 1 GiB (those three
+  generated a MB at a time in the test's tmp dir, refused once 16 MB are read: 0.6-1.2 s, 47
+  MB), a 15 MB cell, a 15 MB openid, a 12 MB unclosed quote, 16 MB of quote characters, 15 MB
+  of doubled quotes, NUL bytes at the start and after the first MB, a UTF-8 file with one GBK
+  line, formula cells (CSV and xlsx), an xlsx declaring A1:XFD1048576, an xlsx whose header
+  has Excel's 16,384 columns (no cell references), xlsx files with a cell at ALL1048576 or
+  A4294967295 and no (or a false) dimension, a 64 MB sheet deflated 1000:1 (zip bomb), a zip
+  whose directory understates the sheet's size, and a 3 MB workbook whose sheet unpacks to
+  2,000,000 rows.
 - hypothesis, in-process (derandomized): 900 byte strings assembled from hostile pieces
   (quotes, delimiters, BOMs, NUL/ESC, GBK and UTF-8 fragments, 1,500-byte runs), 300 each as
   .csv/.tsv/.txt; 160 generated tables (80 CSV, 80 XLSX) through the loader; 60 generated
   tables end to end through `run_job` against the sandbox (formulas, blanks, NA/null, 黑名单,
   over-long names, 2,000-character cells).
 Verdicts: exit 2 with one `batchmove: ` line (no traceback, no Rust backtrace), or exit 0/1
-with every row in the report with a final status and every formula neutralised. Five
-files once exposed five bugs, now regression tests (control characters, mixed encodings,
-far-away cells, rows beyond Excel's). About 40 s.
+with every row in the report with a final status and every formula neutralised. Six
+files once exposed six bugs, now regression tests (control characters, mixed encodings,
+far-away cells, rows beyond Excel's, a 1 GiB line: 333 s and 19.7 GB, an xlsx header of
+16,384 columns: 560 MB). About 40 s.
 """
 
 from __future__ import annotations
@@ -69,7 +74,8 @@ FOLLOWERS = sandbox_openids(2_000, SEED)
 HEADER = b"openid,group_name,note\n"
 GOOD = b"".join(f"{o},G{i % 3},n{i}\n".encode() for i, o in enumerate(FOLLOWERS[:100]))
 WATCHDOG_MB = 600
-UNCLOSED = 60 << 10  # 1 KB lines after the unclosed quote: 60 MB
+REFUSAL_S = 10  # a pathological file is refused within this, whatever its size
+UNCLOSED = 12 << 10  # 1 KB lines after the unclosed quote: 12 MB
 PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 
 
@@ -252,23 +258,60 @@ def _tail(n: int, tail: bytes) -> bytes:
     return HEADER + GOOD + FOLLOWERS[n].encode() + tail
 
 
+def _huge(name: str, n: int, start: bytes, piece: bytes, size: int) -> Callable[[Path], Path]:
+    """HEADER, the 100 good rows, then follower n's row: `start`, then `piece` repeated to
+    `size` bytes, then a newline; written a MB at a time (the 1 GiB files never sit in
+    memory, here or in batchmove)."""
+
+    def build(tmp: Path) -> Path:
+        path = tmp / name
+        per_block = max(1, (1 << 20) // len(piece))
+        blocks, rest = divmod(size // len(piece), per_block)
+        with path.open("wb") as f:
+            f.write(HEADER + GOOD + FOLLOWERS[n].encode() + start)
+            for _ in range(blocks):
+                f.write(piece * per_block)
+            f.write(piece * rest + b"\n")
+        return path
+
+    return build
+
+
+def _wide_header_xlsx(tmp: Path) -> Path:
+    """16,384 header cells (Excel's every column) without references, then 1,000 rows of two."""
+    parts = [row(["openid", "group_name", *(f"c{i}" for i in range(16_382))])]
+    parts += [row([o, "G1"]) for o in FOLLOWERS[:1_000]]
+    return write_xlsx(tmp / "xfd_columns.xlsx", parts)
+
+
 CASES = [
     Case("header_1m_columns",
          _csv("wide.csv", lambda: b",".join(b"c%d" % i for i in range(1_000_000)) + b"\n"
               + GOOD), "refused", "columns"),
     Case("row_1m_cells", _csv("row.csv", lambda: HEADER + GOOD + b"x," * 999_999 + b"x\n"),
          "rows", rows=101, check=_row_verdict(102, "row has 1000000 cells, the header has 3")),
-    Case("giant_64mb_cell", _csv("giant.csv", lambda: _tail(500, b",G1," + b"y" * (64 << 20)
+    Case("giant_15mb_cell", _csv("giant.csv", lambda: _tail(500, b",G1," + b"y" * (15 << 20)
                                                             + b"\n")),
          "rows", rows=101, check=_giant_note_truncated),
-    Case("giant_16mb_openid",
-         _csv("giant_openid.csv", lambda: HEADER + GOOD + b"o" * (16 << 20) + b",G1,n\n"),
+    Case("giant_15mb_openid",
+         _csv("giant_openid.csv", lambda: HEADER + GOOD + b"o" * (15 << 20) + b",G1,n\n"),
          "rows", rows=101, check=_giant_openid_invalid),
     # the lines after an unclosed quote are rows of their own: 1 KB lines keep them few
-    Case("unclosed_quote_60mb",
+    Case("unclosed_quote_12mb",
          _csv("unclosed.csv", lambda: _tail(501, b',G1,"' + (b"z" * 1000 + b",\n") * UNCLOSED)),
          "rows", rows=100 + UNCLOSED,  # its first 1 KB line is row 102
          check=_row_verdict(102, "a quoted cell is not closed on its line")),
+    # what no row of a spreadsheet is: refused once 16 MB of it are read
+    Case("line_1gib", _huge("line.csv", 510, b",G1,", b"abcdefghijklmnopqrstuvwxyz01,",
+                            1 << 30), "refused", "line 102 is longer than 16 MB"),
+    Case("cell_1gib", _huge("cell.csv", 511, b",G1,", b"y", 1 << 30), "refused",
+         "line 102 is longer than 16 MB"),
+    Case("quoted_cell_1gib", _huge("quoted.csv", 512, b',G1,"', b"z" * 1000 + b"\n", 1 << 30),
+         "refused", "line 102 opens a quoted cell that is not closed within 16 MB"),
+    Case("row_7m_cells", _huge("cells.csv", 513, b",G1,", b"x,", 7_000_000 * 2), "rows",
+         rows=101, check=_row_verdict(102, "row has 7000003 cells, the header has 3")),
+    Case("xlsx_16384_columns", _wide_header_xlsx, "refused",
+         "has a row of about 16384 cells; at most 1000 columns"),
     Case("quote_storm_16mb",
          _csv("quotes.csv", lambda: _tail(502, b",G1," + b'"' * (16 << 20) + b"\n")), "either"),
     Case("doubled_quotes_15mb",
@@ -315,6 +358,8 @@ def test_hostile_file_gets_a_clear_verdict(case: Case, sandbox: ThreadedSandbox,
           f"{child.seconds:.1f} s")
     assert not child.killed_by_watchdog, f"grew past {WATCHDOG_MB} MB"
     assert child.peak_rss_mb < RSS_LIMIT_MB
+    if case.verdict == "refused":
+        assert child.seconds < REFUSAL_S, f"refused after {child.seconds:.1f} s"
     assert "Traceback" not in child.output
     assert "stack backtrace" not in child.output
     assert child.returncode in (0, 1, 2), child.stderr[-2000:]

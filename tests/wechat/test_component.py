@@ -11,7 +11,7 @@ import pytest
 
 from batchmove.errors import FatalApiError, UsageError
 from batchmove.models import Credentials
-from batchmove.registry import Registry
+from batchmove.registry import Registry, SharedTokens, account_key
 from batchmove.registry.platform import RegistryPlatformStore
 from batchmove.sandbox import PlatformConfig, RunningSandbox, authorizer_appid, running_sandbox
 from batchmove.sandbox.platform import DEFAULT_COMPONENT_APPID, DEFAULT_COMPONENT_SECRET
@@ -49,8 +49,17 @@ def store_in(directory: Path) -> RegistryPlatformStore:
     return RegistryPlatformStore(Registry(directory))
 
 
-def expire(store: RegistryPlatformStore, kind: str) -> None:
-    store.put_token(DEFAULT_COMPONENT_APPID, kind, "gone", time.time() - 1)
+def account_tokens(sb: RunningSandbox, src: ComponentTokenSource,
+                   directory: Path) -> SharedTokens:
+    """The account's slot, as a run's client has it (`engine.backend`, `registry.account_of`)."""
+    return SharedTokens(Registry(directory), account_key(
+        sb.base_url, "component", src.component.appid, src.authorizer))
+
+
+def forget_token(sb: RunningSandbox, appid: str, directory: Path) -> None:
+    """The authorizer token cached for `appid` has expired (its slot is empty)."""
+    account = account_key(sb.base_url, "component", DEFAULT_COMPONENT_APPID, appid)
+    SharedTokens(Registry(directory), account).forget()
 
 
 def source(tmp_path: Path, sb: RunningSandbox, appid: str = A,
@@ -59,8 +68,14 @@ def source(tmp_path: Path, sb: RunningSandbox, appid: str = A,
     return component_source(creds, appid, store or store_in(tmp_path / "state"), ENV)
 
 
-async def groups_with(sb: RunningSandbox, src: ComponentTokenSource) -> list[str]:
-    async with WeChatClient(sb.base_url, src) as client:
+async def groups_with(sb: RunningSandbox, src: ComponentTokenSource,
+                      directory: Path | None = None) -> list[str]:
+    """groups/get as a run's client sends it: the account's token cached in `directory`'s
+    registry (the store's own), if any."""
+    if directory is None and isinstance(src.component.store, RegistryPlatformStore):
+        directory = src.component.store.registry.directory
+    tokens = account_tokens(sb, src, directory) if directory is not None else None
+    async with WeChatClient(sb.base_url, src, token_store=tokens) as client:
         return [g.name for g in await client.get_groups()]
 
 
@@ -89,10 +104,22 @@ async def test_a_restart_reuses_the_stored_tokens_then_the_stored_refresh_token(
     assert (p.calls["api_component_token"], p.authorizer_tokens[A]) == (1, 1)
     # the cached authorizer token has expired: the stored (rotated) refresh token is used
     store = store_in(tmp_path / "state")
-    expire(store, f"authorizer:{A}")
+    forget_token(platform, A, tmp_path / "state")
     await groups_with(platform, source(tmp_path, platform, store=store))
     assert (p.authorizer_tokens[A], p.calls["api_get_authorizer_list"]) == (2, 1)
     assert store.refresh_token(DEFAULT_COMPONENT_APPID, A) == p.refresh_token_of(A)
+
+
+async def test_an_authorizer_token_is_kept_once_in_the_accounts_own_slot(
+        tmp_path: Path, platform: RunningSandbox) -> None:
+    src = source(tmp_path, platform)
+    await groups_with(platform, src)
+    issued = set(plat(platform).accounts[A].state.issued_tokens)
+    db = Registry(tmp_path / "state").conn
+    rows = [(account, kind) for account, kind, value in db.execute(
+        "SELECT account, kind, value FROM tokens") if value in issued]
+    assert rows == [(account_tokens(platform, src, tmp_path / "state").account, "access")]
+    assert not db.execute("SELECT 1 FROM tokens WHERE kind LIKE 'authorizer%'").fetchall()
 
 
 async def test_a_refresh_token_rotated_elsewhere_is_found_again_in_the_list(
@@ -108,7 +135,7 @@ async def test_a_revoked_account_is_one_clear_error(tmp_path: Path,
     await groups_with(platform, source(tmp_path, platform))
     plat(platform).revoke(A)
     store = store_in(tmp_path / "state")
-    expire(store, f"authorizer:{A}")
+    forget_token(platform, A, tmp_path / "state")
     with pytest.raises(FatalApiError, match="61003") as caught:
         await groups_with(platform, source(tmp_path, platform, store=store))
     assert caught.value.exit_code == 3

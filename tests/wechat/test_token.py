@@ -23,6 +23,7 @@ from batchmove.wechat.token import (
     Token,
     TokenManager,
     TokenSource,
+    last_words,
     token_source_from,
 )
 
@@ -196,6 +197,48 @@ async def test_command_source_failures_are_fatal_and_quiet(command: str, message
         await CommandTokenSource(command, timeout=0.2).fetch(no_http)
     assert "leaked-output" not in str(exc_info.value)
     assert "abc" not in str(exc_info.value)
+
+
+SECRET_IN_STDERR = "tok-Secret-9fQ2xL7pW3vB8nK4"
+
+
+async def test_command_stderr_is_never_passed_on(capfd: pytest.CaptureFixture[str]) -> None:
+    """A helper that chats on stderr (here: the secret it used) while printing the token:
+    nothing reaches batchmove's own stderr or stdout."""
+    command = (f"{PY} -c \"import sys; print('using {SECRET_IN_STDERR}', file=sys.stderr); "
+               "print('tok-123')\"")
+    assert await CommandTokenSource(command).fetch(no_http) == Token("tok-123")
+    out, err = capfd.readouterr()
+    assert SECRET_IN_STDERR not in out + err
+    assert (out, err) == ("", "")
+
+
+async def test_failing_command_is_told_by_status_and_redacted_last_line(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    command = (f"{PY} -c \"import sys; print('first line', file=sys.stderr); "
+               f"print('vault said no to {SECRET_IN_STDERR} at "
+               "https://vault.example/v1?secret=abc', file=sys.stderr); sys.exit(4)\"")
+    with pytest.raises(FatalApiError) as exc_info:
+        await CommandTokenSource(command).fetch(no_http)
+    message = str(exc_info.value)
+    assert message.endswith("exited with status 4: vault said no to *** at "
+                            "https://vault.example/v1?secret=***")
+    assert SECRET_IN_STDERR not in message
+    assert "abc" not in message
+    assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(("stderr", "said"), [
+    (b"", ""),
+    (b"\n\n  \n", ""),
+    (b"one\ntwo  \n\n", "two"),
+    (b"token=Zq7Vb2Lk9Xw4Pd8N9x0 refused", "token=*** refused"),
+    (b"internationalization authentication failed", "internationalization authentication failed"),
+    (b"x" * 500, "x" * 160),
+    (b"\xff\xfe broken", "\ufffd\ufffd broken"),
+])
+def test_last_words(stderr: bytes, said: str) -> None:
+    assert last_words(stderr) == said
 
 
 def test_reprs_hide_secrets() -> None:
