@@ -136,9 +136,10 @@ class PlanGroups(TypedDict, total=False):
 
 class QuotaFit(TypedDict):
     needed: int
-    remain: int
+    remain: int  # today's calls left, as openapi/quota/get said
+    others: int  # of them, what the other runs registered on the account will still make
     daily_limit: int
-    fits_today: bool
+    fits_today: bool  # needed <= remain - others
     days: int
 
 

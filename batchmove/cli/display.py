@@ -116,8 +116,9 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"  estimated duration: {plan.estimated_duration_s} s")
     for endpoint, fit in plan.quota.items():
         verdict = "fits today" if fit["fits_today"] else f"needs {fit['days']} days"
+        others = f" ({fit['others']} of them planned by other runs)" if fit["others"] else ""
         lines.append(f"  quota {endpoint}: needs {fit['needed']}, {fit['remain']} left "
-                     f"today: {verdict}")
+                     f"today{others}: {verdict}")
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
 

@@ -274,14 +274,16 @@ def _quota_fit(calls: Mapping[str, int],
         if quota is None:
             continue
         remain, limit = int(quota.get("remain", 0)), int(quota.get("daily_limit", 0))
-        if needed <= remain:
+        others = int(quota.get("others", 0))  # the other registered runs' calls come first
+        free = max(0, remain - others)
+        if needed <= free:
             days = 1
         elif limit > 0:
-            days = 1 + math.ceil((needed - remain) / limit)
+            days = 1 + math.ceil((needed - free) / limit)
         else:
             days = 0  # never fits: WeChat gives this account no quota for it
-        fit[endpoint] = {"needed": needed, "remain": remain, "daily_limit": limit,
-                         "fits_today": needed <= remain, "days": days}
+        fit[endpoint] = {"needed": needed, "remain": remain, "others": others,
+                         "daily_limit": limit, "fits_today": needed <= free, "days": days}
     return fit
 
 

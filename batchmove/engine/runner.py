@@ -30,6 +30,7 @@ from typing import Generic, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
+from batchmove.engine.lanes import Lanes
 from batchmove.engine.planner import split
 from batchmove.errors import (
     ApiError,
@@ -118,7 +119,7 @@ class Runner(Generic[T]):
     grace: float = 5.0  # seconds in-flight calls get to finish once a stop is asked
 
     def __post_init__(self) -> None:
-        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+        self._queue = Lanes()
         self._crash: BaseException | None = None
         self._stop = asyncio.Event()
         self._taken = asyncio.Event()  # a worker took a batch: room for the feeder
@@ -144,10 +145,17 @@ class Runner(Generic[T]):
         """Batches waiting for a worker."""
         return self._queue.qsize()
 
-    def submit(self, batch: Batch) -> None:
+    @property
+    def queued_first(self) -> int:
+        """Batches waiting in the first lane (see `submit`)."""
+        return self._queue.first
+
+    def submit(self, batch: Batch, *, first: bool = False) -> None:
         """One more batch, from a callback while the run is on (e.g. moves once their users'
-        snapshot is committed); submitted before the callback returns, it is waited for."""
-        self._queue.put_nowait(batch)
+        snapshot is committed); submitted before the callback returns, it is waited for.
+        `first`: before every batch queued without it (the moves that reads feed go before
+        more reads, so what was read is moved at once and no read waits for nothing)."""
+        self._queue.put(batch, first=first)
 
     async def run(self, batches: Iterable[Batch], lookahead: int = 0) -> RunOutcome:
         """Send every batch; with `lookahead`, `batches` is drawn lazily, keeping at most
@@ -158,9 +166,9 @@ class Runner(Generic[T]):
         try:
             await asyncio.wait({joined, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if self.stopping:
-                self._drain()
+                self._queue.drain()
                 for _ in workers:  # idle workers leave at once; busy ones after their call
-                    self._queue.put_nowait(None)
+                    self._queue.put(None)
                 if not self._abort_now:
                     await asyncio.wait(workers, timeout=self.grace)
         finally:
@@ -173,18 +181,13 @@ class Runner(Generic[T]):
 
     async def _feed_then_join(self, batches: Iterator[Batch], lookahead: int) -> None:
         for batch in batches:
-            self._queue.put_nowait(batch)
+            self._queue.put(batch)
             while lookahead and self._queue.qsize() >= lookahead and not self.stopping:
                 self._taken.clear()
                 await self._taken.wait()
             if self.stopping:
                 return
         await self._queue.join()
-
-    def _drain(self) -> None:
-        while not self._queue.empty():
-            self._queue.get_nowait()
-            self._queue.task_done()
 
     # --- workers ----------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -249,7 +252,7 @@ class Runner(Generic[T]):
         elif (isinstance(exc, RowError) and self.bisect and exc.errcode in BISECT_ERRCODES
               and len(batch) > 1):
             for half in split(batch):
-                self._queue.put_nowait(half)
+                self._queue.put(half, first=True)
         else:  # a RowError, or an errcode missing from the table: report it, go on
             self._fail(batch, exc, attempts)
 

@@ -1,12 +1,15 @@
 """What a run shares with the other runs of its account: who it moves, and its rate's start.
 
-- `claimed`: a run registers its pending users in the registry before it sends anything and
-  removes the registration when it ends, however it ends (a SIGKILLed run's registration lapses
-  with its pid). Another live run on the account moving any of the same users refuses the run
-  (UsageError, exit 2, nothing sent) unless `allow_overlap`.
-- `seed_rates`: under `rate = "auto"`, one `openapi/quota/get` per endpoint about to be used:
-  its `rate_limit` (when WeChat reports one) is where the endpoint's rate starts, and its
-  `remain` is today's quota view (0 for the move endpoint stops the run before it starts).
+- `claimed`: a run registers (where its ledger is, and how many users) in the registry before
+  it moves anyone and removes the registration when it ends, however it ends (a SIGKILLed
+  run's registration lapses with its pid). Another live run on the account moving any of the
+  same users refuses the run (UsageError, exit 2, nothing sent) unless `allow_overlap`.
+- `seed_rates`: under `rate = "auto"`, one `openapi/quota/get` per endpoint about to be used
+  (at once): its `rate_limit` (when WeChat reports one) is where the endpoint's rate starts
+  (the groups backend's snapshot reads, which feed the moves, start at twice the pace the
+  moves take their users), and its `remain`, less what the other runs registered on the account
+  still plan to send, is today's quota view: nothing left for the move endpoint stops the run
+  before it starts (exit 3, resumable).
 - `account_status`: what the registry knows of the account (runs, sharers, rates, spent).
 
 An embedded sandbox (`api_base = "sandbox"`) is an account of its own for one run: nothing is
@@ -15,8 +18,10 @@ claimed for it and nothing overlaps it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
@@ -24,19 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.engine.backend import gate_of
-from batchmove.engine.planner import backend_endpoints, move_calls
+from batchmove.engine.planner import backend_endpoints, move_calls, snapshot_calls
 from batchmove.engine.runner import RetryPolicy, with_retries
 from batchmove.errors import ApiError, DailyQuotaError, UsageError
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load
 from batchmove.ledger.store import LEDGER_NAME, Ledger
-from batchmove.models import SANDBOX, JobSpec
-from batchmove.registry import Claims, Registry, account_of
+from batchmove.models import MAX_USER_INFO_BATCH, SANDBOX, JobSpec
+from batchmove.registry import Claims, InLedger, Registry, account_of
 from batchmove.registry.aimd import start_rate
 from batchmove.registry.budget import history, sharing, spent_today
 from batchmove.results import AccountStatus, Overlap
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.quota import Quota
+
+SNAPSHOT_ENDPOINT = "user/info/batchget"
 
 
 @contextmanager
@@ -49,8 +56,9 @@ def claimed(spec: JobSpec, ledger: Ledger) -> Iterator[list[Overlap]]:
     claims = Claims(registry, account_of(spec))
     run_dir = spec.out_dir
     try:
-        overlaps = claims.register(run_dir, spec.name, ledger.pending_openids(),
-                                   planned=_planned(spec, ledger))
+        targets = ledger.pending_targets()
+        overlaps = claims.register(run_dir, spec.name, _in_ledger(ledger, targets),
+                                   planned=_planned(spec, targets))
         if overlaps and not spec.allow_overlap:
             raise UsageError(describe_overlap(overlaps) + "; nothing was sent. Wait for it to "
                              "end, or pass --allow-overlap (allow_overlap = true) if both "
@@ -69,7 +77,8 @@ def overlaps_of(spec: JobSpec, ledger: Ledger, scratch: Path) -> list[Overlap]:
     registry = Registry()
     claims = Claims(registry, account_of(spec))
     try:
-        return [o for o in claims.register(scratch, spec.name, ledger.pending_openids())
+        users = _in_ledger(ledger, ledger.pending_targets())
+        return [o for o in claims.register(scratch, spec.name, users)
                 if o.run_dir != str(Path(spec.out_dir).absolute())]
     finally:
         claims.release(scratch)
@@ -93,7 +102,7 @@ def claim_job(spec: JobSpec, state: str, rows_dir: Path | None = None) -> list[O
         try:
             return Claims(registry, account_of(spec)).register(
                 spec.out_dir, spec.name, ledger.pending_openids(), state=state,
-                planned=_planned(spec, ledger))
+                planned=_planned(spec, ledger.pending_targets()))
         finally:
             registry.close()
 
@@ -107,6 +116,18 @@ def release_job(spec: JobSpec) -> None:
         registry.close()
 
 
+def planned_by_others(spec: JobSpec) -> dict[str, int]:
+    """Calls per endpoint the other runs registered on the job's account will still make
+    (planned less sent so far): the plan's quota view subtracts them from today's remain."""
+    if spec.api_base == SANDBOX:
+        return {}
+    registry = Registry()
+    try:
+        return Claims(registry, account_of(spec)).to_spend(spec.out_dir)
+    finally:
+        registry.close()
+
+
 def describe_overlap(overlaps: list[Overlap]) -> str:
     first = overlaps[0]
     more = f" (and {len(overlaps) - 1} more runs)" if len(overlaps) > 1 else ""
@@ -114,9 +135,18 @@ def describe_overlap(overlaps: list[Overlap]) -> str:
             f"{first.job!r} in {first.run_dir}{more}")
 
 
-def _planned(spec: JobSpec, ledger: Ledger) -> dict[str, int]:
-    endpoint = backend_endpoints(spec)["move"]
-    return {endpoint: move_calls(ledger.pending_targets(), spec.batch_size)}
+def _in_ledger(ledger: Ledger, targets: Counter[str]) -> InLedger:
+    return InLedger(ledger.path.parent, sum(targets.values()))
+
+
+def _planned(spec: JobSpec, targets: Counter[str]) -> dict[str, int]:
+    """The calls a run will make, as its registration tells the other runs: its moves, and
+    the groups backend's snapshot reads (the tags backend's untagging is known only once its
+    snapshot is read)."""
+    planned = {backend_endpoints(spec)["move"]: move_calls(targets, spec.batch_size)}
+    if spec.snapshot and spec.backend == "groups":
+        planned[SNAPSHOT_ENDPOINT] = snapshot_calls(sum(targets.values()))
+    return planned
 
 
 async def seed_rates(client: WeChatClient, spec: JobSpec, endpoints: list[str]) -> None:
@@ -124,24 +154,46 @@ async def seed_rates(client: WeChatClient, spec: JobSpec, endpoints: list[str]) 
     gate = gate_of(client)
     if gate is None or not spec.auto_rate:
         return
-    alone = gate.budget.fixed_rate is None and sharing(gate.budget.registry,
-                                                        gate.budget.account) <= 1
+    budget = gate.budget
+    alone = budget.fixed_rate is None and sharing(budget.registry, budget.account) <= 1
+    quotas = await asyncio.gather(*(_quota(client, spec, e) for e in endpoints))
     move = backend_endpoints(spec)["move"]
-    for endpoint in endpoints:
-        try:
-            quota: Quota | None = await with_retries(partial(client.get_quota, endpoint),
-                                                     RetryPolicy(attempts=spec.retries))
-        except DailyQuotaError:
-            raise
-        except ApiError:  # not every account may read its quotas: the safe start
-            quota = None
-        if quota is not None and endpoint == move and quota.daily_limit and not quota.remain:
-            raise DailyQuotaError(45009, "today's quota of this endpoint is used up "
-                                         "(openapi/quota/get)", endpoint)
-        rate, ceiling = start_rate(quota.call_count if quota else None,
-                                   quota.refresh_second if quota else None)
+    found = dict(zip(endpoints, quotas, strict=True))
+    _check_move_quota(found.get(move), move, Claims(budget.registry, budget.account)
+                      .to_spend(spec.out_dir).get(move, 0))
+    starts = {e: start_rate(q.call_count if q else None, q.refresh_second if q else None)
+              for e, q in found.items()}
+    feed = 2 * starts[move][0] * spec.batch_size / MAX_USER_INFO_BATCH if move in starts else 0.0
+    for endpoint, (rate, ceiling) in starts.items():
+        if endpoint == SNAPSHOT_ENDPOINT and ceiling is None:  # reads feed the moves:
+            rate = max(rate, feed)  # twice what the moves' start takes: a backlog builds
+        quota = found[endpoint]
         gate.seed(endpoint, min(rate, spec.max_rate), ceiling,
                   quota.refresh_second if quota else None, alone=alone)
+
+
+async def _quota(client: WeChatClient, spec: JobSpec, endpoint: str) -> Quota | None:
+    try:
+        return await with_retries(partial(client.get_quota, endpoint),
+                                  RetryPolicy(attempts=spec.retries))
+    except DailyQuotaError:
+        raise
+    except ApiError:  # not every account may read its quotas: the safe start
+        return None
+
+
+def _check_move_quota(quota: Quota | None, endpoint: str, others: int) -> None:
+    """Stop before the start when today's move calls are used up, or all spoken for by the
+    other runs registered on the account."""
+    if quota is None or not quota.daily_limit:
+        return
+    if not quota.remain:
+        raise DailyQuotaError(45009, "today's quota of this endpoint is used up "
+                                     "(openapi/quota/get)", endpoint)
+    if quota.remain <= others:
+        raise DailyQuotaError(None, f"the {quota.remain:,} calls left today are all planned "
+                                    f"by other runs on this account ({others:,} calls)",
+                              endpoint)  # no errcode: the quota view said so, not WeChat
 
 
 def sending_endpoints(spec: JobSpec) -> list[str]:
@@ -151,7 +203,7 @@ def sending_endpoints(spec: JobSpec) -> list[str]:
     if spec.backend == "tags" and spec.untag:
         sending.append(endpoints["untag"])
     if spec.snapshot:
-        sending.append("user/info/batchget")
+        sending.append(SNAPSHOT_ENDPOINT)
     return sending
 
 

@@ -22,6 +22,7 @@ from batchmove.engine.sharing import (
     describe_overlap,
     expected_rates,
     overlaps_of,
+    planned_by_others,
 )
 from batchmove.engine.signals import signal_stop
 from batchmove.errors import (
@@ -103,6 +104,9 @@ async def plan_of(client: WeChatClient, ledger: Ledger, spec: JobSpec, resolutio
                           rates=expected_rates(spec), sharing=others, count=count)
     if quotas:
         found = await fetch_quotas(client, [e for e in plan.calls if e != "total"], spec)
+        for endpoint, calls in planned_by_others(spec).items():  # today's calls they take
+            if endpoint in found:
+                found[endpoint]["others"] = calls
         plan = summarize_plan(counts, targets, spec, found, invalid, tags,
                               expected_rates(spec, found), others, count)
     return replace(plan, warnings=[*plan.warnings, warning]) if warning else plan

@@ -227,6 +227,11 @@ def _verdict(counts: Counter[str], reason: StopReason, error: BatchmoveError | N
     tally = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
     if reason in (StopReason.FATAL, StopReason.STORAGE) and error is not None:
         return EXIT_STOPPED, f"stopped: {error.message} ({tally})"
+    if (reason is StopReason.DAILY_QUOTA and isinstance(error, ApiError)
+            and error.errcode is None):  # the quota view stopped it, not WeChat
+        return EXIT_STOPPED, (f"stopped before moving anyone: {error.errmsg}; run the same "
+                              f"command again once they are done (or tomorrow) to resume "
+                              f"({tally})")
     if reason in _STOP_MESSAGES:
         code = {StopReason.SIGINT: EXIT_SIGINT, StopReason.SIGTERM: EXIT_SIGTERM}.get(
             reason, EXIT_STOPPED)

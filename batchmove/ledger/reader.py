@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,14 @@ class LedgerReader:
             f"ELSE reason END FROM rows WHERE status IN ({marks}) ORDER BY row "
             "LIMIT ? OFFSET ?", (*wanted, max(1, min(limit, 500)), max(0, offset)))
         return [ListedRow(*r) for r in cur]
+
+    def moving_openids(self, since: float, page: int = 20_000) -> Iterator[list[str]]:
+        """The openids a running run moves: its pending rows and the rows it settled since
+        `since` (wall-clock seconds: when it registered on its account), a page at a time."""
+        after = 0
+        while found := self.conn.execute(
+                "SELECT row, openid FROM rows WHERE row > ? AND (status = 'pending' OR "
+                "(status IN ('moved', 'failed') AND updated_at >= ?)) ORDER BY row LIMIT ?",
+                (after, since, page)).fetchall():
+            yield [openid for _, openid in found]
+            after = found[-1][0]

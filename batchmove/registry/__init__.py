@@ -5,13 +5,13 @@ token-server jobs) find each other in one SQLite file in the state directory
 (`BATCHMOVE_STATE_DIR`; see `store`). It holds:
 
 - `budget`: the rate budget, one schedule of call slots per account and endpoint shared by every
-  process, with leases that lapse when their process dies; `aimd` moves the rate under
-  `rate = "auto"`; `gate` is the client's `RateGate` over it;
+  process whatever its rate setting, with leases that lapse when their process dies; `aimd`
+  moves the rate under `rate = "auto"`; `gate` is the client's `RateGate` over it; the calls
+  each process sent, per endpoint (the account's day, and its run's own);
 - `tokens`: one cached access token per account (and other kinds of tokens for third-party
   platforms), fetched single-flight across processes;
-- `quota`: today's quota per endpoint, as `openapi/quota/get` said and as the machine's runs
-  have spent since;
-- `claims`: who is moving whom, so `plan` reports overlapping runs and `run` refuses them.
+- `claims`: who is moving whom, so `plan` reports overlapping runs and `run` refuses them, and
+  what each run plans to send, so `plan` and the runs see what is left of today's quota.
 
 It sits beside the ledger in the layers: below the engine (which wires it into the client
 through `wechat.gate`'s Protocols), above `wechat`.
@@ -24,7 +24,7 @@ import os
 from batchmove.models import JobSpec
 from batchmove.registry.aimd import SAFE_START
 from batchmove.registry.budget import Budget
-from batchmove.registry.claims import Claims
+from batchmove.registry.claims import Claims, InLedger
 from batchmove.registry.gate import SharedGate
 from batchmove.registry.store import Registry, account_key, state_dir
 from batchmove.registry.tokens import SharedTokens
@@ -34,6 +34,7 @@ __all__ = [
     "AccountRun",
     "Budget",
     "Claims",
+    "InLedger",
     "Overlap",
     "Registry",
     "SharedGate",

@@ -2,18 +2,25 @@
 
 AIMD, as in Netflix's concurrency-limits, with TCP's slow start in front:
 
-- start from `quota/get`'s `rate_limit` (call_count / refresh_second, less 2% so a token
-  bucket's burst never tips a window over) when WeChat reports one, else from `SAFE_START`;
+- start from `quota/get`'s `rate_limit` (call_count / refresh_second, less 2%, and at least 2
+  calls/s less, as a fixed `rate` above 8 is: slots may be used one slot late, so a second
+  can hold rate + 2 calls; the 2% keeps a long window's count clear of the latency's jitter)
+  when WeChat reports one, else from `SAFE_START`;
 - slow start: +1 call/s per clean answer (the rate doubles every second) until the first sign
   of congestion, then additive increase: +`ADDITIVE` calls/s per second of clean answers;
-- on 45011, -1 or latency that has doubled: halve, at most once per `COOLDOWN`, and never below
-  90% of the goodput of the last `GOODPUT_S` seconds (a limit enforced in fixed windows fills its
-  window whatever the rate, so its goodput *is* the limit: halving below it only loses time);
+- on 45011, -1 or latency that has doubled: halve, at most once per `COOLDOWN` and once per run
+  of 45011s (no clean answer between them: a hidden window may stay closed for seconds, and
+  cuts 1 s apart, each under a goodput that sinks while nothing gets through, took the rate to
+  ~40/s and left it 10 s climbing back), and never below 90% of the goodput of the last
+  `GOODPUT_S` seconds (a limit enforced in fixed windows fills its window whatever the rate,
+  so its goodput *is* the limit: halving below it only loses time);
 - never above `max_rate`, nor above the reported (or configured) ceiling.
 
 A 45011 is also a pause: every sender of the endpoint holds until `paused_until`, first
-`PROBE_START` seconds, doubling while the answers stay 45011, never longer than the window (the
-next minute where the window is unknown); the call that got it is retried, never lost.
+`PROBE_START` seconds, doubling while the answers stay 45011, never longer than the window, nor
+than `PROBE_MAX` where the window is unknown (a hidden window may turn any moment: a pause that
+doubled to 4 s waited ~2 s past a 5 s window's turn on average, and 45011 costs one call a
+probe); the call that got it is retried, never lost.
 
 The state lives in the registry (`BucketState`), shared by every process of the account; each
 process reports what it saw (`Report`) when it takes its next slots.
@@ -28,6 +35,7 @@ MIN_RATE = 1.0
 ADDITIVE = 5.0  # calls/s gained per second of clean answers
 COOLDOWN = 1.0  # seconds: one cut per congestion episode
 PROBE_START = 0.25  # seconds: the first pause after a 45011
+PROBE_MAX = 1.0  # seconds: the longest pause while the window is unknown
 GOODPUT_S = 5.0
 CEILING_SHARE = 0.98  # of a reported rate_limit
 
@@ -66,7 +74,8 @@ class Report:
 def start_rate(call_count: int | None, refresh_second: float | None) -> tuple[float, float | None]:
     """The first rate and the ceiling: from a reported rate_limit, or the safe start."""
     if call_count and refresh_second:
-        ceiling = CEILING_SHARE * call_count / refresh_second
+        limit = call_count / refresh_second
+        ceiling = min(CEILING_SHARE * limit, limit - 2) if limit > 8 else CEILING_SHARE * limit
         return ceiling, ceiling
     return SAFE_START, None
 
@@ -82,11 +91,15 @@ def apply(state: BucketState, report: Report, now: float, max_rate: float,
           to_next_minute: float) -> BucketState:
     """The bucket after one process's report."""
     state = _count(state, report.ok, now)
+    # 45011s with no clean answer since the last one: the same episode, already cut for (a
+    # window may stay closed for seconds, and each cut would sink further with the goodput)
+    same = report.throttled and not (report.busy or report.slow) and (
+        state.probe_delay > 0 and not report.ok)
     if report.throttled:
         state = _pause(state, report, now, to_next_minute)
     elif report.ok:
         state = replace(state, probe_delay=0.0)
-    if report.congested():
+    if report.congested() and not same:
         state = _cut(state, now)
     elif report.ok:
         state = _grow(state, report.ok)
@@ -107,7 +120,7 @@ def _pause(state: BucketState, report: Report, now: float, to_next_minute: float
         return state
     again = state.probe_delay > 0 and not report.ok
     delay = 2 * state.probe_delay if again else PROBE_START
-    limit = state.window if state.window else to_next_minute
+    limit = state.window if state.window else min(to_next_minute, PROBE_MAX)
     delay = min(delay, max(limit, PROBE_START))
     return replace(state, paused_until=now + delay, probe_delay=delay, tat=max(state.tat, now))
 

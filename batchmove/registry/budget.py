@@ -1,20 +1,32 @@
-"""The shared rate budget: one schedule of call slots per account and scope, in SQLite.
+"""The shared rate budget: one schedule of call slots per account and endpoint, in SQLite.
 
-A scope is an endpoint (`rate = "auto"`: WeChat limits each endpoint apart) or "*" (a fixed
-`rate = N` counts every call of the account, as it always has). The registry keeps, per scope,
-the next free slot (`tat`, GCRA's theoretical arrival time) and the rate; a process takes a few
-slots at a time (`reserve`: ~50 ms worth, one short transaction), spaced 1/rate apart after
-every slot handed out before them, whichever process took those. So N processes together
-never exceed the rate, and N busy processes, each taking its next slots only when it has used
-the last ones, interleave: each gets a fair 1/N share. A process that dies loses at most the
-slots it had taken (~50 ms); its lease (a row with a pid and an expiry, renewed on each
-reservation) stops counting it among the sharers at once when its pid is gone, or after
-`LEASE_S` in any case.
+Every run on an account takes the slots of each call from its endpoint's schedule, whatever
+its rate setting, so the runs together never exceed the account's rate on an endpoint (WeChat
+limits each endpoint apart). The schedule's rate is the account's: `rate = "auto"` runs move it
+(`aimd`, from quota/get's rate_limit or the safe start). A run with a fixed `rate = N` takes at
+most N of it: it paces all its calls in the scope "*" first, at N, as it always has (fixed runs
+together share the lowest N: the account's rate their users set); while an auto run is on the
+account it then also takes each call's slot of the endpoint's schedule, one at a time (so no
+slot it would not use in time is lost to the others). Alone with other fixed runs it needs no
+endpoint slots: "*" is their only schedule.
+
+The registry keeps, per scope, the next free slot (`tat`, GCRA's theoretical arrival time) and
+the rate; a process takes a few slots at a time (`reserve`: ~50 ms worth, one short
+transaction), spaced 1/rate apart after every slot handed out before them, whichever process
+took those. So N processes together never exceed the rate, and N busy processes, each taking
+its next slots only when it has used the last ones, interleave: each gets a fair 1/N share. A
+process that dies loses at most the slots it had taken (~50 ms); its lease (a row with a pid
+and an expiry, renewed on each reservation) stops counting it among the sharers at once when
+its pid is gone, or after `LEASE_S` in any case.
 
 Slots may be used up to one slot late (a worker woken late); later they are dropped. So a
 window of one second holds at most rate + 1 slots' calls: a fixed `rate = N` above 8 spaces its
 slots at N - 2 per second (one slot for lateness, one for the network's jitter: what the old
 in-process bucket of 2 did), N or less at N.
+
+Each reservation also hands in the calls the process sent since its last one, per endpoint:
+the account's day (`spent`) and the process's own (`run_spent`: what its registered run has
+taken of what it planned, see `claims.Claims.to_spend`).
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ class Grant:
     wait: float
     rate: float
     sharing: int  # live leases on the account, this one included
+    auto_live: bool = False  # a `rate = "auto"` run holds a lease on the account
 
 
 class Budget:
@@ -76,6 +89,11 @@ class Budget:
                     (self.account,)).fetchall():
                 if expires < now - LEASE_S or not pid_alive(pid):
                     conn.execute("DELETE FROM leases WHERE id = ?", (lease,))
+            for (pid,) in conn.execute("SELECT DISTINCT pid FROM run_spent WHERE account = ?",
+                                       (self.account,)).fetchall():
+                if not pid_alive(pid):  # a process gone: its calls count for no run now
+                    conn.execute("DELETE FROM run_spent WHERE account = ? AND pid = ?",
+                                 (self.account, pid))
             self.lease = conn.execute(
                 "INSERT INTO leases (account, pid, fixed_rate, expires_at) VALUES (?, ?, ?, ?)",
                 (self.account, self.pid, self.fixed_rate, now + LEASE_S)).lastrowid
@@ -109,29 +127,41 @@ class Budget:
             state = self._state(scope, start_rate)
             if self.fixed_rate is None:
                 state = apply(state, report, now, self.max_rate, 60.05 - wall % 60.0)
-            sharing, rate = self._sharers(now, state.rate)
+            sharing, fixed, auto_live = self._sharers(now)
+            rate = fixed_spacing(fixed) if scope == ANY and fixed is not None else state.rate
             grant = _take(state, now, rate, want)
             self._write(scope, state if not grant.slots else replace(
                 state, tat=grant.slots[-1] + 1.0 / rate))
             if self.lease is not None:
                 conn.execute("UPDATE leases SET expires_at = ? WHERE id = ?",
                              (now + LEASE_S, self.lease))
-            day = wechat_day(wall)
-            conn.executemany(
-                "INSERT INTO spent (account, day, endpoint, calls) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls",
-                [(self.account, day, e, n) for e, n in (spent or {}).items() if n])
-        return Grant(grant.slots, grant.wait, rate, sharing)
+            if spent:
+                self._hand_in(spent, wechat_day(wall))
+        return Grant(grant.slots, grant.wait, rate, sharing, auto_live)
 
-    def _sharers(self, now: float, rate: float) -> tuple[int, float]:
+    def _hand_in(self, spent: Mapping[str, int], day: str) -> None:
+        calls = [(e, n) for e, n in spent.items() if n]
+        self.registry.conn.executemany(
+            "INSERT INTO spent (account, day, endpoint, calls) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls",
+            [(self.account, day, e, n) for e, n in calls])
+        self.registry.conn.executemany(
+            "INSERT INTO run_spent (account, pid, endpoint, calls) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls",
+            [(self.account, self.pid, e, n) for e, n in calls])
+
+    def _sharers(self, now: float) -> tuple[int, float | None, bool]:
+        """Live leases on the account; the lowest fixed rate among them (this one's
+        included); whether an auto run holds one."""
         rows = self.registry.conn.execute(
             "SELECT pid, fixed_rate FROM leases WHERE account = ? AND expires_at > ?",
             (self.account, now)).fetchall()
         live = [(pid, fixed) for pid, fixed in rows if pid == self.pid or pid_alive(pid)]
-        fixed = [f for _, f in live if f is not None]
+        rates = [f for _, f in live if f is not None]
         if self.fixed_rate is not None:
-            rate = fixed_spacing(min([self.fixed_rate, *fixed]))
-        return max(len(live), 1), rate
+            rates.append(self.fixed_rate)
+        auto_live = self.fixed_rate is None or any(f is None for _, f in live)
+        return max(len(live), 1), min(rates, default=None), auto_live
 
     def _state(self, scope: str, rate: float) -> BucketState:
         row = self.registry.conn.execute(

@@ -4,13 +4,17 @@ Per scope (an endpoint under `rate = "auto"`, "*" for a fixed rate) the gate kee
 took from the registry and hands them to its workers, one each; a worker whose slot is ahead
 sleeps until it. The registry is asked only when the local slots run out (~50 ms of them at a
 time, one transaction), or at once after a 45011 or a -1, so every sender of the account pauses
-and slows down together.
+and slows down together. A fixed rate's call then also takes its slot of the endpoint's
+schedule while an auto run shares the account (one budget per endpoint: see `budget`).
 
 Under `rate = "auto"` the gate also adapts its concurrency: calls in flight are kept under
 `2 x this run's share of the rate x the mean latency + 2` (Little's law with room for the
 long tail), between 2 and the job's `concurrency`; it follows the rate as AIMD moves it. The
-median latency of each 32 answers is compared with the lowest seen so far: doubled (and 20 ms
-slower) is a sign of congestion, reported like a -1.
+median latency of each 32 answers is compared with a baseline (the calm samples' medians,
+averaged slowly): doubled (and 20 ms slower) in two samples in a row is a sign of congestion,
+reported like a -1. Not the lowest median seen: with WeChat's long tail (p99 ~10x the median)
+the lowest of many samples sits far below the usual one, and an ordinary sample then looked
+like congestion, cutting the rate of a run that was only on time.
 """
 
 from __future__ import annotations
@@ -42,10 +46,12 @@ class _Scope:
     spent: Counter[str] = field(default_factory=Counter)
     not_before: float = 0.0  # the registry said wait: no need to ask again before
     sharing: int = 1
+    auto_live: bool = False  # an auto run shares the account (a fixed run's view)
     inflight: int = 0
     room: asyncio.Event = field(default_factory=asyncio.Event)
     latencies: list[float] = field(default_factory=list)
     baseline: float | None = None
+    slow_before: bool = False  # the last sample's median was slow
     mean_latency: float | None = None
 
 
@@ -73,10 +79,10 @@ class SharedGate:
                 await scope.room.wait()
             scope.inflight += 1
         try:
-            slot = await self._slot(scope)
-            delay = slot - self.clock()
-            if delay > 0:
-                await self.sleep(delay)
+            while not await self._on_time(await self._slot(scope), scope.rate):
+                pass  # woken more than a slot late: that slot is gone, take the next one
+            if not self.auto and scope.auto_live:  # a fixed rate takes its share of the
+                await self._endpoint_slot(endpoint)  # endpoint's schedule too
         except BaseException:
             self._release(scope)
             raise
@@ -148,11 +154,31 @@ class SharedGate:
                 scope.not_before = self.clock() + wait
                 await self.sleep(wait)
 
+    async def _endpoint_slot(self, endpoint: str) -> None:
+        """One slot of the endpoint's schedule, taken when it is needed (see `budget`)."""
+        while True:
+            grant = self.budget.reserve(endpoint, Report(), self.start_rate, want=1)
+            if grant.slots:
+                if await self._on_time(grant.slots[0], grant.rate):
+                    return
+            else:
+                await self.sleep(grant.wait)
+
+    async def _on_time(self, slot: float, rate: float) -> bool:
+        """Sleep until the slot; whether this worker woke within one slot of it. A loop that
+        stalled (a busy machine) would wake every worker whose slot passed meanwhile at
+        once: their calls would arrive together, over the rate in that second."""
+        delay = slot - self.clock()
+        if delay > 0:
+            await self.sleep(delay)
+        return self.clock() - slot <= 1.0 / max(rate, 1e-6)
+
     def _refill(self, scope: _Scope, want: int) -> float:
         report, spent = scope.report, scope.spent
         scope.report, scope.spent = Report(), Counter()
         grant = self.budget.reserve(scope.name, report, scope.start, want, spent)
         scope.rate, scope.sharing = grant.rate, grant.sharing
+        scope.auto_live = grant.auto_live
         scope.slots.extend(grant.slots)
         if self.auto and scope.mean_latency is not None:
             share = grant.rate / max(grant.sharing, 1)
@@ -175,6 +201,12 @@ class SharedGate:
         median = statistics.median(scope.latencies)
         scope.latencies.clear()
         base = scope.baseline
-        if base is not None and median > 2 * base and median - base > 0.02:
+        if base is None:
+            scope.baseline = median
+            return
+        slow = median > 2 * base and median - base > 0.02
+        if slow and scope.slow_before:  # twice in a row: one long tail is no congestion
             scope.report.slow = True
-        scope.baseline = median if base is None else min(base, median)
+        scope.slow_before = slow
+        if not slow:  # the baseline follows the latency of calm answers, slowly
+            scope.baseline = 0.8 * base + 0.2 * median

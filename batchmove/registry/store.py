@@ -44,15 +44,15 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, account TEXT NOT NULL, run_dir TEXT NOT NULL UNIQUE,
     job TEXT NOT NULL, state TEXT NOT NULL, pid INTEGER, users INTEGER NOT NULL,
-    planned TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, expires_at REAL);
+    planned TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, expires_at REAL,
+    ledger TEXT);
 CREATE INDEX IF NOT EXISTS runs_by_account ON runs (account);
+CREATE TABLE IF NOT EXISTS run_spent (
+    account TEXT NOT NULL, pid INTEGER NOT NULL, endpoint TEXT NOT NULL, calls INTEGER NOT NULL,
+    PRIMARY KEY (account, pid, endpoint));
 CREATE TABLE IF NOT EXISTS spent (
     account TEXT NOT NULL, day TEXT NOT NULL, endpoint TEXT NOT NULL, calls INTEGER NOT NULL,
     PRIMARY KEY (account, day, endpoint));
-CREATE TABLE IF NOT EXISTS quotas (
-    account TEXT NOT NULL, endpoint TEXT NOT NULL, asked_at REAL NOT NULL,
-    daily_limit INTEGER NOT NULL, used INTEGER NOT NULL, remain INTEGER NOT NULL,
-    call_count INTEGER, refresh_second REAL, PRIMARY KEY (account, endpoint));
 """
 
 
@@ -104,6 +104,7 @@ class Registry:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             for suffix in ("-wal", "-shm"):
                 side = self.path.with_name(self.path.name + suffix)
                 if side.exists():
@@ -137,7 +138,7 @@ class Registry:
             for (run_id,) in conn.execute("SELECT id FROM runs WHERE account = ?",
                                           (account,)).fetchall():
                 conn.execute(f"DROP TABLE IF EXISTS claims_{int(run_id)}")
-            for table in ("tokens", "buckets", "leases", "runs", "spent", "quotas"):
+            for table in ("tokens", "buckets", "leases", "runs", "run_spent", "spent"):
                 conn.execute(f"DELETE FROM {table} WHERE account = ?", (account,))
 
     def close(self) -> None:
@@ -145,6 +146,18 @@ class Registry:
         if conn is not None:
             self._local.conn = None
             conn.close()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """A registry made by 0.3.0.dev0 before `runs.ledger` existed gets the column."""
+    if "ledger" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "ledger" not in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}:
+            conn.execute("ALTER TABLE runs ADD COLUMN ledger TEXT")
+    finally:
+        conn.execute("COMMIT")
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -275,8 +275,24 @@ def test_quota_fit_days(needed: int, remain: int, limit: int, fits: bool, days: 
     plan = summarize_plan({}, groups_of({"101": (101, needed)}),
                           spec(snapshot=False, batch_size=1), quotas)
     assert plan.quota == {"groups/members/update": {
-        "needed": needed, "remain": remain, "daily_limit": limit, "fits_today": fits,
-        "days": days}}
+        "needed": needed, "remain": remain, "others": 0, "daily_limit": limit,
+        "fits_today": fits, "days": days}}
+
+
+@pytest.mark.parametrize(("needed", "remain", "others", "fits", "days"), [
+    (10, 100, 90, True, 1),  # what the other runs leave is just enough
+    (11, 100, 90, False, 2),
+    (10, 100, 500, False, 2),  # they take more than today's remain: nothing left today
+])
+def test_quota_fit_counts_what_other_runs_will_spend_first(
+        needed: int, remain: int, others: int, fits: bool, days: int) -> None:
+    quotas = {"groups/members/update": {"daily_limit": 100, "remain": remain,
+                                        "others": others}}
+    plan = summarize_plan({}, groups_of({"101": (101, needed)}),
+                          spec(snapshot=False, batch_size=1), quotas)
+    assert plan.quota["groups/members/update"] == {
+        "needed": needed, "remain": remain, "others": others, "daily_limit": 100,
+        "fits_today": fits, "days": days}
 
 
 @given(st.integers(1, 5000), st.integers(0, 2000), st.integers(1, 1000))
@@ -297,8 +313,8 @@ def test_quota_fit_only_for_endpoints_whose_quota_was_asked() -> None:
     quotas = {"groups/get": {"daily_limit": 1000, "used": 0, "remain": 1000},
               "tags/get": {"daily_limit": 1000, "used": 0, "remain": 1000}}
     plan = summarize_plan({}, JOB, spec(), quotas)
-    assert plan.quota == {"groups/get": {"needed": 1, "remain": 1000, "daily_limit": 1000,
-                                            "fits_today": True, "days": 1}}
+    assert plan.quota == {"groups/get": {"needed": 1, "remain": 1000, "others": 0,
+                                         "daily_limit": 1000, "fits_today": True, "days": 1}}
 
 
 # --- warnings ----------------------------------------------------------------------------------

@@ -560,6 +560,34 @@ async def test_callback_error_propagates_instead_of_hanging() -> None:
         await asyncio.wait_for(runner.run(plan_batches(moves(10), 5)), timeout=1.0)
 
 
+async def test_a_batch_submitted_first_goes_before_every_batch_queued() -> None:
+    """The snapshot-and-move flow submits moves `first`: what was read is moved at once,
+    before more reads (and a bisected half goes first too)."""
+    sent: list[str] = []
+
+    def batch(name: str) -> Batch:
+        return Batch(1, (len(sent),), (name,), "read" if name.startswith("r") else "move")
+
+    async def send(b: Batch) -> str:
+        sent.append(b.openids[0])
+        return "ok"
+
+    runner: Runner[str] = Runner(send=send, on_done=lambda b, _, __: None,
+                                 on_failed=lambda _: None, concurrency=1)
+
+    def done(b: Batch, result: str, attempts: int) -> None:
+        if b.openids[0] == "r1":
+            runner.submit(batch("m1"), first=True)
+            runner.submit(batch("m2"), first=True)
+            assert runner.queued_first == 2
+
+    runner.on_done = done
+    outcome = await runner.run([batch(f"r{i}") for i in range(1, 5)])
+    assert outcome.reason is StopReason.DONE
+    assert sent == ["r1", "m1", "m2", "r2", "r3", "r4"]
+    assert runner.queued_first == 0
+
+
 # --- calls never answered, answers out of contract ------------------------------------------
 def unanswered() -> OutcomeUnknownError:
     return OutcomeUnknownError(None, "no answer within 1s", "groups/members/batchupdate")

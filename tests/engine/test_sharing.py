@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 import batchmove
+from batchmove.engine.backend import client_for
+from batchmove.engine.sharing import seed_rates, sending_endpoints
 from batchmove.errors import UsageError
 from batchmove.registry import Claims, Registry, account_of
 from batchmove.sandbox import RunningSandbox, SandboxConfig
@@ -107,3 +109,49 @@ async def test_an_embedded_sandbox_run_never_overlaps(tmp_path: Path) -> None:
                                            sandbox={"users": 10, "groups": ["A"]})
         assert result.exit_code == 0
     assert batchmove.account_status(data, api_base="sandbox").runs == []
+
+
+async def test_todays_quota_spoken_for_by_other_runs_stops_a_run_before_it_starts(
+        sandbox_factory: SandboxFactory, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    endpoint = "groups/members/batchupdate"
+    sb = await started(sandbox_factory, monkeypatch, daily_quota={endpoint: 10})
+    followers = sb.state.followers
+    spec = batchmove.job_spec(write_moves(tmp_path / "x.csv", [(followers[0], "A")]),
+                              api_base=sb.base_url)
+    claims = Claims(Registry(), account_of(spec))  # another run that will send 8 moves
+    claims.register(tmp_path / "runs" / "other", "other", [followers[30:]],
+                    planned={endpoint: 8})
+    data = write_moves(tmp_path / "mine.csv", [(o, "B") for o in followers[:20]])
+    plan = await batchmove.plan_async(data, api_base=sb.base_url, out=tmp_path / "mine")
+    assert plan.quota[endpoint] == {"needed": 1, "remain": 10, "others": 8,
+                                    "daily_limit": 10, "fits_today": True, "days": 1}
+    claims.register(tmp_path / "runs" / "other", "other", [followers[30:]],
+                    planned={endpoint: 10})  # now it takes every call left today
+    plan = await batchmove.plan_async(data, api_base=sb.base_url, out=tmp_path / "mine")
+    assert (plan.quota[endpoint]["fits_today"], plan.quota[endpoint]["days"]) == (False, 2)
+    result = await batchmove.run_async(data, api_base=sb.base_url, out=tmp_path / "mine")
+    assert result.exit_code == 3
+    assert "the 10 calls left today are all planned by other runs" in result.message
+    assert sb.state.move_log == []
+    claims.release(tmp_path / "runs" / "other")  # it ended: the same command resumes
+    result = await batchmove.run_async(data, api_base=sb.base_url, out=tmp_path / "mine")
+    assert (result.exit_code, result.counts["moved"]) == (0, 20)
+
+
+async def test_the_snapshots_reads_start_at_the_moves_pace(
+        sandbox_factory: SandboxFactory, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """The moves start at the reported limit (98% of 100/s, and at least 2/s under it); the
+    reads that feed them (100 users each, 50 a move) at twice what the moves take, so a backlog
+    of moves builds at once, where an unreported endpoint would start at 20/s."""
+    sb = await started(sandbox_factory, monkeypatch,
+                       rate_limit={"groups/members/batchupdate": [500, 5]})
+    spec = batchmove.job_spec(write_moves(tmp_path / "x.csv", [(sb.state.followers[0], "A")]),
+                              api_base=sb.base_url)
+    async with client_for(spec) as client:
+        await seed_rates(client, spec, sending_endpoints(spec))
+    rates = dict(Registry().conn.execute("SELECT scope, rate FROM buckets"))
+    assert rates["groups/members/batchupdate"] == 98.0
+    assert rates["user/info/batchget"] == 98.0
+    assert rates["stable_token"] < 25  # the token's own endpoint: the safe start

@@ -81,8 +81,8 @@ async def test_plan_reports_days_needed_when_quota_is_too_small(
     plan = await plan_job(spec, QuietEvents())
     assert plan.exit_code == 0  # it can run; it takes three days
     fit = plan.quota["groups/members/batchupdate"]
-    assert fit == {"needed": 40, "remain": 15, "daily_limit": 15, "fits_today": False,
-                   "days": 3}
+    assert fit == {"needed": 40, "remain": 15, "others": 0, "daily_limit": 15,
+                   "fits_today": False, "days": 3}
 
 
 async def test_plan_exits_2_when_the_run_would_refuse(tmp_path: Path,

@@ -16,6 +16,8 @@ from batchmove.registry import Budget, Registry
 from batchmove.registry.aimd import SAFE_START, BucketState, Report, apply, start_rate
 from batchmove.registry.budget import sharing
 from batchmove.sandbox.pushback import Pushback
+from bench.harness import max_in_window  # the bench's own count of a sliding window
+from tests.support.processes import holder
 from tests.support.sandboxes import REPO_ROOT, FakeClock
 
 SENDER = textwrap.dedent("""
@@ -40,15 +42,6 @@ SENDER = textwrap.dedent("""
 """)
 
 
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def test_three_processes_never_exceed_the_account_rate(sandbox_process) -> None:  # type: ignore[no-untyped-def]
     base = sandbox_process("--users", "5")
     rate, calls = 30, 24
@@ -63,6 +56,73 @@ def test_three_processes_never_exceed_the_account_rate(sandbox_process) -> None:
     assert times[-1] - times[0] >= (len(times) - rate) / rate
 
 
+MIXED = textwrap.dedent("""
+    import asyncio, sys
+    from batchmove.registry import Budget, Registry, SharedGate
+    from batchmove.registry.aimd import start_rate
+    from batchmove.wechat.client import WeChatClient
+    from batchmove.wechat.token import SecretTokenSource
+
+    async def main(base, setting, calls):
+        fixed = None if setting == "auto" else float(setting)
+        budget = Budget(Registry(), "shared-account", fixed_rate=fixed)
+        budget.join()
+        gate = SharedGate(budget, auto=fixed is None, concurrency=4, start_rate=fixed or 20.0)
+        source = SecretTokenSource("wxsandbox0000000001", "sandbox-secret-not-real")
+        async with WeChatClient(base, source, gate=gate) as client:
+            if fixed is None:  # what seed_rates does: start from the reported rate_limit
+                quota = await client.get_quota("groups/get")
+                rate, ceiling = start_rate(quota.call_count, quota.refresh_second)
+                gate.seed("groups/get", rate, ceiling, quota.refresh_second, alone=False)
+            print("ready", flush=True)
+            sys.stdin.readline()  # all three start sending together
+            async def worker(n):
+                for _ in range(n):
+                    await client.get_groups()
+            await asyncio.gather(*(worker(calls // 4) for _ in range(4)))
+        gate.close()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+""")
+
+
+def test_auto_and_fixed_runs_share_one_budget_per_endpoint(sandbox_process) -> None:  # type: ignore[no-untyped-def]
+    """An auto run at the account's reported 40/s and two fixed runs (30 and 20): apart they
+    would send ~57/s; together they stay within 40 in every 1 s window."""
+    base = sandbox_process("--users", "5")
+    admin = urllib.request.Request(
+        f"{base}/sandbox/faults", data=json.dumps({"rate_limit": {"groups/get": [200, 5]}})
+        .encode(), headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(admin).read()
+    settings, calls = ("auto", "30", "20"), 48
+    procs = [subprocess.Popen([sys.executable, "-c", MIXED, base, setting, str(calls)],
+                              cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for setting in settings]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
+    with urllib.request.urlopen(f"{base}/sandbox/timeline") as resp:
+        times = sorted(float(t) for t, e in json.loads(resp.read())["calls"]
+                       if e == "groups/get")
+    assert len(times) == 3 * calls
+    assert max_in_window(times) <= 40
+    assert times[-1] - times[0] >= (len(times) - 40) / 40  # together at 40/s, no faster
+
+
 HOLDER = textwrap.dedent("""
     import time
     from batchmove.registry import Budget, Registry
@@ -73,26 +133,16 @@ HOLDER = textwrap.dedent("""
 
 
 def test_a_killed_run_gives_its_share_back() -> None:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "joined"
+    with holder(HOLDER, "joined") as other:
         registry = Registry()
         mine = Budget(registry, "shared-account", fixed_rate=10)
         mine.join()
         assert sharing(registry, "shared-account") == 2
         assert mine.reserve("*", Report(), 10, want=1).sharing == 2
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=10)
+        os.kill(other.pid, signal.SIGKILL)
+        other.wait(timeout=10)
         assert sharing(registry, "shared-account") == 1
         assert mine.reserve("*", Report(), 10, want=1).sharing == 1
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 def test_slots_are_spaced_across_budgets_of_one_account() -> None:
@@ -157,3 +207,37 @@ def test_aimd_halves_once_per_episode_and_never_under_goodput() -> None:
     assert again.rate == cut.rate  # within the cooldown: one congestion episode
     grown = apply(BucketState(rate=SAFE_START), Report(ok=20), 0.0, 200.0, 60.0)
     assert grown.rate == 2 * SAFE_START  # slow start doubles per second of clean answers
+
+
+def test_a_45011_with_no_known_window_is_probed_at_least_every_second() -> None:
+    state, now, pauses = BucketState(rate=100.0, slow_start=False), 0.0, []
+    for _ in range(8):  # answers that stay 45011: the pause doubles, up to a second
+        state = apply(state, Report(throttled=True), now, 200.0, 59.0)
+        pauses.append(round(state.paused_until - now, 3))
+        now = state.paused_until
+    assert pauses == [0.25, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    known = BucketState(rate=98.0, slow_start=False, window=5.0)
+    for _ in range(6):  # a reported window: up to the window
+        known = apply(known, Report(throttled=True), now, 200.0, 59.0)
+        now = known.paused_until
+    assert known.probe_delay == 5.0
+
+
+def test_a_run_of_45011s_cuts_the_rate_once() -> None:
+    """A hidden window that stays closed for 3 s: one cut, not one a second under a goodput
+    that sinks while nothing gets through."""
+    state = BucketState(rate=190.0, slow_start=False, ok_since=0.0, ok_now=500)
+    state = apply(state, Report(ok=40), 4.9, 200.0, 60.0)
+    now, rates = 5.0, []
+    while now < 8.0:  # 45011 after 45011, probes a second apart at most
+        state = apply(state, Report(throttled=True), now, 200.0, 60.0)
+        rates.append(state.rate)
+        now = state.paused_until
+    assert len(rates) >= 4
+    assert set(rates) == {rates[0]}
+    assert rates[0] < 190.0
+    state = apply(state, Report(ok=20), now, 200.0, 60.0)  # the window turned: it grows again
+    grown = state.rate
+    assert grown > rates[0]
+    state = apply(state, Report(throttled=True), now + 5.0, 200.0, 60.0)  # a new episode
+    assert state.rate < grown

@@ -20,6 +20,7 @@ from batchmove.sandbox import SandboxConfig
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.gate import StoredToken
 from batchmove.wechat.token import SecretTokenSource
+from tests.support.processes import holder
 from tests.support.sandboxes import REPO_ROOT, SandboxFactory
 
 CHILD = textwrap.dedent("""
@@ -116,25 +117,15 @@ LOCK_HOLDER = textwrap.dedent("""
 
 
 def test_a_killed_flight_holder_releases_the_flight() -> None:
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER], cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "holding"
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait(timeout=10)
+    with holder(LOCK_HOLDER, "holding") as other:
+        os.kill(other.pid, signal.SIGKILL)
+        other.wait(timeout=10)
 
         async def take() -> None:
             async with asyncio.timeout(5), SharedTokens(Registry(), "acct").flight():
                 pass
 
         asyncio.run(take())
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 @pytest.mark.parametrize("env", [{}, {"XDG_STATE_HOME": "/x/state"}])

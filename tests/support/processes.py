@@ -389,3 +389,21 @@ def timed(figures: dict[str, Any], key: str = "seconds") -> Iterator[None]:
         yield
     finally:
         figures[key] = round(time.monotonic() - start, 1)
+
+
+@contextmanager
+def holder(script: str, ready: str) -> Iterator[subprocess.Popen[str]]:
+    """A `python -c script` child that prints `ready` once it holds something of the account
+    registry (a lease, a lock): yielded then, killed at the end if the test has not."""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == ready
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
