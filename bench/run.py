@@ -27,6 +27,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="runs per scenario (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (2,000 rows) to check the bench itself works")
+    parser.add_argument("--only", default="", metavar="NAME[,NAME...]",
+                        help="only these contenders of a scenario (account: auto, hidden, "
+                             "script, rate20, cli, parallel)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where data and run directories go (default: bench/.data, .runs)")
     args = parser.parse_args(argv)
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeat or (1 if args.quick else 3)
     if args.work_dir is not None:
         use_work_dir(args.work_dir.resolve())
-    ctx = Context(QUICK if args.quick else Sizes(), repeats)
+    ctx = Context(QUICK if args.quick else Sizes(), repeats,
+                  only=frozenset(filter(None, args.only.split(","))))
     rows: list[Row] = []
     started = time.monotonic()
     failed = False
