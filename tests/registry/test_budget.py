@@ -12,6 +12,8 @@ import sys
 import textwrap
 import urllib.request
 
+import pytest
+
 from batchmove.registry import Budget, Registry
 from batchmove.registry.aimd import SAFE_START, BucketState, Report, apply, start_rate
 from batchmove.registry.budget import sharing
@@ -72,7 +74,8 @@ MIXED = textwrap.dedent("""
         async with WeChatClient(base, source, gate=gate) as client:
             if fixed is None:  # what seed_rates does: start from the reported rate_limit
                 quota = await client.get_quota("groups/get")
-                rate, ceiling = start_rate(quota.call_count, quota.refresh_second)
+                rate, ceiling = start_rate(quota.call_count, quota.refresh_second,
+                                           alone=False)
                 gate.seed("groups/get", rate, ceiling, quota.refresh_second, alone=False)
             print("ready", flush=True)
             sys.stdin.readline()  # all three start sending together
@@ -188,7 +191,7 @@ def simulate(seconds: float, hidden: bool) -> tuple[float, int, float]:
 def test_aimd_starts_at_a_reported_limit_and_meets_no_45011() -> None:
     goodput, throttled, rate = simulate(30.0, hidden=False)
     assert throttled == 0
-    assert rate == 98.0
+    assert rate == 99.0  # alone on the account: 1% under the reported window
     assert goodput >= 95
 
 
@@ -241,3 +244,15 @@ def test_a_run_of_45011s_cuts_the_rate_once() -> None:
     assert grown > rates[0]
     state = apply(state, Report(throttled=True), now + 5.0, 200.0, 60.0)  # a new episode
     assert state.rate < grown
+
+
+def test_a_run_alone_paces_by_the_reported_window_runs_sharing_by_the_second() -> None:
+    """Alone: 1% under call_count / refresh_second, and 2 calls a window under it at least
+    (a late slot and some jitter fit in the window); sharing: 2% and 2 calls/s under it (each
+    second within the account's rate: the slots of several processes interleave)."""
+    assert start_rate(500, 5.0) == (99.0, 99.0)
+    assert start_rate(500, 5.0, alone=False) == (98.0, 98.0)
+    assert start_rate(100, 1.0) == (98.0, 98.0)  # a 1 s window: 2 calls of it are the margin
+    assert start_rate(1800, 60.0)[0] == pytest.approx(29.7)  # was 28: 2/s of a minute's 30/s
+    assert start_rate(5, 1.0) == (4.9, 4.9)
+    assert start_rate(None, None) == (SAFE_START, None)
