@@ -183,10 +183,7 @@ class Runner(Generic[T]):
     async def _feed_then_join(self, batches: Iterator[Batch], lookahead: int) -> None:
         for batch in batches:
             self._queue.put(batch)
-            # the feeder's own batches only: a backlog in the first lane (moves waiting for
-            # workers) must not hold up the reads that come after them
-            while (lookahead and self._queue.qsize() - self._queue.first >= lookahead
-                   and not self.stopping):
+            while lookahead and self._queue.qsize() >= lookahead and not self.stopping:
                 self._taken.clear()
                 await self._taken.wait()
             if self.stopping:

@@ -622,7 +622,7 @@ async def test_the_first_lane_leaves_workers_to_the_reads() -> None:
 
     runner.on_done = done
     outcome = await asyncio.wait_for(
-        runner.run([batch(f"r{i}") for i in range(1, 6)], lookahead=2), timeout=5.0)
+        runner.run([batch(f"r{i}") for i in range(1, 6)]), timeout=5.0)
     assert outcome.reason is StopReason.DONE
     assert most_moving == 2  # 3 workers: the moves on two at most
     assert sent.index("r4") < sent.index("m5")
