@@ -6,6 +6,7 @@ it; creating the missing groups is the resolver's `create_missing`, after confir
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 from typing import Any
 
@@ -26,12 +27,14 @@ from batchmove.wechat.client import WeChatClient
 
 
 async def resolve_targets(client: WeChatClient, ledger: Ledger, spec: JobSpec,
-                          early: Early | None = None) -> tuple[Resolution, list[Target]]:
+                          early: Early | None = None, pending: Counter[str] | None = None
+                          ) -> tuple[Resolution, list[Target]]:
     """One `groups/get` (or `tags/get`; `early`: asked while the input loaded): each pending
     target to an id, a name to create, or a failure. A blacklist target refuses the whole job
-    (UsageError) unless allowed."""
+    (UsageError) unless allowed. `pending`: the ledger's pending rows per target, if counted."""
     kind = ledger.meta()["target_kind"]
-    targets = [t for t in ledger.pending_targets() if t or kind == "set"]
+    pending = ledger.pending_targets() if pending is None else pending
+    targets = [t for t in pending if t or kind == "set"]
     groups = await (early or Early(client, spec)).listing()
     if kind == "set":
         resolution = match_tag_sets(groups, targets)

@@ -43,8 +43,10 @@ from batchmove.wechat.quota import Quota
 
 
 @contextmanager
-def claimed(spec: JobSpec, ledger: Ledger) -> Iterator[list[Overlap]]:
-    """The run's users registered on its account while the block runs; refused on overlap."""
+def claimed(spec: JobSpec, ledger: Ledger, pending: Counter[str] | None = None
+            ) -> Iterator[list[Overlap]]:
+    """The run's users registered on its account while the block runs; refused on overlap.
+    `pending`: the ledger's pending rows per target, if the caller counted them already."""
     if spec.api_base == SANDBOX:
         yield []
         return
@@ -52,7 +54,7 @@ def claimed(spec: JobSpec, ledger: Ledger) -> Iterator[list[Overlap]]:
     claims = Claims(registry, account_of(spec))
     run_dir = spec.out_dir
     try:
-        targets = ledger.pending_targets()
+        targets = ledger.pending_targets() if pending is None else pending
         overlaps = claims.register(run_dir, spec.name, _in_ledger(ledger, targets),
                                    planned=_planned(spec, targets))
         if overlaps and not spec.allow_overlap:

@@ -130,9 +130,10 @@ async def _select_and_move(spec: JobSpec, options: RunOptions, events: Events) -
         outcome, rates = RunOutcome(StopReason.DONE), dict[str, float]()
         async with _loaded(load, ledger, spec, events) as (client, early):
             if stop.reason is None:  # not interrupted while loading: nothing was sent yet
-                with claimed(spec, ledger):  # who this run moves, on the account's registry
-                    outcome, rates = await _send(client, early, ledger, spec, options,
-                                                 events, stop)
+                pending = ledger.pending_targets()  # counted once: registered, then resolved
+                with claimed(spec, ledger, pending):  # who this run moves, on the registry
+                    outcome, rates = await _send(client, early, pending, ledger, spec,
+                                                 options, events, stop)
         return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error,
                        rates)
 
@@ -160,14 +161,14 @@ async def _loaded(load: Callable[..., None], ledger: Ledger, spec: JobSpec, even
             await early.close()
 
 
-async def _send(client: WeChatClient, early: Early, ledger: Ledger, spec: JobSpec,
-                options: RunOptions, events: Events, stop: StopSignals
+async def _send(client: WeChatClient, early: Early, pending: Counter[str], ledger: Ledger,
+                spec: JobSpec, options: RunOptions, events: Events, stop: StopSignals
                 ) -> tuple[RunOutcome, dict[str, float]]:
     """Resolve, confirm, create, snapshot, move, verify: everything that calls WeChat. Also
     the rate each endpoint ran at last (rate = "auto")."""
     outcome, rates = RunOutcome(StopReason.DONE), dict[str, float]()
     try:
-        resolution, groups = await resolve_targets(client, ledger, spec, early)
+        resolution, groups = await resolve_targets(client, ledger, spec, early, pending)
         if options.confirm is not None and ledger.counts().get(RowStatus.PENDING):
             plan = await plan_of(client, ledger, spec, resolution, groups)
             if not options.confirm(plan):

@@ -116,8 +116,7 @@ class Ledger:
         fresh = not self.path.exists()
         old_umask = os.umask(0o077)
         try:
-            # one thread at a time, not always the opening one: `run` loads the input in a
-            # thread while its client asks WeChat what needs no ledger
+            # one thread at a time, not always the opener: `run` loads the input in a thread
             self.db = db = sqlite3.connect(self.path, isolation_level=None,
                                            check_same_thread=False)
         finally:
