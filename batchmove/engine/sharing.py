@@ -167,8 +167,10 @@ async def seed_rates(client: WeChatClient, spec: JobSpec, early: Early | None = 
         if endpoint == SNAPSHOT_ENDPOINT and ceiling is None:  # reads feed the moves:
             rate = max(rate, feed)  # twice what the moves' start takes: a backlog builds
         quota = found[endpoint]
+        shared = start_rate(quota.call_count, quota.refresh_second, alone=False)[1] \
+            if quota else None
         gate.seed(endpoint, min(rate, spec.max_rate), ceiling,
-                  quota.refresh_second if quota else None, alone=alone)
+                  quota.refresh_second if quota else None, alone=alone, shared=shared)
 
 
 def _check_move_quota(quota: Quota | None, endpoint: str, others: int) -> None:

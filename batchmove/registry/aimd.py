@@ -58,6 +58,7 @@ class BucketState:
     ok_since: float = 0.0
     ok_now: int = 0
     ok_before: int = 0
+    shared: float | None = None  # the ceiling while other runs share the account
 
 
 @dataclass(slots=True)

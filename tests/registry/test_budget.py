@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -256,3 +257,25 @@ def test_a_run_alone_paces_by_the_reported_window_runs_sharing_by_the_second() -
     assert start_rate(1800, 60.0)[0] == pytest.approx(29.7)  # was 28: 2/s of a minute's 30/s
     assert start_rate(5, 1.0) == (4.9, 4.9)
     assert start_rate(None, None) == (SAFE_START, None)
+
+
+def test_a_second_run_on_the_account_slows_the_slots_to_the_shared_ceiling(
+        tmp_path: Path) -> None:
+    """Alone, the reported window's 99/s; from the moment another run holds a lease (before
+    it seeds anything, while it loads its input), every second within the rate: 98/s."""
+    clock = FakeClock(100.0)
+    mine = Budget(Registry(tmp_path), "acct", clock=clock)
+    mine.join()
+    mine.seed("moves", 99.0, 99.0, 5.0, alone=True, shared=98.0)
+    alone = mine.reserve("moves", Report(), 99.0, want=4)
+    other = Budget(Registry(tmp_path), "acct", clock=clock, pid=os.getppid())  # alive
+    other.join()
+    clock.advance(1.0)
+    shared = mine.reserve("moves", Report(), 99.0, want=4)
+    gaps = [round(b - a, 6) for slots in (alone.slots, shared.slots)
+            for a, b in itertools.pairwise(slots)]
+    assert gaps == [round(1 / 99, 6)] * 3 + [round(1 / 98, 6)] * 3
+    assert (alone.sharing, shared.sharing) == (1, 2)
+    other.leave()
+    clock.advance(1.0)
+    assert mine.reserve("moves", Report(), 99.0, want=4).rate == 99.0  # alone again

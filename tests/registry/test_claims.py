@@ -18,8 +18,8 @@ from batchmove.ledger.rundir import load
 from batchmove.ledger.store import Ledger
 from batchmove.registry import Budget, Claims, InLedger, Registry
 from batchmove.registry import claims as claims_module
-from batchmove.registry.claims import openid_hash
 from batchmove.registry.aimd import Report
+from batchmove.registry.claims import openid_hash
 from batchmove.sandbox import SandboxConfig
 from tests.support.engine import write_moves
 
