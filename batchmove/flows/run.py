@@ -2,14 +2,16 @@
 
     notify (start ping) -> select (a segment job's followers, frozen into input.csv)
         -> load (intake: validate every row into the ledger, or resume it)
+        -> claim (the run's users, on the account's registry)
         -> resolve targets -> plan (shown for confirmation) -> create missing groups
-        -> snapshot and move (the worker pool) -> verify (read back) -> report
-        -> notify (robot, webhook, end ping)
+        -> snapshot and move (the worker pool) -> settle (moves never answered, read back)
+        -> verify (read back) -> report -> notify (robot, webhook, end ping)
 
 Every stage lives in its package (intake/, ledger/, engine/, output/); this module only puts
 them in order and turns how they ended into an exit code. It never prints: whoever watches
 gets `Events`. Beside it in `flows/`: the plan (`plan.py`), the verification (`verify.py`),
-segment jobs' selection (`segments.py`) and the export (`export.py`). The public API
+segment jobs' selection (`segments.py`), the export (`export.py`), the undo (`rollback.py`) and
+a platform's accounts (`agency.py`). The public API
 (`batchmove.api`) and through it the CLI and the console are its only callers.
 """
 
