@@ -66,6 +66,8 @@ def view(plan: dict[str, Any]) -> dict[str, Any]:
         "targets": rows,
         "chart": chart(rows),
         "users_to_move": plan.get("users_to_move", 0),
+        # as `plan` prints it: the users and the move calls are a bound until counted
+        "up_to": plan.get("moves_exact") is False,
         "calls": calls,
         "calls_total": plan.get("calls", {}).get("total", 0),
         "snapshot": snapshot(plan),
