@@ -189,14 +189,14 @@ class Faults(_LiveSettings):
         return data
 
 
+# its live settings (`Faults`) come from `_LiveSettings`, declared once
 @dataclass(frozen=True, slots=True)
 class SandboxConfig(_LiveSettings):
-    """Everything the sandbox starts with: the live settings (`Faults`) and these. Followers
-    come from `openids`, else `users_file`, else `users` generated from `seed`; all start in
-    group 0. `groups` are pre-created from id 100. `max_groups` counts every group, the three
-    reserved ones included. `tags` are pre-created from id 100 (a separate id space); `max_tags`
-    counts created tags only, not the reserved 0/1/2. A tag with more than `tag_delete_limit`
-    members cannot be deleted (45057).
+    """Everything the sandbox starts with. Followers come from `openids`, else `users_file`,
+    else `users` generated from `seed`; all start in group 0. `groups` are pre-created from id 100.
+    `max_groups` counts every group, the three reserved ones included. `tags` are pre-created
+    from id 100 (a separate id space); `max_tags` counts created tags only, not the reserved
+    0/1/2. A tag with more than `tag_delete_limit` members cannot be deleted (45057).
     """
 
     appid: str = DEFAULT_APPID
