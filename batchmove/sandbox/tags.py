@@ -100,6 +100,13 @@ class SortedPositions:
             del self._buckets[i]
             del self._maxes[i]
 
+    def load(self, values: Sequence[int]) -> None:
+        """Start from `values` (ascending, distinct): whole buckets at once."""
+        for start in range(0, len(values), self._load):
+            bucket = list(values[start:start + self._load])
+            self._buckets.append(bucket)
+            self._maxes.append(bucket[-1])
+
     def after(self, value: int, limit: int) -> list[int]:
         """Up to `limit` values greater than `value`, ascending."""
         i = bisect_right(self._maxes, value)
@@ -133,7 +140,9 @@ class TagBook:
 
     def __init__(self, followers: Sequence[str], position: Mapping[str, int],
                  names: Sequence[str] = (), *, max_tags: int = 100,
-                 delete_limit: int = 100_000, page_size: int = 10_000) -> None:
+                 delete_limit: int = 100_000, page_size: int = 10_000,
+                 seeded: tuple[Mapping[int, str], Mapping[int, Sequence[int]]] = ({}, {})
+                 ) -> None:
         self._followers = followers
         self._position = position
         self.max_tags = max_tags
@@ -147,8 +156,25 @@ class TagBook:
         self.user_tags: dict[str, set[int]] = {}
         #: every (action, openid, tagid) a (un)tagging call applied, in order
         self.tag_log: list[tuple[str, str, int]] = []
+        self._seed(*seeded)
         for name in names:
             self._add(self._unique_name(name))
+
+    def _seed(self, named: Mapping[int, str], members: Mapping[int, Sequence[int]]) -> None:
+        """The tags and members of an export file (seed.py checked them), ids kept."""
+        for tid, name in sorted(named.items()):
+            if tid not in self.tags:
+                self.tags[tid] = SandboxTag(tid, name)
+                self._ids_by_name[name] = tid
+        self._next_id = max([FIRST_TAG_ID - 1, *self.tags]) + 1
+        followers, user_tags = self._followers, self.user_tags
+        for tid, positions in members.items():
+            tag = self.tags[tid]
+            tag.positions.load(positions)
+            for position in positions:
+                openid = followers[position]
+                tag.members.add(openid)
+                user_tags.setdefault(openid, set()).add(tid)
 
     # --- read ------------------------------------------------------------------------------
 
