@@ -30,6 +30,10 @@ class Members(Mapping[str, int]):
     def __contains__(self, openid: object) -> bool:
         return openid in self._position
 
+    def group_ids(self) -> array[int]:
+        """A copy of every follower's group id, by position (10M followers: 40 MB)."""
+        return array("i", self._group_of)
+
 
 @dataclass(slots=True)
 class SandboxGroup:

@@ -1,0 +1,162 @@
+"""`rehearse` end to end: an export of a real-looking account (a sandbox seeded through its
+admin calls), a 10,000-row job whose targets mix existing and new groups, and a rehearsal that
+must change exactly what the job says, roll it all back, and send nothing anywhere but the
+sandbox it starts on 127.0.0.1 (the job's own `api_base` is a listening socket that counts)."""
+
+from __future__ import annotations
+
+import csv
+import socket
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import batchmove
+from batchmove.flows.export import export_followers, export_spec
+from batchmove.flows.rehearse import MARKER, Change
+from batchmove.sandbox import SandboxConfig
+from tests.support.cli import batchmove as batchmove_cli
+from tests.support.sandboxes import SandboxFactory
+
+USERS = 10_000
+GROUPS = {100: "老客户", 101: "沉睡用户", 102: "VIP"}
+TARGETS = ["VIP", "老客户", "新客A", "新客B", "沉睡用户"]  # two to create
+
+
+@pytest.fixture
+def real_api() -> Iterator[socket.socket]:
+    """What the job calls the real WeChat: a socket listening on 127.0.0.1 that nobody
+    accepts on; a connection attempt would wait in its backlog, where the test looks."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    yield listener
+    listener.close()
+
+
+def assert_never_called(listener: socket.socket) -> None:
+    with pytest.raises(BlockingIOError):
+        connection, _ = listener.accept()
+        connection.close()
+
+
+@pytest.fixture
+async def export_file(sandbox_factory: SandboxFactory, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real account's export: 10,000 followers over groups 0, 2 and 100-102."""
+    sb = await sandbox_factory(SandboxConfig(users=USERS, groups=list(GROUPS.values())))
+    for i, openid in enumerate(sb.state.followers):
+        group = (0, 100, 101, 102, 2)[i % 5]
+        if group:
+            sb.state.move_directly(openid, group)
+    monkeypatch.setenv("WECHAT_APPID", sb.state.appid)
+    monkeypatch.setenv("WECHAT_APPSECRET", sb.state.secret)
+    out = tmp_path / "account.csv"
+    result = await export_followers(export_spec(out, api_base=sb.base_url, rate=0))
+    assert result.exit_code == 0, result.message
+    for name in ("WECHAT_APPID", "WECHAT_APPSECRET"):
+        monkeypatch.delenv(name)
+    return out
+
+
+def write_job(tmp_path: Path, export: Path, api_base: str) -> tuple[Path, Counter[tuple[str,
+                                                                                          str]]]:
+    """The job (every follower of the export to one of TARGETS), and its intent: (group
+    before, group after) -> users, for the users whose group changes, from the files."""
+    with export.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    intent: Counter[tuple[str, str]] = Counter()
+    with (tmp_path / "moves.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["openid", "to_group_name"])
+        for i, row in enumerate(rows):
+            target = TARGETS[(i * 3 + i // 7) % len(TARGETS)]
+            writer.writerow([row["openid"], target])
+            if row["current_group_name"] != target:
+                intent[row["current_group_name"], target] += 1
+    job = tmp_path / "job.toml"
+    job.write_text(f'input = "moves.csv"\nname = "segments"\napi_base = "{api_base}"\n'
+                   f'rate = 40\ncreate_groups = true\nout = "runs/segments"\n'
+                   f'[credentials]\ntoken_command = "touch {tmp_path}/token-command-ran"\n'
+                   f'[notify]\nwebhook_env = "HOOK_URL"\n', encoding="utf-8")
+    return job, intent
+
+
+def by_names(changes: list[Change]) -> Counter[tuple[str, str]]:
+    """The printed changes by group names (a created group's id is the sandbox's)."""
+    return Counter({(c.before.rsplit(" (", 1)[0], c.after.rsplit(" (", 1)[0]): c.users
+                    for c in changes})
+
+
+def test_rehearse_changes_what_the_job_says_and_the_rollback_restores_the_export(
+        export_file: Path, tmp_path: Path, real_api: socket.socket,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    port = real_api.getsockname()[1]
+    job, intent = write_job(tmp_path, export_file, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:{port}/hook")
+    monkeypatch.setenv("WECHAT_APPID", "wxreal000000000001")
+    monkeypatch.setenv("WECHAT_APPSECRET", "the-real-secret")
+    monkeypatch.chdir(tmp_path)
+
+    result = batchmove.rehearse(job, export_file, rate=0)
+
+    assert result.exit_code == 0, result.message
+    assert by_names(result.changes) == intent
+    assert result.changed == result.intended == sum(intent.values()) > 0
+    assert result.unintended == 0 and result.not_restored == 0
+    assert "VIP (102)" in {c.after for c in result.changes}  # an existing group keeps its id
+    assert result.calls["run"]["groups/create"] == 2  # 新客A, 新客B
+    assert result.verify is not None and result.verify.mismatches == 0
+    assert result.verify.checked == result.changed
+    assert result.rollback is not None and result.rollback.applied is not None
+    assert result.rollback.applied.exit_code == 0
+    moves = result.calls["run"]["groups/members/batchupdate"]
+    assert result.expected_s == pytest.approx(sum(
+        n for e, n in result.calls["run"].items() if e not in ("token", "stable_token")) / 40)
+    assert moves >= result.changed / 50
+    assert result.run_dir == tmp_path / "runs" / "segments-rehearsal"
+    assert (result.run_dir / MARKER).is_file() and (result.run_dir / "report.csv").is_file()
+    assert not (tmp_path / "runs" / "segments").exists()  # the real run's directory
+    assert_never_called(real_api)
+    assert not (tmp_path / "token-command-ran").exists()
+    assert batchmove.account_status(job).runs == []  # the real account's registry entry
+
+
+def test_a_second_rehearsal_replaces_the_first(export_file: Path, tmp_path: Path,
+                                                real_api: socket.socket,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    job, _ = write_job(tmp_path, export_file, "https://api.weixin.qq.com")
+    monkeypatch.chdir(tmp_path)
+    first = batchmove.rehearse(job, export_file, rate=0)
+    second = batchmove.rehearse(job, export_file, rate=0)
+    assert first.exit_code == second.exit_code == 0
+    assert second.changes == first.changes
+    taken = tmp_path / "runs" / "other-rehearsal"  # not a rehearsal's: left alone
+    taken.mkdir(parents=True)
+    (taken / "keep.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(batchmove.UsageError, match="is not a rehearsal's run directory"):
+        batchmove.rehearse(job, export_file, rate=0, out=str(tmp_path / "runs" / "other"))
+    assert (taken / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_the_cli_prints_the_findings_and_refuses_a_bad_export(export_file: Path,
+                                                               tmp_path: Path) -> None:
+    job, intent = write_job(tmp_path, export_file, "https://api.weixin.qq.com")
+    done = batchmove_cli("rehearse", str(job), "--from", str(export_file), "--rate", "0",
+                         cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    before, after = next(iter(intent))
+    assert f"  {before} (" in done.stdout and f") -> {after} (" in done.stdout
+    assert "expected time of the run: " in done.stdout
+    assert "rollback: " in done.stdout and "restored the export exactly" in done.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("openid,current_groupid,current_group_name,to_group_name\noA,0,x,x\n",
+                   encoding="utf-8")
+    refused = batchmove_cli("rehearse", str(job), "--from", str(bad), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"batchmove: {bad} row 2: group 0 is reserved as '未分组'; the file names it 'x'"]
+
