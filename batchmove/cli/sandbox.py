@@ -90,13 +90,8 @@ def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str |
     group robot and a ping receiver (for [notify]), until Ctrl-C; with --platform, of a
     third-party platform and its authorizer accounts."""
 
-    from batchmove.sandbox import (
-        PlatformConfig,
-        SandboxConfig,
-        SandboxConfigError,
-        is_loopback,
-        serve,
-    )
+    from batchmove.sandbox import PlatformConfig, SandboxConfig, SandboxConfigError, serve
+    from batchmove.sandbox.config import is_loopback
     from batchmove.sandbox.seed import quota_from_plan as plan_quotas
 
     if not is_loopback(host) and not allow_non_loopback:
@@ -110,8 +105,9 @@ def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str |
         if secret is not None:
             settings["secret"] = secret
         quotas = plan_quotas(Path(quota_from_plan)) if quota_from_plan else {}
+        quotas |= _parse_daily_quotas(daily_quota)
         config = SandboxConfig(users_file=users_file, groups=groups, tags=tags,
-                               daily_quota=quotas | _parse_daily_quotas(daily_quota), **settings)
+                               daily_quota=quotas, **settings)
         if users_file:
             config.follower_openids()  # an unreadable file fails before binding
         platform = None

@@ -84,7 +84,7 @@ class RehearsalResult:
 
 def rehearsal_dir(spec: JobSpec) -> Path:
     """The job's run directory with `-rehearsal` appended, never the real one."""
-    usual = spec.out_dir
+    usual = spec.out_dir.absolute()
     return usual.with_name(usual.name + SUFFIX)
 
 

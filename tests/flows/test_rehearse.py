@@ -5,6 +5,7 @@ sandbox it starts on 127.0.0.1 (the job's own `api_base` is a listening socket t
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import socket
 from collections import Counter
@@ -38,9 +39,8 @@ def real_api() -> Iterator[socket.socket]:
 
 
 def assert_never_called(listener: socket.socket) -> None:
-    with pytest.raises(BlockingIOError):
-        connection, _ = listener.accept()
-        connection.close()
+    with pytest.raises(BlockingIOError):  # nothing waits in the backlog
+        listener.accept()
 
 
 @pytest.fixture
@@ -106,19 +106,23 @@ def test_rehearse_changes_what_the_job_says_and_the_rollback_restores_the_export
     assert result.exit_code == 0, result.message
     assert by_names(result.changes) == intent
     assert result.changed == result.intended == sum(intent.values()) > 0
-    assert result.unintended == 0 and result.not_restored == 0
+    assert result.unintended == 0
+    assert result.not_restored == 0
     assert "VIP (102)" in {c.after for c in result.changes}  # an existing group keeps its id
     assert result.calls["run"]["groups/create"] == 2  # 新客A, 新客B
-    assert result.verify is not None and result.verify.mismatches == 0
+    assert result.verify is not None
+    assert result.verify.mismatches == 0
     assert result.verify.checked == result.changed
-    assert result.rollback is not None and result.rollback.applied is not None
+    assert result.rollback is not None
+    assert result.rollback.applied is not None
     assert result.rollback.applied.exit_code == 0
     moves = result.calls["run"]["groups/members/batchupdate"]
     assert result.expected_s == pytest.approx(sum(
         n for e, n in result.calls["run"].items() if e not in ("token", "stable_token")) / 40)
     assert moves >= result.changed / 50
     assert result.run_dir == tmp_path / "runs" / "segments-rehearsal"
-    assert (result.run_dir / MARKER).is_file() and (result.run_dir / "report.csv").is_file()
+    assert (result.run_dir / MARKER).is_file()
+    assert (result.run_dir / "report.csv").is_file()
     assert not (tmp_path / "runs" / "segments").exists()  # the real run's directory
     assert_never_called(real_api)
     assert not (tmp_path / "token-command-ran").exists()
@@ -149,9 +153,11 @@ def test_the_cli_prints_the_findings_and_refuses_a_bad_export(export_file: Path,
                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     before, after = next(iter(intent))
-    assert f"  {before} (" in done.stdout and f") -> {after} (" in done.stdout
+    assert f"  {before} (" in done.stdout
+    assert f") -> {after} (" in done.stdout
     assert "expected time of the run: " in done.stdout
-    assert "rollback: " in done.stdout and "restored the export exactly" in done.stdout
+    assert "rollback: " in done.stdout
+    assert "restored the export exactly" in done.stdout
     bad = tmp_path / "bad.csv"
     bad.write_text("openid,current_groupid,current_group_name,to_group_name\noA,0,x,x\n",
                    encoding="utf-8")
@@ -160,3 +166,42 @@ def test_the_cli_prints_the_findings_and_refuses_a_bad_export(export_file: Path,
     assert refused.stderr.strip().splitlines() == [
         f"batchmove: {bad} row 2: group 0 is reserved as '未分组'; the file names it 'x'"]
 
+
+
+async def test_rehearse_on_tags_with_untag_others(sandbox_factory: SandboxFactory,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tags backend: each follower ends with exactly its target tag (one created)."""
+    sb = await sandbox_factory(SandboxConfig(users=2_000, tags=["老客户", "VIP", "华东"]))
+    for i, openid in enumerate(sb.state.followers):
+        for tag in (100 + i % 3, 100 + i % 5)[: i % 3]:
+            if tag <= 102:
+                sb.state.tag_directly(openid, tag)
+    monkeypatch.setenv("WECHAT_APPID", sb.state.appid)
+    monkeypatch.setenv("WECHAT_APPSECRET", sb.state.secret)
+    export = tmp_path / "tags.xlsx"
+    done = await export_followers(export_spec(export, api_base=sb.base_url, rate=0,
+                                              backend="tags"))
+    assert done.exit_code == 0, done.message
+    rows = [(o, tuple(sorted(sb.state.tags.tag_ids_of(o)))) for o in sb.state.followers]
+    names = {100: "老客户", 101: "VIP", 102: "华东"}
+    intent: Counter[tuple[str, str]] = Counter()
+    with (tmp_path / "moves.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["openid", "tag_name"])
+        for i, (openid, tids) in enumerate(rows):
+            target = ("VIP", "新标签", "华东")[i % 3]
+            writer.writerow([openid, target])
+            before = "; ".join(names[t] for t in tids) or "(no tags)"
+            if before != target:
+                intent[before, target] += 1
+    job = tmp_path / "job.toml"
+    job.write_text('input = "moves.csv"\nbackend = "tags"\nuntag = "others"\n'
+                   'create_groups = true\nrate = 0\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = await asyncio.to_thread(batchmove.rehearse, job, export)
+    assert result.exit_code == 0, result.message
+    assert Counter({("; ".join(n.rsplit(" (", 1)[0] for n in c.before.split("; ")),
+                     c.after.rsplit(" (", 1)[0]): c.users for c in result.changes}) == intent
+    assert result.unintended == 0
+    assert result.not_restored == 0

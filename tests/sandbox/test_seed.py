@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 import python_calamine
 
+import batchmove
 from batchmove.flows.export import export_followers, export_spec
-from batchmove.sandbox import RunningSandbox, SandboxConfig, SandboxConfigError, SandboxState
+from batchmove.sandbox import (
+    RunningSandbox,
+    SandboxConfig,
+    SandboxConfigError,
+    SandboxState,
+    sandbox_openids,
+)
 from batchmove.sandbox.seed import quota_from_plan
 from tests.support.sandboxes import SandboxFactory
 
@@ -82,7 +89,8 @@ def test_ids_are_kept_and_new_ones_come_after_them(tmp_path: Path) -> None:
     assert dict(state.members) == {"oA": 0, "oB": 205, "oC": 2}
     assert {g.id: g.name for g in state.groups.values()} == {
         0: "未分组", 1: "黑名单", 2: "星标组", 205: "VIP", 206: "new"}
-    assert state.groups[205].count == 1 and state.groups[1].count == 0
+    assert state.groups[205].count == 1
+    assert state.groups[1].count == 0
 
 
 def test_tags_keep_their_ids_and_paging(tmp_path: Path) -> None:
@@ -135,11 +143,11 @@ def test_a_bad_export_file_is_one_line_naming_the_row(tmp_path: Path, text: str,
 
 
 def test_a_missing_or_damaged_file_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(SandboxConfigError, match="cannot read the export file .*nope.csv"):
+    with pytest.raises(SandboxConfigError, match=r"cannot read the export file .*nope\.csv"):
         SandboxState(SandboxConfig(from_file=str(tmp_path / "nope.csv")))
     broken = tmp_path / "broken.xlsx"
     broken.write_bytes(b"PK\x03\x04 not a workbook")
-    with pytest.raises(SandboxConfigError, match="cannot read the export file .*broken.xlsx"):
+    with pytest.raises(SandboxConfigError, match=r"cannot read the export file .*broken\.xlsx"):
         SandboxState(SandboxConfig(from_file=str(broken)))
 
 
@@ -155,3 +163,47 @@ def test_quota_from_plan_leaves_what_the_plan_saw(tmp_path: Path) -> None:
     plan.write_text(json.dumps({"quota": {"nope/x": {"remain": 1}}}), encoding="utf-8")
     with pytest.raises(SandboxConfigError, match="quota of 'nope/x' is not an endpoint"):
         quota_from_plan(plan)
+
+
+def test_sandbox_from_in_a_job_is_relative_to_the_job_file(tmp_path: Path) -> None:
+    """`[sandbox] from` seeds the embedded sandbox: who is already in a target is known."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    a, b, c, d = sandbox_openids(4)
+    (folder / "account.csv").write_text(
+        "openid,current_groupid,current_group_name,to_group_name\r\n"
+        f"{a},0,未分组,未分组\r\n{b},105,VIP,VIP\r\n{c},105,VIP,VIP\r\n{d},2,星标组,星标组\r\n",
+        encoding="utf-8")
+    (folder / "moves.csv").write_text(f"openid,to_groupid\n{a},105\n{b},105\n{c},2\n{d},105\n",
+                                      encoding="utf-8")
+    job = folder / "job.toml"
+    job.write_text('input = "moves.csv"\napi_base = "sandbox"\nrate = 0\n'
+                   f'out = "{tmp_path / "run"}"\n[sandbox]\nfrom = "account.csv"\n',
+                   encoding="utf-8")
+    spec = batchmove.job_spec(job)
+    assert spec.sandbox == {"from_file": str(folder / "account.csv")}
+    result = batchmove.run(job)
+    assert result.exit_code == 0, result.message
+    assert result.counts["moved"] == 3
+    assert result.counts["already"] == 1  # oB: in group 105 in the export
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('from = "nope.csv"', "sandbox.from: no such file: {folder}/nope.csv"),
+    ('from = "bad.csv"', "{folder}/bad.csv row 2: group 0 is reserved as '未分组'"),
+    ('from = "bad.csv"\nusers_file = "bad.csv"',
+     "from (an export file) gives the followers: leave out users_file and openids"),
+    ('form = "bad.csv"', "[sandbox] unknown key 'form' (did you mean 'from'?)"),
+])
+def test_a_bad_sandbox_from_is_one_line(tmp_path: Path, table: str, message: str) -> None:
+    (tmp_path / "bad.csv").write_text(
+        "openid,current_groupid,current_group_name,to_group_name\noA,0,Default,x\n",
+        encoding="utf-8")
+    (tmp_path / "moves.csv").write_text("openid,to_groupid\noA,105\n", encoding="utf-8")
+    job = tmp_path / "job.toml"
+    job.write_text(f'input = "moves.csv"\napi_base = "sandbox"\n[sandbox]\n{table}\n',
+                   encoding="utf-8")
+    with pytest.raises(batchmove.JobFileError) as caught:
+        batchmove.run(job, out=str(tmp_path / "run"))
+    assert message.format(folder=tmp_path) in caught.value.message
+    assert "\n" not in caught.value.message
