@@ -5,6 +5,8 @@ line naming the file and the row."""
 from __future__ import annotations
 
 import json
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from batchmove.sandbox import (
     sandbox_openids,
 )
 from batchmove.sandbox.seed import quota_from_plan
+from tests.support.cli import batchmove as batchmove_cli
 from tests.support.sandboxes import SandboxFactory
 
 pytestmark = pytest.mark.usefixtures("sandbox_credentials")
@@ -207,3 +210,27 @@ def test_a_bad_sandbox_from_is_one_line(tmp_path: Path, table: str, message: str
         batchmove.run(job, out=str(tmp_path / "run"))
     assert message.format(folder=tmp_path) in caught.value.message
     assert "\n" not in caught.value.message
+
+
+def test_the_sandbox_command_serves_an_export_with_the_plans_quota(
+        tmp_path: Path, sandbox_process: Callable[..., str]) -> None:
+    export = tmp_path / "account.csv"
+    export.write_text("openid,current_groupid,current_group_name,to_group_name\r\n"
+                      "oA,0,未分组,未分组\r\noB,300,VIP,VIP\r\n", encoding="utf-8")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"quota": {"groups/members/batchupdate": {
+        "remain": 7, "others": 2}}}), encoding="utf-8")
+    base = sandbox_process("--from", str(export), "--quota-from-plan", str(plan))
+    with urllib.request.urlopen(f"{base}/sandbox/state") as answer:  # 127.0.0.1 only
+        state = json.load(answer)
+    assert state["members"] == {"oA": 0, "oB": 300}
+    assert {"id": 300, "name": "VIP", "count": 1} in state["groups"]
+    with urllib.request.urlopen(f"{base}/sandbox/faults") as answer:
+        assert json.load(answer)["daily_quota"] == {"groups/members/batchupdate": 5}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("openid,current_groupid,current_group_name,to_group_name\noA,1,VIP,x\n",
+                   encoding="utf-8")
+    refused = batchmove_cli("sandbox", "--port", "0", "--from", str(bad))
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"batchmove: {bad} row 2: group 1 is reserved as '黑名单'; the file names it 'VIP'"]
