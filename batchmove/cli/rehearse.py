@@ -54,7 +54,7 @@ def rehearse_command(job: str, export: Path, quota_from_plan: Path | None, quiet
         console.close()
     if result.run is not None:
         _findings(result)
-    verdict(result.message, result.exit_code, ("rehearsal", result.run_dir))
+    verdict(result.message, result.exit_code, ("run directory", result.run_dir))
     sys.exit(result.exit_code)
 
 
@@ -69,7 +69,8 @@ def _findings(result: RehearsalResult) -> None:
     when = ("unknown" if result.expected_s is None else _duration(result.expected_s))
     echo(f"  expected time of the run: {when} ({result.rate_basis})")
     echo(f"the final state against the export: {result.changed:,} users changed "
-         f"({result.intended:,} by the job's intent, {result.unintended:,} otherwise)")
+         f"({result.intended:,} meant by the job, {result.unintended:,} otherwise; "
+         f"{result.unmoved:,} meant but not moved)")
     for change in result.changes[:MAX_CHANGES_SHOWN]:
         echo(f"  {change.before} -> {change.after}: {change.users:,}")
     if len(result.changes) > MAX_CHANGES_SHOWN:

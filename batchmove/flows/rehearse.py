@@ -77,8 +77,9 @@ class RehearsalResult:
     rate_basis: str = ""
     changes: list[Change] = field(default_factory=list)  # the final state against the export
     changed: int = 0  # users who changed
-    intended: int = 0  # users the job means to change (valid rows not already there)
-    unintended: int = 0  # changed but not as the job says, or not changed though it says so
+    intended: int = 0  # users the job means to change (rows sent whose target they lack)
+    unintended: int = 0  # changed, but not as the job says (nobody else may change)
+    unmoved: int = 0  # meant to change but not where the job says (failed or unsent rows)
     not_restored: int = 0  # users the rollback left different from the export
 
 
@@ -179,6 +180,8 @@ async def _phases(spec: JobSpec, state: SandboxState, events: Events,
     if run.exit_code not in (EXIT_OK, EXIT_ROW_FAILURES, 3):
         return done
     diff = _diff(spec, state, before, _intent(spec, state, before))
+    state.quotas.clear()  # verify and undo on a day of their own, with WeChat's usual quotas:
+    state.faults = replace(state.faults, daily_quota={})  # the run may have used one up
     verify = await verify_run(spec.out_dir, None, events, spec=spec)  # not the job file's
     calls.phase("verify")
     undo = await apply_rollback(spec.out_dir, None, options, events)
@@ -186,7 +189,7 @@ async def _phases(spec: JobSpec, state: SandboxState, events: Events,
     left = len(before.differ(_Memberships.of(state), state.followers))
     done = replace(done, verify=verify, rollback=undo, calls=calls.phases,
                    changes=diff.changes, changed=diff.changed, intended=diff.intended,
-                   unintended=diff.unintended, not_restored=left)
+                   unintended=diff.unintended, unmoved=diff.unmoved, not_restored=left)
     return replace(done, exit_code=_exit_code(done), message=_message(done))
 
 
@@ -243,6 +246,7 @@ class _Diff:
     changed: int
     intended: int
     unintended: int
+    unmoved: int
 
 
 def _intent(spec: JobSpec, state: SandboxState, before: _Memberships) -> dict[str, Any]:
@@ -284,11 +288,12 @@ def _diff(spec: JobSpec, state: SandboxState, before: _Memberships,
         return changed[openid][0] if openid in changed else now(openid)
 
     intended = {o for o, target in intent.items() if then(o) != target}
-    wrong = {o for o in changed.keys() | intended if intent.get(o, then(o)) != now(o)}
+    wrong = {o for o in changed if intent.get(o, then(o)) != now(o)}
+    unmoved = {o for o in intended if o not in changed}
     label = _labeller(state, tags)
     pairs = Counter((label(old), label(new)) for old, new in changed.values())
     changes = [Change(b, a, n) for (b, a), n in sorted(pairs.items(), key=lambda p: -p[1])]
-    return _Diff(changes, len(changed), len(intended), len(wrong))
+    return _Diff(changes, len(changed), len(intended), len(wrong), len(unmoved))
 
 
 def _labeller(state: SandboxState, tags: bool) -> Callable[[Any], str]:
@@ -306,7 +311,8 @@ def _exit_code(result: RehearsalResult) -> int:
     if result.run is not None and result.run.exit_code != EXIT_OK:
         return result.run.exit_code
     undo = result.rollback.applied if result.rollback is not None else None
-    if result.unintended or result.not_restored or (undo is not None and undo.exit_code) \
+    if result.unintended or result.unmoved or result.not_restored \
+            or (undo is not None and undo.exit_code) \
             or (result.verify is not None and result.verify.mismatches):
         return EXIT_ROW_FAILURES
     return EXIT_OK
@@ -315,6 +321,8 @@ def _exit_code(result: RehearsalResult) -> int:
 def _message(result: RehearsalResult) -> str:
     intent = ("as the job intends" if not result.unintended else
               f"{result.unintended:,} users not as the job intends")
+    if result.unmoved:
+        intent += f" ({result.unmoved:,} the job moves are not moved)"
     restored = ("the rollback restored the export exactly" if not result.not_restored else
                 f"the rollback left {result.not_restored:,} users unlike the export")
     return f"rehearsal: {result.changed:,} users changed, {intent}; {restored}"

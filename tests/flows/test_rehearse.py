@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import socket
 from collections import Counter
 from collections.abc import Iterator
@@ -203,5 +204,43 @@ async def test_rehearse_on_tags_with_untag_others(sandbox_factory: SandboxFactor
     assert result.exit_code == 0, result.message
     assert Counter({("; ".join(n.rsplit(" (", 1)[0] for n in c.before.split("; ")),
                      c.after.rsplit(" (", 1)[0]): c.users for c in result.changes}) == intent
+    assert result.unintended == 0
+    assert result.not_restored == 0
+
+
+def test_a_quota_stop_is_exit_3_and_still_rolled_back(export_file: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real account has 10 move calls left today (its plan says so): the rehearsal stops
+    where the real run would, and what it moved is undone all the same."""
+    job, intent = write_job(tmp_path, export_file, "https://api.weixin.qq.com")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"quota": {"groups/members/batchupdate": {
+        "needed": 200, "remain": 12, "others": 2, "daily_limit": 100000, "fits_today": False,
+        "days": 2}}}), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = batchmove.rehearse(job, export_file, quota_from_plan=plan, rate=0)
+    assert result.exit_code == 3, result.message
+    assert result.run is not None
+    assert "45009" in result.run.message
+    assert result.calls["run"]["groups/members/batchupdate"] > 10  # those in flight: 45009
+    assert result.changed == 10 * 50
+    assert result.unintended == 0
+    assert result.unmoved == sum(intent.values()) - result.changed
+    assert result.rollback is not None
+    assert result.rollback.applied is not None
+    assert result.rollback.applied.exit_code == 0
+    assert result.not_restored == 0
+
+
+def test_row_failures_are_exit_1(export_file: Path, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    job, _ = write_job(tmp_path, export_file, "https://api.weixin.qq.com")
+    with (tmp_path / "moves.csv").open("a", encoding="utf-8") as handle:
+        handle.write("oNotAFollowerOfThisAccount00,VIP\n")  # 40003 from the account
+    monkeypatch.chdir(tmp_path)
+    result = batchmove.rehearse(job, export_file, rate=0)
+    assert result.exit_code == 1
+    assert result.run is not None
+    assert result.run.counts["failed"] == 1
     assert result.unintended == 0
     assert result.not_restored == 0
