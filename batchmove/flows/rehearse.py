@@ -15,6 +15,7 @@ machine's registry is the sandbox's address, forgotten at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from array import array
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batchmove.engine.sharing import account_status
-from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, EXIT_USAGE, UsageError
+from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, EXIT_STOPPED, EXIT_USAGE, UsageError
 from batchmove.flows.plan import plan_job
 from batchmove.flows.rollback import apply_rollback
 from batchmove.flows.run import RunOptions, run_job
@@ -159,7 +160,9 @@ async def rehearse(spec: JobSpec, export: Path, events: Events, *,
                 registry = Registry()
                 registry.forget(account_of(rspec))
                 registry.close()
-    expected = _expected_seconds(result.calls.get("run", {}), real_rate)
+    expected, left_out = _expected_seconds(result.calls.get("run", {}), real_rate)
+    if left_out:
+        basis += f"; {', '.join(left_out)} not counted: no rate known"
     return replace(result, expected_s=expected, rate_basis=basis)
 
 
@@ -177,7 +180,7 @@ async def _phases(spec: JobSpec, state: SandboxState, events: Events,
     calls.phase("run")
     done = RehearsalResult(run.exit_code, run.message, spec.out_dir, plan, run,
                            calls=calls.phases, moved=_moved(spec.out_dir))
-    if run.exit_code not in (EXIT_OK, EXIT_ROW_FAILURES, 3):
+    if run.exit_code not in (EXIT_OK, EXIT_ROW_FAILURES, EXIT_STOPPED):
         return done
     diff = _diff(spec, state, before, _intent(spec, state, before))
     state.quotas.clear()  # verify and undo on a day of their own, with WeChat's usual quotas:
@@ -348,8 +351,6 @@ def expected_rate(spec: JobSpec, plan_json: Path | None) -> tuple[float | dict[s
 
 
 def _plan_rates(plan_json: Path) -> dict[str, float]:
-    import json
-
     try:
         rates = json.loads(plan_json.read_text(encoding="utf-8")).get("rates") or {}
     except (OSError, ValueError, AttributeError):
@@ -358,13 +359,15 @@ def _plan_rates(plan_json: Path) -> dict[str, float]:
 
 
 def _expected_seconds(calls: dict[str, int], rate: float | dict[str, float] | None
-                      ) -> float | None:
-    """The run's calls (tokens left out) at `rate`: one figure, or per endpoint added up."""
+                      ) -> tuple[float | None, list[str]]:
+    """The run's calls (tokens left out) at `rate`: one figure, or per endpoint added up
+    (endpoints with no known rate left out, and named)."""
     sent = {e: n for e, n in calls.items() if e not in ("token", "stable_token")}
-    if rate is None or not sent:
-        return None if rate is None else 0.0
+    if rate is None:
+        return None, []
     if isinstance(rate, float):
-        return sum(sent.values()) / rate
-    if any(e not in rate for e in sent):
-        return None
-    return sum(n / rate[e] for e, n in sent.items())
+        return sum(sent.values()) / rate, []
+    known = {e: n for e, n in sent.items() if e in rate}
+    if not known:
+        return None, sorted(sent)
+    return sum(n / rate[e] for e, n in known.items()), sorted(sent.keys() - known.keys())

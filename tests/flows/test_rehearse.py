@@ -63,10 +63,12 @@ async def export_file(sandbox_factory: SandboxFactory, tmp_path: Path,
     return out
 
 
-def write_job(tmp_path: Path, export: Path, api_base: str) -> tuple[Path, Counter[tuple[str,
-                                                                                          str]]]:
+def write_job(tmp_path: Path, export: Path, api: socket.socket, rate: str = "40"
+              ) -> tuple[Path, Counter[tuple[str, str]]]:
     """The job (every follower of the export to one of TARGETS), and its intent: (group
-    before, group after) -> users, for the users whose group changes, from the files."""
+    before, group after) -> users, for the users whose group changes, from the files. Its
+    `api_base` and its webhook are the listening socket `api`."""
+    api_base = f"http://127.0.0.1:{api.getsockname()[1]}"
     with export.open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.DictReader(handle))
     intent: Counter[tuple[str, str]] = Counter()
@@ -80,7 +82,7 @@ def write_job(tmp_path: Path, export: Path, api_base: str) -> tuple[Path, Counte
                 intent[row["current_group_name"], target] += 1
     job = tmp_path / "job.toml"
     job.write_text(f'input = "moves.csv"\nname = "segments"\napi_base = "{api_base}"\n'
-                   f'rate = 40\ncreate_groups = true\nout = "runs/segments"\n'
+                   f'rate = {rate}\ncreate_groups = true\nout = "runs/segments"\n'
                    f'[credentials]\ntoken_command = "touch {tmp_path}/token-command-ran"\n'
                    f'[notify]\nwebhook_env = "HOOK_URL"\n', encoding="utf-8")
     return job, intent
@@ -95,9 +97,8 @@ def by_names(changes: list[Change]) -> Counter[tuple[str, str]]:
 def test_rehearse_changes_what_the_job_says_and_the_rollback_restores_the_export(
         export_file: Path, tmp_path: Path, real_api: socket.socket,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    port = real_api.getsockname()[1]
-    job, intent = write_job(tmp_path, export_file, f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:{port}/hook")
+    job, intent = write_job(tmp_path, export_file, real_api)
+    monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:{real_api.getsockname()[1]}/hook")
     monkeypatch.setenv("WECHAT_APPID", "wxreal000000000001")
     monkeypatch.setenv("WECHAT_APPSECRET", "the-real-secret")
     monkeypatch.chdir(tmp_path)
@@ -133,7 +134,7 @@ def test_rehearse_changes_what_the_job_says_and_the_rollback_restores_the_export
 def test_a_second_rehearsal_replaces_the_first(export_file: Path, tmp_path: Path,
                                                 real_api: socket.socket,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    job, _ = write_job(tmp_path, export_file, "https://api.weixin.qq.com")
+    job, _ = write_job(tmp_path, export_file, real_api)
     monkeypatch.chdir(tmp_path)
     first = batchmove.rehearse(job, export_file, rate=0)
     second = batchmove.rehearse(job, export_file, rate=0)
@@ -147,9 +148,9 @@ def test_a_second_rehearsal_replaces_the_first(export_file: Path, tmp_path: Path
     assert (taken / "keep.txt").read_text(encoding="utf-8") == "mine"
 
 
-def test_the_cli_prints_the_findings_and_refuses_a_bad_export(export_file: Path,
-                                                               tmp_path: Path) -> None:
-    job, intent = write_job(tmp_path, export_file, "https://api.weixin.qq.com")
+def test_the_cli_prints_the_findings_and_refuses_a_bad_export(
+        export_file: Path, tmp_path: Path, real_api: socket.socket) -> None:
+    job, intent = write_job(tmp_path, export_file, real_api)
     done = batchmove_cli("rehearse", str(job), "--from", str(export_file), "--rate", "0",
                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -208,11 +209,12 @@ async def test_rehearse_on_tags_with_untag_others(sandbox_factory: SandboxFactor
     assert result.not_restored == 0
 
 
-def test_a_quota_stop_is_exit_3_and_still_rolled_back(export_file: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_quota_stop_is_exit_3_and_still_rolled_back(
+        export_file: Path, tmp_path: Path, real_api: socket.socket,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The real account has 10 move calls left today (its plan says so): the rehearsal stops
     where the real run would, and what it moved is undone all the same."""
-    job, intent = write_job(tmp_path, export_file, "https://api.weixin.qq.com")
+    job, intent = write_job(tmp_path, export_file, real_api)
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"quota": {"groups/members/batchupdate": {
         "needed": 200, "remain": 12, "others": 2, "daily_limit": 100000, "fits_today": False,
@@ -232,9 +234,9 @@ def test_a_quota_stop_is_exit_3_and_still_rolled_back(export_file: Path, tmp_pat
     assert result.not_restored == 0
 
 
-def test_row_failures_are_exit_1(export_file: Path, tmp_path: Path,
+def test_row_failures_are_exit_1(export_file: Path, tmp_path: Path, real_api: socket.socket,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    job, _ = write_job(tmp_path, export_file, "https://api.weixin.qq.com")
+    job, _ = write_job(tmp_path, export_file, real_api)
     with (tmp_path / "moves.csv").open("a", encoding="utf-8") as handle:
         handle.write("oNotAFollowerOfThisAccount00,VIP\n")  # 40003 from the account
     monkeypatch.chdir(tmp_path)
@@ -244,3 +246,26 @@ def test_row_failures_are_exit_1(export_file: Path, tmp_path: Path,
     assert result.run.counts["failed"] == 1
     assert result.unintended == 0
     assert result.not_restored == 0
+    assert_never_called(real_api)
+
+
+def test_the_expected_time_of_an_auto_rate(export_file: Path, tmp_path: Path,
+                                           real_api: socket.socket,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rate = "auto"`: unknown without a plan or a history; at the plan's rates with one."""
+    job, _ = write_job(tmp_path, export_file, real_api, rate='"auto"')
+    monkeypatch.chdir(tmp_path)
+    blind = batchmove.rehearse(job, export_file, rate=0)
+    assert blind.exit_code == 0, blind.message
+    assert blind.expected_s is None
+    assert "unknown" in blind.rate_basis
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"quota": {}, "rates": {"groups/members/batchupdate": 20.0,
+                                                       "user/info/batchget": 50.0}}),
+                    encoding="utf-8")
+    priced = batchmove.rehearse(job, export_file, rate=0, quota_from_plan=plan)
+    run = priced.calls["run"]
+    assert priced.expected_s == pytest.approx(run["groups/members/batchupdate"] / 20
+                                              + run["user/info/batchget"] / 50)
+    assert priced.rate_basis.endswith("groups/create, groups/get not counted: no rate known")
+    assert_never_called(real_api)
