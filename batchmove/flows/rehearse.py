@@ -225,8 +225,7 @@ class _Memberships:
 
     @classmethod
     def of(cls, state: SandboxState) -> _Memberships:
-        return cls(state.members.group_ids(),
-                   {openid: frozenset(tids) for openid, tids in state.tags.user_tags.items()})
+        return cls(state.members.group_ids(), dict(state.tags.user_tags))  # shared, immutable
 
     def differ(self, other: _Memberships, followers: list[str]) -> dict[str, tuple[Any, Any]]:
         """openid -> (here, there) for every follower whose group or tags differ."""

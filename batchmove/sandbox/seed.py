@@ -10,8 +10,9 @@ Ids are kept (a job written against the real account by id or by name means the 
 the order of the rows is the order `user/get` pages them. Anything the export could not have
 written is refused with one line naming the file and the row (`SandboxConfigError`): a missing
 column, an openid twice, a group or tag id with two names, a reserved id renamed, names and ids
-that do not pair up. Streamed: one dict (openid -> position) and one array of group ids; 10M
-rows take about 1.3 GB and 25 s (bench/sandbox_from.py, docs/sandbox.md). The sandbox sits
+that do not pair up. Streamed: one dict (openid -> position), one array of group ids, tag
+members as arrays, one frozenset per distinct set of tags; 10M rows: 18 s and 1.5 GB (groups),
+36 s and 1.8 GB (tags) (bench/sandbox_from.py, docs/sandbox.md). The sandbox sits
 below the intake, so it reads the file itself: the csv module, and calamine for XLSX.
 """
 
@@ -40,13 +41,15 @@ _ID = re.compile(r"\d{1,9}")
 @dataclass(slots=True)
 class Seed:
     """The account's followers (in `user/get` order), each one's group by position, the groups
-    and tags the file names (id -> name), and each tag's members (ascending positions)."""
+    and tags the file names (id -> name), each tag's members (ascending positions) and each
+    tagged follower's tags."""
 
     positions: dict[str, int]
     group_of: array[int]
     groups: dict[int, str] = field(default_factory=dict)
     tags: dict[int, str] = field(default_factory=dict)
-    members: dict[int, list[int]] = field(default_factory=dict)
+    members: dict[int, array[int]] = field(default_factory=dict)
+    user_tags: dict[str, frozenset[int]] = field(default_factory=dict)  # one set per distinct
 
 
 def seed_of(config: SandboxConfig) -> Seed:
@@ -141,7 +144,8 @@ class _Reader:
                 f"{','.join(GROUP_HEADER)} or {','.join(TAG_HEADER)}")
         return self.seed
 
-    def _follower(self, row: int, openid: str) -> int:
+    def _follower(self, row: int, openid: str) -> str:
+        """The row's openid, given the next position (the key the state keeps: one str)."""
         openid = plain(openid.strip())
         if not openid:
             raise self.fail(row, "the openid is empty")
@@ -151,7 +155,7 @@ class _Reader:
         if position != count:
             raise self.fail(row, f"openid {openid} is listed twice (first on row "
                                  f"{position + 2})")
-        return position
+        return openid
 
     def _groups(self, rows: Iterator[list[str]]) -> None:
         names, group_of = self.seed.groups, self.seed.group_of
@@ -191,24 +195,27 @@ class _Reader:
 
     def _tags(self, rows: Iterator[list[str]]) -> None:
         seed = self.seed
-        known: dict[tuple[str, str], tuple[int, ...]] = {}  # cells -> tag ids, checked once
+        known: dict[tuple[str, str], frozenset[int]] = {}  # cells -> tag ids, checked once
         by_name: dict[str, int] = {}
         for row, cells in enumerate(rows, start=2):
             if len(cells) != 3:
                 if not any(cells):
                     continue
                 raise self.fail(row, f"expected 3 cells, found {len(cells)}")
-            position = self._follower(row, cells[0])
+            openid = self._follower(row, cells[0])
+            position = len(seed.positions) - 1
             seed.group_of.append(0)
             tagids = known.get((cells[1], cells[2]))
             if tagids is None:
                 tagids = known[cells[1], cells[2]] = self._tag_set(row, cells[1], cells[2],
                                                                    by_name)
+            if tagids:
+                seed.user_tags[openid] = tagids  # one frozenset per distinct set of tags
             for tid in tagids:
-                seed.members.setdefault(tid, []).append(position)
+                seed.members.setdefault(tid, array("i")).append(position)
 
     def _tag_set(self, row: int, names_cell: str, ids_cell: str,
-                 by_name: dict[str, int]) -> tuple[int, ...]:
+                 by_name: dict[str, int]) -> frozenset[int]:
         ids = [t.strip() for t in ids_cell.split(";") if t.strip()]
         names = [n for n in plain(names_cell).split(";") if n] if ids else []
         if any(not _ID.fullmatch(t) for t in ids):
@@ -227,7 +234,7 @@ class _Reader:
             if by_name.setdefault(name, tid) != tid:
                 raise self.fail(row, f"tag name {name!r} is held by tags {by_name[name]} and "
                                      f"{tid}; tag names are unique")
-        return tuple(map(int, ids))
+        return frozenset(map(int, ids))
 
 
 def quota_from_plan(path: Path) -> dict[str, int]:

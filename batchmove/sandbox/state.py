@@ -64,7 +64,7 @@ class SandboxState:
         self.tags = TagBook(self.followers, self._position, self.config.tags,
                             max_tags=self.config.max_tags,
                             delete_limit=self.config.tag_delete_limit,
-                            page_size=self.config.page_size, seeded=(seed.tags, seed.members))
+                            page_size=self.config.page_size, seeded=seed)
         self.calls: Counter[str] = Counter()
         #: every openid a move call applied, in order (tests check nothing is moved twice)
         self.move_log: list[str] = []
