@@ -252,17 +252,20 @@ class _Diff:
 
 
 def _intent(spec: JobSpec, state: SandboxState, before: _Memberships) -> dict[str, Any]:
-    """openid -> where the job puts the follower (a group id, or a tag set), for every row
-    sent whose target resolved; tags: the export's tags changed as `untag` says."""
+    """openid -> where the job puts the follower (a group id, or a tag set; None: a target
+    that does not exist), for every row sent; tags: the export's tags changed as `untag`
+    says."""
     names = {t["name"]: t["id"] for t in state.tags.listing()}
     removed = ({names[n] for n in spec.untag if n in names}
                if isinstance(spec.untag, tuple) else None)  # None: "others"
     intent: dict[str, Any] = {}
     with Ledger(spec.out_dir).open(lock=False) as ledger:
         for row in ledger.rows():
-            if row.status in _UNSENT or row.group_id is None or row.openid not in state.members:
+            if row.status in _UNSENT or row.openid not in state.members:
                 continue
-            if spec.backend == "groups":
+            if row.group_id is None:  # its target could not be resolved (nor created)
+                intent[row.openid] = None
+            elif spec.backend == "groups":
                 intent[row.openid] = row.group_id
             elif row.group_id == 0 or ";" in row.target:  # a tag set: exactly these
                 intent[row.openid] = frozenset(int(t) for t in row.target.split(";") if t)
@@ -327,7 +330,9 @@ def _message(result: RehearsalResult) -> str:
         intent += f" ({result.unmoved:,} the job moves are not moved)"
     restored = ("the rollback restored the export exactly" if not result.not_restored else
                 f"the rollback left {result.not_restored:,} users unlike the export")
-    return f"rehearsal: {result.changed:,} users changed, {intent}; {restored}"
+    run = result.run
+    said = f"{run.message}; " if run is not None and run.exit_code != EXIT_OK else ""
+    return f"rehearsal: {said}{result.changed:,} users changed, {intent}; {restored}"
 
 
 def expected_rate(spec: JobSpec, plan_json: Path | None) -> tuple[float | dict[str, float] | None,

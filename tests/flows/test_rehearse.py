@@ -269,3 +269,23 @@ def test_the_expected_time_of_an_auto_rate(export_file: Path, tmp_path: Path,
                                               + run["user/info/batchget"] / 50)
     assert priced.rate_basis.endswith("groups/create, groups/get not counted: no rate known")
     assert_never_called(real_api)
+
+
+def test_targets_that_do_not_exist_are_meant_but_not_moved(
+        export_file: Path, tmp_path: Path, real_api: socket.socket,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without create_groups the rows for 新客A and 新客B fail: exit 1, and the rehearsal
+    counts their users as meant to move but not moved, never as moved otherwise."""
+    job, intent = write_job(tmp_path, export_file, real_api)
+    job.write_text(job.read_text(encoding="utf-8").replace("create_groups = true",
+                                                           "create_groups = false"),
+                   encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = batchmove.rehearse(job, export_file, rate=0)
+    assert result.exit_code == 1
+    new = sum(n for (_, after), n in intent.items() if after in ("新客A", "新客B"))
+    assert result.unmoved == new
+    assert result.changed == sum(intent.values()) - new
+    assert result.unintended == 0
+    assert result.not_restored == 0
+    assert result.message.startswith("rehearsal: finished with row failures")
