@@ -61,7 +61,7 @@ def xlsx_rows(path: Path) -> list[list[object]]:
         0).to_python()
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+@pytest.mark.parametrize("suffix", [".csv", pytest.param(".xlsx", marks=pytest.mark.slow)])
 async def test_export_then_sandbox_from_it_then_export_again_is_identical(
         sandbox_factory: SandboxFactory, tmp_path: Path, suffix: str) -> None:
     first = await spread(sandbox_factory)
