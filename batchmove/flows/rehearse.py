@@ -141,6 +141,9 @@ async def rehearse(spec: JobSpec, export: Path, events: Events, *,
                    rate: float | Literal["auto"] | None = None) -> RehearsalResult:
     """Start the sandbox from `export`, then plan, run, verify and roll back the job on it,
     at `rate` (default: the job's); the expected time is the job's rate's."""
+    if not spec.snapshot:
+        raise UsageError("a rehearsal ends with the run's rollback, which needs its snapshot: "
+                         "the job says snapshot = false")
     try:
         config = sandbox_config(spec, export, plan_json)
         state = SandboxState(config)

@@ -289,3 +289,11 @@ def test_targets_that_do_not_exist_are_meant_but_not_moved(
     assert result.unintended == 0
     assert result.not_restored == 0
     assert result.message.startswith("rehearsal: finished with row failures")
+
+
+def test_a_job_without_a_snapshot_cannot_be_rehearsed(export_file: Path, tmp_path: Path,
+                                                       real_api: socket.socket) -> None:
+    job, _ = write_job(tmp_path, export_file, real_api)
+    with pytest.raises(batchmove.UsageError, match="needs its snapshot"):
+        batchmove.rehearse(job, export_file, snapshot=False)
+    assert not (tmp_path / "runs").exists()
