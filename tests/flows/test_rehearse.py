@@ -225,7 +225,7 @@ def test_a_quota_stop_is_exit_3_and_still_rolled_back(
     assert result.run is not None
     assert "45009" in result.run.message
     assert result.calls["run"]["groups/members/batchupdate"] > 10  # those in flight: 45009
-    assert result.changed == 10 * 50
+    assert 0 < result.changed <= 10 * 50  # 10 calls of at most 50 users went through
     assert result.unintended == 0
     assert result.unmoved == sum(intent.values()) - result.changed
     assert result.rollback is not None
