@@ -17,7 +17,7 @@ import pytest
 
 import batchmove
 from batchmove.flows.export import export_followers, export_spec
-from batchmove.flows.rehearse import MARKER, Change
+from batchmove.flows.rehearse import MARKER, Change, sandbox_config
 from batchmove.sandbox import SandboxConfig
 from tests.support.cli import batchmove as batchmove_cli
 from tests.support.sandboxes import SandboxFactory
@@ -297,3 +297,19 @@ def test_a_job_without_a_snapshot_cannot_be_rehearsed(export_file: Path, tmp_pat
     with pytest.raises(batchmove.UsageError, match="needs its snapshot"):
         batchmove.rehearse(job, export_file, snapshot=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_sandbox_keeps_the_jobs_settings_but_its_followers(tmp_path: Path) -> None:
+    """`[sandbox]` faults and quotas carry over (a job's own quota over the plan's); its
+    followers (`users`, `users_file`, `openids`, `from`) give way to the export."""
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"quota": {
+        "groups/members/batchupdate": {"remain": 30, "others": 0},
+        "user/info/batchget": {"remain": 900, "others": 100}}}), encoding="utf-8")
+    spec = batchmove.JobSpec(input=tmp_path / "in.csv", sandbox={
+        "users": 5, "latency_ms": 3.0, "daily_quota": {"user/info/batchget": 7}})
+    config = sandbox_config(spec, tmp_path / "account.csv", plan)
+    assert config.from_file == str(tmp_path / "account.csv")
+    assert config.users == SandboxConfig().users
+    assert config.latency_ms == 3.0
+    assert config.daily_quota == {"groups/members/batchupdate": 30, "user/info/batchget": 7}
