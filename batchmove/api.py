@@ -39,9 +39,9 @@ from batchmove.flows.verify import verify_run
 from batchmove.intake import jobfile
 from batchmove.ledger.lock import is_locked
 from batchmove.ledger.reader import LedgerReader, ledger_changed_at
+from batchmove.ledger.rundir import SUMMARY_JSON, read_summary
 from batchmove.ledger.rundir import now as now
 from batchmove.models import JobSpec
-from batchmove.output import report
 from batchmove.output.notify import resend
 from batchmove.output.review import write_rollback
 from batchmove.results import (
@@ -312,7 +312,7 @@ def view_run(run_dir: PathLike, *, recount: bool = False) -> RunView:
 
 def _summary_of(run_dir: Path) -> Summary:
     try:
-        found: Summary = Summary(**report.read_summary(run_dir))  # type: ignore[typeddict-item]
+        found: Summary = Summary(**read_summary(run_dir))  # type: ignore[typeddict-item]
         return found
     except RunStateError:
         return Summary()
@@ -320,7 +320,7 @@ def _summary_of(run_dir: Path) -> Summary:
 
 def _summary_is_fresh(run_dir: Path, ledger_changed: float) -> bool:
     try:
-        return (run_dir / report.SUMMARY_JSON).stat().st_mtime >= ledger_changed
+        return (run_dir / SUMMARY_JSON).stat().st_mtime >= ledger_changed
     except OSError:
         return False
 

@@ -14,6 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypedDict
 
+from batchmove.errors import EXIT_OK
+from batchmove.models import RowStatus
+
 
 class StopReason(StrEnum):
     """Why a run, an export or a verification ended (`RunResult.stop_reason`, summary.json)."""
@@ -42,10 +45,11 @@ class Counts(TypedDict):
 
 def counts_of(found: Mapping[str, int]) -> Counts:
     """All seven statuses, zero where `found` has none."""
-    return Counts(moved=found.get("moved", 0), already=found.get("already", 0),
-                  failed=found.get("failed", 0), invalid=found.get("invalid", 0),
-                  duplicate=found.get("duplicate", 0), unknown=found.get("unknown", 0),
-                  pending=found.get("pending", 0))
+    get = found.get
+    return Counts(moved=get(RowStatus.MOVED, 0), already=get(RowStatus.ALREADY, 0),
+                  failed=get(RowStatus.FAILED, 0), invalid=get(RowStatus.INVALID, 0),
+                  duplicate=get(RowStatus.DUPLICATE, 0), unknown=get(RowStatus.UNKNOWN, 0),
+                  pending=get(RowStatus.PENDING, 0))
 
 
 class Summary(TypedDict, total=False):
@@ -105,7 +109,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0
+        return self.exit_code == EXIT_OK
 
 
 class TargetPlan(TypedDict):

@@ -142,3 +142,56 @@ def test_repository_tooling_stays_out_of_the_wheel() -> None:
                                 exclude=found["exclude"]))
     packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
     assert shipped == {p for p in packages if not under(p, "batchmove.dev")}
+
+
+# --- one fact, one home: row statuses live in models.RowStatus, exit codes in errors.py -------
+
+def _calls(path: Path) -> list[ast.Call]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+
+
+def _is_int(node: ast.AST | None) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) is int
+
+
+def test_counts_name_every_status_in_order() -> None:
+    """`Counts` (the typed view reports and the console read) is `RowStatus`, key for key."""
+    from batchmove.models import STATUSES
+    from batchmove.results import Counts
+
+    assert tuple(Counts.__annotations__) == STATUSES
+
+
+def test_statuses_are_looked_up_by_rowstatus() -> None:
+    """A plain mapping of counts is read with `RowStatus.X`, never a bare "pending" string
+    (a `Counts` TypedDict has every key, so `.get` on one is never needed)."""
+    from batchmove.models import STATUSES
+
+    bare = [f"{name}:{call.lineno}" for name, path in MODULES.items() for call in _calls(path)
+            if isinstance(call.func, ast.Attribute) and call.func.attr == "get" and call.args
+            and isinstance(call.args[0], ast.Constant) and call.args[0].value in STATUSES]
+    assert not bare, f"bare status strings (use RowStatus): {bare}"
+
+
+def test_exit_codes_are_named() -> None:
+    """No `sys.exit(2)`, `exit_code=0`, `.get("exit_code", 2)` or `exit_code != 0`: the codes
+    are errors.EXIT_*. `batchmove.dev` imports nothing of batchmove, so it is left out."""
+    bare = []
+    for name, path in MODULES.items():
+        if under(name, "batchmove.dev") or name == "batchmove.errors":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            hit = (isinstance(node, ast.Call) and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "exit"
+                 and any(map(_is_int, node.args)))
+                or any(k.arg == "exit_code" and _is_int(k.value) for k in node.keywords)
+                or (isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and len(node.args) == 2 and isinstance(node.args[0], ast.Constant)
+                    and node.args[0].value == "exit_code" and _is_int(node.args[1])))
+            ) or (isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute)
+                  and node.left.attr == "exit_code" and any(map(_is_int, node.comparators)))
+            if hit:
+                bare.append(f"{name}:{getattr(node, 'lineno', '?')}")
+    assert not bare, f"bare exit codes (use errors.EXIT_*): {bare}"

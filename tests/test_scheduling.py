@@ -53,6 +53,20 @@ def test_cronjob_yaml_is_valid_against_the_kubernetes_schemas() -> None:
         kubernetes_validate.validate(cronjob, kubernetes_validate.latest_version(), strict=True)
 
 
+def test_cronjob_image_names_the_release_it_needs() -> None:
+    """The tag is this version's release (0.3.0 while pyproject says 0.3.0.dev0): the example
+    uses platform jobs and BATCHMOVE_STATE_DIR, which no earlier release has."""
+    import re
+    import tomllib
+
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    release = re.match(r"\d+\.\d+\.\d+", version)
+    assert release is not None, version
+    _, cronjob = yaml.safe_load_all((EXAMPLES / "cronjob.yaml").read_text())
+    [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].rsplit(":", 1)[1] == release.group()
+
+
 def test_crontab_line_is_five_fields_and_a_batchmove_run() -> None:
     [line] = [s for s in (EXAMPLES / "crontab").read_text().splitlines()
               if s.strip() and not s.startswith("#")]

@@ -87,6 +87,7 @@ _TEXT: dict[str, tuple[str, str]] = {
                    "again. Check it and approve again.",
                    "自显示计划以来，输入或设置已更改：以下是新的计划。请检查后重新批准。"),
     "plan.users_to_move": ("Users to move", "待移动用户"),
+    "plan.up_to": ("up to", "最多"),
     "run.progress": ("Progress", "进度"),
     "run.phase": ("Phase", "阶段"),
     "run.moved": ("moved", "已移动"),

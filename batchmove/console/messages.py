@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchmove.console import errtext
+from batchmove.models import RowStatus
 
 LOG = logging.getLogger("batchmove.console")
 _PATH = re.compile(r"(?<![\w.])/(?:[^\s/:;,'\"()]+/)+([^\s/:;,'\"()]+)")
@@ -262,7 +263,8 @@ def result(run: Mapping[str, Any], lang: str) -> str:
     if state == "stopped":
         key = reason if reason in _RESULTS else "pending"
         return _RESULTS[key][index]
-    return _RESULTS["failures" if counts.get("failed") or counts.get("invalid") else "done"][index]
+    failures = counts.get(RowStatus.FAILED) or counts.get(RowStatus.INVALID)
+    return _RESULTS["failures" if failures else "done"][index]
 
 
 def detail(run: Mapping[str, Any]) -> str:

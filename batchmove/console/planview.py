@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchmove.models import RowStatus
+
 CHART_BARS = 25  # the chart shows the biggest targets; the table lists them all
 CHART_WIDTH = 640
 BAR_HEIGHT = 22
@@ -48,8 +50,9 @@ def _short(name: str) -> str:
 
 def tallies(plan: dict[str, Any]) -> dict[str, int]:
     rows = dict(plan.get("rows", {}))
-    return {"valid": int(rows.get("pending", 0)), "invalid": int(rows.get("invalid", 0)),
-            "duplicate": int(rows.get("duplicate", 0)),
+    return {"valid": int(rows.get(RowStatus.PENDING, 0)),
+            "invalid": int(rows.get(RowStatus.INVALID, 0)),
+            "duplicate": int(rows.get(RowStatus.DUPLICATE, 0)),
             "total": sum(int(n) for n in rows.values())}
 
 
@@ -63,6 +66,8 @@ def view(plan: dict[str, Any]) -> dict[str, Any]:
         "targets": rows,
         "chart": chart(rows),
         "users_to_move": plan.get("users_to_move", 0),
+        # as `plan` prints it: the users and the move calls are a bound until counted
+        "up_to": plan.get("moves_exact") is False,
         "calls": calls,
         "calls_total": plan.get("calls", {}).get("total", 0),
         "snapshot": snapshot(plan),

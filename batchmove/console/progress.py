@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from batchmove import api
 from batchmove.errors import RunStateError
+from batchmove.models import RowStatus
 from batchmove.results import Counts, RunWatch
 
 RATE_WINDOW_S = 10.0
@@ -126,13 +127,13 @@ class Watcher:
 
     def _figures(self, watch: Watch, live: bool, hint: str) -> dict[str, Any]:
         counts = cast(dict[str, int], dict(watch.counts or {}))
-        pending = counts.get("pending", 0)
+        pending = counts.get(RowStatus.PENDING, 0)
         rate = _rate(watch.samples)
         return {
             "phase": _phase(counts, live, hint),
             "counts": counts,
-            "moved": counts.get("moved", 0),
-            "failed": counts.get("failed", 0),
+            "moved": counts.get(RowStatus.MOVED, 0),
+            "failed": counts.get(RowStatus.FAILED, 0),
             "pending": pending,
             "total": sum(counts.values()),
             "users_per_s": round(rate, 1),
@@ -179,8 +180,8 @@ def _phase(counts: dict[str, int], live: bool, hint: str) -> str:
     if not sum(counts.values()):
         return "loading" if live else "waiting"
     if not live:
-        return "stopped" if counts["pending"] or counts.get("unknown") else "done"
-    if not counts["pending"]:
+        return "stopped" if counts[RowStatus.PENDING] or counts.get(RowStatus.UNKNOWN) else "done"
+    if not counts[RowStatus.PENDING]:
         return "reports"
-    answered = counts["moved"] + counts["failed"] + counts["already"]
+    answered = sum(counts[s] for s in (RowStatus.MOVED, RowStatus.FAILED, RowStatus.ALREADY))
     return "moving" if answered else "preparing"

@@ -23,6 +23,7 @@ from batchmove import api
 from batchmove.console.exports import export_state, last_line
 from batchmove.console.runfiles import CHILD_LOG, JOB_TOML, read_state, update_state
 from batchmove.errors import EXIT_USAGE
+from batchmove.models import RowStatus
 
 STATES = ("planned", "running", "finished", "stopped", "failed")
 
@@ -164,4 +165,5 @@ def _state(console: dict[str, Any], counts: dict[str, int], exit_code: Any,
         return "failed" if console.get("approved_at") else "planned"
     if exit_code == EXIT_USAGE:
         return "failed"
-    return "stopped" if counts.get("pending") or counts.get("unknown") else "finished"
+    left = counts.get(RowStatus.PENDING) or counts.get(RowStatus.UNKNOWN)
+    return "stopped" if left else "finished"

@@ -42,6 +42,7 @@ from batchmove.console.runfiles import (
 )
 from batchmove.console.runs import Supervisor, run_record
 from batchmove.errors import BatchmoveError, RunStateError
+from batchmove.models import RowStatus
 
 MB = 1 << 20
 #: the files a run's page offers for download
@@ -348,7 +349,7 @@ class Console:
     def verify(self, run_id: str) -> dict[str, Any]:
         run_dir = self.run_dir(run_id)
         info = self.info(run_id)
-        if info["state"] not in ("finished", "stopped") or not info["counts"].get("moved"):
+        if info["state"] not in ("finished", "stopped") or not info["counts"].get(RowStatus.MOVED):
             raise Refused("only a run that moved users can be verified", info)
         self.supervisor.start(run_dir, "verify")
         return self.info(run_id)

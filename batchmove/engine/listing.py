@@ -7,7 +7,7 @@ through the worker pool, retries and rate limiter included), page k+1 is already
 A page is handed to `on_page` only once every one of its followers is known, together with the
 cursor of the next page, so the caller can checkpoint page by page and resume exactly.
 
-Knows nothing of files: the checkpoint and the output are the caller's (pipeline level).
+Knows nothing of files: the checkpoint and the output are the caller's (`flows/export.py`).
 """
 
 from __future__ import annotations

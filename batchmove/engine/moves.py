@@ -16,7 +16,7 @@ from batchmove.engine.signals import StopSignals
 from batchmove.engine.targets import RowOps, TargetApi, tag_operations
 from batchmove.ledger.buffer import Checkpointer, ResultBuffer
 from batchmove.ledger.store import Ledger
-from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, Move, RowFailure
+from batchmove.models import MAX_USER_INFO_BATCH, Batch, JobSpec, Move, RowFailure, RowStatus
 from batchmove.results import Events, Progress, StopReason
 from batchmove.wechat.answers import Follower, UserInfo
 from batchmove.wechat.client import WeChatClient
@@ -161,9 +161,10 @@ class Committer:
     def __call__(self, force: bool = False) -> None:
         if force or self.buffer.due():
             moved, failed = self.buffer.flush()
-            self.tally["moved"] += moved
-            self.tally["failed"] += failed
-            self.events.progress(self.clock.report(self.tally["moved"], self.tally["failed"]))
+            self.tally[RowStatus.MOVED] += moved
+            self.tally[RowStatus.FAILED] += failed
+            self.events.progress(self.clock.report(self.tally[RowStatus.MOVED],
+                                                   self.tally[RowStatus.FAILED]))
 
 
 def frozen(untag: list[int] | None) -> frozenset[int] | None:

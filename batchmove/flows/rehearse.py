@@ -34,7 +34,7 @@ from batchmove.flows.run import RunOptions, run_job
 from batchmove.flows.verify import verify_run
 from batchmove.ledger.reader import LedgerReader
 from batchmove.ledger.store import Ledger
-from batchmove.models import Credentials, JobSpec, Notify
+from batchmove.models import Credentials, JobSpec, Notify, RowStatus
 from batchmove.registry import Registry, account_of
 from batchmove.results import Counts, Events, Plan, RollbackFile, RunResult, VerifyResult
 from batchmove.sandbox import SandboxConfig, SandboxConfigError, SandboxState, running_sandbox
@@ -48,7 +48,7 @@ REHEARSAL_ENV = Credentials(appid_env="BATCHMOVE_REHEARSAL_APPID",
                             secret_env="BATCHMOVE_REHEARSAL_SECRET",
                             token_env="BATCHMOVE_REHEARSAL_TOKEN")
 _SEEDED_KEYS = ("users", "users_file", "openids", "from_file")
-_UNSENT = ("invalid", "duplicate")
+_UNSENT = frozenset({RowStatus.INVALID.value, RowStatus.DUPLICATE.value})  # never sent
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,16 @@
 
     notify (start ping) -> select (a segment job's followers, frozen into input.csv)
         -> load (intake: validate every row into the ledger, or resume it)
+        -> claim (the run's users, on the account's registry)
         -> resolve targets -> plan (shown for confirmation) -> create missing groups
-        -> snapshot and move (the worker pool) -> verify (read back) -> report
-        -> notify (robot, webhook, end ping)
+        -> snapshot and move (the worker pool) -> settle (moves never answered, read back)
+        -> verify (read back) -> report -> notify (robot, webhook, end ping)
 
 Every stage lives in its package (intake/, ledger/, engine/, output/); this module only puts
 them in order and turns how they ended into an exit code. It never prints: whoever watches
 gets `Events`. Beside it in `flows/`: the plan (`plan.py`), the verification (`verify.py`),
-segment jobs' selection (`segments.py`) and the export (`export.py`). The public API
+segment jobs' selection (`segments.py`), the export (`export.py`), the undo (`rollback.py`) and
+a platform's accounts (`agency.py`). The public API
 (`batchmove.api`) and through it the CLI and the console are its only callers.
 """
 
@@ -54,7 +56,7 @@ from batchmove.flows import segments
 from batchmove.flows.plan import plan_of
 from batchmove.flows.verify import read_back
 from batchmove.intake import loader
-from batchmove.ledger.rundir import load_or_resume, now
+from batchmove.ledger.rundir import load_or_resume, now, read_summary
 from batchmove.ledger.store import Ledger
 from batchmove.models import STATUSES, JobSpec, RowStatus
 from batchmove.output import report
@@ -207,7 +209,7 @@ def _finish(ledger: Ledger, spec: JobSpec, started: tuple[float, float], reason:
     run_dir = spec.out_dir
     try:
         report.write_reports(ledger, run_dir, dict(summary), xlsx_max_rows=spec.xlsx_max_rows)
-        summary = Summary(**report.read_summary(run_dir))  # type: ignore[typeddict-item]
+        summary = Summary(**read_summary(run_dir))  # type: ignore[typeddict-item]
     except RunStateError as exc:  # calls were sent: not exit 2 ("nothing was sent")
         code = EXIT_STOPPED
         message = (f"{message}; but {exc.message}; every result is in the ledger: "
@@ -242,7 +244,7 @@ def _verdict(counts: Counter[str], reason: StopReason, error: BatchmoveError | N
                               f"run the same command again to read them back ({tally})")
     if counts.get(RowStatus.PENDING):
         return EXIT_STOPPED, f"stopped with rows still pending; run again to resume ({tally})"
-    if counts.get("failed") or counts.get("invalid"):
+    if counts.get(RowStatus.FAILED) or counts.get(RowStatus.INVALID):
         hint = advice.hint() if advice is not None else ""
         return EXIT_ROW_FAILURES, (f"finished with row failures ({tally}); see failed.csv"
                                    + (f"; {hint}" if hint else ""))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from batchmove.errors import StoppedEarly
+from batchmove.errors import EXIT_OK, StoppedEarly
 from batchmove.flows.export import ExportResult, ExportSpec, check_export, export_followers
 from batchmove.models import JobSpec, Selection
 from batchmove.results import Events, Plan, RunResult, StopReason, Summary, counts_of
@@ -62,7 +62,7 @@ async def freeze(spec: JobSpec, events: Events, *, restart: bool = False,
     spec.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     result = await export_followers(listing_spec(spec, frozen), events,
                                     handle_signals=handle_signals)
-    if result.exit_code != 0:
+    if result.exit_code != EXIT_OK:
         return job, _stopped(spec, result)
     what = describe_selection(spec.select)
     if not result.rows:  # nothing frozen: the next run lists the selection afresh
@@ -86,7 +86,7 @@ async def planned(spec: JobSpec, events: Events) -> AsyncIterator[tuple[JobSpec,
     with tempfile.TemporaryDirectory(prefix="batchmove-select-") as scratch:
         path = Path(scratch) / FROZEN_INPUT
         result = await export_followers(listing_spec(spec, path), events)
-        if result.exit_code != 0:
+        if result.exit_code != EXIT_OK:
             raise StoppedEarly(f"listing the selection stopped: {result.message}")
         yield replace(spec, input=path), Listed(result.rows, result.calls)
 
@@ -133,9 +133,9 @@ def _empty(spec: JobSpec, calls: dict[str, int]) -> RunResult:
     assert spec.select is not None
     message = (f"the selection is empty ({describe_selection(spec.select)}: no follower "
                "matches): nothing to move")
-    summary = Summary(job=spec.name, exit_code=0, stop_reason=StopReason.DONE.value,
+    summary = Summary(job=spec.name, exit_code=EXIT_OK, stop_reason=StopReason.DONE.value,
                       message=message, calls=calls, counts=counts_of({}))
-    return RunResult(0, message, spec.out_dir, counts_of({}), StopReason.DONE, calls, summary)
+    return RunResult(EXIT_OK, message, spec.out_dir, counts_of({}), StopReason.DONE, calls, summary)
 
 
 def _rows(path: Path) -> int:

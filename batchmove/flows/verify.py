@@ -16,8 +16,9 @@ from batchmove.engine.runner import RunOutcome
 from batchmove.engine.signals import StopSignals, signal_stop
 from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, EXIT_STOPPED, UsageError
 from batchmove.intake import jobfile
+from batchmove.ledger.rundir import SUMMARY_JSON, read_summary
 from batchmove.ledger.store import Ledger
-from batchmove.models import JobSpec, Move
+from batchmove.models import JobSpec, Move, RowStatus
 from batchmove.output import report
 from batchmove.output.review import open_run, verify_moves
 from batchmove.results import Events, StopReason, VerifyResult
@@ -33,7 +34,7 @@ async def verify_run(run_dir: Path, api_base: str | None, events: Events,
         spec = spec or spec_of(ledger.meta(), api_base)
         async with api_client(spec, ledger) as client:
             outcome = await read_back(client, ledger, spec, stop, events)
-        checked, mismatches = ledger.counts()["moved"], ledger.review.mismatches()
+        checked, mismatches = ledger.counts()[RowStatus.MOVED], ledger.review.mismatches()
         if outcome.reason is not StopReason.DONE or stop.reason is not None:
             why = outcome.error.message if outcome.error else (stop.reason or outcome.reason).value
             code, message = EXIT_STOPPED, f"verification stopped: {why}"
@@ -43,7 +44,7 @@ async def verify_run(run_dir: Path, api_base: str | None, events: Events,
                 "(see the `verified` column of report.csv)")
         else:
             code, message = EXIT_OK, "every moved user is still in their target group"
-        summary = report.read_summary(run_dir) if (run_dir / report.SUMMARY_JSON).exists() \
+        summary = read_summary(run_dir) if (run_dir / SUMMARY_JSON).exists() \
             else {}
         summary["verify"] = {"checked": checked, "mismatches": mismatches,
                              "exit_code": code, "message": message}

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from batchmove.errors import RunStateError
 from batchmove.ledger.lock import DirectoryLock
-from batchmove.ledger.storage import storage_error
+from batchmove.ledger.storage import atomic, storage_error
 
 CHECKPOINT_NAME = "checkpoint.sqlite"
 _SCHEMA = """
@@ -127,11 +127,10 @@ class ExportCheckpoint:
         """Resume when the checkpoint is for the same export; else empty it. True: resumed."""
         if self.meta().get("fingerprint") == fingerprint:
             return True
-        self.db.execute("BEGIN")
-        self.db.execute("DELETE FROM pages")
-        self.db.execute("DELETE FROM meta")
-        self._set(fingerprint=fingerprint, cursor=list(Cursor()), listed=0)
-        self.db.execute("COMMIT")
+        with atomic(self.db) as db:
+            db.execute("DELETE FROM pages")
+            db.execute("DELETE FROM meta")
+            self._set(fingerprint=fingerprint, cursor=list(Cursor()), listed=0)
         return False
 
     def cursor(self) -> Cursor:
@@ -142,17 +141,11 @@ class ExportCheckpoint:
         """One page's followers and the cursor after it, in one transaction."""
         db = self.db
         listed = self.count() + len(followers)
-        db.execute("BEGIN")
-        try:
+        with atomic(db):
             if followers:
                 db.execute("INSERT INTO pages (followers) VALUES (?)", (
                     "\n".join([f"{o}\t{g}\t{t}" for o, g, t in followers]),))
             self._set(cursor=list(cursor), listed=listed)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def count(self) -> int:
         """Followers recorded (a duplicate counts twice until the file is written)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.errors import RunStateError
-from batchmove.ledger.schema import FAILED, PENDING, UNKNOWN, literal
+from batchmove.ledger.schema import FAILED, MOVED, PENDING, UNKNOWN, literal
 from batchmove.ledger.store import LEDGER_NAME
 from batchmove.models import RowStatus
 from batchmove.results import Answered, Counts, ListedRow, counts_of
@@ -132,8 +132,8 @@ class LedgerReader:
         `since` (wall-clock seconds: when it registered on its account), a page at a time."""
         after = 0
         while found := self.conn.execute(
-                "SELECT row, openid FROM rows WHERE row > ? AND (status = 'pending' OR "
-                "(status IN ('moved', 'failed') AND updated_at >= ?)) ORDER BY row LIMIT ?",
+                f"SELECT row, openid FROM rows WHERE row > ? AND (status = {PENDING} OR "
+                f"(status IN ({MOVED}, {FAILED}) AND updated_at >= ?)) ORDER BY row LIMIT ?",
                 (after, since, page)).fetchall():
             yield [openid for _, openid in found]
             after = found[-1][0]

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from batchmove.errors import InputChangedError
+from batchmove.errors import InputChangedError, RunStateError
 from batchmove.intake.loader import LoadedInput
 from batchmove.ledger.storage import SAVED_NAME
 from batchmove.ledger.store import LEDGER_NAME, Ledger
@@ -30,7 +30,8 @@ from batchmove.models import JobSpec, RowStatus
 
 #: files of a run directory that move to history/ when a finished run makes way for a new one
 LEDGER_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm")
-REPORT_FILES = ("report.csv", "report.xlsx", "failed.csv", "summary.json", "plan.json",
+SUMMARY_JSON = "summary.json"
+REPORT_FILES = ("report.csv", "report.xlsx", "failed.csv", SUMMARY_JSON, "plan.json",
                 "rollback.csv", "rollback")  # rollback/: the run's undo (`rollback --apply`)
 RUN_FILES = LEDGER_FILES + REPORT_FILES
 
@@ -148,11 +149,26 @@ def archive(ledger: Ledger, meta: dict[str, Any], names: tuple[str, ...] = RUN_F
 def _earlier_run_id(run_dir: Path) -> str:
     """The run id the reports of a run whose ledger is gone name, else a new one."""
     try:
-        found = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["run_id"]
-    except (OSError, ValueError, KeyError, TypeError):
+        found = read_summary(run_dir).get("run_id")
+    except RunStateError:
         found = None
     return found if isinstance(found, str) and found.replace("-", "").isalnum() else \
         f"{run_id()}-earlier"
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The summary.json of a finished run (what schedulers and `status` read)."""
+    path = run_dir / SUMMARY_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunStateError(f"{path} does not exist: the run has not written its reports") from None
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise RunStateError(f"cannot read {path}: {why}") from None
+    if not isinstance(data, dict):
+        raise RunStateError(f"{path} is not a batchmove summary (not a JSON object)")
+    return data
 
 
 def fresh_dir(folder: Path) -> Path:

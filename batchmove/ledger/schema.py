@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from batchmove.ledger.storage import damaged
+from batchmove.ledger.storage import atomic, damaged
 from batchmove.models import RowStatus
 
 SCHEMA_VERSION = "2"
@@ -91,8 +91,7 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         return
     check_statuses(conn, path)
     old = [c[1] for c in conn.execute("PRAGMA table_info(rows)")]
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with atomic(conn, "BEGIN IMMEDIATE"):
         conn.execute(_ROWS.format(name="rows_migrated"))
         new = [c[1] for c in conn.execute("PRAGMA table_info(rows_migrated)")]
         columns = ", ".join(c for c in old if c in new)
@@ -101,11 +100,6 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("ALTER TABLE rows_migrated RENAME TO rows")
         conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?) ON CONFLICT(key) "
                      "DO UPDATE SET value = excluded.value", (f'"{SCHEMA_VERSION}"',))
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def check_intact(conn: sqlite3.Connection, path: Path, loaded: int | None) -> None:

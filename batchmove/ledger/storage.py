@@ -24,8 +24,8 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from collections.abc import Callable
-from contextlib import AbstractContextManager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from functools import wraps
 from pathlib import Path
 from typing import Concatenate, ParamSpec, Protocol, TypeVar, cast
@@ -44,6 +44,22 @@ _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 #: OS errors that are the disk's or the file system's, whichever file they came from
 STORAGE_ERRNOS = _FULL_ERRNOS | _READ_ONLY_ERRNOS | {errno.EIO}
+
+
+@contextmanager
+def atomic(conn: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[sqlite3.Connection]:
+    """`begin` ... COMMIT on `conn` (autocommit mode), rolled back whole if anything fails, a
+    failed COMMIT included; the rollback's own error never hides the first one. Every SQLite file
+    of batchmove (ledger, export checkpoint, registry) writes its transactions through this."""
+    conn.execute(begin)
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 def storage_error(exc: BaseException, path: Path) -> BatchmoveError:

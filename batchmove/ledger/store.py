@@ -39,6 +39,7 @@ from batchmove.ledger.snapshots import ROWS_IN_JSON, Snapshots
 from batchmove.ledger.storage import (
     STORAGE_ERRNOS,
     Storage,
+    atomic,
     damaged,
     foreign,
     refusal,
@@ -175,16 +176,8 @@ class Ledger:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One commit for a group of writes; rolled back whole if anything fails (a failed
         COMMIT included). After it, the path is checked to be still this file."""
-        conn = self.conn
-        conn.execute("BEGIN")
-        try:
+        with atomic(self.conn) as conn:
             yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
         self.storage.check(conn)
 
     def check(self) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from batchmove.errors import BatchmoveError, redact
+from batchmove.ledger.rundir import SUMMARY_JSON
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import STATUSES
 from batchmove.output.report import (
@@ -42,7 +43,6 @@ from batchmove.output.report import (
     OUR_COLUMNS,
     REPORT_CSV,
     REPORT_XLSX,
-    SUMMARY_JSON,
     Cells,
     Layout,
     atomic_text,

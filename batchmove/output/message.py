@@ -18,6 +18,7 @@ from batchmove.errors import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_STOPPED,
+    EXIT_USAGE,
     redact,
 )
 from batchmove.models import STATUSES, NotifyOutcome
@@ -57,7 +58,7 @@ def outcome_words(exit_code: int, stop_reason: str | None) -> str:
 def format_message(summary: Mapping[str, Any], run_dir: Path, reasons: list[tuple[str, int]],
                    resume: str | None, limit: int = MAX_BYTES) -> str:
     """One markdown message; at most `limit` bytes of UTF-8."""
-    code = int(summary.get("exit_code", 2))
+    code = int(summary.get("exit_code", EXIT_USAGE))
     stop = summary.get("stop_reason")
     color = _COLORS[outcome_of(code, stop)]
     counts = summary.get("counts") or {}

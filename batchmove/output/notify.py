@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, BatchmoveError, UsageError
-from batchmove.ledger.rundir import read_meta
+from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, EXIT_USAGE, BatchmoveError, UsageError
+from batchmove.ledger.rundir import read_meta, read_summary
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import JobSpec, Notify
 from batchmove.output import report
@@ -132,7 +132,7 @@ class Notifier:
                      reasons: list[tuple[str, int]] | None = None, resume: str | None = None,
                      force: bool = False) -> list[Record]:
         """The robot message, the webhook and `GET <ping>/<exit code>`; `force` ignores `on`."""
-        code = int(summary.get("exit_code", 2))
+        code = int(summary.get("exit_code", EXIT_USAGE))
         outcome = outcome_of(code, summary.get("stop_reason"))
         wanted = force or outcome in self.settings.on
         jobs: dict[str, Sender] = {}
@@ -293,11 +293,11 @@ async def notify_finished(notifier: Notifier, run_dir: Path, summary: Mapping[st
     advice = RetryAdvice()
     with suppress(BatchmoveError, OSError, sqlite3.Error):
         meta, (reasons, advice) = read_meta(run_dir), failure_reasons(run_dir)
-    code = int(summary.get("exit_code", 2))
+    code = int(summary.get("exit_code", EXIT_USAGE))
     await notifier.finish(summary, run_dir, reasons=reasons, force=force,
                           resume=resume_command(run_dir, meta, code, advice))
     with suppress(BatchmoveError, OSError):
-        if report.read_summary(run_dir).get("run_id") == summary.get("run_id"):
+        if read_summary(run_dir).get("run_id") == summary.get("run_id"):
             report.update_summary(run_dir, notifications=notifier.records)
     return notifier.records
 
@@ -332,7 +332,7 @@ async def notify_result(notifier: Notifier, result: R) -> R:
 async def resend(run_dir: Path, env: Mapping[str, str] | None = None) -> list[Record]:
     """`batchmove notify RUN_DIR`: a finished run's notifications again, whatever `on` says."""
     notifier = Notifier(job_notify(run_dir), env=os.environ if env is None else env)
-    summary = report.read_summary(run_dir)
+    summary = read_summary(run_dir)
     summary.pop("notifications", None)
     return await notify_finished(notifier, run_dir, summary, force=True)
 

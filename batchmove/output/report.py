@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from batchmove.errors import RunStateError
 from batchmove.ledger.cells import ReportCells, report_cells
+from batchmove.ledger.rundir import SUMMARY_JSON, read_summary
 from batchmove.ledger.store import Ledger
 from batchmove.models import RowStatus
 from batchmove.output.xlsxfast import CHUNK_ROWS, RowCountError, write_sheet
@@ -32,7 +33,6 @@ from batchmove.results import ReportFiles
 REPORT_CSV = "report.csv"
 REPORT_XLSX = "report.xlsx"
 FAILED_CSV = "failed.csv"
-SUMMARY_JSON = "summary.json"
 OUR_COLUMNS = ("row", "status", "group_id", "errcode", "errmsg", "attempts")
 FAILED_COLUMNS = ("source_row", "reason")
 EXCEL_MAX_ROWS = 1_048_575  # data rows below the header
@@ -153,21 +153,6 @@ def _dump_summary(path: Path, summary: dict[str, Any]) -> None:
     with atomic_text(path, bom=False) as out:
         json.dump(summary, out, ensure_ascii=False, indent=2, default=str)
         out.write("\n")
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """The summary.json of a finished run (what schedulers and `status` read)."""
-    path = run_dir / SUMMARY_JSON
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunStateError(f"{path} does not exist: the run has not written its reports") from None
-    except (OSError, ValueError) as exc:
-        why = getattr(exc, "strerror", None) or exc
-        raise RunStateError(f"cannot read {path}: {why}") from None
-    if not isinstance(data, dict):
-        raise RunStateError(f"{path} is not a batchmove summary (not a JSON object)")
-    return data
 
 
 def update_summary(run_dir: Path, **fields: Any) -> dict[str, Any]:

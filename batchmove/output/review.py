@@ -17,7 +17,7 @@ from pathlib import Path
 from batchmove.engine.targets import group_verdict, parse_tag_set, tag_verdict
 from batchmove.errors import UsageError
 from batchmove.ledger.store import LEDGER_NAME, Ledger
-from batchmove.models import BLACKLIST_GROUP_ID, Move
+from batchmove.models import BLACKLIST_GROUP_ID, Move, RowStatus
 from batchmove.output.report import neutral
 from batchmove.results import RollbackFile
 from batchmove.wechat.answers import UserInfo
@@ -51,7 +51,7 @@ def write_rollback(run_dir: Path, out: Path | None = None) -> RollbackFile:
         tags = ledger.meta().get("backend") == "tags"
         rows = ledger.review.rollback_rows(tags=tags)
         if not rows:
-            if not ledger.counts().get("moved"):
+            if not ledger.counts().get(RowStatus.MOVED):
                 raise UsageError(f"{run_dir}: the run moved nobody; there is nothing to undo")
             raise UsageError(f"{run_dir}: the run took no snapshot (snapshot = false), so the "
                              "users' previous groups are unknown; it cannot be rolled back")

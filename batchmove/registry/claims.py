@@ -44,6 +44,7 @@ from typing import NamedTuple
 
 from batchmove.errors import RunStateError
 from batchmove.ledger.reader import LedgerReader
+from batchmove.ledger.storage import atomic
 from batchmove.registry.store import Registry, pid_alive
 from batchmove.results import AccountRun, Overlap
 
@@ -193,16 +194,11 @@ class Claims:
         shared file; autocommit, a transaction a row, cost ~0.5 s per 100,000 users)."""
         conn = self.registry.conn
         conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (h INTEGER)")
-        conn.execute("BEGIN")
-        try:
+        with atomic(conn):
             conn.execute(f"DELETE FROM temp.{name}")
             for page in openid_pages:
                 conn.executemany(f"INSERT INTO temp.{name} VALUES (?)",
                                  zip(map(openid_hash, page)))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _copy(self, run_id: int, openid_pages: Iterable[list[str]]) -> int:
         """The hashes into `claims_<run_id>`, sorted, a few ms of write lock at a time."""

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from batchmove.errors import RunStateError
-from batchmove.ledger.storage import storage_error
+from batchmove.ledger.storage import atomic, storage_error
 
 REGISTRY_NAME = "registry.sqlite"
 STATE_ENV = "BATCHMOVE_STATE_DIR"
@@ -119,16 +119,9 @@ class Registry:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """`BEGIN IMMEDIATE` ... COMMIT: one writer at a time across processes. An SQLite
         error (busy past the 30 s wait, a full disk) leaves as one line naming the registry."""
-        conn = self.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with atomic(self.conn, "BEGIN IMMEDIATE") as conn:
                 yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path) from exc
 

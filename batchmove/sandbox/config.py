@@ -89,12 +89,9 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Faults:
-    """Settings that can change while the sandbox runs (`set_faults`, `POST /sandbox/faults`).
-
-    Rates are probabilities per /cgi-bin/ call. `minute_quota` None or 0 means no minute quota.
-    `daily_quota` holds per-endpoint overrides of `DEFAULT_DAILY_QUOTAS`.
-    """
+class _LiveSettings:
+    """The settings a running sandbox can change: written once, shared by `Faults` (the live
+    values) and `SandboxConfig` (the values it starts with)."""
 
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
@@ -105,13 +102,25 @@ class Faults:
     minute_quota: int | None = None
     daily_quota: Mapping[str, int] = field(default_factory=dict)
     token_ttl: float = 7200.0
-    fault_endpoints: tuple[str, ...] = ()  # faults hit only these endpoints; () = all
+    fault_endpoints: Sequence[str] = ()  # faults hit only these endpoints; () = all
     # pushback like a real account (sandbox/pushback.py); all off by default
     rate_limit: Mapping[str, Sequence[float]] = field(default_factory=dict)
     rate_limit_hidden: bool = False  # enforce the limits, but quota/get does not report them
     latency_tail: float = 0.0  # > 1: lognormal latency, p99 = this x the median latency_ms
     busy_above: int | None = None  # calls arriving within 1 s beyond this are answered -1
     tag_visible_after: float = 0.0  # seconds a new tag answers 45159 to (un)tagging
+
+
+_LIVE = tuple(f.name for f in fields(_LiveSettings))
+
+
+@dataclass(frozen=True, slots=True)
+class Faults(_LiveSettings):
+    """Settings that can change while the sandbox runs (`set_faults`, `POST /sandbox/faults`).
+
+    Rates are probabilities per /cgi-bin/ call. `minute_quota` None or 0 means no minute quota.
+    `daily_quota` holds per-endpoint overrides of `DEFAULT_DAILY_QUOTAS`.
+    """
 
     def __post_init__(self) -> None:
         try:
@@ -147,8 +156,7 @@ class Faults:
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A copy with `changes` applied; `daily_quota` entries merge into the existing ones."""
-        allowed = {f.name for f in fields(Faults)}
-        unknown = sorted(set(changes) - allowed)
+        unknown = sorted(set(changes) - set(_LIVE))
         if unknown:
             raise SandboxConfigError(f"unknown fault setting(s): {', '.join(unknown)}")
         values = dict(changes)
@@ -181,8 +189,9 @@ class Faults:
         return data
 
 
+# its live settings (`Faults`) come from `_LiveSettings`, declared once
 @dataclass(frozen=True, slots=True)
-class SandboxConfig:
+class SandboxConfig(_LiveSettings):
     """Everything the sandbox starts with. Followers come from `from_file` (an export: their
     groups, tags and memberships too; seed.py), else `openids`, else `users_file`, else `users`
     generated from `seed`, all in group 0. `groups` are pre-created from id 100 (or after the
@@ -205,24 +214,9 @@ class SandboxConfig:
     max_tags: int = 100
     tag_delete_limit: int = 100_000
     page_size: int = 10_000
-    token_ttl: float = 7200.0
     token_grace: float = 300.0
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    error_rate: float = 0.0
-    http_error_rate: float = 0.0
-    drop_rate: float = 0.0
-    hang_rate: float = 0.0
     hang_seconds: float = 3600.0
-    minute_quota: int | None = None
-    daily_quota: Mapping[str, int] = field(default_factory=dict)
-    fault_endpoints: Sequence[str] = ()  # faults hit only these endpoints; () = all
     timeline_max: int = 5_000_000  # oldest arrivals are forgotten beyond this many
-    rate_limit: Mapping[str, Sequence[float]] = field(default_factory=dict)
-    rate_limit_hidden: bool = False
-    latency_tail: float = 0.0
-    busy_above: int | None = None
-    tag_visible_after: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.appid or not self.secret:
@@ -261,23 +255,11 @@ class SandboxConfig:
 
     def faults(self) -> Faults:
         """The live settings this configuration starts with."""
-        return Faults(
-            latency_ms=self.latency_ms,
-            jitter_ms=self.jitter_ms,
-            error_rate=self.error_rate,
-            http_error_rate=self.http_error_rate,
-            drop_rate=self.drop_rate,
-            hang_rate=self.hang_rate,
-            minute_quota=self.minute_quota,
-            daily_quota=dict(self.daily_quota),
-            token_ttl=self.token_ttl,
-            fault_endpoints=tuple(self.fault_endpoints),
-            rate_limit={e: tuple(v) for e, v in self.rate_limit.items()},
-            rate_limit_hidden=self.rate_limit_hidden,
-            latency_tail=self.latency_tail,
-            busy_above=self.busy_above,
-            tag_visible_after=self.tag_visible_after,
-        )
+        live = {name: getattr(self, name) for name in _LIVE}
+        return Faults(**live | {
+            "daily_quota": dict(self.daily_quota),
+            "fault_endpoints": tuple(self.fault_endpoints),
+            "rate_limit": {e: tuple(v) for e, v in self.rate_limit.items()}})
 
     def follower_openids(self) -> list[str]:
         """The followers, in the order `user/get` pages them."""

@@ -28,6 +28,7 @@ from batchmove.sandbox.wire import (
     Json,
     error_body,
     id_field,
+    list_field,
     object_field,
     parse_body,
 )
@@ -275,11 +276,7 @@ class SandboxState:
 
     def _move_batch(self, body: Json) -> Json:
         """All or nothing: one unknown openid fails the whole call with 40003."""
-        openids = body.get("openid_list")
-        if not isinstance(openids, list):
-            raise ApiFault(47001)
-        if not 1 <= len(openids) <= MAX_MOVE_BATCH:
-            raise ApiFault(40032)
+        openids = list_field(body, "openid_list", MAX_MOVE_BATCH)
         gid = self._group_id(body.get("to_groupid"))
         checked = [self._openid(openid) for openid in openids]
         for openid in checked:
@@ -307,11 +304,7 @@ class SandboxState:
                 "next_openid": page[-1]}
 
     def _user_info(self, body: Json) -> Json:
-        users = body.get("user_list")
-        if not isinstance(users, list):
-            raise ApiFault(47001)
-        if not 1 <= len(users) <= MAX_INFO_BATCH:
-            raise ApiFault(40032)
+        users = list_field(body, "user_list", MAX_INFO_BATCH)
         infos: list[Json] = []
         for user in users:
             if not isinstance(user, dict) or not isinstance(user.get("openid"), str):

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from batchmove.sandbox.wire import OK, ApiFault, Json, id_field, object_field
+from batchmove.sandbox.wire import OK, ApiFault, Json, id_field, list_field, object_field
 
 RESERVED_TAGS = {0: "未分组", 1: "黑名单", 2: "星标组"}
 UNTAGGABLE = frozenset({0, 1})  # listed, never on a user
@@ -261,11 +261,7 @@ class TagBook:
     # --- rules -----------------------------------------------------------------------------
 
     def _batch(self, action: TagAction, body: Json) -> Json:
-        openids = body.get("openid_list")
-        if not isinstance(openids, list):
-            raise ApiFault(47001)
-        if not 1 <= len(openids) <= MAX_TAG_BATCH:
-            raise ApiFault(40032)
+        openids = list_field(body, "openid_list", MAX_TAG_BATCH)
         tid = self._usable(body.get("tagid"))
         checked = [self._openid(openid) for openid in openids]
         self._apply(action, checked, tid)

@@ -50,6 +50,17 @@ def object_field(body: Json, key: str) -> Json:
     return value
 
 
+def list_field(body: Json, key: str, most: int) -> list[Any]:
+    """`body[key]` when it is a JSON array of 1 to `most` items: not an array -> 47001, empty or
+    too long -> 40032 (WeChat's "invalid openid list size")."""
+    value = body.get(key)
+    if not isinstance(value, list):
+        raise ApiFault(47001)
+    if not 1 <= len(value) <= most:
+        raise ApiFault(40032)
+    return value
+
+
 def id_field(value: Any, unknown: int) -> int:
     """An id as WeChat's lenient parser takes it (an int or a digit string); missing -> 47001,
     anything else -> `unknown` (the endpoint's "invalid id" errcode)."""

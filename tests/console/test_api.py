@@ -183,6 +183,20 @@ async def test_a_hostile_group_name_is_text_everywhere(console_app: ConsoleUnder
     assert "script-src 'self'" in r.headers["Content-Security-Policy"]
 
 
+async def test_the_plan_page_says_up_to_as_plan_does(console_app: ConsoleUnderTest) -> None:
+    """Users already in their target are skipped by the run, so an uncounted plan's users and
+    move calls are a bound: the page says "up to", as `batchmove plan` prints it."""
+    c = console_app
+    status, body = await upload(c, sheet(OPENIDS[:6], ["销售"]))
+    assert status == 200, body
+    assert body["plan"]["moves_exact"] is False
+    page = await (await c.client.get(f"/runs/{body['id']}", headers=c.auth())).text()
+    users = page.split('id="plan-users">', 1)[1].split("</span>", 1)[0]
+    calls = page.split('id="plan-calls">', 1)[1].split("</span>", 1)[0]
+    assert users == f"<small>up to</small> {body['plan']['users_to_move']}"
+    assert calls == f"<small>up to</small> {body['plan']['calls']['total']}"
+
+
 async def test_no_secret_reaches_the_api(console_app: ConsoleUnderTest) -> None:
     c = console_app
     status, body = await upload(c, sheet(OPENIDS[:6], ["销售"]))

@@ -33,6 +33,13 @@ def test_view_of_a_plan() -> None:
     assert [b["y"] for b in bars] == sorted(b["y"] for b in bars)
 
 
+def test_the_figures_say_up_to_where_plan_does() -> None:
+    """`plan` prints "up to N" users and calls unless it counted them; so does the page."""
+    assert view({**PLAN, "moves_exact": False})["up_to"] is True
+    assert view({**PLAN, "moves_exact": True})["up_to"] is False
+    assert view(PLAN)["up_to"] is False  # a plan.json of 0.2.0 says nothing: no bound shown
+
+
 def test_the_chart_shows_the_biggest_targets_only() -> None:
     many = {str(i): {"group_id": i, "users": i} for i in range(1, 41)}
     v = view({**PLAN, "groups": {"users_per_group": many}})

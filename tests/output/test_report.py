@@ -17,10 +17,11 @@ import pytest
 
 from batchmove.errors import RunStateError
 from batchmove.intake.loader import open_input
+from batchmove.ledger.rundir import read_summary
 from batchmove.ledger.store import Ledger
 from batchmove.models import InputRow, JobSpec, RowFailure, RowStatus
 from batchmove.output import report
-from batchmove.output.report import neutralize, read_summary, unique_names, write_reports
+from batchmove.output.report import neutralize, unique_names, write_reports
 
 P, X, D = RowStatus.PENDING, RowStatus.INVALID, RowStatus.DUPLICATE
 A = "oAAAAAAAAAAAAAAAAAAAAAAAAAAA"
