@@ -11,8 +11,8 @@ the order of the rows is the order `user/get` pages them. Anything the export co
 written is refused with one line naming the file and the row (`SandboxConfigError`): a missing
 column, an openid twice, a group or tag id with two names, a reserved id renamed, names and ids
 that do not pair up. Streamed: one dict (openid -> position), one array of group ids, tag
-members as arrays, one frozenset per distinct set of tags; 10M rows: 18 s and 1.5 GB (groups),
-36 s and 1.8 GB (tags) (bench/sandbox_from.py, docs/sandbox.md). The sandbox sits
+members as arrays, one frozenset per distinct set of tags; 10M rows: 17 s and 1.5 GB (groups),
+27 s and 1.8 GB (tags) (bench/sandbox_from.py, docs/sandbox.md). The sandbox sits
 below the intake, so it reads the file itself: the csv module, and calamine for XLSX.
 """
 
