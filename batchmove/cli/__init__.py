@@ -17,12 +17,12 @@ from typing import NoReturn
 
 import click
 
-from batchmove.cli import agency, export, jobs, review, sandbox, serve
+from batchmove.cli import agency, export, jobs, rehearse, review, sandbox, serve
 from batchmove.cli.app import cli, fail
 from batchmove.errors import EXIT_SIGINT, EXIT_USAGE, redact
 from batchmove.ledger.storage import STORAGE_ERRNOS, storage_error
 
-__all__ = ["agency", "cli", "export", "jobs", "main", "review", "sandbox", "serve"]
+__all__ = ["agency", "cli", "export", "jobs", "main", "rehearse", "review", "sandbox", "serve"]
 
 
 def main() -> None:

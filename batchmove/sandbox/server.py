@@ -255,11 +255,14 @@ async def running_sandbox(
     clock: Callable[[], float] = time.monotonic,
     platform: PlatformConfig | None = None,
     push_to: str | None = None,
+    state: SandboxState | None = None,
 ) -> AsyncIterator[RunningSandbox]:
     """Serve a fresh sandbox on host:port (0 = any free port) for the `async with` block;
-    with `platform`, a third-party platform and its authorizers (`config` is then unused)."""
+    with `platform`, a third-party platform and its authorizers (`config` is then unused);
+    or the account `state` already built (from an export file, its errors caught first)."""
     plat = PlatformState(platform, clock) if platform is not None else None
-    state = plat.first if plat is not None else SandboxState(config, clock)
+    if state is None:
+        state = plat.first if plat is not None else SandboxState(config, clock)
     robot = RobotState(clock=clock)
     app = build_app(state, robot, plat, push_to)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
