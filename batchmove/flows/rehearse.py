@@ -36,6 +36,7 @@ from batchmove.ledger.reader import LedgerReader
 from batchmove.ledger.store import Ledger
 from batchmove.models import Credentials, JobSpec, Notify, RowStatus
 from batchmove.registry import Registry, account_of
+from batchmove.registry.aimd import SAFE_START
 from batchmove.results import Counts, Events, Plan, RollbackFile, RunResult, VerifyResult
 from batchmove.sandbox import SandboxConfig, SandboxConfigError, SandboxState, running_sandbox
 from batchmove.sandbox.seed import quota_from_plan
@@ -165,7 +166,7 @@ async def rehearse(spec: JobSpec, export: Path, events: Events, *,
                 registry.close()
     expected, left_out = _expected_seconds(result.calls.get("run", {}), real_rate)
     if left_out:
-        basis += f"; {', '.join(left_out)} not counted: no rate known"
+        basis += f"; {', '.join(left_out)} at the safe start, {SAFE_START:g} calls/s"
     return replace(result, expected_s=expected, rate_basis=basis)
 
 
@@ -353,8 +354,9 @@ def expected_rate(spec: JobSpec, plan_json: Path | None) -> tuple[float | dict[s
     history = account_status(spec).rates
     if history:
         return dict(history), "rate = \"auto\": the account's history on this machine"
-    return None, ("rate = \"auto\" with no history of the account on this machine: unknown "
-                  "(--quota-from-plan PLAN.JSON gives the rates a plan of the real account saw)")
+    return {}, (f"rate = \"auto\", no history of the account here: the safe start, "
+                f"{SAFE_START:g} calls/s an endpoint, a bound from above; --quota-from-plan "
+                "PLAN.JSON gives the real account's rates")
 
 
 def _plan_rates(plan_json: Path) -> dict[str, float]:
@@ -367,14 +369,13 @@ def _plan_rates(plan_json: Path) -> dict[str, float]:
 
 def _expected_seconds(calls: dict[str, int], rate: float | dict[str, float] | None
                       ) -> tuple[float | None, list[str]]:
-    """The run's calls (tokens left out) at `rate`: one figure, or per endpoint added up
-    (endpoints with no known rate left out, and named)."""
+    """The run's calls (tokens left out) at `rate`: one figure, or per endpoint added up as
+    `plan` does (a bound from above), an endpoint with no known rate at `rate = "auto"`'s safe
+    start (and named)."""
     sent = {e: n for e, n in calls.items() if e not in ("token", "stable_token")}
     if rate is None:
         return None, []
     if isinstance(rate, float):
         return sum(sent.values()) / rate, []
-    known = {e: n for e, n in sent.items() if e in rate}
-    if not known:
-        return None, sorted(sent)
-    return sum(n / rate[e] for e, n in known.items()), sorted(sent.keys() - known.keys())
+    return (sum(n / rate.get(e, SAFE_START) for e, n in sent.items()),
+            sorted(sent.keys() - rate.keys()) if rate else [])

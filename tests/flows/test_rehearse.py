@@ -18,6 +18,7 @@ import pytest
 import batchmove
 from batchmove.flows.export import export_followers, export_spec
 from batchmove.flows.rehearse import MARKER, Change, sandbox_config
+from batchmove.registry.aimd import SAFE_START
 from batchmove.sandbox import SandboxConfig
 from tests.support.cli import batchmove as batchmove_cli
 from tests.support.sandboxes import SandboxFactory
@@ -252,13 +253,15 @@ def test_row_failures_are_exit_1(export_file: Path, tmp_path: Path, real_api: so
 def test_the_expected_time_of_an_auto_rate(export_file: Path, tmp_path: Path,
                                            real_api: socket.socket,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """`rate = "auto"`: unknown without a plan or a history; at the plan's rates with one."""
+    """`rate = "auto"`: at the safe start (a bound from above, as `plan` gives it) without a
+    plan or a history; at the plan's rates with one, the safe start for what it does not name."""
     job, _ = write_job(tmp_path, export_file, real_api, rate='"auto"')
     monkeypatch.chdir(tmp_path)
     blind = batchmove.rehearse(job, export_file, rate=0)
     assert blind.exit_code == 0, blind.message
-    assert blind.expected_s is None
-    assert "unknown" in blind.rate_basis
+    sent = {e: n for e, n in blind.calls["run"].items() if e not in ("token", "stable_token")}
+    assert blind.expected_s == pytest.approx(sum(sent.values()) / SAFE_START)
+    assert "safe start" in blind.rate_basis
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"quota": {}, "rates": {"groups/members/batchupdate": 20.0,
                                                        "user/info/batchget": 50.0}}),
@@ -266,8 +269,11 @@ def test_the_expected_time_of_an_auto_rate(export_file: Path, tmp_path: Path,
     priced = batchmove.rehearse(job, export_file, rate=0, quota_from_plan=plan)
     run = priced.calls["run"]
     assert priced.expected_s == pytest.approx(run["groups/members/batchupdate"] / 20
-                                              + run["user/info/batchget"] / 50)
-    assert priced.rate_basis.endswith("groups/create, groups/get not counted: no rate known")
+                                              + run["user/info/batchget"] / 50
+                                              + (run["groups/create"] + run["groups/get"])
+                                              / SAFE_START)
+    assert priced.rate_basis.endswith(f"groups/create, groups/get at the safe start, "
+                                      f"{SAFE_START:g} calls/s")
     assert_never_called(real_api)
 
 
