@@ -55,8 +55,9 @@ def exit_now(done: SystemExit) -> NoReturn:
     if threading.active_count() > 1 or not (code is None or isinstance(code, int)):
         raise done
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the process was started with that fd closed
+                stream.flush()
     except (OSError, ValueError):  # a closed pipe: let the usual exit report it
         raise done from None
     atexit._run_exitfuncs()

@@ -17,8 +17,10 @@ token or secret is ever printed.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -293,5 +295,19 @@ async def _serve(config: SandboxConfig | None, host: str, port: int,
         loop.add_signal_handler(signum, stop.set)
     async with running_sandbox(config, host, port, platform=platform,
                                push_to=push_to) as sandbox:
-        print(f"listening on {sandbox.base_url}", flush=True)
+        _announce(f"listening on {sandbox.base_url}")
         await stop.wait()
+
+
+def _announce(line: str) -> None:
+    """Print `line` on stdout; a closed stdout (a reader that went away, as `| head -1` does,
+    or none at all) does not stop a sandbox that is serving: later writes go to /dev/null."""
+    try:
+        print(line, file=sys.stdout, flush=True)
+    except (BrokenPipeError, ValueError, AttributeError):
+        if sys.stdout is None:
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with suppress(OSError, ValueError):
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush too
+        os.close(devnull)
