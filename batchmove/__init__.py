@@ -26,6 +26,8 @@ _EXPORTS = {
     "rollback": "batchmove.api",
     "rollback_async": "batchmove.api",
     "write_reports": "batchmove.api",
+    "rehearse": "batchmove.api",
+    "RehearsalResult": "batchmove.flows.rehearse",
     "notify": "batchmove.api",
     "job_spec": "batchmove.api",
     "export": "batchmove.api",
@@ -97,6 +99,7 @@ __all__ = [
     "Overlap",
     "Plan",
     "Progress",
+    "RehearsalResult",
     "ReportFiles",
     "RollbackFile",
     "RunLockedError",
@@ -118,6 +121,7 @@ __all__ = [
     "notify",
     "plan",
     "plan_async",
+    "rehearse",
     "release_run",
     "rollback",
     "rollback_async",
@@ -157,6 +161,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
         notify,
         plan,
         plan_async,
+        rehearse,
         release_run,
         rollback,
         rollback_async,
@@ -188,6 +193,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     )
     from batchmove.flows.agency import AccountInfo
     from batchmove.flows.export import ExportResult
+    from batchmove.flows.rehearse import RehearsalResult
     from batchmove.models import JobSpec
     from batchmove.results import (
         AccountRun,

@@ -31,6 +31,8 @@ from batchmove.flows.agency import AccountInfo
 from batchmove.flows.export import EXPORT_KEYS as EXPORT_KEYS
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
+from batchmove.flows.rehearse import RehearsalResult
+from batchmove.flows.rehearse import rehearse as rehearse_job
 from batchmove.flows.rollback import apply_rollback
 from batchmove.flows.run import RunOptions, rewrite_reports, run_job
 from batchmove.flows.verify import verify_run
@@ -179,6 +181,27 @@ def rollback(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
     return _blocking(lambda: rollback_async(
         run_dir, out, apply=apply, events=events, on_progress=on_progress, restart=restart,
         handle_signals=handle_signals, confirm=confirm))
+
+
+def rehearse(job: Job, export: PathLike, *, quota_from_plan: PathLike | None = None,
+             rate: float | str | None = None, events: Events | None = None,
+             on_progress: ProgressCallback | None = None, handle_signals: bool = False,
+             **overrides: Any) -> RehearsalResult:
+    """Plan, run, verify and roll back (applied) the job against a sandbox on 127.0.0.1 that
+    starts with exactly the followers, groups and tags of `export` (a `batchmove export`
+    file), with the job's settings but its API address and credentials (never contacted),
+    in the job's run directory with `-rehearsal` appended. Quotas: the job's `[sandbox]`,
+    or what a plan of the real account found left (`quota_from_plan`: its plan.json). The
+    result says what the real run would do and cost, the final state against the export
+    and whether the rollback restored it; `exit_code` as `run`'s, or 1 when either differs.
+    `rate`: the rehearsal's own pace (0: as fast as it goes); the expected time of the real
+    run is still given at the job's rate."""
+    spec = job_spec(job, **overrides)
+    pace = job_spec(spec, rate=rate).rate if rate is not None else spec.rate
+    plan_json = Path(quota_from_plan) if quota_from_plan is not None else None
+    return _blocking(lambda: rehearse_job(spec, Path(export), _watcher(events, on_progress),
+                                          plan_json=plan_json, handle_signals=handle_signals,
+                                          rate=pace))
 
 
 def write_reports(run_dir: str | os.PathLike[str]) -> ReportFiles:

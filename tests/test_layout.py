@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("batchmove.flows.plan", "batchmove.flows.verify"),
     ("batchmove.flows.run",),
     ("batchmove.flows.rollback",),  # the undo: rollback.csv run as a run
+    ("batchmove.flows.rehearse",),  # plan, run, verify and rollback on a copy of the account
     ("batchmove.api",),
     ("batchmove.cli", "batchmove.console", "batchmove.__main__", "batchmove"),
 ]

@@ -17,12 +17,12 @@ from typing import NoReturn
 
 import click
 
-from batchmove.cli import agency, export, jobs, review, sandbox, serve
+from batchmove.cli import agency, export, jobs, rehearse, review, sandbox, serve
 from batchmove.cli.app import cli, fail
 from batchmove.errors import EXIT_SIGINT, EXIT_USAGE, redact
 from batchmove.ledger.storage import STORAGE_ERRNOS, storage_error
 
-__all__ = ["agency", "cli", "export", "jobs", "main", "review", "sandbox", "serve"]
+__all__ = ["agency", "cli", "export", "jobs", "main", "rehearse", "review", "sandbox", "serve"]
 
 
 def main() -> None:
@@ -55,8 +55,9 @@ def exit_now(done: SystemExit) -> NoReturn:
     if threading.active_count() > 1 or not (code is None or isinstance(code, int)):
         raise done
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the process was started with that fd closed
+                stream.flush()
     except (OSError, ValueError):  # a closed pipe: let the usual exit report it
         raise done from None
     atexit._run_exitfuncs()

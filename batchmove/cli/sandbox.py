@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
@@ -39,6 +40,12 @@ def _parse_daily_quotas(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--users", type=int, default=200, show_default=True, help="Generated followers.")
 @click.option("--users-file", type=click.Path(dir_okay=False), default=None,
               help="Followers, one openid a line (instead of --users).")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False), default=None,
+              help="Start with exactly the followers, groups, tags and memberships of a "
+                   "`batchmove export` file (CSV or XLSX; instead of --users).")
+@click.option("--quota-from-plan", type=click.Path(dir_okay=False), default=None,
+              metavar="PLAN.JSON", help="Daily quotas as a plan of the real account found "
+                                        "them left (--daily-quota wins).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Openids and fault RNG.")
 @click.option("--token-ttl", type=float, default=7200.0, show_default=True, help="Seconds.")
 @click.option("--max-groups", type=int, default=500, show_default=True,
@@ -76,19 +83,16 @@ def _parse_daily_quotas(values: tuple[str, ...]) -> dict[str, int]:
 def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str | None,
                     secret: str | None, users_file: str | None, groups: tuple[str, ...],
                     tags: tuple[str, ...], daily_quota: tuple[str, ...],
+                    quota_from_plan: str | None,
                     authorizers: int | None, push_ticket_to: str | None,
                     **settings: Any) -> None:
     """Serve a local imitation of WeChat's group and tag APIs (with faults), and of a WeCom
     group robot and a ping receiver (for [notify]), until Ctrl-C; with --platform, of a
     third-party platform and its authorizer accounts."""
 
-    from batchmove.sandbox import (
-        PlatformConfig,
-        SandboxConfig,
-        SandboxConfigError,
-        is_loopback,
-        serve,
-    )
+    from batchmove.sandbox import PlatformConfig, SandboxConfig, SandboxConfigError, serve
+    from batchmove.sandbox.config import is_loopback
+    from batchmove.sandbox.seed import quota_from_plan as plan_quotas
 
     if not is_loopback(host) and not allow_non_loopback:
         raise UsageError(f"refusing to bind non-loopback address {host} "
@@ -100,8 +104,10 @@ def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str |
             settings["appid"] = appid
         if secret is not None:
             settings["secret"] = secret
+        quotas = plan_quotas(Path(quota_from_plan)) if quota_from_plan else {}
+        quotas |= _parse_daily_quotas(daily_quota)
         config = SandboxConfig(users_file=users_file, groups=groups, tags=tags,
-                               daily_quota=_parse_daily_quotas(daily_quota), **settings)
+                               daily_quota=quotas, **settings)
         if users_file:
             config.follower_openids()  # an unreadable file fails before binding
         platform = None
@@ -117,7 +123,9 @@ def sandbox_command(host: str, allow_non_loopback: bool, port: int, appid: str |
     except SandboxConfigError as exc:
         raise UsageError(str(exc)) from exc
     try:
-        serve(config, host, port, platform, push_ticket_to)
+        serve(config, host, port, platform, push_ticket_to)  # reads an export before binding
+    except SandboxConfigError as exc:
+        raise UsageError(str(exc)) from exc
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 

@@ -56,6 +56,10 @@ def read_defaults(path: Path | None) -> dict[str, Any]:
         raise JobFileError(f"{path}: cannot read the defaults file ({exc})") from None
     data.pop("input", None)
     api.job_spec(data, source=path, need_input=False)  # every key checked, the file named
+    sandbox = data.get("sandbox")
+    for key in ("from", "users_file"):  # relative to the defaults file, not to a run's job
+        if isinstance(sandbox, dict) and isinstance(sandbox.get(key), str):
+            sandbox[key] = str(path.parent.absolute() / Path(sandbox[key]).expanduser())
     return data
 
 

@@ -104,15 +104,16 @@ async def _backend(spec: JobSpec, default_openids: Callable[[], list[str]] | Non
     if spec.api_base != "sandbox":
         yield spec.api_base, source_for(spec, registry), account_of(spec)
         return
-    from batchmove.sandbox import SandboxConfig, running_sandbox
+    from batchmove.sandbox import SandboxConfig, SandboxState, running_sandbox
 
     settings = dict(spec.sandbox)
-    if not {"users", "users_file", "openids"} & settings.keys() and default_openids:
+    if not {"users", "users_file", "openids", "from_file"} & settings.keys() and default_openids:
         settings["openids"] = default_openids()
     try:
         config = SandboxConfig(**settings)
+        state = SandboxState(config)  # reads `from` (an export file) and checks it
     except (TypeError, ValueError) as exc:  # unknown key, or SandboxConfigError
         raise JobFileError(f"[sandbox] in {spec.job_path or 'the job'}: {exc}") from None
-    async with running_sandbox(config, host="127.0.0.1", port=0) as sandbox:
+    async with running_sandbox(config, host="127.0.0.1", port=0, state=state) as sandbox:
         account = f"sandbox-{secrets.token_hex(8)}"  # ephemeral: never shared
         yield sandbox.base_url, SecretTokenSource(config.appid, config.secret), account

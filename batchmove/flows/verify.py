@@ -27,10 +27,11 @@ from batchmove.wechat.client import WeChatClient
 
 
 async def verify_run(run_dir: Path, api_base: str | None, events: Events,
-                     handle_signals: bool = False) -> VerifyResult:
-    """Read back every moved user of a finished run; exit 1 when any moved since."""
+                     handle_signals: bool = False, spec: JobSpec | None = None) -> VerifyResult:
+    """Read back every moved user of a finished run; exit 1 when any moved since. `spec`:
+    the job to read with (a rehearsal's), instead of the run's job file read again."""
     with open_run(run_dir) as ledger, signal_stop(handle_signals) as stop:
-        spec = spec_of(ledger.meta(), api_base)
+        spec = spec or spec_of(ledger.meta(), api_base)
         async with api_client(spec, ledger) as client:
             outcome = await read_back(client, ledger, spec, stop, events)
         checked, mismatches = ledger.counts()[RowStatus.MOVED], ledger.review.mismatches()

@@ -136,16 +136,18 @@ class TableReader:
         from batchmove.sandbox.config import SandboxConfig  # imports aiohttp: only when used
 
         defaults = {f.name: f.default for f in fields(SandboxConfig)}
+        defaults["from"] = None  # `from_file` in the job file's words (from_file: as recorded)
         for key, item in settings.items():  # appid and secret: the sandbox's own, not secrets
             if key not in defaults:
                 raise self.fail(f"[sandbox] unknown key {key!r}{suggest(key, tuple(defaults))}")
-            if key != "users_file":
+            if key not in ("users_file", "from", "from_file"):
                 self._get(f"sandbox.{key}", item, *_sandbox_type(key, defaults[key]))
-        if "users_file" in settings:
-            path = self._path("sandbox.users_file", settings["users_file"])
-            if not path.is_file():
-                raise self.fail(f"sandbox.users_file: no such file: {path}")
-            settings["users_file"] = str(path)
+        for key in ("users_file", "from_file", "from"):  # relative to the job file's folder
+            if key in settings:
+                path = self._path(f"sandbox.{key}", settings.pop(key))
+                if not path.is_file():
+                    raise self.fail(f"sandbox.{key}: no such file: {path}")
+                settings["from_file" if key == "from" else key] = str(path)
         try:
             SandboxConfig(**settings)
         except (TypeError, ValueError) as exc:  # SandboxConfigError is a ValueError

@@ -192,8 +192,10 @@ class Faults(_LiveSettings):
 # its live settings (`Faults`) come from `_LiveSettings`, declared once
 @dataclass(frozen=True, slots=True)
 class SandboxConfig(_LiveSettings):
-    """Everything the sandbox starts with. Followers come from `openids`, else `users_file`,
-    else `users` generated from `seed`; all start in group 0. `groups` are pre-created from id 100.
+    """Everything the sandbox starts with. Followers come from `from_file` (an export: their
+    groups, tags and memberships too; seed.py), else `openids`, else `users_file`, else `users`
+    generated from `seed`, all in group 0. `groups` are pre-created from id 100 (or after the
+    export's highest id).
     `max_groups` counts every group, the three reserved ones included. `tags` are pre-created
     from id 100 (a separate id space); `max_tags` counts created tags only, not the reserved
     0/1/2. A tag with more than `tag_delete_limit` members cannot be deleted (45057).
@@ -205,6 +207,7 @@ class SandboxConfig(_LiveSettings):
     seed: int = 0
     users_file: str | None = None
     openids: Sequence[str] | None = None
+    from_file: str | None = None  # an export file: followers, groups, tags (`[sandbox] from`)
     groups: Sequence[str] = ()
     max_groups: int = 500
     tags: Sequence[str] = ()
@@ -227,6 +230,10 @@ class SandboxConfig(_LiveSettings):
         for name in ("token_grace", "hang_seconds"):
             if getattr(self, name) < 0:
                 raise SandboxConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.from_file is not None and (self.users_file is not None
+                                           or self.openids is not None):
+            raise SandboxConfigError("from (an export file) gives the followers: leave out "
+                                     "users_file and openids")
         if len(self.groups) + 3 > self.max_groups:
             raise SandboxConfigError(f"{len(self.groups)} groups do not fit in max_groups")
         self._check_tags()

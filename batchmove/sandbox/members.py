@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from array import array
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+RESERVED_GROUPS = {0: "未分组", 1: "黑名单", 2: "星标组"}
 
 
 class Members(Mapping[str, int]):
@@ -25,3 +29,28 @@ class Members(Mapping[str, int]):
 
     def __contains__(self, openid: object) -> bool:
         return openid in self._position
+
+    def group_ids(self) -> array[int]:
+        """A copy of every follower's group id, by position (10M followers: 40 MB)."""
+        return array("i", self._group_of)
+
+
+@dataclass(slots=True)
+class SandboxGroup:
+    """A group and its live member count (always exact)."""
+
+    id: int
+    name: str
+    count: int = 0
+
+
+def group_table(named: Mapping[int, str], group_of: array[int]) -> dict[int, SandboxGroup]:
+    """The reserved groups and `named`, by ascending id, each with its members counted."""
+    names = {**RESERVED_GROUPS, **named}
+    groups = {gid: SandboxGroup(gid, name) for gid, name in sorted(names.items())}
+    if not named:  # generated followers: everyone in group 0
+        groups[0].count = len(group_of)
+        return groups
+    for gid, count in Counter(group_of).items():
+        groups[gid].count = count
+    return groups

@@ -17,8 +17,10 @@ token or secret is ever printed.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -255,11 +257,14 @@ async def running_sandbox(
     clock: Callable[[], float] = time.monotonic,
     platform: PlatformConfig | None = None,
     push_to: str | None = None,
+    state: SandboxState | None = None,
 ) -> AsyncIterator[RunningSandbox]:
     """Serve a fresh sandbox on host:port (0 = any free port) for the `async with` block;
-    with `platform`, a third-party platform and its authorizers (`config` is then unused)."""
+    with `platform`, a third-party platform and its authorizers (`config` is then unused);
+    or the account `state` already built (from an export file, its errors caught first)."""
     plat = PlatformState(platform, clock) if platform is not None else None
-    state = plat.first if plat is not None else SandboxState(config, clock)
+    if state is None:
+        state = plat.first if plat is not None else SandboxState(config, clock)
     robot = RobotState(clock=clock)
     app = build_app(state, robot, plat, push_to)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
@@ -290,5 +295,19 @@ async def _serve(config: SandboxConfig | None, host: str, port: int,
         loop.add_signal_handler(signum, stop.set)
     async with running_sandbox(config, host, port, platform=platform,
                                push_to=push_to) as sandbox:
-        print(f"listening on {sandbox.base_url}", flush=True)
+        _announce(f"listening on {sandbox.base_url}")
         await stop.wait()
+
+
+def _announce(line: str) -> None:
+    """Print `line` on stdout; a closed stdout (a reader that went away, as `| head -1` does,
+    or none at all) does not stop a sandbox that is serving: later writes go to /dev/null."""
+    try:
+        print(line, file=sys.stdout, flush=True)
+    except (BrokenPipeError, ValueError, AttributeError):
+        if sys.stdout is None:
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with suppress(OSError, ValueError):
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush too
+        os.close(devnull)

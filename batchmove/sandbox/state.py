@@ -4,22 +4,22 @@ No I/O and no aiohttp here: `SandboxState.handle` takes an endpoint, the method,
 raw body, and returns the JSON object WeChat would answer. Time comes from an injectable clock, so
 tests check token expiry and quota windows without sleeping. Every call is O(1) or O(batch)
 (deleting a group excepted): a group keeps its live count, a follower's group is one int in an
-array by position (10M followers: ~1.5 GB). Tags: `TagBook` (tags.py); pushback: pushback.py.
+array by position (10M followers: ~1.5 GB). What it starts with: seed.py (generated, or an
+export file); tags: `TagBook` (tags.py); pushback: pushback.py.
 """
 
 from __future__ import annotations
 
 import time
-from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from batchmove.sandbox.config import ENDPOINTS, Faults, SandboxConfig, SandboxConfigError
-from batchmove.sandbox.members import Members
+from batchmove.sandbox.members import RESERVED_GROUPS, Members, SandboxGroup, group_table
 from batchmove.sandbox.pushback import Pushback
 from batchmove.sandbox.quotas import QuotaBook
+from batchmove.sandbox.seed import seed_of
 from batchmove.sandbox.tags import TagBook
 from batchmove.sandbox.tokens import TokenBook
 from batchmove.sandbox.wire import (
@@ -35,21 +35,11 @@ from batchmove.sandbox.wire import (
 
 Handler = Callable[[Any], Json]
 
-RESERVED_GROUPS = {0: "未分组", 1: "黑名单", 2: "星标组"}
 FIRST_GROUP_ID = 100
 MAX_GROUP_NAME_CHARS = 30
 MAX_MOVE_BATCH = 50
 MAX_INFO_BATCH = 100
 _SUBSCRIBE_EPOCH = 1_600_000_000
-
-
-@dataclass(slots=True)
-class SandboxGroup:
-    """A group and its live member count (always exact)."""
-
-    id: int
-    name: str
-    count: int = 0
 
 
 class SandboxState:
@@ -63,21 +53,19 @@ class SandboxState:
         self.faults: Faults = self.config.faults()
         self._clock = clock
         self._start = clock()
-        self._position = self.config.follower_positions()
+        seed = seed_of(self.config)
+        self._position = seed.positions
         self.followers = list(self._position)
-        self._group_of = array("i", bytes(4 * len(self.followers)))  # everyone in group 0
+        self._group_of = seed.group_of
         self.members = Members(self._position, self.followers, self._group_of)
-        self.groups: dict[int, SandboxGroup] = {
-            gid: SandboxGroup(gid, name) for gid, name in RESERVED_GROUPS.items()
-        }
-        self.groups[0].count = len(self.followers)
-        self._next_group_id = FIRST_GROUP_ID
+        self.groups = group_table(seed.groups, self._group_of)
+        self._next_group_id = max([FIRST_GROUP_ID - 1, *self.groups]) + 1
         for name in self.config.groups:
             self._add_group(name)
         self.tags = TagBook(self.followers, self._position, self.config.tags,
                             max_tags=self.config.max_tags,
                             delete_limit=self.config.tag_delete_limit,
-                            page_size=self.config.page_size)
+                            page_size=self.config.page_size, seeded=seed)
         self.calls: Counter[str] = Counter()
         #: every openid a move call applied, in order (tests check nothing is moved twice)
         self.move_log: list[str] = []

@@ -19,17 +19,20 @@ Choices where WeChat's documentation is silent (kept here so tests and README ag
   stays valid while members come and go; it ends like `user/get`.
 - `tags/getidlist` and `user/info/batchget` list a user's tag ids sorted ascending.
 
-Calls cost O(batch) or O(page), never O(followers): each tag keeps its member set and its
-members' follower positions in a `SortedPositions`, and each user's tags are kept only while the
-user has any. Deleting a tag costs O(its members), as deleting a group does.
+Calls cost O(batch) or O(page), never O(followers): each tag keeps its count and its members'
+follower positions in a `SortedPositions` (4 bytes a member), and each user's tags are kept
+only while the user has any, as a frozenset shared by every user with the same tags (10M
+tagged users: a dict entry each, not a set each). Deleting a tag costs O(its members), as
+deleting a group does.
 """
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from batchmove.sandbox.wire import OK, ApiFault, Json, id_field, list_field, object_field
 
@@ -49,6 +52,15 @@ TAG_NAME_TOO_LONG = 45158
 INVALID_TAG_ID = 45159
 
 TagAction = Literal["tag", "untag"]
+
+
+class Seeded(Protocol):
+    """What an export file gave (seed.py): tag names, members' positions, each user's tags."""
+
+    tags: dict[int, str]
+    members: dict[int, array[int]]
+    user_tags: dict[str, frozenset[int]]
+
 _NO_TAGS: frozenset[int] = frozenset()
 
 
@@ -69,7 +81,7 @@ class SortedPositions:
 
     def __init__(self, load: int = 1000) -> None:
         self._load = load
-        self._buckets: list[list[int]] = []
+        self._buckets: list[array[int]] = []  # 4 bytes a member, not a list's 8 + an int's 28
         self._maxes: list[int] = []
 
     def __iter__(self) -> Iterator[int]:
@@ -78,7 +90,7 @@ class SortedPositions:
 
     def add(self, value: int) -> None:
         if not self._buckets:
-            self._buckets.append([value])
+            self._buckets.append(array("i", [value]))
             self._maxes.append(value)
             return
         i = min(bisect_left(self._maxes, value), len(self._maxes) - 1)
@@ -100,13 +112,20 @@ class SortedPositions:
             del self._buckets[i]
             del self._maxes[i]
 
+    def load(self, values: Sequence[int]) -> None:
+        """Start from `values` (ascending, distinct): whole buckets at once."""
+        for start in range(0, len(values), self._load):
+            bucket = array("i", values[start:start + self._load])
+            self._buckets.append(bucket)
+            self._maxes.append(bucket[-1])
+
     def after(self, value: int, limit: int) -> list[int]:
         """Up to `limit` values greater than `value`, ascending."""
         i = bisect_right(self._maxes, value)
         if i == len(self._buckets):
             return []
         bucket = self._buckets[i]
-        result = bucket[bisect_right(bucket, value):][:limit]
+        result = bucket[bisect_right(bucket, value):][:limit].tolist()
         for bucket in self._buckets[i + 1:]:
             if len(result) >= limit:
                 break
@@ -116,16 +135,13 @@ class SortedPositions:
 
 @dataclass(slots=True)
 class SandboxTag:
-    """A tag, its member set and its members' follower positions (sorted, for paging)."""
+    """A tag, how many carry it, and their follower positions (sorted, for paging); who
+    carries which tags is the book's `user_tags`."""
 
     id: int
     name: str
-    members: set[str] = field(default_factory=set)
+    count: int = 0
     positions: SortedPositions = field(default_factory=SortedPositions)
-
-    @property
-    def count(self) -> int:
-        return len(self.members)
 
 
 class TagBook:
@@ -133,7 +149,8 @@ class TagBook:
 
     def __init__(self, followers: Sequence[str], position: Mapping[str, int],
                  names: Sequence[str] = (), *, max_tags: int = 100,
-                 delete_limit: int = 100_000, page_size: int = 10_000) -> None:
+                 delete_limit: int = 100_000, page_size: int = 10_000,
+                 seeded: Seeded | None = None) -> None:
         self._followers = followers
         self._position = position
         self.max_tags = max_tags
@@ -143,12 +160,30 @@ class TagBook:
             tid: SandboxTag(tid, name) for tid, name in RESERVED_TAGS.items()}
         self._ids_by_name = {name: tid for tid, name in RESERVED_TAGS.items()}
         self._next_id = FIRST_TAG_ID
-        #: openid -> its tag ids; only users that carry at least one tag
-        self.user_tags: dict[str, set[int]] = {}
+        #: openid -> its tag ids; only users that carry at least one tag. The sets are
+        #: shared (one per distinct set of tags, `_sets`): 10M tagged users cost a dict entry
+        #: each, not a set each (~200 bytes).
+        self.user_tags: dict[str, frozenset[int]] = {}
+        self._sets: dict[frozenset[int], frozenset[int]] = {}
         #: every (action, openid, tagid) a (un)tagging call applied, in order
         self.tag_log: list[tuple[str, str, int]] = []
+        if seeded is not None:
+            self._seed(seeded)
         for name in names:
             self._add(self._unique_name(name))
+
+    def _seed(self, seeded: Seeded) -> None:
+        """The tags and members of an export file (seed.py checked them), ids kept."""
+        for tid, name in sorted(seeded.tags.items()):
+            if tid not in self.tags:
+                self.tags[tid] = SandboxTag(tid, name)
+                self._ids_by_name[name] = tid
+        self._next_id = max([FIRST_TAG_ID - 1, *self.tags]) + 1
+        for tid, positions in seeded.members.items():
+            self.tags[tid].positions.load(positions)
+            self.tags[tid].count = len(positions)
+        self.user_tags = seeded.user_tags
+        self._sets = {tids: tids for tids in self.user_tags.values()}
 
     # --- read ------------------------------------------------------------------------------
 
@@ -191,8 +226,8 @@ class TagBook:
         tag = self.tags[tid]
         if tag.count > self.delete_limit:
             raise ApiFault(TOO_MANY_FANS_TO_DELETE)
-        for openid in tag.members:
-            self._drop_user_tag(openid, tid)
+        for position in tag.positions:
+            self._drop_user_tag(self._followers[position], tid)
         del self.tags[tid]
         del self._ids_by_name[tag.name]
         return dict(OK)
@@ -242,21 +277,26 @@ class TagBook:
                 if tid not in current and len(current) >= MAX_TAGS_PER_USER:
                     raise ApiFault(USER_HAS_TOO_MANY_TAGS)
             for openid in dict.fromkeys(openids):
-                if openid not in tag.members:
-                    tag.members.add(openid)
+                current = self.user_tags.get(openid, _NO_TAGS)
+                if tid not in current:
+                    self.user_tags[openid] = self._shared(current | {tid})
                     tag.positions.add(self._position[openid])
-                    self.user_tags.setdefault(openid, set()).add(tid)
+                    tag.count += 1
         else:
             for openid in dict.fromkeys(openids):
-                if openid in tag.members:
+                if tid in self.user_tags.get(openid, _NO_TAGS):
                     self._drop_user_tag(openid, tid)
-                    tag.members.discard(openid)
                     tag.positions.remove(self._position[openid])
+                    tag.count -= 1
+
+    def _shared(self, tids: frozenset[int]) -> frozenset[int]:
+        return self._sets.setdefault(tids, tids)
 
     def _drop_user_tag(self, openid: str, tid: int) -> None:
-        remaining = self.user_tags[openid]
-        remaining.discard(tid)
-        if not remaining:
+        remaining = self.user_tags[openid] - {tid}
+        if remaining:
+            self.user_tags[openid] = self._shared(remaining)
+        else:
             del self.user_tags[openid]
 
     def _add(self, name: str) -> SandboxTag:

@@ -82,3 +82,26 @@ def test_a_url_in_the_defaults_notify_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(JobFileError) as info:
         read_defaults(defaults)
     assert "key=1" not in info.value.message
+
+
+def test_a_sandbox_from_in_the_defaults_is_relative_to_the_defaults_file(
+        tmp_path: Path) -> None:
+    """`[sandbox] from` in `--defaults` names an export beside the defaults file, and every
+    upload's job.toml (written in its own run directory) still finds it."""
+    from batchmove.console.planning import upload_job
+    from batchmove.console.service import read_defaults
+    from batchmove.intake.jobfile import spec_for
+
+    (tmp_path / "conf").mkdir()
+    export = tmp_path / "conf" / "account.csv"
+    export.write_text("openid,current_groupid,current_group_name,to_group_name\n",
+                      encoding="utf-8")
+    defaults = tmp_path / "conf" / "defaults.toml"
+    defaults.write_text('api_base = "sandbox"\n[sandbox]\nfrom = "account.csv"\n',
+                        encoding="utf-8")
+    run = tmp_path / "runs" / "up"
+    run.mkdir(parents=True)
+    (run / "in.csv").write_text("openid,group_name\n", encoding="utf-8")
+    (run / "job.toml").write_text(
+        dump_toml(upload_job(read_defaults(defaults), {}, "up", "in.csv")), encoding="utf-8")
+    assert spec_for(run / "job.toml").sandbox == {"from_file": str(export)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from batchmove.sandbox import (
     SandboxState,
     sandbox_openids,
 )
+from tests.support.notify import free_port
 from tests.support.sandboxes import REPO_ROOT, Api, FakeClock, Json, SandboxFactory, api_for
 
 OK = {"errcode": 0, "errmsg": "ok"}
@@ -507,3 +509,37 @@ def test_process_exits_cleanly_and_prints_no_secret() -> None:
     assert proc.returncode == 0
     assert DEFAULT_SECRET not in line + out + err
     assert token.split('"')[3] not in out + err
+
+
+@pytest.mark.parametrize("stdout", ["closed pipe", "no stdout"])
+def test_a_sandbox_without_a_reader_keeps_serving_and_exits_quietly(stdout: str) -> None:
+    """`batchmove sandbox | head -c 0` (the reader gone before `listening on`) and a sandbox
+    started with fd 1 closed: it serves, and SIGTERM ends it with exit 0 and nothing on stderr
+    (it used to say "cannot listen on ...: Broken pipe", exit 2, or print a traceback)."""
+    port = free_port()
+    command = [sys.executable, "-m", "batchmove", "sandbox", "--port", str(port)]
+    if stdout == "closed pipe":
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    else:
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: os.close(1))
+    query = f"grant_type=client_credential&appid={DEFAULT_APPID}&secret={DEFAULT_SECRET}"
+    answer = _first_answer(f"http://127.0.0.1:{port}/cgi-bin/token?{query}", proc)
+    assert b"access_token" in answer
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert (proc.returncode, err) == (0, b"")
+
+
+def _first_answer(url: str, proc: subprocess.Popen[bytes]) -> bytes:
+    for _ in range(200):  # the process needs ~1 s to import and bind
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return bytes(resp.read())
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("the sandbox never answered")

@@ -305,9 +305,10 @@ def test_positions_stay_sorted_under_random_changes() -> None:
         action = rng.choice((book.batch_tag, book.batch_untag))
         assert action({"openid_list": openids, "tagid": rng.choice((2, 100, 101, 102))}) == OK
     for tag_record in book.tags.values():
-        expected = sorted(state.followers.index(o) for o in tag_record.members)
-        assert list(tag_record.positions) == expected
-    carried = {(o, t.id) for t in book.tags.values() for o in t.members}
+        members = [o for o, tids in book.user_tags.items() if tag_record.id in tids]
+        assert list(tag_record.positions) == sorted(map(state.followers.index, members))
+        assert tag_record.count == len(members)
+    carried = {(state.followers[p], t.id) for t in book.tags.values() for p in t.positions}
     assert carried == {(o, tid) for o, tids in book.user_tags.items() for tid in tids}
     assert all(book.user_tags.values())
 
