@@ -18,6 +18,7 @@ a platform's accounts (`agency.py`). The public API
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -143,11 +144,13 @@ async def _select_and_move(spec: JobSpec, options: RunOptions, events: Events) -
 @asynccontextmanager
 async def _loaded(load: Callable[..., None], ledger: Ledger, spec: JobSpec, events: Events
                   ) -> AsyncIterator[tuple[WeChatClient, Early]]:
-    """The input loaded into the ledger (`load`), and the client. Against WeChat the client
-    opens first and asks what needs no ledger (`Early`: token, listing, quotas) while the load
-    runs in a thread (the ledger is touched by nothing else meanwhile); an embedded sandbox
-    takes its followers from the loaded input, so it starts after the load."""
-    if spec.api_base == SANDBOX:
+    """The input loaded into the ledger (`load`), and the client. Against WeChat, when the
+    ledger is new (the whole input to load), the client opens first and asks what needs no
+    ledger (`Early`: token, listing, quotas) while the load runs in a thread (the ledger is
+    touched by nothing else meanwhile). A ledger to resume is checked before any call (a
+    damaged one is refused having sent nothing); an embedded sandbox takes its followers from
+    the loaded input, so it starts after the load."""
+    if spec.api_base == SANDBOX or not _fresh(ledger):
         load(info=events.info)
         async with api_client(spec, ledger) as client:
             yield client, Early(client, spec)
@@ -161,6 +164,14 @@ async def _loaded(load: Callable[..., None], ledger: Ledger, spec: JobSpec, even
             yield client, early
         finally:
             await early.close()
+
+
+def _fresh(ledger: Ledger) -> bool:
+    """Whether the ledger holds no run yet (one it cannot even say is not fresh)."""
+    try:
+        return ledger.is_empty()
+    except (sqlite3.Error, BatchmoveError):  # damaged: `load_or_resume` says so
+        return False
 
 
 async def _send(client: WeChatClient, early: Early, pending: Counter[str], ledger: Ledger,

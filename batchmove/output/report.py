@@ -111,7 +111,7 @@ def _sheet_meanwhile(ledger: Ledger, plan: Layout) -> Iterator[bool]:
     """Whether report.xlsx is being written by a child process while the block writes the
     other files (`sheetfork`: large sheets, on Linux); it is in place once the block ends."""
     rows = sum(plan.counts.values())
-    if plan.files.report_xlsx is None or not sheetfork.forks(rows):
+    if plan.files.report_xlsx is None or not sheetfork.forks(ledger, rows):
         yield False
         return
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import warnings
@@ -40,9 +41,11 @@ FORK_ROWS = 20_000
 SheetWriter = Callable[[Ledger, Path], None]
 
 
-def forks(rows: int) -> bool:
-    """Whether a sheet of `rows` rows is written by a child process."""
-    return (rows >= FORK_ROWS and sys.platform.startswith("linux") and hasattr(os, "fork")
+def forks(ledger: Ledger, rows: int) -> bool:
+    """Whether a sheet of `rows` rows is written by a child process: not when the ledger's
+    path no longer names the file the run writes (deleted or replaced under it)."""
+    return (rows >= FORK_ROWS and not ledger.storage.lost and ledger.storage.trouble is None
+            and sys.platform.startswith("linux") and hasattr(os, "fork")
             and threading.current_thread() is threading.main_thread())
 
 
@@ -82,7 +85,9 @@ def _child(run_dir: Path, path: Path, write: SheetWriter) -> NoReturn:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        write(Ledger(run_dir).open(lock=False), path)
+        source = Ledger(run_dir)  # read-only: never creates a ledger that went away
+        source.db = sqlite3.connect(f"{source.path.absolute().as_uri()}?mode=ro", uri=True)
+        write(source, path)
         status = 0
     finally:
         os._exit(status)
