@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 GROUPS = 8
 WINDOW = (500, 5.0)
 LIMIT = WINDOW[0] / WINDOW[1]
+CONTENDERS = ("auto", "hidden", "script", "rate20")  # `bench/run.py account --only auto,...`
+PAIRS = ("cli", "parallel")
 PUSHBACK = {"latency_ms": 30.0, "latency_tail": 10.0, "jitter_ms": 0.0,
             "rate_limit": {MOVE_ENDPOINT: list(WINDOW)}}
 
@@ -96,7 +98,9 @@ def _script(box: Sandbox, data: Path, n: int) -> Outcome:
 
 def _pair(box: Sandbox, n: int, i: int, parallel: bool) -> tuple[Outcome, bool]:
     """Two runs on the account at once, n // 2 users each: (outcome, both exact)."""
-    halves = [_half(n, k, 1 + 2 * i + parallel) for k in range(2)]
+    # groups shifted unlike the run just before (auto: 3 + i, hidden: 6 + i, mod 8), even
+    # with `--only` leaving runs out: users already in their target would not move
+    halves = [_half(n, k, 7 + 2 * i + parallel) for k in range(2)]
     name = f"pair-{'parallel' if parallel else 'cli'}-{i}"
     outs = [fresh_dir(f"{name}-{k}") for k in range(2)]
     env = _state_env(name)
@@ -131,29 +135,37 @@ def _two_processes(box: Sandbox, halves: Sequence[Path], outs: Sequence[Path],
 
 
 def account(ctx: Context) -> list[Row]:
+    unknown = ctx.only - {*CONTENDERS, *PAIRS}
+    if unknown:
+        raise ValueError(f"--only: no contender {', '.join(sorted(unknown))} in account "
+                         f"(choose from {', '.join((*CONTENDERS, *PAIRS))})")
     n = ctx.sizes.threaded
     box = ctx.sandbox(n)
     box.set_faults(**PUSHBACK)
-    runs: dict[str, list[Outcome]] = {k: [] for k in ("auto", "hidden", "script", "rate20")}
-    pairs: dict[str, list[tuple[Outcome, bool]]] = {"cli": [], "parallel": []}
+    runs: dict[str, list[Outcome]] = {k: [] for k in CONTENDERS}
+    pairs: dict[str, list[tuple[Outcome, bool]]] = {k: [] for k in PAIRS}
     load: list[float] = []
     try:
         for i in range(ctx.repeats):
             ctx.log(f"  account: run {i + 1}/{ctx.repeats}")
             load.append(os.getloadavg()[0])  # a shared machine: say how busy it was
-            data = moves_csv(n, GROUPS, 3 + i)
             box.set_faults(rate_limit_hidden=False)
-            runs["auto"].append(_batchmove(box, data, f"account-auto-{i}", n))
-            runs["script"].append(_script(box, moves_csv(n, GROUPS, 4 + i), n))
-            if i == 0 and ctx.sizes.threaded >= 100_000:
+            if ctx.wants("auto"):
+                runs["auto"].append(_batchmove(box, moves_csv(n, GROUPS, 3 + i),
+                                               f"account-auto-{i}", n))
+            if ctx.wants("script"):
+                runs["script"].append(_script(box, moves_csv(n, GROUPS, 4 + i), n))
+            if ctx.wants("rate20") and i == 0 and ctx.sizes.threaded >= 100_000:
                 runs["rate20"].append(_batchmove(box, moves_csv(n, GROUPS, 5), "rate20", n,
                                                  "--rate", "20"))
-            box.set_faults(rate_limit_hidden=True)
-            runs["hidden"].append(_batchmove(box, moves_csv(n, GROUPS, 6 + i),
-                                             f"account-hidden-{i}", n))
-            box.set_faults(rate_limit_hidden=False)
+            if ctx.wants("hidden"):
+                box.set_faults(rate_limit_hidden=True)
+                runs["hidden"].append(_batchmove(box, moves_csv(n, GROUPS, 6 + i),
+                                                 f"account-hidden-{i}", n))
+                box.set_faults(rate_limit_hidden=False)
             for kind in pairs:
-                pairs[kind].append(_pair(box, n, i, kind == "parallel"))
+                if ctx.wants(kind):
+                    pairs[kind].append(_pair(box, n, i, kind == "parallel"))
     finally:
         box.set_faults(rate_limit={}, rate_limit_hidden=False, latency_tail=0.0)
     return _rows(n, runs, pairs, load)
@@ -203,7 +215,7 @@ def _rows(n: int, runs: dict[str, list[Outcome]],
                 target="0 lost", met=all(ok for _, ok in pairs[kind]), digits=0),
             Row(name, "  wall (both)", of(found, lambda o: o.wall), "s"),
         ]
-    return rows
+    return [row for row in rows if row.values]  # a contender left out by `--only`: no row
 
 
 def _breakdown(name: str, found: Sequence[Outcome], bound: float) -> list[Row]:

@@ -15,8 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.account import CONTENDERS as ACCOUNT
+from bench.account import PAIRS
 from bench.harness import Row, machine_line, markdown_table, use_work_dir
 from bench.scenarios import QUICK, SCENARIOS, Context, Sizes
+
+CONTENDERS = (*ACCOUNT, *PAIRS)  # what `--only` may name
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -27,6 +31,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="runs per scenario (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (2,000 rows) to check the bench itself works")
+    parser.add_argument("--only", default="", metavar="NAME[,NAME...]",
+                        help="only these contenders of a scenario (account: "
+                             f"{', '.join(CONTENDERS)})")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where data and run directories go (default: bench/.data, .runs)")
     args = parser.parse_args(argv)
@@ -34,6 +41,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; "
                      f"choose from {', '.join(SCENARIOS)}")
+    only = set(filter(None, args.only.split(",")))
+    if only - set(CONTENDERS):
+        parser.error(f"--only: no contender {', '.join(sorted(only - set(CONTENDERS)))}; "
+                     f"choose from {', '.join(CONTENDERS)}")
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args
@@ -45,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeat or (1 if args.quick else 3)
     if args.work_dir is not None:
         use_work_dir(args.work_dir.resolve())
-    ctx = Context(QUICK if args.quick else Sizes(), repeats)
+    ctx = Context(QUICK if args.quick else Sizes(), repeats,
+                  only=frozenset(filter(None, args.only.split(","))))
     rows: list[Row] = []
     started = time.monotonic()
     failed = False

@@ -82,8 +82,13 @@ class Context:
     sizes: Sizes
     repeats: int
     stack: ExitStack = field(default_factory=ExitStack)
+    only: frozenset[str] = frozenset()  # a scenario's contenders to run (empty: all)
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True)
     _sandboxes: dict[int, Sandbox] = field(default_factory=dict)
+
+    def wants(self, contender: str) -> bool:
+        """Whether `--only` leaves this contender of a scenario in (every one without it)."""
+        return not self.only or contender in self.only
 
     def sandbox(self, users: int) -> Sandbox:
         """One sandbox process per follower count, kept for the whole bench run."""

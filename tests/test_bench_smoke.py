@@ -41,3 +41,11 @@ def test_unknown_scenario_is_refused() -> None:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "unknown scenario" in done.stderr
+
+
+def test_an_unknown_contender_is_refused() -> None:
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "run.py"), "account",
+                           "--only", "auto,nosuch"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "no contender nosuch" in done.stderr

@@ -6,9 +6,11 @@ it; creating the missing groups is the resolver's `create_missing`, after confir
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 from typing import Any
 
+from batchmove.engine.early import Early
 from batchmove.engine.planner import WECHAT_MAX_GROUPS
 from batchmove.engine.resolver import (
     Resolution,
@@ -17,7 +19,6 @@ from batchmove.engine.resolver import (
     refuse_missing,
 )
 from batchmove.engine.runner import RetryPolicy, with_retries
-from batchmove.engine.targets import TargetApi
 from batchmove.errors import UsageError
 from batchmove.ledger.store import Ledger
 from batchmove.models import BLACKLIST_GROUP_ID, JobSpec, Target
@@ -25,14 +26,16 @@ from batchmove.results import PlanGroups
 from batchmove.wechat.client import WeChatClient
 
 
-async def resolve_targets(client: WeChatClient, ledger: Ledger,
-                          spec: JobSpec) -> tuple[Resolution, list[Target]]:
-    """One `groups/get` (or `tags/get`): each pending target to an id, a name to create, or a
-    failure. A blacklist target refuses the whole job (UsageError) unless allowed."""
+async def resolve_targets(client: WeChatClient, ledger: Ledger, spec: JobSpec,
+                          early: Early | None = None, pending: Counter[str] | None = None
+                          ) -> tuple[Resolution, list[Target]]:
+    """One `groups/get` (or `tags/get`; `early`: asked while the input loaded): each pending
+    target to an id, a name to create, or a failure. A blacklist target refuses the whole job
+    (UsageError) unless allowed. `pending`: the ledger's pending rows per target, if counted."""
     kind = ledger.meta()["target_kind"]
-    targets = [t for t in ledger.pending_targets() if t or kind == "set"]
-    listing = TargetApi(client, spec.backend).list_targets
-    groups = await with_retries(listing, RetryPolicy(attempts=spec.retries))
+    pending = ledger.pending_targets() if pending is None else pending
+    targets = [t for t in pending if t or kind == "set"]
+    groups = await (early or Early(client, spec)).listing()
     if kind == "set":
         resolution = match_tag_sets(groups, targets)
     else:

@@ -119,7 +119,8 @@ class Runner(Generic[T]):
     grace: float = 5.0  # seconds in-flight calls get to finish once a stop is asked
 
     def __post_init__(self) -> None:
-        self._queue = Lanes()
+        # the first lane leaves a third of the workers to the rest (see `lanes`)
+        self._queue = Lanes(first_cap=max(1, self.concurrency - self.concurrency // 3))
         self._crash: BaseException | None = None
         self._stop = asyncio.Event()
         self._taken = asyncio.Event()  # a worker took a batch: room for the feeder
@@ -192,7 +193,7 @@ class Runner(Generic[T]):
     # --- workers ----------------------------------------------------------------------------
     async def _worker(self) -> None:
         while True:
-            batch = await self._queue.get()
+            batch, first = await self._queue.get()
             self._taken.set()
             try:
                 if batch is None:
@@ -204,7 +205,7 @@ class Runner(Generic[T]):
                 self.stop(StopReason.FATAL, now=True)
                 return
             finally:
-                self._queue.task_done()
+                self._queue.task_done(first)
 
     async def _process(self, batch: Batch) -> None:
         attempts = 0

@@ -18,20 +18,18 @@ claimed for it and nothing overlaps it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from batchmove.engine.backend import gate_of
+from batchmove.engine.early import SNAPSHOT_ENDPOINT, Early
 from batchmove.engine.planner import backend_endpoints, move_calls, snapshot_calls
-from batchmove.engine.runner import RetryPolicy, with_retries
-from batchmove.errors import ApiError, DailyQuotaError, UsageError
+from batchmove.errors import DailyQuotaError, UsageError
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load
 from batchmove.ledger.store import LEDGER_NAME, Ledger
@@ -43,12 +41,12 @@ from batchmove.results import AccountStatus, Overlap
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.quota import Quota
 
-SNAPSHOT_ENDPOINT = "user/info/batchget"
-
 
 @contextmanager
-def claimed(spec: JobSpec, ledger: Ledger) -> Iterator[list[Overlap]]:
-    """The run's users registered on its account while the block runs; refused on overlap."""
+def claimed(spec: JobSpec, ledger: Ledger, pending: Counter[str] | None = None
+            ) -> Iterator[list[Overlap]]:
+    """The run's users registered on its account while the block runs; refused on overlap.
+    `pending`: the ledger's pending rows per target, if the caller counted them already."""
     if spec.api_base == SANDBOX:
         yield []
         return
@@ -56,7 +54,7 @@ def claimed(spec: JobSpec, ledger: Ledger) -> Iterator[list[Overlap]]:
     claims = Claims(registry, account_of(spec))
     run_dir = spec.out_dir
     try:
-        targets = ledger.pending_targets()
+        targets = ledger.pending_targets() if pending is None else pending
         overlaps = claims.register(run_dir, spec.name, _in_ledger(ledger, targets),
                                    planned=_planned(spec, targets))
         if overlaps and not spec.allow_overlap:
@@ -149,37 +147,30 @@ def _planned(spec: JobSpec, targets: Counter[str]) -> dict[str, int]:
     return planned
 
 
-async def seed_rates(client: WeChatClient, spec: JobSpec, endpoints: list[str]) -> None:
-    """`rate = "auto"`: each endpoint's start from quota/get (see the module docstring)."""
+async def seed_rates(client: WeChatClient, spec: JobSpec, early: Early | None = None) -> None:
+    """`rate = "auto"`: each endpoint's start from quota/get (see the module docstring);
+    `early`: where the quotas were asked (while the input loaded), else they are asked now."""
     gate = gate_of(client)
     if gate is None or not spec.auto_rate:
         return
     budget = gate.budget
     alone = budget.fixed_rate is None and sharing(budget.registry, budget.account) <= 1
-    quotas = await asyncio.gather(*(_quota(client, spec, e) for e in endpoints))
+    found = await (early or Early(client, spec)).quotas()
     move = backend_endpoints(spec)["move"]
-    found = dict(zip(endpoints, quotas, strict=True))
     _check_move_quota(found.get(move), move, Claims(budget.registry, budget.account)
                       .to_spend(spec.out_dir).get(move, 0))
-    starts = {e: start_rate(q.call_count if q else None, q.refresh_second if q else None)
+    starts = {e: start_rate(q.call_count if q else None, q.refresh_second if q else None,
+                            alone=alone)
               for e, q in found.items()}
     feed = 2 * starts[move][0] * spec.batch_size / MAX_USER_INFO_BATCH if move in starts else 0.0
     for endpoint, (rate, ceiling) in starts.items():
         if endpoint == SNAPSHOT_ENDPOINT and ceiling is None:  # reads feed the moves:
             rate = max(rate, feed)  # twice what the moves' start takes: a backlog builds
         quota = found[endpoint]
+        shared = start_rate(quota.call_count, quota.refresh_second, alone=False)[1] \
+            if quota else None
         gate.seed(endpoint, min(rate, spec.max_rate), ceiling,
-                  quota.refresh_second if quota else None, alone=alone)
-
-
-async def _quota(client: WeChatClient, spec: JobSpec, endpoint: str) -> Quota | None:
-    try:
-        return await with_retries(partial(client.get_quota, endpoint),
-                                  RetryPolicy(attempts=spec.retries))
-    except DailyQuotaError:
-        raise
-    except ApiError:  # not every account may read its quotas: the safe start
-        return None
+                  quota.refresh_second if quota else None, alone=alone, shared=shared)
 
 
 def _check_move_quota(quota: Quota | None, endpoint: str, others: int) -> None:
@@ -194,17 +185,6 @@ def _check_move_quota(quota: Quota | None, endpoint: str, others: int) -> None:
         raise DailyQuotaError(None, f"the {quota.remain:,} calls left today are all planned "
                                     f"by other runs on this account ({others:,} calls)",
                               endpoint)  # no errcode: the quota view said so, not WeChat
-
-
-def sending_endpoints(spec: JobSpec) -> list[str]:
-    """The endpoints a run sends most of its calls to (their rates are seeded)."""
-    endpoints = backend_endpoints(spec)
-    sending = [endpoints["move"]]
-    if spec.backend == "tags" and spec.untag:
-        sending.append(endpoints["untag"])
-    if spec.snapshot:
-        sending.append(SNAPSHOT_ENDPOINT)
-    return sending
 
 
 def account_status(spec: JobSpec) -> AccountStatus:

@@ -18,21 +18,24 @@ a platform's accounts (`agency.py`). The public API
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from batchmove.engine.account import resolve_targets
-from batchmove.engine.backend import api_client, gate_of
+from batchmove.engine.backend import api_client, client_for, gate_of
+from batchmove.engine.early import Early
 from batchmove.engine.flow import send_stages
 from batchmove.engine.resolver import create_missing
 from batchmove.engine.runner import RunOutcome
 from batchmove.engine.settle import settle_unknown
-from batchmove.engine.sharing import claimed, seed_rates, sending_endpoints
+from batchmove.engine.sharing import claimed, seed_rates
 from batchmove.engine.signals import StopSignals, signal_stop
 from batchmove.engine.targets import TargetApi
 from batchmove.errors import (
@@ -58,7 +61,7 @@ from batchmove.flows.verify import read_back
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load_or_resume, now, read_summary
 from batchmove.ledger.store import Ledger
-from batchmove.models import STATUSES, JobSpec, RowStatus
+from batchmove.models import SANDBOX, STATUSES, JobSpec, RowStatus
 from batchmove.output import report
 from batchmove.output.advice import RetryAdvice, retry_advice, retryable
 from batchmove.output.notify import Notifier, notify_refused, notify_result
@@ -125,54 +128,89 @@ async def _select_and_move(spec: JobSpec, options: RunOptions, events: Events) -
     with Ledger(spec.out_dir).open(reserve=True) as ledger, \
             signal_stop(options.handle_signals) as stop:
         ledger.on_trouble(lambda: stop.request(StopReason.STORAGE))  # a full disk, say
-        load_or_resume(ledger, source, spec, restart=options.restart,
-                       reset_failed=_retry_failed if options.retry_failed else None,
-                       info=events.info)
+        load = partial(load_or_resume, ledger, source, spec, restart=options.restart,
+                       reset_failed=_retry_failed if options.retry_failed else None)
         outcome, rates = RunOutcome(StopReason.DONE), dict[str, float]()
-        if stop.reason is None:  # not interrupted while loading: nothing was sent yet
-            with claimed(spec, ledger):  # who this run moves, on the account's registry
-                outcome, rates = await _send(ledger, spec, options, events, stop)
+        async with _loaded(load, ledger, spec, events) as (client, early):
+            if stop.reason is None:  # not interrupted while loading: nothing was sent yet
+                pending = ledger.pending_targets()  # counted once: registered, then resolved
+                with claimed(spec, ledger, pending):  # who this run moves, on the registry
+                    outcome, rates = await _send(client, early, pending, ledger, spec,
+                                                 options, events, stop)
         return _finish(ledger, spec, started, stop.reason or outcome.reason, outcome.error,
                        rates)
 
 
-async def _send(ledger: Ledger, spec: JobSpec, options: RunOptions, events: Events,
-                stop: StopSignals) -> tuple[RunOutcome, dict[str, float]]:
+@asynccontextmanager
+async def _loaded(load: Callable[..., None], ledger: Ledger, spec: JobSpec, events: Events
+                  ) -> AsyncIterator[tuple[WeChatClient, Early]]:
+    """The input loaded into the ledger (`load`), and the client. Against WeChat, when the
+    ledger is new (the whole input to load), the client opens first and asks what needs no
+    ledger (`Early`: token, listing, quotas) while the load runs in a thread (the ledger is
+    touched by nothing else meanwhile). A ledger to resume is checked before any call (a
+    damaged one is refused having sent nothing); an embedded sandbox takes its followers from
+    the loaded input, so it starts after the load."""
+    if spec.api_base == SANDBOX or not _fresh(ledger):
+        load(info=events.info)
+        async with api_client(spec, ledger) as client:
+            yield client, Early(client, spec)
+        return
+    loop = asyncio.get_running_loop()
+    async with client_for(spec) as client:
+        early = Early(client, spec).start()
+        try:
+            await asyncio.to_thread(  # messages reach `events` on the loop's thread
+                load, info=lambda message: loop.call_soon_threadsafe(events.info, message))
+            yield client, early
+        finally:
+            await early.close()
+
+
+def _fresh(ledger: Ledger) -> bool:
+    """Whether the ledger holds no run yet (one it cannot even say is not fresh)."""
+    try:
+        return ledger.is_empty()
+    except (sqlite3.Error, BatchmoveError):  # damaged: `load_or_resume` says so
+        return False
+
+
+async def _send(client: WeChatClient, early: Early, pending: Counter[str], ledger: Ledger,
+                spec: JobSpec, options: RunOptions, events: Events, stop: StopSignals
+                ) -> tuple[RunOutcome, dict[str, float]]:
     """Resolve, confirm, create, snapshot, move, verify: everything that calls WeChat. Also
     the rate each endpoint ran at last (rate = "auto")."""
     outcome, rates = RunOutcome(StopReason.DONE), dict[str, float]()
-    async with api_client(spec, ledger) as client:
-        try:
-            resolution, groups = await resolve_targets(client, ledger, spec)
-            if options.confirm is not None and ledger.counts().get(RowStatus.PENDING):
-                plan = await plan_of(client, ledger, spec, resolution, groups)
-                if not options.confirm(plan):
-                    raise ConfirmationRequired("not confirmed: nothing was sent")
-            ledger.set_meta(nothing_sent=False)  # from here on a change may reach WeChat
-            if resolution.missing and stop.reason is None:
-                await create_missing(TargetApi(client, spec.backend), resolution, ledger.creations,
-                                     sleep=asyncio.sleep)
-            ledger.creations.settle(resolution.resolved)
-            ledger.assign_groups(resolution.resolved, resolution.failed)
-            await seed_rates(client, spec, sending_endpoints(spec))
-            for stage in send_stages(spec):
-                if outcome.reason is StopReason.DONE and stop.reason is None:
-                    outcome = await stage(client, ledger, spec, stop, events)
-            if outcome.reason in _SETTLE_AFTER and stop.reason is None:  # may have moved:
-                settled = await settle_unknown(client, ledger, spec, stop, events)  # read back
-                outcome = settled if outcome.reason is StopReason.DONE else outcome
-            if spec.verify and outcome.reason is StopReason.DONE and stop.reason is None:
-                outcome = await read_back(client, ledger, spec, stop, events)
-        except DailyQuotaError as exc:
-            outcome = RunOutcome(StopReason.DAILY_QUOTA, exc)
-        except _STOPPING as exc:
-            outcome = RunOutcome(StopReason.FATAL, exc)
-        except StorageError as exc:  # the reserve is used up too: what is unwritten is lost
-            ledger.storage.report(exc)
-            outcome = RunOutcome(StopReason.STORAGE)
-        finally:
-            ledger.add_calls(client.calls)
-            rates = _rates_found(client, events)
+    try:
+        resolution, groups = await resolve_targets(client, ledger, spec, early, pending)
+        if options.confirm is not None and ledger.counts().get(RowStatus.PENDING):
+            plan = await plan_of(client, ledger, spec, resolution, groups)
+            if not options.confirm(plan):
+                raise ConfirmationRequired("not confirmed: nothing was sent")
+        ledger.set_meta(nothing_sent=False)  # from here on a change may reach WeChat
+        if resolution.missing and stop.reason is None:
+            await create_missing(TargetApi(client, spec.backend), resolution, ledger.creations,
+                                 sleep=asyncio.sleep)
+        ledger.creations.settle(resolution.resolved)
+        ledger.assign_groups(resolution.resolved, resolution.failed)
+        await seed_rates(client, spec, early)
+        for stage in send_stages(spec):
+            if outcome.reason is StopReason.DONE and stop.reason is None:
+                outcome = await stage(client, ledger, spec, stop, events)
+        if outcome.reason in _SETTLE_AFTER and stop.reason is None:  # may have moved:
+            settled = await settle_unknown(client, ledger, spec, stop, events)  # read back
+            outcome = settled if outcome.reason is StopReason.DONE else outcome
+        if spec.verify and outcome.reason is StopReason.DONE and stop.reason is None:
+            outcome = await read_back(client, ledger, spec, stop, events)
+    except DailyQuotaError as exc:
+        outcome = RunOutcome(StopReason.DAILY_QUOTA, exc)
+    except _STOPPING as exc:
+        outcome = RunOutcome(StopReason.FATAL, exc)
+    except StorageError as exc:  # the reserve is used up too: what is unwritten is lost
+        ledger.storage.report(exc)
+        outcome = RunOutcome(StopReason.STORAGE)
+    finally:
+        ledger.add_calls(client.calls)
+        rates = _rates_found(client, events)
     return outcome, rates
 
 

@@ -117,7 +117,9 @@ class Ledger:
         fresh = not self.path.exists()
         old_umask = os.umask(0o077)
         try:
-            self.db = db = sqlite3.connect(self.path, isolation_level=None)
+            # one thread at a time, not always the opener: `run` loads the input in a thread
+            self.db = db = sqlite3.connect(self.path, isolation_level=None,
+                                           check_same_thread=False)
         finally:
             os.umask(old_umask)
         db.execute("PRAGMA journal_mode=WAL")

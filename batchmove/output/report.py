@@ -27,6 +27,7 @@ from batchmove.ledger.cells import ReportCells, report_cells
 from batchmove.ledger.rundir import SUMMARY_JSON, read_summary
 from batchmove.ledger.store import Ledger
 from batchmove.models import RowStatus
+from batchmove.output import sheetfork
 from batchmove.output.xlsxfast import CHUNK_ROWS, RowCountError, write_sheet
 from batchmove.results import ReportFiles
 
@@ -86,22 +87,43 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
     files, cells = plan.files, plan.cells
     try:
         remove_stale_temps(run_dir)
-        with atomic_text(files.report_csv) as out:
-            if files.report_xlsx is None:
-                write_csv(out, plan.header, ledger.review.report_rows(cells))
-            else:
-                _write_both(ledger, plan, files.report_xlsx, out)
-        if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
-            with suppress(FileNotFoundError):
-                (run_dir / REPORT_XLSX).unlink()
-        with atomic_text(files.failed_csv) as out:
-            write_csv(out, plan.failed_header,
-                      ledger.review.report_rows(cells, failed_only=True))
+        with _sheet_meanwhile(ledger, plan) as forked:
+            with atomic_text(files.report_csv) as out:
+                if files.report_xlsx is None or forked:
+                    write_csv(out, plan.header, ledger.review.report_rows(cells))
+                else:
+                    _write_both(ledger, plan, files.report_xlsx, out)
+            if files.report_xlsx is None:  # an older report.xlsx would contradict report.csv
+                with suppress(FileNotFoundError):
+                    (run_dir / REPORT_XLSX).unlink()
+            with atomic_text(files.failed_csv) as out:
+                write_csv(out, plan.failed_header,
+                          ledger.review.report_rows(cells, failed_only=True))
         _write_summary(ledger, plan, summary)
     except OSError as exc:
         why = getattr(exc, "strerror", None) or str(exc)
         raise RunStateError(f"cannot write the reports in {run_dir}: {why}") from None
     return files
+
+
+@contextmanager
+def _sheet_meanwhile(ledger: Ledger, plan: Layout) -> Iterator[bool]:
+    """Whether report.xlsx is being written by a child process while the block writes the
+    other files (`sheetfork`: large sheets, on Linux); it is in place once the block ends."""
+    rows = sum(plan.counts.values())
+    if plan.files.report_xlsx is None or not sheetfork.forks(ledger, rows):
+        yield False
+        return
+
+    def write(source: Ledger, path: Path) -> None:
+        try:
+            write_xlsx_at(path, plan.header, source.review.report_rows(plan.cells),
+                          row_count=rows)
+        except RowCountError:  # rows came or went since they were counted: read them again
+            write_xlsx_at(path, plan.header, source.review.report_rows(plan.cells))
+
+    with atomic_path(plan.files.report_xlsx) as tmp, sheetfork.sheet_meanwhile(ledger, tmp, write):
+        yield True
 
 
 def _write_both(ledger: Ledger, plan: Layout, xlsx: Path, csv_out: IO[str]) -> None:

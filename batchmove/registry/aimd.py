@@ -2,10 +2,11 @@
 
 AIMD, as in Netflix's concurrency-limits, with TCP's slow start in front:
 
-- start from `quota/get`'s `rate_limit` (call_count / refresh_second, less 2%, and at least 2
-  calls/s less, as a fixed `rate` above 8 is: slots may be used one slot late, so a second
-  can hold rate + 2 calls; the 2% keeps a long window's count clear of the latency's jitter)
-  when WeChat reports one, else from `SAFE_START`;
+- start from `quota/get`'s `rate_limit` when WeChat reports one (see `start_rate`: a run
+  alone on the account 1% under call_count / refresh_second and at least 2 calls a window
+  under it; runs that share the account 2% and at least 2 calls/s under it, as a fixed
+  `rate` above 8 is: slots may be used one slot late, so a second can hold rate + 2 calls),
+  else from `SAFE_START`;
 - slow start: +1 call/s per clean answer (the rate doubles every second) until the first sign
   of congestion, then additive increase: +`ADDITIVE` calls/s per second of clean answers;
 - on 45011, -1 or latency that has doubled: halve, at most once per `COOLDOWN` and once per run
@@ -37,7 +38,8 @@ COOLDOWN = 1.0  # seconds: one cut per congestion episode
 PROBE_START = 0.25  # seconds: the first pause after a 45011
 PROBE_MAX = 1.0  # seconds: the longest pause while the window is unknown
 GOODPUT_S = 5.0
-CEILING_SHARE = 0.98  # of a reported rate_limit
+CEILING_SHARE = 0.99  # of a reported rate_limit, a run alone on the account
+SHARED_SHARE = 0.98  # of a reported rate_limit, runs that share the account
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,7 @@ class BucketState:
     ok_since: float = 0.0
     ok_now: int = 0
     ok_before: int = 0
+    shared: float | None = None  # the ceiling while other runs share the account
 
 
 @dataclass(slots=True)
@@ -71,13 +74,27 @@ class Report:
         return self.throttled or self.busy or self.slow
 
 
-def start_rate(call_count: int | None, refresh_second: float | None) -> tuple[float, float | None]:
-    """The first rate and the ceiling: from a reported rate_limit, or the safe start."""
-    if call_count and refresh_second:
-        limit = call_count / refresh_second
-        ceiling = min(CEILING_SHARE * limit, limit - 2) if limit > 8 else CEILING_SHARE * limit
-        return ceiling, ceiling
-    return SAFE_START, None
+def start_rate(call_count: int | None, refresh_second: float | None, *, alone: bool = True
+               ) -> tuple[float, float | None]:
+    """The first rate and the ceiling: from a reported rate_limit, or the safe start.
+
+    A run alone on the account paces by the window WeChat reports: 1% under it and at least
+    2 calls a window under it (500 calls per 5 s: 99/s; a late slot and ~40 ms of jitter
+    still fit in the window). Runs that share it keep every second within its rate (the
+    margin of `SHARED_SHARE` and 2 calls/s, as a fixed `rate` above 8 has): their slots
+    interleave across processes, each with its own lateness, so a window must absorb more;
+    it is also the bound the issue sets two runs (no 1 s window over the account's rate).
+    """
+    if not (call_count and refresh_second):
+        return SAFE_START, None
+    limit = call_count / refresh_second
+    if limit <= 8:
+        ceiling = SHARED_SHARE * limit
+    elif alone:
+        ceiling = min(CEILING_SHARE * limit, (call_count - 2) / refresh_second)
+    else:
+        ceiling = min(SHARED_SHARE * limit, limit - 2)
+    return ceiling, ceiling
 
 
 def goodput(state: BucketState, now: float) -> float:

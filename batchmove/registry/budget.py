@@ -105,16 +105,18 @@ class Budget:
             self.lease = None
 
     def seed(self, scope: str, rate: float, ceiling: float | None, window: float | None,
-             *, alone: bool) -> None:
-        """Set a scope's start (reported rate_limit or the safe start). A run alone on the
-        account starts afresh; one that joins others keeps their rate, learns the ceiling."""
+             *, alone: bool, shared: float | None = None) -> None:
+        """Set a scope's start (reported rate_limit or the safe start) and its ceilings:
+        `ceiling` for a run alone on the account, `shared` while others share it (each
+        reservation looks: the moment a second run takes its lease, the slots slow down). A
+        run alone starts afresh; one that joins others keeps their rate, learns the ceiling."""
         with self.registry.transaction():
             state = self._state(scope, rate)
             if alone:
                 state = BucketState(rate=rate, tat=state.tat, ceiling=ceiling, window=window,
-                                    found=state.found)
+                                    found=state.found, shared=shared)
             elif ceiling is not None:
-                state = replace(state, ceiling=ceiling, window=window,
+                state = replace(state, ceiling=ceiling, window=window, shared=shared,
                                 rate=min(state.rate, ceiling))
             self._write(scope, state)
 
@@ -129,6 +131,8 @@ class Budget:
                 state = apply(state, report, now, self.max_rate, 60.05 - wall % 60.0)
             sharing, fixed, auto_live = self._sharers(now)
             rate = fixed_spacing(fixed) if scope == ANY and fixed is not None else state.rate
+            if sharing > 1 and state.shared is not None:  # others on the account: each
+                rate = min(rate, state.shared)  # second within its rate, not the window
             grant = _take(state, now, rate, want)
             self._write(scope, state if not grant.slots else replace(
                 state, tat=grant.slots[-1] + 1.0 / rate))

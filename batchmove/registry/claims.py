@@ -201,16 +201,24 @@ class Claims:
                                  zip(map(openid_hash, page)))
 
     def _copy(self, run_id: int, openid_pages: Iterable[list[str]]) -> int:
-        """The hashes into `claims_<run_id>`, sorted, a few ms of write lock at a time."""
+        """The hashes into `claims_<run_id>`, sorted, a few ms of write lock at a time.
+
+        Each chunk is read whole before its write transaction begins: a cursor left open
+        across them kept a read snapshot from before the other processes' commits, and
+        `BEGIN IMMEDIATE` then failed at once ("database is locked", no busy wait: SQLite
+        cannot move a stale snapshot forward into a write)."""
         conn = self.registry.conn
         self._fill("mine", openid_pages)
-        cursor = conn.execute("SELECT DISTINCT h FROM temp.mine ORDER BY h")
+        conn.execute("DROP TABLE IF EXISTS temp.sorted")  # rowid 1..n in hash order
+        conn.execute("CREATE TEMP TABLE sorted AS SELECT DISTINCT h FROM temp.mine ORDER BY h")
+        conn.execute("DROP TABLE temp.mine")
         users = 0
-        while chunk := cursor.fetchmany(_COPY_ROWS):
+        while chunk := conn.execute("SELECT h FROM temp.sorted WHERE rowid > ? AND rowid <= ?",
+                                    (users, users + _COPY_ROWS)).fetchall():
             with self.registry.transaction():
                 conn.executemany(f"INSERT INTO claims_{run_id} VALUES (?)", chunk)
             users += len(chunk)
-        conn.execute("DROP TABLE temp.mine")
+        conn.execute("DROP TABLE temp.sorted")
         return users
 
     def _stale(self, state: str, pid: int | None, expires: float | None) -> bool:

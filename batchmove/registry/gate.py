@@ -109,10 +109,12 @@ class SharedGate:
 
     # --- what the run reports ---------------------------------------------------------------
     def seed(self, endpoint: str, rate: float, ceiling: float | None = None,
-             window: float | None = None, *, alone: bool = True) -> None:
-        """A scope's start (auto: from quota/get's rate_limit, or the safe start)."""
+             window: float | None = None, *, alone: bool = True,
+             shared: float | None = None) -> None:
+        """A scope's start (auto: from quota/get's rate_limit, or the safe start); `shared`:
+        its ceiling while other runs share the account."""
         if self.auto:
-            self.budget.seed(endpoint, rate, ceiling, window, alone=alone)
+            self.budget.seed(endpoint, rate, ceiling, window, alone=alone, shared=shared)
             self._scope(endpoint).start = rate
 
     def rates(self) -> dict[str, float]:

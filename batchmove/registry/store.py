@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS buckets (
     paused_until REAL NOT NULL DEFAULT 0, probe_delay REAL NOT NULL DEFAULT 0,
     last_cut REAL NOT NULL DEFAULT 0, ceiling REAL, window REAL, found REAL,
     slow_start INTEGER NOT NULL DEFAULT 1, ok_since REAL NOT NULL DEFAULT 0,
-    ok_now INTEGER NOT NULL DEFAULT 0, ok_before INTEGER NOT NULL DEFAULT 0,
+    ok_now INTEGER NOT NULL DEFAULT 0, ok_before INTEGER NOT NULL DEFAULT 0, shared REAL,
     PRIMARY KEY (account, scope));
 CREATE TABLE IF NOT EXISTS leases (
     id INTEGER PRIMARY KEY, account TEXT NOT NULL, pid INTEGER NOT NULL,
@@ -141,14 +141,21 @@ class Registry:
             conn.close()
 
 
+_ADDED = (("runs", "ledger", "TEXT"), ("buckets", "shared", "REAL"))  # since 0.3.0.dev0
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
-    """A registry made by 0.3.0.dev0 before `runs.ledger` existed gets the column."""
-    if "ledger" in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}:
+    """A registry made by 0.3.0.dev0 before `runs.ledger` (or `buckets.shared`) existed gets
+    the column."""
+    missing = [(table, column, kind) for table, column, kind in _ADDED
+               if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}]
+    if not missing:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if "ledger" not in {row[1] for row in conn.execute("PRAGMA table_info(runs)")}:
-            conn.execute("ALTER TABLE runs ADD COLUMN ledger TEXT")
+        for table, column, kind in missing:  # another process may have added it meanwhile
+            if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     finally:
         conn.execute("COMMIT")
 

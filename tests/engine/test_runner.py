@@ -588,6 +588,46 @@ async def test_a_batch_submitted_first_goes_before_every_batch_queued() -> None:
     assert runner.queued_first == 0
 
 
+
+async def test_the_first_lane_leaves_workers_to_the_reads() -> None:
+    """Moves waiting for their slots (here: for `gate`) never hold every worker: a third
+    stays free, so the reads that feed the next moves go on meanwhile."""
+    gate = asyncio.Event()
+    sent: list[str] = []
+    moving = 0
+    most_moving = 0
+
+    def batch(name: str) -> Batch:
+        return Batch(1, (len(sent),), (name,), "read" if name.startswith("r") else "move")
+
+    async def send(b: Batch) -> str:
+        nonlocal moving, most_moving
+        sent.append(b.openids[0])
+        if b.op == "move":
+            moving += 1
+            most_moving = max(most_moving, moving)
+            await gate.wait()
+            moving -= 1
+        elif b.openids[0] == "r4":  # the reads went on while the moves were held
+            gate.set()
+        return "ok"
+
+    runner: Runner[str] = Runner(send=send, on_done=lambda b, _, __: None,
+                                 on_failed=lambda _: None, concurrency=3)
+
+    def done(b: Batch, result: str, attempts: int) -> None:
+        if b.openids[0] == "r1":
+            for i in range(6):
+                runner.submit(batch(f"m{i}"), first=True)
+
+    runner.on_done = done
+    outcome = await asyncio.wait_for(
+        runner.run([batch(f"r{i}") for i in range(1, 6)]), timeout=5.0)
+    assert outcome.reason is StopReason.DONE
+    assert most_moving == 2  # 3 workers: the moves on two at most
+    assert sent.index("r4") < sent.index("m5")
+    assert sorted(sent) == sorted([f"r{i}" for i in range(1, 6)] + [f"m{i}" for i in range(6)])
+
 # --- calls never answered, answers out of contract ------------------------------------------
 def unanswered() -> OutcomeUnknownError:
     return OutcomeUnknownError(None, "no answer within 1s", "groups/members/batchupdate")

@@ -7,6 +7,9 @@ import io
 import json
 import os
 import stat
+import sys
+import threading
+import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,7 +23,7 @@ from batchmove.intake.loader import open_input
 from batchmove.ledger.rundir import read_summary
 from batchmove.ledger.store import Ledger
 from batchmove.models import InputRow, JobSpec, RowFailure, RowStatus
-from batchmove.output import report
+from batchmove.output import report, sheetfork
 from batchmove.output.report import neutralize, unique_names, write_reports
 
 P, X, D = RowStatus.PENDING, RowStatus.INVALID, RowStatus.DUPLICATE
@@ -366,3 +369,87 @@ def test_extra_cells_with_escapes_survive_exactly(tmp_path: Path) -> None:
         stored = [json.loads(r.extra or "") for r in led.rows()]
         write_reports(led, tmp_path, {})
     assert [row[2:4] for row in read_csv(tmp_path / "report.csv")[1:]] == stored
+
+
+# --- report.xlsx from a child process (large sheets, Linux) -----------------------------------
+def sheet_xml(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as book:
+        return book.read("xl/worksheets/sheet1.xml")
+
+
+def forked_pids(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """Every sheet of any size goes to a child; the pids `_fork` returned."""
+    pids: list[int | None] = []
+    fork = sheetfork._fork
+
+    def spy(*args: Any) -> int | None:
+        pids.append(fork(*args))
+        return pids[-1]
+
+    monkeypatch.setattr(sheetfork, "FORK_ROWS", 0)
+    monkeypatch.setattr(sheetfork, "_fork", spy)
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux")
+def test_a_child_writes_the_same_sheet_while_the_parent_writes_the_csvs(
+        ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    write_reports(ledger, here, {})
+    pids = forked_pids(monkeypatch)
+    write_reports(ledger, tmp_path, {})
+    assert len(pids) == 1
+    assert pids[0] is not None
+    assert sheet_xml(tmp_path / "report.xlsx") == sheet_xml(here / "report.xlsx")
+    assert (tmp_path / "report.csv").read_bytes() == (here / "report.csv").read_bytes()
+    assert stat.S_IMODE((tmp_path / "report.xlsx").stat().st_mode) == 0o600
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux")
+def test_a_child_that_fails_leaves_the_sheet_to_the_parent(
+        ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parent, written = os.getpid(), []
+    write_at = report.write_xlsx_at
+
+    def fails_in_the_child(path: Path, *args: Any, **kwargs: Any) -> None:
+        if os.getpid() != parent:
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        write_at(path, *args, **kwargs)
+
+    monkeypatch.setattr(report, "write_xlsx_at", fails_in_the_child)
+    pids = forked_pids(monkeypatch)
+    write_reports(ledger, tmp_path, {})
+    assert pids[0] is not None
+    assert len(written) == 1
+    rows = list(openpyxl.load_workbook(tmp_path / "report.xlsx")["report"].values)
+    assert [r[4] for r in rows[1:]] == [2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux")
+def test_a_parent_that_fails_stops_its_child_and_leaves_no_temp(
+        ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = os.getpid()
+    write_at = report.write_xlsx_at
+
+    def hangs_in_the_child(*args: Any, **kwargs: Any) -> None:
+        if os.getpid() != parent:
+            threading.Event().wait(60)  # killed long before
+        write_at(*args, **kwargs)
+
+    def disk_full(out: Any, header: list[str], rows: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_xlsx_at", hangs_in_the_child)
+    monkeypatch.setattr(report, "write_csv", disk_full)
+    pids = forked_pids(monkeypatch)
+    with pytest.raises(RunStateError, match="No space left on device"):
+        write_reports(ledger, tmp_path, {})
+    pid = pids[0]
+    assert pid is not None
+    with pytest.raises(ChildProcessError):  # killed and reaped
+        os.waitpid(pid, os.WNOHANG)
+    assert not (tmp_path / "report.xlsx").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

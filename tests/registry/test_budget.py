@@ -11,6 +11,9 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+from pathlib import Path
+
+import pytest
 
 from batchmove.registry import Budget, Registry
 from batchmove.registry.aimd import SAFE_START, BucketState, Report, apply, start_rate
@@ -72,7 +75,8 @@ MIXED = textwrap.dedent("""
         async with WeChatClient(base, source, gate=gate) as client:
             if fixed is None:  # what seed_rates does: start from the reported rate_limit
                 quota = await client.get_quota("groups/get")
-                rate, ceiling = start_rate(quota.call_count, quota.refresh_second)
+                rate, ceiling = start_rate(quota.call_count, quota.refresh_second,
+                                           alone=False)
                 gate.seed("groups/get", rate, ceiling, quota.refresh_second, alone=False)
             print("ready", flush=True)
             sys.stdin.readline()  # all three start sending together
@@ -188,7 +192,7 @@ def simulate(seconds: float, hidden: bool) -> tuple[float, int, float]:
 def test_aimd_starts_at_a_reported_limit_and_meets_no_45011() -> None:
     goodput, throttled, rate = simulate(30.0, hidden=False)
     assert throttled == 0
-    assert rate == 98.0
+    assert rate == 99.0  # alone on the account: 1% under the reported window
     assert goodput >= 95
 
 
@@ -241,3 +245,37 @@ def test_a_run_of_45011s_cuts_the_rate_once() -> None:
     assert grown > rates[0]
     state = apply(state, Report(throttled=True), now + 5.0, 200.0, 60.0)  # a new episode
     assert state.rate < grown
+
+
+def test_a_run_alone_paces_by_the_reported_window_runs_sharing_by_the_second() -> None:
+    """Alone: 1% under call_count / refresh_second, and 2 calls a window under it at least
+    (a late slot and some jitter fit in the window); sharing: 2% and 2 calls/s under it (each
+    second within the account's rate: the slots of several processes interleave)."""
+    assert start_rate(500, 5.0) == (99.0, 99.0)
+    assert start_rate(500, 5.0, alone=False) == (98.0, 98.0)
+    assert start_rate(100, 1.0) == (98.0, 98.0)  # a 1 s window: 2 calls of it are the margin
+    assert start_rate(1800, 60.0)[0] == pytest.approx(29.7)  # was 28: 2/s of a minute's 30/s
+    assert start_rate(5, 1.0) == (4.9, 4.9)
+    assert start_rate(None, None) == (SAFE_START, None)
+
+
+def test_a_second_run_on_the_account_slows_the_slots_to_the_shared_ceiling(
+        tmp_path: Path) -> None:
+    """Alone, the reported window's 99/s; from the moment another run holds a lease (before
+    it seeds anything, while it loads its input), every second within the rate: 98/s."""
+    clock = FakeClock(100.0)
+    mine = Budget(Registry(tmp_path), "acct", clock=clock)
+    mine.join()
+    mine.seed("moves", 99.0, 99.0, 5.0, alone=True, shared=98.0)
+    alone = mine.reserve("moves", Report(), 99.0, want=4)
+    other = Budget(Registry(tmp_path), "acct", clock=clock, pid=os.getppid())  # alive
+    other.join()
+    clock.advance(1.0)
+    shared = mine.reserve("moves", Report(), 99.0, want=4)
+    gaps = [round(b - a, 6) for slots in (alone.slots, shared.slots)
+            for a, b in itertools.pairwise(slots)]
+    assert gaps == [round(1 / 99, 6)] * 3 + [round(1 / 98, 6)] * 3
+    assert (alone.sharing, shared.sharing) == (1, 2)
+    other.leave()
+    clock.advance(1.0)
+    assert mine.reserve("moves", Report(), 99.0, want=4).rate == 99.0  # alone again

@@ -3,15 +3,23 @@ run reads them from there to count the overlap; what the other runs still plan t
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 import batchmove
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load
 from batchmove.ledger.store import Ledger
 from batchmove.registry import Budget, Claims, InLedger, Registry
+from batchmove.registry import claims as claims_module
 from batchmove.registry.aimd import Report
+from batchmove.registry.claims import openid_hash
 from batchmove.sandbox import SandboxConfig
 from tests.support.engine import write_moves
 
@@ -77,3 +85,37 @@ def test_what_the_other_runs_still_plan_to_send(tmp_path: Path) -> None:
     claims.release(tmp_path / "mine")
     assert claims.to_spend() == {}
     assert registry.conn.execute("SELECT count(*) FROM run_spent").fetchone()[0] == 0
+
+
+def test_a_copied_registration_lets_other_processes_write_between_its_chunks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A console's pending run copies its users' hashes in chunks, each its own write
+    transaction, so the runs of other processes take their rate slots in between. No cursor
+    may stay open across those transactions: its snapshot, older than their commits, made
+    `BEGIN IMMEDIATE` fail at once with "database is locked" (two 1,000,000-user runs and a
+    console planning a 1,000,000-row upload on one registry)."""
+    registry = Registry(tmp_path / "state")
+    other = Budget(Registry(tmp_path / "state"), "acct", pid=os.getppid())  # another process
+    other.join()
+    begin = registry.transaction
+    chunks = 0
+
+    @contextmanager
+    def after_a_commit_elsewhere() -> Iterator[sqlite3.Connection]:
+        nonlocal chunks
+        chunks += 1
+        other.reserve("groups/members/batchupdate", Report(ok=1), 100.0, want=5)
+        with begin() as conn:
+            yield conn
+
+    monkeypatch.setattr(claims_module, "_COPY_ROWS", 100)
+    monkeypatch.setattr(registry, "transaction", after_a_commit_elsewhere)
+    users = [f"o{i:027d}" for i in range(1_000)]
+    claims = Claims(registry, "acct")
+    claims.register(tmp_path / "pending", "upload", iter([users[:600], users[600:]]),
+                    state="pending")
+    assert chunks >= 10
+    assert [r.users for r in claims.runs()] == [1_000]
+    found = registry.conn.execute(
+        "SELECT h FROM claims_1 ORDER BY h").fetchall()
+    assert [h for (h,) in found] == sorted({openid_hash(u) for u in users})

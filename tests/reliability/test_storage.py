@@ -153,6 +153,12 @@ def _calls(sb: ThreadedSandbox) -> int:
     return sum(sb.state.calls.values())
 
 
+def _changes(sb: ThreadedSandbox) -> int:
+    """Calls that change the account: moves and creations."""
+    return sum(n for endpoint, n in sb.state.calls.items()
+               if endpoint.startswith(("groups/members", "groups/create", "tags/")))
+
+
 def _stopped_run(sb: ThreadedSandbox, tmp: Path, run_dir: Path) -> Child:
     """A run stopped by the daily quota after 40 move calls: 2,000 moved, the rest pending."""
     sb.set_faults(daily_quota={"groups/members/batchupdate": 40})
@@ -202,11 +208,14 @@ def test_disk_full_while_loading(reset: ThreadedSandbox, tmp_path: Path) -> None
     _input(tmp_path)
     with tmpfs(tmp_path / "disk", "9m") as disk:
         run_dir = disk / "run"
-        calls = _calls(sb)
+        calls, changes = _calls(sb), _changes(sb)
         child = batchmove(*_args(sb, tmp_path, run_dir, "--rate", "0"))
         line = assert_one_line_error(child, 3)
         assert f"the disk holding {run_dir / 'ledger.sqlite'} is full" in line
-        assert _calls(sb) == calls
+        # nothing changed on the account: at most what a run asks while its input loads
+        # (the token, the groups; engine/early.py), never a move or a creation
+        assert _changes(sb) == changes
+        assert _calls(sb) - calls <= 2
         assert ledger_check(run_dir) == ("ok", {})
         remount(disk, "size=200m")
         _finishes_exactly(sb, tmp_path, run_dir, set())

@@ -1,0 +1,96 @@
+"""What a run asks WeChat while its input loads (`engine/early.py`), against a real sandbox on
+127.0.0.1: the load runs in a thread, and here it waits for the account to have been asked."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchmove.errors import UsageError
+from batchmove.flows import run as run_flow
+from batchmove.models import JobSpec
+from batchmove.sandbox import RunningSandbox, SandboxConfig
+from tests.support.engine import run, spec_for, spread, write_moves
+from tests.support.sandboxes import SandboxFactory
+
+EARLY = {"stable_token", "groups/get", "openapi/quota/get"}
+
+
+@pytest.fixture(autouse=True)
+def _sandbox_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WECHAT_APPID", SandboxConfig().appid)
+    monkeypatch.setenv("WECHAT_APPSECRET", SandboxConfig().secret)
+    monkeypatch.delenv("WECHAT_ACCESS_TOKEN", raising=False)
+
+
+def asked(sb: RunningSandbox) -> set[str]:
+    """The endpoints the sandbox has answered so far (read from the load's thread)."""
+    while True:
+        try:
+            return {endpoint for _, endpoint in tuple(sb.state.timeline)}
+        except RuntimeError:  # appended to meanwhile by the loop's thread: look again
+            continue
+
+
+def waiting_load(sb: RunningSandbox, seen: threading.Event, then: Any) -> Any:
+    """`load_or_resume`, once the account was asked for the token, groups and quotas (up to
+    5 s: a run that asked only after its load would never let it go on in time)."""
+    def load(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not seen.is_set():
+            if asked(sb) >= EARLY:
+                seen.set()
+            time.sleep(0.005)
+        return then(*args, **kwargs)
+    return load
+
+
+async def test_the_token_groups_and_quotas_are_asked_while_the_input_loads(
+        tmp_path: Path, sandbox_factory: SandboxFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sb = await sandbox_factory(SandboxConfig(users=120, groups=["A", "B"]))
+    rows = spread(120, ["A", "B"])
+    seen = threading.Event()
+    monkeypatch.setattr(run_flow, "load_or_resume",
+                        waiting_load(sb, seen, run_flow.load_or_resume))
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                    rate="auto")
+    result = await run(spec)
+    assert seen.is_set()  # asked before the load went on
+    assert (result.exit_code, result.counts["moved"]) == (0, 120), result.message
+    assert sb.state.calls["stable_token"] == 1  # the token fetched once, shared by both
+    assert sb.state.calls["groups/get"] == 1  # the early listing is the one resolved against
+
+
+async def test_a_load_that_fails_wins_over_what_was_asked_meanwhile(
+        tmp_path: Path, sandbox_factory: SandboxFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad credentials and a load that fails: the load's error is the run's (as when nothing
+    was asked before the load); the early calls' failure is dropped, not left unretrieved."""
+    sb = await sandbox_factory(SandboxConfig(users=10, groups=["A"]))
+    monkeypatch.setenv("WECHAT_APPSECRET", "not-the-secret")
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        time.sleep(0.2)  # the token fetch is refused meanwhile
+        raise UsageError("the input changed since the unfinished run")
+
+    monkeypatch.setattr(run_flow, "load_or_resume", refused)
+    rows = spread(10, ["A"])
+    with pytest.raises(UsageError, match="the input changed"):
+        await run(spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run",
+                           rate="auto"))
+    assert sb.state.move_log == []
+
+
+async def test_an_embedded_sandbox_starts_after_the_load(tmp_path: Path) -> None:
+    """`api_base = "sandbox"` takes its followers from the loaded input: nothing is asked
+    before the load, and the run moves every user."""
+    rows = [(f"oEARLY{i:022d}", "A") for i in range(30)]
+    spec = JobSpec(input=write_moves(tmp_path / "in.csv", rows), api_base="sandbox",
+                            out=tmp_path / "run", sandbox={"groups": ["A"]})
+    result = await run(spec)
+    assert (result.exit_code, result.counts["moved"]) == (0, 30), result.message
