@@ -22,7 +22,6 @@ with the signals.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import os
 import signal
@@ -36,6 +35,7 @@ from typing import Any
 import click
 
 from batchmove.cli.logs import JsonLog
+from batchmove.engine import signals
 from batchmove.errors import EXIT_SIGINT, EXIT_SIGTERM, UsageError
 from batchmove.flows import agency
 from batchmove.ledger.rundir import now
@@ -44,7 +44,6 @@ from batchmove.output.batch import stamps, write_batch
 
 #: the parent's pid, for its children (`die_with_parent`)
 PARENT_ENV = "BATCHMOVE_PARALLEL_PARENT"
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _RANK = {0: 0, 1: 1, 2: 2, 3: 3, EXIT_SIGTERM: 5, EXIT_SIGINT: 6}
 _WORDS = {0: "done", 1: "finished with row failures", 2: "refused, nothing sent",
           3: "stopped early, resumable", EXIT_SIGINT: "interrupted", EXIT_SIGTERM: "terminated"}
@@ -137,19 +136,11 @@ class ChildPool:
 def die_with_parent() -> None:
     """In a child of `--parallel`: be sent SIGTERM when the parent dies, however it dies
     (`kill -9` included), so the child stops as it would on Ctrl-C (its results recorded,
-    exit 143, the same command resumes) instead of sending on alone. Linux's
-    `PR_SET_PDEATHSIG`, asked through libc; elsewhere nothing (SIGINT and SIGTERM to the
-    parent still reach every child)."""
+    exit 143, the same command resumes) instead of sending on alone (Linux; elsewhere SIGINT
+    and SIGTERM to the parent still reach every child)."""
     parent = os.environ.pop(PARENT_ENV, "")
-    if not parent.isdigit() or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        failed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0
-    except (OSError, AttributeError):
-        return
-    if not failed and os.getppid() != int(parent):  # it died before we asked
-        os.kill(os.getpid(), signal.SIGTERM)
+    if parent.isdigit():
+        signals.die_with_parent(signal.SIGTERM, int(parent))
 
 
 def _final_line(out: str, err: list[str]) -> str:

@@ -7,7 +7,10 @@ outlives them, so a signal between two stages is not lost: the next runner start
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -63,3 +66,21 @@ def signal_stop(install: bool = False) -> Iterator[StopSignals]:
             with suppress(Exception):
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, handler)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int, parent: int) -> None:
+    """In a child process: be sent `sig` when the parent (pid `parent`) dies, however it
+    dies (`kill -9` included). Linux's `PR_SET_PDEATHSIG`, asked through libc; elsewhere
+    nothing. A parent already gone by the time we ask: `sig` at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0
+    except (OSError, AttributeError):
+        return
+    if not failed and os.getppid() != parent:  # it died before we asked
+        os.kill(os.getpid(), sig)

@@ -39,6 +39,13 @@ class DirectoryLock:
             raise RunLockedError(self.busy) from None
         self._fd = fd
 
+    def drop_inherited(self) -> None:
+        """In a forked child: close the child's copy of the descriptor. The parent keeps the
+        lock, and it no longer outlives the parent while the child works."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the lock

@@ -152,6 +152,11 @@ class Ledger:
                 self.db.close()
             self.db = None
 
+    def drop_inherited_lock(self) -> None:
+        """In a forked child: close its copy of the run lock's descriptor (the parent keeps
+        the lock, and the kernel drops it when the parent dies, whatever the child does)."""
+        self._lock.drop_inherited()
+
     def close(self) -> None:
         self.close_db()
         self.storage.release_reserve()

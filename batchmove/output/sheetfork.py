@@ -13,7 +13,9 @@ fork: it never touches the parent's), writes the sheet to the temp file the pare
 buffer flushed twice). Its SIGINT and SIGTERM are the defaults and the wakeup fd of the
 parent's event loop is cleared, so a Ctrl-C of the process group ends it and never reaches
 the parent's loop a second time. Threads the parent has at the fork are idle (the loop's
-executor) and the child takes none of their locks.
+executor) and the child takes none of their locks. The child closes its copy of the run
+lock's descriptor and is killed when the parent dies (`PR_SET_PDEATHSIG`): a run killed
+while its sheet is written leaves no child working on, and its lock is free at once.
 
 Whatever goes wrong in the child (an exception, a signal, a row count that changed), the
 parent writes the sheet itself after its own files: nothing less is written. If the parent
@@ -33,6 +35,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NoReturn
 
+from batchmove.engine.signals import die_with_parent
 from batchmove.ledger.store import Ledger
 
 FORK_ROWS = 20_000
@@ -53,7 +56,7 @@ def forks(ledger: Ledger, rows: int) -> bool:
 def sheet_meanwhile(ledger: Ledger, path: Path, write: SheetWriter) -> Iterator[None]:
     """The sheet written at `path` (a temp file) by a child while the block runs; by this
     process after the block if the child could not be started or did not succeed."""
-    pid = _fork(ledger.run_dir, path, write)
+    pid = _fork(ledger, path, write)
     try:
         yield
     except BaseException:
@@ -64,7 +67,8 @@ def sheet_meanwhile(ledger: Ledger, path: Path, write: SheetWriter) -> Iterator[
         write(ledger, path)
 
 
-def _fork(run_dir: Path, path: Path, write: SheetWriter) -> int | None:
+def _fork(ledger: Ledger, path: Path, write: SheetWriter) -> int | None:
+    parent = os.getpid()
     for stream in (sys.stdout, sys.stderr):  # nothing buffered is the child's to write
         with suppress(Exception):
             stream.flush()
@@ -75,17 +79,19 @@ def _fork(run_dir: Path, path: Path, write: SheetWriter) -> int | None:
     except OSError:  # no memory for another process, say: the parent writes the sheet
         return None
     if pid == 0:
-        _child(run_dir, path, write)
+        _child(ledger, parent, path, write)
     return pid
 
 
-def _child(run_dir: Path, path: Path, write: SheetWriter) -> NoReturn:
+def _child(ledger: Ledger, parent: int, path: Path, write: SheetWriter) -> NoReturn:
     status = 1  # any failure, an exception included: the parent writes the sheet
     try:
+        ledger.drop_inherited_lock()  # the run's lock ends with the parent, not with us
+        die_with_parent(signal.SIGKILL, parent)  # a parent killed: nobody wants the sheet
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        source = Ledger(run_dir)  # read-only: never creates a ledger that went away
+        source = Ledger(ledger.run_dir)  # read-only: never creates a ledger that went away
         source.db = sqlite3.connect(f"{source.path.absolute().as_uri()}?mode=ro", uri=True)
         write(source, path)
         status = 0

@@ -6,9 +6,12 @@ import csv
 import io
 import json
 import os
+import signal
 import stat
+import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -20,11 +23,13 @@ import pytest
 
 from batchmove.errors import RunStateError
 from batchmove.intake.loader import open_input
+from batchmove.ledger.lock import is_locked
 from batchmove.ledger.rundir import read_summary
 from batchmove.ledger.store import Ledger
 from batchmove.models import InputRow, JobSpec, RowFailure, RowStatus
 from batchmove.output import report, sheetfork
 from batchmove.output.report import neutralize, unique_names, write_reports
+from tests.support.sandboxes import REPO_ROOT
 
 P, X, D = RowStatus.PENDING, RowStatus.INVALID, RowStatus.DUPLICATE
 A = "oAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -453,3 +458,50 @@ def test_a_parent_that_fails_stops_its_child_and_leaves_no_temp(
         os.waitpid(pid, os.WNOHANG)
     assert not (tmp_path / "report.xlsx").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+_KILLED_PARENT = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from batchmove.ledger.store import Ledger
+from batchmove.output import sheetfork
+
+run_dir, marker = Path(sys.argv[1]), Path(sys.argv[2])
+ledger = Ledger(run_dir).open()
+
+def slow(source, path):  # the child: says its pid, then works for a while
+    marker.write_text(str(os.getpid()))
+    threading.Event().wait(30)
+
+with sheetfork.sheet_meanwhile(ledger, run_dir / "sheet.tmp", slow):
+    while not marker.exists():
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)  # the run killed while its sheet is written
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux")
+def test_a_killed_parent_takes_its_child_and_the_run_lock_with_it(tmp_path: Path) -> None:
+    """`kill -9` of a run while its child writes report.xlsx: the child dies too, and the
+    run's lock is free at once (the same command resumes; the child held a copy of the lock's
+    descriptor, which kept the lock for as long as it worked)."""
+    run_dir, marker = tmp_path / "run", tmp_path / "child.pid"
+    run_dir.mkdir()
+    done = subprocess.run([sys.executable, "-c", _KILLED_PARENT, str(run_dir), str(marker)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=20,
+                          check=False)  # a child alive keeps the pipes open: the timeout
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    child = int(marker.read_text())
+    for _ in range(100):
+        if not Path(f"/proc/{child}").exists() or "Z" in _state(child):
+            break
+        time.sleep(0.02)
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child)
+    assert not is_locked(run_dir)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
