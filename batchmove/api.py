@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from batchmove.engine import sharing
 from batchmove.errors import RunStateError
@@ -31,8 +31,6 @@ from batchmove.flows.agency import AccountInfo
 from batchmove.flows.export import EXPORT_KEYS as EXPORT_KEYS
 from batchmove.flows.export import ExportResult, export_followers, export_spec
 from batchmove.flows.plan import plan_job
-from batchmove.flows.rehearse import RehearsalResult
-from batchmove.flows.rehearse import rehearse as rehearse_job
 from batchmove.flows.rollback import apply_rollback
 from batchmove.flows.run import RunOptions, rewrite_reports, run_job
 from batchmove.flows.verify import verify_run
@@ -60,6 +58,9 @@ from batchmove.results import (
     counts_of,
 )
 from batchmove.wechat.errcodes import ERRCODES
+
+if TYPE_CHECKING:  # rehearse's module (and the sandbox it starts) is imported when called
+    from batchmove.flows.rehearse import RehearsalResult
 
 T = TypeVar("T")
 #: is a process running that run now (holding its lock)? For watchers such as the console.
@@ -196,6 +197,8 @@ def rehearse(job: Job, export: PathLike, *, quota_from_plan: PathLike | None = N
     and whether the rollback restored it; `exit_code` as `run`'s, or 1 when either differs.
     `rate`: the rehearsal's own pace (0: as fast as it goes); the expected time of the real
     run is still given at the job's rate."""
+    from batchmove.flows.rehearse import rehearse as rehearse_job
+
     spec = job_spec(job, **overrides)
     pace = job_spec(spec, rate=rate).rate if rate is not None else spec.rate
     plan_json = Path(quota_from_plan) if quota_from_plan is not None else None

@@ -1,8 +1,9 @@
 """The command line: click commands over the public API (`batchmove.api`), nothing more.
 
 The only package that parses argv, prints for humans or sets exit codes. Each module adds its
-commands to the one group (`app.cli`): jobs (run, plan), review (rollback, verify, report),
-export, sandbox, serve (the web console), agency (accounts, ticket).
+commands to the one group (`app.cli`): jobs (run, plan), review (rollback, verify, report,
+notify), export, rehearse, sandbox, serve (the web console), agency (accounts, ticket). A
+module is imported when one of its commands is run (`app.COMMANDS`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from typing import NoReturn
 
 import click
 
-from batchmove.cli import agency, export, jobs, rehearse, review, sandbox, serve
 from batchmove.cli.app import cli, fail
 from batchmove.errors import EXIT_SIGINT, EXIT_USAGE, redact
 from batchmove.ledger.storage import STORAGE_ERRNOS, storage_error
 
-__all__ = ["agency", "cli", "export", "jobs", "main", "rehearse", "review", "sandbox", "serve"]
+__all__ = ["cli", "main"]
 
 
 def main() -> None:

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchmove.engine.backend import client_for, make_limiter
 from batchmove.errors import ApiError, UsageError
 from batchmove.intake import loader
 from batchmove.models import JobSpec
-from batchmove.registry.platform import RegistryPlatformStore
 from batchmove.wechat.client import WeChatClient
-from batchmove.wechat.component import ComponentClient, ComponentTokenSource
-from batchmove.wechat.tickets import component_of
 from batchmove.wechat.token import TokenSource
+
+if TYPE_CHECKING:  # the platform's client (and its crypto) is imported when an agency job runs
+    from batchmove.wechat.component import ComponentClient
 
 _MOVE_PATH = {"groups": "/cgi-bin/groups/members/batchupdate",
               "tags": "/cgi-bin/tags/members/batchtagging"}
@@ -72,6 +72,8 @@ async def _info(spec: JobSpec, appid: str) -> AccountInfo:
     _need_real_base(spec)
     async with client_for(spec.with_overrides(account=appid)) as client:
         source = client.tokens.source
+        from batchmove.wechat.component import ComponentTokenSource
+
         assert isinstance(source, ComponentTokenSource)
         name = await source.component.authorizer_name(client.raw, appid)
         try:
@@ -82,6 +84,9 @@ async def _info(spec: JobSpec, appid: str) -> AccountInfo:
 
 
 def _component(spec: JobSpec) -> ComponentClient:
+    from batchmove.registry.platform import RegistryPlatformStore
+    from batchmove.wechat.tickets import component_of
+
     return component_of(spec.credentials, RegistryPlatformStore())
 
 

@@ -246,7 +246,8 @@ def _finish(ledger: Ledger, spec: JobSpec, started: tuple[float, float], reason:
         rate=spec.rate, rate_found=rates)
     run_dir = spec.out_dir
     try:
-        report.write_reports(ledger, run_dir, dict(summary), xlsx_max_rows=spec.xlsx_max_rows)
+        report.write_reports(ledger, run_dir, dict(summary), xlsx_max_rows=spec.xlsx_max_rows,
+                             counts=counts)
         summary = Summary(**read_summary(run_dir))  # type: ignore[typeddict-item]
     except RunStateError as exc:  # calls were sent: not exit 2 ("nothing was sent")
         code = EXIT_STOPPED

@@ -2,8 +2,9 @@
 
 Why: the reports are the last thing a run does, and the sheet is most of their time (100,000
 rows: ~0.35 s of the ~0.6 s the four files took, one core busy, the other idle since the
-moves ended). A child writes the sheet from its own read of the ledger while the parent
-writes report.csv and failed.csv from its own; the parent then waits for the child.
+moves ended). A child writes the sheet while the parent writes report.csv and failed.csv;
+the parent then waits for the child. What the child writes from is the writer's choice
+(`report`: the rows the parent read before the fork, or the child's own read of the ledger).
 
 How: only on Linux, from the main thread, and for sheets of `FORK_ROWS` rows or more (a
 fork is then cheap against the sheet; below it the sheet takes a few ms). The child starts
