@@ -15,7 +15,6 @@ machine's registry is the sandbox's address, forgotten at the end.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from array import array
@@ -39,7 +38,7 @@ from batchmove.registry import Registry, account_of
 from batchmove.registry.aimd import SAFE_START
 from batchmove.results import Counts, Events, Plan, RollbackFile, RunResult, VerifyResult
 from batchmove.sandbox import SandboxConfig, SandboxConfigError, SandboxState, running_sandbox
-from batchmove.sandbox.seed import quota_from_plan
+from batchmove.sandbox.seed import PlanFacts, read_plan
 
 SUFFIX = "-rehearsal"
 MARKER = "REHEARSAL"  # a run directory holding it is a rehearsal's, replaced by the next one
@@ -91,11 +90,11 @@ def rehearsal_dir(spec: JobSpec) -> Path:
     return usual.with_name(usual.name + SUFFIX)
 
 
-def sandbox_config(spec: JobSpec, export: Path, plan_json: Path | None) -> SandboxConfig:
+def sandbox_config(spec: JobSpec, export: Path, plan: PlanFacts | None) -> SandboxConfig:
     """The job's `[sandbox]` settings (faults, pushback, quotas) with the export's followers,
     and the real account's quotas left from a plan when given."""
     settings = {k: v for k, v in spec.sandbox.items() if k not in _SEEDED_KEYS}
-    quotas = quota_from_plan(plan_json) if plan_json is not None else {}
+    quotas = plan.quotas if plan is not None else {}
     settings["daily_quota"] = {**quotas, **settings.get("daily_quota", {})}
     return SandboxConfig(**settings, from_file=str(export))
 
@@ -145,12 +144,13 @@ async def rehearse(spec: JobSpec, export: Path, events: Events, *,
     if not spec.snapshot:
         raise UsageError("a rehearsal ends with the run's rollback, which needs its snapshot: "
                          "the job says snapshot = false")
-    try:
-        config = sandbox_config(spec, export, plan_json)
+    try:  # the plan read once, every value checked, for both its quotas and its rates
+        plan = read_plan(plan_json) if plan_json is not None else None
+        config = sandbox_config(spec, export, plan)
         state = SandboxState(config)
     except (TypeError, SandboxConfigError) as exc:
         raise UsageError(str(exc)) from None
-    real_rate, basis = expected_rate(spec, plan_json)
+    real_rate, basis = expected_rate(spec, plan, plan_json)
     events.info(f"rehearsal: {len(state.followers):,} followers from {export}, on a sandbox at "
                 "127.0.0.1; the job's api_base, credentials and [notify] are not used")
     async with running_sandbox(config, host="127.0.0.1", port=0, state=state) as sandbox:
@@ -339,32 +339,23 @@ def _message(result: RehearsalResult) -> str:
     return f"rehearsal: {said}{result.changed:,} users changed, {intent}; {restored}"
 
 
-def expected_rate(spec: JobSpec, plan_json: Path | None) -> tuple[float | dict[str, float] | None,
-                                                                  str]:
+def expected_rate(spec: JobSpec, plan: PlanFacts | None, plan_json: Path | None = None
+                  ) -> tuple[float | dict[str, float] | None, str]:
     """The rate the real run would go at: the job's, or for `rate = "auto"` the one the real
-    account's plan assumed, else the account's history on this machine; None: unknown."""
+    account's plan (read from `plan_json`) assumed, else the account's history on this
+    machine; None: unknown."""
     if not spec.auto_rate:
         rate = float(spec.rate)
         return (rate, f"the job's rate, {rate:g} calls/s") if rate > 0 else (
             None, "rate = 0 (no limit): as fast as WeChat answers, unknown here")
-    if plan_json is not None:
-        rates = _plan_rates(plan_json)
-        if rates:
-            return rates, f"rate = \"auto\": the rates {plan_json} assumed"
+    if plan is not None and plan.rates:
+        return dict(plan.rates), f"rate = \"auto\": the rates {plan_json} assumed"
     history = account_status(spec).rates
     if history:
         return dict(history), "rate = \"auto\": the account's history on this machine"
     return {}, (f"rate = \"auto\", no history of the account here: the safe start, "
                 f"{SAFE_START:g} calls/s an endpoint, a bound from above; --quota-from-plan "
                 "PLAN.JSON gives the real account's rates")
-
-
-def _plan_rates(plan_json: Path) -> dict[str, float]:
-    try:
-        rates = json.loads(plan_json.read_text(encoding="utf-8")).get("rates") or {}
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return {e: float(r) for e, r in rates.items() if isinstance(r, int | float) and r > 0}
 
 
 def _expected_seconds(calls: dict[str, int], rate: float | dict[str, float] | None

@@ -38,7 +38,6 @@ OUR_COLUMNS = ("row", "status", "group_id", "errcode", "errmsg", "attempts")
 FAILED_COLUMNS = ("source_row", "reason")
 EXCEL_MAX_ROWS = 1_048_575  # data rows below the header
 SUFFIX = "_batchmove"
-SHARED_ROWS = 250_000  # see `_sheet_meanwhile`; a read of 100,000 report rows holds ~38 MB
 
 _TRIGGERS = frozenset("=+-@\t\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
@@ -93,11 +92,9 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
     files, cells = plan.files, plan.cells
     try:
         remove_stale_temps(run_dir)
-        with _sheet_meanwhile(ledger, plan) as csv_rows:
+        with _sheet_meanwhile(ledger, plan) as forked:
             with atomic_text(files.report_csv) as out:
-                if csv_rows is not None:
-                    write_csv(out, plan.header, csv_rows)
-                elif files.report_xlsx is None:
+                if files.report_xlsx is None or forked:
                     write_csv(out, plan.header, ledger.review.report_rows(cells))
                 else:
                     _write_both(ledger, plan, files.report_xlsx, out)
@@ -115,23 +112,15 @@ def write_reports(ledger: Ledger, run_dir: Path, summary: dict[str, Any], *,
 
 
 @contextmanager
-def _sheet_meanwhile(ledger: Ledger, plan: Layout) -> Iterator[Iterable[Cells] | None]:
-    """report.xlsx written by a child process while the block writes the other files
-    (`sheetfork`: large sheets, on Linux); it is in place once the block ends. Yields the
-    rows report.csv is written from, None when there is no child. Up to SHARED_ROWS rows
-    the ledger is read once, before the fork, for both files (the child's own read was a
-    third of its time, and the child is what the run waits for: 100,000 rows, 2 cores,
-    ~0.7 s -> ~0.5 s); beyond, each process reads its own (memory stays flat)."""
+def _sheet_meanwhile(ledger: Ledger, plan: Layout) -> Iterator[bool]:
+    """Whether report.xlsx is being written by a child process while the block writes the
+    other files (`sheetfork`: large sheets, on Linux); it is in place once the block ends."""
     rows = sum(plan.counts.values())
     if plan.files.report_xlsx is None or not sheetfork.forks(ledger, rows):
-        yield None
+        yield False
         return
-    shared = list(ledger.review.report_rows(plan.cells)) if rows <= SHARED_ROWS else None
 
     def write(source: Ledger, path: Path) -> None:
-        if shared is not None:  # exactly these rows: the count cannot be off
-            write_xlsx_at(path, plan.header, iter(shared), row_count=len(shared))
-            return
         try:
             write_xlsx_at(path, plan.header, source.review.report_rows(plan.cells),
                           row_count=rows)
@@ -139,7 +128,7 @@ def _sheet_meanwhile(ledger: Ledger, plan: Layout) -> Iterator[Iterable[Cells] |
             write_xlsx_at(path, plan.header, source.review.report_rows(plan.cells))
 
     with atomic_path(plan.files.report_xlsx) as tmp, sheetfork.sheet_meanwhile(ledger, tmp, write):
-        yield shared if shared is not None else ledger.review.report_rows(plan.cells)
+        yield True
 
 
 def _write_both(ledger: Ledger, plan: Layout, xlsx: Path, csv_out: IO[str]) -> None:

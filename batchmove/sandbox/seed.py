@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from array import array
 from collections.abc import Iterator
@@ -237,9 +238,19 @@ class _Reader:
         return frozenset(map(int, ids))
 
 
-def quota_from_plan(path: Path) -> dict[str, int]:
-    """Daily quotas that leave the sandbox exactly what a plan says the real account has left
-    today: each endpoint's `remain` less what other runs will still take (`others`)."""
+@dataclass(frozen=True)
+class PlanFacts:
+    """What a plan.json of the real account says: the daily quotas that leave a sandbox what
+    the account has left today, and the calls/s per endpoint its ETA assumed (`rates`: under
+    rate = "auto"; {} for a fixed rate, or a plan written before plans recorded them)."""
+
+    quotas: dict[str, int]
+    rates: dict[str, float]
+
+
+def read_plan(path: Path) -> PlanFacts:
+    """The plan.json at `path`, every value checked: anything else is a SandboxConfigError
+    naming the file and the value, never a quota or rate quietly dropped."""
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -257,7 +268,21 @@ def quota_from_plan(path: Path) -> dict[str, int]:
             raise SandboxConfigError(f"{path}: quota of {endpoint!r} is not an endpoint with "
                                      "integer \"remain\" and \"others\"")
         quotas[endpoint] = max(0, remain - others)
-    return quotas
+    rates = plan.get("rates", {})
+    if not isinstance(rates, dict):
+        raise SandboxConfigError(f"{path}: \"rates\" is not an object of calls/s by endpoint")
+    for endpoint, rate in rates.items():
+        if not (isinstance(rate, int | float) and not isinstance(rate, bool)
+                and 0 < rate < math.inf):
+            raise SandboxConfigError(f"{path}: the rate of {endpoint!r} is {rate!r}, not a "
+                                     "positive number of calls a second")
+    return PlanFacts(quotas, {endpoint: float(rate) for endpoint, rate in rates.items()})
+
+
+def quota_from_plan(path: Path) -> dict[str, int]:
+    """Daily quotas that leave the sandbox exactly what a plan says the real account has left
+    today: each endpoint's `remain` less what other runs will still take (`others`)."""
+    return read_plan(path).quotas
 
 
 def _count(value: Any) -> bool:

@@ -8,18 +8,23 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 import batchmove
+from batchmove.flows import rehearse as rehearse_flow
 from batchmove.flows.export import export_followers, export_spec
 from batchmove.flows.rehearse import MARKER, Change, sandbox_config
 from batchmove.registry.aimd import SAFE_START
 from batchmove.sandbox import SandboxConfig
+from batchmove.sandbox.seed import read_plan
 from tests.support.cli import batchmove as batchmove_cli
 from tests.support.sandboxes import SandboxFactory
 
@@ -168,6 +173,15 @@ def test_the_cli_prints_the_findings_and_refuses_a_bad_export(
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         f"batchmove: {bad} row 2: group 0 is reserved as '未分组'; the file names it 'x'"]
+    plan = tmp_path / "plan.json"  # a rate edited by hand: refused, never skipped
+    plan.write_text(json.dumps({"quota": {}, "rates": {"user/info/batchget": "fast"}}),
+                    encoding="utf-8")
+    refused = batchmove_cli("rehearse", str(job), "--from", str(export_file),
+                            "--quota-from-plan", str(plan), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"batchmove: {plan}: the rate of 'user/info/batchget' is 'fast', not a positive "
+        "number of calls a second"]
 
 
 
@@ -233,6 +247,45 @@ def test_a_quota_stop_is_exit_3_and_still_rolled_back(
     assert result.rollback.applied is not None
     assert result.rollback.applied.exit_code == 0
     assert result.not_restored == 0
+
+
+def test_a_follower_someone_else_moved_meanwhile_is_exit_1(
+        export_file: Path, tmp_path: Path, real_api: socket.socket,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another admin of the account moves a follower of the job while the rehearsal runs
+    (here: right after the run, over the wire, to 星标组): the rehearsal says one user is not
+    as the job intends and exits 1; the rollback puts that user back too."""
+    job, _ = write_job(tmp_path, export_file, real_api)
+    with export_file.open(encoding="utf-8-sig", newline="") as handle:
+        meddled = next(row["openid"] for row in csv.DictReader(handle)
+                       if row["current_groupid"] != "2")
+    real_run = rehearse_flow.run_job
+
+    async def run_then_meddle(spec: batchmove.JobSpec, *args: Any) -> Any:
+        result = await real_run(spec, *args)
+        base = f"{spec.api_base}/cgi-bin"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/token", params={
+                    "grant_type": "client_credential",
+                    "appid": os.environ[rehearse_flow.REHEARSAL_ENV.appid_env],
+                    "secret": os.environ[rehearse_flow.REHEARSAL_ENV.secret_env]}) as resp:
+                token = (await resp.json())["access_token"]
+            async with http.post(f"{base}/groups/members/update",
+                                 params={"access_token": token},
+                                 json={"openid": meddled, "to_groupid": 2}) as resp:
+                assert (await resp.json())["errcode"] == 0
+        return result
+
+    monkeypatch.setattr(rehearse_flow, "run_job", run_then_meddle)
+    monkeypatch.chdir(tmp_path)
+    result = batchmove.rehearse(job, export_file, rate=0)
+    assert result.run is not None
+    assert result.run.exit_code == 0
+    assert result.exit_code == 1
+    assert result.unintended == 1
+    assert result.not_restored == 0
+    assert "1 users not as the job intends" in result.message
+    assert_never_called(real_api)
 
 
 def test_row_failures_are_exit_1(export_file: Path, tmp_path: Path, real_api: socket.socket,
@@ -314,7 +367,7 @@ def test_the_sandbox_keeps_the_jobs_settings_but_its_followers(tmp_path: Path) -
         "user/info/batchget": {"remain": 900, "others": 100}}}), encoding="utf-8")
     spec = batchmove.JobSpec(input=tmp_path / "in.csv", sandbox={
         "users": 5, "latency_ms": 3.0, "daily_quota": {"user/info/batchget": 7}})
-    config = sandbox_config(spec, tmp_path / "account.csv", plan)
+    config = sandbox_config(spec, tmp_path / "account.csv", read_plan(plan))
     assert config.from_file == str(tmp_path / "account.csv")
     assert config.users == SandboxConfig().users
     assert config.latency_ms == 3.0

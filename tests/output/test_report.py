@@ -413,40 +413,6 @@ def test_a_child_writes_the_same_sheet_while_the_parent_writes_the_csvs(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux")
-@pytest.mark.parametrize("shared_rows", [0, 1_000])
-def test_the_child_writes_the_same_files_whether_it_shares_the_rows_read_or_reads_its_own(
-        ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        shared_rows: int) -> None:
-    """Up to SHARED_ROWS rows the parent reads the ledger once for report.csv and the child's
-    sheet; beyond, each reads its own: the same files either way."""
-    here = tmp_path / "here"
-    here.mkdir()
-    write_reports(ledger, here, {})
-    log = tmp_path / "reads.log"  # the child's reads too: it appends to the same file
-    report_rows = type(ledger.review).report_rows
-
-    def counted(self: Any, cells: Any, *, failed_only: bool = False) -> Any:
-        if not failed_only:
-            with log.open("a") as out:
-                out.write(f"{os.getpid()}\n")
-        return report_rows(self, cells, failed_only=failed_only)
-
-    monkeypatch.setattr(type(ledger.review), "report_rows", counted)
-    monkeypatch.setattr(report, "SHARED_ROWS", shared_rows)
-    pids = forked_pids(monkeypatch)
-    write_reports(ledger, tmp_path, {})
-    assert pids[0] is not None
-    readers = log.read_text().split()
-    if shared_rows:  # one read, before the fork, for both files
-        assert readers == [str(os.getpid())]
-    else:
-        assert sorted(readers) == sorted([str(os.getpid()), str(pids[0])])
-    for name in ("report.csv", "failed.csv"):
-        assert (tmp_path / name).read_bytes() == (here / name).read_bytes()
-    assert sheet_xml(tmp_path / "report.xlsx") == sheet_xml(here / "report.xlsx")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux")
 def test_a_child_that_fails_leaves_the_sheet_to_the_parent(
         ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parent, written = os.getpid(), []

@@ -21,7 +21,7 @@ from batchmove.sandbox import (
     SandboxState,
     sandbox_openids,
 )
-from batchmove.sandbox.seed import quota_from_plan
+from batchmove.sandbox.seed import PlanFacts, quota_from_plan, read_plan
 from tests.support.cli import batchmove as batchmove_cli
 from tests.support.sandboxes import SandboxFactory
 
@@ -166,6 +166,32 @@ def test_quota_from_plan_leaves_what_the_plan_saw(tmp_path: Path) -> None:
     plan.write_text(json.dumps({"quota": {"nope/x": {"remain": 1}}}), encoding="utf-8")
     with pytest.raises(SandboxConfigError, match="quota of 'nope/x' is not an endpoint"):
         quota_from_plan(plan)
+
+
+def test_a_plan_is_read_once_for_its_quotas_and_rates(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    quota = {"groups/members/batchupdate": {"remain": 120, "others": 20}}
+    plan.write_text(json.dumps({"quota": quota, "rates": {
+        "groups/members/batchupdate": 95, "user/info/batchget": 12.5}}), encoding="utf-8")
+    assert read_plan(plan) == PlanFacts({"groups/members/batchupdate": 100}, {
+        "groups/members/batchupdate": 95.0, "user/info/batchget": 12.5})
+    plan.write_text(json.dumps({"quota": quota}), encoding="utf-8")  # a fixed rate's plan
+    assert read_plan(plan).rates == {}
+
+
+@pytest.mark.parametrize("rates", [
+    {"groups/members/batchupdate": 0}, {"groups/members/batchupdate": -3},
+    {"groups/members/batchupdate": "95"}, {"groups/members/batchupdate": True},
+    {"groups/members/batchupdate": None}, {"groups/members/batchupdate": 1e999},
+    [95]])
+def test_a_plan_whose_rate_is_not_a_positive_number_is_refused(
+        tmp_path: Path, rates: object) -> None:
+    """A hand-edited rate is never dropped quietly (the rehearsal's expected time would then
+    rest on something else without saying so): one line naming the file and the value."""
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"quota": {}, "rates": rates}), encoding="utf-8")
+    with pytest.raises(SandboxConfigError, match=r"plan\.json: (the rate of|\"rates\" is)"):
+        read_plan(plan)
 
 
 def test_sandbox_from_in_a_job_is_relative_to_the_job_file(tmp_path: Path) -> None:
