@@ -8,9 +8,11 @@
 
 Nothing leaves 127.0.0.1: the job's `api_base`, `[credentials]` (token command, component),
 `[notify]` and platform accounts are replaced before anything runs, and the sandbox's appid
-and secret reach the runs through variables of this process (`REHEARSAL_ENV`), set only for
-the rehearsal. Its run directory is the job's with `-rehearsal` appended; its account in the
-machine's registry is the sandbox's address, forgotten at the end.
+and secret reach the runs through variables of this process named after the sandbox's port
+(`rehearsal_credentials`), set only for the rehearsal, so rehearsals running at once in one
+process never set or clear each other's. Its run directory is the job's with `-rehearsal`
+appended; its account in the machine's registry is the sandbox's address, forgotten at the
+end.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from batchmove.engine.sharing import account_status
 from batchmove.errors import EXIT_OK, EXIT_ROW_FAILURES, EXIT_STOPPED, EXIT_USAGE, UsageError
@@ -42,11 +45,9 @@ from batchmove.sandbox.seed import PlanFacts, read_plan
 
 SUFFIX = "-rehearsal"
 MARKER = "REHEARSAL"  # a run directory holding it is a rehearsal's, replaced by the next one
-#: the variables the rehearsal's runs take the sandbox's appid and secret from (the token
-#: variable is never set: the secret is used)
-REHEARSAL_ENV = Credentials(appid_env="BATCHMOVE_REHEARSAL_APPID",
-                            secret_env="BATCHMOVE_REHEARSAL_SECRET",
-                            token_env="BATCHMOVE_REHEARSAL_TOKEN")
+#: the variables the rehearsal's runs take the sandbox's appid and secret from start so (the
+#: token variable is never set: the secret is used)
+ENV_PREFIX = "BATCHMOVE_REHEARSAL_"
 _SEEDED_KEYS = ("users", "users_file", "openids", "from_file")
 _UNSENT = frozenset({RowStatus.INVALID.value, RowStatus.DUPLICATE.value})  # never sent
 
@@ -99,18 +100,27 @@ def sandbox_config(spec: JobSpec, export: Path, plan: PlanFacts | None) -> Sandb
     return SandboxConfig(**settings, from_file=str(export))
 
 
+def rehearsal_credentials(base_url: str) -> Credentials:
+    """Where a rehearsal's runs find its sandbox's appid and secret: variables named after
+    the sandbox's port (two sandboxes listening at once never share one)."""
+    port = urlsplit(base_url).port
+    return Credentials(appid_env=f"{ENV_PREFIX}APPID_{port}",
+                       secret_env=f"{ENV_PREFIX}SECRET_{port}",
+                       token_env=f"{ENV_PREFIX}TOKEN_{port}")
+
+
 def rehearsal_spec(spec: JobSpec, base_url: str) -> JobSpec:
     """The job against the sandbox: its address and credentials, no notification, no
     platform account, its own run directory; every other setting the job's."""
-    return replace(spec, api_base=base_url, credentials=REHEARSAL_ENV,
+    return replace(spec, api_base=base_url, credentials=rehearsal_credentials(base_url),
                    notify=Notify(), accounts=(), account=None, sandbox={},
                    out=rehearsal_dir(spec), confirm=False)
 
 
 @contextmanager
-def _sandbox_credentials(state: SandboxState) -> Iterator[None]:
+def _sandbox_credentials(state: SandboxState, where: Credentials) -> Iterator[None]:
     """The sandbox's appid and secret (not secrets) where the rehearsal's runs look."""
-    names = (REHEARSAL_ENV.appid_env, REHEARSAL_ENV.secret_env, REHEARSAL_ENV.token_env)
+    names = (where.appid_env, where.secret_env, where.token_env)
     saved = {name: os.environ.get(name) for name in names}
     os.environ[names[0]], os.environ[names[1]] = state.appid, state.secret
     os.environ.pop(names[2], None)
@@ -157,7 +167,7 @@ async def rehearse(spec: JobSpec, export: Path, events: Events, *,
         rspec = rehearsal_spec(spec, sandbox.base_url)
         rspec = replace(rspec, rate=rate) if rate is not None else rspec
         _fresh(rspec.out_dir)
-        with _sandbox_credentials(state):
+        with _sandbox_credentials(state, rspec.credentials):
             try:
                 result = await _phases(rspec, state, events, handle_signals)
             finally:

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import socket
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,8 +268,8 @@ def test_a_follower_someone_else_moved_meanwhile_is_exit_1(
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/token", params={
                     "grant_type": "client_credential",
-                    "appid": os.environ[rehearse_flow.REHEARSAL_ENV.appid_env],
-                    "secret": os.environ[rehearse_flow.REHEARSAL_ENV.secret_env]}) as resp:
+                    "appid": os.environ[spec.credentials.appid_env],
+                    "secret": os.environ[spec.credentials.secret_env]}) as resp:
                 token = (await resp.json())["access_token"]
             async with http.post(f"{base}/groups/members/update",
                                  params={"access_token": token},
@@ -285,6 +286,58 @@ def test_a_follower_someone_else_moved_meanwhile_is_exit_1(
     assert result.unintended == 1
     assert result.not_restored == 0
     assert "1 users not as the job intends" in result.message
+    assert_never_called(real_api)
+
+
+def test_two_rehearsals_at_once_in_one_process_keep_their_own_credentials(
+        export_file: Path, tmp_path: Path, real_api: socket.socket,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`batchmove.rehearse` works from any thread. Rehearsal A starts, B starts, A ends while
+    B is between its run and its verify: B's sandbox credentials are still where its runs
+    look (each sandbox's variables are its own; they used to be one set, cleared by A as it
+    ended, and B's verify, needing a new token, found no appid)."""
+    job, _ = write_job(tmp_path, export_file, real_api)
+    with job.open("a", encoding="utf-8") as out:  # B's token is gone by its verify, which
+        out.write("[sandbox]\ntoken_ttl = 2\n")  # has to ask its sandbox for another
+    monkeypatch.chdir(tmp_path)
+    real_run = rehearse_flow.run_job
+    a_ran, b_ran, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    async def run_in_turn(spec: batchmove.JobSpec, *args: Any) -> Any:
+        result = await real_run(spec, *args)
+        if spec.out_dir.name.startswith("a-"):
+            a_ran.set()
+            assert await asyncio.to_thread(b_ran.wait, 60)
+        else:
+            b_ran.set()
+            assert await asyncio.to_thread(a_done.wait, 60)
+            await asyncio.sleep(2.5)  # past the token's life
+        return result
+
+    monkeypatch.setattr(rehearse_flow, "run_job", run_in_turn)
+    found: dict[str, Any] = {}
+
+    def rehearsal_a() -> None:
+        try:
+            found["a"] = batchmove.rehearse(job, export_file, rate=0,
+                                            out=str(tmp_path / "runs" / "a-"))
+        finally:
+            a_done.set()
+
+    thread = threading.Thread(target=rehearsal_a)
+    thread.start()
+    try:
+        assert a_ran.wait(60)
+        found["b"] = batchmove.rehearse(job, export_file, rate=0,
+                                        out=str(tmp_path / "runs" / "b-"))
+    finally:
+        b_ran.set()
+        thread.join(120)
+    for name in ("a", "b"):
+        assert found[name].exit_code == 0, found[name].message
+        assert found[name].verify is not None
+        assert found[name].not_restored == 0
+    assert not [name for name in os.environ if name.startswith(rehearse_flow.ENV_PREFIX)]
     assert_never_called(real_api)
 
 
