@@ -289,6 +289,7 @@ def test_a_follower_someone_else_moved_meanwhile_is_exit_1(
     assert_never_called(real_api)
 
 
+@pytest.mark.slow  # a concurrency case, in the reliability run (the default suite's budget)
 def test_two_rehearsals_at_once_in_one_process_keep_their_own_credentials(
         export_file: Path, tmp_path: Path, real_api: socket.socket,
         monkeypatch: pytest.MonkeyPatch) -> None:
