@@ -54,7 +54,7 @@ def clear_errors(func: F) -> F:
 
 #: each command's module (`batchmove.cli.<module>`), imported when the command is wanted: a
 #: `batchmove run` never imports the sandbox server, the console or the platform's crypto
-#: (0.1 s of the 0.45 s every run started with)
+#: (~0.07 s of the ~0.43 s before a run's first line of work)
 COMMANDS = {"run": "jobs", "plan": "jobs", "rollback": "review", "verify": "review",
             "report": "review", "notify": "review", "export": "export", "rehearse": "rehearse",
             "sandbox": "sandbox", "serve": "serve", "accounts": "agency", "ticket": "agency"}

@@ -45,8 +45,8 @@ from batchmove.sandbox.seed import PlanFacts, read_plan
 
 SUFFIX = "-rehearsal"
 MARKER = "REHEARSAL"  # a run directory holding it is a rehearsal's, replaced by the next one
-#: the variables the rehearsal's runs take the sandbox's appid and secret from start so (the
-#: token variable is never set: the secret is used)
+#: how the names of the variables the rehearsal's runs take the sandbox's appid and secret
+#: from begin (one set per sandbox: `rehearsal_credentials`; the token's is never set)
 ENV_PREFIX = "BATCHMOVE_REHEARSAL_"
 _SEEDED_KEYS = ("users", "users_file", "openids", "from_file")
 _UNSENT = frozenset({RowStatus.INVALID.value, RowStatus.DUPLICATE.value})  # never sent

@@ -5,9 +5,9 @@ rows: ~0.35 s of the ~0.6 s the four files took, one core busy, the other idle s
 moves ended). A child writes the sheet from its own read of the ledger while the parent
 writes report.csv and failed.csv from its own; the parent then waits for the child. (Reading
 the ledger once before the fork and sharing the rows was tried: the read is then serial and
-both processes copy the pages the rows live on as they count references to them: 100,000
-rows, 2 cores, three runs each, 0.55-0.67 s from the end of the moves to the exit against
-0.47-0.55 s with a read each.)
+both processes copy the pages the rows live on as they count references to them: a
+100,000-row run took 2.52 s against 2.36 s with a read each, medians of 8 interleaved runs
+on 2 cores.)
 
 How: only on Linux, from the main thread, and for sheets of `FORK_ROWS` rows or more (a
 fork is then cheap against the sheet; below it the sheet takes a few ms). The child starts
