@@ -160,7 +160,7 @@ async def rehearse(spec: JobSpec, export: Path, events: Events, *,
         state = SandboxState(config)
     except (TypeError, SandboxConfigError) as exc:
         raise UsageError(str(exc)) from None
-    real_rate, basis = expected_rate(spec, plan, plan_json)
+    real_rate, basis = expected_rate(spec, plan)
     events.info(f"rehearsal: {len(state.followers):,} followers from {export}, on a sandbox at "
                 "127.0.0.1; the job's api_base, credentials and [notify] are not used")
     async with running_sandbox(config, host="127.0.0.1", port=0, state=state) as sandbox:
@@ -349,17 +349,16 @@ def _message(result: RehearsalResult) -> str:
     return f"rehearsal: {said}{result.changed:,} users changed, {intent}; {restored}"
 
 
-def expected_rate(spec: JobSpec, plan: PlanFacts | None, plan_json: Path | None = None
+def expected_rate(spec: JobSpec, plan: PlanFacts | None
                   ) -> tuple[float | dict[str, float] | None, str]:
     """The rate the real run would go at: the job's, or for `rate = "auto"` the one the real
-    account's plan (read from `plan_json`) assumed, else the account's history on this
-    machine; None: unknown."""
+    account's plan assumed, else the account's history on this machine; None: unknown."""
     if not spec.auto_rate:
         rate = float(spec.rate)
         return (rate, f"the job's rate, {rate:g} calls/s") if rate > 0 else (
             None, "rate = 0 (no limit): as fast as WeChat answers, unknown here")
     if plan is not None and plan.rates:
-        return dict(plan.rates), f"rate = \"auto\": the rates {plan_json} assumed"
+        return dict(plan.rates), f"rate = \"auto\": the rates {plan.path} assumed"
     history = account_status(spec).rates
     if history:
         return dict(history), "rate = \"auto\": the account's history on this machine"

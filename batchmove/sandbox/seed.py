@@ -244,6 +244,7 @@ class PlanFacts:
     the account has left today, and the calls/s per endpoint its ETA assumed (`rates`: under
     rate = "auto"; {} for a fixed rate, or a plan written before plans recorded them)."""
 
+    path: Path
     quotas: dict[str, int]
     rates: dict[str, float]
 
@@ -276,7 +277,7 @@ def read_plan(path: Path) -> PlanFacts:
                 and 0 < rate < math.inf):
             raise SandboxConfigError(f"{path}: the rate of {endpoint!r} is {rate!r}, not a "
                                      "positive number of calls a second")
-    return PlanFacts(quotas, {endpoint: float(rate) for endpoint, rate in rates.items()})
+    return PlanFacts(path, quotas, {endpoint: float(rate) for endpoint, rate in rates.items()})
 
 
 def quota_from_plan(path: Path) -> dict[str, int]:

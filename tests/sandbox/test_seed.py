@@ -173,7 +173,7 @@ def test_a_plan_is_read_once_for_its_quotas_and_rates(tmp_path: Path) -> None:
     quota = {"groups/members/batchupdate": {"remain": 120, "others": 20}}
     plan.write_text(json.dumps({"quota": quota, "rates": {
         "groups/members/batchupdate": 95, "user/info/batchget": 12.5}}), encoding="utf-8")
-    assert read_plan(plan) == PlanFacts({"groups/members/batchupdate": 100}, {
+    assert read_plan(plan) == PlanFacts(plan, {"groups/members/batchupdate": 100}, {
         "groups/members/batchupdate": 95.0, "user/info/batchget": 12.5})
     plan.write_text(json.dumps({"quota": quota}), encoding="utf-8")  # a fixed rate's plan
     assert read_plan(plan).rates == {}
