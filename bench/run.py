@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.account import CONTENDERS as ACCOUNT
 from bench.account import PAIRS
-from bench.harness import Row, machine_line, markdown_table, use_work_dir
+from bench.harness import Row, compile_batchmove, machine_line, markdown_table, use_work_dir
 from bench.scenarios import QUICK, SCENARIOS, Context, Sizes
 
 CONTENDERS = (*ACCOUNT, *PAIRS)  # what `--only` may name
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         use_work_dir(args.work_dir.resolve())
     ctx = Context(QUICK if args.quick else Sizes(), repeats,
                   only=frozenset(filter(None, args.only.split(","))))
+    compile_batchmove()  # measured as installed: with its bytecode
     rows: list[Row] = []
     started = time.monotonic()
     failed = False

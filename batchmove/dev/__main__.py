@@ -5,8 +5,9 @@
 
 Each creates `.venv/` beside `pyproject.toml` and installs the project into it the first time,
 and again only when `pyproject.toml` changes (a stamp file holds its hash), so both commands are
-idempotent and work on a fresh machine that has only Python 3.11 and pip. Extra arguments are
-passed through, e.g. `python3 -m batchmove.dev test -k ledger`.
+idempotent and work on a fresh machine that has only Python 3.11 and pip. Each then byte-compiles
+`batchmove/` where its sources changed (`compile_package`). Extra arguments are passed through,
+e.g. `python3 -m batchmove.dev test -k ledger`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ def ensure_env() -> Path:
     subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
     STAMP.write_text(wanted + "\n")
     return python
+
+
+def compile_package(python: Path) -> None:
+    """Byte-compile `batchmove/`, only the modules whose source changed (pip does this for any
+    install but an editable one). Where PYTHONDONTWRITEBYTECODE is set (as on the CI machine)
+    Python never writes the bytecode of an editable install itself, and every `batchmove`
+    command (the test suite runs hundreds) compiled its ~90 modules again: ~0.1 s each time.
+    A module that does not compile is left to the command that imports it to report."""
+    subprocess.run([str(python), "-m", "compileall", "-q", str(ROOT / "batchmove")],
+                   cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
 
 
 def _run(cmd: list[str]) -> int:
@@ -81,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     python = ensure_env()
+    compile_package(python)
     return commands[args[0]](python, args[1:])
 
 
