@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from functools import partial
 
 from batchmove.engine.backend import gate_of
 from batchmove.engine.planner import backend_endpoints
+from batchmove.engine.resolver import match_groups
 from batchmove.engine.runner import RetryPolicy, with_retries
 from batchmove.engine.targets import TargetApi
 from batchmove.errors import ApiError, DailyQuotaError
-from batchmove.models import JobSpec, Target
+from batchmove.ledger.loading import GroupIds
+from batchmove.models import JobSpec, Target, TargetKind
 from batchmove.wechat.client import WeChatClient
 from batchmove.wechat.quota import Quota
 
 SNAPSHOT_ENDPOINT = "user/info/batchget"
+#: how long the load's first chunk waits for the listing (`Early.group_ids`), in seconds
+LISTING_WAIT = 1.0
 
 
 class Early:
@@ -34,6 +39,8 @@ class Early:
 
     def __init__(self, client: WeChatClient, spec: JobSpec) -> None:
         self.client, self.spec = client, spec
+        self.listed: list[Target] | None = None  # the listing, once it has come
+        self._answered = threading.Event()  # the listing came, or failed
         self._listing: asyncio.Task[list[Target]] | None = None
         self._quotas: asyncio.Task[dict[str, Quota | None]] | None = None
 
@@ -48,6 +55,29 @@ class Early:
     def wants_quotas(self) -> bool:
         """`rate = "auto"` with a gate: its endpoints' rates start from their quotas."""
         return gate_of(self.client) is not None and self.spec.auto_rate
+
+    def group_ids(self, kind: TargetKind) -> GroupIds | None:
+        """For the load (`Ledger.load_rows`), run in a thread meanwhile: a chunk's targets
+        resolved against the listing as `resolve_targets` will resolve them (None while it
+        has not come). None for tag sets, which resolve per user.
+
+        The first chunk, once read, waits for the listing (up to `LISTING_WAIT`): parsing
+        holds the interpreter lock, and the loop asking for the token and the listing got it
+        only every few ms (100,000 rows: the listing came 0.2 s into the load, after the
+        insert had begun). No move can start before the listing anyway; a listing that takes
+        longer costs at most the insert's 0.14 s per 100,000 rows less the 0.09 s UPDATE that
+        ids written with the rows save."""
+        if kind == "set":
+            return None
+        first = [True]
+
+        def ids(targets: set[str]) -> dict[str, int] | None:
+            if first:
+                first.clear()
+                self._answered.wait(LISTING_WAIT)
+            listed = self.listed  # set once, on the loop's thread; never changed after
+            return None if listed is None else match_groups(listed, targets, kind).resolved
+        return ids
 
     async def listing(self) -> list[Target]:
         """The account's groups (or tags), retried as any call outside the worker pool."""
@@ -71,7 +101,13 @@ class Early:
             listing = TargetApi(self.client, self.spec.backend).list_targets
             self._listing = asyncio.create_task(
                 with_retries(listing, RetryPolicy(attempts=self.spec.retries)))
+            self._listing.add_done_callback(self._keep_listing)
         return self._listing
+
+    def _keep_listing(self, task: asyncio.Task[list[Target]]) -> None:
+        if not task.cancelled() and task.exception() is None:  # a failure: where awaited
+            self.listed = task.result()
+        self._answered.set()
 
     def _quotas_task(self) -> asyncio.Task[dict[str, Quota | None]]:
         if self._quotas is None:

@@ -61,7 +61,7 @@ from batchmove.flows.verify import read_back
 from batchmove.intake import loader
 from batchmove.ledger.rundir import load_or_resume, now, read_summary
 from batchmove.ledger.store import Ledger
-from batchmove.models import SANDBOX, STATUSES, JobSpec, RowStatus
+from batchmove.models import SANDBOX, STATUSES, JobSpec, RowStatus, TargetKind
 from batchmove.output import report
 from batchmove.output.advice import RetryAdvice, retry_advice, retryable
 from batchmove.output.notify import Notifier, notify_refused, notify_result
@@ -131,7 +131,7 @@ async def _select_and_move(spec: JobSpec, options: RunOptions, events: Events) -
         load = partial(load_or_resume, ledger, source, spec, restart=options.restart,
                        reset_failed=_retry_failed if options.retry_failed else None)
         outcome, rates = RunOutcome(StopReason.DONE), dict[str, float]()
-        async with _loaded(load, ledger, spec, events) as (client, early):
+        async with _loaded(load, ledger, spec, events, source.target_kind) as (client, early):
             if stop.reason is None:  # not interrupted while loading: nothing was sent yet
                 pending = ledger.pending_targets()  # counted once: registered, then resolved
                 with claimed(spec, ledger, pending):  # who this run moves, on the registry
@@ -142,14 +142,15 @@ async def _select_and_move(spec: JobSpec, options: RunOptions, events: Events) -
 
 
 @asynccontextmanager
-async def _loaded(load: Callable[..., None], ledger: Ledger, spec: JobSpec, events: Events
-                  ) -> AsyncIterator[tuple[WeChatClient, Early]]:
+async def _loaded(load: Callable[..., None], ledger: Ledger, spec: JobSpec, events: Events,
+                  kind: TargetKind) -> AsyncIterator[tuple[WeChatClient, Early]]:
     """The input loaded into the ledger (`load`), and the client. Against WeChat, when the
     ledger is new (the whole input to load), the client opens first and asks what needs no
     ledger (`Early`: token, listing, quotas) while the load runs in a thread (the ledger is
-    touched by nothing else meanwhile). A ledger to resume is checked before any call (a
-    damaged one is refused having sent nothing); an embedded sandbox takes its followers from
-    the loaded input, so it starts after the load."""
+    touched by nothing else meanwhile); rows loaded once the listing has come are written
+    with their group ids (`kind`: how the input names its targets). A ledger to resume is
+    checked before any call (a damaged one is refused having sent nothing); an embedded
+    sandbox takes its followers from the loaded input, so it starts after the load."""
     if spec.api_base == SANDBOX or not _fresh(ledger):
         load(info=events.info)
         async with api_client(spec, ledger) as client:
@@ -160,7 +161,8 @@ async def _loaded(load: Callable[..., None], ledger: Ledger, spec: JobSpec, even
         early = Early(client, spec).start()
         try:
             await asyncio.to_thread(  # messages reach `events` on the loop's thread
-                load, info=lambda message: loop.call_soon_threadsafe(events.info, message))
+                load, info=lambda message: loop.call_soon_threadsafe(events.info, message),
+                group_ids=early.group_ids(kind))
             yield client, early
         finally:
             await early.close()

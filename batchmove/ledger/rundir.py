@@ -24,6 +24,7 @@ from typing import Any
 
 from batchmove.errors import InputChangedError, RunStateError
 from batchmove.intake.loader import LoadedInput
+from batchmove.ledger.loading import GroupIds
 from batchmove.ledger.storage import SAVED_NAME
 from batchmove.ledger.store import LEDGER_NAME, Ledger
 from batchmove.models import JobSpec, RowStatus
@@ -57,10 +58,11 @@ def fingerprint(spec: JobSpec, content_hash: str) -> str:
 
 def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restart: bool,
                    reset_failed: Callable[[Ledger], int] | None,
-                   info: Callable[[str], None]) -> None:
+                   info: Callable[[str], None], group_ids: GroupIds | None = None) -> None:
     """Resume the run the ledger holds if it is this job's, else start a new one: the same
     fingerprint resumes, a finished run with another moves to history/, an unfinished one
-    with another refuses (InputChangedError) unless `restart`."""
+    with another refuses (InputChangedError) unless `restart`. `group_ids`: see
+    `Ledger.load_rows`."""
     digest = fingerprint(spec, source.fingerprint)
     if ledger.restored:
         info(f"{ledger.path} was put back from {SAVED_NAME}, saved when it was deleted or "
@@ -83,7 +85,7 @@ def load_or_resume(ledger: Ledger, source: LoadedInput, spec: JobSpec, *, restar
         archive(ledger, meta)
     elif any((ledger.run_dir / name).exists() for name in REPORT_FILES):
         archive(ledger, {"run_id": _earlier_run_id(ledger.run_dir)}, REPORT_FILES)
-    load(ledger, source, spec, digest, info)
+    load(ledger, source, spec, digest, info, group_ids)
 
 
 def _resume(ledger: Ledger, spec: JobSpec, reset_failed: Callable[[Ledger], int] | None,
@@ -118,13 +120,13 @@ def run_settings(spec: JobSpec) -> dict[str, Any]:
 
 
 def load(ledger: Ledger, source: LoadedInput, spec: JobSpec, digest: str,
-         info: Callable[[str], None]) -> None:
+         info: Callable[[str], None], group_ids: GroupIds | None = None) -> None:
     """A new run: every input row into the ledger, in one transaction."""
     ledger.set_meta(fingerprint=digest, run_id=run_id(), finished_at=None, nothing_sent=True,
                     started_at=now(), input=str(source.path), headers=source.headers,
                     openid_column=source.openid_column, target_column=source.target_column,
                     target_kind=source.target_kind, api_base=spec.api_base, job=spec.name)
-    total = ledger.load_rows(source.rows(), source.settle)
+    total = ledger.load_rows(source.rows(), source.settle, group_ids)
     ledger.set_meta(rows=total, invalid_by_reason=dict(source.stats.invalid_by_reason),
                     blank_rows=source.stats.blank, job_path=str(spec.job_path or ""),
                     snapshot=spec.snapshot, backend=spec.backend, settings=run_settings(spec))

@@ -14,7 +14,14 @@ from batchmove.errors import UsageError
 from batchmove.flows import run as run_flow
 from batchmove.models import JobSpec
 from batchmove.sandbox import RunningSandbox, SandboxConfig
-from tests.support.engine import run, spec_for, spread, write_moves
+from tests.support.engine import (
+    assert_state_matches,
+    group_ids_by_name,
+    run,
+    spec_for,
+    spread,
+    write_moves,
+)
 from tests.support.sandboxes import SandboxFactory
 
 EARLY = {"stable_token", "groups/get", "openapi/quota/get"}
@@ -94,3 +101,27 @@ async def test_an_embedded_sandbox_starts_after_the_load(tmp_path: Path) -> None
                             out=tmp_path / "run", sandbox={"groups": ["A"]})
     result = await run(spec)
     assert (result.exit_code, result.counts["moved"]) == (0, 30), result.message
+
+
+async def test_rows_are_loaded_with_the_group_ids_of_the_early_listing(
+        tmp_path: Path, sandbox_factory: SandboxFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing asked while the input loads gives the rows of existing groups their ids
+    as they are written; a group the run creates gets its rows' ids after the creation; the
+    run moves everyone where the input says."""
+    sb = await sandbox_factory(SandboxConfig(users=90, groups=["A", "B"]))
+    rows = spread(90, ["A", "B", "New"])
+    loaded: dict[str, set[int | None]] = {}
+    load = run_flow.load_or_resume
+
+    def load_then_look(ledger: Any, *args: Any, **kwargs: Any) -> None:
+        load(ledger, *args, **kwargs)
+        for r in ledger.rows():
+            loaded.setdefault(r.target, set()).add(r.group_id)
+
+    monkeypatch.setattr(run_flow, "load_or_resume", load_then_look)
+    result = await run(spec_for(sb, write_moves(tmp_path / "in.csv", rows), tmp_path / "run"))
+    ids = group_ids_by_name(sb)
+    assert loaded == {"A": set(ids["A"]), "B": set(ids["B"]), "New": {None}}
+    assert (result.exit_code, result.counts["moved"]) == (0, 90), result.message
+    assert_state_matches(sb, rows)

@@ -125,6 +125,42 @@ def test_assign_groups_resolves_and_fails_pending_rows_only(loaded: Ledger) -> N
     }
 
 
+def test_group_ids_known_at_load_are_written_with_the_rows(ledger: Ledger) -> None:
+    """A run whose listing came while its input loaded: pending rows get their group id with
+    the insert (rows with extra cells too); an invalid row and a duplicate settled after the
+    load get none; `assign_groups` then rewrites no row of a target every row of which got
+    the id it resolves to, and still fails the targets that do not resolve."""
+    asked: list[set[str]] = []
+
+    def group_ids(targets: set[str]) -> dict[str, int]:
+        asked.append(targets)
+        return {t: int(t) for t in targets if t != "999"}
+
+    ledger.load_rows([ROWS[:3], ROWS[3:]], lambda _: [(7, RowStatus.DUPLICATE, "repeats 3")],
+                     group_ids)
+    assert asked == [{"101", "102"}, {"999", "102"}]  # pending rows' targets, per chunk
+    got = {r.row: (r.status, r.group_id) for r in ledger.rows()}
+    assert got == {2: ("pending", 101), 3: ("pending", 102), 4: ("pending", 101),
+                   5: ("invalid", None), 6: ("pending", None), 7: ("duplicate", None)}
+    before = ledger.conn.total_changes
+    ledger.assign_groups({"101": 101, "102": 102},
+                         {"999": (40050, "group id 999 does not exist on this account")})
+    assert ledger.conn.total_changes - before == 1  # row 6 failed; nothing else written
+    assert {r.row: (r.status, r.group_id) for r in ledger.rows()}[6] == ("failed", None)
+
+
+def test_group_ids_missing_for_a_chunk_leave_the_target_to_assign_groups(
+        ledger: Ledger) -> None:
+    """The listing came after the first chunk was written (or resolves a target to another
+    id later): `assign_groups` writes every pending row of that target, as without ids."""
+    answers = iter([None, {"101": 101, "102": 102}])
+    ledger.load_rows([ROWS[:3], ROWS[3:]], lambda _: [], lambda targets: next(answers))
+    assert [r.group_id for r in ledger.rows()] == [None, None, None, None, None, 102]
+    ledger.assign_groups({"101": 101, "102": 202}, {})
+    got = {r.row: r.group_id for r in ledger.rows() if r.status == "pending"}
+    assert got == {2: 101, 3: 202, 4: 101, 6: None, 7: 202}
+
+
 def test_pending_moves_in_input_order(loaded: Ledger) -> None:
     loaded.assign_groups({"101": 101, "102": 2}, {})
     loaded.record_moved([3], 1)
