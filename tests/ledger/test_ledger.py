@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from batchmove.errors import LedgerDamagedError, RunLockedError, RunStateError
+from batchmove.ledger.loading import CASE_TARGETS
 from batchmove.ledger.lock import LOCK_NAME
 from batchmove.ledger.rows import LedgerRow
 from batchmove.ledger.store import LEDGER_NAME, Ledger, RowLookup
@@ -159,6 +160,16 @@ def test_group_ids_missing_for_a_chunk_leave_the_target_to_assign_groups(
     ledger.assign_groups({"101": 101, "102": 202}, {})
     got = {r.row: r.group_id for r in ledger.rows() if r.status == "pending"}
     assert got == {2: 101, 3: 202, 4: 101, 6: None, 7: 202}
+
+
+@pytest.mark.parametrize("targets", [3, CASE_TARGETS + 5])  # a CASE, then a lookup table
+def test_group_ids_written_for_any_target_name(ledger: Ledger, targets: int) -> None:
+    """Names with quotes, spaces, SQL and non-ASCII text get their ids, however many."""
+    names = [f"O'Brien {i} 分组 '; DROP TABLE rows; --" for i in range(targets)]
+    rows = [row(n, f"o{n}", names[n % targets]) for n in range(2, 2 + 3 * targets)]
+    ledger.load_rows([rows], lambda _: [], lambda found: {t: 500 + names.index(t) for t in found})
+    assert {(r.target, r.group_id) for r in ledger.rows()} == {
+        (name, 500 + i) for i, name in enumerate(names)}
 
 
 def test_pending_moves_in_input_order(loaded: Ledger) -> None:
