@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from batchmove.errors import UsageError
+from batchmove.errors import FatalApiError, UsageError
 from batchmove.flows import run as run_flow
 from batchmove.models import JobSpec
 from batchmove.sandbox import RunningSandbox, SandboxConfig
@@ -125,3 +125,30 @@ async def test_rows_are_loaded_with_the_group_ids_of_the_early_listing(
     assert loaded == {"A": set(ids["A"]), "B": set(ids["B"]), "New": {None}}
     assert (result.exit_code, result.counts["moved"]) == (0, 90), result.message
     assert_state_matches(sb, rows)
+
+
+async def test_the_load_never_waits_for_a_listing_that_failed(
+        tmp_path: Path, sandbox_factory: SandboxFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load's first chunk waits for the listing (`LISTING_WAIT`) unless it has failed:
+    with bad credentials and a wait of an hour, the load's question is answered at once
+    (no ids: its rows go in without them), and the listing's own error is the caller's."""
+    from batchmove.engine import early as early_module
+    from batchmove.engine.backend import client_for
+
+    sb = await sandbox_factory(SandboxConfig(users=10, groups=["A"]))
+    monkeypatch.setenv("WECHAT_APPSECRET", "not-the-secret")
+    monkeypatch.setattr(early_module, "LISTING_WAIT", 3600.0)
+    spec = spec_for(sb, write_moves(tmp_path / "in.csv", spread(10, ["A"])), tmp_path / "run")
+    async with client_for(spec) as client:
+        early = early_module.Early(client, spec).start()
+        with pytest.raises(FatalApiError, match="40001"):
+            await early.listing()
+        ids = early.group_ids("name")
+        assert ids is not None
+        answered: list[object] = []
+        waiter = threading.Thread(target=lambda: answered.append(ids({"A"})), daemon=True)
+        waiter.start()
+        waiter.join(timeout=30)  # an hour if the failure were not heard
+        assert answered == [None]
+        await early.close()
