@@ -76,7 +76,12 @@ class Early:
                 first.clear()
                 self._answered.wait(LISTING_WAIT)
             listed = self.listed  # set once, on the loop's thread; never changed after
-            return None if listed is None else match_groups(listed, targets, kind).resolved
+            if listed is None:
+                return None
+            try:
+                return match_groups(listed, targets, kind).resolved
+            except ValueError:  # a target as no id reads: resolve_targets will say so
+                return None
         return ids
 
     async def listing(self) -> list[Target]:

@@ -152,3 +152,25 @@ async def test_the_load_never_waits_for_a_listing_that_failed(
         waiter.join(timeout=30)  # an hour if the failure were not heard
         assert answered == [None]
         await early.close()
+
+
+def test_group_ids_for_the_load_resolve_as_the_run_will() -> None:
+    """Names and ids against the listing, as `resolve_targets` resolves them: an ambiguous or
+    unknown target gets no id (the run fails or creates it later), nor does a target that no
+    id reads (never raised in the load's thread); tag sets resolve per user: no ids at all."""
+    from typing import cast
+
+    from batchmove.engine.early import Early
+    from batchmove.models import Target
+    from batchmove.wechat.client import WeChatClient
+
+    early = Early(cast(WeChatClient, None), JobSpec(input=Path("in.csv")))
+    early.listed = [Target(101, "A", 0), Target(102, "B", 0), Target(103, "B", 0)]
+    early._answered.set()
+    by_name, by_id = early.group_ids("name"), early.group_ids("id")
+    assert by_name is not None
+    assert by_id is not None
+    assert early.group_ids("set") is None
+    assert by_name({"A", "B", "C"}) == {"A": 101}
+    assert by_id({"101", "999"}) == {"101": 101}
+    assert by_id({"101", "A"}) is None
