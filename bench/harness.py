@@ -6,7 +6,6 @@ every URL the bench builds comes from the sandbox's own `listening on` line.
 
 from __future__ import annotations
 
-import compileall
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchmove.dev.__main__ import compile_package
 from batchmove.sandbox import DEFAULT_APPID, DEFAULT_SECRET, is_loopback, sandbox_openids
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -41,11 +41,11 @@ LISTENING = "listening on "
 
 
 def compile_batchmove() -> None:
-    """batchmove byte-compiled where its sources changed, as pip leaves any install but an
-    editable one. The script's libraries come compiled from pip; without this, where
-    PYTHONDONTWRITEBYTECODE is set (the CI machine), every batchmove process the bench timed
-    compiled its own ~90 modules first (~0.1 s of each run)."""
-    compileall.compile_dir(REPO_ROOT / "batchmove", quiet=1)
+    """batchmove byte-compiled where its sources changed (`batchmove.dev`'s own step), as pip
+    leaves any install but an editable one: the script's libraries come compiled from pip,
+    and without this every batchmove process the bench timed could compile its own ~90
+    modules first (~0.1 s of each run where PYTHONDONTWRITEBYTECODE is set)."""
+    compile_package(Path(sys.executable))
 
 
 # --- statistics ----------------------------------------------------------------------------

@@ -69,11 +69,12 @@ class Early:
         ids written with the rows save."""
         if kind == "set":
             return None
-        first = [True]
+        waited = False
 
         def ids(targets: set[str]) -> dict[str, int] | None:
-            if first:
-                first.clear()
+            nonlocal waited
+            if not waited:  # the first chunk only: a later one takes what has come
+                waited = True
                 self._answered.wait(LISTING_WAIT)
             listed = self.listed  # set once, on the loop's thread; never changed after
             if listed is None:
