@@ -4,6 +4,7 @@ in-process against a sandbox set up like the job's [sandbox] table, checking the
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ EXPECTED = {"moved": 52, "failed": 1, "invalid": 6, "duplicate": 1, "already": 0
 
 
 @pytest.mark.parametrize("backend", sorted(SAMPLES))
-def test_sample_job_runs_end_to_end_on_the_embedded_sandbox(tmp_path: Path,
+def test_sample_job_runs_end_to_end_on_the_embedded_sandbox(tmp_path: Path, state_dir: Path,
                                                            backend: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "batchmove", "run", str(SAMPLES[backend]), "--yes", "--quiet",
@@ -33,6 +34,12 @@ def test_sample_job_runs_end_to_end_on_the_embedded_sandbox(tmp_path: Path,
     summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
     assert summary["counts"] == EXPECTED
     assert sorted(g["name"] for g in summary["groups_created"]) == ["NA", "新注册", "沉睡用户"]
+    # the embedded sandbox's account is forgotten: nothing of it is left in the registry
+    assert list((state_dir / "locks").iterdir()) == []
+    with sqlite3.connect(state_dir / "registry.sqlite") as conn:
+        for table in ("tokens", "buckets", "leases", "runs", "run_spent", "spent"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+    conn.close()
 
 
 @pytest.mark.parametrize("backend", sorted(SAMPLES))

@@ -88,6 +88,7 @@ class JsonEvents(Events):
         self.log, self.clock = log, clock
         self._last = -self.LOG_EVERY_S
         self._seen: tuple[str, int, int, int] | None = None
+        log_to_json(log, "batchmove.registry")  # a damaged registry set aside, say
 
     def info(self, message: str) -> None:
         self.log.emit("info", message=message)
@@ -140,8 +141,11 @@ class _JsonHandler(logging.Handler):
 
 
 def log_to_json(log: JsonLog, logger: str) -> None:
-    """Send a logger's records, INFO and up, to `log` (and nowhere else)."""
+    """Send a logger's records, INFO and up, to `log` (and nowhere else; the log it was sent
+    to before, if any, no longer gets them)."""
     target = logging.getLogger(logger)
+    for handler in [h for h in target.handlers if isinstance(h, _JsonHandler)]:
+        target.removeHandler(handler)
     target.addHandler(_JsonHandler(log))
     target.setLevel(logging.INFO)
     target.propagate = False

@@ -70,7 +70,7 @@ async def client_for(spec: JobSpec, default_openids: Callable[[], list[str]] | N
             if gate is not None:
                 gate.close()
             if spec.api_base == "sandbox":
-                registry.forget(account)
+                registry.forget(account, _kind(source))
             registry.close()
 
 

@@ -124,6 +124,11 @@ def foreign(exc: BaseException) -> bool:
     return tb is not None and f"{os.sep}registry{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
+def is_damage(exc: BaseException) -> bool:
+    """Whether an SQLite error says the file itself is damaged (malformed, not a database)."""
+    return (getattr(exc, "sqlite_errorname", "") or "").startswith(_DAMAGED)
+
+
 def disk_full(exc: BaseException) -> bool:
     name = getattr(exc, "sqlite_errorname", "") or ""
     return name.startswith("SQLITE_FULL") or (

@@ -6,6 +6,18 @@ else `$XDG_STATE_HOME/batchmove`, else `~/.local/state/batchmove`. The directory
 holds (a rate budget, a cached token, who moves whom) is worth nothing after a power cut, and
 every write is a short `BEGIN IMMEDIATE` transaction (~0.1 ms), never held across an await.
 
+A damaged file (SQLite finds it malformed, or not a database at all) holds nothing that cannot
+be rebuilt: tokens are fetched again, rates found again, runs register again. Whichever
+process meets the damage first (opening the file, in a transaction, reading) sets it aside as
+`registry.damaged-<UTC time>.sqlite` and starts a new one, saying so on stderr, but only when
+no other process of the machine has the registry open: each one holds a shared `flock` on
+`registry.lock` while it does, and setting aside needs it exclusive. Otherwise nothing is
+renamed under a live run (it would go on alone with the old file, outside the shared budget
+and claims) and the command stops with exit 3: the same command, once those runs have
+ended, sets the file aside and goes on. A damage met inside a transaction or a read also
+stops the command with exit 3, the file set aside if it could be: its ledger is intact and
+the same command resumes.
+
 Two clocks: rate state (slots, pauses, leases) is in `time.monotonic()` seconds, which on Linux
 is one clock for every process of the machine; tokens and run registrations, which outlive a
 reboot, are in wall-clock seconds.
@@ -13,18 +25,24 @@ reboot, are in wall-clock seconds.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
-from batchmove.errors import RunStateError
-from batchmove.ledger.storage import atomic, storage_error
+from batchmove.errors import RunStateError, StorageError
+from batchmove.ledger.storage import atomic, identity, is_damage, storage_error
 
 REGISTRY_NAME = "registry.sqlite"
+LOCK_NAME = "registry.lock"
+LOG = logging.getLogger("batchmove.registry")
 STATE_ENV = "BATCHMOVE_STATE_DIR"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -55,6 +73,8 @@ CREATE TABLE IF NOT EXISTS spent (
     PRIMARY KEY (account, day, endpoint));
 """
 
+_CORE = ("tokens", "buckets", "leases", "runs", "run_spent", "spent")  # claims_<id> aside
+
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where the registry lives (see the module docstring)."""
@@ -64,6 +84,11 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     if env.get("XDG_STATE_HOME", "").strip():
         return Path(env["XDG_STATE_HOME"]).expanduser() / "batchmove"
     return Path.home() / ".local" / "state" / "batchmove"
+
+
+def token_lock(directory: Path, account: str, kind: str) -> Path:
+    """The lock file of the single flight that fetches an account's token of a kind."""
+    return directory / "locks" / f"{account_key(account, kind)}.lock"
 
 
 def account_key(*parts: str) -> str:
@@ -79,6 +104,7 @@ class Registry:
         self.directory = directory if directory is not None else state_dir()
         self.path = self.directory / REGISTRY_NAME
         self._local = threading.local()
+        self._held = False
 
     def __repr__(self) -> str:
         return f"Registry({str(self.directory)!r})"
@@ -87,58 +113,216 @@ class Registry:
     def conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self._connect()
+            file = identity(self.path)  # the file that may turn out damaged, not its successor
+            try:
+                conn = self._connect()
+            except sqlite3.Error as exc:
+                if not is_damage(exc):
+                    raise self._refused(exc) from None
+                self._set_aside(exc, file)
+                try:
+                    conn = self._connect()
+                except (OSError, sqlite3.Error) as again:
+                    raise self._refused(again) from None
+            except OSError as exc:
+                raise self._refused(exc) from None
+            self._local.conn = conn
         return conn
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.directory, 0o700)
-            if not self.path.exists():  # made 600; never open() and close() it once it exists:
-                # closing any descriptor of the file drops every POSIX lock this process holds
-                # on it, SQLite's too, and another process's last close may then checkpoint
-                # and delete the WAL under our other connection ("disk image is malformed")
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
+        if not self._held:
+            _hold(self.directory, 1)
+            self._held = True
+        if not self.path.exists():  # made 600; never open() and close() it once it exists:
+            # closing any descriptor of the file drops every POSIX lock this process holds
+            # on it, SQLite's too, and another process's last close may then checkpoint
+            # and delete the WAL under our other connection ("disk image is malformed")
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                               check_same_thread=False, factory=_Connection)
+        conn.file = identity(self.path)
+        try:  # a damaged file met here is set aside by `conn` and opened again, new
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")
             conn.executescript(_SCHEMA)
             _migrate(conn)
-            for suffix in ("-wal", "-shm"):
-                side = self.path.with_name(self.path.name + suffix)
-                if side.exists():
-                    os.chmod(side, 0o600)
-        except (OSError, sqlite3.Error) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise RunStateError(f"cannot open the account registry in {self.directory}: {why}"
-                                f" (set {STATE_ENV} to a writable directory)") from None
+            for table in _CORE:  # every page of the small tables is read: damage is met here,
+                conn.execute(f"SELECT * FROM {table}").fetchall()  # not half-way through
+        except BaseException:
+            conn.close()
+            raise
+        conn.registry = self  # from now on a damaged file met stops the command
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
         return conn
+
+    def _refused(self, exc: OSError | sqlite3.Error) -> RunStateError:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return RunStateError(f"cannot open the account registry in {self.directory}: {why}"
+                             f" (set {STATE_ENV} to a writable directory)")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """`BEGIN IMMEDIATE` ... COMMIT: one writer at a time across processes. An SQLite
-        error (busy past the 30 s wait, a full disk) leaves as one line naming the registry."""
+        error (busy past the 30 s wait, a full disk) leaves as one line naming the registry;
+        a damaged file is set aside first (see the module docstring)."""
         try:
             with atomic(self.conn, "BEGIN IMMEDIATE") as conn:
                 yield conn
         except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise self.damaged(exc) from exc
             raise storage_error(exc, self.path) from exc
 
-    def forget(self, account: str) -> None:
-        """Drop everything kept for an account (an embedded sandbox's, when its run ends)."""
+    def damaged(self, exc: sqlite3.Error) -> RegistryReplaced:
+        """The error to stop with after this thread met a damaged registry file in use: the
+        file set aside (when no other process has it open) and the connection dropped."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with suppress(sqlite3.Error):
+                conn.close()
+        aside = self._set_aside(exc, conn.file if conn is not None else identity(self.path))
+        return RegistryReplaced(f"the account registry {self.path} was damaged ({exc}) and is "
+                                f"set aside as {aside.name}: run the same command to resume")
+
+    def _set_aside(self, exc: sqlite3.Error, file: tuple[int, int] | None) -> Path:
+        """Rename the damaged file (`file`: the one this process found damaged) out of the
+        way, its -wal and -shm with it; a StorageError if another process has it open."""
+        fd = _hold(self.directory)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:  # the shared lock is released by the failed conversion
+            alone = False
+        try:
+            if identity(self.path) != file:  # another process set it aside meanwhile
+                return self.directory / "registry.damaged-*.sqlite"
+            if not alone:
+                raise StorageError(
+                    f"the account registry {self.path} is damaged ({exc}), and other batchmove "
+                    "processes of this machine have it open: once they have ended, run the same "
+                    "command again (it sets the file aside and starts a new registry)")
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            aside = self.directory / f"registry.damaged-{stamp}-{os.getpid()}.sqlite"
+            for suffix in ("-wal", "-shm", ""):
+                with suppress(FileNotFoundError):
+                    os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        LOG.warning("batchmove: warning: the account registry %s was damaged (%s); set aside as "
+                    "%s, a new one is started (tokens and rates are fetched again)",
+                    self.path, exc, aside.name)
+        return aside
+
+    def forget(self, account: str, *kinds: str) -> None:
+        """Drop everything kept for an account (an embedded sandbox's, when its run ends), the
+        lock files of its tokens of `kinds` (and of those stored) included."""
         with self.transaction() as conn:
+            kinds += tuple(kind for (kind,) in conn.execute(
+                "SELECT kind FROM tokens WHERE account = ?", (account,)))
             for (run_id,) in conn.execute("SELECT id FROM runs WHERE account = ?",
                                           (account,)).fetchall():
                 conn.execute(f"DROP TABLE IF EXISTS claims_{int(run_id)}")
             for table in ("tokens", "buckets", "leases", "runs", "run_spent", "spent"):
                 conn.execute(f"DELETE FROM {table} WHERE account = ?", (account,))
+        for kind in set(kinds):  # nobody else can want the account's tokens now
+            with suppress(FileNotFoundError):
+                os.unlink(token_lock(self.directory, account, kind))
 
     def close(self) -> None:
+        """Close this thread's connection and end this object's hold on the registry."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None
             conn.close()
+        if self._held:
+            self._held = False
+            _release(self.directory)
+
+
+class RegistryReplaced(StorageError):
+    """A damaged registry file was met in use and set aside (exit 3: the same command goes on
+    with a new one). What only tidies the registry may catch it and go on: this thread's next
+    use of the registry opens the new file."""
+
+
+class _Connection(sqlite3.Connection):
+    """The registry's connection: a damaged file met by a read outside a transaction stops
+    the command as one met inside one does (`Registry.damaged`)."""
+
+    registry: Registry
+    file: tuple[int, int] | None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return self.cursor(_Cursor).execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from exc
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return self.cursor(_Cursor).executemany(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from exc
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> BaseException:
+        if not is_damage(exc) or self.in_transaction or not hasattr(self, "registry"):
+            return exc  # inside a transaction: `Registry.transaction` says it
+        return self.registry.damaged(exc)
+
+
+class _Cursor(sqlite3.Cursor):
+    """Rows read past the first (where SQLite may first meet a damaged page) are checked too."""
+
+    def fetchone(self) -> Any:
+        return self._checked(super().fetchone)
+
+    def fetchall(self) -> list[Any]:
+        return self._checked(super().fetchall)  # type: ignore[no-any-return]
+
+    def __next__(self) -> Any:
+        return self._checked(super().__next__)
+
+    def _checked(self, read: Any) -> Any:
+        try:
+            return read()
+        except sqlite3.DatabaseError as exc:
+            raise self.connection._damaged(exc) from exc  # type: ignore[attr-defined]
+
+
+#: per process: the descriptor of each registry's `registry.lock`, held shared (`flock`) while
+#: a `Registry` of the directory is in use (counted), closed on exec: a spawned process holds
+#: its own. A forked child shares the parent's (one open file, one lock).
+_HOLDS: dict[Path, list[int]] = {}  # directory -> [descriptor, Registry objects holding it]
+_HOLDS_LOCK = threading.Lock()
+
+
+def _hold(directory: Path, count: int = 0) -> int:
+    """This process's shared hold on the registry in `directory` (made on first use), held
+    once more by `count` Registry objects."""
+    with _HOLDS_LOCK:
+        held = _HOLDS.get(directory)
+        if held is None:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+            fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            held = _HOLDS[directory] = [fd, 0]
+        held[1] += count
+        return held[0]
+
+
+def _release(directory: Path) -> None:
+    with _HOLDS_LOCK:
+        held = _HOLDS.get(directory)
+        if held is not None:
+            held[1] -= 1
+            if held[1] <= 0:
+                del _HOLDS[directory]
+                os.close(held[0])  # closing the last descriptor releases the flock
 
 
 _ADDED = (("runs", "ledger", "TEXT"), ("buckets", "shared", "REAL"))  # since 0.3.0.dev0

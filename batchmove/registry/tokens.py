@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from batchmove.registry.store import Registry, account_key
+from batchmove.registry.store import Registry, token_lock
 from batchmove.wechat.gate import StoredToken
 
 ACCESS = "access"
@@ -66,10 +66,9 @@ class SharedTokens:
 
     @asynccontextmanager
     async def flight(self) -> AsyncIterator[None]:
-        lock_dir = self.registry.directory / "locks"
-        lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        name = account_key(self.account, self.kind) + ".lock"
-        fd = os.open(lock_dir / name, os.O_RDWR | os.O_CREAT, 0o600)
+        path = token_lock(self.registry.directory, self.account, self.kind)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             while True:
                 try:
