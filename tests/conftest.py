@@ -7,7 +7,8 @@
 - `fake_clock`: a `FakeClock` to pass as `clock=`; `.advance(seconds)` moves time on.
 - `sandbox_process`: `sandbox_process("--users", "50", ...)` -> base_url of a separate
   `python -m batchmove sandbox --port 0 ...` process, terminated after the test.
-- `state_dir` (autouse): a fresh `BATCHMOVE_STATE_DIR` (the account registry) for each test.
+- `state_dir` (autouse): a fresh `BATCHMOVE_STATE_DIR` (the account registry) for each test;
+  `session_state_dir` (autouse) one for what module and session fixtures start.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ import pytest
 
 from batchmove.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 from tests.support.sandboxes import ENV, LISTENING, REPO_ROOT, FakeClock, SandboxFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The account registry of what runs before a test's own `state_dir`: the processes that
+    module fixtures start (a crash campaign's runs) used to reach the user's registry."""
+    path = tmp_path_factory.mktemp("session-state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BATCHMOVE_STATE_DIR", str(path))
+        patch.setitem(ENV, "BATCHMOVE_STATE_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(autouse=True)
