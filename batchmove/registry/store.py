@@ -9,14 +9,17 @@ every write is a short `BEGIN IMMEDIATE` transaction (~0.1 ms), never held acros
 A damaged file (SQLite finds it malformed, or not a database at all) holds nothing that cannot
 be rebuilt: tokens are fetched again, rates found again, runs register again. Whichever
 process meets the damage first (opening the file, in a transaction, reading) sets it aside as
-`registry.damaged-<UTC time>.sqlite` and starts a new one, saying so on stderr, but only when
-no other process of the machine has the registry open: each one holds a shared `flock` on
-`registry.lock` while it does, and setting aside needs it exclusive. Otherwise nothing is
-renamed under a live run (it would go on alone with the old file, outside the shared budget
-and claims) and the command stops with exit 3: the same command, once those runs have
-ended, sets the file aside and goes on. A damage met inside a transaction or a read also
-stops the command with exit 3, the file set aside if it could be: its ledger is intact and
-the same command resumes.
+`registry.damaged-<UTC time>-<pid>.sqlite` and starts a new one, saying so on stderr, but only
+when no other process of the machine has the registry open: each one holds a shared `flock` on
+`registry.lock` while it does, and setting aside needs it exclusive. A process that met the
+damage lets go of its own hold and waits up to `SET_ASIDE_WAIT_S` for it: processes that met
+it together do not wait for each other (one sets it aside, the others find it gone, and every
+connection of a process follows to the new file). A process that keeps it open longer is a
+live run that does not meet the damage: nothing is renamed under it (it would go on alone
+with the old file, outside the shared budget and claims) and the command stops with exit 3:
+the same command, once those runs have ended, sets the file aside and goes on. A damage met
+inside a transaction or a read also stops the command with exit 3, the file set aside if it
+could be: its ledger is intact and the same command resumes.
 
 Two clocks: rate state (slots, pauses, leases) is in `time.monotonic()` seconds, which on Linux
 is one clock for every process of the machine; tokens and run registrations, which outlive a
@@ -42,6 +45,7 @@ from batchmove.ledger.storage import atomic, identity, is_damage, storage_error
 
 REGISTRY_NAME = "registry.sqlite"
 LOCK_NAME = "registry.lock"
+SET_ASIDE_WAIT_S = 2.0  # how long a process that met damage waits for the others to let go
 LOG = logging.getLogger("batchmove.registry")
 STATE_ENV = "BATCHMOVE_STATE_DIR"
 _SCHEMA = """
@@ -111,7 +115,12 @@ class Registry:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and identity(self.path) != conn.file:  # set aside by another thread
+            self._local.conn = None
+            with suppress(sqlite3.Error):
+                conn.close()
+            conn = None
         if conn is None:
             file = identity(self.path)  # the file that may turn out damaged, not its successor
             try:
@@ -129,7 +138,7 @@ class Registry:
             self._local.conn = conn
         return conn
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         if not self._held:
             _hold(self.directory, 1)
             self._held = True
@@ -190,13 +199,20 @@ class Registry:
 
     def _set_aside(self, exc: sqlite3.Error, file: tuple[int, int] | None) -> Path:
         """Rename the damaged file (`file`: the one this process found damaged) out of the
-        way, its -wal and -shm with it; a StorageError if another process has it open."""
+        way, its -wal and -shm with it; a StorageError if another process keeps it open for
+        `SET_ASIDE_WAIT_S`. This process lets go of its own shared hold meanwhile, so that
+        processes that met the damage together do not wait for each other: one sets it aside,
+        the others find it gone."""
         fd = _hold(self.directory)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            alone = True
-        except BlockingIOError:  # the shared lock is released by the failed conversion
-            alone = False
+        fcntl.flock(fd, fcntl.LOCK_UN)  # others that met the damage too wait as we do
+        alone, deadline = False, time.monotonic() + SET_ASIDE_WAIT_S
+        while identity(self.path) == file and time.monotonic() < deadline:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                alone = True
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
         try:
             if identity(self.path) != file:  # another process set it aside meanwhile
                 return self.directory / "registry.damaged-*.sqlite"

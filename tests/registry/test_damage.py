@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from batchmove.errors import EXIT_STOPPED, StorageError
-from batchmove.registry import Claims, Registry
+from batchmove.registry import Claims, Registry, store
 from batchmove.registry.store import LOCK_NAME, REGISTRY_NAME, RegistryReplaced, state_dir
 from batchmove.sandbox import SandboxConfig
 from tests.support.cli import batchmove_async
 from tests.support.engine import assert_state_matches, spread, write_moves
 from tests.support.processes import holder
-from tests.support.sandboxes import ENV, SandboxFactory
+from tests.support.sandboxes import ENV, REPO_ROOT, SandboxFactory
 
 GARBAGE = b"this is no database " * 300
 HOLD = """
@@ -134,7 +134,8 @@ def test_damage_met_in_use_stops_the_command_resumable_and_sets_the_file_aside(
 
 
 def test_a_damaged_registry_another_process_has_open_is_left_where_it_is(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "SET_ASIDE_WAIT_S", 0.3)  # how long it waits for the other
     directory = state_dir()
     registry = Registry()
     run_id = copied_registration(registry, "acct", tmp_path / "run", 5_000, os.getpid())
@@ -161,6 +162,68 @@ def test_a_damaged_registry_another_process_has_open_is_left_where_it_is(
         registry.conn.execute(f"SELECT * FROM claims_{run_id}").fetchall()
     assert len(set_aside(directory)) == 1
     registry.close()
+
+
+def test_the_processs_other_connections_follow_it_to_the_new_registry(tmp_path: Path) -> None:
+    directory = state_dir()
+    registry = Registry()
+    run_id = copied_registration(registry, "acct", tmp_path / "run", 5_000, os.getpid())
+    registry.close()
+    corrupt(directory, f"claims_{run_id}")
+    first, second = Registry(), Registry()  # another part of the run, another thread
+    assert second.conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)  # the old one
+    with pytest.raises(RegistryReplaced):
+        first.conn.execute(f"SELECT * FROM claims_{run_id}").fetchall()
+    assert second.conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)  # the new one
+    first.close()
+    second.close()
+
+
+SWEEP = """
+import sys
+from pathlib import Path
+from batchmove.registry import Claims, Registry
+registry = Registry()
+registry.conn  # open, as a run's registry is before it registers
+print("ready", flush=True)
+sys.stdin.readline()
+print(Claims(registry, "acct").register(Path(sys.argv[1]), "job", [[sys.argv[1]]]), flush=True)
+"""
+
+
+def test_runs_that_meet_the_damage_together_set_it_aside_once_and_all_go_on(
+        tmp_path: Path) -> None:
+    """Each holds the registry open, so none may set it aside under the others: each lets go
+    of its hold while it waits, one sets it aside, the others find it gone."""
+    directory = state_dir()
+    registry = Registry()
+    stale = copied_registration(registry, "old-sandbox", tmp_path / "old", 5_000, dead_pid())
+    registry.close()
+    corrupt(directory, f"claims_{stale}")
+    runs = [subprocess.Popen([sys.executable, "-c", SWEEP, str(tmp_path / f"run{i}")],
+                             cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for i in range(4)]
+    try:
+        for run in runs:
+            assert run.stdout is not None
+            assert run.stdout.readline() == "ready\n"
+        for run in runs:
+            assert run.stdin is not None
+            run.stdin.write("go\n")
+            run.stdin.flush()
+        ends = [run.communicate(timeout=60) for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    assert [(run.returncode, out) for run, (out, _) in zip(runs, ends, strict=True)] == [
+        (0, "[]\n")] * 4
+    assert sum("set aside as" in err for _, err in ends) == 1
+    assert len(set_aside(directory)) == 1
+    with sqlite3.connect(directory / REGISTRY_NAME) as conn:  # all four in the new one
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (4,)
+    conn.close()
 
 
 def test_stale_registrations_of_every_account_are_swept_when_a_run_registers(
