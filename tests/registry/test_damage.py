@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,22 +72,34 @@ def dead_pid() -> int:
     return int(proc.stdout)
 
 
+@pytest.fixture
+def warnings_said() -> Iterator[list[str]]:
+    """What the registry's logger says, whatever handlers an in-process JSON log left on it
+    (`log_to_json` stops it propagating to pytest's capture)."""
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("batchmove.registry")
+    logger.addHandler(handler)
+    yield said
+    logger.removeHandler(handler)
+
+
 def test_a_file_that_is_no_database_is_set_aside_and_a_new_registry_started(
-        caplog: pytest.LogCaptureFixture) -> None:
+        warnings_said: list[str]) -> None:
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / REGISTRY_NAME).write_bytes(GARBAGE)
     registry = Registry()
-    with caplog.at_level(logging.WARNING, "batchmove.registry"), registry.transaction() as conn:
+    with registry.transaction() as conn:
         conn.execute("INSERT INTO spent VALUES ('acct', '2026-12-07', 'x', 1)")
     assert registry.conn.execute("SELECT calls FROM spent").fetchall() == [(1,)]
     [aside] = set_aside(directory)
     assert aside.read_bytes() == GARBAGE  # kept as it was, for whoever wants to look
-    [record] = caplog.records
-    assert record.getMessage() == (
+    assert warnings_said == [(
         f"batchmove: warning: the account registry {directory / REGISTRY_NAME} was damaged "
         f"(file is not a database); set aside as {aside.name}, a new one is started (tokens "
-        "and rates are fetched again)")
+        "and rates are fetched again)")]
     assert (directory / LOCK_NAME).stat().st_mode & 0o777 == 0o600
     registry.close()
 
@@ -247,7 +260,7 @@ def test_stale_registrations_of_every_account_are_swept_when_a_run_registers(
 
 
 def test_a_dead_runs_damaged_claims_are_set_aside_and_the_registration_goes_on(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, warnings_said: list[str]) -> None:
     directory = state_dir()
     registry = Registry()
     stale = copied_registration(registry, "old-sandbox", tmp_path / "old", 5_000, dead_pid())
@@ -255,10 +268,10 @@ def test_a_dead_runs_damaged_claims_are_set_aside_and_the_registration_goes_on(
     corrupt(directory, f"claims_{stale}")
     registry = Registry()
     claims = Claims(registry, "acct")
-    with caplog.at_level(logging.WARNING, "batchmove.registry"):
-        assert claims.register(tmp_path / "mine", "mine", [["a", "b"]]) == []
+    assert claims.register(tmp_path / "mine", "mine", [["a", "b"]]) == []
     assert len(set_aside(directory)) == 1
-    assert "was damaged (database disk image is malformed)" in caplog.text
+    [said] = warnings_said
+    assert "was damaged (database disk image is malformed)" in said
     assert [r.job for r in claims.runs()] == ["mine"]  # registered in the new registry
     registry.close()
 
