@@ -326,10 +326,21 @@ def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None,
     return child
 
 
+_STATE: list[Path] = []  # the bench's account registry, made fresh once per bench process
+
+
 def batchmove_env() -> dict[str, str]:
+    """The environment of the batchmove processes the bench times: the sandbox's account,
+    and an account registry of the bench's own (`.runs/state`, fresh each bench) unless
+    BATCHMOVE_STATE_DIR names one: the runs on the bench's sandboxes, each an account of its
+    own, never land in the user's registry."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WECHAT_")}
     env.update(WECHAT_APPID=DEFAULT_APPID, WECHAT_APPSECRET=DEFAULT_SECRET,
                PYTHONUNBUFFERED="1")
+    if not env.get("BATCHMOVE_STATE_DIR", "").strip():
+        if not _STATE:
+            _STATE.append(fresh_dir("state"))
+        env["BATCHMOVE_STATE_DIR"] = str(_STATE[0])
     return env
 
 
