@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -45,6 +46,7 @@ from batchmove.ledger.storage import atomic, identity, is_damage, storage_error
 
 REGISTRY_NAME = "registry.sqlite"
 LOCK_NAME = "registry.lock"
+OPEN_WAIT_S = 30.0  # how long opening the registry waits for the other processes' locks
 SET_ASIDE_WAIT_S = 2.0  # how long a process that met damage waits for the others to let go
 LOG = logging.getLogger("batchmove.registry")
 STATE_ENV = "BATCHMOVE_STATE_DIR"
@@ -147,19 +149,25 @@ class Registry:
             # on it, SQLite's too, and another process's last close may then checkpoint
             # and delete the WAL under our other connection ("disk image is malformed")
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                               check_same_thread=False, factory=_Connection)
-        conn.file = identity(self.path)
-        try:  # a damaged file met here is set aside by `conn` and opened again, new
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.executescript(_SCHEMA)
-            _migrate(conn)
-            for table in _CORE:  # every page of the small tables is read: damage is met here,
-                conn.execute(f"SELECT * FROM {table}").fetchall()  # not half-way through
-        except BaseException:
-            conn.close()
-            raise
+        deadline = time.monotonic() + OPEN_WAIT_S
+        while True:
+            conn = sqlite3.connect(self.path, timeout=OPEN_WAIT_S, isolation_level=None,
+                                   check_same_thread=False, factory=_Connection)
+            conn.file = identity(self.path)
+            try:  # a damaged file met here is set aside by `conn` and opened again, new
+                _set_up(conn)
+                break
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                # processes that open a new registry together: SQLite answers "database is
+                # locked" at once rather than let two of them wait for each other (its busy
+                # wait is not used then); it was 1 run in 10 of 4 started at once
+                if not _busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005 + 0.02 * random.random())
+            except BaseException:
+                conn.close()
+                raise
         conn.registry = self  # from now on a damaged file met stops the command
         for suffix in ("-wal", "-shm"):
             side = self.path.with_name(self.path.name + suffix)
@@ -257,6 +265,20 @@ class Registry:
         if self._held:
             self._held = False
             _release(self.directory)
+
+
+def _set_up(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.executescript(_SCHEMA)
+    _migrate(conn)
+    for table in _CORE:  # every page of the small tables is read: damage is met here, not
+        conn.execute(f"SELECT * FROM {table}").fetchall()  # half-way through a run
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorname", "") or "").startswith(("SQLITE_BUSY",
+                                                                      "SQLITE_LOCKED"))
 
 
 class RegistryReplaced(StorageError):
