@@ -40,6 +40,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 #: OS errors that are the disk's or the file system's, whichever file they came from
@@ -67,7 +68,7 @@ def storage_error(exc: BaseException, path: Path) -> BatchmoveError:
     run) at `path`: what happened and what to do."""
     if isinstance(exc, BatchmoveError):
         return exc
-    name = getattr(exc, "sqlite_errorname", "") or ""
+    name = _errorname(exc)
     code = exc.errno if isinstance(exc, OSError) else None
     if name.startswith(_DAMAGED) or isinstance(exc, ValueError) or _undecodable(exc):
         return damaged(path, _why(exc), "not a batchmove ledger"
@@ -78,7 +79,7 @@ def storage_error(exc: BaseException, path: Path) -> BatchmoveError:
     if name.startswith("SQLITE_READONLY") or code in _READ_ONLY_ERRNOS:
         return StorageError(f"cannot write {path}: it or its directory is read-only or not "
                             f"ours ({_why(exc)}): make it writable, {resume}")
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+    if name.startswith(_BUSY):
         return StorageError(f"{path} is busy: another process held it longer than batchmove "
                             f"waits ({_why(exc)}); {resume}")
     if name.startswith("SQLITE_IOERR") or code == errno.EIO:
@@ -124,14 +125,22 @@ def foreign(exc: BaseException) -> bool:
     return tb is not None and f"{os.sep}registry{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
+def _errorname(exc: BaseException) -> str:
+    return getattr(exc, "sqlite_errorname", "") or ""
+
+
 def is_damage(exc: BaseException) -> bool:
     """Whether an SQLite error says the file itself is damaged (malformed, not a database)."""
-    return (getattr(exc, "sqlite_errorname", "") or "").startswith(_DAMAGED)
+    return _errorname(exc).startswith(_DAMAGED)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether an SQLite error says another connection holds the lock it needed."""
+    return _errorname(exc).startswith(_BUSY)
 
 
 def disk_full(exc: BaseException) -> bool:
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    return name.startswith("SQLITE_FULL") or (
+    return _errorname(exc).startswith("SQLITE_FULL") or (
         isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS)
 
 

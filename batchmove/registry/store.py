@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from batchmove.errors import RunStateError, StorageError
-from batchmove.ledger.storage import atomic, identity, is_damage, storage_error
+from batchmove.ledger.storage import atomic, identity, is_busy, is_damage, storage_error
 
 REGISTRY_NAME = "registry.sqlite"
 LOCK_NAME = "registry.lock"
@@ -119,9 +119,7 @@ class Registry:
     def conn(self) -> sqlite3.Connection:
         conn: _Connection | None = getattr(self._local, "conn", None)
         if conn is not None and identity(self.path) != conn.file:  # set aside by another thread
-            self._local.conn = None
-            with suppress(sqlite3.Error):
-                conn.close()
+            self._drop_conn()
             conn = None
         if conn is None:
             file = identity(self.path)  # the file that may turn out damaged, not its successor
@@ -162,7 +160,7 @@ class Registry:
                 # processes that open a new registry together: SQLite answers "database is
                 # locked" at once rather than let two of them wait for each other (its busy
                 # wait is not used then); it was 1 run in 10 of 4 started at once
-                if not _busy(exc) or time.monotonic() > deadline:
+                if not is_busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.005 + 0.02 * random.random())
             except BaseException:
@@ -197,13 +195,18 @@ class Registry:
         """The error to stop with after this thread met a damaged registry file in use: the
         file set aside (when no other process has it open) and the connection dropped."""
         conn = getattr(self._local, "conn", None)
+        self._drop_conn()
+        aside = self._set_aside(exc, conn.file if conn is not None else identity(self.path))
+        return RegistryReplaced(f"the account registry {self.path} was damaged ({exc}) and is "
+                                f"set aside as {aside.name}: run the same command to resume")
+
+    def _drop_conn(self) -> None:
+        """Forget and close this thread's connection (one to a file set aside, say)."""
+        conn = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
             with suppress(sqlite3.Error):
                 conn.close()
-        aside = self._set_aside(exc, conn.file if conn is not None else identity(self.path))
-        return RegistryReplaced(f"the account registry {self.path} was damaged ({exc}) and is "
-                                f"set aside as {aside.name}: run the same command to resume")
 
     def _set_aside(self, exc: sqlite3.Error, file: tuple[int, int] | None) -> Path:
         """Rename the damaged file (`file`: the one this process found damaged) out of the
@@ -274,11 +277,6 @@ def _set_up(conn: sqlite3.Connection) -> None:
     _migrate(conn)
     for table in _CORE:  # every page of the small tables is read: damage is met here, not
         conn.execute(f"SELECT * FROM {table}").fetchall()  # half-way through a run
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    return (getattr(exc, "sqlite_errorname", "") or "").startswith(("SQLITE_BUSY",
-                                                                      "SQLITE_LOCKED"))
 
 
 class RegistryReplaced(StorageError):
