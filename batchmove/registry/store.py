@@ -142,15 +142,17 @@ class Registry:
         if not self._held:
             _hold(self.directory, 1)
             self._held = True
-        if not self.path.exists():  # made 600; never open() and close() it once it exists:
-            # closing any descriptor of the file drops every POSIX lock this process holds
-            # on it, SQLite's too, and another process's last close may then checkpoint
-            # and delete the WAL under our other connection ("disk image is malformed")
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         deadline = time.monotonic() + OPEN_WAIT_S
         while True:
             conn = sqlite3.connect(self.path, timeout=OPEN_WAIT_S, isolation_level=None,
                                    check_same_thread=False, factory=_Connection)
+            # SQLite makes the file when there is none; it is made 600 by name. Never open()
+            # and close() it here: closing any descriptor of the file drops every POSIX lock
+            # this process holds on it, SQLite's too, and another process's last close then
+            # checkpoints and deletes the WAL and -shm under this process's other connections
+            # ("disk I/O error", a malformed file; one process in 120 that opened a new
+            # registry together with others, when a thread saw no file before another made it)
+            os.chmod(self.path, 0o600)
             conn.file = identity(self.path)
             try:  # a damaged file met here is set aside by `conn` and opened again, new
                 _set_up(conn)
