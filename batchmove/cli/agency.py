@@ -86,7 +86,7 @@ def receive_command(job: str | None, host: str, port: int, url_path: str,
                          values[creds.component_appid_env])
     except ValueError as exc:
         raise UsageError(f"{AES_KEY_ENV}: {exc}") from None
-    receiver = Receiver(crypt, RegistryPlatformStore(), ticket_file,
+    receiver = Receiver(crypt, RegistryPlatformStore(keep_open=False), ticket_file,
                         say=lambda line: click.echo(line))
     try:
         serve(receiver, host, port, url_path if url_path.startswith("/") else "/" + url_path)

@@ -16,6 +16,10 @@ the client's `TokenManager`, like any account's token.
 Tokens go through `SharedTokens` (one indexed read; `flight()` is the cross-process lock of
 the single-flight fetch); the list of authorizers and the ticket's arrival time are read here.
 The registry file is mode 600 in a mode-700 directory; no value ever enters a message.
+
+A long-lived process that seldom uses the registry (`ticket receive`, a push every 10
+minutes) passes `keep_open=False`: the registry is closed after each use, so the process
+never holds it between pushes, and another that meets a damaged file can set it aside.
 """
 
 from __future__ import annotations
@@ -37,9 +41,14 @@ class RegistryPlatformStore:
     """`wechat.component.PlatformStore` in the machine's account registry."""
 
     def __init__(self, registry: Registry | None = None, *,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, keep_open: bool = True) -> None:
         self.registry = registry if registry is not None else Registry()
         self._wall = wall
+        self._keep_open = keep_open
+
+    def _done(self) -> None:
+        if not self._keep_open:
+            self.registry.close()
 
     def __repr__(self) -> str:
         return f"RegistryPlatformStore({str(self.registry.path)!r})"
@@ -83,14 +92,20 @@ class RegistryPlatformStore:
         return [str(kind).removeprefix(_REFRESH) for (kind,) in rows]
 
     def ticket(self, component: str) -> tuple[str, float] | None:
-        row = self.registry.conn.execute(
-            "SELECT value, saved_at FROM tokens WHERE account = ? AND kind = ?",
-            (account_key("component", component), _TICKET)).fetchone()
+        try:
+            row = self.registry.conn.execute(
+                "SELECT value, saved_at FROM tokens WHERE account = ? AND kind = ?",
+                (account_key("component", component), _TICKET)).fetchone()
+        finally:
+            self._done()
         return (str(row[0]), float(row[1])) if row else None
 
     def put_ticket(self, component: str, ticket: str, pushed_at: float) -> None:
-        with self.registry.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO tokens (account, kind, value, renew_at, expires_at, "
-                "saved_at) VALUES (?, ?, ?, NULL, NULL, ?)",
-                (account_key("component", component), _TICKET, ticket, pushed_at))
+        try:
+            with self.registry.transaction() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO tokens (account, kind, value, renew_at, "
+                    "expires_at, saved_at) VALUES (?, ?, ?, NULL, NULL, ?)",
+                    (account_key("component", component), _TICKET, ticket, pushed_at))
+        finally:
+            self._done()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from batchmove.errors import BatchmoveError
 from batchmove.wechat.component import PlatformStore
 from batchmove.wechat.msgcrypt import MsgCrypt, PushError, xml_fields
 
@@ -54,7 +55,10 @@ class Receiver:
         now = self.clock()
         self.store.put_ticket(self.crypt.appid, ticket, now)
         if self.ticket_file is not None:
-            _write_private(self.ticket_file, ticket + "\n")
+            try:
+                _write_private(self.ticket_file, ticket + "\n")
+            except OSError as exc:  # named by the file asked for, not its temporary
+                raise OSError(exc.errno, exc.strerror, str(self.ticket_file)) from None
         self.received += 1
         self.say(f"ticket received for {self.crypt.appid} at "
                  f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}")
@@ -89,6 +93,12 @@ async def _push(request: web.Request) -> web.Response:
     except PushError as exc:
         print(f"batchmove: refused a push: {exc}", file=sys.stderr, flush=True)
         return web.Response(status=403, text="refused")
+    except (BatchmoveError, OSError) as exc:  # the registry or the ticket file: WeChat pushes
+        # again (within 10 minutes), and the receiver goes on
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        where = f" {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+        print(f"batchmove: could not keep a ticket{where}: {why}", file=sys.stderr, flush=True)
+        return web.Response(status=500, text="not stored")
     return web.Response(text="success")
 
 
