@@ -152,9 +152,9 @@ class Registry:
             # checkpoints and deletes the WAL and -shm under this process's other connections
             # ("disk I/O error", a malformed file; one process in 120 that opened a new
             # registry together with others, when a thread saw no file before another made it)
-            os.chmod(self.path, 0o600)
-            conn.file = identity(self.path)
             try:  # a damaged file met here is set aside by `conn` and opened again, new
+                os.chmod(self.path, 0o600)
+                conn.file = identity(self.path)
                 _set_up(conn)
                 break
             except sqlite3.OperationalError as exc:
