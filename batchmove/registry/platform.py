@@ -17,9 +17,10 @@ Tokens go through `SharedTokens` (one indexed read; `flight()` is the cross-proc
 the single-flight fetch); the list of authorizers and the ticket's arrival time are read here.
 The registry file is mode 600 in a mode-700 directory; no value ever enters a message.
 
-A long-lived process that seldom uses the registry (`ticket receive`, a push every 10
-minutes) passes `keep_open=False`: the registry is closed after each use, so the process
-never holds it between pushes, and another that meets a damaged file can set it aside.
+A long-lived process that only reads and stores tickets (`ticket receive`, a push every 10
+minutes) passes `keep_open=False`: the registry is closed after each ticket read or stored
+(the other methods leave it open), so the process never holds it between pushes, and another
+that meets a damaged file can set it aside.
 """
 
 from __future__ import annotations
